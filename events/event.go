@@ -1,0 +1,273 @@
+// Package events holds flowtap's event model, the catalogue of event
+// definitions, the selection grammar users pick events with, and the
+// dependency resolution that turns a selection into a plan.
+package events
+
+import (
+	"net/netip"
+)
+
+// ID identifies an event definition. IDs are stable across releases: sinks
+// and stored data may refer to them.
+type ID uint16
+
+// Built-in event IDs. Base events sit below 1000, derived events above.
+const (
+	IDNetPacketFlowBase ID = 1
+	IDNetFlowTCPBegin   ID = 1001
+	IDNetFlowTCPEnd     ID = 1002
+)
+
+// Built-in event names, as Tracee spells them.
+const (
+	NameNetPacketFlowBase = "net_packet_flow_base"
+	NameNetFlowTCPBegin   = "net_flow_tcp_begin"
+	NameNetFlowTCPEnd     = "net_flow_tcp_end"
+)
+
+// Event is one occurrence of a catalogue event: when it happened, where it
+// came from, and its typed payload. Events are values; a producer or deriver
+// hands them on and never mutates one after emitting it.
+type Event struct {
+	// ID names the definition this event is an instance of.
+	ID ID
+	// Timestamp is nanoseconds since the Unix epoch (wall clock).
+	Timestamp int64
+	// Context says which socket, cgroup and process the event belongs to.
+	Context Context
+	// Payload carries the event's own fields; its concrete type is fixed
+	// by ID (see Definition.Fields for the field list it produces).
+	Payload Payload
+}
+
+// Context is what flowtap knows about where an event came from. Zero values
+// mean "not known" (process details are not visible from every hook).
+type Context struct {
+	SocketCookie uint64
+	CgroupID     uint64
+	PID          uint32
+	UID          uint32
+	Comm         string
+	HostName     string
+}
+
+// Payload is the typed body of an event. AppendFields appends the payload's
+// fields, in the order the catalogue declares them, so generic consumers
+// (sinks, filters) can walk any event without knowing its Go type.
+type Payload interface {
+	EventID() ID
+	AppendFields(dst []Field) []Field
+}
+
+// Field is one named, typed value of an event payload.
+type Field struct {
+	Name  string
+	Value Value
+}
+
+// Kind is the type of a field value.
+type Kind uint8
+
+// Field value kinds.
+const (
+	KindInvalid Kind = iota
+	KindString
+	KindUint
+	KindInt
+	KindBool
+	KindStrings
+)
+
+// Value is a typed field value. Exactly the member that Kind names is set;
+// this keeps payloads typed without boxing every value in an interface.
+type Value struct {
+	Kind    Kind
+	Str     string
+	Uint    uint64
+	Int     int64
+	Bool    bool
+	Strings []string
+}
+
+// String returns a value of kind KindString.
+func String(s string) Value { return Value{Kind: KindString, Str: s} }
+
+// Uint returns a value of kind KindUint.
+func Uint(u uint64) Value { return Value{Kind: KindUint, Uint: u} }
+
+// Int returns a value of kind KindInt.
+func Int(i int64) Value { return Value{Kind: KindInt, Int: i} }
+
+// Bool returns a value of kind KindBool.
+func Bool(b bool) Value { return Value{Kind: KindBool, Bool: b} }
+
+// Strings returns a value of kind KindStrings. A nil list is reported as an
+// empty list, never as null.
+func Strings(l []string) Value {
+	if l == nil {
+		l = []string{}
+	}
+	return Value{Kind: KindStrings, Strings: l}
+}
+
+// PacketDirection says whether the kernel saw a packet leave or enter a
+// local socket.
+type PacketDirection uint8
+
+// Packet directions, as seen by the cgroup skb hooks.
+const (
+	Ingress PacketDirection = 1
+	Egress  PacketDirection = 2
+)
+
+// String returns "ingress" or "egress".
+func (d PacketDirection) String() string {
+	switch d {
+	case Ingress:
+		return "ingress"
+	case Egress:
+		return "egress"
+	}
+	return "unknown"
+}
+
+// TCPFlags is the flags byte of a TCP header.
+type TCPFlags uint8
+
+// TCP header flags.
+const (
+	FlagFIN TCPFlags = 0x01
+	FlagSYN TCPFlags = 0x02
+	FlagRST TCPFlags = 0x04
+	FlagPSH TCPFlags = 0x08
+	FlagACK TCPFlags = 0x10
+	FlagURG TCPFlags = 0x20
+	FlagECE TCPFlags = 0x40
+	FlagCWR TCPFlags = 0x80
+)
+
+// Has reports whether all flags in f are set.
+func (t TCPFlags) Has(f TCPFlags) bool { return t&f == f }
+
+// String renders the flags tcpdump-style, e.g. "SYN|ACK".
+func (t TCPFlags) String() string {
+	names := [...]string{"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
+	out := make([]byte, 0, 16)
+	for i, n := range names {
+		if t&(1<<i) != 0 {
+			if len(out) > 0 {
+				out = append(out, '|')
+			}
+			out = append(out, n...)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return string(out)
+}
+
+// PacketFlowBase is the payload of net_packet_flow_base: one flow-relevant
+// TCP packet (SYN, SYN-ACK, FIN or RST) as a cgroup skb hook saw it.
+type PacketFlowBase struct {
+	Direction PacketDirection
+	Src       netip.Addr
+	Dst       netip.Addr
+	SrcPort   uint16
+	DstPort   uint16
+	Flags     TCPFlags
+	// Length is the IP packet length in bytes.
+	Length uint32
+}
+
+// EventID implements Payload.
+func (*PacketFlowBase) EventID() ID { return IDNetPacketFlowBase }
+
+// AppendFields implements Payload.
+func (p *PacketFlowBase) AppendFields(dst []Field) []Field {
+	return append(dst,
+		Field{"direction", String(p.Direction.String())},
+		Field{"src", String(addrString(p.Src))},
+		Field{"dst", String(addrString(p.Dst))},
+		Field{"src_port", Uint(uint64(p.SrcPort))},
+		Field{"dst_port", Uint(uint64(p.DstPort))},
+		Field{"tcp_flags", String(p.Flags.String())},
+		Field{"length", Uint(uint64(p.Length))},
+	)
+}
+
+// ConnDirection says which side of a TCP connection a local endpoint is.
+type ConnDirection uint8
+
+// Connection directions.
+const (
+	// Outgoing: a local socket sent the SYN.
+	Outgoing ConnDirection = 1
+	// Incoming: a local listener received the SYN.
+	Incoming ConnDirection = 2
+)
+
+// String returns "outgoing" or "incoming".
+func (d ConnDirection) String() string {
+	switch d {
+	case Outgoing:
+		return "outgoing"
+	case Incoming:
+		return "incoming"
+	}
+	return "unknown"
+}
+
+// Flow is the set of fields shared by every flow event. Src and Dst run
+// from the connection's initiator to its responder, whichever endpoint is
+// local.
+type Flow struct {
+	Direction ConnDirection
+	Src       netip.Addr
+	Dst       netip.Addr
+	SrcPort   uint16
+	DstPort   uint16
+	SrcDNS    []string
+	DstDNS    []string
+}
+
+// appendFlowFields appends the fields every flow event has, in the order of
+// the reference manual page.
+func (f *Flow) appendFlowFields(dst []Field) []Field {
+	return append(dst,
+		Field{"conn_direction", String(f.Direction.String())},
+		Field{"src", String(addrString(f.Src))},
+		Field{"dst", String(addrString(f.Dst))},
+		Field{"src_port", Uint(uint64(f.SrcPort))},
+		Field{"dst_port", Uint(uint64(f.DstPort))},
+		Field{"src_dns", Strings(f.SrcDNS)},
+		Field{"dst_dns", Strings(f.DstDNS)},
+	)
+}
+
+// FlowBegin is the payload of net_flow_tcp_begin.
+type FlowBegin struct{ Flow }
+
+// EventID implements Payload.
+func (*FlowBegin) EventID() ID { return IDNetFlowTCPBegin }
+
+// AppendFields implements Payload.
+func (b *FlowBegin) AppendFields(dst []Field) []Field { return b.appendFlowFields(dst) }
+
+// FlowEnd is the payload of net_flow_tcp_end.
+type FlowEnd struct{ Flow }
+
+// EventID implements Payload.
+func (*FlowEnd) EventID() ID { return IDNetFlowTCPEnd }
+
+// AppendFields implements Payload.
+func (e *FlowEnd) AppendFields(dst []Field) []Field { return e.appendFlowFields(dst) }
+
+// addrString renders an address without the IPv4-in-IPv6 form: dual-stack
+// sockets carrying IPv4 traffic are reported with plain IPv4 addresses.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.Unmap().String()
+}
