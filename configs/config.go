@@ -1,0 +1,152 @@
+// Package configs loads and validates flowtap's pipeline configuration and
+// holds the embedded default pipeline.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Config is a whole flowtap configuration.
+type Config struct {
+	// Source names where the config came from (a file path, or
+	// "embedded default"); error messages use it.
+	Source    string     `mapstructure:"-"`
+	Pipelines []Pipeline `mapstructure:"pipelines"`
+}
+
+// Pipeline selects events and delivers them to one or more sinks.
+type Pipeline struct {
+	Name string `mapstructure:"name"`
+	// Events are selection expressions: event names, set names, globs,
+	// "-name" to exclude (see events.ParseSelection).
+	Events []string `mapstructure:"events"`
+	Sinks  []Sink   `mapstructure:"sinks"`
+}
+
+// Sink names a sink plugin and the configuration handed to its Configure.
+type Sink struct {
+	// Plugin is a built-in sink's name (e.g. "stdout") or a path to a
+	// plugin binary.
+	Plugin string         `mapstructure:"plugin"`
+	Config map[string]any `mapstructure:"config"`
+}
+
+// Default returns the embedded default configuration: the flows set to the
+// stdout sink.
+func Default() (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
+		return nil, fmt.Errorf("read embedded default config: %w", err)
+	}
+	return decode(v, "embedded default")
+}
+
+// Load reads a configuration file through viper. The format follows the
+// extension: .yaml/.yml, .toml or .json.
+func Load(path string) (*Config, error) {
+	ext := strings.TrimPrefix(filepath.Ext(path), ".")
+	switch ext {
+	case "yaml", "yml", "toml", "json":
+	default:
+		return nil, fmt.Errorf("config %s: unsupported extension %q: use .yaml, .yml, .toml or .json", path, filepath.Ext(path))
+	}
+	v := viper.New()
+	v.SetConfigFile(path)
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return decode(v, path)
+}
+
+// decode unmarshals strictly: an unknown key is an error, never ignored.
+func decode(v *viper.Viper, source string) (*Config, error) {
+	cfg := &Config{Source: source}
+	if err := v.UnmarshalExact(cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.WeaklyTypedInput = false // "events: 3" is a mistake, not ["3"]
+	}); err != nil {
+		return nil, fmt.Errorf("config %s: %w (valid top-level key: pipelines; pipeline keys: name, events, sinks; sink keys: plugin, config)", source, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Validate checks what can be checked without the event catalogue or the
+// plugins: every pipeline has a unique name, some events and some sinks,
+// and every sink names a plugin. All problems are reported at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Pipelines) == 0 {
+		errs = append(errs, errors.New("no pipelines: add at least one under 'pipelines'"))
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Pipelines {
+		where := fmt.Sprintf("pipelines[%d]", i)
+		if p.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: 'name' is empty: give every pipeline a name", where))
+		} else {
+			where = fmt.Sprintf("pipeline %q", p.Name)
+			if seen[p.Name] {
+				errs = append(errs, fmt.Errorf("%s: name used twice: pipeline names must be unique", where))
+			}
+			seen[p.Name] = true
+		}
+		if len(p.Events) == 0 {
+			errs = append(errs, fmt.Errorf("%s: 'events' is empty: name events or sets, e.g. [flows]", where))
+		}
+		if len(p.Sinks) == 0 {
+			errs = append(errs, fmt.Errorf("%s: 'sinks' is empty: add a sink, e.g. {plugin: stdout}", where))
+		}
+		for j, s := range p.Sinks {
+			if strings.TrimSpace(s.Plugin) == "" {
+				errs = append(errs, fmt.Errorf("%s: sinks[%d]: 'plugin' is empty: name a built-in sink (stdout) or a plugin binary path", where, j))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config %s: %w", c.Source, errors.Join(errs...))
+	}
+	return nil
+}
+
+// OverrideEvents replaces every pipeline's selection, as --events does.
+func (c *Config) OverrideEvents(exprs []string) {
+	for i := range c.Pipelines {
+		c.Pipelines[i].Events = append([]string(nil), exprs...)
+	}
+}
+
+// SetStdoutFormat sets the "format" of every stdout sink, as --output does.
+// It reports whether any stdout sink exists to take it.
+func (c *Config) SetStdoutFormat(format string) bool {
+	found := false
+	for i := range c.Pipelines {
+		for j := range c.Pipelines[i].Sinks {
+			s := &c.Pipelines[i].Sinks[j]
+			if s.Plugin != "stdout" {
+				continue
+			}
+			cfg := make(map[string]any, len(s.Config)+1)
+			for k, v := range s.Config {
+				cfg[k] = v
+			}
+			cfg["format"] = format
+			s.Config = cfg
+			found = true
+		}
+	}
+	return found
+}
