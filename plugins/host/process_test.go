@@ -1,0 +1,451 @@
+package host
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/sdk"
+)
+
+const (
+	stdoutPkg  = "github.com/flowtap/flowtap/cmd/flowtap-sink-stdout"
+	discardPkg = "./testdata/discard"
+)
+
+// helperEnv makes the test binary act as a flowtap host (see TestMain).
+const helperEnv = "FLOWTAP_HOST_TEST_HELPER_PLUGIN"
+
+func TestMain(m *testing.M) {
+	if bin := os.Getenv(helperEnv); bin != "" {
+		hostHelper(bin)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// hostHelper starts the plugin bin, prints the plugin's pid and waits to
+// be killed. TestPluginDiesWithHost uses it.
+func hostHelper(bin string) {
+	s, err := Start(context.Background(), Config{Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(s.client.ID())
+	select {}
+}
+
+// buildPlugin builds a plugin binary into a temporary directory.
+func buildPlugin(tb testing.TB, pkg string) string {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), "flowtap-sink-"+filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return out
+}
+
+// syncBuffer is a bytes.Buffer for go-plugin's goroutines to log into.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// jsonLine is one line of the stdout sink's JSON output.
+type jsonLine struct {
+	Timestamp int64  `json:"timestamp"`
+	Event     string `json:"event"`
+	Context   struct {
+		SocketCookie uint64 `json:"socket_cookie"`
+		CgroupID     uint64 `json:"cgroup_id"`
+		PID          uint32 `json:"pid"`
+		UID          uint32 `json:"uid"`
+		Comm         string `json:"comm"`
+		HostName     string `json:"host_name"`
+	} `json:"context"`
+	Fields map[string]any `json:"fields"`
+}
+
+// TestStdoutPlugin runs the real stdout plugin: Start, Configure json,
+// Write, Close, then checks every line it printed and that its log line
+// reached the host's logger.
+func TestStdoutPlugin(t *testing.T) {
+	bin := buildPlugin(t, stdoutPkg)
+	var stdout, stderr bytes.Buffer
+	logs := &syncBuffer{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "host", Output: logs, Level: hclog.Info})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	s, err := Start(ctx, Config{Name: "test / stdout", Plugin: bin, Logger: logger, Stdout: &stdout, Stderr: &stderr, Names: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if got := s.Info(); got.Name != "stdout" || got.Version == "" {
+		t.Errorf("Info() = %+v", got)
+	}
+	if err := s.Configure(ctx, map[string]any{"format": "json"}); err != nil {
+		t.Fatal(err)
+	}
+	odd := flowBegin()
+	odd.Context.Comm = "we\"ird\\\n\t名前\x01"
+	odd.Context.HostName = "host ünïcode"
+	batches := [][]events.Event{{flowBegin(), flowEnd()}, {odd}}
+	for _, b := range batches {
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var want []events.Event
+	for _, b := range batches {
+		want = append(want, b...)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("stdout has %d lines, want %d:\n%s", len(lines), len(want), stdout.String())
+	}
+	for i, line := range lines {
+		var got jsonLine
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i, err, line)
+		}
+		ev := want[i]
+		if got.Timestamp != ev.Timestamp || got.Event != names(ev.ID) {
+			t.Errorf("line %d: timestamp %d event %q", i, got.Timestamp, got.Event)
+		}
+		c := ev.Context
+		if got.Context.SocketCookie != c.SocketCookie || got.Context.CgroupID != c.CgroupID || got.Context.PID != c.PID ||
+			got.Context.UID != c.UID || got.Context.Comm != c.Comm || got.Context.HostName != c.HostName {
+			t.Errorf("line %d: context %+v, want %+v", i, got.Context, c)
+		}
+		// Compare the fields through JSON, and their order in the line.
+		var wantFields []string
+		for _, f := range ev.Payload.AppendFields(nil) {
+			wantFields = append(wantFields, f.Name)
+			var v any
+			switch f.Value.Kind {
+			case events.KindString:
+				v = f.Value.Str
+			case events.KindUint:
+				v = float64(f.Value.Uint)
+			case events.KindStrings:
+				l := []any{}
+				for _, s := range f.Value.Strings {
+					l = append(l, s)
+				}
+				v = l
+			}
+			if gv := got.Fields[f.Name]; fmt.Sprint(gv) != fmt.Sprint(v) {
+				t.Errorf("line %d: field %s = %#v, want %#v", i, f.Name, gv, v)
+			}
+		}
+		if order := fieldOrder(t, line); fmt.Sprint(order) != fmt.Sprint(wantFields) {
+			t.Errorf("line %d: field order %v, want %v", i, order, wantFields)
+		}
+	}
+	if got := stderr.String(); got != "" {
+		t.Errorf("plugin stderr = %q, want nothing (the drain token must be cut out)", got)
+	}
+	if l := logs.String(); !strings.Contains(l, "configured stdout sink") || !strings.Contains(l, "format=json") {
+		t.Errorf("the plugin's log line did not reach the host logger:\n%s", l)
+	}
+}
+
+// fieldOrder returns the keys of the "fields" object of a JSON line, in
+// order.
+func fieldOrder(t *testing.T, line string) []string {
+	var raw struct {
+		Fields json.RawMessage `json:"fields"`
+	}
+	if err := json.Unmarshal([]byte(line), &raw); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw.Fields))
+	if _, err := dec.Token(); err != nil { // {
+		t.Fatal(err)
+	}
+	var keys []string
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key.(string))
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
+
+// slowWriter is a consumer of plugin output that cannot keep up, so that
+// output is still on its way (in the plugin's pipe and go-plugin's stdio
+// stream) when Close is called.
+type slowWriter struct{ bytes.Buffer }
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(100 * time.Microsecond)
+	return w.Buffer.Write(p)
+}
+
+// TestStdoutPluginFlushedAtClose writes output faster than the host
+// consumes it and checks that all of it has arrived when Close returns.
+// go-plugin alone drops what is still in flight when the plugin shuts down.
+func TestStdoutPluginFlushedAtClose(t *testing.T) {
+	bin := buildPlugin(t, stdoutPkg)
+	for _, format := range []string{"table", "json"} {
+		t.Run(format, func(t *testing.T) {
+			var stdout slowWriter
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			s, err := Start(ctx, Config{Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: &stdout, Names: names})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Configure(ctx, map[string]any{"format": format}); err != nil {
+				t.Fatal(err)
+			}
+			const batches, perBatch = 40, 250
+			batch := make([]events.Event, perBatch)
+			for i := range batch {
+				batch[i] = flowBegin()
+			}
+			for range batches {
+				if err := s.Write(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := batches * perBatch
+			if format == "table" {
+				want++ // the header
+			}
+			if n := bytes.Count(stdout.Bytes(), []byte("\n")); n != want {
+				t.Errorf("%d lines arrived before Close returned, want %d", n, want)
+			}
+			if !bytes.HasSuffix(stdout.Bytes(), []byte("\n")) {
+				t.Errorf("output ends mid-line: %q", stdout.Bytes()[max(0, stdout.Len()-80):])
+			}
+		})
+	}
+}
+
+func TestStdoutPluginConfigErrors(t *testing.T) {
+	bin := buildPlugin(t, stdoutPkg)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: "p / stdout", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	err = s.Configure(ctx, map[string]any{"format": "xml", "colour": true})
+	var errs sdk.ConfigErrors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("Configure = %v, want two ConfigErrors", err)
+	}
+	want := `configure sink "p / stdout": colour: unknown key (valid keys: format); format: unknown format "xml" (valid: json, table)`
+	if err.Error() != want {
+		t.Errorf("error = %q\nwant      %q", err, want)
+	}
+}
+
+// TestPluginWriteRejected: a rejection crosses a real process boundary
+// as ErrRejected with the sink's message.
+func TestPluginWriteRejected(t *testing.T) {
+	bin := buildPlugin(t, discardPkg)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: "discard", Plugin: bin, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if err := s.Configure(ctx, map[string]any{"reject": "queue full"}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Write(ctx, []events.Event{flowBegin()})
+	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), `sink "discard"`) || !strings.Contains(err.Error(), "queue full") {
+		t.Errorf("Write = %v, want a rejection naming the sink and its reason", err)
+	}
+}
+
+// TestPluginCrash: when the plugin process dies, Write says so instead of
+// hanging.
+func TestPluginCrash(t *testing.T) {
+	bin := buildPlugin(t, discardPkg)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: "discard", Plugin: bin, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if err := s.Configure(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []events.Event{flowBegin()}); err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(s.client.ID())
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !s.client.Exited() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	err = s.Write(ctx, []events.Event{flowBegin()})
+	if err == nil || errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "plugin process exited") {
+		t.Errorf("Write to a dead plugin = %v, want an error saying the process exited", err)
+	}
+	if err := s.Close(ctx); err == nil {
+		t.Error("Close of a dead plugin reported no error")
+	}
+}
+
+func TestStartMissingBinary(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := Start(t.Context(), Config{Name: "p / nosuch", Plugin: "nosuch"})
+	if err == nil {
+		t.Fatal("Start of a missing built-in sink succeeded")
+	}
+	for _, want := range []string{`start sink "p / nosuch"`, `"flowtap-sink-nosuch"`, "$PATH", "make build"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	_, err = Start(t.Context(), Config{Plugin: "/nonexistent/flowtap-sink-x"})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/flowtap-sink-x") || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Start of a missing path = %v", err)
+	}
+}
+
+// TestStartNotAPlugin: a binary that is not a plugin fails the handshake
+// quickly, with an error naming it.
+func TestStartNotAPlugin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Start(ctx, Config{Name: "p / bogus", Plugin: "/bin/true", Logger: hclog.NewNullLogger()})
+	if err == nil {
+		t.Fatal("Start of /bin/true succeeded")
+	}
+	for _, want := range []string{`start sink "p / bogus"`, "/bin/true", "handshake"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Start took %v to fail", d)
+	}
+}
+
+// TestStartTimeout: a binary that never completes the handshake is killed
+// when the context ends.
+func TestStartTimeout(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := Start(ctx, Config{Name: "hang", Plugin: script, Logger: hclog.NewNullLogger()})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `"hang"`) {
+		t.Errorf("Start = %v, want DeadlineExceeded naming the sink", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Start took %v to give up", d)
+	}
+}
+
+// TestPluginDiesWithHost kills a host process with SIGKILL and checks
+// that its plugin dies too (Pdeathsig).
+func TestPluginDiesWithHost(t *testing.T) {
+	bin := buildPlugin(t, discardPkg)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+bin)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v (%q)", err, line)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	if !alive(pid) {
+		t.Fatalf("plugin %d is not running", pid)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for deadline := time.Now().Add(10 * time.Second); alive(pid); {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d outlived its host", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+}

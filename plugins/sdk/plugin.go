@@ -1,0 +1,139 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/flowtap/flowtap/plugins/proto"
+)
+
+// ProtocolVersion is the version of the sink protocol (plugins/proto) this
+// SDK speaks. It changes only when a host and a plugin built against
+// different versions could no longer understand each other.
+const ProtocolVersion = 1
+
+// PluginName is the name the sink is dispensed under in the go-plugin
+// plugin set.
+const PluginName = "sink"
+
+// MaxBatchBytes is the largest encoded batch a plugin accepts. gRPC's
+// default of 4 MiB is too small for large batches of flow events; above
+// this limit the host's Write fails with a "message larger than max" error
+// and the host should send smaller batches.
+const MaxBatchBytes = 64 << 20
+
+// LogLevelEnv is the environment variable the host sets to the level of
+// its own logger (an hclog level name, e.g. "info"), so a plugin does not
+// produce log lines the host would drop. Serve reads it; the default is
+// "info".
+const LogLevelEnv = "FLOWTAP_PLUGIN_LOG_LEVEL"
+
+// Handshake is the go-plugin handshake between the flowtap host and a sink
+// plugin. The magic cookie is not a security measure: it lets a plugin
+// binary started by hand explain that it is a plugin instead of hanging.
+var Handshake = plugin.HandshakeConfig{
+	// ProtocolVersion is left zero: VersionedPlugins carries the versions.
+	MagicCookieKey:   "FLOWTAP_SINK_PLUGIN",
+	MagicCookieValue: "e3c1a9b4-flowtap-sink-v1",
+}
+
+// VersionedPlugins returns the go-plugin plugin sets, by protocol version,
+// for serving s. The host passes nil: its side only dispenses clients.
+// It is a function rather than a shared map so that no caller can modify
+// another's plugin set.
+func VersionedPlugins(s Sink) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		ProtocolVersion: {PluginName: &GRPCPlugin{Impl: s}},
+	}
+}
+
+// GRPCPlugin is the go-plugin binding of Sink over gRPC. On the plugin side
+// GRPCServer serves Impl; on the host side GRPCClient returns the raw
+// proto.SinkClient, which the flowtap host (plugins/host) wraps.
+type GRPCPlugin struct {
+	// NetRPCUnsupportedPlugin refuses go-plugin's older net/rpc transport.
+	plugin.NetRPCUnsupportedPlugin
+	// Impl is the sink to serve; nil on the host side.
+	Impl Sink
+}
+
+// Interface guard: GRPCPlugin is a go-plugin gRPC plugin.
+var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
+
+// GRPCServer registers the Sink service for Impl on s.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return errors.New("serve sink: GRPCPlugin.Impl is nil")
+	}
+	proto.RegisterSinkServer(s, newServer(p.Impl))
+	return nil
+}
+
+// GRPCClient returns a proto.SinkClient on conn.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return proto.NewSinkClient(conn), nil
+}
+
+// Serve serves s to the flowtap host and returns when the host has closed
+// the plugin. It is all a plugin's main function needs to do:
+//
+//	func main() { sdk.Serve(mysink.New()) }
+//
+// Serve logs, as JSON lines, to the process's original standard error;
+// go-plugin turns each line back into a log entry on the host's logger, at
+// the same level. Sinks get that logger from Logger. Run by hand rather
+// than by the host, Serve prints that the binary is a plugin and exits
+// with status 1.
+func Serve(s Sink) {
+	level := hclog.LevelFromString(os.Getenv(LogLevelEnv))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Level: level,
+		// os.Stderr is read now, before go-plugin replaces it with the
+		// pipe it forwards as the host's SyncStderr: log lines must reach
+		// the host's logger, not its stderr.
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+	pluginLogger.Store(&logger)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: VersionedPlugins(s),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxBatchBytes))...)
+		},
+		Logger: logger,
+	})
+}
+
+// pluginLogger holds the logger Serve set up; nil before Serve.
+var pluginLogger atomic.Pointer[hclog.Logger]
+
+// defaultLogger is what Logger returns before Serve: plain text on
+// standard error, so a sink under unit test can still log.
+var defaultLogger = hclog.New(&hclog.LoggerOptions{
+	Name:   "sink",
+	Level:  hclog.Info,
+	Output: os.Stderr,
+})
+
+// Logger returns the logger a sink should use for its diagnostics. Inside
+// Serve it writes JSON lines that reach the host's logger (labelled with the
+// plugin's binary name and the host's name for this sink); before Serve,
+// for example in a sink's unit tests, it writes text to standard error.
+// It is safe for concurrent use. Call it when needed rather than keeping
+// the result from before Serve.
+func Logger() hclog.Logger {
+	if l := pluginLogger.Load(); l != nil {
+		return *l
+	}
+	return defaultLogger
+}

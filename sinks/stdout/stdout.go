@@ -1,0 +1,161 @@
+// Package stdout is the stdout sink: it prints events on the plugin's
+// standard output, which the flowtap host forwards to its own, either as an
+// aligned table for people or as one JSON object per line for programs.
+// The plugin binary is cmd/flowtap-sink-stdout.
+package stdout
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/flowtap/flowtap/plugins/sdk"
+)
+
+// Version is the stdout sink's version, reported in its Info.
+const Version = "0.1.0"
+
+// Output formats, the values of the "format" key.
+const (
+	FormatTable = "table"
+	FormatJSON  = "json"
+)
+
+// Sink is the stdout sink. Create it with New.
+type Sink struct {
+	format string
+	table  tableFormatter
+
+	// out is where output goes; nil means os.Stdout as it is at the time
+	// of writing (go-plugin replaces os.Stdout after the handshake).
+	out    io.Writer
+	bw     *bufio.Writer
+	buf    []byte // one formatted event, reused
+	header bool   // the table header has been written
+}
+
+// Interface guard: Sink is a flowtap sink.
+var _ sdk.Sink = (*Sink)(nil)
+
+// New returns an unconfigured stdout sink; Configure sets the format.
+func New() *Sink {
+	return &Sink{format: FormatTable, table: tableFormatter{loc: time.Local}}
+}
+
+// Info implements sdk.Sink.
+func (s *Sink) Info() sdk.Info { return sdk.Info{Name: "stdout", Version: Version} }
+
+// stdoutWriter writes to whatever os.Stdout is when it writes.
+type stdoutWriter struct{}
+
+func (stdoutWriter) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
+
+// Configure implements sdk.Sink. The config is a JSON object with one
+// optional key, "format": "table" (the default) or "json".
+func (s *Sink) Configure(_ context.Context, config []byte) error {
+	format, err := parseConfig(config)
+	if err != nil {
+		return err
+	}
+	s.format = format
+	w := s.out
+	if w == nil {
+		w = stdoutWriter{}
+	}
+	s.bw = bufio.NewWriterSize(w, 64<<10)
+	sdk.Logger().Info("configured stdout sink", "format", format)
+	return nil
+}
+
+// parseConfig validates a stdout sink config and returns the format. It
+// reports every problem, one sdk.ConfigError per key.
+func parseConfig(config []byte) (string, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(config, &raw); err != nil {
+		return "", sdk.ConfigError{Message: "config is not a JSON object: " + err.Error()}
+	}
+	format := FormatTable
+	var errs sdk.ConfigErrors
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		switch key {
+		case "format":
+			var f string
+			if err := json.Unmarshal(raw[key], &f); err != nil {
+				errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf("must be a string, one of %q, %q", FormatJSON, FormatTable)})
+				continue
+			}
+			switch f {
+			case FormatJSON, FormatTable:
+				format = f
+			default:
+				errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf("unknown format %q (valid: %s, %s)", f, FormatJSON, FormatTable)})
+			}
+		default:
+			errs = append(errs, sdk.ConfigError{Key: key, Message: "unknown key (valid keys: format)"})
+		}
+	}
+	if len(errs) > 0 {
+		return "", errs
+	}
+	return format, nil
+}
+
+// Write implements sdk.Sink: it formats the batch and flushes it. If
+// writing fails the batch is reported as not accepted, though part of it
+// may have been printed.
+func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
+	if s.bw == nil {
+		return fmt.Errorf("stdout sink: Write before Configure")
+	}
+	if s.format == FormatTable && !s.header {
+		s.header = true
+		s.buf = s.table.appendHeader(s.buf[:0])
+		_, _ = s.bw.Write(s.buf)
+	}
+	for i := range batch {
+		if s.format == FormatJSON {
+			s.buf = appendJSONEvent(s.buf[:0], &batch[i])
+		} else {
+			s.buf = s.table.appendEvent(s.buf[:0], &batch[i])
+		}
+		if _, err := s.bw.Write(s.buf); err != nil {
+			return s.writeFailed(err)
+		}
+	}
+	if err := s.bw.Flush(); err != nil {
+		return s.writeFailed(err)
+	}
+	return nil
+}
+
+// writeFailed discards what is buffered (a bufio.Writer keeps failing
+// after its first error) so that a later batch can be tried afresh.
+func (s *Sink) writeFailed(err error) error {
+	w := s.out
+	if w == nil {
+		w = stdoutWriter{}
+	}
+	s.bw.Reset(w)
+	return fmt.Errorf("write to stdout: %w", err)
+}
+
+// Close implements sdk.Sink: it flushes what is buffered.
+func (s *Sink) Close(context.Context) error {
+	if s.bw == nil {
+		return nil
+	}
+	if err := s.bw.Flush(); err != nil {
+		return fmt.Errorf("flush stdout: %w", err)
+	}
+	return nil
+}
