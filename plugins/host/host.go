@@ -183,7 +183,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		stopWatch()
 		s.kill()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			err = fmt.Errorf("%w (%v)", ctxErr, err)
+			err = fmt.Errorf("%w (%w)", ctxErr, err)
 		}
 		return nil, fmt.Errorf("start sink %q (%s): %s: %w", label, path, what, err)
 	}
@@ -308,8 +308,14 @@ func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 
 	if ctx.Done() != nil {
 		// Ending ctx breaks the stream: Send and the wait below return.
+		// If it ends after the ack arrived, the stream is broken all the
+		// same; drop it so that the next Write opens a fresh one.
 		stop := context.AfterFunc(ctx, ws.cancel)
-		defer stop()
+		defer func() {
+			if !stop() {
+				s.dropStream()
+			}
+		}()
 	}
 	// gRPC has marshalled msg when Send returns, and the converter only
 	// reuses it in the next Write.
