@@ -1,0 +1,409 @@
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/flowtap/flowtap/events"
+)
+
+// DefaultRingBufferSize is the ring buffer size in bytes that Open uses
+// when Options.RingBufferSize is 0 (4 MiB, about 52000 records).
+const DefaultRingBufferSize = 4 << 20
+
+// MaxRingBufferSize is the largest ring buffer size Open accepts (1 GiB).
+const MaxRingBufferSize = 1 << 30
+
+// checkPrivileges is CheckPrivileges; tests replace it to confirm that the
+// kernel refuses what CheckPrivileges refuses.
+var checkPrivileges = CheckPrivileges
+
+// lostPollInterval is how often Run reads the kernel's lost-record counter.
+const lostPollInterval = time.Second
+
+// Options configures Open. The zero value is ready to use.
+type Options struct {
+	// CgroupPath is the cgroup v2 directory the programs attach to; they
+	// see the traffic of every socket created in that cgroup and its
+	// descendants. "" means the root of the cgroup v2 mount found in
+	// /proc/mounts, i.e. the whole host.
+	CgroupPath string
+	// RingBufferSize is the kernel ring buffer size in bytes: a power of two
+	// and a multiple of the page size, at most MaxRingBufferSize. 0 means
+	// DefaultRingBufferSize.
+	RingBufferSize int
+	// Logger receives warnings (lost records) and debug messages. nil means
+	// hclog.NewNullLogger().
+	Logger hclog.Logger
+}
+
+// Stats are a Capture's counters.
+type Stats struct {
+	// Records is the number of ring buffer records read.
+	Records uint64
+	// Lost is the total number of records the kernel programs could not
+	// write because the ring buffer was full.
+	Lost uint64
+}
+
+// Capture is a loaded and attached set of flowtap programs and the reader
+// of their ring buffer. Create one with Open, consume it with Run, and
+// release it with Close.
+type Capture struct {
+	log        hclog.Logger
+	cgroupPath string
+	objs       flowtapObjects
+	links      []link.Link
+	reader     *ringbuf.Reader
+	bootToWall int64
+
+	running atomic.Bool
+	records atomic.Uint64
+
+	// mu guards the lost-record accounting and the closed flag, so the
+	// counter map is never read after Close released it.
+	mu       sync.Mutex
+	lost     uint64
+	lostBuf  []uint64
+	closed   bool
+	closeErr error
+}
+
+// ValidateRingBufferSize reports whether size (bytes) is usable as the ring
+// buffer size: a power of two, a multiple of the page size, and at most
+// MaxRingBufferSize. 0 is not valid here; Open maps it to the default.
+func ValidateRingBufferSize(size int) error {
+	page := os.Getpagesize()
+	switch {
+	case size <= 0:
+		return fmt.Errorf("invalid ring buffer size %d: must be positive", size)
+	case size > MaxRingBufferSize:
+		return fmt.Errorf("invalid ring buffer size %d: at most %d bytes (1 GiB) allowed", size, MaxRingBufferSize)
+	case size%page != 0 || bits.OnesCount(uint(size)) != 1:
+		return fmt.Errorf("invalid ring buffer size %d: must be a power of two multiple of the page size %d (e.g. %d)", size, page, nextRingSize(size, page))
+	}
+	return nil
+}
+
+// nextRingSize returns the smallest valid ring buffer size >= size.
+func nextRingSize(size, page int) int {
+	n := page
+	for n < size && n < MaxRingBufferSize {
+		n <<= 1
+	}
+	return n
+}
+
+// Open checks privileges, loads the flowtap programs and maps, attaches
+// the ingress and egress programs to the cgroup with BPF links (which the
+// kernel releases when this process exits, however it exits) and opens the
+// ring buffer reader. Records are buffered in the kernel from this moment;
+// call Run to consume them and Close to detach.
+func Open(opts Options) (_ *Capture, err error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
+	size := opts.RingBufferSize
+	if size == 0 {
+		size = DefaultRingBufferSize
+	}
+	if err := ValidateRingBufferSize(size); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	cgroupPath := opts.CgroupPath
+	if cgroupPath == "" {
+		if cgroupPath, err = FindCgroup2Mount(); err != nil {
+			return nil, fmt.Errorf("open flow capture: %w", err)
+		}
+	}
+	if err := checkCgroup2Dir(cgroupPath); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
+
+	if err := rlimit.RemoveMemlock(); err != nil {
+		// RemoveMemlock probes for memory-cgroup accounting (5.11+) by
+		// creating a map; without CAP_BPF the probe fails and it falls back
+		// to raising RLIMIT_MEMLOCK, which fails too.
+		return nil, fmt.Errorf("open flow capture: remove memlock limit: %w (hint: on Linux 5.11+ this means the process may not create BPF maps: grant CAP_BPF (or CAP_SYS_ADMIN); older kernels also need CAP_SYS_RESOURCE or a higher RLIMIT_MEMLOCK)", err)
+	}
+
+	spec, err := loadFlowtap()
+	if err != nil {
+		return nil, fmt.Errorf("open flow capture: parse embedded BPF object: %w", err)
+	}
+	rb := spec.Maps[flowtapMapFlowRecords]
+	if rb == nil {
+		return nil, fmt.Errorf("open flow capture: embedded BPF object has no %s map (regenerate with go generate ./bpf/)", flowtapMapFlowRecords)
+	}
+	rb.MaxEntries = uint32(size)
+	// The value type only tells bpf2go which Go struct to generate; ring
+	// buffers take no BTF value type, so don't offer one to the kernel.
+	rb.Value = nil
+
+	c := &Capture{log: logger, cgroupPath: cgroupPath}
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
+	}
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
+
+	for _, a := range []struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+		name   string
+	}{
+		{c.objs.FlowtapIngress, ebpf.AttachCGroupInetIngress, "ingress"},
+		{c.objs.FlowtapEgress, ebpf.AttachCGroupInetEgress, "egress"},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.attach, Program: a.prog})
+		if err != nil {
+			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: %w%s", a.name, cgroupPath, err, permHint(err))
+		}
+		c.links = append(c.links, l)
+		// link.AttachCgroup falls back to a legacy attachment on kernels
+		// without cgroup BPF links (before 5.7). Such an attachment
+		// outlives the process if it dies, so refuse it.
+		if _, err := l.Info(); err != nil {
+			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: the kernel did not create a BPF link (needs Linux 5.7 or later): %w", a.name, cgroupPath, err)
+		}
+	}
+
+	c.reader, err = ringbuf.NewReader(c.objs.FlowRecords)
+	if err != nil {
+		return nil, fmt.Errorf("open flow capture: open ring buffer reader: %w", err)
+	}
+	c.bootToWall, err = bootToWallOffset()
+	if err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
+	logger.Debug("flow capture attached", "cgroup", cgroupPath, "ring_buffer_bytes", size)
+	return c, nil
+}
+
+// checkCgroup2Dir makes sure path is a directory on a cgroup2 filesystem,
+// so a wrong path fails with a clear message instead of EBADF from attach.
+func checkCgroup2Dir(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("cgroup path %s: %w", path, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("cgroup path %s is not on a cgroup v2 filesystem (filesystem magic %#x); use a directory under the cgroup2 mount listed in /proc/mounts", path, st.Type)
+	}
+	return nil
+}
+
+// permHint explains permission errors from the bpf syscall.
+func permHint(err error) string {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return " (hint: loading and attaching cgroup_skb programs needs CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN; run as root or grant them)"
+	}
+	return ""
+}
+
+// bootToWallOffset returns wall-clock ns since the epoch minus
+// CLOCK_BOOTTIME ns, measured once; the BPF programs stamp records with
+// CLOCK_BOOTTIME, which does not jump with wall-clock changes.
+func bootToWallOffset() (int64, error) {
+	var before, after unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &before); err != nil {
+		return 0, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	now := time.Now().UnixNano()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &after); err != nil {
+		return 0, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	boot := before.Nano() + (after.Nano()-before.Nano())/2
+	return now - boot, nil
+}
+
+// Run reads the ring buffer and hands every record, decoded into a
+// net_packet_flow_base event, to emit (called from Run's goroutine, one
+// event at a time). It blocks until ctx is done (records already in the
+// ring buffer are delivered first) or Close is called, and then returns
+// nil. While it runs it checks the kernel's lost-record counter about once
+// a second and logs a warning when records were lost; it checks once more
+// before returning. Only one Run may be active at a time; Run on a closed
+// Capture returns nil at once.
+func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("run flow capture: Run is already active on this Capture")
+	}
+	defer c.running.Store(false)
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(lostPollInterval)
+		defer ticker.Stop()
+		ctxDone := ctx.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctxDone:
+				ctxDone = nil
+				// Wake the reader: it returns what is pending, then
+				// ErrFlushed, and Run sees ctx is done.
+				if err := c.reader.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
+					c.log.Error("flush ring buffer reader", "error", err)
+				}
+			case <-ticker.C:
+				c.pollLost()
+			}
+		}
+	}()
+
+	err := c.read(ctx, emit)
+	close(done)
+	wg.Wait()
+	c.pollLost()
+	return err
+}
+
+// read is Run's loop; it reuses one ringbuf.Record for every read.
+func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
+	var rec ringbuf.Record
+	for {
+		err := c.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		case errors.Is(err, os.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("run flow capture: read ring buffer: %w", err)
+		}
+		c.records.Add(1)
+		ev, err := Decode(rec.RawSample, c.bootToWall)
+		if err != nil {
+			c.log.Error("dropping undecodable ring buffer record", "error", err)
+			continue
+		}
+		emit(ev)
+	}
+}
+
+// pollLost reads the per-CPU lost-record counter, and logs a warning when
+// it grew since the last poll. It is a no-op after Close.
+func (c *Capture) pollLost() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.pollLostLocked()
+}
+
+func (c *Capture) pollLostLocked() {
+	if err := c.objs.LostRecords.Lookup(uint32(0), &c.lostBuf); err != nil {
+		c.log.Error("read lost-record counter", "error", err)
+		return
+	}
+	var total uint64
+	for _, v := range c.lostBuf {
+		total += v
+	}
+	if total > c.lost {
+		c.log.Warn("flow records lost: the ring buffer was full (consumer too slow or ring buffer too small)",
+			"lost", total-c.lost, "lost_total", total)
+		c.lost = total
+	}
+}
+
+// Stats returns the number of records read so far and the total number of
+// records the kernel reported lost. Unless the Capture is closed it reads
+// the kernel counter now, and logs a growth it finds like Run's checks do.
+func (c *Capture) Stats() Stats {
+	c.pollLost()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Records: c.records.Load(), Lost: c.lost}
+}
+
+// Close detaches the programs, reports any lost records not yet reported,
+// and releases the ring buffer reader, maps and programs. It makes an
+// active Run return (records still in the ring buffer are discarded;
+// cancel Run's context first to receive them). Close is idempotent: later
+// calls return the first call's result.
+func (c *Capture) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.closeErr
+	}
+	var errs []error
+	for _, l := range c.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach program: %w", err))
+		}
+	}
+	c.links = nil
+	// Nothing new can be lost once the programs are detached.
+	c.pollLostLocked()
+	c.closed = true
+	if err := c.release(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		c.closeErr = fmt.Errorf("close flow capture: %w", err)
+	}
+	return c.closeErr
+}
+
+// release closes the reader, links, maps and programs that exist.
+func (c *Capture) release() error {
+	var errs []error
+	for _, l := range c.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach program: %w", err))
+		}
+	}
+	c.links = nil
+	if c.reader != nil {
+		if err := c.reader.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
+		}
+	}
+	if err := closeObjects(&c.objs); err != nil {
+		errs = append(errs, fmt.Errorf("close BPF objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// closeObjects closes every loaded map and program (Close is a no-op on
+// those never loaded) and keeps going past errors.
+func closeObjects(o *flowtapObjects) error {
+	return errors.Join(
+		o.FlowtapIngress.Close(),
+		o.FlowtapEgress.Close(),
+		o.FlowRecords.Close(),
+		o.LostRecords.Close(),
+	)
+}

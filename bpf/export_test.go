@@ -1,0 +1,92 @@
+package bpf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Test-only access to internals for the privileged tests, which live in
+// package bpf_test because internal/privtest imports this package.
+
+// TestObjects are the loaded but unattached programs and maps.
+type TestObjects struct {
+	Ingress, Egress *ebpf.Program
+	Records, Lost   *ebpf.Map
+	objs            flowtapObjects
+}
+
+// Close releases the objects.
+func (o *TestObjects) Close() error { return closeObjects(&o.objs) }
+
+// LoadTestObjects loads the embedded object with the given ring size
+// without attaching anything.
+func LoadTestObjects(ringSize int) (*TestObjects, error) {
+	spec, err := loadFlowtap()
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps[flowtapMapFlowRecords].Value = nil
+	spec.Maps[flowtapMapFlowRecords].MaxEntries = uint32(ringSize)
+	o := &TestObjects{}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		return nil, err
+	}
+	o.Ingress, o.Egress = o.objs.FlowtapIngress, o.objs.FlowtapEgress
+	o.Records, o.Lost = o.objs.FlowRecords, o.objs.LostRecords
+	return o, nil
+}
+
+// AttachedIDs are the kernel IDs of a Capture's programs and links.
+type AttachedIDs struct {
+	Programs []ebpf.ProgramID
+	Links    []link.ID
+}
+
+// IDs returns the IDs of the capture's programs and links.
+func (c *Capture) IDs() (AttachedIDs, error) {
+	var ids AttachedIDs
+	for _, p := range []*ebpf.Program{c.objs.FlowtapIngress, c.objs.FlowtapEgress} {
+		info, err := p.Info()
+		if err != nil {
+			return ids, err
+		}
+		id, ok := info.ID()
+		if !ok {
+			return ids, fmt.Errorf("kernel did not report a program ID")
+		}
+		ids.Programs = append(ids.Programs, id)
+	}
+	for _, l := range c.links {
+		info, err := l.Info()
+		if err != nil {
+			return ids, err
+		}
+		ids.Links = append(ids.Links, info.ID)
+	}
+	return ids, nil
+}
+
+// CgroupPath returns the cgroup the capture is attached to.
+func (c *Capture) CgroupPath() string { return c.cgroupPath }
+
+// KernelLost sums the per-CPU lost counter without touching Stats.
+func (c *Capture) KernelLost() (uint64, error) {
+	var vals []uint64
+	if err := c.objs.LostRecords.Lookup(uint32(0), &vals); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum, nil
+}
+
+// Running reports whether a Run is active.
+func (c *Capture) Running() bool { return c.running.Load() }
+
+// DisablePrivilegeCheck makes Open skip CheckPrivileges, so a test can see
+// what the kernel itself refuses.
+func DisablePrivilegeCheck() { checkPrivileges = func() error { return nil } }

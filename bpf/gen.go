@@ -1,0 +1,14 @@
+// Package bpf is flowtap's kernel flow capture and the base producer of
+// net_packet_flow_base events.
+//
+// cgroup_skb ingress and egress programs (flowtap.bpf.c), attached with BPF
+// links to a cgroup v2 directory, write one fixed-size record per
+// flow-relevant TCP packet (SYN, SYN-ACK, FIN, RST) into a BPF ring buffer.
+// [Capture] loads and attaches the programs and turns each record into a
+// typed [events.Event]; [Decode] does the per-record conversion.
+//
+// The generated files flowtap_bpfel.go and flowtap_bpfel.o are committed;
+// regenerate them with "go generate ./bpf/".
+package bpf
+
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type flow_record flowtap flowtap.bpf.c -- -I/usr/include/x86_64-linux-gnu
