@@ -1,0 +1,333 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/derive"
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/host"
+)
+
+// Options configure Run.
+type Options struct {
+	Config    *configs.Config
+	Catalogue *events.Catalogue
+	// CgroupPath is where the kernel programs attach; "" means the cgroup
+	// v2 mount found in /proc/mounts.
+	CgroupPath string
+	// RingBufferSize is the BPF ring buffer size in bytes; 0 = default.
+	RingBufferSize int
+	Logger         hclog.Logger
+	// Stdout and Stderr receive the sink plugins' standard streams; nil
+	// means the process's own.
+	Stdout, Stderr io.Writer
+	// BatchSize is the most events handed to a sink in one Write; 0 = 512.
+	BatchSize int
+	// FlushInterval bounds how long an event waits in a partial batch;
+	// 0 = 100ms.
+	FlushInterval time.Duration
+}
+
+// Stats are the totals of one run.
+type Stats struct {
+	BaseEvents    uint64 // base events read from the kernel
+	DerivedEvents uint64 // events computed by derivation
+	Delivered     uint64 // events acknowledged by sinks (summed over sinks)
+	LostRecords   uint64 // records the kernel could not submit (ring buffer full)
+}
+
+// queueDepth is how many events wait for one sink before the router
+// blocks (the default 'block' policy: nothing is dropped).
+const queueDepth = 8192
+
+// Run starts the sinks, the kernel capture (if the plan needs it) and the
+// derivation stage, and delivers events until ctx is cancelled. Then it
+// drains: the capture stops, every open flow gets its end, every sink
+// flushes and closes. A sink that fails stops the run with its error.
+func Run(ctx context.Context, opts Options) (Stats, error) {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 512
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 100 * time.Millisecond
+	}
+	plan, err := Resolve(opts.Catalogue, opts.Config)
+	if err != nil {
+		return Stats{}, err
+	}
+	if plan.Shared.NeedsKernel() {
+		// Fail on missing privileges before any plugin is launched.
+		if err := bpf.CheckPrivileges(); err != nil {
+			return Stats{}, err
+		}
+	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	sinks, err := startSinks(runCtx, plan, opts, log)
+	if err != nil {
+		return Stats{}, err
+	}
+
+	var capture *bpf.Capture
+	if plan.Shared.NeedsKernel() {
+		cgroup := opts.CgroupPath
+		if cgroup == "" {
+			if cgroup, err = bpf.FindCgroup2Mount(); err != nil {
+				closeSinks(sinks, log)
+				return Stats{}, err
+			}
+		}
+		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf")})
+		if err != nil {
+			closeSinks(sinks, log)
+			return Stats{}, err
+		}
+		log.Info("capture started", "cgroup", cgroup, "events", names(opts.Catalogue, plan.Shared.Emit))
+	} else {
+		log.Info("selection needs no kernel program: none loaded", "events", names(opts.Catalogue, plan.Shared.Emit))
+	}
+
+	var stats Stats
+	base := make(chan events.Event, queueDepth)
+	var wg sync.WaitGroup
+
+	// Producer: the kernel capture.
+	captureErr := make(chan error, 1)
+	if capture != nil {
+		go func() {
+			err := capture.Run(runCtx, func(ev events.Event) { base <- ev })
+			close(base)
+			captureErr <- err
+		}()
+	} else {
+		close(base)
+		captureErr <- nil
+	}
+
+	// Sink writers.
+	for _, s := range sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.run(runCtx, opts.BatchSize, opts.FlushInterval); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+
+	// Derivation and routing, on this goroutine.
+	r := newRouter(plan, sinks)
+	tracker := derive.NewTracker(func(ev events.Event) {
+		stats.DerivedEvents++
+		r.route(ev)
+	})
+	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
+	go func() {
+		<-runCtx.Done()
+		if capture != nil {
+			capture.Close() // makes capture.Run return and close base
+		}
+	}()
+	for ev := range base {
+		stats.BaseEvents++
+		r.route(ev)
+		if runTracker {
+			tracker.Handle(ev)
+		}
+	}
+	if runTracker {
+		tracker.Close(time.Now().UnixNano())
+	}
+	r.close()
+	wg.Wait()
+
+	var errs []error
+	if err := <-captureErr; err != nil {
+		errs = append(errs, fmt.Errorf("kernel capture: %w", err))
+	}
+	if capture != nil {
+		st := capture.Stats()
+		stats.LostRecords = st.Lost
+		if err := capture.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close kernel capture: %w", err))
+		}
+	}
+	for _, s := range sinks {
+		stats.Delivered += s.delivered
+	}
+	if err := closeSinks(sinks, log); err != nil {
+		errs = append(errs, err)
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		errs = append([]error{cause}, errs...)
+	}
+	log.Info("stopped", "base_events", stats.BaseEvents, "derived_events", stats.DerivedEvents,
+		"delivered", stats.Delivered, "lost_records", stats.LostRecords)
+	return stats, errors.Join(errs...)
+}
+
+func names(cat *events.Catalogue, ids []events.ID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = cat.Name(id)
+	}
+	return out
+}
+
+// router hands each event to the queues of the sinks whose pipeline
+// selected it.
+type router struct {
+	routes []route
+}
+
+type route struct {
+	plan  *events.Plan
+	sinks []*sink
+}
+
+func newRouter(plan *Plan, sinks []*sink) *router {
+	r := &router{}
+	for i, pp := range plan.Pipelines {
+		rt := route{plan: pp.Plan}
+		for _, s := range sinks {
+			if s.pipeline == i {
+				rt.sinks = append(rt.sinks, s)
+			}
+		}
+		r.routes = append(r.routes, rt)
+	}
+	return r
+}
+
+func (r *router) route(ev events.Event) {
+	for i := range r.routes {
+		rt := &r.routes[i]
+		if !rt.plan.Emits(ev.ID) {
+			continue
+		}
+		for _, s := range rt.sinks {
+			s.queue <- ev
+		}
+	}
+}
+
+func (r *router) close() {
+	for _, rt := range r.routes {
+		for _, s := range rt.sinks {
+			close(s.queue)
+		}
+	}
+}
+
+// sink is one running sink plugin with its queue.
+type sink struct {
+	label     string
+	pipeline  int
+	client    *host.Sink
+	queue     chan events.Event
+	delivered uint64
+}
+
+func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
+	var sinks []*sink
+	for i, pp := range plan.Pipelines {
+		for j, sc := range pp.Config.Sinks {
+			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
+			client, err := host.Start(ctx, host.Config{
+				Name:   label,
+				Plugin: sc.Plugin,
+				Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
+				Stdout: opts.Stdout,
+				Stderr: opts.Stderr,
+				Names:  opts.Catalogue.Name,
+			})
+			if err == nil {
+				if err = client.Configure(ctx, sc.Config); err != nil {
+					client.Close(ctx)
+				}
+			}
+			if err != nil {
+				closeSinks(sinks, log)
+				return nil, fmt.Errorf("start %s: %w", label, err)
+			}
+			sinks = append(sinks, &sink{label: label, pipeline: i, client: client, queue: make(chan events.Event, queueDepth)})
+		}
+	}
+	return sinks, nil
+}
+
+// run batches the sink's queue into Writes until the queue is closed, then
+// writes what is left. Batches leave when full or when the oldest event
+// has waited flush long.
+func (s *sink) run(ctx context.Context, size int, flush time.Duration) error {
+	batch := make([]events.Event, 0, size)
+	ticker := time.NewTicker(flush)
+	defer ticker.Stop()
+	write := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		// Deliver even while shutting down: the drain must reach the sink.
+		if err := s.client.Write(context.WithoutCancel(ctx), batch); err != nil {
+			return fmt.Errorf("%s: write %d events: %w", s.label, len(batch), err)
+		}
+		s.delivered += uint64(len(batch))
+		batch = batch[:0]
+		return nil
+	}
+	for {
+		select {
+		case ev, ok := <-s.queue:
+			if !ok {
+				return write()
+			}
+			batch = append(batch, ev)
+			if len(batch) >= size {
+				if err := write(); err != nil {
+					s.discard()
+					return err
+				}
+			}
+		case <-ticker.C:
+			if err := write(); err != nil {
+				s.discard()
+				return err
+			}
+		}
+	}
+}
+
+// discard empties the queue after a failure so the router never blocks on
+// a dead sink while the run stops.
+func (s *sink) discard() {
+	for range s.queue {
+	}
+}
+
+func closeSinks(sinks []*sink, log hclog.Logger) error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range sinks {
+		if err := s.client.Close(ctx); err != nil {
+			log.Error("close sink", "sink", s.label, "error", err)
+			errs = append(errs, fmt.Errorf("close %s: %w", s.label, err))
+		}
+	}
+	return errors.Join(errs...)
+}
