@@ -1,0 +1,56 @@
+# flowtap — build, generate, test, bench.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/flowtap/flowtap/internal/buildinfo.Version=$(VERSION)
+# Generated files: bpf2go output and protobuf code. Committed; CI checks sync.
+GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/proto/sink.pb.go plugins/proto/sink_grpc.pb.go
+
+.PHONY: all build run generate check-generated test test-short fuzz bench deps vet clean
+
+all: build
+
+## build: every binary into bin/ (flowtap and one flowtap-sink-<name> per built-in sink)
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+## run: build, then run flowtap on its embedded default (needs root)
+run: build
+	./bin/flowtap run
+
+## generate: rebuild the BPF objects (clang, libbpf-dev) and the protobuf code (protoc)
+generate:
+	$(GO) generate ./bpf/ ./plugins/proto/
+
+## check-generated: regenerate and fail if anything committed differs
+check-generated: generate
+	@git diff --exit-code -- $(GENERATED) || { echo "generated code is out of date: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf plugins/proto)" || { git status --porcelain -- bpf plugins/proto; echo "generate left untracked or modified files" >&2; exit 1; }
+
+## vet: gofmt and go vet
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+## test: every test, privileged ones included (run as root; CI=true makes a missing privilege fail)
+test: vet build
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## fuzz: a short run of every fuzz target
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$t in $$pkg"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 15s $$pkg || exit 1; \
+		done; \
+	done
+
+## bench: the benchmarks the issues name
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## deps: the Debian packages that generate and the tests need (root)
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump >/dev/null
+
+clean:
+	rm -rf bin/
