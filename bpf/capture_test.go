@@ -2,7 +2,6 @@ package bpf_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/privtest"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // waitTimeout bounds every wait for kernel records.
@@ -63,24 +63,6 @@ func (c *collector) waitFor(timeout time.Duration, pred func([]events.Event) boo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // running is a Capture with Run active in the background.
@@ -326,7 +308,7 @@ func dump(evs []events.Event) string {
 // the capture must leave nothing attached.
 func TestCaptureLoopback(t *testing.T) {
 	privtest.Require(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	r := startCapture(t, bpf.Options{Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})})
 	cgroupID := ownCgroupID(t)
 	t.Logf("capturing on %s; own cgroup id %d", r.c.CgroupPath(), cgroupID)
@@ -725,7 +707,7 @@ func TestCaptureObservations(t *testing.T) {
 // checks that Run reports the loss with a warning and Stats counts it.
 func TestLostRecords(t *testing.T) {
 	privtest.Require(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})
 	c, err := bpf.Open(bpf.Options{RingBufferSize: os.Getpagesize(), Logger: logger})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -63,24 +63,6 @@ func buildPlugin(tb testing.TB, pkg string) string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer for go-plugin's goroutines to log into.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // jsonLine is one line of the stdout sink's JSON output.
 type jsonLine struct {
 	Timestamp int64  `json:"timestamp"`
@@ -102,7 +84,7 @@ type jsonLine struct {
 func TestStdoutPlugin(t *testing.T) {
 	bin := buildPlugin(t, stdoutPkg)
 	var stdout, stderr bytes.Buffer
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "host", Output: logs, Level: hclog.Info})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

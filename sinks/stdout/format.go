@@ -48,26 +48,7 @@ func appendJSONEvent(b []byte, ev *sdk.Event) []byte {
 // appendJSONValue appends v as JSON; a value of unknown kind is null and a
 // list is an array, [] when empty.
 func appendJSONValue(b []byte, v sdk.Value) []byte {
-	switch v.Kind {
-	case sdk.KindString:
-		return appendJSONString(b, v.Str)
-	case sdk.KindUint:
-		return strconv.AppendUint(b, v.Uint, 10)
-	case sdk.KindInt:
-		return strconv.AppendInt(b, v.Int, 10)
-	case sdk.KindBool:
-		return strconv.AppendBool(b, v.Bool)
-	case sdk.KindStrings:
-		b = append(b, '[')
-		for i, s := range v.Strings {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, s)
-		}
-		return append(b, ']')
-	}
-	return append(b, "null"...)
+	return appendValue(b, v, appendJSONString, "null")
 }
 
 const hexDigits = "0123456789abcdef"
@@ -242,9 +223,15 @@ func appendEndpoint(b []byte, addr, port sdk.Value) []byte {
 // appendTableValue appends v for people: strings bare unless they need
 // quotes, lists as [a,b].
 func appendTableValue(b []byte, v sdk.Value) []byte {
+	return appendValue(b, v, appendText, "?")
+}
+
+// appendValue appends v with numbers and booleans in decimal and text, and
+// list items, through appendStr; a value of unknown kind becomes unknown.
+func appendValue(b []byte, v sdk.Value, appendStr func([]byte, string) []byte, unknown string) []byte {
 	switch v.Kind {
 	case sdk.KindString:
-		return appendText(b, v.Str)
+		return appendStr(b, v.Str)
 	case sdk.KindUint:
 		return strconv.AppendUint(b, v.Uint, 10)
 	case sdk.KindInt:
@@ -257,11 +244,11 @@ func appendTableValue(b []byte, v sdk.Value) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendText(b, s)
+			b = appendStr(b, s)
 		}
 		return append(b, ']')
 	}
-	return append(b, '?')
+	return append(b, unknown...)
 }
 
 // appendText appends s bare when that is unambiguous on a table line,
