@@ -3,8 +3,10 @@ package events
 // Producer and deriver names used by the built-in catalogue. The pipeline
 // maps them to the components that implement them.
 const (
-	// ProducerCgroupSKB is the set of cgroup skb programs in bpf/.
-	ProducerCgroupSKB = "bpf/cgroup_skb"
+	// ProducerKernel is flowtap's kernel program set in bpf/: cgroup skb
+	// programs, socket hooks, the TCP state tracepoint and the socket
+	// iterators, sharing one ring buffer.
+	ProducerKernel = "bpf/flow_programs"
 	// DeriverFlowTracker is the flow tracker in derive/.
 	DeriverFlowTracker = "derive/flow_tracker"
 )
@@ -14,6 +16,23 @@ const (
 	SetNetworkEvents = "network_events"
 	SetFlows         = "flows"
 )
+
+// counterFields are the per-socket totals carried by end events.
+var counterFields = []FieldSpec{
+	{"bytes_sent", "uint64", "TCP payload bytes the local endpoint sent"},
+	{"bytes_received", "uint64", "TCP payload bytes the local endpoint received"},
+	{"packets_sent", "uint64", "TCP segments the local socket sent (for an accepted socket: from the end of the handshake)"},
+	{"packets_received", "uint64", "TCP segments the local socket received (for an accepted socket: from the end of the handshake)"},
+}
+
+// fields concatenates field lists into a new slice.
+func fields(lists ...[]FieldSpec) []FieldSpec {
+	var out []FieldSpec
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
 
 // flowFields are the fields of every TCP flow event, exactly as the
 // reference manual page of net_flow_tcp_begin lists them.
@@ -27,6 +46,9 @@ var flowFields = []FieldSpec{
 	{"dst_dns", "[]string", "domain names this host resolved to dst, from the DNS cache (empty when none)"},
 }
 
+// flowDeps are the base events every flow event is derived from.
+var flowDeps = []ID{IDNetPacketFlowBase, IDNetTCPSocketBase}
+
 // BuiltinDefinitions returns the definitions of flowtap's built-in events.
 // Each call returns fresh values.
 func BuiltinDefinitions() []Definition {
@@ -37,7 +59,7 @@ func BuiltinDefinitions() []Definition {
 			Version:     "1.0.0",
 			Description: "A flow-relevant TCP packet (SYN, SYN-ACK, FIN or RST) seen by the cgroup skb programs. Internal: the base of the flow events; emitted only when selected by name.",
 			Sets:        []string{SetNetworkEvents},
-			Fields: []FieldSpec{
+			Fields: fields([]FieldSpec{
 				{"direction", "string", "'ingress' or 'egress', as the local socket saw the packet"},
 				{"src", "string", "source IP address from the IP header"},
 				{"dst", "string", "destination IP address from the IP header"},
@@ -45,9 +67,9 @@ func BuiltinDefinitions() []Definition {
 				{"dst_port", "uint16", "destination port from the TCP header"},
 				{"tcp_flags", "string", "TCP flags, e.g. SYN|ACK"},
 				{"length", "uint32", "IP packet length in bytes"},
-			},
+			}, counterFields),
 			Source:   SourceKernel,
-			Producer: ProducerCgroupSKB,
+			Producer: ProducerKernel,
 			Internal: true,
 		},
 		{
@@ -56,8 +78,8 @@ func BuiltinDefinitions() []Definition {
 			Version:      "1.0.0",
 			Description:  "A TCP connection's handshake completed, as one local endpoint saw it: 'outgoing' when a local socket sent the SYN and received the SYN-ACK, 'incoming' when a local listener received the SYN and sent the SYN-ACK. Fires once per local socket endpoint; a loopback connection yields two.",
 			Sets:         []string{SetNetworkEvents, SetFlows},
-			Fields:       flowFields,
-			Dependencies: []ID{IDNetPacketFlowBase},
+			Fields:       fields(flowFields, []FieldSpec{{"handshake_ns", "uint64", "nanoseconds from the first SYN to the SYN-ACK as the local endpoint saw them: connection latency for outgoing flows, the server's answer time for incoming ones"}}),
+			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
 		},
@@ -65,12 +87,58 @@ func BuiltinDefinitions() []Definition {
 			ID:           IDNetFlowTCPEnd,
 			Name:         NameNetFlowTCPEnd,
 			Version:      "1.0.0",
-			Description:  "A TCP connection that began ended: FIN in both directions, RST, or flowtap stopping. Exactly one per begun flow and local endpoint, with the same orientation as its begin.",
+			Description:  "A TCP connection that began ended: FIN in both directions, RST, eviction from the flow table, or flowtap stopping. Exactly one per begun flow and local endpoint, with the same orientation as its begin, its duration and the local endpoint's byte and packet counts. A half-close is not an end.",
 			Sets:         []string{SetNetworkEvents, SetFlows},
-			Fields:       flowFields,
-			Dependencies: []ID{IDNetPacketFlowBase},
+			Fields: fields(flowFields,
+				[]FieldSpec{{"duration_ns", "uint64", "nanoseconds from the begin to the end"}},
+				counterFields,
+				[]FieldSpec{{"close_reason", "string", "fin (both directions closed), rst, evicted (idle timeout or flow table full) or shutdown (flowtap stopped)"}}),
+			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+		},
+		{
+			ID:           IDNetFlowTCPFailed,
+			Name:         NameNetFlowTCPFailed,
+			Version:      "1.0.0",
+			Description:  "A TCP connection attempt that never established, as one local endpoint saw it: 'refused' when an RST answered the SYN, 'timeout' when no SYN-ACK came in time. Outgoing for local connects; incoming for attempts against this host, so a port scan shows up.",
+			Sets:         []string{SetNetworkEvents, SetFlows},
+			Fields:       fields(flowFields, []FieldSpec{{"reason", "string", "refused (RST answered the SYN) or timeout (no SYN-ACK within the configured time)"}}),
+			Dependencies: flowDeps,
+			Source:       SourceDerived,
+			Deriver:      DeriverFlowTracker,
+		},
+		{
+			ID:          IDNetTCPSocketBase,
+			Name:        NameNetTCPSocketBase,
+			Version:     "1.0.0",
+			Description: "A local TCP socket reported by the kernel outside its packets: when it closes (with its final counters) or when flowtap asks for a snapshot of live sockets. Internal: feeds the flow tracker; emitted only when selected by name.",
+			Sets:        []string{SetNetworkEvents},
+			Fields: fields([]FieldSpec{
+				{"report", "string", "closed or snapshot"},
+				{"local", "string", "local IP address"},
+				{"local_port", "uint16", "local TCP port"},
+				{"remote", "string", "remote IP address"},
+				{"remote_port", "uint16", "remote TCP port"},
+				{"state", "uint8", "TCP state before closing, or at the snapshot (include/net/tcp_states.h)"},
+			}, counterFields),
+			Source:   SourceKernel,
+			Producer: ProducerKernel,
+			Internal: true,
+		},
+		{
+			ID:          IDRecordsLost,
+			Name:        NameRecordsLost,
+			Version:     "1.0.0",
+			Description: "The kernel could not hand flowtap some records because the ring buffer was full: how many in which interval, and the total so far. Flow events in that interval may be missing. Delivered to every pipeline that consumes kernel events, selected or not.",
+			Fields: []FieldSpec{
+				{"lost", "uint64", "records lost in the interval"},
+				{"lost_total", "uint64", "records lost since flowtap started"},
+				{"interval_start", "int64", "start of the interval, ns since the Unix epoch"},
+				{"interval_end", "int64", "end of the interval, ns since the Unix epoch"},
+			},
+			Source:   SourceKernel,
+			Producer: ProducerKernel,
 		},
 	}
 }

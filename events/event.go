@@ -14,15 +14,21 @@ type ID uint16
 // Built-in event IDs. Base events sit below 1000, derived events above.
 const (
 	IDNetPacketFlowBase ID = 1
+	IDNetTCPSocketBase  ID = 2
+	IDRecordsLost       ID = 3
 	IDNetFlowTCPBegin   ID = 1001
 	IDNetFlowTCPEnd     ID = 1002
+	IDNetFlowTCPFailed  ID = 1003
 )
 
-// Built-in event names, as Tracee spells them.
+// Built-in event names, as Tracee spells them where Tracee has them.
 const (
 	NameNetPacketFlowBase = "net_packet_flow_base"
+	NameNetTCPSocketBase  = "net_tcp_socket_base"
+	NameRecordsLost       = "flowtap_records_lost"
 	NameNetFlowTCPBegin   = "net_flow_tcp_begin"
 	NameNetFlowTCPEnd     = "net_flow_tcp_end"
+	NameNetFlowTCPFailed  = "net_flow_tcp_failed"
 )
 
 // Event is one occurrence of a catalogue event: when it happened, where it
@@ -167,6 +173,25 @@ func (t TCPFlags) String() string {
 	return string(out)
 }
 
+// Counters are one local socket's TCP totals, kept in the kernel per
+// socket: payload bytes (TCP data, no headers) and segments, each way.
+type Counters struct {
+	BytesSent       uint64
+	BytesReceived   uint64
+	PacketsSent     uint64
+	PacketsReceived uint64
+}
+
+// appendCounterFields appends the four counters as fields.
+func (c *Counters) appendCounterFields(dst []Field) []Field {
+	return append(dst,
+		Field{"bytes_sent", Uint(c.BytesSent)},
+		Field{"bytes_received", Uint(c.BytesReceived)},
+		Field{"packets_sent", Uint(c.PacketsSent)},
+		Field{"packets_received", Uint(c.PacketsReceived)},
+	)
+}
+
 // PacketFlowBase is the payload of net_packet_flow_base: one flow-relevant
 // TCP packet (SYN, SYN-ACK, FIN or RST) as a cgroup skb hook saw it.
 type PacketFlowBase struct {
@@ -178,6 +203,9 @@ type PacketFlowBase struct {
 	Flags     TCPFlags
 	// Length is the IP packet length in bytes.
 	Length uint32
+	// Counters are the local socket's totals including this packet (zero
+	// when the socket's counters are not known, e.g. a request socket).
+	Counters Counters
 }
 
 // EventID implements Payload.
@@ -185,7 +213,7 @@ func (*PacketFlowBase) EventID() ID { return IDNetPacketFlowBase }
 
 // AppendFields implements Payload.
 func (p *PacketFlowBase) AppendFields(dst []Field) []Field {
-	return append(dst,
+	dst = append(dst,
 		Field{"direction", String(p.Direction.String())},
 		Field{"src", String(addrString(p.Src))},
 		Field{"dst", String(addrString(p.Dst))},
@@ -193,6 +221,85 @@ func (p *PacketFlowBase) AppendFields(dst []Field) []Field {
 		Field{"dst_port", Uint(uint64(p.DstPort))},
 		Field{"tcp_flags", String(p.Flags.String())},
 		Field{"length", Uint(uint64(p.Length))},
+	)
+	return p.Counters.appendCounterFields(dst)
+}
+
+// SocketReport says why the kernel reported a socket.
+type SocketReport uint8
+
+// Socket reports.
+const (
+	// SocketClosed: the socket entered TCP_CLOSE (it is gone, or became
+	// a TIME_WAIT mini-socket); its counters are final.
+	SocketClosed SocketReport = 1
+	// SocketSnapshot: the socket is alive; flowtap asked for its counters
+	// (at start-up or shutdown).
+	SocketSnapshot SocketReport = 2
+)
+
+// String returns "closed" or "snapshot".
+func (r SocketReport) String() string {
+	switch r {
+	case SocketClosed:
+		return "closed"
+	case SocketSnapshot:
+		return "snapshot"
+	}
+	return "unknown"
+}
+
+// TCPSocketBase is the payload of net_tcp_socket_base: a local TCP socket
+// reported outside its packets, with its counters.
+type TCPSocketBase struct {
+	Report     SocketReport
+	Local      netip.Addr
+	Remote     netip.Addr
+	LocalPort  uint16
+	RemotePort uint16
+	// State is the socket's TCP state (as in include/net/tcp_states.h)
+	// before it closed, or at the snapshot.
+	State    uint8
+	Counters Counters
+}
+
+// EventID implements Payload.
+func (*TCPSocketBase) EventID() ID { return IDNetTCPSocketBase }
+
+// AppendFields implements Payload.
+func (s *TCPSocketBase) AppendFields(dst []Field) []Field {
+	dst = append(dst,
+		Field{"report", String(s.Report.String())},
+		Field{"local", String(addrString(s.Local))},
+		Field{"local_port", Uint(uint64(s.LocalPort))},
+		Field{"remote", String(addrString(s.Remote))},
+		Field{"remote_port", Uint(uint64(s.RemotePort))},
+		Field{"state", Uint(uint64(s.State))},
+	)
+	return s.Counters.appendCounterFields(dst)
+}
+
+// RecordsLost is the payload of flowtap_records_lost: the kernel could not
+// submit Lost records (the ring buffer was full) between From and To
+// (nanoseconds since the Unix epoch). Flow events derived in that interval
+// may be missing or incomplete.
+type RecordsLost struct {
+	Lost  uint64
+	Total uint64
+	From  int64
+	To    int64
+}
+
+// EventID implements Payload.
+func (*RecordsLost) EventID() ID { return IDRecordsLost }
+
+// AppendFields implements Payload.
+func (r *RecordsLost) AppendFields(dst []Field) []Field {
+	return append(dst,
+		Field{"lost", Uint(r.Lost)},
+		Field{"lost_total", Uint(r.Total)},
+		Field{"interval_start", Int(r.From)},
+		Field{"interval_end", Int(r.To)},
 	)
 }
 
@@ -246,22 +353,109 @@ func (f *Flow) appendFlowFields(dst []Field) []Field {
 }
 
 // FlowBegin is the payload of net_flow_tcp_begin.
-type FlowBegin struct{ Flow }
+type FlowBegin struct {
+	Flow
+	// HandshakeNs is the time from the (first) SYN to the SYN-ACK, as the
+	// local endpoint saw them: the connection latency for outgoing flows,
+	// the server's answer time for incoming ones.
+	HandshakeNs uint64
+}
 
 // EventID implements Payload.
 func (*FlowBegin) EventID() ID { return IDNetFlowTCPBegin }
 
 // AppendFields implements Payload.
-func (b *FlowBegin) AppendFields(dst []Field) []Field { return b.appendFlowFields(dst) }
+func (b *FlowBegin) AppendFields(dst []Field) []Field {
+	return append(b.appendFlowFields(dst), Field{"handshake_ns", Uint(b.HandshakeNs)})
+}
+
+// CloseReason says why a flow ended.
+type CloseReason uint8
+
+// Close reasons.
+const (
+	// CloseFIN: both directions were closed with FIN.
+	CloseFIN CloseReason = iota + 1
+	// CloseRST: a reset ended the connection.
+	CloseRST
+	// CloseEvicted: flowtap dropped the flow (idle timeout, table full).
+	CloseEvicted
+	// CloseShutdown: flowtap stopped while the flow was open.
+	CloseShutdown
+)
+
+// String returns fin, rst, evicted or shutdown.
+func (r CloseReason) String() string {
+	switch r {
+	case CloseFIN:
+		return "fin"
+	case CloseRST:
+		return "rst"
+	case CloseEvicted:
+		return "evicted"
+	case CloseShutdown:
+		return "shutdown"
+	}
+	return "unknown"
+}
 
 // FlowEnd is the payload of net_flow_tcp_end.
-type FlowEnd struct{ Flow }
+type FlowEnd struct {
+	Flow
+	// DurationNs runs from the flow's begin to its end.
+	DurationNs uint64
+	// Counters are the local endpoint's totals: Sent is what it sent.
+	Counters Counters
+	Reason   CloseReason
+}
 
 // EventID implements Payload.
 func (*FlowEnd) EventID() ID { return IDNetFlowTCPEnd }
 
 // AppendFields implements Payload.
-func (e *FlowEnd) AppendFields(dst []Field) []Field { return e.appendFlowFields(dst) }
+func (e *FlowEnd) AppendFields(dst []Field) []Field {
+	dst = e.appendFlowFields(dst)
+	dst = append(dst, Field{"duration_ns", Uint(e.DurationNs)})
+	dst = e.Counters.appendCounterFields(dst)
+	return append(dst, Field{"close_reason", String(e.Reason.String())})
+}
+
+// FailReason says why a connection attempt never established.
+type FailReason uint8
+
+// Failure reasons.
+const (
+	// FailRefused: an RST answered the SYN.
+	FailRefused FailReason = iota + 1
+	// FailTimeout: no SYN-ACK came within the configured time.
+	FailTimeout
+)
+
+// String returns refused or timeout.
+func (r FailReason) String() string {
+	switch r {
+	case FailRefused:
+		return "refused"
+	case FailTimeout:
+		return "timeout"
+	}
+	return "unknown"
+}
+
+// FlowFailed is the payload of net_flow_tcp_failed: a connection attempt
+// that never established, as one local endpoint saw it.
+type FlowFailed struct {
+	Flow
+	Reason FailReason
+}
+
+// EventID implements Payload.
+func (*FlowFailed) EventID() ID { return IDNetFlowTCPFailed }
+
+// AppendFields implements Payload.
+func (f *FlowFailed) AppendFields(dst []Field) []Field {
+	return append(f.appendFlowFields(dst), Field{"reason", String(f.Reason.String())})
+}
 
 // addrString renders an address without the IPv4-in-IPv6 form: dual-stack
 // sockets carrying IPv4 traffic are reported with plain IPv4 addresses.

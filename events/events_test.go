@@ -26,15 +26,15 @@ func TestSelect(t *testing.T) {
 		want  []ID
 	}{
 		{"single name", []string{"net_flow_tcp_begin"}, []ID{IDNetFlowTCPBegin}},
-		{"set flows", []string{"flows"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd}},
-		{"set network_events leaves out internal", []string{"network_events"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd}},
+		{"set flows", []string{"flows"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
+		{"set network_events leaves out internal", []string{"network_events"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
 		{"internal by exact name", []string{"net_packet_flow_base"}, []ID{IDNetPacketFlowBase}},
-		{"set minus name", []string{"flows,-net_flow_tcp_end"}, []ID{IDNetFlowTCPBegin}},
-		{"exclusion before inclusion", []string{"-net_flow_tcp_end", "flows"}, []ID{IDNetFlowTCPBegin}},
-		{"glob", []string{"net_flow_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd}},
-		{"glob skips internal", []string{"net_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd}},
-		{"negated glob", []string{"flows,-*_end"}, []ID{IDNetFlowTCPBegin}},
-		{"spaces and duplicates", []string{" flows , net_flow_tcp_begin "}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd}},
+		{"set minus names", []string{"flows,-net_flow_tcp_end,-net_flow_tcp_failed"}, []ID{IDNetFlowTCPBegin}},
+		{"exclusion before inclusion", []string{"-net_flow_tcp_end", "flows"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPFailed}},
+		{"glob", []string{"net_flow_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
+		{"glob skips internal", []string{"net_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
+		{"negated glob", []string{"flows,-*_end"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPFailed}},
+		{"spaces and duplicates", []string{" flows , net_flow_tcp_begin "}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
 		{"everything excluded", []string{"flows,-flows"}, []ID{}},
 		{"several expressions", []string{"net_flow_tcp_end", "net_packet_flow_base"}, []ID{IDNetPacketFlowBase, IDNetFlowTCPEnd}},
 	}
@@ -92,7 +92,7 @@ func TestResolvePullsDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []ID{IDNetPacketFlowBase, IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Needed, want) {
+	if want := []ID{IDNetPacketFlowBase, IDNetTCPSocketBase, IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Needed, want) {
 		t.Errorf("Needed = %v, want %v", p.Needed, want)
 	}
 	if want := []ID{IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Emit, want) {
@@ -101,7 +101,7 @@ func TestResolvePullsDependencies(t *testing.T) {
 	if !p.Emits(IDNetFlowTCPBegin) || p.Emits(IDNetPacketFlowBase) || p.Emits(IDNetFlowTCPEnd) {
 		t.Errorf("Emits wrong: begin=%v base=%v end=%v", p.Emits(IDNetFlowTCPBegin), p.Emits(IDNetPacketFlowBase), p.Emits(IDNetFlowTCPEnd))
 	}
-	if want := []string{ProducerCgroupSKB}; !reflect.DeepEqual(p.Producers, want) {
+	if want := []string{ProducerKernel}; !reflect.DeepEqual(p.Producers, want) {
 		t.Errorf("Producers = %v, want %v", p.Producers, want)
 	}
 	if want := []string{DeriverFlowTracker}; !reflect.DeepEqual(p.Derivers, want) {
@@ -172,22 +172,23 @@ func TestNewCatalogueRejects(t *testing.T) {
 }
 
 func TestBuiltinFlowFieldsMatchReference(t *testing.T) {
-	// The reference manual page of net_flow_tcp_begin fixes these.
+	// The reference manual page of net_flow_tcp_begin fixes these, first
+	// and in this order; flowtap's additions come after them.
 	want := []FieldSpec{
 		{Name: "conn_direction", Type: "string"}, {Name: "src", Type: "string"}, {Name: "dst", Type: "string"},
 		{Name: "src_port", Type: "uint16"}, {Name: "dst_port", Type: "uint16"},
 		{Name: "src_dns", Type: "[]string"}, {Name: "dst_dns", Type: "[]string"},
 	}
 	c := builtin(t)
-	for _, name := range []string{NameNetFlowTCPBegin, NameNetFlowTCPEnd} {
+	for _, name := range []string{NameNetFlowTCPBegin, NameNetFlowTCPEnd, NameNetFlowTCPFailed} {
 		d, ok := c.Lookup(name)
 		if !ok {
 			t.Fatalf("%s missing", name)
 		}
-		if len(d.Fields) != len(want) {
-			t.Fatalf("%s has %d fields, want %d", name, len(d.Fields), len(want))
+		if len(d.Fields) < len(want) {
+			t.Fatalf("%s has %d fields, want at least the reference's %d", name, len(d.Fields), len(want))
 		}
-		for i, f := range d.Fields {
+		for i, f := range d.Fields[:len(want)] {
 			if f.Name != want[i].Name || f.Type != want[i].Type {
 				t.Errorf("%s field %d = %s %s, want %s %s", name, i, f.Name, f.Type, want[i].Name, want[i].Type)
 			}
@@ -205,10 +206,13 @@ func TestPayloadFieldsMatchCatalogue(t *testing.T) {
 	a4 := netip.MustParseAddr("127.0.0.1")
 	payloads := []Payload{
 		&PacketFlowBase{Direction: Egress, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2, Flags: FlagSYN, Length: 60},
-		&FlowBegin{Flow{Direction: Outgoing, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}},
-		&FlowEnd{Flow{Direction: Incoming, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}},
+		&FlowBegin{Flow: Flow{Direction: Outgoing, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}, HandshakeNs: 5},
+		&FlowEnd{Flow: Flow{Direction: Incoming, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}, DurationNs: 9, Reason: CloseFIN},
+		&FlowFailed{Flow: Flow{Direction: Incoming, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}, Reason: FailRefused},
+		&TCPSocketBase{Report: SocketClosed, Local: a4, Remote: a4, LocalPort: 1, RemotePort: 2, State: 7},
+		&RecordsLost{Lost: 3, Total: 4, From: 1, To: 2},
 	}
-	kindOf := map[string]Kind{"string": KindString, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "[]string": KindStrings}
+	kindOf := map[string]Kind{"string": KindString, "uint8": KindUint, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "int64": KindInt, "[]string": KindStrings}
 	for _, p := range payloads {
 		d, ok := c.ByID(p.EventID())
 		if !ok {
@@ -227,7 +231,7 @@ func TestPayloadFieldsMatchCatalogue(t *testing.T) {
 }
 
 func TestFlowFieldsRenderPlainIPv4AndEmptyLists(t *testing.T) {
-	b := &FlowBegin{Flow{Direction: Outgoing, Src: netip.MustParseAddr("::ffff:10.1.2.3"), Dst: netip.MustParseAddr("::1"), SrcPort: 5, DstPort: 6}}
+	b := &FlowBegin{Flow: Flow{Direction: Outgoing, Src: netip.MustParseAddr("::ffff:10.1.2.3"), Dst: netip.MustParseAddr("::1"), SrcPort: 5, DstPort: 6}}
 	f := b.AppendFields(nil)
 	if f[1].Value.Str != "10.1.2.3" || f[2].Value.Str != "::1" {
 		t.Errorf("src/dst = %q/%q", f[1].Value.Str, f[2].Value.Str)
@@ -251,7 +255,7 @@ func TestListOutputs(t *testing.T) {
 	if err := c.WriteListTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"net_packet_flow_base (internal)", "net_flow_tcp_begin", "network_events,flows", "src_dns []string", "net_packet_flow_base\n"} {
+	for _, want := range []string{"net_packet_flow_base (internal)", "net_flow_tcp_begin", "network_events,flows", "src_dns []string", "net_packet_flow_base,net_tcp_socket_base\n"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table output lacks %q:\n%s", want, table.String())
 		}
@@ -264,7 +268,7 @@ func TestListOutputs(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &entries); err != nil {
 		t.Fatalf("list --json is not JSON: %v", err)
 	}
-	if len(entries) != 3 || entries[1].Name != NameNetFlowTCPBegin || entries[1].Dependencies[0] != NameNetPacketFlowBase || !entries[0].Internal {
+	if len(entries) != 6 || entries[3].Name != NameNetFlowTCPBegin || entries[3].Dependencies[0] != NameNetPacketFlowBase || !entries[0].Internal {
 		t.Fatalf("unexpected entries: %+v", entries)
 	}
 }
