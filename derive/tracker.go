@@ -1,17 +1,89 @@
 // Package derive turns base events into derived ones. Its flow tracker
-// follows TCP handshakes and teardowns seen by the kernel programs and emits
-// net_flow_tcp_begin and net_flow_tcp_end once per local endpoint.
+// follows TCP handshakes, teardowns and socket closes seen by the kernel
+// programs and emits net_flow_tcp_begin, net_flow_tcp_end and
+// net_flow_tcp_failed once per local endpoint.
 package derive
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/flowtap/flowtap/events"
 )
 
+// TCP states as the kernel numbers them (include/net/tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpSynSent     = 2
+	tcpSynRecv     = 3
+	tcpFinWait1    = 4
+	tcpFinWait2    = 5
+	tcpTimeWait    = 6
+	tcpClose       = 7
+	tcpCloseWait   = 8
+	tcpLastAck     = 9
+	tcpListen      = 10
+	tcpClosing     = 11
+)
+
+// Config bounds the tracker. Zero values take the defaults.
+type Config struct {
+	// MaxFlows bounds the connection table; when it is full the least
+	// recently active connection is evicted. Default 65536.
+	MaxFlows int
+	// IdleTimeout evicts a connection nothing has been heard of for this
+	// long (no packet record, no socket report; the pipeline asks the
+	// kernel for snapshots of live sockets more often than this, so only
+	// connections whose socket is gone unnoticed expire). Default 5m.
+	IdleTimeout time.Duration
+	// SYNTimeout is how long an attempt may wait for its SYN-ACK before it
+	// is reported as failed with reason timeout. Default 10s.
+	SYNTimeout time.Duration
+	// CloseGrace is how long an endpoint of a connection that closed on the
+	// wire (FIN both ways, or RST) waits for its socket's close report,
+	// which carries the final counters, before it ends without it.
+	// Default 2s.
+	CloseGrace time.Duration
+}
+
+// Defaults for Config.
+const (
+	DefaultMaxFlows    = 65536
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultSYNTimeout  = 10 * time.Second
+	DefaultCloseGrace  = 2 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.SYNTimeout <= 0 {
+		c.SYNTimeout = DefaultSYNTimeout
+	}
+	if c.CloseGrace <= 0 {
+		c.CloseGrace = DefaultCloseGrace
+	}
+	return c
+}
+
+// Stats are the tracker's counters.
+type Stats struct {
+	Flows        int    // connections tracked now
+	Begun        uint64 // begin events emitted
+	Ended        uint64 // end events emitted
+	Failed       uint64 // failed events emitted
+	EvictedIdle  uint64 // connections evicted by the idle timeout
+	EvictedFull  uint64 // connections evicted because the table was full
+	CloseMissing uint64 // endpoints that ended without their socket's close report
+}
+
 // connKey identifies a TCP connection independently of packet direction:
 // the two endpoints in canonical order. Addresses are unmapped, so a
-// dual-stack socket's IPv4-mapped packets and plain IPv4 packets agree.
+// dual-stack socket's IPv4-mapped addresses and plain IPv4 agree.
 type connKey struct {
 	lo, hi netip.AddrPort
 }
@@ -25,8 +97,15 @@ func makeKey(a, b netip.AddrPort) connKey {
 
 // endpoint is one local socket's view of a connection.
 type endpoint struct {
-	begun bool
-	ctx   events.Context
+	local    bool  // a packet of this endpoint passed a local hook
+	begun    bool  // its begin was emitted
+	ended    bool  // its end (or failure) was emitted
+	closed   bool  // its socket's close report arrived
+	synSeen  bool  // synTS is set
+	synTS    int64 // first SYN it sent (outgoing) or received (incoming)
+	beginTS  int64
+	ctx      events.Context
+	counters events.Counters
 }
 
 // conn is the tracker's state for one connection. Endpoints are keyed by
@@ -34,91 +113,161 @@ type endpoint struct {
 // and SYN-ACK while the accepted socket's cookie marks everything after, so
 // only the 4-tuple and the packet direction say reliably whose packet it is.
 type conn struct {
+	key       connKey
 	initiator netip.AddrPort // sent the SYN
 	responder netip.AddrPort
 	out       endpoint // the initiator, when it is local
 	in        endpoint // the responder, when it is local
 	finInit   bool     // the initiator sent a FIN
 	finResp   bool     // the responder sent a FIN
+	rst       bool     // a reset was seen
+	closingTS int64    // when FIN both ways or RST was seen; 0 while open
+	lastSeen  int64
+
+	// Intrusive list ordered by lastSeen, oldest first.
+	prev, next *conn
+	// gen tells queue entries apart from a reused key's new connection.
+	gen uint64
 }
 
-// Tracker derives flow events from net_packet_flow_base events. It is not
-// safe for concurrent use: one goroutine feeds it, in the order the kernel
-// produced the records (one ring buffer gives that order).
+func (c *conn) endpoint(dir events.ConnDirection) *endpoint {
+	if dir == events.Incoming {
+		return &c.in
+	}
+	return &c.out
+}
+
+// begun reports whether any endpoint began.
+func (c *conn) begun() bool { return c.out.begun || c.in.begun }
+
+// open reports whether an endpoint that began has not ended yet.
+func (c *conn) open() bool {
+	return c.out.begun && !c.out.ended || c.in.begun && !c.in.ended
+}
+
+// deadline is an entry of a time-ordered queue: the connection and the
+// generation it had when queued.
+type deadline struct {
+	c   *conn
+	gen uint64
+	at  int64
+}
+
+// Tracker derives flow events from net_packet_flow_base and
+// net_tcp_socket_base events. It is not safe for concurrent use: one
+// goroutine feeds it in the order the kernel produced the records (one
+// ring buffer gives that order) and calls Tick from time to time.
 type Tracker struct {
+	cfg   Config
 	conns map[connKey]*conn
 	emit  func(events.Event)
+	stats Stats
+	gen   uint64
+
+	// lru holds every connection, least recently seen first.
+	head, tail *conn
+	// handshakes and closings are FIFO queues: entries are appended with
+	// non-decreasing deadlines, so Tick only looks at their fronts.
+	handshakes []deadline
+	closings   []deadline
 }
 
 // NewTracker returns a tracker that hands every derived event to emit.
-// emit must not retain the event's payload beyond its own use if it
-// intends to modify it; the tracker never touches an event after emitting.
-func NewTracker(emit func(events.Event)) *Tracker {
-	return &Tracker{conns: make(map[connKey]*conn), emit: emit}
+// The tracker never touches an event after emitting it.
+func NewTracker(cfg Config, emit func(events.Event)) *Tracker {
+	return &Tracker{cfg: cfg.withDefaults(), conns: make(map[connKey]*conn), emit: emit}
+}
+
+// Stats returns the tracker's counters.
+func (t *Tracker) Stats() Stats {
+	s := t.stats
+	s.Flows = len(t.conns)
+	return s
 }
 
 // Len returns the number of connections being tracked.
 func (t *Tracker) Len() int { return len(t.conns) }
 
-// Handle consumes one event. Events other than net_packet_flow_base are
+// Handle consumes one event. Events other than the two base events are
 // ignored, so a tracker can sit on a shared stream.
 func (t *Tracker) Handle(ev events.Event) {
-	p, ok := ev.Payload.(*events.PacketFlowBase)
-	if !ok {
-		return
+	switch p := ev.Payload.(type) {
+	case *events.PacketFlowBase:
+		t.packet(ev, p)
+	case *events.TCPSocketBase:
+		t.socket(ev, p)
 	}
+}
+
+func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 	src := netip.AddrPortFrom(p.Src.Unmap(), p.SrcPort)
 	dst := netip.AddrPortFrom(p.Dst.Unmap(), p.DstPort)
 	key := makeKey(src, dst)
 	c := t.conns[key]
+	syn := p.Flags.Has(events.FlagSYN)
 
 	switch {
 	case p.Flags.Has(events.FlagRST):
-		// An RST ends whatever began; an attempt that never began just
-		// goes away (failed attempts are reported by a later stage).
-		if c != nil {
-			t.touch(c, ev, p.Direction)
-			t.finish(key, c, ev.Timestamp)
+		if c == nil {
+			// This host reset a SYN that no socket took (a closed port):
+			// an incoming attempt refused. The SYN itself is invisible to
+			// the socket hooks; only the kernel's answer is seen, sent by
+			// its control socket, which no process owns.
+			if p.Direction == events.Egress && p.Flags.Has(events.FlagACK) && ev.Context.PID == 0 {
+				t.emitFailed(ev.Timestamp, dst, src, events.Incoming, ev.Context, events.FailRefused)
+			}
+			return
 		}
+		t.touch(c, ev, p, src, dst)
+		c.rst = true
+		if !c.begun() {
+			t.refused(c, ev, p, src)
+			return
+		}
+		t.closing(c, ev.Timestamp)
 
-	case p.Flags.Has(events.FlagSYN) && !p.Flags.Has(events.FlagACK):
-		if c != nil && (c.initiator != src || c.out.begun || c.in.begun) {
-			// The 4-tuple is being reused: the old connection closed
-			// without us seeing both FINs (e.g. into TIME_WAIT).
-			t.finish(key, c, ev.Timestamp)
+	case syn && !p.Flags.Has(events.FlagACK):
+		if c != nil && (c.initiator != src || c.begun()) {
+			// The 4-tuple is reused: the old connection closed without
+			// us seeing it end (e.g. its records were lost).
+			t.finishAll(c, ev.Timestamp, events.CloseEvicted)
 			c = nil
 		}
 		if c == nil {
-			c = &conn{initiator: src, responder: dst}
-			t.conns[key] = c
+			c = t.insert(key, src, dst, ev.Timestamp)
 		}
-		// A retransmitted SYN lands here too and changes nothing but the
-		// context, which stays that of the same socket.
-		t.touch(c, ev, p.Direction)
+		t.touch(c, ev, p, src, dst)
+		// A retransmitted SYN keeps the first SYN's time.
+		ep := &c.out
+		if p.Direction == events.Ingress {
+			ep = &c.in
+		}
+		if !ep.synSeen {
+			ep.synSeen, ep.synTS = true, ev.Timestamp
+		}
 
-	case p.Flags.Has(events.FlagSYN | events.FlagACK):
+	case syn: // SYN-ACK
 		if c == nil || c.responder != src {
 			return // no SYN seen for it: flowtap started mid-handshake
 		}
-		t.touch(c, ev, p.Direction)
-		switch p.Direction {
-		case events.Egress: // a local listener answered: incoming begins
-			if !c.in.begun {
-				c.in.begun = true
-				t.emitFlow(c, events.Incoming, ev.Timestamp, true)
+		t.touch(c, ev, p, src, dst)
+		dir := events.Outgoing // a local connect got its answer
+		if p.Direction == events.Egress {
+			dir = events.Incoming // a local listener answered
+		}
+		if ep := c.endpoint(dir); !ep.begun {
+			ep.begun, ep.beginTS = true, ev.Timestamp
+			if !ep.synSeen { // the SYN passed before this endpoint's hooks saw it
+				ep.synSeen, ep.synTS = true, ev.Timestamp
 			}
-		case events.Ingress: // a local connect got its answer: outgoing begins
-			if !c.out.begun {
-				c.out.begun = true
-				t.emitFlow(c, events.Outgoing, ev.Timestamp, true)
-			}
+			t.emitBegin(c, dir, ev.Timestamp)
 		}
 
 	case p.Flags.Has(events.FlagFIN):
 		if c == nil {
 			return
 		}
-		t.touch(c, ev, p.Direction)
+		t.touch(c, ev, p, src, dst)
 		if src == c.initiator {
 			c.finInit = true
 		} else {
@@ -126,64 +275,303 @@ func (t *Tracker) Handle(ev events.Event) {
 		}
 		// A half-close is not an end: both directions must have closed.
 		if c.finInit && c.finResp {
-			t.finish(key, c, ev.Timestamp)
+			t.closing(c, ev.Timestamp)
 		}
 	}
 }
 
-// touch records the context of the local endpoint a packet belongs to:
-// egress packets belong to their sender, ingress packets to their receiver.
-// The latest context wins, so an incoming flow's end carries the accepted
-// socket's cookie rather than the listener's.
-func (t *Tracker) touch(c *conn, ev events.Event, dir events.PacketDirection) {
-	p := ev.Payload.(*events.PacketFlowBase)
-	local := netip.AddrPortFrom(p.Src.Unmap(), p.SrcPort)
-	if dir == events.Ingress {
-		local = netip.AddrPortFrom(p.Dst.Unmap(), p.DstPort)
+// refused reports an attempt answered by RST: the initiator's attempt
+// failed (when it is local), and so did this host's listener side when
+// this host sent the reset.
+func (t *Tracker) refused(c *conn, ev events.Event, p *events.PacketFlowBase, src netip.AddrPort) {
+	if src == c.responder {
+		if c.out.local {
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailRefused)
+		}
+		if p.Direction == events.Egress || c.in.local {
+			ctx := c.in.ctx
+			if !c.in.local {
+				ctx = ev.Context
+			}
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Incoming, ctx, events.FailRefused)
+		}
 	}
-	if local == c.initiator {
-		c.out.ctx = ev.Context
-	} else {
-		c.in.ctx = ev.Context
+	// An initiator resetting its own attempt is not a refusal; either way
+	// the attempt is over.
+	t.remove(c)
+}
+
+// socket handles a socket report: a close (final counters) or a snapshot.
+func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
+	local := netip.AddrPortFrom(s.Local.Unmap(), s.LocalPort)
+	remote := netip.AddrPortFrom(s.Remote.Unmap(), s.RemotePort)
+	c := t.conns[makeKey(local, remote)]
+	if c == nil {
+		return
+	}
+	dir := events.Outgoing
+	if local != c.initiator {
+		dir = events.Incoming
+	}
+	ep := c.endpoint(dir)
+	ep.counters = s.Counters
+	mergeContext(&ep.ctx, ev.Context)
+	t.seen(c, ev.Timestamp)
+	if s.Report != events.SocketClosed {
+		return
+	}
+	ep.closed = true
+	switch {
+	case ep.begun && !ep.ended:
+		reason := events.CloseFIN
+		if c.rst || abortive(s.State) {
+			reason = events.CloseRST
+		}
+		t.finish(c, dir, ev.Timestamp, reason)
+		if !c.open() {
+			t.remove(c)
+		}
+	case !ep.begun && dir == events.Outgoing && s.State == tcpSynSent:
+		// connect() gave up before any answer came.
+		t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout)
+		ep.ended = true
+		if !c.open() {
+			t.remove(c)
+		}
 	}
 }
 
-// finish emits an end for every endpoint of c that began, and forgets c.
-func (t *Tracker) finish(key connKey, c *conn, ts int64) {
-	if c.out.begun {
-		t.emitFlow(c, events.Outgoing, ts, false)
+// abortive reports whether a socket leaving state for TCP_CLOSE means it
+// was reset or aborted rather than closed with FIN both ways.
+func abortive(state uint8) bool {
+	switch state {
+	case tcpLastAck, tcpFinWait2, tcpClosing, tcpTimeWait:
+		return false
 	}
-	if c.in.begun {
-		t.emitFlow(c, events.Incoming, ts, false)
+	return true
+}
+
+// touch records a packet against the local endpoint it belongs to: egress
+// packets belong to their sender, ingress packets to their receiver.
+func (t *Tracker) touch(c *conn, ev events.Event, p *events.PacketFlowBase, src, dst netip.AddrPort) {
+	local := src
+	if p.Direction == events.Ingress {
+		local = dst
 	}
-	delete(t.conns, key)
+	ep := &c.in
+	if local == c.initiator {
+		ep = &c.out
+	}
+	ep.local = true
+	mergeContext(&ep.ctx, ev.Context)
+	// SYN and SYN-ACK of an incoming flow pass on the listener: its
+	// counters are not the flow's. Later packets carry the socket's own.
+	if !p.Flags.Has(events.FlagSYN) {
+		ep.counters = p.Counters
+	}
+	t.seen(c, ev.Timestamp)
+}
+
+// mergeContext updates ctx with what next knows: the latest socket
+// cookie wins (an accepted socket's over its listener's), while process
+// details are only replaced by known ones.
+func mergeContext(ctx *events.Context, next events.Context) {
+	if next.SocketCookie != 0 {
+		ctx.SocketCookie = next.SocketCookie
+	}
+	if next.CgroupID != 0 {
+		ctx.CgroupID = next.CgroupID
+	}
+	if next.PID != 0 {
+		ctx.PID, ctx.UID, ctx.Comm = next.PID, next.UID, next.Comm
+	}
+	if next.HostName != "" {
+		ctx.HostName = next.HostName
+	}
+}
+
+// closing marks a connection closed on the wire. Endpoints still open end
+// when their socket's close report arrives, or after CloseGrace.
+func (t *Tracker) closing(c *conn, ts int64) {
+	if c.closingTS != 0 {
+		return
+	}
+	c.closingTS = ts
+	t.closings = append(t.closings, deadline{c, c.gen, ts + int64(t.cfg.CloseGrace)})
+}
+
+// Tick advances the tracker's clock to now (ns since the Unix epoch):
+// attempts past the SYN timeout fail, closed connections whose socket
+// reports did not come end, idle connections are evicted.
+func (t *Tracker) Tick(now int64) {
+	for len(t.handshakes) > 0 && t.handshakes[0].at <= now {
+		d := t.handshakes[0]
+		t.handshakes = t.handshakes[1:]
+		c := d.c
+		if c.gen != d.gen || t.conns[c.key] != c || c.begun() {
+			continue
+		}
+		// No SYN-ACK in time: each local side of the attempt failed.
+		if c.out.local && !c.out.ended {
+			t.emitFailed(now, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailTimeout)
+		}
+		if c.in.local && !c.in.ended {
+			t.emitFailed(now, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailTimeout)
+		}
+		t.remove(c)
+	}
+	for len(t.closings) > 0 && t.closings[0].at <= now {
+		d := t.closings[0]
+		t.closings = t.closings[1:]
+		c := d.c
+		if c.gen != d.gen || t.conns[c.key] != c {
+			continue
+		}
+		reason := events.CloseFIN
+		if c.rst {
+			reason = events.CloseRST
+		}
+		t.stats.CloseMissing += uint64(t.finishAll(c, now, reason))
+	}
+	idle := now - int64(t.cfg.IdleTimeout)
+	for t.head != nil && t.head.lastSeen <= idle {
+		t.stats.EvictedIdle++
+		t.finishAll(t.head, now, events.CloseEvicted)
+	}
+	if len(t.handshakes) == 0 {
+		t.handshakes = nil // let the backing array go
+	}
+	if len(t.closings) == 0 {
+		t.closings = nil
+	}
 }
 
 // Close ends every flow still open, as when flowtap stops: each begun
-// endpoint gets its end, so no begin is left without one.
-func (t *Tracker) Close(ts int64) {
-	for key, c := range t.conns {
-		t.finish(key, c, ts)
+// endpoint gets its end with reason shutdown.
+func (t *Tracker) Close(now int64) {
+	for t.head != nil {
+		t.finishAll(t.head, now, events.CloseShutdown)
 	}
+	t.handshakes, t.closings = nil, nil
 }
 
-func (t *Tracker) emitFlow(c *conn, dir events.ConnDirection, ts int64, begin bool) {
-	ep := &c.out
-	if dir == events.Incoming {
-		ep = &c.in
+// insert adds a new connection, evicting the least recently seen one when
+// the table is full.
+func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts int64) *conn {
+	if len(t.conns) >= t.cfg.MaxFlows && t.head != nil {
+		t.stats.EvictedFull++
+		t.finishAll(t.head, ts, events.CloseEvicted)
 	}
-	f := events.Flow{
+	t.gen++
+	c := &conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts}
+	t.conns[key] = c
+	t.pushBack(c)
+	t.handshakes = append(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
+	return c
+}
+
+// seen moves c to the back of the LRU list.
+func (t *Tracker) seen(c *conn, ts int64) {
+	if ts > c.lastSeen {
+		c.lastSeen = ts
+	}
+	if t.tail == c {
+		return
+	}
+	t.unlink(c)
+	t.pushBack(c)
+}
+
+func (t *Tracker) pushBack(c *conn) {
+	c.prev, c.next = t.tail, nil
+	if t.tail != nil {
+		t.tail.next = c
+	} else {
+		t.head = c
+	}
+	t.tail = c
+}
+
+func (t *Tracker) unlink(c *conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		t.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		t.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// remove forgets c.
+func (t *Tracker) remove(c *conn) {
+	if t.conns[c.key] == c {
+		delete(t.conns, c.key)
+		t.unlink(c)
+	}
+	c.gen = 0 // invalidates queue entries
+}
+
+// finishAll ends every endpoint of c that began and has not ended, and
+// forgets c. It returns how many ends it emitted.
+func (t *Tracker) finishAll(c *conn, ts int64, reason events.CloseReason) int {
+	n := 0
+	for _, dir := range [2]events.ConnDirection{events.Outgoing, events.Incoming} {
+		if ep := c.endpoint(dir); ep.begun && !ep.ended {
+			t.finish(c, dir, ts, reason)
+			n++
+		}
+	}
+	t.remove(c)
+	return n
+}
+
+func (t *Tracker) flow(c *conn, dir events.ConnDirection) events.Flow {
+	return events.Flow{
 		Direction: dir,
 		Src:       c.initiator.Addr(),
 		Dst:       c.responder.Addr(),
 		SrcPort:   c.initiator.Port(),
 		DstPort:   c.responder.Port(),
 	}
-	ev := events.Event{Timestamp: ts, Context: ep.ctx}
-	if begin {
-		ev.ID, ev.Payload = events.IDNetFlowTCPBegin, &events.FlowBegin{Flow: f}
-	} else {
-		ev.ID, ev.Payload = events.IDNetFlowTCPEnd, &events.FlowEnd{Flow: f}
+}
+
+func (t *Tracker) emitBegin(c *conn, dir events.ConnDirection, ts int64) {
+	ep := c.endpoint(dir)
+	t.stats.Begun++
+	t.emit(events.Event{
+		ID: events.IDNetFlowTCPBegin, Timestamp: ts, Context: ep.ctx,
+		Payload: &events.FlowBegin{Flow: t.flow(c, dir), HandshakeNs: uint64(ts - ep.synTS)},
+	})
+}
+
+func (t *Tracker) finish(c *conn, dir events.ConnDirection, ts int64, reason events.CloseReason) {
+	ep := c.endpoint(dir)
+	ep.ended = true
+	var dur uint64
+	if ts > ep.beginTS {
+		dur = uint64(ts - ep.beginTS)
 	}
-	t.emit(ev)
+	t.stats.Ended++
+	t.emit(events.Event{
+		ID: events.IDNetFlowTCPEnd, Timestamp: ts, Context: ep.ctx,
+		Payload: &events.FlowEnd{Flow: t.flow(c, dir), DurationNs: dur, Counters: ep.counters, Reason: reason},
+	})
+}
+
+func (t *Tracker) emitFailed(ts int64, initiator, responder netip.AddrPort, dir events.ConnDirection, ctx events.Context, reason events.FailReason) {
+	t.stats.Failed++
+	t.emit(events.Event{
+		ID: events.IDNetFlowTCPFailed, Timestamp: ts, Context: ctx,
+		Payload: &events.FlowFailed{Flow: events.Flow{
+			Direction: dir,
+			Src:       initiator.Addr(),
+			Dst:       responder.Addr(),
+			SrcPort:   initiator.Port(),
+			DstPort:   responder.Port(),
+		}, Reason: reason},
+	})
 }

@@ -7,73 +7,232 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowtap/flowtap/events"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected.txt of every golden case from the tracker's output")
 
-// parsePacket reads one line of a golden input:
-//
-//	egress 127.0.0.1:40000 > 127.0.0.1:8080 SYN|ACK cookie=7
-func parsePacket(line string, ts int64) (events.Event, error) {
-	f := strings.Fields(line)
-	if len(f) != 6 || f[2] != ">" || !strings.HasPrefix(f[5], "cookie=") {
-		return events.Event{}, fmt.Errorf("want 'DIR SRC > DST FLAGS cookie=N', got %q", line)
-	}
-	var p events.PacketFlowBase
-	switch f[0] {
-	case "egress":
-		p.Direction = events.Egress
-	case "ingress":
-		p.Direction = events.Ingress
-	default:
-		return events.Event{}, fmt.Errorf("direction %q", f[0])
-	}
-	src, err := netip.ParseAddrPort(f[1])
-	if err != nil {
-		return events.Event{}, err
-	}
-	dst, err := netip.ParseAddrPort(f[3])
-	if err != nil {
-		return events.Event{}, err
-	}
-	p.Src, p.SrcPort, p.Dst, p.DstPort = src.Addr(), src.Port(), dst.Addr(), dst.Port()
-	for _, name := range strings.Split(f[4], "|") {
-		bit, ok := map[string]events.TCPFlags{"SYN": events.FlagSYN, "ACK": events.FlagACK, "FIN": events.FlagFIN, "RST": events.FlagRST, "PSH": events.FlagPSH}[name]
-		if !ok {
-			return events.Event{}, fmt.Errorf("flag %q", name)
-		}
-		p.Flags |= bit
-	}
-	cookie, err := strconv.ParseUint(strings.TrimPrefix(f[5], "cookie="), 10, 64)
-	if err != nil {
-		return events.Event{}, err
-	}
-	return events.Event{ID: events.IDNetPacketFlowBase, Timestamp: ts, Context: events.Context{SocketCookie: cookie}, Payload: &p}, nil
+const ms = int64(time.Millisecond)
+
+var stateNames = map[string]uint8{
+	"ESTABLISHED": tcpEstablished, "SYN_SENT": tcpSynSent, "SYN_RECV": tcpSynRecv,
+	"FIN_WAIT1": tcpFinWait1, "FIN_WAIT2": tcpFinWait2, "TIME_WAIT": tcpTimeWait,
+	"CLOSE": tcpClose, "CLOSE_WAIT": tcpCloseWait, "LAST_ACK": tcpLastAck,
+	"LISTEN": tcpListen, "CLOSING": tcpClosing,
 }
 
-// formatFlow renders a derived event the way expected.txt spells it.
-func formatFlow(t *testing.T, ev events.Event) string {
-	var f *events.Flow
-	name := ""
-	switch p := ev.Payload.(type) {
-	case *events.FlowBegin:
-		f, name = &p.Flow, events.NameNetFlowTCPBegin
-	case *events.FlowEnd:
-		f, name = &p.Flow, events.NameNetFlowTCPEnd
-	default:
-		t.Fatalf("unexpected payload %T", ev.Payload)
+// parseCounters reads "B/P" (bytes/packets).
+func parseCounters(v string) (bytes, pkts uint64, err error) {
+	b, p, ok := strings.Cut(v, "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("counter %q: want BYTES/PACKETS", v)
 	}
+	if bytes, err = strconv.ParseUint(b, 10, 64); err == nil {
+		pkts, err = strconv.ParseUint(p, 10, 64)
+	}
+	return bytes, pkts, err
+}
+
+// parseOptions reads the key=value tail of an input line into the context,
+// counters and timestamp.
+func parseOptions(opts []string, ctx *events.Context, c *events.Counters, ts *int64) error {
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			return fmt.Errorf("option %q: want key=value", o)
+		}
+		var err error
+		var n uint64
+		switch k {
+		case "cookie":
+			ctx.SocketCookie, err = strconv.ParseUint(v, 10, 64)
+		case "pid":
+			n, err = strconv.ParseUint(v, 10, 32)
+			ctx.PID, ctx.Comm = uint32(n), "proc"+v
+		case "sent":
+			c.BytesSent, c.PacketsSent, err = parseCounters(v)
+		case "recv":
+			c.BytesReceived, c.PacketsReceived, err = parseCounters(v)
+		case "t":
+			var t float64
+			t, err = strconv.ParseFloat(v, 64)
+			*ts = int64(t * float64(ms))
+		default:
+			return fmt.Errorf("unknown option %q", k)
+		}
+		if err != nil {
+			return fmt.Errorf("option %q: %w", o, err)
+		}
+	}
+	return nil
+}
+
+// parseLine reads one line of a golden input. Packets:
+//
+//	egress 127.0.0.1:40000 > 127.0.0.1:8080 SYN|ACK cookie=7 pid=10 sent=5/2 recv=0/1 t=3
+//
+// socket reports (local ~ remote):
+//
+//	close 127.0.0.1:40000 ~ 127.0.0.1:8080 FIN_WAIT2 cookie=1 sent=5/3 recv=7/3 t=9
+//	snapshot 127.0.0.1:40000 ~ 127.0.0.1:8080 ESTABLISHED sent=5/3 recv=7/3
+//
+// A line without t= happens at its line number in milliseconds.
+func parseLine(line string, n int) (events.Event, error) {
+	f := strings.Fields(line)
+	if len(f) < 5 {
+		return events.Event{}, fmt.Errorf("too few words in %q", line)
+	}
+	ev := events.Event{Timestamp: int64(n) * ms}
+	a, err := netip.ParseAddrPort(f[1])
+	if err != nil {
+		return ev, err
+	}
+	b, err := netip.ParseAddrPort(f[3])
+	if err != nil {
+		return ev, err
+	}
+	switch f[0] {
+	case "egress", "ingress":
+		if f[2] != ">" {
+			return ev, fmt.Errorf("packet %q: want SRC > DST", line)
+		}
+		p := &events.PacketFlowBase{Direction: events.Egress, Src: a.Addr(), SrcPort: a.Port(), Dst: b.Addr(), DstPort: b.Port()}
+		if f[0] == "ingress" {
+			p.Direction = events.Ingress
+		}
+		for _, name := range strings.Split(f[4], "|") {
+			bit, ok := map[string]events.TCPFlags{"SYN": events.FlagSYN, "ACK": events.FlagACK, "FIN": events.FlagFIN, "RST": events.FlagRST, "PSH": events.FlagPSH}[name]
+			if !ok {
+				return ev, fmt.Errorf("flag %q", name)
+			}
+			p.Flags |= bit
+		}
+		ev.ID, ev.Payload = events.IDNetPacketFlowBase, p
+		return ev, parseOptions(f[5:], &ev.Context, &p.Counters, &ev.Timestamp)
+	case "close", "snapshot":
+		if f[2] != "~" {
+			return ev, fmt.Errorf("socket report %q: want LOCAL ~ REMOTE", line)
+		}
+		state, ok := stateNames[f[4]]
+		if !ok {
+			return ev, fmt.Errorf("state %q", f[4])
+		}
+		s := &events.TCPSocketBase{Report: events.SocketClosed, Local: a.Addr(), LocalPort: a.Port(), Remote: b.Addr(), RemotePort: b.Port(), State: state}
+		if f[0] == "snapshot" {
+			s.Report = events.SocketSnapshot
+		}
+		ev.ID, ev.Payload = events.IDNetTCPSocketBase, s
+		return ev, parseOptions(f[5:], &ev.Context, &s.Counters, &ev.Timestamp)
+	}
+	return ev, fmt.Errorf("unknown line kind %q", f[0])
+}
+
+// formatEvent renders a derived event the way expected.txt spells it.
+func formatEvent(t *testing.T, ev events.Event) string {
 	if ev.ID != ev.Payload.EventID() {
 		t.Fatalf("event id %d does not match payload %T", ev.ID, ev.Payload)
 	}
-	src := netip.AddrPortFrom(f.Src, f.SrcPort)
-	dst := netip.AddrPortFrom(f.Dst, f.DstPort)
-	return fmt.Sprintf("%s %s %s -> %s cookie=%d", name, f.Direction, src, dst, ev.Context.SocketCookie)
+	flow := func(kind string, f *events.Flow) string {
+		return fmt.Sprintf("%s %s %s -> %s cookie=%d pid=%d", kind, f.Direction,
+			netip.AddrPortFrom(f.Src, f.SrcPort), netip.AddrPortFrom(f.Dst, f.DstPort), ev.Context.SocketCookie, ev.Context.PID)
+	}
+	ts := strconv.FormatFloat(float64(ev.Timestamp)/float64(ms), 'f', -1, 64)
+	switch p := ev.Payload.(type) {
+	case *events.FlowBegin:
+		return fmt.Sprintf("%s handshake=%gms t=%s", flow("begin", &p.Flow), float64(p.HandshakeNs)/float64(ms), ts)
+	case *events.FlowEnd:
+		c := p.Counters
+		return fmt.Sprintf("%s reason=%s sent=%d/%d recv=%d/%d duration=%gms t=%s", flow("end", &p.Flow), p.Reason,
+			c.BytesSent, c.PacketsSent, c.BytesReceived, c.PacketsReceived, float64(p.DurationNs)/float64(ms), ts)
+	case *events.FlowFailed:
+		return fmt.Sprintf("%s reason=%s t=%s", flow("failed", &p.Flow), p.Reason, ts)
+	}
+	t.Fatalf("unexpected payload %T", ev.Payload)
+	return ""
+}
+
+// parseConfig reads a "config maxflows=N syn=DUR idle=DUR grace=DUR" line.
+func parseConfig(line string) (Config, error) {
+	var cfg Config
+	for _, o := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(o, "=")
+		var err error
+		switch k {
+		case "maxflows":
+			cfg.MaxFlows, err = strconv.Atoi(v)
+		case "syn":
+			cfg.SYNTimeout, err = time.ParseDuration(v)
+		case "idle":
+			cfg.IdleTimeout, err = time.ParseDuration(v)
+		case "grace":
+			cfg.CloseGrace, err = time.ParseDuration(v)
+		default:
+			err = fmt.Errorf("unknown key")
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("config %q: %w", o, err)
+		}
+	}
+	return cfg, nil
+}
+
+// runGolden feeds one input file to a tracker and returns the derived
+// events, formatted, and the tracker.
+func runGolden(t *testing.T, input string) ([]string, *Tracker) {
+	file, err := os.Open(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	var got []string
+	var tr *Tracker
+	emit := func(ev events.Event) { got = append(got, formatEvent(t, ev)) }
+	sc := bufio.NewScanner(file)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "config") {
+			cfg, err := parseConfig(line)
+			if err != nil {
+				t.Fatalf("%s:%d: %v", input, n, err)
+			}
+			tr = NewTracker(cfg, emit)
+			continue
+		}
+		if tr == nil {
+			tr = NewTracker(Config{}, emit)
+		}
+		if word, arg, _ := strings.Cut(line, " "); word == "tick" || word == "shutdown" {
+			at := int64(n) * ms
+			if arg != "" {
+				v, err := strconv.ParseFloat(arg, 64)
+				if err != nil {
+					t.Fatalf("%s:%d: %v", input, n, err)
+				}
+				at = int64(v * float64(ms))
+			}
+			if word == "tick" {
+				tr.Tick(at)
+			} else {
+				tr.Close(at)
+			}
+			continue
+		}
+		ev, err := parseLine(line, n)
+		if err != nil {
+			t.Fatalf("%s:%d: %v", input, n, err)
+		}
+		tr.Handle(ev)
+	}
+	return got, tr
 }
 
 // TestGolden runs every testdata/<case>/input.txt through a tracker and
@@ -86,28 +245,7 @@ func TestGolden(t *testing.T) {
 	for _, input := range cases {
 		dir := filepath.Dir(input)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			var got []string
-			tr := NewTracker(func(ev events.Event) { got = append(got, formatFlow(t, ev)) })
-			file, err := os.Open(input)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer file.Close()
-			sc := bufio.NewScanner(file)
-			for n := 1; sc.Scan(); n++ {
-				line := strings.TrimSpace(sc.Text())
-				switch {
-				case line == "" || strings.HasPrefix(line, "#"):
-				case line == "shutdown":
-					tr.Close(int64(n))
-				default:
-					ev, err := parsePacket(line, int64(n))
-					if err != nil {
-						t.Fatalf("%s:%d: %v", input, n, err)
-					}
-					tr.Handle(ev)
-				}
-			}
+			got, _ := runGolden(t, input)
 			expectedPath := filepath.Join(dir, "expected.txt")
 			if *update {
 				out := strings.Join(got, "\n")
@@ -122,9 +260,9 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantLines := nonEmptyLines(string(raw))
-			if strings.Join(got, "\n") != strings.Join(wantLines, "\n") {
-				t.Fatalf("derived events differ\n got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(wantLines, "\n  "))
+			want := nonEmptyLines(string(raw))
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("derived events differ\n got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 			}
 		})
 	}
@@ -133,37 +271,47 @@ func TestGolden(t *testing.T) {
 func nonEmptyLines(s string) []string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			out = append(out, l)
 		}
 	}
 	return out
 }
 
+func feed(t testing.TB, tr *Tracker, lines ...string) {
+	t.Helper()
+	for i, line := range lines {
+		ev, err := parseLine(line, i+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Handle(ev)
+	}
+}
+
 func TestTrackerForgetsFinishedConnections(t *testing.T) {
-	tr := NewTracker(func(events.Event) {})
-	for i, line := range []string{
+	tr := NewTracker(Config{}, func(events.Event) {})
+	feed(t, tr,
 		"egress 127.0.0.1:1 > 127.0.0.1:2 SYN cookie=1",
 		"ingress 127.0.0.1:2 > 127.0.0.1:1 RST|ACK cookie=1",
 		"egress 127.0.0.1:3 > 127.0.0.1:4 SYN cookie=1",
 		"ingress 127.0.0.1:4 > 127.0.0.1:3 SYN|ACK cookie=1",
 		"egress 127.0.0.1:3 > 127.0.0.1:4 FIN|ACK cookie=1",
 		"ingress 127.0.0.1:4 > 127.0.0.1:3 FIN|ACK cookie=1",
-	} {
-		ev, err := parsePacket(line, int64(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr.Handle(ev)
-	}
+		"close 127.0.0.1:3 ~ 127.0.0.1:4 FIN_WAIT2 cookie=1",
+	)
 	if tr.Len() != 0 {
 		t.Fatalf("tracker still holds %d connections", tr.Len())
+	}
+	tr.Tick(time.Hour.Nanoseconds())
+	if s := tr.Stats(); s.Begun != 1 || s.Ended != 1 || s.Failed != 1 || s.CloseMissing != 0 {
+		t.Fatalf("stats = %+v", s)
 	}
 }
 
 func TestTrackerIgnoresOtherEvents(t *testing.T) {
 	n := 0
-	tr := NewTracker(func(events.Event) { n++ })
+	tr := NewTracker(Config{}, func(events.Event) { n++ })
 	tr.Handle(events.Event{ID: events.IDNetFlowTCPBegin, Payload: &events.FlowBegin{}})
 	tr.Handle(events.Event{})
 	if n != 0 || tr.Len() != 0 {
@@ -171,25 +319,67 @@ func TestTrackerIgnoresOtherEvents(t *testing.T) {
 	}
 }
 
-// BenchmarkTrackerLoopback feeds whole loopback connections (8 base events
-// each) through the tracker and reports base events per second.
+// TestTableBound fills a tiny table and checks that it never grows past
+// its bound and that every begun flow still gets exactly one end.
+func TestTableBound(t *testing.T) {
+	begins, ends := map[string]int{}, map[string]int{}
+	tr := NewTracker(Config{MaxFlows: 8}, func(ev events.Event) {
+		switch p := ev.Payload.(type) {
+		case *events.FlowBegin:
+			begins[fmt.Sprint(p.SrcPort, p.Direction)]++
+		case *events.FlowEnd:
+			ends[fmt.Sprint(p.SrcPort, p.Direction)]++
+			if p.Reason != events.CloseEvicted && p.Reason != events.CloseShutdown {
+				t.Errorf("unexpected reason %s", p.Reason)
+			}
+		}
+	})
+	for i := 0; i < 100; i++ {
+		feed(t, tr,
+			fmt.Sprintf("egress 127.0.0.1:%d > 127.0.0.1:80 SYN", 1000+i),
+			fmt.Sprintf("ingress 127.0.0.1:%d > 127.0.0.1:80 SYN", 1000+i),
+			fmt.Sprintf("egress 127.0.0.1:80 > 127.0.0.1:%d SYN|ACK", 1000+i),
+			fmt.Sprintf("ingress 127.0.0.1:80 > 127.0.0.1:%d SYN|ACK", 1000+i),
+		)
+		if tr.Len() > 8 {
+			t.Fatalf("table holds %d connections, bound is 8", tr.Len())
+		}
+	}
+	tr.Close(time.Hour.Nanoseconds())
+	if len(begins) != 200 || len(ends) != 200 {
+		t.Fatalf("%d begins, %d ends, want 200 each", len(begins), len(ends))
+	}
+	for k, n := range begins {
+		if n != 1 || ends[k] != 1 {
+			t.Fatalf("%s: %d begins, %d ends", k, n, ends[k])
+		}
+	}
+	if s := tr.Stats(); s.EvictedFull != 92 {
+		t.Fatalf("EvictedFull = %d, want 92", s.EvictedFull)
+	}
+}
+
+// BenchmarkTrackerLoopback feeds whole loopback connections (8 packet
+// records and 2 close reports each) through the tracker and reports base
+// events per second and allocations per base event.
 func BenchmarkTrackerLoopback(b *testing.B) {
-	const perConn = 8
 	tmpl := []string{
-		"egress  127.0.0.1:%d > 127.0.0.1:8080 SYN     cookie=1",
-		"ingress 127.0.0.1:%d > 127.0.0.1:8080 SYN     cookie=7",
-		"egress  127.0.0.1:8080 > 127.0.0.1:%d SYN|ACK cookie=7",
-		"ingress 127.0.0.1:8080 > 127.0.0.1:%d SYN|ACK cookie=1",
-		"egress  127.0.0.1:%d > 127.0.0.1:8080 FIN|ACK cookie=1",
-		"ingress 127.0.0.1:%d > 127.0.0.1:8080 FIN|ACK cookie=9",
-		"egress  127.0.0.1:8080 > 127.0.0.1:%d FIN|ACK cookie=9",
-		"ingress 127.0.0.1:8080 > 127.0.0.1:%d FIN|ACK cookie=1",
+		"egress  127.0.0.1:%d > 127.0.0.1:8080 SYN     cookie=1 pid=5",
+		"ingress 127.0.0.1:%d > 127.0.0.1:8080 SYN     cookie=7 pid=6",
+		"egress  127.0.0.1:8080 > 127.0.0.1:%d SYN|ACK cookie=7 pid=6",
+		"ingress 127.0.0.1:8080 > 127.0.0.1:%d SYN|ACK cookie=1 pid=5",
+		"egress  127.0.0.1:%d > 127.0.0.1:8080 FIN|ACK cookie=1 pid=5 sent=10/3 recv=20/3",
+		"ingress 127.0.0.1:%d > 127.0.0.1:8080 FIN|ACK cookie=9 pid=6 sent=20/3 recv=10/3",
+		"egress  127.0.0.1:8080 > 127.0.0.1:%d FIN|ACK cookie=9 pid=6 sent=20/4 recv=10/3",
+		"ingress 127.0.0.1:8080 > 127.0.0.1:%d FIN|ACK cookie=1 pid=5 sent=10/3 recv=20/4",
+		"close 127.0.0.1:%d ~ 127.0.0.1:8080 FIN_WAIT2 cookie=1 pid=5 sent=10/4 recv=20/4",
+		"close 127.0.0.1:8080 ~ 127.0.0.1:%d LAST_ACK cookie=9 pid=6 sent=20/4 recv=10/4",
 	}
 	const conns = 1024
-	evs := make([]events.Event, 0, conns*perConn)
+	evs := make([]events.Event, 0, conns*len(tmpl))
 	for c := 0; c < conns; c++ {
 		for _, l := range tmpl {
-			ev, err := parsePacket(fmt.Sprintf(l, 20000+c), 1)
+			ev, err := parseLine(fmt.Sprintf(l, 20000+c), 1)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -197,11 +387,20 @@ func BenchmarkTrackerLoopback(b *testing.B) {
 		}
 	}
 	emitted := 0
-	tr := NewTracker(func(events.Event) { emitted++ })
+	tr := NewTracker(Config{}, func(events.Event) { emitted++ })
 	b.ReportAllocs()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		tr.Handle(evs[i%len(evs)])
 	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	// allocs/op rounds to an integer; this keeps the fraction.
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N), "allocs/event")
+	if b.N >= len(evs) && emitted < 4*conns {
+		b.Fatalf("%d flow events derived from %d whole connections", emitted, conns)
+	}
 }

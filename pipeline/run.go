@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -35,6 +36,8 @@ type Options struct {
 	// FlushInterval bounds how long an event waits in a partial batch;
 	// 0 = 100ms.
 	FlushInterval time.Duration
+	// Tracker bounds the flow tracker (table size, timeouts).
+	Tracker derive.Config
 }
 
 // Stats are the totals of one run.
@@ -44,6 +47,10 @@ type Stats struct {
 	Delivered     uint64 // events acknowledged by sinks (summed over sinks)
 	LostRecords   uint64 // records the kernel could not submit (ring buffer full)
 }
+
+// tickInterval is how often the flow tracker's clock advances (SYN
+// timeouts, close grace, idle eviction).
+const tickInterval = 250 * time.Millisecond
 
 // queueDepth is how many events wait for one sink before the router
 // blocks (the default 'block' policy: nothing is dropped).
@@ -131,8 +138,9 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	}
 
 	// Derivation and routing, on this goroutine.
-	r := newRouter(plan, sinks)
-	tracker := derive.NewTracker(func(ev events.Event) {
+	host, _ := os.Hostname()
+	r := newRouter(plan, sinks, host)
+	tracker := derive.NewTracker(opts.Tracker, func(ev events.Event) {
 		stats.DerivedEvents++
 		r.route(ev)
 	})
@@ -143,15 +151,31 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			capture.Close() // makes capture.Run return and close base
 		}
 	}()
-	for ev := range base {
-		stats.BaseEvents++
-		r.route(ev)
-		if runTracker {
-			tracker.Handle(ev)
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	for open := true; open; {
+		select {
+		case ev, ok := <-base:
+			if !ok {
+				open = false
+				break
+			}
+			stats.BaseEvents++
+			r.route(ev)
+			if runTracker {
+				tracker.Handle(ev)
+			}
+		case now := <-tick.C:
+			if runTracker {
+				tracker.Tick(now.UnixNano())
+			}
 		}
 	}
 	if runTracker {
 		tracker.Close(time.Now().UnixNano())
+		ts := tracker.Stats()
+		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
+			"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
 	}
 	r.close()
 	wg.Wait()
@@ -190,9 +214,11 @@ func names(cat *events.Catalogue, ids []events.ID) []string {
 }
 
 // router hands each event to the queues of the sinks whose pipeline
-// selected it.
+// selected it. Lost-record markers go to every pipeline that consumes
+// kernel events, selected or not: they say its data has a gap.
 type router struct {
 	routes []route
+	host   string
 }
 
 type route struct {
@@ -200,8 +226,8 @@ type route struct {
 	sinks []*sink
 }
 
-func newRouter(plan *Plan, sinks []*sink) *router {
-	r := &router{}
+func newRouter(plan *Plan, sinks []*sink, host string) *router {
+	r := &router{host: host}
 	for i, pp := range plan.Pipelines {
 		rt := route{plan: pp.Plan}
 		for _, s := range sinks {
@@ -215,9 +241,10 @@ func newRouter(plan *Plan, sinks []*sink) *router {
 }
 
 func (r *router) route(ev events.Event) {
+	ev.Context.HostName = r.host
 	for i := range r.routes {
 		rt := &r.routes[i]
-		if !rt.plan.Emits(ev.ID) {
+		if !rt.plan.Emits(ev.ID) && !(ev.ID == events.IDRecordsLost && rt.plan.NeedsKernel()) {
 			continue
 		}
 		for _, s := range rt.sinks {

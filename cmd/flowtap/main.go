@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/pipeline"
@@ -53,6 +54,8 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 		selection  []string
 		output     string
 		cgroup     string
+		ringBuffer int
+		tracker    derive.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -92,7 +95,10 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			_, err = pipeline.Run(ctx, pipeline.Options{Config: cfg, Catalogue: cat, CgroupPath: cgroup, Logger: log})
+			_, err = pipeline.Run(ctx, pipeline.Options{
+				Config: cfg, Catalogue: cat, Logger: log,
+				CgroupPath: cgroup, RingBufferSize: ringBuffer, Tracker: tracker,
+			})
 			return err
 		},
 	}
@@ -101,6 +107,10 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 	f.StringArrayVarP(&selection, "events", "e", nil, "events to select, replacing every pipeline's: names, sets, -name, globs (e.g. flows,-net_flow_tcp_end)")
 	f.StringVarP(&output, "output", "o", "table", "format of the stdout sink: json or table")
 	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory to attach to (default: the cgroup v2 mount from /proc/mounts)")
+	f.IntVar(&ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (default: bpf.DefaultRingBufferSize)")
+	f.IntVar(&tracker.MaxFlows, "flow-table-size", derive.DefaultMaxFlows, "most connections tracked at once; the least recently active is evicted beyond it")
+	f.DurationVar(&tracker.IdleTimeout, "flow-idle-timeout", derive.DefaultIdleTimeout, "evict a connection nothing was heard of for this long")
+	f.DurationVar(&tracker.SYNTimeout, "syn-timeout", derive.DefaultSYNTimeout, "report an attempt without SYN-ACK after this long as failed (reason timeout)")
 	return cmd
 }
 

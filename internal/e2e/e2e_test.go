@@ -72,6 +72,7 @@ type jsonEvent struct {
 		DstPort       uint16   `json:"dst_port"`
 		SrcDNS        []string `json:"src_dns"`
 		DstDNS        []string `json:"dst_dns"`
+		Reason        string   `json:"reason"`
 	} `json:"fields"`
 }
 
@@ -271,7 +272,7 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 	ours := func(ev jsonEvent) bool {
 		return serverPorts[ev.Fields.DstPort] || serverPorts[ev.Fields.SrcPort]
 	}
-	want := 4 * len(conns)
+	want := 4*len(conns) + 2 // and two failed events for the refused attempt
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n := 0
@@ -294,11 +295,16 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 	a.mu.Unlock()
 
 	counts := map[string]int{}
+	refused := map[string]int{}
 	for _, ev := range a.snapshot() {
 		if !ours(ev) {
 			continue
 		}
 		f := ev.Fields
+		if f.DstPort == closedPort {
+			refused[ev.Event+" "+f.ConnDirection+" "+f.Reason]++
+			continue
+		}
 		counts[key(ev.Event, f.ConnDirection, f.Src, f.SrcPort, f.Dst, f.DstPort)]++
 		if ev.Context.SocketCookie == 0 || ev.Context.CgroupID == 0 {
 			t.Errorf("%s %s: context lacks cookie or cgroup: %+v", ev.Event, f.ConnDirection, ev.Context)
@@ -309,9 +315,17 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 		if age := time.Since(time.Unix(0, ev.Timestamp)); age < 0 || age > 2*time.Minute {
 			t.Errorf("%s timestamp %d is %v away from now", ev.Event, ev.Timestamp, age)
 		}
-		if f.DstPort == closedPort || f.SrcPort == closedPort {
-			t.Errorf("an event for the refused attempt to port %d: %+v", closedPort, ev)
+	}
+	// The refused attempt: no begin; one failed event for the client's
+	// attempt and one for the attempt against this host.
+	for _, k := range []string{"net_flow_tcp_failed outgoing refused", "net_flow_tcp_failed incoming refused"} {
+		if refused[k] != 1 {
+			t.Errorf("refused attempt to port %d: %q seen %d times, want 1 (all: %v)", closedPort, k, refused[k], refused)
 		}
+		delete(refused, k)
+	}
+	if len(refused) > 0 {
+		t.Errorf("refused attempt to port %d: unexpected events %v", closedPort, refused)
 	}
 	expected := map[string]bool{}
 	for _, c := range conns {
