@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -13,170 +12,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
-)
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
 )
 
 // TestMain removes the binaries built for the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	harness.RemoveBinaries()
 	os.Exit(code)
-}
-
-// buildBinaries builds flowtap and its sink plugins once per test binary
-// into a temporary bin directory, as 'make build' lays them out.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "flowtap-e2e-bin-"); binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/...: %w\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binDir
-}
-
-// jsonEvent is one line of the stdout sink's json format.
-type jsonEvent struct {
-	Timestamp int64  `json:"timestamp"`
-	Event     string `json:"event"`
-	Context   struct {
-		SocketCookie uint64 `json:"socket_cookie"`
-		CgroupID     uint64 `json:"cgroup_id"`
-	} `json:"context"`
-	Fields struct {
-		ConnDirection string   `json:"conn_direction"`
-		Src           string   `json:"src"`
-		Dst           string   `json:"dst"`
-		SrcPort       uint16   `json:"src_port"`
-		DstPort       uint16   `json:"dst_port"`
-		SrcDNS        []string `json:"src_dns"`
-		DstDNS        []string `json:"dst_dns"`
-		Reason        string   `json:"reason"`
-	} `json:"fields"`
-}
-
-// agent is a running 'flowtap run' process.
-type agent struct {
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	events []jsonEvent
-	bad    []string
-	stderr bytes.Buffer
-	ready  chan struct{}
-	done   chan struct{}
-}
-
-func startAgent(t *testing.T, bin string, args ...string) *agent {
-	t.Helper()
-	a := &agent{ready: make(chan struct{}), done: make(chan struct{})}
-	a.cmd = exec.Command(filepath.Join(bin, "flowtap"), append([]string{"run"}, args...)...)
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := a.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderrR, stderrW := io.Pipe()
-	a.cmd.Stderr = stderrW
-	if err := a.cmd.Start(); err != nil {
-		t.Fatalf("start flowtap: %v", err)
-	}
-	t.Cleanup(func() {
-		if a.cmd.ProcessState == nil {
-			a.cmd.Process.Kill()
-			a.cmd.Wait()
-		}
-	})
-	var once sync.Once
-	go func() {
-		sc := bufio.NewScanner(stderrR)
-		for sc.Scan() {
-			line := sc.Bytes()
-			a.mu.Lock()
-			a.stderr.Write(line)
-			a.stderr.WriteByte('\n')
-			a.mu.Unlock()
-			if bytes.Contains(line, []byte("capture started")) {
-				once.Do(func() { close(a.ready) })
-			}
-		}
-	}()
-	go func() {
-		defer close(a.done)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			var ev jsonEvent
-			err := json.Unmarshal(sc.Bytes(), &ev)
-			a.mu.Lock()
-			if err != nil {
-				a.bad = append(a.bad, sc.Text())
-			} else {
-				a.events = append(a.events, ev)
-			}
-			a.mu.Unlock()
-		}
-		stderrW.Close()
-	}()
-	select {
-	case <-a.ready:
-	case <-a.done:
-		t.Fatalf("flowtap exited before the capture started:\n%s", a.log())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("flowtap did not report 'capture started' within 60s:\n%s", a.log())
-	}
-	return a
-}
-
-func (a *agent) log() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.stderr.String()
-}
-
-func (a *agent) snapshot() []jsonEvent {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]jsonEvent(nil), a.events...)
-}
-
-// stop sends SIGINT and waits for a clean exit.
-func (a *agent) stop(t *testing.T) {
-	t.Helper()
-	if err := a.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatalf("signal flowtap: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { <-a.done; exited <- a.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("flowtap exited with %v after SIGINT:\n%s", err, a.log())
-		}
-	case <-time.After(30 * time.Second):
-		a.cmd.Process.Kill()
-		t.Fatalf("flowtap did not exit within 30s of SIGINT:\n%s", a.log())
-	}
 }
 
 // conn is one connection the test made: client and server endpoints.
@@ -235,8 +83,8 @@ func key(ev string, dir string, src string, sport uint16, dst string, dport uint
 
 func TestLoopbackFlowsEndToEnd(t *testing.T) {
 	privtest.Require(t)
-	bin := buildBinaries(t)
-	a := startAgent(t, bin, "--events", "flows", "--output", "json")
+	bin := harness.Binaries(t)
+	a := harness.Start(t, bin, "--events", "flows", "--output", "json")
 
 	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -269,14 +117,14 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 		uint16(ln6.Addr().(*net.TCPAddr).Port): true,
 		closedPort:                             true,
 	}
-	ours := func(ev jsonEvent) bool {
+	ours := func(ev harness.Event) bool {
 		return serverPorts[ev.Fields.DstPort] || serverPorts[ev.Fields.SrcPort]
 	}
 	want := 4*len(conns) + 2 // and two failed events for the refused attempt
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n := 0
-		for _, ev := range a.snapshot() {
+		for _, ev := range a.Events() {
 			if ours(ev) {
 				n++
 			}
@@ -286,17 +134,15 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.stop(t)
+	a.Stop(t)
 
-	a.mu.Lock()
-	if len(a.bad) > 0 {
-		t.Errorf("%d stdout lines are not JSON events, first: %q", len(a.bad), a.bad[0])
+	if bad := a.Bad(); len(bad) > 0 {
+		t.Errorf("%d stdout lines are not JSON events, first: %q", len(bad), bad[0])
 	}
-	a.mu.Unlock()
 
 	counts := map[string]int{}
 	refused := map[string]int{}
-	for _, ev := range a.snapshot() {
+	for _, ev := range a.Events() {
 		if !ours(ev) {
 			continue
 		}
@@ -347,13 +193,13 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("flowtap log:\n%s", a.log())
+		t.Logf("flowtap log:\n%s", a.Log())
 	}
 	t.Logf("%d connections (50 IPv4, 50 IPv6): %d flow events checked", len(conns), 4*len(conns))
 }
 
 func TestRunFailsClearlyOnUnknownEvent(t *testing.T) {
-	bin := buildBinaries(t)
+	bin := harness.Binaries(t)
 	out, err := exec.Command(filepath.Join(bin, "flowtap"), "run", "--events", "net_flow_tcp_begn").CombinedOutput()
 	if err == nil {
 		t.Fatalf("flowtap run with an unknown event succeeded:\n%s", out)
@@ -364,7 +210,7 @@ func TestRunFailsClearlyOnUnknownEvent(t *testing.T) {
 }
 
 func TestListAndVersion(t *testing.T) {
-	bin := buildBinaries(t)
+	bin := harness.Binaries(t)
 	out, err := exec.Command(filepath.Join(bin, "flowtap"), "list", "--json").Output()
 	if err != nil {
 		t.Fatalf("flowtap list --json: %v", err)
@@ -398,7 +244,7 @@ func TestRunWithoutPrivilegesNamesWhatIsMissing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to an unprivileged user; an unprivileged run is covered by running flowtap as that user")
 	}
-	bin := buildBinaries(t)
+	bin := harness.Binaries(t)
 	// The binaries must be reachable by the unprivileged user.
 	dir, err := os.MkdirTemp("", "flowtap-e2e-")
 	if err != nil {
