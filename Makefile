@@ -43,9 +43,14 @@ fuzz:
 		done; \
 	done
 
-## bench: the benchmarks the issues name
+## bench: the figures the performance issues name, as one table (root; about 3 minutes; raw output in $(BENCH_OUT))
+BENCH_OUT ?= bin/bench.txt
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p $(dir $(BENCH_OUT))
+	@echo "bench: measuring with and without flowtap (about 3 minutes); raw output in $(BENCH_OUT)" >&2
+	@{ $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 10m ./internal/perf/; \
+	   $(GO) test -run '^$$' -bench '^BenchmarkTrackerLoopback$$' -benchmem -cpu 1 -count 1 ./derive/; } >$(BENCH_OUT) 2>&1; \
+	$(GO) run ./internal/perf/benchtable <$(BENCH_OUT)
 
 ## deps: the Debian packages that generate and the tests need (root)
 deps:

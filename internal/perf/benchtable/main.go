@@ -1,0 +1,200 @@
+// Command benchtable turns 'go test -bench' output into the one table
+// 'make bench' prints: the figures the performance issues name, each with
+// its target and whether this run met it.
+//
+//	go test -run '^$' -bench . ./internal/perf/ | go run ./internal/perf/benchtable
+//
+// It exits 1 when a benchmark failed or a figure is missing (a skipped
+// benchmark is shown as skipped, with its reason).
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+func main() {
+	ok, err := format(os.Stdin, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+// result is what the output says about one benchmark.
+type result struct {
+	metrics map[string]float64
+	skipped string // the skip reason
+	failed  []string
+}
+
+var (
+	// BenchmarkName-2   1   123 ns/op   0.98 ratio   ...
+	benchLine = regexp.MustCompile(`^(Benchmark[^\s-]+)(?:-\d+)?\s+\d+\s+(.*)$`)
+	// --- SKIP: BenchmarkName-2 (or FAIL, BENCH)
+	statusLine = regexp.MustCompile(`^\s*--- (SKIP|FAIL|BENCH): (Benchmark[^\s-]+)`)
+	// perf_test.go:12: message
+	logLine = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+)
+
+// parse collects the results of every benchmark in the output.
+func parse(r io.Reader) (map[string]*result, []string, error) {
+	res := map[string]*result{}
+	get := func(name string) *result {
+		if res[name] == nil {
+			res[name] = &result{metrics: map[string]float64{}}
+		}
+		return res[name]
+	}
+	var other []string // FAIL lines outside a benchmark (build errors, panics)
+	var cur *result
+	var curStatus string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := benchLine.FindStringSubmatch(line); m != nil {
+			b := get(m[1])
+			f := strings.Fields(m[2])
+			for i := 0; i+1 < len(f); i += 2 {
+				if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+					b.metrics[f[i+1]] = v
+				}
+			}
+			cur = nil
+			continue
+		}
+		if m := statusLine.FindStringSubmatch(line); m != nil {
+			cur, curStatus = get(m[2]), m[1]
+			continue
+		}
+		if m := logLine.FindStringSubmatch(line); m != nil && cur != nil {
+			switch curStatus {
+			case "SKIP":
+				if cur.skipped == "" {
+					cur.skipped = m[1]
+				}
+			case "FAIL":
+				cur.failed = append(cur.failed, m[1])
+			}
+			continue
+		}
+		cur = nil
+		if strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "panic:") || strings.Contains(line, "[build failed]") {
+			other = append(other, line)
+		}
+	}
+	return res, other, sc.Err()
+}
+
+// row is one line of the table.
+type row struct {
+	figure, result, target, verdict string
+}
+
+// format writes the table and reports whether every figure is there.
+func format(r io.Reader, w io.Writer) (bool, error) {
+	res, other, err := parse(r)
+	if err != nil {
+		return false, err
+	}
+	ok := true
+	var rows []row
+	// status handles a figure whose benchmark did not report: skipped,
+	// failed or absent. It returns false when the caller has the metrics.
+	status := func(figure, bench, target string, need ...string) (*result, bool) {
+		b := res[bench]
+		switch {
+		case b == nil:
+			ok = false
+			rows = append(rows, row{figure, bench + " did not run", target, "MISSING"})
+		case len(b.failed) > 0:
+			ok = false
+			rows = append(rows, row{figure, "failed: " + strings.Join(b.failed, "; "), target, "FAILED"})
+		case b.skipped != "":
+			rows = append(rows, row{figure, "skipped: " + b.skipped, target, "skipped"})
+		default:
+			for _, m := range need {
+				if _, has := b.metrics[m]; !has {
+					ok = false
+					rows = append(rows, row{figure, fmt.Sprintf("%s reported no %q", bench, m), target, "MISSING"})
+					return nil, true
+				}
+			}
+			return b, false
+		}
+		return nil, true
+	}
+	verdict := func(met bool) string {
+		if met {
+			return "met"
+		}
+		return "MISSED"
+	}
+
+	fig := "1. loopback iperf3 throughput, with/without flowtap"
+	if b, done := status(fig, "BenchmarkLoopbackThroughput", "≥ 0.97", "ratio"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.1f vs %.1f Gbit/s; machine's own spread %.0f%%; flowtap %.2f cores)",
+				m["ratio"], m["Gbit/s-with"], m["Gbit/s-without"], 100*m["spread"], m["flowtap-cores"]),
+			"≥ 0.97", verdict(m["ratio"] >= 0.97)})
+	}
+	fig = "2. short connections/s, with/without flowtap"
+	if b, done := status(fig, "BenchmarkShortConnections", "≥ 0.95", "ratio"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; machine's own spread %.0f%%; flowtap %.2f cores)",
+				m["ratio"], m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["flowtap-cores"]),
+			"≥ 0.95", verdict(m["ratio"] >= 0.95)})
+	}
+	fig = "3. lost records, 20,000 new conn/s for 10 s"
+	if b, done := status(fig, "BenchmarkLostRecords", "0", "lost", "conns/s"); !done {
+		m := b.metrics
+		v := verdict(m["lost"] == 0 && m["lost-events"] == 0)
+		if m["conns/s"] < 20000*0.95 {
+			v += " (rate not reached)"
+		}
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.0f lost (exit log), %.0f (flowtap_records_lost events); achieved %.0f conn/s, %.0f failed; %.2f flow events/conn; flowtap %.2f cores",
+				m["lost"], m["lost-events"], m["conns/s"], m["failed"], m["events/conn"], m["flowtap-cores"]),
+			"0", v})
+	}
+	fig = "4. user-space derivation, one core"
+	if b, done := status(fig, "BenchmarkTrackerLoopback", "—", "events/s"); !done {
+		m := b.metrics
+		allocs, ok := m["allocs/event"]
+		if !ok {
+			allocs = m["allocs/op"] // one op is one base event
+		}
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.2f M base events/s, %.2f allocs/event, %.0f ns/event", m["events/s"]/1e6, allocs, m["ns/op"]),
+			"—", "—"})
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tresult\ttarget\tverdict")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.figure, r.result, r.target, r.verdict)
+	}
+	if err := tw.Flush(); err != nil {
+		return false, err
+	}
+	if len(other) > 0 {
+		ok = false
+		fmt.Fprintln(w, "\nthe benchmark run failed:")
+		for _, l := range other {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	return ok, nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+goarch: amd64
+pkg: github.com/flowtap/flowtap/internal/perf
+cpu: AMD EPYC
+BenchmarkLoopbackThroughput-2   	       1	63528134915 ns/op	        0.1000 flowtap-cores	        19.01 Gbit/s-with	        19.50 Gbit/s-without	         0.9749 ratio	         0.3500 spread
+BenchmarkShortConnections-2     	       1	20739491435 ns/op	      0.6000 flowtap-cores	      3466 conns/s-with	      4101 conns/s-without	         0.8452 ratio	         0.1000 spread
+BenchmarkLostRecords-2          	       1	17157017247 ns/op	      5868 conns/s	         4.000 events/conn	         0 failed	  0.5 flowtap-cores	         0 lost	         0 lost-events
+--- BENCH: BenchmarkLostRecords-2
+    perf_test.go:228: 12 connections failed (first: dial tcp4: i/o timeout)
+PASS
+ok  	github.com/flowtap/flowtap/internal/perf	103.373s
+goos: linux
+pkg: github.com/flowtap/flowtap/derive
+BenchmarkTrackerLoopback 	 5000000	       250.0 ns/op	   4000000 events/s	         0.5000 allocs/event	      48 B/op	       0 allocs/op
+PASS
+`
+
+func TestFormat(t *testing.T) {
+	var out strings.Builder
+	ok, err := format(strings.NewReader(sample), &out)
+	if err != nil || !ok {
+		t.Fatalf("format = %v, %v\n%s", ok, err, out.String())
+	}
+	for _, want := range []string{
+		"0.975  (19.0 vs 19.5 Gbit/s; machine's own spread 35%; flowtap 0.10 cores)",
+		"≥ 0.97  met",
+		"0.845  (3466 vs 4101 conn/s",
+		"MISSED",
+		"0 lost (exit log), 0 (flowtap_records_lost events); achieved 5868 conn/s",
+		"met (rate not reached)",
+		"4.00 M base events/s, 0.50 allocs/event, 250 ns/event",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "\n"); n != 5 {
+		t.Errorf("%d lines, want a header and 4 figures:\n%s", n, out.String())
+	}
+}
+
+func TestFormatSkipsAndFailures(t *testing.T) {
+	in := `--- SKIP: BenchmarkLoopbackThroughput
+    perf_test.go:50: skipping privileged test: not root
+--- SKIP: BenchmarkShortConnections
+    perf_test.go:50: skipping privileged test: not root
+--- FAIL: BenchmarkLostRecords
+    perf_test.go:99: flowtap exited with exit status 1
+FAIL
+`
+	var out strings.Builder
+	ok, err := format(strings.NewReader(in), &out)
+	if err != nil || ok {
+		t.Fatalf("format = %v, %v, want not ok", ok, err)
+	}
+	for _, want := range []string{
+		"skipped: skipping privileged test: not root",
+		"failed: flowtap exited with exit status 1",
+		"BenchmarkTrackerLoopback did not run",
+		"the benchmark run failed:",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -1,0 +1,490 @@
+// Package perf holds the benchmarks that measure what flowtap costs the
+// machine it watches: each runs a workload with and without a real
+// 'flowtap run' and reports the ratio, so the figure compares like with
+// like inside one run. 'make bench' runs them and prints one table
+// (see README.md and ./benchtable).
+//
+// They load real BPF programs, so they need root; without it they skip
+// with the reason (in CI, where CI=true, they fail instead). They assert
+// nothing about timings: they report.
+package perf
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flowtap/flowtap/internal/e2e/harness"
+	"github.com/flowtap/flowtap/internal/privtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.RemoveBinaries()
+	os.Exit(code)
+}
+
+// flowtapArgs is the agent under test: the flows set, as JSON, to the
+// stdout sink.
+var flowtapArgs = []string{"--events", "flows", "--output", "json"}
+
+// startFlowtap starts flowtap with its output to /dev/null.
+func startFlowtap(b *testing.B, bin string) *harness.Agent {
+	b.Helper()
+	return harness.StartWith(b, bin, harness.Options{Args: flowtapArgs, DiscardStdout: true})
+}
+
+// requireTool skips (fails in CI) when a program the benchmark drives is
+// not installed.
+func requireTool(b *testing.B, name string) string {
+	b.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		b.Fatalf("%s is not installed (make deps installs it): %v", name, err)
+	}
+	b.Skipf("skipping: %s is not installed (make deps installs it)", name)
+	return ""
+}
+
+// median returns the median of xs (which it sorts).
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+func mean(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// interleave takes samples without flowtap and with it in rounds: each
+// round is k samples without and k with (one flowtap session), the order
+// alternating from round to round (without-with, with-without, ...), so
+// that a drift of the machine (neighbours, TIME_WAIT build-up) weighs on
+// both sides alike. It returns the samples of each side, and the CPU
+// flowtap and its sink plugin used while sampled, in cores.
+func interleave(b *testing.B, bin string, rounds, k int, sample func() float64) (with, without []float64, cores float64) {
+	b.Helper()
+	var cpu time.Duration
+	var wall time.Duration
+	for r := range rounds {
+		withBlock := func() {
+			a := startFlowtap(b, bin)
+			cpu0, t0 := treeCPU(a.PID()), time.Now()
+			for range k {
+				with = append(with, sample())
+			}
+			cpu += treeCPU(a.PID()) - cpu0
+			wall += time.Since(t0)
+			a.Stop(b)
+		}
+		if r%2 == 1 {
+			withBlock()
+		}
+		for range k {
+			without = append(without, sample())
+		}
+		if r%2 == 0 {
+			withBlock()
+		}
+	}
+	b.Logf("samples without flowtap, in order: %.4g", without)
+	b.Logf("samples with flowtap, in order:    %.4g", with)
+	return with, without, cpu.Seconds() / wall.Seconds()
+}
+
+// report reports the ratio of the two sides' typical values, the
+// typical values, the spread of the samples without flowtap (how far
+// apart the machine's own runs are: a ratio closer to 1 than that is
+// noise) and flowtap's CPU use.
+func report(b *testing.B, with, without []float64, cores float64, typical func([]float64) float64, unit string, scale float64) {
+	w, wo := typical(with), typical(without)
+	b.ReportMetric(w/wo, "ratio")
+	b.ReportMetric(w/scale, unit+"-with")
+	b.ReportMetric(wo/scale, unit+"-without")
+	b.ReportMetric((slices.Max(without)-slices.Min(without))/wo, "spread")
+	b.ReportMetric(cores, "flowtap-cores")
+}
+
+// treeCPU returns the CPU time (user + system) that process pid and its
+// children have used so far: flowtap and its sink plugins.
+func treeCPU(pid int) time.Duration {
+	total := procCPU(pid)
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, _ := procStat(child); ppid == pid {
+			total += procCPU(child)
+		}
+	}
+	return total
+}
+
+// procCPU returns utime + stime of pid.
+func procCPU(pid int) time.Duration {
+	_, ticks := procStat(pid)
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// procStat returns the parent pid and utime+stime (clock ticks) from
+// /proc/<pid>/stat.
+func procStat(pid int) (ppid int, ticks uint64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// Fields after the parenthesised comm, which may contain spaces.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, 0
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return ppid, ut + st
+}
+
+// BenchmarkLoopbackThroughput measures iperf3 over loopback with flowtap
+// running and without (see interleave). Loopback throughput on a small
+// virtual machine varies by a factor of two from one run to the next, so
+// it takes many short runs and reports the ratio of the medians (target
+// ≥ 0.97) and the medians themselves.
+func BenchmarkLoopbackThroughput(b *testing.B) {
+	privtest.Require(b)
+	iperf := requireTool(b, "iperf3")
+	bin := harness.Binaries(b)
+	const (
+		rounds  = 4
+		k       = 2 // runs per side and round
+		seconds = 2 // per iperf3 run, after a 1 s warm-up it omits
+	)
+	port := fmt.Sprint(freePort(b))
+	srv := exec.Command(iperf, "-s", "-B", "127.0.0.1", "-p", port)
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		b.Fatalf("iperf3 -s: %v", err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	go io.Copy(io.Discard, out)
+	waitListening(b, "127.0.0.1:"+port, 10*time.Second)
+
+	run := func() float64 {
+		b.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), (seconds+20)*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, iperf, "-c", "127.0.0.1", "-p", port,
+			"-t", fmt.Sprint(seconds), "-O", "1", "-J").Output()
+		if err != nil {
+			b.Fatalf("iperf3 -c: %v\n%s", err, out)
+		}
+		var res struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
+			b.Fatalf("iperf3 result: %v %s\n%.500s", err, res.Error, out)
+		}
+		return res.End.SumReceived.BitsPerSecond
+	}
+	with, without, cores := interleave(b, bin, rounds, k, run)
+	report(b, with, without, cores, median, "Gbit/s", 1e9)
+}
+
+// BenchmarkShortConnections measures short connections per second over
+// loopback (connect, send one byte, close) with flowtap running and
+// without (see interleave), each sample shortConnsPerPhase connections as
+// fast as they go. It reports the ratio of the mean rates (target ≥ 0.95)
+// and the rates.
+func BenchmarkShortConnections(b *testing.B) {
+	privtest.Require(b)
+	bin := harness.Binaries(b)
+	s := newShortConns(b)
+	phase := func() float64 {
+		n, errs, d := s.run(shortConnsPerPhase, 0, 30*time.Second)
+		if errs > 0 || n < shortConnsPerPhase {
+			b.Fatalf("%d of %d short connections in %v, %d failed (first: %v)", n, shortConnsPerPhase, d, errs, s.firstErr())
+		}
+		return float64(n) / d.Seconds()
+	}
+	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
+	with, without, cores := interleave(b, bin, 2, 1, phase)
+	report(b, with, without, cores, mean, "conns/s", 1)
+}
+
+// BenchmarkLostRecords opens lostRate new connections per second for
+// lostSeconds with flowtap running on its default ring buffer, and reports
+// the records flowtap lost (target 0) as its exit log line counts them
+// ("lost"), as flowtap_records_lost events reaching the sink say
+// ("lost-events"), the connection rate achieved, the connections that
+// failed, the flow events delivered per connection and flowtap's CPU use.
+func BenchmarkLostRecords(b *testing.B) {
+	privtest.Require(b)
+	bin := harness.Binaries(b)
+	const (
+		lostRate    = 20000
+		lostSeconds = 10
+	)
+	s := newShortConns(b)
+	var lostEvents, flowEvents atomic.Uint64
+	a := harness.StartWith(b, bin, harness.Options{Args: flowtapArgs, Stdout: func(line []byte) {
+		var ev struct {
+			Event  string `json:"event"`
+			Fields struct {
+				Lost uint64 `json:"lost"`
+			} `json:"fields"`
+		}
+		// Most lines are flow events: look closer only at the marker.
+		if !containsRecordsLost(line) {
+			flowEvents.Add(1)
+			return
+		}
+		if json.Unmarshal(line, &ev) == nil && ev.Event == "flowtap_records_lost" {
+			lostEvents.Add(ev.Fields.Lost)
+		}
+	}})
+	cpu0, t0 := treeCPU(a.PID()), time.Now()
+	n, errs, d := s.run(lostRate*lostSeconds, lostRate, lostSeconds*time.Second+5*time.Second)
+	cores := (treeCPU(a.PID()) - cpu0).Seconds() / time.Since(t0).Seconds()
+	// Let flowtap drain what the kernel queued before asking it to stop.
+	time.Sleep(2 * time.Second)
+	if err := a.Interrupt(2 * time.Minute); err != nil {
+		b.Fatalf("%v\n%s", err, a.Log())
+	}
+	st := a.Stopped()
+	if st == nil {
+		b.Fatalf("flowtap logged no 'stopped' line:\n%s", a.Log())
+	}
+	if errs > 0 {
+		b.Logf("%d connections failed (first: %v)", errs, s.firstErr())
+	}
+	b.ReportMetric(float64(errs), "failed")
+	b.ReportMetric(cores, "flowtap-cores")
+	b.ReportMetric(float64(st["lost_records"]), "lost")
+	b.ReportMetric(float64(lostEvents.Load()), "lost-events")
+	b.ReportMetric(float64(n)/d.Seconds(), "conns/s")
+	b.ReportMetric(float64(flowEvents.Load())/float64(max(n, 1)), "events/conn")
+}
+
+func containsRecordsLost(line []byte) bool {
+	return bytes.Contains(line, []byte(`"flowtap_records_lost"`))
+}
+
+// shortConnsPerPhase is the connections of one short-connection phase.
+const shortConnsPerPhase = 20000
+
+// sourceAddrs is how many loopback source addresses the short connections
+// spread over. Every connection leaves its client port in TIME_WAIT for a
+// minute; 28,000 ephemeral ports per source address would run out within
+// the benchmarks, so they use 127.1.0.1 … 127.1.0.<sourceAddrs> (all of
+// 127.0.0.0/8 is local), with IP_BIND_ADDRESS_NO_PORT so that the port is
+// picked at connect time. The connections still close with FIN, as real
+// ones do (SO_LINGER 0 would make them end with RST).
+const sourceAddrs = 32
+
+// shortConns is a loopback listener that reads one byte and the client's
+// FIN, then closes, and a client side that makes such connections.
+type shortConns struct {
+	ln    net.Listener
+	addr  netip.AddrPort
+	srcs  []netip.Addr
+	mu    sync.Mutex
+	first error
+}
+
+func newShortConns(b *testing.B) *shortConns {
+	b.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	s := &shortConns{ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	for i := 1; i <= sourceAddrs; i++ {
+		s.srcs = append(s.srcs, netip.AddrFrom4([4]byte{127, 1, 0, byte(i)}))
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *shortConns) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.first == nil {
+		s.first = err
+	}
+}
+
+func (s *shortConns) firstErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first
+}
+
+// run makes n connections, as fast as it can (rate 0) or paced at rate
+// per second, and stops at limit in any case. It returns the connections
+// completed, those that failed, and the time they took.
+func (s *shortConns) run(n, rate int, limit time.Duration) (done, failed int, took time.Duration) {
+	const workers = 8
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	tokens := make(chan struct{}, 1024)
+	var ok, bad atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			d := net.Dialer{Timeout: 5 * time.Second, Control: bindNoPort}
+			buf := []byte{1}
+			for i := w; ; i += workers {
+				select {
+				case _, more := <-tokens:
+					if !more {
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+				d.LocalAddr = &net.TCPAddr{IP: s.srcs[i%len(s.srcs)].AsSlice()}
+				c, err := d.DialContext(ctx, "tcp4", s.addr.String())
+				if err == nil {
+					_, err = c.Write(buf)
+					c.Close()
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						bad.Add(1)
+						s.fail(err)
+					}
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	// The generator: n tokens, at once or in 1 ms slices of the rate.
+	go func() {
+		defer close(tokens)
+		if rate <= 0 {
+			for i := 0; i < n; i++ {
+				select {
+				case tokens <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			return
+		}
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		issued := 0
+		for issued < n {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+			due := min(n, int(time.Since(start).Seconds()*float64(rate)))
+			for ; issued < due; issued++ {
+				select {
+				case tokens <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	return int(ok.Load()), int(bad.Load()), time.Since(start)
+}
+
+// bindNoPort sets IP_BIND_ADDRESS_NO_PORT: the bind to the source address
+// leaves the port to connect, which can then share ports across
+// destinations.
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	})
+	return errors.Join(err, serr)
+}
+
+// freePort returns a loopback TCP port nobody listens on right now.
+func freePort(b *testing.B) int {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitListening waits until something listens at addr, by looking at
+// /proc/net/tcp (a probing connect would be a client to iperf3).
+func waitListening(b *testing.B, addr string, limit time.Duration) {
+	b.Helper()
+	ap := netip.MustParseAddrPort(addr)
+	want := fmt.Sprintf(":%04X 00000000:0000 0A", ap.Port())
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile("/proc/net/tcp")
+		if strings.Contains(string(data), want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("nothing listens on %s after %v", addr, limit)
+}
