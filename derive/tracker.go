@@ -206,22 +206,33 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 	c := t.conns[key]
 	syn := p.Flags.Has(events.FlagSYN)
 
+	if p.NoSocket {
+		// No socket took this SYN and the kernel reset it (a closed port):
+		// an attempt against this host was refused. A port scan shows up
+		// this way. The initiator's own failure, when it is local too, is
+		// reported when the reset reaches it.
+		if syn && !p.Flags.Has(events.FlagACK) {
+			ctx := ev.Context
+			if c != nil && c.initiator == src {
+				c.in.ended = true // reported here, not again on the reset
+				ctx = c.in.ctx
+				mergeContext(&ctx, ev.Context)
+				t.seen(c, ev.Timestamp)
+			}
+			t.emitFailed(ev.Timestamp, src, dst, events.Incoming, ctx, events.FailRefused)
+		}
+		return
+	}
+
 	switch {
 	case p.Flags.Has(events.FlagRST):
 		if c == nil {
-			// This host reset a SYN that no socket took (a closed port):
-			// an incoming attempt refused. The SYN itself is invisible to
-			// the socket hooks; only the kernel's answer is seen, sent by
-			// its control socket, which no process owns.
-			if p.Direction == events.Egress && p.Flags.Has(events.FlagACK) && ev.Context.PID == 0 {
-				t.emitFailed(ev.Timestamp, dst, src, events.Incoming, ev.Context, events.FailRefused)
-			}
 			return
 		}
 		t.touch(c, ev, p, src, dst)
 		c.rst = true
 		if !c.begun() {
-			t.refused(c, ev, p, src)
+			t.refused(c, ev, src)
 			return
 		}
 		t.closing(c, ev.Timestamp)
@@ -281,19 +292,17 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 }
 
 // refused reports an attempt answered by RST: the initiator's attempt
-// failed (when it is local), and so did this host's listener side when
-// this host sent the reset.
-func (t *Tracker) refused(c *conn, ev events.Event, p *events.PacketFlowBase, src netip.AddrPort) {
+// failed (when it is local), and so did a local listener's side that
+// received the SYN and reset it (e.g. an overflowing accept queue).
+func (t *Tracker) refused(c *conn, ev events.Event, src netip.AddrPort) {
 	if src == c.responder {
-		if c.out.local {
+		if c.out.local && !c.out.ended {
+			c.out.ended = true
 			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailRefused)
 		}
-		if p.Direction == events.Egress || c.in.local {
-			ctx := c.in.ctx
-			if !c.in.local {
-				ctx = ev.Context
-			}
-			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Incoming, ctx, events.FailRefused)
+		if c.in.local && !c.in.ended {
+			c.in.ended = true
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailRefused)
 		}
 	}
 	// An initiator resetting its own attempt is not a refusal; either way
@@ -331,7 +340,7 @@ func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 		if !c.open() {
 			t.remove(c)
 		}
-	case !ep.begun && dir == events.Outgoing && s.State == tcpSynSent:
+	case !ep.begun && !ep.ended && dir == events.Outgoing && s.State == tcpSynSent:
 		// connect() gave up before any answer came.
 		t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout)
 		ep.ended = true

@@ -43,6 +43,9 @@ func parseCounters(v string) (bytes, pkts uint64, err error) {
 // counters and timestamp.
 func parseOptions(opts []string, ctx *events.Context, c *events.Counters, ts *int64) error {
 	for _, o := range opts {
+		if o == "nosocket" {
+			continue // handled by parseLine
+		}
 		k, v, ok := strings.Cut(o, "=")
 		if !ok {
 			return fmt.Errorf("option %q: want key=value", o)
@@ -82,6 +85,7 @@ func parseOptions(opts []string, ctx *events.Context, c *events.Counters, ts *in
 //	close 127.0.0.1:40000 ~ 127.0.0.1:8080 FIN_WAIT2 cookie=1 sent=5/3 recv=7/3 t=9
 //	snapshot 127.0.0.1:40000 ~ 127.0.0.1:8080 ESTABLISHED sent=5/3 recv=7/3
 //
+// A packet no socket took, which the kernel reset, ends with "nosocket".
 // A line without t= happens at its line number in milliseconds.
 func parseLine(line string, n int) (events.Event, error) {
 	f := strings.Fields(line)
@@ -112,6 +116,9 @@ func parseLine(line string, n int) (events.Event, error) {
 				return ev, fmt.Errorf("flag %q", name)
 			}
 			p.Flags |= bit
+		}
+		for _, o := range f[5:] {
+			p.NoSocket = p.NoSocket || o == "nosocket"
 		}
 		ev.ID, ev.Payload = events.IDNetPacketFlowBase, p
 		return ev, parseOptions(f[5:], &ev.Context, &p.Counters, &ev.Timestamp)

@@ -67,7 +67,9 @@ func BuiltinDefinitions() []Definition {
 				{"dst_port", "uint16", "destination port from the TCP header"},
 				{"tcp_flags", "string", "TCP flags, e.g. SYN|ACK"},
 				{"length", "uint32", "IP packet length in bytes"},
-			}, counterFields),
+			}, counterFields, []FieldSpec{
+				{"no_socket", "bool", "no local socket took the packet and the kernel answered it with a reset (e.g. a SYN to a closed port)"},
+			}),
 			Source:   SourceKernel,
 			Producer: ProducerKernel,
 			Internal: true,

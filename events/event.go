@@ -206,6 +206,10 @@ type PacketFlowBase struct {
 	// Counters are the local socket's totals including this packet (zero
 	// when the socket's counters are not known, e.g. a request socket).
 	Counters Counters
+	// NoSocket marks a packet that no local socket took, which the kernel
+	// answered itself with a reset (e.g. a SYN to a closed port). Such a
+	// record describes the arriving packet (Direction is Ingress).
+	NoSocket bool
 }
 
 // EventID implements Payload.
@@ -222,7 +226,8 @@ func (p *PacketFlowBase) AppendFields(dst []Field) []Field {
 		Field{"tcp_flags", String(p.Flags.String())},
 		Field{"length", Uint(uint64(p.Length))},
 	)
-	return p.Counters.appendCounterFields(dst)
+	dst = p.Counters.appendCounterFields(dst)
+	return append(dst, Field{"no_socket", Bool(p.NoSocket)})
 }
 
 // SocketReport says why the kernel reported a socket.

@@ -212,7 +212,7 @@ func TestPayloadFieldsMatchCatalogue(t *testing.T) {
 		&TCPSocketBase{Report: SocketClosed, Local: a4, Remote: a4, LocalPort: 1, RemotePort: 2, State: 7},
 		&RecordsLost{Lost: 3, Total: 4, From: 1, To: 2},
 	}
-	kindOf := map[string]Kind{"string": KindString, "uint8": KindUint, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "int64": KindInt, "[]string": KindStrings}
+	kindOf := map[string]Kind{"string": KindString, "uint8": KindUint, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "int64": KindInt, "bool": KindBool, "[]string": KindStrings}
 	for _, p := range payloads {
 		d, ok := c.ByID(p.EventID())
 		if !ok {
