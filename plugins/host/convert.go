@@ -1,103 +1,127 @@
 package host
 
 import (
+	"fmt"
+	"math"
+
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/proto"
 )
 
-// converter turns batches of events into wire batches, reusing the wire
-// messages from batch to batch: once warm, converting a batch of events of
-// the same shapes allocates nothing. Field lists are not copied: the wire
-// message refers to the events' own strings and string slices, which
-// events never change after emission.
-type converter struct {
-	msg    proto.Batch
-	events []*proto.Event // every event message made so far
-	fields []events.Field // scratch for Payload.AppendFields
+// batchEncoder turns a batch of events into the messages of the Write
+// stream: each a proto.Batch's events in the event encoding
+// (plugins/proto/README.md), at most limit bytes long. A batch that does
+// not fit in one message is split between events. Once warm, encoding a
+// batch allocates nothing: the encoder caches event shapes and names, and
+// the message buffers are reused from batch to batch.
+type batchEncoder struct {
+	enc proto.Encoder
+	// fields is scratch for Payload.AppendFields.
+	fields []events.Field
+	// parts are the encoded messages of the current batch; first[i] is
+	// the index of part i's first event. bufs keeps every buffer made so
+	// far, for reuse.
+	parts [][]byte
+	first []int
+	bufs  [][]byte
+	names [64]cachedName
 }
 
-// batch fills and returns the wire batch for evs. The result is valid
-// until the next call.
-func (c *converter) batch(seq uint64, evs []events.Event, name func(events.ID) string) *proto.Batch {
-	for len(c.events) < len(evs) {
-		c.events = append(c.events, &proto.Event{Context: &proto.Context{}})
-	}
-	c.msg.Seq = seq
-	c.msg.Events = c.events[:len(evs)]
-	for i := range evs {
-		ev := &evs[i]
-		pe := c.events[i]
-		pe.Timestamp = ev.Timestamp
-		pe.Id = uint32(ev.ID)
-		pe.Name = name(ev.ID)
-		pc := pe.Context
-		pc.SocketCookie = ev.Context.SocketCookie
-		pc.CgroupId = ev.Context.CgroupID
-		pc.Pid = ev.Context.PID
-		pc.Uid = ev.Context.UID
-		pc.Comm = ev.Context.Comm
-		pc.HostName = ev.Context.HostName
+// cachedName is one entry of a direct-mapped cache of event names by ID.
+type cachedName struct {
+	id   events.ID
+	name string
+}
+
+// tooLargeError is an event that does not fit in a message on its own.
+type tooLargeError struct {
+	index int    // in the batch
+	name  string // the event's name
+	size  int    // its encoded size, header included
+	limit int
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("event %d of the batch (%s) encodes to %d bytes, more than the %d bytes one message may hold",
+		e.index, e.name, e.size, e.limit)
+}
+
+func (e *tooLargeError) Unwrap() error { return ErrTooLarge }
+
+// encode encodes batch into c.parts, each at most limit bytes. name gives
+// the wire name of an event ID. If an event is too large for a message of
+// its own, it returns a *tooLargeError and no parts.
+func (c *batchEncoder) encode(batch []events.Event, limit int, name func(events.ID) string) error {
+	c.parts, c.first = c.parts[:0], c.first[:0]
+	c.start(0)
+	for i := range batch {
+		ev := &batch[i]
 		c.fields = c.fields[:0]
 		if ev.Payload != nil {
 			c.fields = ev.Payload.AppendFields(c.fields)
 		}
-		pe.Fields = fillFields(pe.Fields, c.fields)
+		evName := c.name(ev.ID, name)
+		if c.enc.Append(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields) {
+			continue
+		}
+		if c.enc.Count() > 0 {
+			c.finish()
+			c.start(i)
+			if c.enc.Append(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields) {
+				continue
+			}
+		}
+		// Measure it alone, for the error; then drop the buffer, which
+		// may be huge.
+		c.enc.Start(nil)
+		c.enc.Append(math.MaxInt, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields)
+		size := c.enc.Len()
+		c.enc.Finish()
+		c.parts, c.first = c.parts[:0], c.first[:0]
+		return &tooLargeError{index: i, name: evName, size: size, limit: limit}
 	}
-	return &c.msg
+	c.finish()
+	return nil
 }
 
-// fillFields sets dst to fs, reusing dst's field messages and their value
-// wrappers where the kind matches.
-func fillFields(dst []*proto.Field, fs []events.Field) []*proto.Field {
-	dst = dst[:cap(dst)]
-	for len(dst) < len(fs) {
-		dst = append(dst, &proto.Field{})
+// start begins the next part, whose first event is batch[first].
+func (c *batchEncoder) start(first int) {
+	k := len(c.parts)
+	if k == len(c.bufs) {
+		c.bufs = append(c.bufs, nil)
 	}
-	dst = dst[:len(fs)]
-	for i, f := range fs {
-		pf := dst[i]
-		pf.Name = f.Name
-		setValue(pf, f.Value)
-	}
-	return dst
+	c.enc.Start(c.bufs[k])
+	c.first = append(c.first, first)
 }
 
-// setValue sets pf's value to v, reusing the oneof wrapper when it already
-// holds the same kind.
-func setValue(pf *proto.Field, v events.Value) {
-	switch v.Kind {
-	case events.KindString:
-		if w, ok := pf.Value.(*proto.Field_Str); ok {
-			w.Str = v.Str
-		} else {
-			pf.Value = &proto.Field_Str{Str: v.Str}
-		}
-	case events.KindUint:
-		if w, ok := pf.Value.(*proto.Field_Uint); ok {
-			w.Uint = v.Uint
-		} else {
-			pf.Value = &proto.Field_Uint{Uint: v.Uint}
-		}
-	case events.KindInt:
-		if w, ok := pf.Value.(*proto.Field_Int); ok {
-			w.Int = v.Int
-		} else {
-			pf.Value = &proto.Field_Int{Int: v.Int}
-		}
-	case events.KindBool:
-		if w, ok := pf.Value.(*proto.Field_Bool); ok {
-			w.Bool = v.Bool
-		} else {
-			pf.Value = &proto.Field_Bool{Bool: v.Bool}
-		}
-	case events.KindStrings:
-		w, ok := pf.Value.(*proto.Field_Strings)
-		if !ok || w.Strings == nil {
-			w = &proto.Field_Strings{Strings: &proto.StringList{}}
-			pf.Value = w
-		}
-		w.Strings.Values = v.Strings
-	default:
-		pf.Value = nil
+// finish completes the current part.
+func (c *batchEncoder) finish() {
+	k := len(c.parts)
+	c.bufs[k] = c.enc.Finish()
+	c.parts = append(c.parts, c.bufs[k])
+}
+
+// keptBuffers is how many message buffers the encoder keeps between
+// batches: a batch split into many messages should not keep all of them
+// alive for good.
+const keptBuffers = 4
+
+// release drops the references to the parts, once sent, and all but a
+// few buffers.
+func (c *batchEncoder) release() {
+	clear(c.parts)
+	c.parts = c.parts[:0]
+	if len(c.bufs) > keptBuffers {
+		clear(c.bufs[keptBuffers:])
+		c.bufs = c.bufs[:keptBuffers]
 	}
+}
+
+// name is name(id), cached.
+func (c *batchEncoder) name(id events.ID, name func(events.ID) string) string {
+	e := &c.names[int(id)%len(c.names)]
+	if e.name == "" || e.id != id {
+		e.id, e.name = id, name(id)
+	}
+	return e.name
 }

@@ -2,6 +2,11 @@
 // it with hashicorp/go-plugin, and drives the sink protocol
 // (plugins/proto): Info, Configure, Write with acknowledgements, Close.
 //
+// Events cross to the plugin in the event encoding of plugins/proto, a
+// few messages in flight at a time: Write sends a batch and waits for its
+// acknowledgement; WriteAsync and Flush let the caller prepare the next
+// batch while the plugin handles the last.
+//
 // One Sink is one plugin process. The host does not restart a plugin that
 // dies; a Write then fails with an error saying so, and the caller decides.
 package host
@@ -15,16 +20,19 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/grpcopt"
 	"github.com/flowtap/flowtap/plugins/proto"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -44,7 +52,22 @@ var (
 	ErrRejected = errors.New("batch rejected by sink")
 	// ErrClosed: the Sink was used after Close.
 	ErrClosed = errors.New("sink is closed")
+	// ErrTooLarge: an event of the batch is too large to travel in a
+	// message of its own (see Config.MaxBatchBytes). Nothing of the batch
+	// was sent. Retrying cannot succeed.
+	ErrTooLarge = errors.New("event too large for the sink protocol")
 )
+
+// DefaultMaxBatchBytes is the default Config.MaxBatchBytes: gRPC's own
+// default message cap, about 30,000 flow events.
+const DefaultMaxBatchBytes = 4 << 20
+
+// envelopeBytes is room for the rest of a proto.Batch around its events
+// (field tags, lengths, seq).
+const envelopeBytes = 32
+
+// DefaultMaxInFlight is the default Config.MaxInFlight.
+const DefaultMaxInFlight = 4
 
 // Config says which plugin to start and where its output goes.
 type Config struct {
@@ -65,8 +88,34 @@ type Config struct {
 	// os.Stderr.
 	Stderr io.Writer
 	// Names returns the catalogue name of an event ID, sent with every
-	// event. Nil, or an empty result, sends "event_<id>".
+	// event. Nil, or an empty result, sends "event_<id>". The host caches
+	// the names: a given ID must always get the same one.
 	Names func(events.ID) string
+	// MaxBatchBytes bounds the encoded size of one message on the Write
+	// stream. A batch that encodes to more travels as several messages,
+	// which the sink sees as several Writes; a single event larger than
+	// this fails its Write with ErrTooLarge. 0 means
+	// DefaultMaxBatchBytes; the most is sdk.MaxBatchBytes, the cap of the
+	// plugin's gRPC server.
+	MaxBatchBytes int
+	// MaxInFlight bounds how many messages may be sent and not yet
+	// acknowledged. 0 means DefaultMaxInFlight.
+	MaxInFlight int
+}
+
+// limits returns the message size and in-flight limits of cfg, defaults
+// applied.
+func (cfg *Config) limits() (maxBytes, maxInFlight int) {
+	maxBytes = cfg.MaxBatchBytes
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBatchBytes
+	}
+	maxBytes = max(min(maxBytes, sdk.MaxBatchBytes)-envelopeBytes, proto.HeaderLen)
+	maxInFlight = cfg.MaxInFlight
+	if maxInFlight <= 0 {
+		maxInFlight = DefaultMaxInFlight
+	}
+	return maxBytes, maxInFlight
 }
 
 // Sink is a running sink plugin. Its methods may be called from several
@@ -85,13 +134,26 @@ type Sink struct {
 	stdout, stderr *stdioWriter // nil when the plugin runs in-process
 	drainToken     []byte
 
-	// sem serialises Write and Close and guards everything below it.
+	maxBytes    int // the most a message's events may encode to
+	maxInFlight int
+
+	// sem serialises the methods and guards everything below it.
 	sem      chan struct{}
 	closed   bool
 	closeErr error
-	seq      uint64
+	seq      uint64 // the last message sent, on any stream
+	batches  uint64 // batches written, numbering them in errors
 	ws       *writeStream
-	conv     converter
+	enc      batchEncoder
+	msg      proto.Batch // reused; gRPC has marshalled it when Send returns
+	// pending are the messages sent on ws and not yet acknowledged,
+	// oldest first.
+	pending []pendingMsg
+	// asyncErr is the first failure of a WriteAsync batch since the last
+	// Flush.
+	asyncErr error
+	// lastCause is why the last Write stream failed.
+	lastCause error
 
 	// abortMu guards abort and closing: Close uses abort to break the
 	// call in flight, and closing makes a call that starts after that
@@ -99,6 +161,27 @@ type Sink struct {
 	abortMu sync.Mutex
 	abort   context.CancelFunc
 	closing bool
+}
+
+// pendingMsg is one message awaiting its acknowledgement.
+type pendingMsg struct {
+	seq  uint64
+	b    *batchState
+	part int
+}
+
+// batchState follows one batch, sent as one message or more, until the
+// last is acknowledged or the stream fails.
+type batchState struct {
+	num      uint64 // the batch's number, for errors
+	events   int
+	first    []int // per part: its first event; nil for a single part
+	left     int   // parts not yet acknowledged
+	rejected int   // parts the sink rejected
+	err      error // the first rejection
+	done     func(error)
+	async    bool // written by WriteAsync: a failure goes to asyncErr
+	finished bool
 }
 
 // writeStream is one open Write stream and the goroutine receiving its
@@ -149,6 +232,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		drainToken: token,
 		sem:        make(chan struct{}, 1),
 	}
+	s.maxBytes, s.maxInFlight = cfg.limits()
 
 	// The process outlives ctx, so it gets its own context; ctx cancels
 	// it only until the start has succeeded.
@@ -166,9 +250,16 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		startTimeout = max(min(time.Until(deadline), startTimeout), time.Millisecond)
 	}
+	// Older protocol versions are offered only so that a plugin speaking
+	// one completes the handshake and can be told what is wrong, rather
+	// than failing it with go-plugin's generic message.
+	versions := sdk.VersionedPlugins(nil)
+	for v := 1; v < sdk.ProtocolVersion; v++ {
+		versions[v] = plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}}
+	}
 	s.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.VersionedPlugins(nil),
+		VersionedPlugins: versions,
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Managed:          false,
@@ -176,6 +267,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		Logger:           logger,
 		SyncStdout:       s.stdout,
 		SyncStderr:       s.stderr,
+		GRPCDialOptions:  grpcopt.DialOptions(),
 	})
 	stopWatch := context.AfterFunc(ctx, procCancel)
 
@@ -189,7 +281,13 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	rpcClient, err := s.client.Client()
 	if err != nil {
+		if strings.Contains(err.Error(), "incompatible API version") {
+			return fail("protocol version", fmt.Errorf("plugin speaks a sink protocol this host does not (it speaks %d): update flowtap or build the plugin against this flowtap's plugins/sdk: %w", sdk.ProtocolVersion, err))
+		}
 		return fail("plugin handshake (is it a flowtap sink plugin built with plugins/sdk?)", err)
+	}
+	if v := s.client.NegotiatedVersion(); v != sdk.ProtocolVersion {
+		return fail("protocol version", fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion))
 	}
 	raw, err := rpcClient.Dispense(sdk.PluginName)
 	if err != nil {
@@ -211,8 +309,10 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 
 // newInProcess wraps a sink client whose server runs without a process of
 // its own (go-plugin's TestPluginGRPCConn), for tests.
-func newInProcess(ctx context.Context, label string, rpc proto.SinkClient, names func(events.ID) string) (*Sink, error) {
-	s := &Sink{label: label, logger: hclog.NewNullLogger(), names: names, sem: make(chan struct{}, 1)}
+func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Sink, error) {
+	label := cfg.Name
+	s := &Sink{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
+	s.maxBytes, s.maxInFlight = cfg.limits()
 	if err := s.init(ctx, rpc); err != nil {
 		return nil, fmt.Errorf("start sink %q: info: %w", label, err)
 	}
@@ -284,88 +384,287 @@ func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 
 // Write sends one batch and waits for the plugin's acknowledgement. A nil
 // error means the sink accepted the batch; an error wrapping ErrRejected
-// means the sink refused it; any other error means the batch's fate is
-// unknown (the plugin died, or ctx ended first) and the next Write opens a
-// new stream. An empty batch is not sent.
+// means the sink refused it; an error wrapping ErrTooLarge means an event
+// cannot be sent at all, and nothing was; any other error means the
+// batch's fate is unknown (the plugin died, or ctx ended first) and the
+// next Write opens a new stream. An empty batch is not sent.
+//
+// The host encodes the batch before Write returns: the caller may reuse
+// batch at once. A batch that encodes to more than Config.MaxBatchBytes
+// travels as several messages, and the sink sees it as several Writes; if
+// it rejects one of them, the error says which events that part held, and
+// the sink may have accepted the others.
+//
+// Write does not wait for batches written earlier with WriteAsync beyond
+// what its own acknowledgement needs (they are acknowledged in order, so
+// they are settled too: their done functions run, their failures wait for
+// Flush).
 func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("write to sink %q: %w", s.label, err)
 	}
 	defer s.release()
-	if s.closed {
-		return fmt.Errorf("write to sink %q: %w", s.label, ErrClosed)
+	var result error
+	b, err := s.write(ctx, batch, func(err error) { result = err }, false)
+	if err != nil || b == nil {
+		return err
 	}
-	if len(batch) == 0 {
-		return nil
-	}
-	ws, err := s.writeStream()
-	if err != nil {
-		return fmt.Errorf("write to sink %q: open write stream: %w", s.label, s.transportError(err))
-	}
-	s.seq++
-	seq := s.seq
-	msg := s.conv.batch(seq, batch, s.eventName)
-
-	if ctx.Done() != nil {
-		// Ending ctx breaks the stream: Send and the wait below return.
-		// If it ends after the ack arrived, the stream is broken all the
-		// same; drop it so that the next Write opens a fresh one.
-		stop := context.AfterFunc(ctx, ws.cancel)
-		defer func() {
-			if !stop() {
-				s.dropStream()
-			}
-		}()
-	}
-	// gRPC has marshalled msg when Send returns, and the converter only
-	// reuses it in the next Write.
-	if err := ws.stream.Send(msg); err != nil {
-		if err != io.EOF { // io.EOF: the real error comes from Recv
-			ws.cancel()
-		}
-		<-ws.done
-		return s.writeFailed(ctx, seq, len(batch), ws.err)
-	}
-	var ack *proto.Ack
-	select {
-	case ack = <-ws.acks:
-	case <-ws.done:
-		select { // an ack that arrived just before the stream ended counts
-		case ack = <-ws.acks:
-		default:
-			return s.writeFailed(ctx, seq, len(batch), ws.err)
-		}
-	}
-	if got := ack.GetSeq(); got != seq {
-		s.dropStream()
-		return fmt.Errorf("write batch %d to sink %q: protocol error: plugin acknowledged batch %d", seq, s.label, got)
-	}
-	if msg := ack.GetError(); msg != "" {
-		return fmt.Errorf("write batch %d to sink %q: %w: %s", seq, s.label, ErrRejected, msg)
-	}
-	return nil
+	return result
 }
 
-// writeFailed drops the broken stream and explains why the write failed.
-func (s *Sink) writeFailed(ctx context.Context, seq uint64, n int, err error) error {
+// WriteAsync sends one batch without waiting for its acknowledgement, so
+// that the caller can prepare the next batch while the plugin handles this
+// one. It returns once the batch is encoded (the caller may reuse batch at
+// once) and sent, after waiting, if Config.MaxInFlight messages already
+// await their acknowledgement, for the oldest of them.
+//
+// If WriteAsync returns an error, nothing of the batch was sent (the error
+// is one Write would return) and done is not called. Otherwise the
+// batch's outcome, nil or an error as Write would return it, reaches done
+// (if not nil) and, if it is a failure, the next Flush. done is called
+// exactly once, in the order the batches were written, from inside a call
+// on s: this WriteAsync or a later WriteAsync, Write, Flush or Close, in
+// the goroutine making that call, with s locked. So done must not call s,
+// and should be quick.
+//
+// ctx bounds the call, not the batch's journey: if ctx ends while the call
+// waits for the plugin, the stream breaks and every batch in flight fails
+// with ctx's error, as in Write.
+func (s *Sink) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("write to sink %q: %w", s.label, err)
+	}
+	defer s.release()
+	_, err := s.write(ctx, batch, done, true)
+	return err
+}
+
+// Flush waits until every batch written with WriteAsync has been
+// acknowledged (or has failed) and returns the first failure of a
+// WriteAsync batch since the previous Flush, or nil if the sink accepted
+// them all. If ctx ends first, the stream breaks and the batches still in
+// flight fail with ctx's error.
+func (s *Sink) Flush(ctx context.Context) error {
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("flush sink %q: %w", s.label, err)
+	}
+	defer s.release()
+	if len(s.pending) > 0 {
+		stop := s.watch(ctx, s.ws)
+		for len(s.pending) > 0 {
+			s.settleOne(ctx)
+		}
+		stop()
+	}
+	err := s.asyncErr
+	s.asyncErr = nil
+	if err == nil && s.closed {
+		return fmt.Errorf("flush sink %q: %w", s.label, ErrClosed)
+	}
+	return err
+}
+
+// write encodes and sends batch, then, unless async, waits until the sink
+// has answered it. It returns the batch's state once something of it was
+// sent (its outcome then reaches done), else an error. The caller holds
+// the lock.
+func (s *Sink) write(ctx context.Context, batch []events.Event, done func(error), async bool) (*batchState, error) {
+	if s.closed {
+		return nil, fmt.Errorf("write to sink %q: %w", s.label, ErrClosed)
+	}
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	if err := s.enc.encode(batch, s.maxBytes, s.eventName); err != nil {
+		return nil, fmt.Errorf("write to sink %q: %w", s.label, err)
+	}
+	defer s.enc.release()
+	ws, err := s.writeStream()
+	if err != nil {
+		return nil, fmt.Errorf("write to sink %q: open write stream: %w", s.label, s.transportError(err))
+	}
+	stop := s.watch(ctx, ws)
+	defer stop()
+
+	s.batches++
+	b := &batchState{num: s.batches, events: len(batch), left: len(s.enc.parts), done: done, async: async}
+	if len(s.enc.parts) > 1 {
+		b.first = append([]int(nil), s.enc.first...)
+	}
+	for k, part := range s.enc.parts {
+		for len(s.pending) >= s.maxInFlight {
+			s.settleOne(ctx)
+		}
+		if s.ws != ws { // the stream failed while we waited
+			if k == 0 {
+				return nil, fmt.Errorf("write batch %d to sink %q: %w", b.num, s.label, s.lastCause)
+			}
+			break // b failed with the other messages in flight
+		}
+		s.seq++
+		s.msg.Seq, s.msg.Events = s.seq, part
+		err := ws.stream.Send(&s.msg)
+		s.msg.Events = nil
+		if err != nil {
+			if err != io.EOF { // io.EOF: the real error comes from Recv
+				ws.cancel()
+			}
+			<-ws.done
+			// Acks that arrived before the stream ended still count.
+			for len(s.pending) > 0 && len(ws.acks) > 0 {
+				s.ack(ctx, <-ws.acks)
+			}
+			cause := s.streamFailed(ctx, ws.err)
+			if k == 0 {
+				return nil, fmt.Errorf("write batch %d to sink %q: %w", b.num, s.label, cause)
+			}
+			if !b.finished {
+				s.finish(b, fmt.Errorf("write batch %d to sink %q: %w", b.num, s.label, cause))
+			}
+			return b, nil
+		}
+		s.pending = append(s.pending, pendingMsg{seq: s.seq, b: b, part: k})
+	}
+	if !async {
+		for !b.finished {
+			s.settleOne(ctx)
+		}
+	}
+	return b, nil
+}
+
+// watch makes the end of ctx break ws, and returns the function that
+// stops watching: if ctx has ended by then, ws is broken even if the call
+// completed, so it is dropped and whatever is still in flight on it fails.
+func (s *Sink) watch(ctx context.Context, ws *writeStream) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	stopWatch := context.AfterFunc(ctx, ws.cancel)
+	return func() {
+		if !stopWatch() && s.ws == ws {
+			<-ws.done
+			s.streamFailed(ctx, ws.err)
+		}
+	}
+}
+
+// settleOne waits for the next acknowledgement or the end of the stream,
+// and settles what it decides. There must be a message in flight.
+func (s *Sink) settleOne(ctx context.Context) {
+	ws := s.ws
+	select {
+	case a := <-ws.acks:
+		s.ack(ctx, a)
+	case <-ws.done:
+		select { // an ack that arrived just before the stream ended counts
+		case a := <-ws.acks:
+			s.ack(ctx, a)
+		default:
+			s.streamFailed(ctx, ws.err)
+		}
+	}
+}
+
+// ack settles the oldest message in flight with the plugin's answer.
+func (s *Sink) ack(ctx context.Context, a *proto.Ack) {
+	p := s.pending[0]
+	if got := a.GetSeq(); got != p.seq {
+		s.streamFailed(ctx, fmt.Errorf("protocol error: plugin acknowledged message %d, expected %d", got, p.seq))
+		return
+	}
+	copy(s.pending, s.pending[1:])
+	s.pending[len(s.pending)-1] = pendingMsg{}
+	s.pending = s.pending[:len(s.pending)-1]
+	b := p.b
+	b.left--
+	if msg := a.GetError(); msg != "" {
+		b.rejected++
+		if b.err == nil {
+			b.err = s.rejection(b, p.part, msg)
+		}
+	}
+	if b.left == 0 && !b.finished {
+		s.finish(b, b.err)
+	}
+}
+
+// rejection is the error of a batch whose part the sink rejected.
+func (s *Sink) rejection(b *batchState, part int, msg string) error {
+	if b.first == nil {
+		return fmt.Errorf("write batch %d to sink %q: %w: %s", b.num, s.label, ErrRejected, msg)
+	}
+	end := b.events
+	if part+1 < len(b.first) {
+		end = b.first[part+1]
+	}
+	return &partError{
+		err: fmt.Errorf("write batch %d to sink %q: %w: part %d of %d (events %d to %d): %s",
+			b.num, s.label, ErrRejected, part+1, len(b.first), b.first[part], end-1, msg),
+		b: b,
+	}
+}
+
+// partError is the rejection of a part of a batch; it adds how many parts
+// the sink rejected in all, known only when the batch is settled.
+type partError struct {
+	err error
+	b   *batchState
+}
+
+func (e *partError) Error() string {
+	return fmt.Sprintf("%v (the sink rejected %d of the batch's %d parts)", e.err, e.b.rejected, len(e.b.first))
+}
+
+func (e *partError) Unwrap() error { return e.err }
+
+// finish settles batch b with err.
+func (s *Sink) finish(b *batchState, err error) {
+	b.finished = true
+	if b.async && err != nil && s.asyncErr == nil {
+		s.asyncErr = err
+	}
+	if b.done != nil {
+		b.done(err)
+	}
+}
+
+// streamFailed drops the broken Write stream, fails every message in
+// flight on it, and returns why the stream failed. err is what ended it.
+func (s *Sink) streamFailed(ctx context.Context, err error) error {
 	s.dropStream()
+	cause := s.failureCause(ctx, err)
+	s.lastCause = cause
+	pending := s.pending
+	s.pending = s.pending[:0]
+	for _, p := range pending {
+		if !p.b.finished {
+			s.finish(p.b, fmt.Errorf("write batch %d to sink %q: %w", p.b.num, s.label, cause))
+		}
+	}
+	clear(pending)
+	return cause
+}
+
+// failureCause explains why a Write stream failed with err.
+func (s *Sink) failureCause(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("write batch %d to sink %q: %w", seq, s.label, ctxErr)
+		return ctxErr
 	}
 	s.abortMu.Lock()
 	closing := s.closing
 	s.abortMu.Unlock()
 	if closing {
-		return fmt.Errorf("write batch %d to sink %q: aborted by Close: %w", seq, s.label, ErrClosed)
+		return fmt.Errorf("aborted by Close: %w", ErrClosed)
 	}
 	if status.Code(err) == codes.ResourceExhausted {
-		return fmt.Errorf("write batch %d to sink %q: batch of %d events is too large for the plugin (limit %d bytes), send smaller batches: %w",
-			seq, s.label, n, sdk.MaxBatchBytes, err)
+		return fmt.Errorf("the plugin refused a message as too large, lower MaxBatchBytes (now %d; the plugin accepts %d): %w",
+			s.maxBytes+envelopeBytes, sdk.MaxBatchBytes, err)
 	}
 	if err == io.EOF {
 		err = errors.New("plugin ended the write stream")
 	}
-	return fmt.Errorf("write batch %d to sink %q: %w", seq, s.label, s.transportError(err))
+	return s.transportError(err)
 }
 
 // transportError adds that the plugin process has exited, when it has:
@@ -383,7 +682,7 @@ func (s *Sink) writeStream() (*writeStream, error) {
 		return s.ws, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := s.rpc.Write(ctx)
+	stream, err := s.rpc.Write(ctx, grpc.ForceCodecV2(grpcopt.Codec))
 	if err != nil {
 		cancel()
 		return nil, err
@@ -391,8 +690,10 @@ func (s *Sink) writeStream() (*writeStream, error) {
 	ws := &writeStream{
 		stream: stream,
 		cancel: cancel,
-		acks:   make(chan *proto.Ack, 1),
-		done:   make(chan struct{}),
+		// Room for every ack the plugin may owe: the receiver never
+		// waits for the caller.
+		acks: make(chan *proto.Ack, s.maxInFlight),
+		done: make(chan struct{}),
 	}
 	go func() {
 		defer close(ws.done)
@@ -413,6 +714,34 @@ func (s *Sink) writeStream() (*writeStream, error) {
 	s.ws = ws
 	s.setAbort(cancel)
 	return ws, nil
+}
+
+// finishStream ends the Write stream cleanly, if one is open: it tells
+// the plugin no more batches come, waits (bounded by ctx) for the
+// acknowledgement of those in flight and for the plugin to end the
+// stream. It returns the failures of WriteAsync batches not yet reported
+// by Flush.
+func (s *Sink) finishStream(ctx context.Context) error {
+	if ws := s.ws; ws != nil {
+		_ = ws.stream.CloseSend()
+		if len(s.pending) > 0 {
+			stop := s.watch(ctx, ws)
+			for len(s.pending) > 0 {
+				s.settleOne(ctx)
+			}
+			stop()
+		}
+		if s.ws == ws {
+			select {
+			case <-ws.done:
+			case <-ctx.Done():
+			}
+			s.dropStream()
+		}
+	}
+	err := s.asyncErr
+	s.asyncErr = nil
+	return err
 }
 
 // setAbort registers how to break the call in flight (nil: none). If Close
@@ -437,11 +766,15 @@ func (s *Sink) dropStream() {
 	s.setAbort(nil)
 }
 
-// Close ends the sink: it ends the Write stream, calls the plugin's Close,
-// waits until everything the plugin wrote to stdout and stderr has reached
-// Config.Stdout and Config.Stderr, and stops the process. It returns the
-// sink's Close error, if any. A Write still in flight is aborted. Close may
-// be called more than once; later calls return the first call's result.
+// Close ends the sink: it ends the Write stream, after waiting (bounded by
+// ctx) for the acknowledgement of the batches WriteAsync sent, calls the
+// plugin's Close, waits until everything the plugin wrote to stdout and
+// stderr has reached Config.Stdout and Config.Stderr, and stops the
+// process. It returns the sink's Close error, if any, joined with the
+// failures of WriteAsync batches that no Flush has reported. A call still
+// in flight (a Write waiting for its acknowledgement, say) is aborted.
+// Close may be called more than once; later calls return the first
+// call's result.
 func (s *Sink) Close(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
@@ -463,15 +796,8 @@ func (s *Sink) Close(ctx context.Context) error {
 	s.closed = true
 
 	var errs []error
-	if s.ws != nil {
-		// Let the plugin finish the stream cleanly: CloseSend, then wait
-		// for it to end its side.
-		_ = s.ws.stream.CloseSend()
-		select {
-		case <-s.ws.done:
-		case <-ctx.Done():
-		}
-		s.dropStream()
+	if err := s.finishStream(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	resp, err := s.rpc.Close(ctx, &proto.CloseRequest{DrainToken: s.drainToken})
 	switch {

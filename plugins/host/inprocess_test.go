@@ -143,13 +143,21 @@ func (f *fakeSink) Close(context.Context) error {
 // process, with go-plugin's TestPluginGRPCConn.
 func startInProcess(t testing.TB, impl sdk.Sink) *Sink {
 	t.Helper()
+	return startInProcessConfig(t, impl, Config{})
+}
+
+// startInProcessConfig is startInProcess with the limits of cfg; its Name
+// and Names are set here.
+func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Sink {
+	t.Helper()
+	cfg.Name, cfg.Names = "test sink", names
 	client, _ := plugin.TestPluginGRPCConn(t, false, sdk.VersionedPlugins(impl)[sdk.ProtocolVersion])
 	t.Cleanup(func() { _ = client.Close() })
 	raw, err := client.Dispense(sdk.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newInProcess(context.Background(), "test sink", raw.(proto.SinkClient), names)
+	s, err := newInProcess(context.Background(), cfg, raw.(proto.SinkClient))
 	if err != nil {
 		t.Fatal(err)
 	}

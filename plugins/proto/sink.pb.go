@@ -265,370 +265,25 @@ func (x *ConfigError) GetMessage() string {
 	return ""
 }
 
-// Event is one flowtap event.
-type Event struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// timestamp is nanoseconds since the Unix epoch.
-	Timestamp int64 `protobuf:"varint,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// id is the catalogue ID of the event definition.
-	Id uint32 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
-	// name is the catalogue name, e.g. "net_flow_tcp_begin".
-	Name    string   `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Context *Context `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
-	// fields are the event's own fields in catalogue order.
-	Fields        []*Field `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Event) Reset() {
-	*x = Event{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Event) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Event) ProtoMessage() {}
-
-func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Event.ProtoReflect.Descriptor instead.
-func (*Event) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *Event) GetTimestamp() int64 {
-	if x != nil {
-		return x.Timestamp
-	}
-	return 0
-}
-
-func (x *Event) GetId() uint32 {
-	if x != nil {
-		return x.Id
-	}
-	return 0
-}
-
-func (x *Event) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *Event) GetContext() *Context {
-	if x != nil {
-		return x.Context
-	}
-	return nil
-}
-
-func (x *Event) GetFields() []*Field {
-	if x != nil {
-		return x.Fields
-	}
-	return nil
-}
-
-// Context says where an event came from; zero values mean "not known".
-type Context struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SocketCookie  uint64                 `protobuf:"varint,1,opt,name=socket_cookie,json=socketCookie,proto3" json:"socket_cookie,omitempty"`
-	CgroupId      uint64                 `protobuf:"varint,2,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
-	Pid           uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
-	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
-	Comm          string                 `protobuf:"bytes,5,opt,name=comm,proto3" json:"comm,omitempty"`
-	HostName      string                 `protobuf:"bytes,6,opt,name=host_name,json=hostName,proto3" json:"host_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Context) Reset() {
-	*x = Context{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Context) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Context) ProtoMessage() {}
-
-func (x *Context) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Context.ProtoReflect.Descriptor instead.
-func (*Context) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *Context) GetSocketCookie() uint64 {
-	if x != nil {
-		return x.SocketCookie
-	}
-	return 0
-}
-
-func (x *Context) GetCgroupId() uint64 {
-	if x != nil {
-		return x.CgroupId
-	}
-	return 0
-}
-
-func (x *Context) GetPid() uint32 {
-	if x != nil {
-		return x.Pid
-	}
-	return 0
-}
-
-func (x *Context) GetUid() uint32 {
-	if x != nil {
-		return x.Uid
-	}
-	return 0
-}
-
-func (x *Context) GetComm() string {
-	if x != nil {
-		return x.Comm
-	}
-	return ""
-}
-
-func (x *Context) GetHostName() string {
-	if x != nil {
-		return x.HostName
-	}
-	return ""
-}
-
-// Field is one named, typed value. An unset value means the value's kind is
-// not known.
-type Field struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Types that are valid to be assigned to Value:
-	//
-	//	*Field_Str
-	//	*Field_Uint
-	//	*Field_Int
-	//	*Field_Bool
-	//	*Field_Strings
-	Value         isField_Value `protobuf_oneof:"value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Field) Reset() {
-	*x = Field{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Field) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Field) ProtoMessage() {}
-
-func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Field.ProtoReflect.Descriptor instead.
-func (*Field) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *Field) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *Field) GetValue() isField_Value {
-	if x != nil {
-		return x.Value
-	}
-	return nil
-}
-
-func (x *Field) GetStr() string {
-	if x != nil {
-		if x, ok := x.Value.(*Field_Str); ok {
-			return x.Str
-		}
-	}
-	return ""
-}
-
-func (x *Field) GetUint() uint64 {
-	if x != nil {
-		if x, ok := x.Value.(*Field_Uint); ok {
-			return x.Uint
-		}
-	}
-	return 0
-}
-
-func (x *Field) GetInt() int64 {
-	if x != nil {
-		if x, ok := x.Value.(*Field_Int); ok {
-			return x.Int
-		}
-	}
-	return 0
-}
-
-func (x *Field) GetBool() bool {
-	if x != nil {
-		if x, ok := x.Value.(*Field_Bool); ok {
-			return x.Bool
-		}
-	}
-	return false
-}
-
-func (x *Field) GetStrings() *StringList {
-	if x != nil {
-		if x, ok := x.Value.(*Field_Strings); ok {
-			return x.Strings
-		}
-	}
-	return nil
-}
-
-type isField_Value interface {
-	isField_Value()
-}
-
-type Field_Str struct {
-	Str string `protobuf:"bytes,2,opt,name=str,proto3,oneof"`
-}
-
-type Field_Uint struct {
-	Uint uint64 `protobuf:"varint,3,opt,name=uint,proto3,oneof"`
-}
-
-type Field_Int struct {
-	Int int64 `protobuf:"varint,4,opt,name=int,proto3,oneof"`
-}
-
-type Field_Bool struct {
-	Bool bool `protobuf:"varint,5,opt,name=bool,proto3,oneof"`
-}
-
-type Field_Strings struct {
-	Strings *StringList `protobuf:"bytes,6,opt,name=strings,proto3,oneof"`
-}
-
-func (*Field_Str) isField_Value() {}
-
-func (*Field_Uint) isField_Value() {}
-
-func (*Field_Int) isField_Value() {}
-
-func (*Field_Bool) isField_Value() {}
-
-func (*Field_Strings) isField_Value() {}
-
-// StringList is a list of strings; an empty list is a valid value.
-type StringList struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Values        []string               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *StringList) Reset() {
-	*x = StringList{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *StringList) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*StringList) ProtoMessage() {}
-
-func (x *StringList) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use StringList.ProtoReflect.Descriptor instead.
-func (*StringList) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *StringList) GetValues() []string {
-	if x != nil {
-		return x.Values
-	}
-	return nil
-}
-
 // Batch is a group of events written together.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// seq numbers the batches of one Write stream, starting at 1.
-	Seq           uint64   `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// events holds the batch's events in the flowtap event encoding: a
+	// layout version byte, the event count, then self-describing records
+	// (schemas naming each event's fields and their kinds, and events whose
+	// values follow a schema). README.md next to this file specifies it;
+	// Encoder writes it. The encoding is versioned on its own, so a later
+	// protocol version may add layouts without changing this message.
+	Events        []byte `protobuf:"bytes,2,opt,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[9]
+	mi := &file_plugins_proto_sink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +295,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[9]
+	mi := &file_plugins_proto_sink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +308,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{9}
+	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetSeq() uint64 {
@@ -663,7 +318,7 @@ func (x *Batch) GetSeq() uint64 {
 	return 0
 }
 
-func (x *Batch) GetEvents() []*Event {
+func (x *Batch) GetEvents() []byte {
 	if x != nil {
 		return x.Events
 	}
@@ -683,7 +338,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[10]
+	mi := &file_plugins_proto_sink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +350,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[10]
+	mi := &file_plugins_proto_sink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +363,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{10}
+	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -738,7 +393,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[11]
+	mi := &file_plugins_proto_sink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +405,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[11]
+	mi := &file_plugins_proto_sink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +418,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{11}
+	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CloseRequest) GetDrainToken() []byte {
@@ -785,7 +440,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[12]
+	mi := &file_plugins_proto_sink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +452,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[12]
+	mi := &file_plugins_proto_sink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +465,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{12}
+	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CloseResponse) GetError() string {
@@ -831,7 +486,7 @@ var File_plugins_proto_sink_proto protoreflect.FileDescriptor
 
 const file_plugins_proto_sink_proto_rawDesc = "" +
 	"\n" +
-	"\x18plugins/proto/sink.proto\x12\x0fflowtap.sink.v1\"\r\n" +
+	"\x18plugins/proto/sink.proto\x12\x0fflowtap.sink.v2\"\r\n" +
 	"\vInfoRequest\"g\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -841,37 +496,13 @@ const file_plugins_proto_sink_proto_rawDesc = "" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\"I\n" +
 	"\x11ConfigureResponse\x124\n" +
-	"\x06errors\x18\x01 \x03(\v2\x1c.flowtap.sink.v1.ConfigErrorR\x06errors\"9\n" +
+	"\x06errors\x18\x01 \x03(\v2\x1c.flowtap.sink.v2.ConfigErrorR\x06errors\"9\n" +
 	"\vConfigError\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xad\x01\n" +
-	"\x05Event\x12\x1c\n" +
-	"\ttimestamp\x18\x01 \x01(\x03R\ttimestamp\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\rR\x02id\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\x122\n" +
-	"\acontext\x18\x04 \x01(\v2\x18.flowtap.sink.v1.ContextR\acontext\x12.\n" +
-	"\x06fields\x18\x05 \x03(\v2\x16.flowtap.sink.v1.FieldR\x06fields\"\xa0\x01\n" +
-	"\aContext\x12#\n" +
-	"\rsocket_cookie\x18\x01 \x01(\x04R\fsocketCookie\x12\x1b\n" +
-	"\tcgroup_id\x18\x02 \x01(\x04R\bcgroupId\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\rR\x03pid\x12\x10\n" +
-	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x12\n" +
-	"\x04comm\x18\x05 \x01(\tR\x04comm\x12\x1b\n" +
-	"\thost_name\x18\x06 \x01(\tR\bhostName\"\xb1\x01\n" +
-	"\x05Field\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x03str\x18\x02 \x01(\tH\x00R\x03str\x12\x14\n" +
-	"\x04uint\x18\x03 \x01(\x04H\x00R\x04uint\x12\x12\n" +
-	"\x03int\x18\x04 \x01(\x03H\x00R\x03int\x12\x14\n" +
-	"\x04bool\x18\x05 \x01(\bH\x00R\x04bool\x127\n" +
-	"\astrings\x18\x06 \x01(\v2\x1b.flowtap.sink.v1.StringListH\x00R\astringsB\a\n" +
-	"\x05value\"$\n" +
-	"\n" +
-	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"I\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"1\n" +
 	"\x05Batch\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
-	"\x06events\x18\x02 \x03(\v2\x16.flowtap.sink.v1.EventR\x06events\"-\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\fR\x06events\"-\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"/\n" +
@@ -882,10 +513,10 @@ const file_plugins_proto_sink_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x18\n" +
 	"\adrained\x18\x02 \x01(\bR\adrained2\xa2\x02\n" +
 	"\x04Sink\x12C\n" +
-	"\x04Info\x12\x1c.flowtap.sink.v1.InfoRequest\x1a\x1d.flowtap.sink.v1.InfoResponse\x12R\n" +
-	"\tConfigure\x12!.flowtap.sink.v1.ConfigureRequest\x1a\".flowtap.sink.v1.ConfigureResponse\x129\n" +
-	"\x05Write\x12\x16.flowtap.sink.v1.Batch\x1a\x14.flowtap.sink.v1.Ack(\x010\x01\x12F\n" +
-	"\x05Close\x12\x1d.flowtap.sink.v1.CloseRequest\x1a\x1e.flowtap.sink.v1.CloseResponseB*Z(github.com/flowtap/flowtap/plugins/protob\x06proto3"
+	"\x04Info\x12\x1c.flowtap.sink.v2.InfoRequest\x1a\x1d.flowtap.sink.v2.InfoResponse\x12R\n" +
+	"\tConfigure\x12!.flowtap.sink.v2.ConfigureRequest\x1a\".flowtap.sink.v2.ConfigureResponse\x129\n" +
+	"\x05Write\x12\x16.flowtap.sink.v2.Batch\x1a\x14.flowtap.sink.v2.Ack(\x010\x01\x12F\n" +
+	"\x05Close\x12\x1d.flowtap.sink.v2.CloseRequest\x1a\x1e.flowtap.sink.v2.CloseResponseB*Z(github.com/flowtap/flowtap/plugins/protob\x06proto3"
 
 var (
 	file_plugins_proto_sink_proto_rawDescOnce sync.Once
@@ -899,41 +530,33 @@ func file_plugins_proto_sink_proto_rawDescGZIP() []byte {
 	return file_plugins_proto_sink_proto_rawDescData
 }
 
-var file_plugins_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_plugins_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_plugins_proto_sink_proto_goTypes = []any{
-	(*InfoRequest)(nil),       // 0: flowtap.sink.v1.InfoRequest
-	(*InfoResponse)(nil),      // 1: flowtap.sink.v1.InfoResponse
-	(*ConfigureRequest)(nil),  // 2: flowtap.sink.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 3: flowtap.sink.v1.ConfigureResponse
-	(*ConfigError)(nil),       // 4: flowtap.sink.v1.ConfigError
-	(*Event)(nil),             // 5: flowtap.sink.v1.Event
-	(*Context)(nil),           // 6: flowtap.sink.v1.Context
-	(*Field)(nil),             // 7: flowtap.sink.v1.Field
-	(*StringList)(nil),        // 8: flowtap.sink.v1.StringList
-	(*Batch)(nil),             // 9: flowtap.sink.v1.Batch
-	(*Ack)(nil),               // 10: flowtap.sink.v1.Ack
-	(*CloseRequest)(nil),      // 11: flowtap.sink.v1.CloseRequest
-	(*CloseResponse)(nil),     // 12: flowtap.sink.v1.CloseResponse
+	(*InfoRequest)(nil),       // 0: flowtap.sink.v2.InfoRequest
+	(*InfoResponse)(nil),      // 1: flowtap.sink.v2.InfoResponse
+	(*ConfigureRequest)(nil),  // 2: flowtap.sink.v2.ConfigureRequest
+	(*ConfigureResponse)(nil), // 3: flowtap.sink.v2.ConfigureResponse
+	(*ConfigError)(nil),       // 4: flowtap.sink.v2.ConfigError
+	(*Batch)(nil),             // 5: flowtap.sink.v2.Batch
+	(*Ack)(nil),               // 6: flowtap.sink.v2.Ack
+	(*CloseRequest)(nil),      // 7: flowtap.sink.v2.CloseRequest
+	(*CloseResponse)(nil),     // 8: flowtap.sink.v2.CloseResponse
 }
 var file_plugins_proto_sink_proto_depIdxs = []int32{
-	4,  // 0: flowtap.sink.v1.ConfigureResponse.errors:type_name -> flowtap.sink.v1.ConfigError
-	6,  // 1: flowtap.sink.v1.Event.context:type_name -> flowtap.sink.v1.Context
-	7,  // 2: flowtap.sink.v1.Event.fields:type_name -> flowtap.sink.v1.Field
-	8,  // 3: flowtap.sink.v1.Field.strings:type_name -> flowtap.sink.v1.StringList
-	5,  // 4: flowtap.sink.v1.Batch.events:type_name -> flowtap.sink.v1.Event
-	0,  // 5: flowtap.sink.v1.Sink.Info:input_type -> flowtap.sink.v1.InfoRequest
-	2,  // 6: flowtap.sink.v1.Sink.Configure:input_type -> flowtap.sink.v1.ConfigureRequest
-	9,  // 7: flowtap.sink.v1.Sink.Write:input_type -> flowtap.sink.v1.Batch
-	11, // 8: flowtap.sink.v1.Sink.Close:input_type -> flowtap.sink.v1.CloseRequest
-	1,  // 9: flowtap.sink.v1.Sink.Info:output_type -> flowtap.sink.v1.InfoResponse
-	3,  // 10: flowtap.sink.v1.Sink.Configure:output_type -> flowtap.sink.v1.ConfigureResponse
-	10, // 11: flowtap.sink.v1.Sink.Write:output_type -> flowtap.sink.v1.Ack
-	12, // 12: flowtap.sink.v1.Sink.Close:output_type -> flowtap.sink.v1.CloseResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	4, // 0: flowtap.sink.v2.ConfigureResponse.errors:type_name -> flowtap.sink.v2.ConfigError
+	0, // 1: flowtap.sink.v2.Sink.Info:input_type -> flowtap.sink.v2.InfoRequest
+	2, // 2: flowtap.sink.v2.Sink.Configure:input_type -> flowtap.sink.v2.ConfigureRequest
+	5, // 3: flowtap.sink.v2.Sink.Write:input_type -> flowtap.sink.v2.Batch
+	7, // 4: flowtap.sink.v2.Sink.Close:input_type -> flowtap.sink.v2.CloseRequest
+	1, // 5: flowtap.sink.v2.Sink.Info:output_type -> flowtap.sink.v2.InfoResponse
+	3, // 6: flowtap.sink.v2.Sink.Configure:output_type -> flowtap.sink.v2.ConfigureResponse
+	6, // 7: flowtap.sink.v2.Sink.Write:output_type -> flowtap.sink.v2.Ack
+	8, // 8: flowtap.sink.v2.Sink.Close:output_type -> flowtap.sink.v2.CloseResponse
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_plugins_proto_sink_proto_init() }
@@ -941,20 +564,13 @@ func file_plugins_proto_sink_proto_init() {
 	if File_plugins_proto_sink_proto != nil {
 		return
 	}
-	file_plugins_proto_sink_proto_msgTypes[7].OneofWrappers = []any{
-		(*Field_Str)(nil),
-		(*Field_Uint)(nil),
-		(*Field_Int)(nil),
-		(*Field_Bool)(nil),
-		(*Field_Strings)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugins_proto_sink_proto_rawDesc), len(file_plugins_proto_sink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,17 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sink_Info_FullMethodName      = "/flowtap.sink.v1.Sink/Info"
-	Sink_Configure_FullMethodName = "/flowtap.sink.v1.Sink/Configure"
-	Sink_Write_FullMethodName     = "/flowtap.sink.v1.Sink/Write"
-	Sink_Close_FullMethodName     = "/flowtap.sink.v1.Sink/Close"
+	Sink_Info_FullMethodName      = "/flowtap.sink.v2.Sink/Info"
+	Sink_Configure_FullMethodName = "/flowtap.sink.v2.Sink/Configure"
+	Sink_Write_FullMethodName     = "/flowtap.sink.v2.Sink/Write"
+	Sink_Close_FullMethodName     = "/flowtap.sink.v2.Sink/Close"
 )
 
 // SinkClient is the client API for Sink service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Sink is the flowtap sink plugin protocol, version 1.
+// Sink is the flowtap sink plugin protocol, version 2. Version 1 sent
+// every event and field as its own message; version 2 sends each batch
+// as one bytes field in the event encoding (see Batch).
 //
 // A sink plugin is a separate process started by the flowtap host with
 // hashicorp/go-plugin; Sink is what the host calls on it. Plugin authors do
@@ -47,8 +49,12 @@ type SinkClient interface {
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	// Write carries batches of events. The host sends Batches; the plugin
 	// answers every Batch with exactly one Ack carrying the batch's seq, in
-	// the order the batches arrived. An Ack with an empty error means the
-	// sink accepted the batch; a non-empty error means it did not.
+	// the order the batches arrived. The host may send further batches
+	// before the earlier ones are acknowledged (a bounded number); the
+	// plugin handles them one at a time, in order. An Ack with an empty
+	// error means the sink accepted the batch; a non-empty error means it
+	// did not. A batch whose events do not decode ends the stream with an
+	// InvalidArgument status.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Batch, Ack], error)
 	// Close ends the sink: it flushes and releases what it holds. Nothing is
 	// called after Close.
@@ -110,7 +116,9 @@ func (c *sinkClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc.C
 // All implementations must embed UnimplementedSinkServer
 // for forward compatibility.
 //
-// Sink is the flowtap sink plugin protocol, version 1.
+// Sink is the flowtap sink plugin protocol, version 2. Version 1 sent
+// every event and field as its own message; version 2 sends each batch
+// as one bytes field in the event encoding (see Batch).
 //
 // A sink plugin is a separate process started by the flowtap host with
 // hashicorp/go-plugin; Sink is what the host calls on it. Plugin authors do
@@ -128,8 +136,12 @@ type SinkServer interface {
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	// Write carries batches of events. The host sends Batches; the plugin
 	// answers every Batch with exactly one Ack carrying the batch's seq, in
-	// the order the batches arrived. An Ack with an empty error means the
-	// sink accepted the batch; a non-empty error means it did not.
+	// the order the batches arrived. The host may send further batches
+	// before the earlier ones are acknowledged (a bounded number); the
+	// plugin handles them one at a time, in order. An Ack with an empty
+	// error means the sink accepted the batch; a non-empty error means it
+	// did not. A batch whose events do not decode ends the stream with an
+	// InvalidArgument status.
 	Write(grpc.BidiStreamingServer[Batch, Ack]) error
 	// Close ends the sink: it flushes and releases what it holds. Nothing is
 	// called after Close.
@@ -242,7 +254,7 @@ func _Sink_Close_Handler(srv interface{}, ctx context.Context, dec func(interfac
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Sink_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "flowtap.sink.v1.Sink",
+	ServiceName: "flowtap.sink.v2.Sink",
 	HandlerType: (*SinkServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{

@@ -10,22 +10,24 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/flowtap/flowtap/plugins/internal/grpcopt"
 	"github.com/flowtap/flowtap/plugins/proto"
 )
 
 // ProtocolVersion is the version of the sink protocol (plugins/proto) this
 // SDK speaks. It changes only when a host and a plugin built against
-// different versions could no longer understand each other.
-const ProtocolVersion = 1
+// different versions could no longer understand each other. Version 2
+// sends each batch in the binary event encoding of plugins/proto;
+// version 1 sent a protobuf message per event and per field.
+const ProtocolVersion = 2
 
 // PluginName is the name the sink is dispensed under in the go-plugin
 // plugin set.
 const PluginName = "sink"
 
-// MaxBatchBytes is the largest encoded batch a plugin accepts. gRPC's
-// default of 4 MiB is too small for large batches of flow events; above
-// this limit the host's Write fails with a "message larger than max" error
-// and the host should send smaller batches.
+// MaxBatchBytes is the largest message a plugin accepts on its Write
+// stream. The host splits larger batches into messages of at most its own
+// limit (4 MiB unless configured), which may not exceed this one.
 const MaxBatchBytes = 64 << 20
 
 // LogLevelEnv is the environment variable the host sets to the level of
@@ -108,7 +110,7 @@ func Serve(s Sink) {
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: VersionedPlugins(s),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxBatchBytes))...)
+			return grpc.NewServer(append(opts, grpcopt.ServerOptions(MaxBatchBytes)...)...)
 		},
 		Logger: logger,
 	})

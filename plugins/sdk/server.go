@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/proto"
 )
 
@@ -38,9 +37,9 @@ type server struct {
 	// and guards everything below.
 	mu    sync.Mutex
 	state serverState
-	// events and fields are reused from batch to batch; see Sink.
-	events []Event
-	fields []Field
+	// dec decodes batches, reusing its memory from batch to batch; see
+	// Sink.
+	dec decoder
 }
 
 // Interface guard: server implements the generated service.
@@ -105,19 +104,26 @@ func configErrorsToProto(err error) []*proto.ConfigError {
 	return out
 }
 
-// Write implements proto.SinkServer: one Ack per Batch, in order.
+// Write implements proto.SinkServer: one Ack per Batch, in order. A batch
+// whose events do not decode ends the stream with InvalidArgument: the
+// host is not speaking the protocol, and nothing later on the stream can
+// be trusted.
 func (s *server) Write(stream proto.Sink_WriteServer) error {
 	ctx := stream.Context()
+	var batch proto.Batch // reused: each receive allocates a fresh Events
 	for {
-		batch, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
+		if err := stream.RecvMsg(&batch); err != nil {
+			if err == io.EOF {
+				return nil
+			}
 			return err
 		}
 		ack := &proto.Ack{Seq: batch.GetSeq()}
-		if err := s.write(ctx, batch); err != nil {
+		if err := s.write(ctx, batch.GetEvents()); err != nil {
+			var bad badBatchError
+			if errors.As(err, &bad) {
+				return status.Errorf(codes.InvalidArgument, "batch %d: %v", batch.GetSeq(), bad.err)
+			}
 			ack.Error = errMessage(err)
 		}
 		if err := stream.Send(ack); err != nil {
@@ -126,8 +132,15 @@ func (s *server) Write(stream proto.Sink_WriteServer) error {
 	}
 }
 
-// write hands one batch to the sink, if the lifecycle allows it.
-func (s *server) write(ctx context.Context, batch *proto.Batch) error {
+// badBatchError is a batch that does not decode.
+type badBatchError struct{ err error }
+
+func (e badBatchError) Error() string { return e.err.Error() }
+
+// write decodes one batch and hands it to the sink, if the lifecycle
+// allows it. data is the batch's own memory: the decoded strings point
+// into it, so nothing may modify it afterwards.
+func (s *server) write(ctx context.Context, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
@@ -137,82 +150,19 @@ func (s *server) write(ctx context.Context, batch *proto.Batch) error {
 	default:
 		return errors.New("sink is not configured: Configure must succeed before Write")
 	}
-	if len(batch.GetEvents()) == 0 {
+	batch, err := s.dec.decode(data)
+	if err != nil {
+		return badBatchError{err}
+	}
+	if len(batch) == 0 {
 		return nil
 	}
-	return s.impl.Write(ctx, s.toEvents(batch))
-}
-
-// toEvents converts a wire batch into s.events, reusing memory. All fields
-// of the batch live in one slice; each event gets a capacity-limited window
-// of it so that a sink appending to one event's fields cannot overwrite the
-// next event's.
-func (s *server) toEvents(batch *proto.Batch) []Event {
-	pes := batch.GetEvents()
-	nfields := 0
-	for _, pe := range pes {
-		nfields += len(pe.GetFields())
-	}
-	if cap(s.fields) < nfields {
-		s.fields = make([]Field, 0, max(nfields, 2*cap(s.fields)))
-	}
-	if cap(s.events) < len(pes) {
-		s.events = make([]Event, 0, max(len(pes), 2*cap(s.events)))
-	}
-	fields := s.fields[:nfields]
-	evs := s.events[:len(pes)]
-	off := 0
-	for i, pe := range pes {
-		c := pe.GetContext()
-		pfs := pe.GetFields()
-		fs := fields[off : off+len(pfs) : off+len(pfs)]
-		off += len(pfs)
-		for j, pf := range pfs {
-			fs[j] = Field{Name: pf.GetName(), Value: valueFromProto(pf)}
-		}
-		evs[i] = Event{
-			Timestamp: pe.GetTimestamp(),
-			ID:        pe.GetId(),
-			Name:      pe.GetName(),
-			Context: Context{
-				SocketCookie: c.GetSocketCookie(),
-				CgroupID:     c.GetCgroupId(),
-				PID:          c.GetPid(),
-				UID:          c.GetUid(),
-				Comm:         c.GetComm(),
-				HostName:     c.GetHostName(),
-			},
-			Fields: fs,
-		}
-	}
-	return evs
+	return s.impl.Write(ctx, batch)
 }
 
 // emptyStrings is the shared empty list: it has no capacity, so nothing
 // can write through it.
 var emptyStrings = []string{}
-
-// valueFromProto converts a wire field value. An unset value is
-// KindInvalid.
-func valueFromProto(f *proto.Field) Value {
-	switch v := f.GetValue().(type) {
-	case *proto.Field_Str:
-		return events.String(v.Str)
-	case *proto.Field_Uint:
-		return events.Uint(v.Uint)
-	case *proto.Field_Int:
-		return events.Int(v.Int)
-	case *proto.Field_Bool:
-		return events.Bool(v.Bool)
-	case *proto.Field_Strings:
-		l := v.Strings.GetValues()
-		if l == nil {
-			l = emptyStrings
-		}
-		return Value{Kind: KindStrings, Strings: l}
-	}
-	return Value{}
-}
 
 // Close implements proto.SinkServer. The sink's Close runs at most once;
 // a repeated Close RPC only repeats the drain.

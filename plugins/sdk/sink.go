@@ -35,7 +35,12 @@ import (
 //
 // The batch passed to Write, its events, their fields and any string lists
 // are only valid until Write returns: the SDK reuses their memory for the
-// next batch. A sink that keeps an event beyond Write must copy it.
+// next batch. A sink that keeps an event beyond Write must copy those
+// slices. Strings are immutable and stay valid: a sink may keep them as
+// they are. A kept string value shares memory with the batch it came in
+// (the SDK decodes without copying), so a sink keeping many for long
+// should strings.Clone them; event and field names are shared across
+// batches and cost nothing to keep.
 //
 // The contexts passed in are cancelled when the host gives up on the call
 // (a deadline, or the host shutting down); a sink should return promptly
