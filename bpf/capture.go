@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +23,10 @@ import (
 )
 
 // DefaultRingBufferSize is the ring buffer size in bytes that Open uses
-// when Options.RingBufferSize is 0 (4 MiB, about 52000 records).
-const DefaultRingBufferSize = 4 << 20
+// when Options.RingBufferSize is 0: 32 MiB, about 246,000 records of 136
+// bytes (128 and an 8-byte header), over a second of 20,000 new
+// connections per second (see README.md, "Ring buffer size").
+const DefaultRingBufferSize = 32 << 20
 
 // MaxRingBufferSize is the largest ring buffer size Open accepts (1 GiB).
 const MaxRingBufferSize = 1 << 30
@@ -66,20 +70,26 @@ type Capture struct {
 	log        hclog.Logger
 	cgroupPath string
 	objs       flowtapObjects
+	// links are the cgroup attachments; stateLinks the tp_btf ones.
 	links      []link.Link
+	stateLinks []link.Link
 	reader     *ringbuf.Reader
-	bootToWall int64
+	dec        decoder
 
 	running atomic.Bool
 	records atomic.Uint64
 
 	// mu guards the lost-record accounting and the closed flag, so the
-	// counter map is never read after Close released it.
-	mu       sync.Mutex
-	lost     uint64
-	lostBuf  []uint64
-	closed   bool
-	closeErr error
+	// maps and programs are never used after Close released them.
+	mu      sync.Mutex
+	lost    uint64 // kernel lost counter, as last read
+	lostBuf []uint64
+	// reported is the lost total Run has reported in markers, as of
+	// reportedAt (wall ns of Run's last check, or of Open).
+	reported   uint64
+	reportedAt int64
+	closed     bool
+	closeErr   error
 }
 
 // ValidateRingBufferSize reports whether size (bytes) is usable as the ring
@@ -108,10 +118,12 @@ func nextRingSize(size, page int) int {
 }
 
 // Open checks privileges, loads the flowtap programs and maps, attaches
-// the ingress and egress programs to the cgroup with BPF links (which the
-// kernel releases when this process exits, however it exits) and opens the
-// ring buffer reader. Records are buffered in the kernel from this moment;
-// call Run to consume them and Close to detach.
+// the tp_btf programs, walks the sockets that already exist to record
+// their owners, attaches the cgroup programs (connect4/6, sock_ops, then
+// cgroup_skb ingress and egress) to the cgroup, all with BPF links (which
+// the kernel releases when this process exits, however it exits), and
+// opens the ring buffer reader. Records are buffered in the kernel from
+// this moment; call Run to consume them and Close to detach.
 func Open(opts Options) (_ *Capture, err error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
@@ -161,20 +173,32 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
 	}
+	c.reportedAt = time.Now().UnixNano()
 	defer func() {
 		if err != nil {
 			c.release()
 		}
 	}()
 
-	for _, a := range []struct {
-		prog   *ebpf.Program
-		attach ebpf.AttachType
-		name   string
-	}{
-		{c.objs.FlowtapIngress, ebpf.AttachCGroupInetIngress, "ingress"},
-		{c.objs.FlowtapEgress, ebpf.AttachCGroupInetEgress, "egress"},
-	} {
+	// Ownership first: from now on connect() and listen() record their
+	// caller (host-wide); then the walk gives every socket that already
+	// exists the task holding it. The cgroup programs come after that,
+	// packets last.
+	for _, p := range c.statePrograms() {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("open flow capture: attach tp_btf/inet_sock_set_state program: %w%s", err, permHint(err))
+		}
+		c.stateLinks = append(c.stateLinks, l)
+	}
+	if err := runIter(c.objs.FlowtapFiles); err != nil {
+		return nil, fmt.Errorf("open flow capture: walk the sockets of running tasks: %w%s", err, permHint(err))
+	}
+	if err := runIter(c.objs.FlowtapSubflows); err != nil {
+		return nil, fmt.Errorf("open flow capture: walk TCP sockets for MPTCP subflows: %w%s", err, permHint(err))
+	}
+
+	for _, a := range c.cgroupPrograms() {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.attach, Program: a.prog})
 		if err != nil {
 			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: %w%s", a.name, cgroupPath, err, permHint(err))
@@ -192,12 +216,76 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: open ring buffer reader: %w", err)
 	}
-	c.bootToWall, err = bootToWallOffset()
+	bootToWall, err := bootToWallOffset()
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
+	c.dec = newDecoder(bootToWall)
 	logger.Debug("flow capture attached", "cgroup", cgroupPath, "ring_buffer_bytes", size)
 	return c, nil
+}
+
+// cgroupAttachment is a program and where it attaches to the cgroup.
+type cgroupAttachment struct {
+	prog   *ebpf.Program
+	attach ebpf.AttachType
+	name   string
+}
+
+// cgroupPrograms are the programs attached to the cgroup, in attach order:
+// ownership and state callbacks first, packets last.
+func (c *Capture) cgroupPrograms() []cgroupAttachment {
+	return []cgroupAttachment{
+		{c.objs.FlowtapConnect4, ebpf.AttachCGroupInet4Connect, "connect4"},
+		{c.objs.FlowtapConnect6, ebpf.AttachCGroupInet6Connect, "connect6"},
+		{c.objs.FlowtapSockops, ebpf.AttachCGroupSockOps, "sock_ops"},
+		{c.objs.FlowtapIngress, ebpf.AttachCGroupInetIngress, "ingress"},
+		{c.objs.FlowtapEgress, ebpf.AttachCGroupInetEgress, "egress"},
+	}
+}
+
+// statePrograms are the copies of the tp_btf/inet_sock_set_state program
+// (see flowtap.bpf.c: the kernel skips a copy already running on the CPU).
+func (c *Capture) statePrograms() []*ebpf.Program {
+	return []*ebpf.Program{c.objs.FlowtapState, c.objs.FlowtapState2, c.objs.FlowtapState3}
+}
+
+// runIter runs a BPF iterator program once, to the end. The programs write
+// no text; they act (storage, ring buffer records) on every element.
+func runIter(prog *ebpf.Program) error {
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach iterator: %w", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("start iterator: %w", err)
+	}
+	defer rd.Close()
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("run iterator: %w", err)
+	}
+	return nil
+}
+
+// Snapshot reports every TCP socket the capture counts (one that sent or
+// received a packet the cgroup_skb programs saw and has not closed) as a
+// net_tcp_socket_base event with Report SocketSnapshot, its current
+// counters, state and owner. The records go through the ring buffer like
+// all others: Snapshot returns when the kernel has written them, and Run
+// delivers them (a full ring counts them as lost). The walk covers the
+// sockets of the network namespace flowtap runs in.
+func (c *Capture) Snapshot() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("snapshot: the flow capture is closed")
+	}
+	if err := runIter(c.objs.FlowtapSnapshot); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
 }
 
 // checkCgroup2Dir makes sure path is a directory on a cgroup2 filesystem,
@@ -213,10 +301,13 @@ func checkCgroup2Dir(path string) error {
 	return nil
 }
 
-// permHint explains permission errors from the bpf syscall.
+// permHint explains permission errors from the bpf syscall. Without
+// CAP_PERFMON the kernel also hides some helpers from cgroup_skb programs
+// (bpf_skc_to_mptcp_sock), which it reports as EINVAL.
 func permHint(err error) string {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return " (hint: loading and attaching cgroup_skb programs needs CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN; run as root or grant them)"
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
+		(errors.Is(err, unix.EINVAL) && strings.Contains(err.Error(), "cannot use helper")) {
+		return " (hint: flowtap's cgroup_skb, tracing and iterator programs need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; run as root or grant them)"
 	}
 	return ""
 }
@@ -238,12 +329,16 @@ func bootToWallOffset() (int64, error) {
 }
 
 // Run reads the ring buffer and hands every record, decoded into a
-// net_packet_flow_base event, to emit (called from Run's goroutine, one
-// event at a time). It blocks until ctx is done (records already in the
-// ring buffer are delivered first) or Close is called, and then returns
-// nil. While it runs it checks the kernel's lost-record counter about once
-// a second and logs a warning when records were lost; it checks once more
-// before returning. Only one Run may be active at a time; Run on a closed
+// net_packet_flow_base or net_tcp_socket_base event, to emit (called from
+// Run's goroutine, one event at a time). It blocks until ctx is done
+// (records already in the ring buffer are delivered first) or Close is
+// called, and then returns nil.
+//
+// While it runs it checks the kernel's lost-record counter about once a
+// second, and once more before returning (unless Close ended it): when
+// the counter grew it logs a warning and emits a flowtap_records_lost
+// event (events.RecordsLost) with the number lost since its previous check
+// and the interval. Only one Run may be active at a time; Run on a closed
 // Capture returns nil at once.
 func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
 	if !c.running.CompareAndSwap(false, true) {
@@ -251,45 +346,46 @@ func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
 	}
 	defer c.running.Store(false)
 
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ticker := time.NewTicker(lostPollInterval)
-		defer ticker.Stop()
-		ctxDone := ctx.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctxDone:
-				ctxDone = nil
-				// Wake the reader: it returns what is pending, then
-				// ErrFlushed, and Run sees ctx is done.
-				if err := c.reader.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
-					c.log.Error("flush ring buffer reader", "error", err)
-				}
-			case <-ticker.C:
-				c.pollLost()
-			}
+	// Wake the reader when ctx ends: it returns what is pending, then
+	// ErrFlushed, and read sees ctx is done.
+	stop := context.AfterFunc(ctx, func() {
+		if err := c.reader.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
+			c.log.Error("flush ring buffer reader", "error", err)
 		}
-	}()
+	})
+	defer stop()
 
 	err := c.read(ctx, emit)
-	close(done)
-	wg.Wait()
-	c.pollLost()
+	c.reportLost(emit)
 	return err
 }
 
-// read is Run's loop; it reuses one ringbuf.Record for every read.
+// clockCheckEvery is how many records read checks the clock after, so a
+// busy ring does not delay the lost-record check.
+const clockCheckEvery = 64
+
+// read is Run's loop; it reuses one ringbuf.Record for every read. A
+// reader deadline at the next lost-record check wakes it when the ring is
+// idle.
 func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 	var rec ringbuf.Record
+	next := time.Now().Add(lostPollInterval)
+	c.reader.SetDeadline(next)
+	n := 0
 	for {
 		err := c.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
+			c.records.Add(1)
+			if ev, err := c.dec.decode(rec.RawSample); err != nil {
+				c.log.Error("dropping undecodable ring buffer record", "error", err)
+			} else {
+				emit(ev)
+			}
+			if n++; n%clockCheckEvery != 0 {
+				continue
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if ctx.Err() != nil {
 				return nil
@@ -300,13 +396,34 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 		default:
 			return fmt.Errorf("run flow capture: read ring buffer: %w", err)
 		}
-		c.records.Add(1)
-		ev, err := Decode(rec.RawSample, c.bootToWall)
-		if err != nil {
-			c.log.Error("dropping undecodable ring buffer record", "error", err)
-			continue
+		if now := time.Now(); !now.Before(next) {
+			c.reportLost(emit)
+			next = now.Add(lostPollInterval)
+			c.reader.SetDeadline(next)
 		}
-		emit(ev)
+	}
+}
+
+// reportLost reads the kernel's lost-record counter and, when it grew
+// since Run last reported, emits a flowtap_records_lost event. It is a
+// no-op after Close.
+func (c *Capture) reportLost(emit func(events.Event)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.pollLostLocked()
+	now := time.Now().UnixNano()
+	var marker *events.RecordsLost
+	if c.lost > c.reported {
+		marker = &events.RecordsLost{Lost: c.lost - c.reported, Total: c.lost, From: c.reportedAt, To: now}
+		c.reported = c.lost
+	}
+	c.reportedAt = now
+	c.mu.Unlock()
+	if marker != nil {
+		emit(events.Event{ID: events.IDRecordsLost, Timestamp: now, Payload: marker})
 	}
 }
 
@@ -359,12 +476,9 @@ func (c *Capture) Close() error {
 		return c.closeErr
 	}
 	var errs []error
-	for _, l := range c.links {
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach program: %w", err))
-		}
+	if err := c.detach(); err != nil {
+		errs = append(errs, err)
 	}
-	c.links = nil
 	// Nothing new can be lost once the programs are detached.
 	c.pollLostLocked()
 	c.closed = true
@@ -377,8 +491,8 @@ func (c *Capture) Close() error {
 	return c.closeErr
 }
 
-// release closes the reader, links, maps and programs that exist.
-func (c *Capture) release() error {
+// detach closes the links that exist.
+func (c *Capture) detach() error {
 	var errs []error
 	for _, l := range c.links {
 		if err := l.Close(); err != nil {
@@ -386,6 +500,21 @@ func (c *Capture) release() error {
 		}
 	}
 	c.links = nil
+	for _, l := range c.stateLinks {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach tracing program: %w", err))
+		}
+	}
+	c.stateLinks = nil
+	return errors.Join(errs...)
+}
+
+// release closes the reader, links, maps and programs that exist.
+func (c *Capture) release() error {
+	var errs []error
+	if err := c.detach(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.reader != nil {
 		if err := c.reader.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
@@ -403,7 +532,19 @@ func closeObjects(o *flowtapObjects) error {
 	return errors.Join(
 		o.FlowtapIngress.Close(),
 		o.FlowtapEgress.Close(),
+		o.FlowtapConnect4.Close(),
+		o.FlowtapConnect6.Close(),
+		o.FlowtapSockops.Close(),
+		o.FlowtapState.Close(),
+		o.FlowtapState2.Close(),
+		o.FlowtapState3.Close(),
+		o.FlowtapFiles.Close(),
+		o.FlowtapSubflows.Close(),
+		o.FlowtapSnapshot.Close(),
 		o.FlowRecords.Close(),
 		o.LostRecords.Close(),
+		o.SockCounters.Close(),
+		o.SockOwners.Close(),
+		o.MptcpOwners.Close(),
 	)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,12 +55,13 @@ func (c *collector) snapshot() []events.Event {
 func (c *collector) waitFor(timeout time.Duration, pred func([]events.Event) bool) ([]events.Event, bool) {
 	deadline := time.Now().Add(timeout)
 	for {
-		evs := c.snapshot()
-		if pred(evs) {
-			return evs, true
-		}
-		if time.Now().After(deadline) {
-			return evs, false
+		// pred only reads: run it on the live slice (a copy per poll
+		// would cost more than the scan on a busy host).
+		c.mu.Lock()
+		ok := pred(c.evs)
+		c.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			return c.snapshot(), ok
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -284,7 +286,10 @@ func forConn(evs []events.Event, c conn) []events.Event {
 // find returns the first event matching want (exact flags).
 func find(evs []events.Event, want pkt) (events.Event, bool) {
 	for _, ev := range evs {
-		p := ev.Payload.(*events.PacketFlowBase)
+		p, ok := ev.Payload.(*events.PacketFlowBase)
+		if !ok {
+			continue
+		}
 		if p.Direction == want.dir && p.SrcPort == want.src && p.DstPort == want.dst && p.Flags&^events.FlagPSH == want.flags {
 			return ev, true
 		}
@@ -295,10 +300,28 @@ func find(evs []events.Event, want pkt) (events.Event, bool) {
 func dump(evs []events.Event) string {
 	var b strings.Builder
 	for _, ev := range evs {
-		p := ev.Payload.(*events.PacketFlowBase)
-		fmt.Fprintf(&b, "\n  %v %v:%d -> %v:%d %v len=%d cookie=%d cgroup=%d", p.Direction, p.Src, p.SrcPort, p.Dst, p.DstPort, p.Flags, p.Length, ev.Context.SocketCookie, ev.Context.CgroupID)
+		x := ev.Context
+		switch p := ev.Payload.(type) {
+		case *events.PacketFlowBase:
+			fmt.Fprintf(&b, "\n  %v %v:%d -> %v:%d %v len=%d cookie=%d cgroup=%d owner=%d/%d/%q %+v", p.Direction, p.Src, p.SrcPort, p.Dst, p.DstPort, p.Flags, p.Length, x.SocketCookie, x.CgroupID, x.PID, x.UID, x.Comm, p.Counters)
+		case *events.TCPSocketBase:
+			fmt.Fprintf(&b, "\n  socket %v %v:%d <-> %v:%d state=%s cookie=%d cgroup=%d owner=%d/%d/%q %+v", p.Report, p.Local, p.LocalPort, p.Remote, p.RemotePort, tcpStateName(p.State), x.SocketCookie, x.CgroupID, x.PID, x.UID, x.Comm, p.Counters)
+		case *events.RecordsLost:
+			fmt.Fprintf(&b, "\n  lost %d (total %d) %d..%d", p.Lost, p.Total, p.From, p.To)
+		default:
+			fmt.Fprintf(&b, "\n  %T", p)
+		}
 	}
 	return b.String()
+}
+
+// tcpStateName names a TCP state (include/net/tcp_states.h).
+func tcpStateName(s uint8) string {
+	names := []string{1: "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE"}
+	if int(s) < len(names) && names[s] != "" {
+		return names[s]
+	}
+	return fmt.Sprintf("state(%d)", s)
 }
 
 // TestCaptureLoopback opens a capture with default options, makes real
@@ -396,6 +419,12 @@ func TestCaptureLoopback(t *testing.T) {
 				if ev.Context.SocketCookie == 0 {
 					t.Errorf("zero socket cookie: %v", p)
 				}
+				// Every socket here belongs to this process: the
+				// listener and client record it at listen() and
+				// connect(), the accepted socket inherits it.
+				if x := ev.Context; x.PID != uint32(os.Getpid()) || x.UID != uint32(os.Getuid()) || x.Comm != selfComm(t) {
+					t.Errorf("%v: owner %d/%d/%q, want this process %d/%d/%q", p, x.PID, x.UID, x.Comm, os.Getpid(), os.Getuid(), selfComm(t))
+				}
 				if ev.Context.CgroupID == 0 {
 					t.Errorf("zero cgroup id: %v", p)
 				} else if cgroupID != 0 && ev.Context.CgroupID != cgroupID {
@@ -443,10 +472,10 @@ func TestCaptureLoopback(t *testing.T) {
 		})
 	}
 
-	// Anything recorded at all (other traffic on the host included) must
-	// be flow-relevant.
+	// Any packet recorded at all (other traffic on the host included)
+	// must be flow-relevant.
 	for _, ev := range r.col.snapshot() {
-		if p := ev.Payload.(*events.PacketFlowBase); p.Flags&(events.FlagSYN|events.FlagFIN|events.FlagRST) == 0 {
+		if p, ok := ev.Payload.(*events.PacketFlowBase); ok && p.Flags&(events.FlagSYN|events.FlagFIN|events.FlagRST) == 0 {
 			t.Errorf("record without SYN/FIN/RST: %v", p)
 		}
 	}
@@ -469,7 +498,10 @@ func TestCaptureLoopback(t *testing.T) {
 func countMatches(evs []events.Event, want pkt) int {
 	n := 0
 	for _, ev := range evs {
-		p := ev.Payload.(*events.PacketFlowBase)
+		p, ok := ev.Payload.(*events.PacketFlowBase)
+		if !ok {
+			continue
+		}
 		if p.Direction == want.dir && p.SrcPort == want.src && p.DstPort == want.dst && p.Flags == want.flags {
 			n++
 		}
@@ -487,7 +519,7 @@ func attachedPrograms(t *testing.T, cgroupPath string) map[ebpf.ProgramID]bool {
 	}
 	defer f.Close()
 	out := map[ebpf.ProgramID]bool{}
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress} {
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect} {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			t.Fatalf("query programs: %v", err)
@@ -507,8 +539,19 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 			t.Errorf("program %d is not attached to %s (attached: %v)", id, cgroupPath, att)
 		}
 	}
-	if len(ids.Links) != 2 {
-		t.Errorf("capture holds %d links, want 2", len(ids.Links))
+	if len(ids.Programs) != 5 || len(ids.Links) != 5 {
+		t.Errorf("capture holds %d cgroup programs and %d links, want 5 and 5", len(ids.Programs), len(ids.Links))
+	}
+	if len(ids.OtherPrograms) != 6 || len(ids.OtherLinks) != 3 {
+		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 6 and 3", len(ids.OtherPrograms), len(ids.OtherLinks))
+	}
+	for _, id := range ids.OtherLinks {
+		l, err := link.NewFromID(id)
+		if err != nil {
+			t.Errorf("tracing link %d: %v", id, err)
+			continue
+		}
+		l.Close()
 	}
 }
 
@@ -520,7 +563,7 @@ func assertDetached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 	for {
 		var left []string
 		att := attachedPrograms(t, cgroupPath)
-		for _, id := range ids.Programs {
+		for _, id := range append(append([]ebpf.ProgramID(nil), ids.Programs...), ids.OtherPrograms...) {
 			if att[id] {
 				left = append(left, fmt.Sprintf("program %d attached", id))
 			}
@@ -531,7 +574,7 @@ func assertDetached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 				t.Fatalf("look up program %d: %v", id, err)
 			}
 		}
-		for _, id := range ids.Links {
+		for _, id := range append(append([]link.ID(nil), ids.Links...), ids.OtherLinks...) {
 			if l, err := link.NewFromID(id); err == nil {
 				l.Close()
 				left = append(left, fmt.Sprintf("link %d exists", id))
@@ -554,7 +597,7 @@ func assertDetached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 // connection refused by a closed port.
 func TestCaptureObservations(t *testing.T) {
 	privtest.Require(t)
-	r := startCapture(t, bpf.Options{})
+	r := startCapture(t, scoped(bpf.Options{}))
 
 	t.Run("fin to TIME_WAIT socket", func(t *testing.T) {
 		ln, err := listenTCP("tcp4", "127.0.0.1:0")
@@ -703,121 +746,6 @@ func TestCaptureObservations(t *testing.T) {
 	})
 }
 
-// TestLostRecords fills a one-page ring buffer while nothing reads it, then
-// checks that Run reports the loss with a warning and Stats counts it.
-func TestLostRecords(t *testing.T) {
-	privtest.Require(t)
-	logs := &testutil.SyncBuffer{}
-	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})
-	c, err := bpf.Open(bpf.Options{RingBufferSize: os.Getpagesize(), Logger: logger})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer c.Close()
-
-	ln, err := listenTCP("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			a.Close()
-		}
-	}()
-
-	// Burst of short connections, bounded in count and time, until the
-	// kernel counts lost records. Nobody reads the ring buffer meanwhile.
-	const maxConns, maxTime = 2000, 10 * time.Second
-	deadline := time.Now().Add(maxTime)
-	conns := 0
-	var kernelLost uint64
-	for conns < maxConns && time.Now().Before(deadline) {
-		cn, err := net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		cn.Close()
-		conns++
-		if conns%10 == 0 {
-			if kernelLost, err = c.KernelLost(); err != nil {
-				t.Fatal(err)
-			}
-			if kernelLost > 0 {
-				break
-			}
-		}
-	}
-	if kernelLost == 0 {
-		t.Fatalf("no records lost after %d connections with a %d-byte ring buffer", conns, os.Getpagesize())
-	}
-	t.Logf("%d connections; kernel counted %d lost records before Run started", conns, kernelLost)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	col := &collector{}
-	done := make(chan error, 1)
-	runStart := time.Now()
-	go func() { done <- c.Run(ctx, col.emit) }()
-
-	// Run drains the full ring and, within about a second, logs the loss.
-	warnDeadline := time.Now().Add(waitTimeout)
-	for !strings.Contains(logs.String(), "flow records lost") && time.Now().Before(warnDeadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Run did not return after cancel")
-	}
-	out := logs.String()
-	if !strings.Contains(out, "[WARN]") || !strings.Contains(out, "flow records lost") || !strings.Contains(out, "lost_total=") {
-		t.Fatalf("no lost-record warning logged; log:\n%s", out)
-	}
-	t.Logf("log: %s", strings.TrimSpace(out))
-	st := c.Stats()
-	if st.Lost < kernelLost {
-		t.Errorf("Stats().Lost = %d, kernel had counted %d", st.Lost, kernelLost)
-	}
-	if st.Records == 0 {
-		t.Errorf("Stats().Records = 0: the full ring buffer was not drained")
-	}
-	if got := uint64(len(col.snapshot())); got != st.Records {
-		t.Errorf("emitted %d events, Stats().Records = %d", got, st.Records)
-	}
-	// Records written before Run started must have fit in the ring: a page
-	// holds at most page/80 records (72 bytes plus an 8-byte header).
-	before := 0
-	for _, ev := range col.snapshot() {
-		if ev.Timestamp < runStart.UnixNano() {
-			before++
-		}
-	}
-	if max := os.Getpagesize() / 80; before == 0 || before > max {
-		t.Errorf("%d records from before Run started were read, want 1..%d", before, max)
-	}
-	// Nothing vanished silently: every connection produced at least six
-	// records (SYN, SYN-ACK and FIN egress on both ends, SYN and SYN-ACK
-	// ingress), and each was either read or counted as lost.
-	sp := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	read := 0
-	for _, ev := range col.snapshot() {
-		if p := ev.Payload.(*events.PacketFlowBase); p.SrcPort == sp || p.DstPort == sp {
-			read++
-		}
-	}
-	if uint64(read)+st.Lost < uint64(6*conns) {
-		t.Errorf("%d connections produced at least %d records, but only %d were read and %d counted lost", conns, 6*conns, read, st.Lost)
-	}
-}
-
 // TestRunStopAndClose pins Run's and Close's contract: cancel stops Run
 // with nil, only one Run at a time, Close stops Run with nil, Close is
 // idempotent, and Run after Close returns at once.
@@ -929,6 +857,8 @@ func TestHelperProcess(t *testing.T) {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	switch mode {
+	default:
+		flowHelper(mode, out)
 	case "open-and-hang":
 		c, err := bpf.Open(bpf.Options{})
 		if err != nil {
@@ -940,7 +870,20 @@ func TestHelperProcess(t *testing.T) {
 			fmt.Fprintf(out, "error %v\n", err)
 			return
 		}
-		fmt.Fprintf(out, "ids %d %d %d %d %s\n", ids.Programs[0], ids.Programs[1], ids.Links[0], ids.Links[1], c.CgroupPath())
+		fmt.Fprintf(out, "cgroup %s\n", c.CgroupPath())
+		for _, id := range ids.Programs {
+			fmt.Fprintf(out, "program %d\n", id)
+		}
+		for _, id := range ids.Links {
+			fmt.Fprintf(out, "link %d\n", id)
+		}
+		for _, id := range ids.OtherPrograms {
+			fmt.Fprintf(out, "other-program %d\n", id)
+		}
+		for _, id := range ids.OtherLinks {
+			fmt.Fprintf(out, "other-link %d\n", id)
+		}
+		fmt.Fprintln(out, "end")
 		out.Flush()
 		time.Sleep(time.Minute) // killed by the parent long before
 	case "open", "open-unchecked":
@@ -980,22 +923,46 @@ func TestNothingAttachedAfterKill(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("helper output: %v", err)
-	}
+	// The helper lists its cgroup and IDs, one per line, then "end".
 	var ids bpf.AttachedIDs
-	var p0, p1, l0, l1 uint32
 	var cgroupPath string
-	if _, err := fmt.Sscanf(line, "ids %d %d %d %d %s", &p0, &p1, &l0, &l1, &cgroupPath); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("helper said %q", line)
+	rd := bufio.NewReader(stdout)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper output: %v", err)
+		}
+		kind, val, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if kind == "end" {
+			break
+		}
+		if kind == "cgroup" {
+			cgroupPath = val
+			continue
+		}
+		id, err := strconv.ParseUint(val, 10, 32)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper said %q", line)
+		}
+		switch kind {
+		case "program":
+			ids.Programs = append(ids.Programs, ebpf.ProgramID(id))
+		case "link":
+			ids.Links = append(ids.Links, link.ID(id))
+		case "other-program":
+			ids.OtherPrograms = append(ids.OtherPrograms, ebpf.ProgramID(id))
+		case "other-link":
+			ids.OtherLinks = append(ids.OtherLinks, link.ID(id))
+		default:
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper said %q", line)
+		}
 	}
-	ids.Programs = []ebpf.ProgramID{ebpf.ProgramID(p0), ebpf.ProgramID(p1)}
-	ids.Links = []link.ID{link.ID(l0), link.ID(l1)}
 	assertAttached(t, cgroupPath, ids)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -1037,20 +1004,27 @@ func TestMinimalCapabilities(t *testing.T) {
 		capPerfmon  = 38
 		capBPF      = 39
 	)
-	const permHint = "needs CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN; run as root or grant them"
+	const permHint = "need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; run as root or grant them"
 	for _, tc := range []struct {
 		name string
 		caps []uintptr
 		mode string
 		want []string // {"ok"} or substrings of the error
 	}{
-		{"CAP_BPF and CAP_NET_ADMIN suffice", []uintptr{capBPF, capNetAdmin}, "open", []string{"ok"}},
+		{"CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON suffice", []uintptr{capBPF, capNetAdmin, capPerfmon}, "open", []string{"ok"}},
 		{"CAP_SYS_ADMIN alone suffices", []uintptr{capSysAdmin}, "open", []string{"ok"}},
 		{"CAP_BPF and CAP_PERFMON are not enough", []uintptr{capBPF, capPerfmon}, "open", []string{"missing CAP_NET_ADMIN;", "run as root or grant"}},
-		{"no capabilities", nil, "open", []string{"missing CAP_BPF, CAP_NET_ADMIN;", "run as root or grant"}},
+		{"CAP_BPF and CAP_NET_ADMIN are not enough", []uintptr{capBPF, capNetAdmin}, "open", []string{"missing CAP_PERFMON;", "run as root or grant"}},
+		{"no capabilities", nil, "open", []string{"missing CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON;", "run as root or grant"}},
 		// The kernel agrees: without the check, Open fails where the
 		// check said it would, with the hint.
-		{"kernel refuses attach without CAP_NET_ADMIN", []uintptr{capBPF, capPerfmon}, "open-unchecked", []string{"attach ingress program", "operation not permitted", permHint}},
+		// sock_ops and sock_addr programs need CAP_NET_ADMIN to load,
+		// cgroup_skb ones to attach.
+		{"kernel refuses programs without CAP_NET_ADMIN", []uintptr{capBPF, capPerfmon}, "open-unchecked", []string{"load BPF programs and maps", "operation not permitted", permHint}},
+		// Without CAP_PERFMON the kernel refuses the tracing and
+		// iterator programs (EPERM), and hides the MPTCP helper from the
+		// cgroup_skb ones (EINVAL), whichever it meets first.
+		{"kernel refuses programs without CAP_PERFMON", []uintptr{capBPF, capNetAdmin}, "open-unchecked", []string{"load BPF programs and maps", permHint}},
 		{"kernel refuses maps without CAP_BPF", []uintptr{capNetAdmin, capPerfmon}, "open-unchecked", []string{"remove memlock limit", "operation not permitted", "grant CAP_BPF (or CAP_SYS_ADMIN)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,24 +10,55 @@ import (
 
 // Values of flow_record fields, as flowtap.bpf.c writes them.
 const (
-	recordDirIngress = 1
-	recordDirEgress  = 2
-	recordAFInet     = 2  // AF_INET
-	recordAFInet6    = 10 // AF_INET6
+	recordTypePacket   = 1 // a flow-relevant packet (cgroup_skb)
+	recordTypeClosed   = 2 // a socket entered TCP_CLOSE
+	recordTypeSnapshot = 3 // a counted socket, reported by Snapshot
+	recordDirIngress   = 1
+	recordDirEgress    = 2
+	recordAFInet       = 2  // AF_INET
+	recordAFInet6      = 10 // AF_INET6
 )
 
 // recordSize is the size in bytes of one ring buffer record (struct
 // flow_record in flowtap.bpf.c).
 const recordSize = int(unsafe.Sizeof(flowtapFlowRecord{}))
 
-// Decode turns one ring buffer record into a net_packet_flow_base event.
-// raw must be exactly one record (72 bytes, host byte order, as
-// the kernel wrote it). bootToWall is added to the record's CLOCK_BOOTTIME
-// timestamp to get wall-clock nanoseconds since the Unix epoch.
+// maxInternedComms bounds a decoder's comm cache; when it is full the cache
+// starts over.
+const maxInternedComms = 1024
+
+// decoder turns records into events. It interns owner task names, so the
+// comm of a busy process does not cost an allocation per record. A
+// decoder is not safe for concurrent use.
+type decoder struct {
+	bootToWall int64
+	comms      map[[16]byte]string
+}
+
+func newDecoder(bootToWall int64) decoder {
+	return decoder{bootToWall: bootToWall, comms: make(map[[16]byte]string)}
+}
+
+// Decode turns one ring buffer record into an event: a packet record into
+// a net_packet_flow_base event (*events.PacketFlowBase), a closed-socket or
+// snapshot record into a net_tcp_socket_base event (*events.TCPSocketBase
+// with Report events.SocketClosed or events.SocketSnapshot). raw must be
+// exactly one record (128 bytes, host byte order, as the kernel wrote it).
+// bootToWall is added to the record's CLOCK_BOOTTIME timestamp to get
+// wall-clock nanoseconds since the Unix epoch. Addresses are kept in the
+// form the kernel gave (an IPv4-mapped IPv6 address stays mapped).
 //
-// Decode rejects records of the wrong size, with an unknown address family
-// or with an unknown direction. It allocates only the event payload.
+// Decode rejects records of the wrong size, of an unknown type, with an
+// unknown address family, or packet records with an unknown direction.
+// Fields that do not apply to a record's type are ignored. It allocates
+// the event payload and the owner's task name, if any (Capture's reader
+// interns the names instead).
 func Decode(raw []byte, bootToWall int64) (events.Event, error) {
+	d := decoder{bootToWall: bootToWall}
+	return d.decode(raw)
+}
+
+func (d *decoder) decode(raw []byte) (events.Event, error) {
 	var rec flowtapFlowRecord
 	if len(raw) != recordSize {
 		return events.Event{}, fmt.Errorf("decode flow record: got %d bytes, want %d (is flowtap_bpfel.o out of date? run go generate ./bpf/)", len(raw), recordSize)
@@ -38,37 +69,101 @@ func Decode(raw []byte, bootToWall int64) (events.Event, error) {
 	// input safe.
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), recordSize), raw)
 
-	p := &events.PacketFlowBase{
-		SrcPort: rec.Sport,
-		DstPort: rec.Dport,
-		Flags:   events.TCPFlags(rec.TcpFlags),
-		Length:  rec.Len,
-	}
-	switch rec.Direction {
-	case recordDirIngress:
-		p.Direction = events.Ingress
-	case recordDirEgress:
-		p.Direction = events.Egress
-	default:
-		return events.Event{}, fmt.Errorf("decode flow record: unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
-	}
+	var src, dst netip.Addr
 	switch rec.Family {
 	case recordAFInet:
-		p.Src = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
-		p.Dst = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
+		src = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
+		dst = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
 	case recordAFInet6:
-		p.Src = netip.AddrFrom16(rec.Saddr)
-		p.Dst = netip.AddrFrom16(rec.Daddr)
+		src = netip.AddrFrom16(rec.Saddr)
+		dst = netip.AddrFrom16(rec.Daddr)
 	default:
 		return events.Event{}, fmt.Errorf("decode flow record: unknown address family %d (want %d=AF_INET or %d=AF_INET6)", rec.Family, recordAFInet, recordAFInet6)
 	}
+	counters := events.Counters{
+		BytesSent:       rec.BytesSent,
+		BytesReceived:   rec.BytesReceived,
+		PacketsSent:     rec.PacketsSent,
+		PacketsReceived: rec.PacketsReceived,
+	}
+
+	var id events.ID
+	var payload events.Payload
+	switch rec.Type {
+	case recordTypePacket:
+		p := &events.PacketFlowBase{
+			Src:      src,
+			Dst:      dst,
+			SrcPort:  rec.Sport,
+			DstPort:  rec.Dport,
+			Flags:    events.TCPFlags(rec.TcpFlags),
+			Length:   rec.Len,
+			Counters: counters,
+		}
+		switch rec.Direction {
+		case recordDirIngress:
+			p.Direction = events.Ingress
+		case recordDirEgress:
+			p.Direction = events.Egress
+		default:
+			return events.Event{}, fmt.Errorf("decode flow record: packet record with unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
+		}
+		id, payload = events.IDNetPacketFlowBase, p
+	case recordTypeClosed, recordTypeSnapshot:
+		report := events.SocketClosed
+		if rec.Type == recordTypeSnapshot {
+			report = events.SocketSnapshot
+		}
+		id, payload = events.IDNetTCPSocketBase, &events.TCPSocketBase{
+			Report:     report,
+			Local:      src,
+			Remote:     dst,
+			LocalPort:  rec.Sport,
+			RemotePort: rec.Dport,
+			State:      rec.State,
+			Counters:   counters,
+		}
+	default:
+		return events.Event{}, fmt.Errorf("decode flow record: unknown record type %d (want %d=packet, %d=socket closed or %d=socket snapshot; is flowtap_bpfel.o out of date?)",
+			rec.Type, recordTypePacket, recordTypeClosed, recordTypeSnapshot)
+	}
 	return events.Event{
-		ID:        events.IDNetPacketFlowBase,
-		Timestamp: int64(rec.TsNs) + bootToWall,
+		ID:        id,
+		Timestamp: int64(rec.TsNs) + d.bootToWall,
 		Context: events.Context{
 			SocketCookie: rec.Cookie,
 			CgroupID:     rec.CgroupId,
+			PID:          rec.Pid,
+			UID:          rec.Uid,
+			Comm:         d.comm(&rec.Comm),
 		},
-		Payload: p,
+		Payload: payload,
 	}, nil
+}
+
+// comm returns the task name in b: the bytes before the first NUL. With a
+// cache (d.comms not nil) repeated names share one string.
+func (d *decoder) comm(b *[16]byte) string {
+	n := 0
+	for n < len(b) && b[n] != 0 {
+		n++
+	}
+	if n == 0 {
+		return ""
+	}
+	if d.comms == nil {
+		return string(b[:n])
+	}
+	// Bytes after the NUL are not part of the name: zero them in the key.
+	var key [16]byte
+	copy(key[:n], b[:n])
+	if s, ok := d.comms[key]; ok {
+		return s
+	}
+	if len(d.comms) >= maxInternedComms {
+		clear(d.comms)
+	}
+	s := string(b[:n])
+	d.comms[key] = s
+	return s
 }

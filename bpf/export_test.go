@@ -40,23 +40,42 @@ func LoadTestObjects(ringSize int) (*TestObjects, error) {
 
 // AttachedIDs are the kernel IDs of a Capture's programs and links.
 type AttachedIDs struct {
+	// Programs and Links are those attached to the cgroup.
 	Programs []ebpf.ProgramID
 	Links    []link.ID
+	// Others are the tracing and iterator programs and the tp_btf link.
+	OtherPrograms []ebpf.ProgramID
+	OtherLinks    []link.ID
+}
+
+func progID(p *ebpf.Program) (ebpf.ProgramID, error) {
+	info, err := p.Info()
+	if err != nil {
+		return 0, err
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, fmt.Errorf("kernel did not report a program ID")
+	}
+	return id, nil
 }
 
 // IDs returns the IDs of the capture's programs and links.
 func (c *Capture) IDs() (AttachedIDs, error) {
 	var ids AttachedIDs
-	for _, p := range []*ebpf.Program{c.objs.FlowtapIngress, c.objs.FlowtapEgress} {
-		info, err := p.Info()
+	for _, a := range c.cgroupPrograms() {
+		id, err := progID(a.prog)
 		if err != nil {
 			return ids, err
 		}
-		id, ok := info.ID()
-		if !ok {
-			return ids, fmt.Errorf("kernel did not report a program ID")
-		}
 		ids.Programs = append(ids.Programs, id)
+	}
+	for _, p := range append(c.statePrograms(), c.objs.FlowtapFiles, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+		id, err := progID(p)
+		if err != nil {
+			return ids, err
+		}
+		ids.OtherPrograms = append(ids.OtherPrograms, id)
 	}
 	for _, l := range c.links {
 		info, err := l.Info()
@@ -64,6 +83,13 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 			return ids, err
 		}
 		ids.Links = append(ids.Links, info.ID)
+	}
+	for _, l := range c.stateLinks {
+		info, err := l.Info()
+		if err != nil {
+			return ids, err
+		}
+		ids.OtherLinks = append(ids.OtherLinks, info.ID)
 	}
 	return ids, nil
 }
@@ -83,6 +109,28 @@ func (c *Capture) KernelLost() (uint64, error) {
 	}
 	return sum, nil
 }
+
+// PacketPrograms returns the cgroup_skb programs.
+func (c *Capture) PacketPrograms() []*ebpf.Program {
+	return []*ebpf.Program{c.objs.FlowtapIngress, c.objs.FlowtapEgress}
+}
+
+// StateSkips returns how often the kernel skipped each copy of the state
+// program (it was already running on the CPU).
+func (c *Capture) StateSkips() ([]uint64, error) {
+	var out []uint64
+	for _, p := range c.statePrograms() {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st.RecursionMisses)
+	}
+	return out, nil
+}
+
+// RingAvailable returns the bytes waiting in the ring buffer.
+func (c *Capture) RingAvailable() int { return c.reader.AvailableBytes() }
 
 // Running reports whether a Run is active.
 func (c *Capture) Running() bool { return c.running.Load() }

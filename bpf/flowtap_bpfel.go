@@ -14,29 +14,68 @@ import (
 )
 
 type flowtapFlowRecord struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Cookie    uint64
-	CgroupId  uint64
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Len       uint32
-	Sport     uint16
-	Dport     uint16
-	Family    uint16
-	Direction uint8
-	TcpFlags  uint8
-	Pad       [4]uint8
+	_               structs.HostLayout
+	TsNs            uint64
+	Cookie          uint64
+	CgroupId        uint64
+	BytesSent       uint64
+	BytesReceived   uint64
+	PacketsSent     uint64
+	PacketsReceived uint64
+	Saddr           [16]uint8
+	Daddr           [16]uint8
+	Comm            [16]uint8
+	Pid             uint32
+	Uid             uint32
+	Len             uint32
+	Sport           uint16
+	Dport           uint16
+	Family          uint16
+	Type            uint8
+	Direction       uint8
+	TcpFlags        uint8
+	State           uint8
+	Pad             [2]uint8
+}
+
+type flowtapSockCounters struct {
+	_               structs.HostLayout
+	BytesSent       uint64
+	BytesReceived   uint64
+	PacketsSent     uint64
+	PacketsReceived uint64
+	CgroupId        uint64
+	Closed          uint32
+	Pad             uint32
+}
+
+type flowtapSockOwner struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Uid  uint32
+	Comm [16]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	flowtapMapFlowRecords     = "flow_records"
-	flowtapMapLostRecords     = "lost_records"
-	flowtapProgFlowtapEgress  = "flowtap_egress"
-	flowtapProgFlowtapIngress = "flowtap_ingress"
+	flowtapMapFlowRecords      = "flow_records"
+	flowtapMapLostRecords      = "lost_records"
+	flowtapMapMptcpOwners      = "mptcp_owners"
+	flowtapMapSockCounters     = "sock_counters"
+	flowtapMapSockOwners       = "sock_owners"
+	flowtapProgFlowtapConnect4 = "flowtap_connect4"
+	flowtapProgFlowtapConnect6 = "flowtap_connect6"
+	flowtapProgFlowtapEgress   = "flowtap_egress"
+	flowtapProgFlowtapFiles    = "flowtap_files"
+	flowtapProgFlowtapIngress  = "flowtap_ingress"
+	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
+	flowtapProgFlowtapSockops  = "flowtap_sockops"
+	flowtapProgFlowtapState    = "flowtap_state"
+	flowtapProgFlowtapState2   = "flowtap_state2"
+	flowtapProgFlowtapState3   = "flowtap_state3"
+	flowtapProgFlowtapSubflows = "flowtap_subflows"
 )
 
 // loadFlowtap returns the embedded CollectionSpec for flowtap.
@@ -81,16 +120,28 @@ type flowtapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapProgramSpecs struct {
-	FlowtapEgress  *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
-	FlowtapIngress *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
+	FlowtapConnect4 *ebpf.ProgramSpec `ebpf:"flowtap_connect4"`
+	FlowtapConnect6 *ebpf.ProgramSpec `ebpf:"flowtap_connect6"`
+	FlowtapEgress   *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
+	FlowtapFiles    *ebpf.ProgramSpec `ebpf:"flowtap_files"`
+	FlowtapIngress  *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
+	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
+	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
+	FlowtapState    *ebpf.ProgramSpec `ebpf:"flowtap_state"`
+	FlowtapState2   *ebpf.ProgramSpec `ebpf:"flowtap_state2"`
+	FlowtapState3   *ebpf.ProgramSpec `ebpf:"flowtap_state3"`
+	FlowtapSubflows *ebpf.ProgramSpec `ebpf:"flowtap_subflows"`
 }
 
 // flowtapMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapMapSpecs struct {
-	FlowRecords *ebpf.MapSpec `ebpf:"flow_records"`
-	LostRecords *ebpf.MapSpec `ebpf:"lost_records"`
+	FlowRecords  *ebpf.MapSpec `ebpf:"flow_records"`
+	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
+	MptcpOwners  *ebpf.MapSpec `ebpf:"mptcp_owners"`
+	SockCounters *ebpf.MapSpec `ebpf:"sock_counters"`
+	SockOwners   *ebpf.MapSpec `ebpf:"sock_owners"`
 }
 
 // flowtapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -119,14 +170,20 @@ func (o *flowtapObjects) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapMaps struct {
-	FlowRecords *ebpf.Map `ebpf:"flow_records"`
-	LostRecords *ebpf.Map `ebpf:"lost_records"`
+	FlowRecords  *ebpf.Map `ebpf:"flow_records"`
+	LostRecords  *ebpf.Map `ebpf:"lost_records"`
+	MptcpOwners  *ebpf.Map `ebpf:"mptcp_owners"`
+	SockCounters *ebpf.Map `ebpf:"sock_counters"`
+	SockOwners   *ebpf.Map `ebpf:"sock_owners"`
 }
 
 func (m *flowtapMaps) Close() error {
 	return _FlowtapClose(
 		m.FlowRecords,
 		m.LostRecords,
+		m.MptcpOwners,
+		m.SockCounters,
+		m.SockOwners,
 	)
 }
 
@@ -140,14 +197,32 @@ type flowtapVariables struct {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapPrograms struct {
-	FlowtapEgress  *ebpf.Program `ebpf:"flowtap_egress"`
-	FlowtapIngress *ebpf.Program `ebpf:"flowtap_ingress"`
+	FlowtapConnect4 *ebpf.Program `ebpf:"flowtap_connect4"`
+	FlowtapConnect6 *ebpf.Program `ebpf:"flowtap_connect6"`
+	FlowtapEgress   *ebpf.Program `ebpf:"flowtap_egress"`
+	FlowtapFiles    *ebpf.Program `ebpf:"flowtap_files"`
+	FlowtapIngress  *ebpf.Program `ebpf:"flowtap_ingress"`
+	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
+	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
+	FlowtapState    *ebpf.Program `ebpf:"flowtap_state"`
+	FlowtapState2   *ebpf.Program `ebpf:"flowtap_state2"`
+	FlowtapState3   *ebpf.Program `ebpf:"flowtap_state3"`
+	FlowtapSubflows *ebpf.Program `ebpf:"flowtap_subflows"`
 }
 
 func (p *flowtapPrograms) Close() error {
 	return _FlowtapClose(
+		p.FlowtapConnect4,
+		p.FlowtapConnect6,
 		p.FlowtapEgress,
+		p.FlowtapFiles,
 		p.FlowtapIngress,
+		p.FlowtapSnapshot,
+		p.FlowtapSockops,
+		p.FlowtapState,
+		p.FlowtapState2,
+		p.FlowtapState3,
+		p.FlowtapSubflows,
 	)
 }
 

@@ -1,11 +1,16 @@
 // Package bpf is flowtap's kernel flow capture and the base producer of
-// net_packet_flow_base events.
+// net_packet_flow_base and net_tcp_socket_base events.
 //
 // cgroup_skb ingress and egress programs (flowtap.bpf.c), attached with BPF
-// links to a cgroup v2 directory, write one fixed-size record per
-// flow-relevant TCP packet (SYN, SYN-ACK, FIN, RST) into a BPF ring buffer.
-// [Capture] loads and attaches the programs and turns each record into a
-// typed [events.Event]; [Decode] does the per-record conversion.
+// links to a cgroup v2 directory, keep per-socket TCP counters in
+// socket-local storage and write one fixed-size record per flow-relevant
+// TCP packet (SYN, SYN-ACK, FIN, RST) into a BPF ring buffer. sock_ops and
+// tp_btf programs report sockets that close, with their final counters;
+// they, cgroup/connect4/6 and BPF iterators (for sockets that existed
+// before Open) record each socket's owning process. [Capture.Snapshot]
+// reports open sockets. [Capture] loads and attaches the programs and turns
+// each record into a typed [events.Event]; [Decode] does the per-record
+// conversion. See README.md.
 //
 // The generated files flowtap_bpfel.go and flowtap_bpfel.o are committed;
 // regenerate them with "go generate ./bpf/".

@@ -13,21 +13,25 @@ import (
 const (
 	capNetAdmin = 12
 	capSysAdmin = 21
+	capPerfmon  = 38
 	capBPF      = 39
 )
 
 var capNames = map[int]string{
 	capNetAdmin: "CAP_NET_ADMIN",
 	capSysAdmin: "CAP_SYS_ADMIN",
+	capPerfmon:  "CAP_PERFMON",
 	capBPF:      "CAP_BPF",
 }
 
 // CheckPrivileges reports whether this process has the capabilities that
-// Open needs: CAP_BPF (create the maps, load the programs) and
-// CAP_NET_ADMIN (attach cgroup_skb programs to a cgroup), or CAP_SYS_ADMIN,
-// which the kernel accepts in place of both. CAP_PERFMON is not needed:
-// the programs verify without it. It reads CapEff from /proc/self/status;
-// the error names the missing capabilities and how to grant them.
+// Open needs: CAP_BPF (create the maps, load the programs), CAP_NET_ADMIN
+// (load the sock_ops and cgroup/connect programs, attach programs to a
+// cgroup) and CAP_PERFMON (load the tracing and iterator programs:
+// tp_btf/inet_sock_set_state, iter/task_file, iter/tcp; use
+// bpf_skc_to_mptcp_sock and bpf_skc_to_tcp_sock), or CAP_SYS_ADMIN, which
+// the kernel accepts in place of all three. It reads CapEff from /proc/self/status; the error names the
+// missing capabilities and how to grant them.
 func CheckPrivileges() error {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
@@ -70,7 +74,7 @@ func checkCaps(eff uint64) error {
 		return nil
 	}
 	var missing []string
-	for _, c := range []int{capBPF, capNetAdmin} {
+	for _, c := range []int{capBPF, capNetAdmin, capPerfmon} {
 		if !has(c) {
 			missing = append(missing, capNames[c])
 		}
@@ -78,6 +82,6 @@ func checkCaps(eff uint64) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("insufficient privileges to load and attach the flowtap BPF programs: missing %s; run as root or grant CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN), e.g. setcap cap_bpf,cap_net_admin+ep on the binary",
+	return fmt.Errorf("insufficient privileges to load and attach the flowtap BPF programs: missing %s; run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or CAP_SYS_ADMIN), e.g. setcap cap_bpf,cap_net_admin,cap_perfmon+ep on the binary",
 		strings.Join(missing, ", "))
 }

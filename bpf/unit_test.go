@@ -112,7 +112,7 @@ func TestCheckCaps(t *testing.T) {
 		}
 		return m
 	}
-	const capPerfmon, capSysResource = 38, 24
+	const capSysResource = 24
 	for _, tc := range []struct {
 		name        string
 		eff         uint64
@@ -121,8 +121,9 @@ func TestCheckCaps(t *testing.T) {
 	}{
 		{"root", 0x1ffffffffff, nil, nil},
 		{"sys_admin alone", bit(capSysAdmin), nil, nil},
-		{"bpf and net_admin", bit(capBPF, capNetAdmin), nil, nil},
-		{"nothing", 0, []string{"CAP_BPF", "CAP_NET_ADMIN"}, nil},
+		{"bpf, net_admin and perfmon", bit(capBPF, capNetAdmin, capPerfmon), nil, nil},
+		{"bpf and net_admin", bit(capBPF, capNetAdmin), []string{"CAP_PERFMON"}, []string{"CAP_BPF,", "CAP_NET_ADMIN,"}},
+		{"nothing", 0, []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"}, nil},
 		{"bpf only", bit(capBPF, capPerfmon), []string{"CAP_NET_ADMIN"}, []string{"CAP_BPF,", "CAP_PERFMON,"}},
 		{"net_admin only", bit(capNetAdmin, capSysResource), []string{"CAP_BPF"}, []string{"missing CAP_NET_ADMIN"}},
 	} {
