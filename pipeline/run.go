@@ -113,14 +113,18 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	base := make(chan events.Event, queueDepth)
 	var wg sync.WaitGroup
 
-	// Producer: the kernel capture.
+	// Producer: the kernel capture. It runs on its own context: at the
+	// end the live sockets are snapshotted first (so open flows end with
+	// current counters), then the capture drains the ring buffer and stops.
 	captureErr := make(chan error, 1)
 	if capture != nil {
+		captureCtx, stopCapture := context.WithCancel(context.Background())
 		go func() {
-			err := capture.Run(runCtx, func(ev events.Event) { base <- ev })
+			err := capture.Run(captureCtx, func(ev events.Event) { base <- ev })
 			close(base)
 			captureErr <- err
 		}()
+		go snapshots(runCtx, capture, snapshotInterval(opts.Tracker), stopCapture, log)
 	} else {
 		close(base)
 		captureErr <- nil
@@ -145,12 +149,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		r.route(ev)
 	})
 	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
-	go func() {
-		<-runCtx.Done()
-		if capture != nil {
-			capture.Close() // makes capture.Run return and close base
-		}
-	}()
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
 	for open := true; open; {
@@ -203,6 +201,39 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	log.Info("stopped", "base_events", stats.BaseEvents, "derived_events", stats.DerivedEvents,
 		"delivered", stats.Delivered, "lost_records", stats.LostRecords)
 	return stats, errors.Join(errs...)
+}
+
+// snapshotInterval is how often live sockets are reported while running:
+// a third of the idle timeout, so a live connection is never evicted as
+// idle, and at most a minute, so long flows' counters stay fresh.
+func snapshotInterval(cfg derive.Config) time.Duration {
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = derive.DefaultIdleTimeout
+	}
+	return min(max(idle/3, time.Second), time.Minute)
+}
+
+// snapshots asks the kernel for a report of live sockets every interval;
+// when ctx ends it takes a last one and stops the capture, which then
+// delivers what is left in the ring buffer.
+func snapshots(ctx context.Context, capture *bpf.Capture, every time.Duration, stop func(), log hclog.Logger) {
+	defer stop()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := capture.Snapshot(); err != nil {
+				log.Warn("final socket snapshot failed: open flows end with the counters last seen", "error", err)
+			}
+			return
+		case <-t.C:
+			if err := capture.Snapshot(); err != nil {
+				log.Warn("socket snapshot failed", "error", err)
+			}
+		}
+	}
 }
 
 func names(cat *events.Catalogue, ids []events.ID) []string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -56,6 +57,7 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 		cgroup     string
 		ringBuffer int
 		tracker    derive.Config
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -93,6 +95,17 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 					return fmt.Errorf("--output %s: the config has no stdout sink to format", output)
 				}
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			_, err = pipeline.Run(ctx, pipeline.Options{
@@ -110,6 +123,7 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 	f.IntVar(&ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (default: bpf.DefaultRingBufferSize)")
 	f.IntVar(&tracker.MaxFlows, "flow-table-size", derive.DefaultMaxFlows, "most connections tracked at once; the least recently active is evicted beyond it")
 	f.DurationVar(&tracker.IdleTimeout, "flow-idle-timeout", derive.DefaultIdleTimeout, "evict a connection nothing was heard of for this long")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
 	f.DurationVar(&tracker.SYNTimeout, "syn-timeout", derive.DefaultSYNTimeout, "report an attempt without SYN-ACK after this long as failed (reason timeout)")
 	return cmd
 }
