@@ -239,7 +239,14 @@ func relevance(rep *workload.Report, info workload.ServeInfo, topo *workload.Top
 	for _, f := range rep.Failed {
 		eps[f.Client], eps[f.Server] = true, true
 	}
+	// A wildcard listener stands for both loopback addresses; any other
+	// stands only for itself: another test running meanwhile may listen
+	// on the same port number at the other loopback address.
 	for _, e := range append(slices.Clone(info.Listeners), info.Closed...) {
+		if !e.Addr.Addr().IsUnspecified() {
+			eps[netip.AddrPortFrom(e.Addr.Addr().Unmap(), e.Addr.Port())] = true
+			continue
+		}
 		for _, a := range []string{"127.0.0.1", "::1"} {
 			eps[netip.AddrPortFrom(netip.MustParseAddr(a), e.Addr.Port())] = true
 		}
