@@ -511,21 +511,6 @@ func settle(t *testing.T, p tcpPair) (client, server *unix.TCPInfo) {
 	}
 }
 
-// wantBytes returns what a side that wrote n bytes has on the wire: n plus
-// what the kernel retransmitted (the counters count every packet, like
-// tcpi_bytes_sent; retransmissions are rare on loopback, but a busy host
-// can provoke a tail loss probe). It logs any retransmission.
-func wantBytes(t *testing.T, who string, n int, info *unix.TCPInfo) uint64 {
-	t.Helper()
-	if info.Bytes_retrans != 0 {
-		t.Logf("%s retransmitted %d bytes (%d segments in all): they count as sent and received", who, info.Bytes_retrans, info.Total_retrans)
-	}
-	if info.Bytes_sent != uint64(n)+info.Bytes_retrans {
-		t.Errorf("%s: TCP_INFO says %d bytes sent with %d retransmitted, but it wrote %d", who, info.Bytes_sent, info.Bytes_retrans, n)
-	}
-	return uint64(n) + info.Bytes_retrans
-}
-
 // closeOrderly closes first then second, each after reading the other's
 // EOF where it comes second.
 func closeOrderly(t *testing.T, first, second *net.TCPConn) {
@@ -538,73 +523,6 @@ func closeOrderly(t *testing.T, first, second *net.TCPConn) {
 	}
 	if err := second.Close(); err != nil {
 		t.Fatalf("close: %v", err)
-	}
-}
-
-// TestSocketCounters sends known byte counts each way (several writes,
-// one of 256 KiB so that GSO packets carry many segments) and checks both
-// sockets' closed records and the client's FIN record.
-func TestSocketCounters(t *testing.T) {
-	privtest.Require(t)
-	r := startCapture(t, scoped(bpf.Options{}))
-	for _, tc := range []struct{ name, network, addr string }{
-		{"ipv4", "tcp4", "127.0.0.1:0"},
-		{"ipv6", "tcp6", "[::1]:0"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ln, err := listenTCP(tc.network, tc.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			p := dialPair(t, ln)
-			a, b := exchange(t, p, []int{1000, 256 << 10, 3, 70001}, []int{5, 100000, 1 << 20})
-			ci, si := settle(t, p)
-			wantA, wantB := wantBytes(t, "client", a, ci), wantBytes(t, "server", b, si)
-			closeOrderly(t, p.client, p.server)
-
-			evs := waitSockets(t, r.col, events.SocketClosed, [2]uint16{p.clientPort, p.serverPort}, [2]uint16{p.serverPort, p.clientPort})
-			cl := socketRecs(evs, events.SocketClosed, p.clientPort, p.serverPort)[0]
-			sv := socketRecs(evs, events.SocketClosed, p.serverPort, p.clientPort)[0]
-			t.Logf("A=%d B=%d:%s", a, b, dump([]events.Event{cl, sv}))
-			for _, x := range []struct {
-				who        string
-				ev         events.Event
-				sent, recv uint64
-				cookie     uint64
-			}{
-				{"client", cl, wantA, wantB, p.clientCookie},
-				{"server", sv, wantB, wantA, p.serverCookie},
-			} {
-				c := x.ev.Payload.(*events.TCPSocketBase).Counters
-				if c.BytesSent != x.sent || c.BytesReceived != x.recv {
-					t.Errorf("%s closed record: bytes sent/received %d/%d, want %d/%d", x.who, c.BytesSent, c.BytesReceived, x.sent, x.recv)
-				}
-				if c.PacketsSent == 0 || c.PacketsReceived == 0 {
-					t.Errorf("%s closed record: packets sent/received %d/%d, want > 0", x.who, c.PacketsSent, c.PacketsReceived)
-				}
-				if x.ev.Context.SocketCookie != x.cookie {
-					t.Errorf("%s closed record: cookie %d, want SO_COOKIE %d", x.who, x.ev.Context.SocketCookie, x.cookie)
-				}
-			}
-			// 256 KiB in one write leaves as GSO packets: far fewer
-			// packets than segments would be if gso_segs were ignored.
-			cc := cl.Payload.(*events.TCPSocketBase).Counters
-			if min := uint64(a) / 65536; cc.PacketsSent < min {
-				t.Errorf("client sent %d packets for %d bytes: GSO segments not counted", cc.PacketsSent, a)
-			}
-			// The client's FIN comes after all its data and all the
-			// server's: its record carries the counters after it.
-			fin, ok := find(forConn(evs, conn{client: netip.AddrPortFrom(netip.Addr{}, p.clientPort), server: netip.AddrPortFrom(netip.Addr{}, p.serverPort)}),
-				pkt{events.Egress, p.clientPort, p.serverPort, events.FlagFIN | events.FlagACK})
-			if !ok {
-				t.Fatal("no egress FIN record from the client")
-			}
-			fc := fin.Payload.(*events.PacketFlowBase).Counters
-			if fc.BytesSent != wantA || fc.BytesReceived != wantB || fc.PacketsSent == 0 || fc.PacketsSent > cc.PacketsSent {
-				t.Errorf("client FIN record counters %+v, want bytes %d/%d and packets sent in 1..%d", fc, wantA, wantB, cc.PacketsSent)
-			}
-		})
 	}
 }
 
@@ -622,7 +540,7 @@ func TestSnapshot(t *testing.T) {
 	p := dialPair(t, ln)
 	a, b := exchange(t, p, []int{12345, 300000}, []int{777})
 	ci, si := settle(t, p)
-	wantA, wantB := wantBytes(t, "client", a, ci), wantBytes(t, "server", b, si)
+	wantA, wantB := uint64(a), uint64(b)
 
 	if err := r.c.Snapshot(); err != nil {
 		t.Fatalf("Snapshot: %v", err)
@@ -635,15 +553,13 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("%d client and %d server snapshot records, want one each", len(cl), len(sv))
 	}
 	t.Logf("TCP_INFO segments out/in: client %d/%d, server %d/%d", ci.Segs_out, ci.Segs_in, si.Segs_out, si.Segs_in)
-	// Packets are segments (GSO packets count gso_segs), like the
-	// kernel's segs_out and segs_in. The client is counted from its SYN;
-	// the accepted socket from the end of the handshake: its segs_in also
-	// has the SYN and the handshake's ACK, which reached the listener.
+	// Packets are the kernel's segs_out and segs_in (a GSO packet counts
+	// its segments), handshake included.
 	if c := cl[0].Payload.(*events.TCPSocketBase).Counters; c.PacketsSent != uint64(ci.Segs_out) || c.PacketsReceived != uint64(ci.Segs_in) {
 		t.Errorf("client packets sent/received %d/%d, TCP_INFO segs_out/segs_in %d/%d", c.PacketsSent, c.PacketsReceived, ci.Segs_out, ci.Segs_in)
 	}
-	if c := sv[0].Payload.(*events.TCPSocketBase).Counters; c.PacketsSent != uint64(si.Segs_out) || c.PacketsReceived != uint64(si.Segs_in)-2 {
-		t.Errorf("server packets sent/received %d/%d, TCP_INFO segs_out/segs_in %d/%d (minus SYN and ACK: %d)", c.PacketsSent, c.PacketsReceived, si.Segs_out, si.Segs_in, si.Segs_in-2)
+	if c := sv[0].Payload.(*events.TCPSocketBase).Counters; c.PacketsSent != uint64(si.Segs_out) || c.PacketsReceived != uint64(si.Segs_in) {
+		t.Errorf("server packets sent/received %d/%d, TCP_INFO segs_out/segs_in %d/%d", c.PacketsSent, c.PacketsReceived, si.Segs_out, si.Segs_in)
 	}
 	for _, x := range []struct {
 		who        string

@@ -61,6 +61,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 #define TCP_FLOW_FLAGS (TCP_FLAG_FIN | TCP_FLAG_SYN | TCP_FLAG_RST)
 
 // IPv4 fragment offset / more-fragments bits of iphdr.frag_off (host order).
@@ -93,10 +94,23 @@ struct sock_common {
 	} skc_cookie;
 } __attribute__((preserve_access_index));
 
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u16 sk_type;
+	struct sock_cgroup_data sk_cgrp_data;
 } __attribute__((preserve_access_index));
 
 // The local port is read from inet_sport: skc_num is already 0 when a
@@ -129,6 +143,12 @@ struct inet_connection_sock {
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
 	_Bool is_mptcp;
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 rcv_nxt;
+	__u32 snd_una;
+	__u64 bytes_received;
+	__u64 bytes_acked;
 } __attribute__((preserve_access_index));
 
 struct mptcp_subflow_context {
@@ -184,16 +204,36 @@ struct flow_record {
 	__u8 pad[2];
 };
 
-// Per-socket counters. Created by the cgroup_skb programs on the first
-// packet of a (non-listening) TCP socket; not cloned to accepted children.
+// Per-socket mark: "flowtap follows this socket". The counters themselves
+// are the kernel's own (tcp_sock: bytes_acked, bytes_received, segs_out,
+// segs_in); the mark keeps what is needed to turn them into payload bytes:
+// the sequence numbers of the FINs the socket sent and received (each FIN
+// takes one sequence number, which the kernel's byte counters include once
+// it is acknowledged / received in order). Created by the cgroup_skb
+// programs on a flow-relevant packet (SYN, FIN, RST) of a non-listening
+// socket and by sock_ops when a connection is accepted; not cloned to
+// accepted children.
 struct sock_counters {
-	__u64 bytes_sent;
+	__u64 cgroup_id;   // cgroup v2 id of the socket
+	__u32 fin_out_seq; // sequence number of the FIN the socket sent
+	__u32 fin_in_seq;  // sequence number of the FIN it received
+	__u8 fin_out;      // fin_out_seq is set
+	__u8 fin_in;       // fin_in_seq is set
+	__u8 closed;       // the closed record was written
+	__u8 syn_out;      // the socket sent the SYN (it connected)
+	__u8 pad[4];
+};
+
+// The kernel's TCP counters of one socket, read from one of the three
+// places that have them (struct bpf_tcp_sock, struct bpf_sock_ops, struct
+// tcp_sock).
+struct tcp_counters {
+	__u64 bytes_acked;
 	__u64 bytes_received;
-	__u64 packets_sent;
-	__u64 packets_received;
-	__u64 cgroup_id; // bpf_skb_cgroup_id of the first packet seen
-	__u32 closed;    // the closed record was written
-	__u32 pad;
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 snd_una;
+	__u32 rcv_nxt;
 };
 
 // The process a socket belongs to. Cloned to accepted children, so an
@@ -281,13 +321,42 @@ static __always_inline void copy_owner(struct flow_record *rec, const struct soc
 	__builtin_memcpy(rec->comm, o->comm, sizeof(rec->comm));
 }
 
-static __always_inline void copy_counters(struct flow_record *rec, const struct sock_counters *c)
+// copy_counters fills the record's counters from the kernel's: payload
+// bytes acknowledged by the peer and received in order, segments out and
+// in. bytes_acked and bytes_received count sequence numbers, so a FIN
+// counts one once the peer acknowledged it (sent) or once it was received
+// in order (received): the FIN's own sequence number, kept in the mark, is
+// below snd_una / rcv_nxt exactly then, and is taken off. The connecting
+// side's bytes_acked also counts its SYN once the SYN-ACK acknowledged it
+// (bytes_acked > 0); no other SYN is in the counters (measured, see
+// README.md, "Counters").
+static __always_inline void copy_counters(struct flow_record *rec, const struct sock_counters *c,
+					  const struct tcp_counters *k)
 {
+	__u64 sent = k->bytes_acked, recv = k->bytes_received;
+
+	if (c->fin_out && (__s32)(k->snd_una - c->fin_out_seq) > 0 && sent)
+		sent--;
+	if (c->syn_out && sent)
+		sent--;
+	if (c->fin_in && (__s32)(k->rcv_nxt - c->fin_in_seq) > 0 && recv)
+		recv--;
 	rec->cgroup_id = c->cgroup_id;
-	rec->bytes_sent = c->bytes_sent;
-	rec->bytes_received = c->bytes_received;
-	rec->packets_sent = c->packets_sent;
-	rec->packets_received = c->packets_received;
+	rec->bytes_sent = sent;
+	rec->bytes_received = recv;
+	rec->packets_sent = k->segs_out;
+	rec->packets_received = k->segs_in;
+}
+
+// core_counters reads the counters of a tcp_sock (CO-RE).
+static __always_inline void core_counters(struct tcp_sock *tp, struct tcp_counters *k)
+{
+	k->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	k->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	k->segs_out = BPF_CORE_READ(tp, segs_out);
+	k->segs_in = BPF_CORE_READ(tp, segs_in);
+	k->snd_una = BPF_CORE_READ(tp, snd_una);
+	k->rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
 }
 
 // Largest header offset read directly from the packet's linear data.
@@ -415,9 +484,10 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	} ip;
 	struct tcp_head tcp;
 	struct bpf_sock *sk;
+	struct bpf_tcp_sock *tp;
 	struct sock_counters *cnt = NULL;
 	struct flow_record *rec;
-	__u32 hdrs, payload, segs;
+	struct tcp_counters k;
 	__u16 family;
 	int off;
 
@@ -437,10 +507,14 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 		return 1;
 	if (load_header(skb, off, &tcp, sizeof(tcp)) < 0)
 		return 1;
+	// Data packets cost only the header reads: the counters are the
+	// kernel's own.
+	if (!(tcp.flags & TCP_FLOW_FLAGS))
+		return 1;
 
-	// Counters: every TCP packet of a full TCP stream socket. Listening
-	// sockets get none (their SYNs belong to no connection yet), and a
-	// closed socket gets none it did not have before.
+	// The mark of a full TCP stream socket: created on its first
+	// flow-relevant packet unless it listens (its SYNs belong to no
+	// connection yet) or is closed already.
 	sk = skb->sk;
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
@@ -452,24 +526,24 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 		cnt = bpf_sk_storage_get(&sock_counters, sk, 0, flags);
 	}
 	if (cnt) {
-		hdrs = (__u32)off + (__u32)(tcp.doff_res >> 4) * 4;
-		payload = skb->len > hdrs ? skb->len - hdrs : 0;
-		segs = skb->gso_segs;
-		if (segs == 0)
-			segs = 1;
-		if (direction == FLOW_DIR_EGRESS) {
-			__sync_fetch_and_add(&cnt->bytes_sent, payload);
-			__sync_fetch_and_add(&cnt->packets_sent, segs);
-		} else {
-			__sync_fetch_and_add(&cnt->bytes_received, payload);
-			__sync_fetch_and_add(&cnt->packets_received, segs);
-		}
 		if (!cnt->cgroup_id)
 			cnt->cgroup_id = bpf_skb_cgroup_id(skb);
-	}
+		if (direction == FLOW_DIR_EGRESS && (tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+			cnt->syn_out = 1;
+		if (tcp.flags & TCP_FLAG_FIN) {
+			// The FIN's sequence number: after the segment's payload.
+			__u32 hdrs = (__u32)off + (__u32)(tcp.doff_res >> 4) * 4;
+			__u32 seq = bpf_ntohl(tcp.seq) + (skb->len > hdrs ? skb->len - hdrs : 0);
 
-	if (!(tcp.flags & TCP_FLOW_FLAGS))
-		return 1; // data packets only matter to the counters
+			if (direction == FLOW_DIR_EGRESS) {
+				cnt->fin_out_seq = seq;
+				cnt->fin_out = 1;
+			} else {
+				cnt->fin_in_seq = seq;
+				cnt->fin_in = 1;
+			}
+		}
+	}
 
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
 	if (!rec) {
@@ -479,8 +553,15 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->ts_ns = bpf_ktime_get_boot_ns();
 	rec->cookie = bpf_get_socket_cookie(skb);
-	if (cnt)
-		copy_counters(rec, cnt);
+	if (cnt && (tp = bpf_tcp_sock(sk))) {
+		k.bytes_acked = tp->bytes_acked;
+		k.bytes_received = tp->bytes_received;
+		k.segs_out = tp->segs_out;
+		k.segs_in = tp->segs_in;
+		k.snd_una = tp->snd_una;
+		k.rcv_nxt = tp->rcv_nxt;
+		copy_counters(rec, cnt, &k);
+	}
 	if (!rec->cgroup_id)
 		rec->cgroup_id = bpf_skb_cgroup_id(skb);
 	if (sk) {
@@ -520,7 +601,8 @@ int flowtap_egress(struct __sk_buff *skb)
 // submit_socket writes a closed or snapshot record for a counted socket.
 // sk is the socket (any BTF pointer to it), skc the same socket for reads.
 static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u64 cookie,
-					  const struct sock_counters *cnt, __u8 type, __u8 state)
+					  const struct sock_counters *cnt, const struct tcp_counters *k,
+					  __u8 type, __u8 state)
 {
 	struct flow_record *rec;
 	__u16 family;
@@ -536,7 +618,7 @@ static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->ts_ns = bpf_ktime_get_boot_ns();
 	rec->cookie = cookie;
-	copy_counters(rec, cnt);
+	copy_counters(rec, cnt, k);
 	copy_owner(rec, bpf_sk_storage_get(&sock_owners, sk, 0, 0));
 	if (family == FLOW_AF_INET) {
 		BPF_CORE_READ_INTO((__be32 *)rec->saddr, skc, skc_rcv_saddr);
@@ -579,6 +661,7 @@ static __always_inline int handle_state(__u64 *ctx)
 	int oldstate = (int)ctx[1];
 	int newstate = (int)ctx[2];
 	struct sock_counters *cnt;
+	struct tcp_counters k;
 	struct task_struct *task;
 	__u16 proto;
 
@@ -607,7 +690,8 @@ static __always_inline int handle_state(__u64 *ctx)
 	// serialised by its lock, and the copies of this program run for one
 	// change on one CPU, one after the other.
 	cnt->closed = 1;
-	submit_socket(sk, &sk->__sk_common, bpf_get_socket_cookie(sk), cnt, FLOW_REC_CLOSED, oldstate);
+	core_counters((struct tcp_sock *)sk, &k);
+	submit_socket(sk, &sk->__sk_common, bpf_get_socket_cookie(sk), cnt, &k, FLOW_REC_CLOSED, oldstate);
 	return 0;
 }
 
@@ -644,6 +728,7 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 {
 	struct sock_counters *cnt;
 	struct bpf_sock *sk;
+	struct tcp_counters k;
 	struct tcp_sock *tp;
 	__u32 oldstate;
 
@@ -657,6 +742,19 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		// An accepted socket may close without a flow-relevant packet
+		// of its own passing the cgroup_skb programs before (an abort
+		// sends its RST after the state change): mark it now, with the
+		// cgroup it inherited from its listener.
+		sk = skops->sk;
+		if (sk) {
+			cnt = bpf_sk_storage_get(&sock_counters, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+			tp = bpf_skc_to_tcp_sock(sk);
+			if (cnt && tp && !cnt->cgroup_id)
+				cnt->cgroup_id = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn, id);
+		}
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -685,7 +783,16 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	if (!tp)
 		return 1;
 	cnt->closed = 1;
-	submit_socket(sk, (struct sock_common *)tp, bpf_get_socket_cookie(skops), cnt, FLOW_REC_CLOSED, oldstate);
+	// The state callback runs in tcp_set_state, before the socket is torn
+	// down: the ACK that moved it here has been processed (snd_una,
+	// bytes_acked, rcv_nxt, bytes_received are final).
+	k.bytes_acked = skops->bytes_acked;
+	k.bytes_received = skops->bytes_received;
+	k.segs_out = skops->segs_out;
+	k.segs_in = skops->segs_in;
+	k.snd_una = skops->snd_una;
+	k.rcv_nxt = skops->rcv_nxt;
+	submit_socket(sk, (struct sock_common *)tp, bpf_get_socket_cookie(skops), cnt, &k, FLOW_REC_CLOSED, oldstate);
 	return 1;
 }
 
@@ -801,6 +908,7 @@ int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct sock_counters *cnt;
+	struct tcp_counters k;
 	struct tcp_sock *tp;
 
 	if (!skc)
@@ -811,6 +919,7 @@ int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 	cnt = bpf_sk_storage_get(&sock_counters, tp, 0, 0);
 	if (!cnt)
 		return 0;
-	submit_socket(tp, skc, bpf_get_socket_cookie(tp), cnt, FLOW_REC_SNAPSHOT, BPF_CORE_READ(skc, skc_state));
+	core_counters(tp, &k);
+	submit_socket(tp, skc, bpf_get_socket_cookie(tp), cnt, &k, FLOW_REC_SNAPSHOT, BPF_CORE_READ(skc, skc_state));
 	return 0;
 }

@@ -39,14 +39,15 @@ type flowtapFlowRecord struct {
 }
 
 type flowtapSockCounters struct {
-	_               structs.HostLayout
-	BytesSent       uint64
-	BytesReceived   uint64
-	PacketsSent     uint64
-	PacketsReceived uint64
-	CgroupId        uint64
-	Closed          uint32
-	Pad             uint32
+	_         structs.HostLayout
+	CgroupId  uint64
+	FinOutSeq uint32
+	FinInSeq  uint32
+	FinOut    uint8
+	FinIn     uint8
+	Closed    uint8
+	SynOut    uint8
+	Pad       [4]uint8
 }
 
 type flowtapSockOwner struct {
