@@ -70,7 +70,8 @@ type Capture struct {
 	log        hclog.Logger
 	cgroupPath string
 	objs       flowtapObjects
-	// links are the cgroup attachments; stateLinks the tp_btf ones.
+	// links are the cgroup attachments; stateLinks the tp_btf ones
+	// (inet_sock_set_state copies and tcp_send_reset).
 	links      []link.Link
 	stateLinks []link.Link
 	reader     *ringbuf.Reader
@@ -191,6 +192,12 @@ func Open(opts Options) (_ *Capture, err error) {
 		}
 		c.stateLinks = append(c.stateLinks, l)
 	}
+	// Resets of packets no socket took (refused attempts), host-wide.
+	l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.FlowtapReset, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return nil, fmt.Errorf("open flow capture: attach tp_btf/tcp_send_reset program: %w%s", err, permHint(err))
+	}
+	c.stateLinks = append(c.stateLinks, l)
 	if err := runIter(c.objs.FlowtapFiles); err != nil {
 		return nil, fmt.Errorf("open flow capture: walk the sockets of running tasks: %w%s", err, permHint(err))
 	}
@@ -538,6 +545,7 @@ func closeObjects(o *flowtapObjects) error {
 		o.FlowtapState.Close(),
 		o.FlowtapState2.Close(),
 		o.FlowtapState3.Close(),
+		o.FlowtapReset.Close(),
 		o.FlowtapFiles.Close(),
 		o.FlowtapSubflows.Close(),
 		o.FlowtapSnapshot.Close(),

@@ -542,8 +542,8 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 	if len(ids.Programs) != 5 || len(ids.Links) != 5 {
 		t.Errorf("capture holds %d cgroup programs and %d links, want 5 and 5", len(ids.Programs), len(ids.Links))
 	}
-	if len(ids.OtherPrograms) != 6 || len(ids.OtherLinks) != 3 {
-		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 6 and 3", len(ids.OtherPrograms), len(ids.OtherLinks))
+	if len(ids.OtherPrograms) != 7 || len(ids.OtherLinks) != 4 {
+		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 7 (3 state copies, reset, 3 iterators) and 4", len(ids.OtherPrograms), len(ids.OtherLinks))
 	}
 	for _, id := range ids.OtherLinks {
 		l, err := link.NewFromID(id)

@@ -13,6 +13,7 @@ const (
 	recordTypePacket   = 1 // a flow-relevant packet (cgroup_skb)
 	recordTypeClosed   = 2 // a socket entered TCP_CLOSE
 	recordTypeSnapshot = 3 // a counted socket, reported by Snapshot
+	recordTypeNoSocket = 4 // a packet no socket took, reset by the kernel
 	recordDirIngress   = 1
 	recordDirEgress    = 2
 	recordAFInet       = 2  // AF_INET
@@ -40,7 +41,9 @@ func newDecoder(bootToWall int64) decoder {
 }
 
 // Decode turns one ring buffer record into an event: a packet record into
-// a net_packet_flow_base event (*events.PacketFlowBase), a closed-socket or
+// a net_packet_flow_base event (*events.PacketFlowBase), a no-socket reset
+// record into the same with NoSocket set and Direction Ingress (the
+// incoming packet no socket took), a closed-socket or
 // snapshot record into a net_tcp_socket_base event (*events.TCPSocketBase
 // with Report events.SocketClosed or events.SocketSnapshot). raw must be
 // exactly one record (128 bytes, host byte order, as the kernel wrote it).
@@ -109,6 +112,19 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			return events.Event{}, fmt.Errorf("decode flow record: packet record with unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
 		}
 		id, payload = events.IDNetPacketFlowBase, p
+	case recordTypeNoSocket:
+		// The incoming packet the kernel answered with a reset because
+		// no socket took it; it has no socket, counters or owner.
+		id, payload = events.IDNetPacketFlowBase, &events.PacketFlowBase{
+			Direction: events.Ingress,
+			Src:       src,
+			Dst:       dst,
+			SrcPort:   rec.Sport,
+			DstPort:   rec.Dport,
+			Flags:     events.TCPFlags(rec.TcpFlags),
+			Length:    rec.Len,
+			NoSocket:  true,
+		}
 	case recordTypeClosed, recordTypeSnapshot:
 		report := events.SocketClosed
 		if rec.Type == recordTypeSnapshot {
@@ -124,8 +140,8 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			Counters:   counters,
 		}
 	default:
-		return events.Event{}, fmt.Errorf("decode flow record: unknown record type %d (want %d=packet, %d=socket closed or %d=socket snapshot; is flowtap_bpfel.o out of date?)",
-			rec.Type, recordTypePacket, recordTypeClosed, recordTypeSnapshot)
+		return events.Event{}, fmt.Errorf("decode flow record: unknown record type %d (want %d=packet, %d=socket closed, %d=socket snapshot or %d=no-socket reset; is flowtap_bpfel.o out of date?)",
+			rec.Type, recordTypePacket, recordTypeClosed, recordTypeSnapshot, recordTypeNoSocket)
 	}
 	return events.Event{
 		ID:        id,

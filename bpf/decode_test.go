@@ -39,6 +39,9 @@ func recordFor(ev events.Event, bootToWall int64) flowtapFlowRecord {
 	switch p := ev.Payload.(type) {
 	case *events.PacketFlowBase:
 		r.Type = recordTypePacket
+		if p.NoSocket {
+			r.Type = recordTypeNoSocket
+		}
 		r.Len, r.Sport, r.Dport = p.Length, p.SrcPort, p.DstPort
 		r.Direction, r.TcpFlags = uint8(p.Direction), uint8(p.Flags)
 		src, dst, c = p.Src, p.Dst, p.Counters
@@ -172,6 +175,22 @@ func TestDecodeRoundTrip(t *testing.T) {
 				Direction: events.Egress,
 				Src:       mapped, Dst: netip.IPv6Unspecified(),
 				SrcPort: 1, DstPort: 2, Flags: events.FlagRST, Length: 40,
+			},
+		}},
+		{"v6 no-socket SYN", events.Event{
+			ID: events.IDNetPacketFlowBase, Timestamp: testOffset + 4,
+			Payload: &events.PacketFlowBase{
+				Direction: events.Ingress, NoSocket: true,
+				Src: netip.MustParseAddr("2001:db8::7"), Dst: netip.MustParseAddr("::1"),
+				SrcPort: 40001, DstPort: 22, Flags: events.FlagSYN, Length: 80,
+			},
+		}},
+		{"v4 no-socket ACK", events.Event{
+			ID: events.IDNetPacketFlowBase, Timestamp: testOffset + 4,
+			Payload: &events.PacketFlowBase{
+				Direction: events.Ingress, NoSocket: true,
+				Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"),
+				SrcPort: 40001, DstPort: 22, Flags: events.FlagACK, Length: 40,
 			},
 		}},
 		{"v4 socket closed", events.Event{
@@ -321,7 +340,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"long", append(encodeRecord(&good), 0), "got 129 bytes"},
 		{"old 72-byte record", encodeRecord(&good)[:72], "got 72 bytes, want 128"},
 		{"zero type", with(func(r *flowtapFlowRecord) { r.Type = 0 }), "unknown record type 0"},
-		{"unknown type", with(func(r *flowtapFlowRecord) { r.Type = 4 }), "unknown record type 4"},
+		{"unknown type", with(func(r *flowtapFlowRecord) { r.Type = 5 }), "unknown record type 5"},
+		{"no-socket record, unknown family", with(func(r *flowtapFlowRecord) { r.Type, r.Family = recordTypeNoSocket, 3 }), "unknown address family 3"},
 		{"unknown family", with(func(r *flowtapFlowRecord) { r.Family = 1 }), "unknown address family 1"},
 		{"socket record, unknown family", with(func(r *flowtapFlowRecord) { r.Type, r.Family = recordTypeSnapshot, 0 }), "unknown address family 0"},
 		{"unknown direction", with(func(r *flowtapFlowRecord) { r.Direction = 3 }), "unknown direction 3"},
@@ -411,7 +431,8 @@ func FuzzDecode(f *testing.F) {
 	closed := flowtapFlowRecord{Type: recordTypeClosed, Family: recordAFInet, State: 5, BytesSent: 10}
 	snap := flowtapFlowRecord{Type: recordTypeSnapshot, Family: recordAFInet6, State: 1, Direction: 9}
 	copy(snap.Comm[:], "0123456789abcdef")
-	for _, r := range []flowtapFlowRecord{v4, v6, closed, snap} {
+	nosock := flowtapFlowRecord{Type: recordTypeNoSocket, Family: recordAFInet, Direction: recordDirIngress, TcpFlags: 2, Sport: 5, Dport: 6, Len: 60}
+	for _, r := range []flowtapFlowRecord{v4, v6, closed, snap, nosock} {
 		f.Add(encodeRecord(&r), int64(0))
 	}
 	f.Add([]byte{}, int64(-5))
@@ -428,7 +449,7 @@ func FuzzDecode(f *testing.F) {
 			switch raw[typeOff] {
 			case recordTypePacket:
 				valid = raw[dirOff] == recordDirIngress || raw[dirOff] == recordDirEgress
-			case recordTypeClosed, recordTypeSnapshot:
+			case recordTypeClosed, recordTypeSnapshot, recordTypeNoSocket:
 			default:
 				valid = false
 			}

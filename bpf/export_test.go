@@ -70,7 +70,7 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 		}
 		ids.Programs = append(ids.Programs, id)
 	}
-	for _, p := range append(c.statePrograms(), c.objs.FlowtapFiles, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+	for _, p := range append(c.statePrograms(), c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
 		id, err := progID(p)
 		if err != nil {
 			return ids, err
@@ -138,3 +138,13 @@ func (c *Capture) Running() bool { return c.running.Load() }
 // DisablePrivilegeCheck makes Open skip CheckPrivileges, so a test can see
 // what the kernel itself refuses.
 func DisablePrivilegeCheck() { checkPrivileges = func() error { return nil } }
+
+// ResetSkips returns how often the kernel skipped the tcp_send_reset
+// program (it was already running on the CPU).
+func (c *Capture) ResetSkips() (uint64, error) {
+	st, err := c.objs.FlowtapReset.Stats()
+	if err != nil {
+		return 0, err
+	}
+	return st.RecursionMisses, nil
+}

@@ -38,6 +38,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define FLOW_REC_PACKET 1   // a flow-relevant packet (cgroup_skb)
 #define FLOW_REC_CLOSED 2   // a socket entered TCP_CLOSE (tp_btf)
 #define FLOW_REC_SNAPSHOT 3 // a counted socket, on request (iter/tcp)
+#define FLOW_REC_NOSOCK 4   // a packet no socket took, reset by the kernel (tp_btf)
 
 // Values of flow_record.direction (packet records only).
 #define FLOW_DIR_INGRESS 1
@@ -153,6 +154,13 @@ struct tcp_sock {
 
 struct mptcp_subflow_context {
 	struct sock *conn;
+} __attribute__((preserve_access_index));
+
+// The packet of a tcp_send_reset tracepoint: headers at head + offsets.
+struct sk_buff {
+	unsigned char *head;
+	__u16 transport_header;
+	__u16 network_header;
 } __attribute__((preserve_access_index));
 
 struct file;
@@ -714,6 +722,75 @@ static __always_inline int handle_state(__u64 *ctx)
 STATE_PROGRAM(flowtap_state)
 STATE_PROGRAM(flowtap_state2)
 STATE_PROGRAM(flowtap_state3)
+
+// flowtap_reset reports a packet that no socket took and that the kernel
+// answers with a reset (tcp_v4_send_reset / tcp_v6_send_reset with sk ==
+// NULL: a SYN or stray segment to a closed port of this host, in any
+// network namespace). The tracepoint passes the incoming packet; the record
+// describes it (source, destination, flags as it arrived). For IPv4 the
+// kernel's per-CPU control socket sends the reset, which the cgroup egress
+// program also sees; for IPv6 nothing else shows the refusal.
+SEC("tp_btf/tcp_send_reset")
+int flowtap_reset(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	struct sk_buff *skb = (struct sk_buff *)ctx[1];
+	struct flow_record *rec;
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip;
+	struct tcp_head tcp;
+	unsigned char *head;
+	__u16 nh, th;
+	__u8 ver;
+
+	if (sk || !skb)
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	nh = BPF_CORE_READ(skb, network_header);
+	th = BPF_CORE_READ(skb, transport_header);
+	if (bpf_probe_read_kernel(&ver, 1, head + nh) < 0)
+		return 0;
+	ver >>= 4;
+	if (ver == 4) {
+		if (bpf_probe_read_kernel(&ip.v4, sizeof(ip.v4), head + nh) < 0)
+			return 0;
+	} else if (ver == 6) {
+		if (bpf_probe_read_kernel(&ip.v6, sizeof(ip.v6), head + nh) < 0)
+			return 0;
+	} else {
+		return 0;
+	}
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th) < 0)
+		return 0;
+
+	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
+	if (!rec) {
+		count_lost();
+		return 0;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->ts_ns = bpf_ktime_get_boot_ns();
+	if (ver == 4) {
+		__builtin_memcpy(rec->saddr, &ip.v4.saddr, 4);
+		__builtin_memcpy(rec->daddr, &ip.v4.daddr, 4);
+		rec->len = bpf_ntohs(ip.v4.tot_len);
+		rec->family = FLOW_AF_INET;
+	} else {
+		__builtin_memcpy(rec->saddr, &ip.v6.saddr, 16);
+		__builtin_memcpy(rec->daddr, &ip.v6.daddr, 16);
+		rec->len = bpf_ntohs(ip.v6.payload_len) + sizeof(ip.v6);
+		rec->family = FLOW_AF_INET6;
+	}
+	rec->sport = bpf_ntohs(tcp.source);
+	rec->dport = bpf_ntohs(tcp.dest);
+	rec->type = FLOW_REC_NOSOCK;
+	rec->direction = FLOW_DIR_INGRESS;
+	rec->tcp_flags = tcp.flags;
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
 
 // flowtap_sockops records the owner of a listening socket of the cgroup,
 // makes the kernel report every state change of its TCP sockets

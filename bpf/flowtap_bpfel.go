@@ -71,6 +71,7 @@ const (
 	flowtapProgFlowtapEgress   = "flowtap_egress"
 	flowtapProgFlowtapFiles    = "flowtap_files"
 	flowtapProgFlowtapIngress  = "flowtap_ingress"
+	flowtapProgFlowtapReset    = "flowtap_reset"
 	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
 	flowtapProgFlowtapSockops  = "flowtap_sockops"
 	flowtapProgFlowtapState    = "flowtap_state"
@@ -126,6 +127,7 @@ type flowtapProgramSpecs struct {
 	FlowtapEgress   *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
 	FlowtapFiles    *ebpf.ProgramSpec `ebpf:"flowtap_files"`
 	FlowtapIngress  *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
+	FlowtapReset    *ebpf.ProgramSpec `ebpf:"flowtap_reset"`
 	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.ProgramSpec `ebpf:"flowtap_state"`
@@ -203,6 +205,7 @@ type flowtapPrograms struct {
 	FlowtapEgress   *ebpf.Program `ebpf:"flowtap_egress"`
 	FlowtapFiles    *ebpf.Program `ebpf:"flowtap_files"`
 	FlowtapIngress  *ebpf.Program `ebpf:"flowtap_ingress"`
+	FlowtapReset    *ebpf.Program `ebpf:"flowtap_reset"`
 	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.Program `ebpf:"flowtap_state"`
@@ -218,6 +221,7 @@ func (p *flowtapPrograms) Close() error {
 		p.FlowtapEgress,
 		p.FlowtapFiles,
 		p.FlowtapIngress,
+		p.FlowtapReset,
 		p.FlowtapSnapshot,
 		p.FlowtapSockops,
 		p.FlowtapState,
