@@ -38,6 +38,12 @@ var checkPrivileges = CheckPrivileges
 // lostPollInterval is how often Run reads the kernel's lost-record counter.
 const lostPollInterval = time.Second
 
+// ringPollInterval is how often Run looks into the ring buffer when the
+// kernel did not wake it: the programs wake the reader only once the ring
+// holds 64 KiB (or 1/8 of a smaller ring), so this bounds the delay of a
+// record on a quiet host.
+const ringPollInterval = 25 * time.Millisecond
+
 // Options configures Open. The zero value is ready to use.
 type Options struct {
 	// CgroupPath is the cgroup v2 directory the programs attach to; they
@@ -371,13 +377,16 @@ func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
 // busy ring does not delay the lost-record check.
 const clockCheckEvery = 64
 
-// read is Run's loop; it reuses one ringbuf.Record for every read. A
-// reader deadline at the next lost-record check wakes it when the ring is
-// idle.
+// read is Run's loop; it reuses one ringbuf.Record for every read. The
+// kernel programs wake the reader only when the ring fills up (adaptive
+// wakeups, see flowtap.bpf.c), so a reader deadline ringPollInterval
+// ahead makes it look into the ring regularly; the deadline's expiry is
+// also where it checks the lost-record counter when the ring is idle.
 func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 	var rec ringbuf.Record
-	next := time.Now().Add(lostPollInterval)
-	c.reader.SetDeadline(next)
+	now := time.Now()
+	next := now.Add(lostPollInterval)
+	c.reader.SetDeadline(now.Add(ringPollInterval))
 	n := 0
 	for {
 		err := c.reader.ReadInto(&rec)
@@ -393,6 +402,8 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The ring is drained: look again after the poll interval.
+			c.reader.SetDeadline(time.Now().Add(ringPollInterval))
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if ctx.Err() != nil {
 				return nil
@@ -406,7 +417,6 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 		if now := time.Now(); !now.Before(next) {
 			c.reportLost(emit)
 			next = now.Add(lostPollInterval)
-			c.reader.SetDeadline(next)
 		}
 	}
 }

@@ -320,6 +320,22 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
+// Wake the reader only when the ring holds this much (or 1/8 of a smaller
+// ring); otherwise the reader finds the records on its next timed poll
+// (Run polls every ringPollInterval). Waking for every record cost the
+// reader an epoll round trip per record.
+#define WAKEUP_BYTES (64 << 10)
+
+static __always_inline void submit_record(struct flow_record *rec)
+{
+	__u64 avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
+	__u64 thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
+
+	if (thresh > WAKEUP_BYTES)
+		thresh = WAKEUP_BYTES;
+	bpf_ringbuf_submit(rec, avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline void copy_owner(struct flow_record *rec, const struct sock_owner *o)
 {
 	if (!o)
@@ -590,7 +606,7 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	rec->type = FLOW_REC_PACKET;
 	rec->direction = direction;
 	rec->tcp_flags = tcp.flags;
-	bpf_ringbuf_submit(rec, 0);
+	submit_record(rec);
 	return 1;
 }
 
@@ -640,7 +656,7 @@ static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u
 	rec->family = family;
 	rec->type = type;
 	rec->state = state;
-	bpf_ringbuf_submit(rec, 0);
+	submit_record(rec);
 }
 
 // set_owner_current makes the current task the owner of sk.
@@ -788,7 +804,7 @@ int flowtap_reset(__u64 *ctx)
 	rec->type = FLOW_REC_NOSOCK;
 	rec->direction = FLOW_DIR_INGRESS;
 	rec->tcp_flags = tcp.flags;
-	bpf_ringbuf_submit(rec, 0);
+	submit_record(rec);
 	return 0;
 }
 
