@@ -232,23 +232,32 @@ func expectations(rep *workload.Report) map[flowKey]expected {
 // endpoints is a client or server endpoint of the workload, or an address
 // in the test's namespaces.
 func relevance(rep *workload.Report, info workload.ServeInfo, topo *workload.Topology) func(harness.Event) bool {
-	eps := map[netip.AddrPort]bool{}
+	// The workload's connections and attempts are ours by their whole
+	// 4-tuple: other tests running meanwhile reuse the same ephemeral
+	// client ports towards other servers. Anything aimed at the workload's
+	// servers is ours too.
+	type pair struct{ src, dst netip.AddrPort }
+	um := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+	pairs := map[pair]bool{}
+	servers := map[netip.AddrPort]bool{}
 	for _, c := range rep.Connections {
-		eps[c.Client], eps[c.Server] = true, true
+		pairs[pair{um(c.Client), um(c.Server)}] = true
+		servers[um(c.Server)] = true
 	}
 	for _, f := range rep.Failed {
-		eps[f.Client], eps[f.Server] = true, true
+		pairs[pair{um(f.Client), um(f.Server)}] = true
+		servers[um(f.Server)] = true
 	}
 	// A wildcard listener stands for both loopback addresses; any other
-	// stands only for itself: another test running meanwhile may listen
-	// on the same port number at the other loopback address.
+	// stands only for itself: another test may listen on the same port
+	// number at the other loopback address.
 	for _, e := range append(slices.Clone(info.Listeners), info.Closed...) {
 		if !e.Addr.Addr().IsUnspecified() {
-			eps[netip.AddrPortFrom(e.Addr.Addr().Unmap(), e.Addr.Port())] = true
+			servers[um(e.Addr)] = true
 			continue
 		}
 		for _, a := range []string{"127.0.0.1", "::1"} {
-			eps[netip.AddrPortFrom(netip.MustParseAddr(a), e.Addr.Port())] = true
+			servers[netip.AddrPortFrom(netip.MustParseAddr(a), e.Addr.Port())] = true
 		}
 	}
 	return func(ev harness.Event) bool {
@@ -258,7 +267,7 @@ func relevance(rep *workload.Report, info workload.ServeInfo, topo *workload.Top
 			return false
 		}
 		src, dst := eventEndpoints(ev)
-		return eps[src] || eps[dst] || topo.Prefix.Contains(src.Addr()) || topo.Prefix.Contains(dst.Addr())
+		return pairs[pair{src, dst}] || servers[dst] || topo.Prefix.Contains(src.Addr()) || topo.Prefix.Contains(dst.Addr())
 	}
 }
 
