@@ -561,6 +561,7 @@ func closeObjects(o *flowtapObjects) error {
 		o.FlowtapSnapshot.Close(),
 		o.FlowRecords.Close(),
 		o.LostRecords.Close(),
+		o.NosockResets.Close(),
 		o.SockCounters.Close(),
 		o.SockOwners.Close(),
 		o.MptcpOwners.Close(),

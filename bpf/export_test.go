@@ -148,3 +148,17 @@ func (c *Capture) ResetSkips() (uint64, error) {
 	}
 	return st.RecursionMisses, nil
 }
+
+// NoSocketResets sums the per-CPU count of no-socket reset records the
+// kernel generated (written or lost).
+func (c *Capture) NoSocketResets() (uint64, error) {
+	var vals []uint64
+	if err := c.objs.NosockResets.Lookup(uint32(0), &vals); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum, nil
+}

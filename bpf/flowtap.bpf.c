@@ -2,10 +2,13 @@
 
 // flowtap kernel side.
 //
-//   - cgroup_skb ingress and egress programs keep per-socket TCP counters in
-//     socket-local storage (every TCP packet of a full socket) and report
-//     flow-relevant packets (SYN, FIN or RST set) as records. They never
-//     drop traffic: every path returns 1 (allow).
+//   - cgroup_skb ingress and egress programs report flow-relevant packets
+//     (SYN, FIN or RST set) as records, with the kernel's TCP counters of
+//     the socket, and mark the socket in socket-local storage; other
+//     packets cost only the header reads. They never drop traffic: every
+//     path returns 1 (allow).
+//   - A tp_btf program on tcp:tcp_send_reset reports packets no socket
+//     took that the kernel answers with a reset (refused attempts).
 //   - A sock_ops program has the kernel report the state changes of the
 //     cgroup's TCP sockets and reports a socket that enters TCP_CLOSE with
 //     its final counters; it and cgroup/connect4/6 record the owner (the
@@ -269,6 +272,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost_records SEC(".maps");
+
+// No-socket resets seen by flowtap_reset (written or lost): the program is
+// host-wide, so a test that accounts for every record of a scoped capture
+// needs its count.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} nosock_resets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -758,6 +771,8 @@ int flowtap_reset(__u64 *ctx)
 	} ip;
 	struct tcp_head tcp;
 	unsigned char *head;
+	__u64 *cnt;
+	__u32 zero = 0;
 	__u16 nh, th;
 	__u8 ver;
 
@@ -781,6 +796,9 @@ int flowtap_reset(__u64 *ctx)
 	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th) < 0)
 		return 0;
 
+	cnt = bpf_map_lookup_elem(&nosock_resets, &zero);
+	if (cnt)
+		__sync_fetch_and_add(cnt, 1);
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
 	if (!rec) {
 		count_lost();

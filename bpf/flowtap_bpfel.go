@@ -64,6 +64,7 @@ const (
 	flowtapMapFlowRecords      = "flow_records"
 	flowtapMapLostRecords      = "lost_records"
 	flowtapMapMptcpOwners      = "mptcp_owners"
+	flowtapMapNosockResets     = "nosock_resets"
 	flowtapMapSockCounters     = "sock_counters"
 	flowtapMapSockOwners       = "sock_owners"
 	flowtapProgFlowtapConnect4 = "flowtap_connect4"
@@ -143,6 +144,7 @@ type flowtapMapSpecs struct {
 	FlowRecords  *ebpf.MapSpec `ebpf:"flow_records"`
 	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.MapSpec `ebpf:"mptcp_owners"`
+	NosockResets *ebpf.MapSpec `ebpf:"nosock_resets"`
 	SockCounters *ebpf.MapSpec `ebpf:"sock_counters"`
 	SockOwners   *ebpf.MapSpec `ebpf:"sock_owners"`
 }
@@ -176,6 +178,7 @@ type flowtapMaps struct {
 	FlowRecords  *ebpf.Map `ebpf:"flow_records"`
 	LostRecords  *ebpf.Map `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.Map `ebpf:"mptcp_owners"`
+	NosockResets *ebpf.Map `ebpf:"nosock_resets"`
 	SockCounters *ebpf.Map `ebpf:"sock_counters"`
 	SockOwners   *ebpf.Map `ebpf:"sock_owners"`
 }
@@ -185,6 +188,7 @@ func (m *flowtapMaps) Close() error {
 		m.FlowRecords,
 		m.LostRecords,
 		m.MptcpOwners,
+		m.NosockResets,
 		m.SockCounters,
 		m.SockOwners,
 	)

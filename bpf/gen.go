@@ -2,9 +2,11 @@
 // net_packet_flow_base and net_tcp_socket_base events.
 //
 // cgroup_skb ingress and egress programs (flowtap.bpf.c), attached with BPF
-// links to a cgroup v2 directory, keep per-socket TCP counters in
-// socket-local storage and write one fixed-size record per flow-relevant
-// TCP packet (SYN, SYN-ACK, FIN, RST) into a BPF ring buffer. sock_ops and
+// links to a cgroup v2 directory, write one fixed-size record per
+// flow-relevant TCP packet (SYN, SYN-ACK, FIN, RST) into a BPF ring buffer,
+// with the kernel's own TCP counters of the socket (payload bytes
+// acknowledged and received, segments). A tp_btf program on
+// tcp_send_reset reports packets no socket took (refused attempts). sock_ops and
 // tp_btf programs report sockets that close, with their final counters;
 // they, cgroup/connect4/6 and BPF iterators (for sockets that existed
 // before Open) record each socket's owning process. [Capture.Snapshot]
