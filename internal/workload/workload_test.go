@@ -91,15 +91,18 @@ func TestLoopbackInProcess(t *testing.T) {
 	}
 	var in, out uint64
 	kinds := map[string]int{}
-	seen := map[netip.AddrPort]bool{}
+	// A client port may serve two connections to different servers; a
+	// whole 4-tuple is used once.
+	type pair struct{ client, server netip.AddrPort }
+	seen := map[pair]bool{}
 	for _, c := range rep.Connections {
 		kinds[c.Kind]++
 		in += c.BytesClientToServer
 		out += c.BytesServerToClient
-		if seen[c.Client] {
-			t.Errorf("client endpoint %s used twice", c.Client)
+		if seen[pair{c.Client, c.Server}] {
+			t.Errorf("connection %s → %s reported twice", c.Client, c.Server)
 		}
-		seen[c.Client] = true
+		seen[pair{c.Client, c.Server}] = true
 		if c.Client.Addr().Is4In6() || c.Server.Addr().Is4In6() {
 			t.Errorf("%s: addresses must be reported unmapped: %s → %s", c.Kind, c.Client, c.Server)
 		}
