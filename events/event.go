@@ -173,8 +173,10 @@ func (t TCPFlags) String() string {
 	return string(out)
 }
 
-// Counters are one local socket's TCP totals, kept in the kernel per
-// socket: payload bytes (TCP data, no headers) and segments, each way.
+// Counters are one local socket's TCP totals, from the kernel's own
+// sequence-based accounting: payload bytes (acknowledged when sent,
+// in order when received; no headers, no retransmissions, no SYN or FIN)
+// and segments (all, handshake and retransmissions included), each way.
 type Counters struct {
 	BytesSent       uint64
 	BytesReceived   uint64
@@ -203,8 +205,8 @@ type PacketFlowBase struct {
 	Flags     TCPFlags
 	// Length is the IP packet length in bytes.
 	Length uint32
-	// Counters are the local socket's totals including this packet (zero
-	// when the socket's counters are not known, e.g. a request socket).
+	// Counters are the local socket's totals as they stood when the packet
+	// passed the hook (zero when not known, e.g. a request socket).
 	Counters Counters
 	// NoSocket marks a packet that no local socket took, which the kernel
 	// answered itself with a reset (e.g. a SYN to a closed port). Such a
@@ -239,7 +241,7 @@ const (
 	// a TIME_WAIT mini-socket); its counters are final.
 	SocketClosed SocketReport = 1
 	// SocketSnapshot: the socket is alive; flowtap asked for its counters
-	// (at start-up or shutdown).
+	// (periodically, and at shutdown).
 	SocketSnapshot SocketReport = 2
 )
 
