@@ -130,7 +130,9 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 				s = startInProcess(b, discardSink{})
 			} else {
 				var err error
-				s, err = Start(ctx, Config{Plugin: tc.bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard, Names: names})
+				// FLOWTAP_BENCH_MAX_IN_FLIGHT=n tries another MaxInFlight.
+				inFlight, _ := strconv.Atoi(os.Getenv("FLOWTAP_BENCH_MAX_IN_FLIGHT"))
+				s, err = Start(ctx, Config{Plugin: tc.bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard, Names: names, MaxInFlight: inFlight})
 				if err != nil {
 					b.Fatal(err)
 				}

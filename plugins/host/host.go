@@ -67,7 +67,7 @@ const DefaultMaxBatchBytes = 4 << 20
 const envelopeBytes = 32
 
 // DefaultMaxInFlight is the default Config.MaxInFlight.
-const DefaultMaxInFlight = 4
+const DefaultMaxInFlight = 8
 
 // Config says which plugin to start and where its output goes.
 type Config struct {

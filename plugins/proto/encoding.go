@@ -37,11 +37,11 @@ const HeaderLen = 5
 // values, which the compile-time check below pins.
 const (
 	WireKindInvalid = 0 // no value bytes
-	WireKindString  = 1 // string
+	WireKindString  = 1 // rstring
 	WireKindUint    = 2 // uvarint
 	WireKindInt     = 3 // zigzag varint
 	WireKindBool    = 4 // one byte, 0 or 1
-	WireKindStrings = 5 // count, then that many strings
+	WireKindStrings = 5 // rlist
 )
 
 // Compile-time check that events.Kind values are the wire codes: a
@@ -150,48 +150,46 @@ func (e *Encoder) Append(limit int, id uint32, name string, timestamp int64, c *
 		ok = e.appendEvent(sc, timestamp, c, fields, true)
 	}
 	if !ok {
-		e.undo(mark, ndefined)
+		e.undo(mark, ndefined, sc)
 		sc = e.schemaFor(id, name, fields)
 		e.appendEvent(sc, timestamp, c, fields, false)
 	}
 	if len(e.buf) > limit {
-		e.undo(mark, ndefined)
+		e.undo(mark, ndefined, sc)
 		return false
 	}
 	e.count++
-	sc.remember(e.gen, c, fields)
 	return true
-}
-
-// remember records the strings of an event just added, for the next
-// event of the schema to repeat.
-func (sc *schema) remember(gen uint64, c *events.Context, fields []events.Field) {
-	sc.prevGen = gen
-	sc.prev[0], sc.prev[1] = c.Comm, c.HostName
-	for i, kind := range sc.kinds {
-		switch kind {
-		case events.KindString:
-			sc.prev[2+i] = fields[i].Value.Str
-		case events.KindStrings:
-			sc.prevList[i] = fields[i].Value.Strings
-		}
-	}
 }
 
 // undo truncates the batch to mark and forgets the schemas defined after
 // the first ndefined, so that the batch defines them again when needed.
-func (e *Encoder) undo(mark, ndefined int) {
+// appendEvent recorded the undone event's strings in sc (if not nil) as
+// the ones the next event may repeat: sc forgets them, and its next event
+// in the batch repeats nothing.
+func (e *Encoder) undo(mark, ndefined int, sc *schema) {
 	for _, sc := range e.defined[ndefined:] {
 		sc.gen = 0
 	}
 	e.defined = e.defined[:ndefined]
 	e.buf = e.buf[:mark]
+	if sc != nil {
+		sc.prevGen = 0
+	}
 }
 
 // appendEvent appends an event of schema sc, defining sc first if this
-// batch has not. If check is set it verifies, as it goes, that the fields
-// have sc's names and kinds, and stops with false at the first that does
-// not; otherwise the caller knows they do.
+// batch has not, and records its strings in sc for the next event of sc
+// to repeat. If check is set it verifies, as it goes, that the fields have
+// sc's names and kinds, and stops with false at the first that does not;
+// otherwise the caller knows they do.
+//
+// A string or list is sent as a repeat only if it is the very same one
+// (same memory) as in the previous event: comparing pointers costs next to
+// nothing, and what repeats is mostly constants (directions, reasons, the
+// host name) and shared lists; comparing contents cost more than it
+// saved. Recording writes a pointer only where it changes: while the
+// garbage collector marks, each pointer written costs a write barrier.
 func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fields []events.Field, check bool) bool {
 	if sc.gen != e.gen {
 		sc.gen, sc.index = e.gen, uint64(len(e.defined))
@@ -199,25 +197,20 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 		e.buf = append(e.buf, 0)
 		e.buf = append(e.buf, sc.def...)
 	}
+	hasPrev := sc.prevGen == e.gen
+	sc.prevGen = e.gen
+	kinds, names, prev, prevList := sc.kinds, sc.names, sc.prev, sc.prevList
+	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != 2+len(fields) || len(prevList) != len(fields) {
+		return false
+	}
 	b := appendUvarint(e.buf, sc.index+1)
 	b = binary.LittleEndian.AppendUint64(b, uint64(timestamp))
 	b = appendUvarint(b, c.SocketCookie)
 	b = appendUvarint(b, c.CgroupID)
 	b = appendUvarint(b, uint64(c.PID))
 	b = appendUvarint(b, uint64(c.UID))
-	// With no earlier event of sc in this batch, prev holds nothing that
-	// matches: every value is written out.
-	var prev []string
-	var prevList [][]string
-	if sc.prevGen == e.gen {
-		prev, prevList = sc.prev, sc.prevList
-	}
-	b = appendRepeated(b, c.Comm, prev, 0)
-	b = appendRepeated(b, c.HostName, prev, 1)
-	kinds, names := sc.kinds, sc.names
-	if len(kinds) != len(fields) || len(names) != len(fields) {
-		return false
-	}
+	b = appendRepeated(b, c.Comm, &prev[0], hasPrev)
+	b = appendRepeated(b, c.HostName, &prev[1], hasPrev)
 	for i := range fields {
 		f := &fields[i]
 		kind := kinds[i]
@@ -227,7 +220,7 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 		}
 		switch kind {
 		case events.KindString:
-			b = appendRepeated(b, f.Value.Str, prev, 2+i)
+			b = appendRepeated(b, f.Value.Str, &prev[2+i], hasPrev)
 		case events.KindUint:
 			b = appendUvarint(b, f.Value.Uint)
 		case events.KindInt:
@@ -239,10 +232,14 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 				b = append(b, 0)
 			}
 		case events.KindStrings:
-			l := f.Value.Strings
-			if prevList != nil && sameList(l, prevList[i]) {
-				b = append(b, 0)
-				break
+			l, p := f.Value.Strings, &prevList[i]
+			if len(l) == len(*p) && unsafe.SliceData(l) == unsafe.SliceData(*p) {
+				if hasPrev {
+					b = append(b, 0)
+					break
+				}
+			} else {
+				*p = l
 			}
 			b = appendUvarint(b, uint64(len(l))+1)
 			for _, s := range l {
@@ -254,26 +251,18 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 	return true
 }
 
-// appendRepeated appends s as an rstring: 0 if it equals prev[slot] (prev
-// nil: there is no previous event), else its length + 1 and its bytes.
-func appendRepeated(b []byte, s string, prev []string, slot int) []byte {
-	if prev != nil && sameString(s, prev[slot]) {
-		return append(b, 0)
+// appendRepeated appends s as an rstring: 0 if s is the very string *prev
+// holds and hasPrev says *prev is the previous event's, else its length +
+// 1 and its bytes. It leaves s in *prev.
+func appendRepeated(b []byte, s string, prev *string, hasPrev bool) []byte {
+	if len(s) == len(*prev) && unsafe.StringData(s) == unsafe.StringData(*prev) {
+		if hasPrev {
+			return append(b, 0)
+		}
+	} else {
+		*prev = s
 	}
 	return append(appendUvarint(b, uint64(len(s))+1), s...)
-}
-
-// sameList reports whether two lists hold the same strings.
-func sameList(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !sameString(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // schemaFor returns the cached schema of an event of this shape, caching
@@ -340,13 +329,16 @@ func sameString(a, b string) bool {
 	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
-// appendUvarint is binary.AppendUvarint, inlined for values below 2^14.
+// appendUvarint is binary.AppendUvarint, unrolled for values below 2^21
+// (ports, pids, counters, durations in the milliseconds).
 func appendUvarint(b []byte, v uint64) []byte {
-	if v < 0x80 {
+	switch {
+	case v < 1<<7:
 		return append(b, byte(v))
-	}
-	if v < 0x4000 {
+	case v < 1<<14:
 		return append(b, byte(v)|0x80, byte(v>>7))
+	case v < 1<<21:
+		return append(b, byte(v)|0x80, byte(v>>7)|0x80, byte(v>>14))
 	}
 	return binary.AppendUvarint(b, v)
 }

@@ -135,7 +135,11 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 	for p < len(data) {
 		start := p
 		var tag uint64
-		tag, p = readUvarint(data, p)
+		if data[p] < 0x80 { // p < len(data)
+			tag, p = uint64(data[p]), p+1
+		} else {
+			tag, p = readUvarint(data, p)
+		}
 		if tag == 0 {
 			if p < 0 {
 				return nil, fields, strs, fmt.Errorf("decode events: record at byte %d: %w", start, badError(p))
@@ -153,8 +157,14 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 			return nil, fields, strs, fmt.Errorf("decode events: more events than the %d the header claims", count)
 		}
 		sc := &d.schemas[tag-1]
-		evs = append(evs, Event{ID: sc.id, Name: sc.name})
+		// evs has room for count events. Like the fields below, the event
+		// is set member by member, pointers only where they change.
+		evs = evs[:len(evs)+1]
 		ev := &evs[len(evs)-1]
+		ev.ID = sc.id
+		if !samePointer(ev.Name, sc.name) {
+			ev.Name = sc.name
+		}
 		if p <= len(data)-8 {
 			ev.Timestamp = int64(binary.LittleEndian.Uint64(data[p:]))
 			p += 8
@@ -166,26 +176,57 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		c.CgroupID, p = readUvarint(data, p)
 		c.PID, p = readUint32(data, p)
 		c.UID, p = readUint32(data, p)
-		c.Comm, p = readRepeated(data, p, sc, 0)
-		c.HostName, p = readRepeated(data, p, sc, 1)
+		var comm, host string
+		comm, p = readRepeated(data, p, sc, 0)
+		host, p = readRepeated(data, p, sc, 1)
+		if !samePointer(c.Comm, comm) {
+			c.Comm = comm
+		}
+		if !samePointer(c.HostName, host) {
+			c.HostName = host
+		}
 
 		n := len(sc.fields)
 		if n == 0 {
-			ev.Fields = noFields
+			if !sameSlice(ev.Fields, noFields) {
+				ev.Fields = noFields
+			}
 		} else {
 			first := len(fields)
 			if first+n > cap(fields) {
 				// The events decoded so far keep the old array.
 				fields = append(make([]Field, 0, max(2*cap(fields), first+n, 64)), fields...)
 			}
-			fields = append(fields, sc.fields...) // names and kinds
+			// The slab still holds an earlier batch's fields. Each field is
+			// set member by member, and a pointer only where it changes:
+			// while the garbage collector marks, every pointer written costs
+			// a write barrier, and the names, for one, rarely change.
+			fields = fields[:first+n]
 			fs := fields[first : first+n : first+n]
-			ev.Fields = fs
+			if !sameSlice(ev.Fields, fs) {
+				ev.Fields = fs
+			}
 			for j := range fs {
-				v := &fs[j].Value
-				switch v.Kind {
+				f := &fs[j]
+				if name := sc.fields[j].Name; !samePointer(f.Name, name) {
+					f.Name = name
+				}
+				v := &f.Value
+				kind := sc.fields[j].Value.Kind
+				v.Kind, v.Uint, v.Int, v.Bool = kind, 0, 0, false
+				if kind != KindString && len(v.Str) > 0 {
+					v.Str = ""
+				}
+				if kind != KindStrings && v.Strings != nil {
+					v.Strings = nil
+				}
+				switch kind {
 				case KindString:
-					v.Str, p = readRepeated(data, p, sc, 2+j)
+					var s string
+					s, p = readRepeated(data, p, sc, 2+j)
+					if !samePointer(v.Str, s) {
+						v.Str = s
+					}
 				case KindUint:
 					v.Uint, p = readUvarint(data, p)
 				case KindInt:
@@ -205,16 +246,16 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 				case KindStrings:
 					var k uint64
 					k, p = readUvarint(data, p)
-					v.Strings = emptyStrings
+					l := emptyStrings
 					switch {
 					case p < 0:
 					case k == 0: // the previous event's list, copied
 						if !sc.seen {
 							p = badRepeat
-						} else if l := sc.prevList[j]; len(l) > 0 {
+						} else if prev := sc.prevList[j]; len(prev) > 0 {
 							at := len(strs)
-							strs = append(strs, l...)
-							v.Strings = strs[at:len(strs):len(strs)]
+							strs = append(strs, prev...)
+							l = strs[at:len(strs):len(strs)]
 						}
 					case k-1 > uint64(len(data)-p): // each string takes a byte at least
 						p = badTruncated
@@ -225,9 +266,10 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 							s, p = readString(data, p)
 							strs = append(strs, s)
 						}
-						v.Strings = strs[at:len(strs):len(strs)]
+						l = strs[at:len(strs):len(strs)]
 					}
-					sc.prevList[j] = v.Strings
+					v.Strings = l
+					sc.prevList[j] = l
 				}
 			}
 		}
@@ -309,20 +351,23 @@ func (d *decoder) intern(b []byte) string {
 // The readers below read one primitive at data[p:] and return it with the
 // position after it. At a bad position (p < 0) they return zero and p.
 
-// readUvarint reads a uvarint; the one-byte case is inlined.
+// readUvarint reads a uvarint. Callers where one byte is the rule check
+// for it first themselves: the function is too large to be inlined.
 func readUvarint(data []byte, p int) (uint64, int) {
-	if uint(p) < uint(len(data)) && data[p] < 0x80 {
-		return uint64(data[p]), p + 1
-	}
-	return readUvarintSlow(data, p)
-}
-
-func readUvarintSlow(data []byte, p int) (uint64, int) {
 	if p < 0 {
 		return 0, p
 	}
-	if p+1 < len(data) && data[p+1] < 0x80 { // two bytes: ports, pids
-		return uint64(data[p]&0x7f) | uint64(data[p+1])<<7, p + 2
+	// Unrolled up to three bytes: ports, pids, counters, durations.
+	if p+2 < len(data) {
+		b0, b1, b2 := data[p], data[p+1], data[p+2]
+		switch {
+		case b0 < 0x80:
+			return uint64(b0), p + 1
+		case b1 < 0x80:
+			return uint64(b0&0x7f) | uint64(b1)<<7, p + 2
+		case b2 < 0x80:
+			return uint64(b0&0x7f) | uint64(b1&0x7f)<<7 | uint64(b2)<<14, p + 3
+		}
 	}
 	v, n := binary.Uvarint(data[min(p, len(data)):])
 	switch {
@@ -359,7 +404,12 @@ func readBytes(data []byte, p int) ([]byte, int) {
 // (aliasing data) or a 0 that repeats the slot's value in the previous
 // event of sc. It records the result as the slot's value.
 func readRepeated(data []byte, p int, sc *schema, slot int) (string, int) {
-	n, p := readUvarint(data, p)
+	var n uint64
+	if uint(p) < uint(len(data)) && data[p] < 0x80 {
+		n, p = uint64(data[p]), p+1
+	} else {
+		n, p = readUvarint(data, p)
+	}
 	var s string
 	switch {
 	case p < 0:
@@ -375,13 +425,31 @@ func readRepeated(data []byte, p int, sc *schema, slot int) (string, int) {
 		s = unsafe.String(&data[p], int(n-1))
 		p += int(n - 1)
 	}
-	sc.prev[slot] = s
+	if !samePointer(sc.prev[slot], s) { // spare a write barrier
+		sc.prev[slot] = s
+	}
 	return s, p
+}
+
+// samePointer reports whether a and b are the same string in memory: the
+// same bytes at the same address (not merely equal contents).
+func samePointer(a, b string) bool {
+	return len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
+}
+
+// sameSlice reports whether a and b are the same window of the same array.
+func sameSlice(a, b []Field) bool {
+	return len(a) == len(b) && cap(a) == cap(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // readString reads a length-prefixed string that aliases data.
 func readString(data []byte, p int) (string, int) {
-	n, p := readUvarint(data, p)
+	var n uint64
+	if uint(p) < uint(len(data)) && data[p] < 0x80 {
+		n, p = uint64(data[p]), p+1
+	} else {
+		n, p = readUvarint(data, p)
+	}
 	if n == 0 || n > uint64(len(data)-p) || p < 0 {
 		if n != 0 && p >= 0 {
 			p = badTruncated

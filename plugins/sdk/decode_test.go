@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -303,9 +304,22 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encode(f, allKindsEvent(), Event{}, allKindsEvent()))
 	f.Add(encode(f, Event{Name: "x", Fields: []Field{{Name: "l", Value: events.Strings([]string{"a"})}}}))
 	f.Add([]byte{proto.Layout, 0, 0, 0, 0})
+	// A batch of other shapes, decoded first into the memory the input
+	// is then decoded into: what it leaves there must not show.
+	dirtyEv := allKindsEvent()
+	dirtyEv.Fields = append(dirtyEv.Fields, dirtyEv.Fields...)
+	dirty := encode(f, dirtyEv, allKindsEvent(), dirtyEv)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var d decoder
 		evs, err := d.decode(data)
+		var reused decoder
+		if _, err := reused.decode(dirty); err != nil {
+			t.Fatal(err)
+		}
+		evs2, err2 := reused.decode(data)
+		if (err == nil) != (err2 == nil) || len(evs) != len(evs2) || len(evs) > 0 && !reflect.DeepEqual(evs, evs2) {
+			t.Fatalf("decoding into used memory differs: %v / %v\n%+v\n%+v", err, err2, evs, evs2)
+		}
 		if err != nil {
 			return
 		}
@@ -459,27 +473,29 @@ func TestEncodeUnknownKind(t *testing.T) {
 	}
 }
 
-// TestDecodeRepeats: strings and lists equal to the previous event's of
-// the same schema travel as one byte, and decode to the same values; a
-// repeated list is a copy, not the previous event's list.
+// TestDecodeRepeats: strings and lists that are the very ones of the
+// previous event of the same schema travel as one byte, and decode to the
+// same values; a repeated list is a copy, not the previous event's list.
 func TestDecodeRepeats(t *testing.T) {
-	mk := func(comm, dst string, dns ...string) Event {
+	mk := func(comm, dst string, dns []string) Event {
 		return Event{ID: 1002, Name: "end", Context: Context{Comm: comm, HostName: "node-7.prod.example.internal"}, Fields: []Field{
 			{Name: "dst", Value: events.String(dst)},
 			{Name: "dns", Value: events.Strings(dns)},
 			{Name: "n", Value: events.Uint(1)},
 		}}
 	}
+	ab, a := []string{"a.example", "b.example"}, []string{"a.example"}
 	other := Event{ID: 7, Name: "other", Context: Context{Comm: "curl", HostName: "elsewhere"}, Fields: []Field{{Name: "dst", Value: events.String("x")}}}
 	evs := []Event{
-		mk("curl", "10.0.0.1", "a.example", "b.example"),
-		mk("curl", "10.0.0.1", "a.example", "b.example"), // all repeated
-		other, // another schema between: repeats are per schema
-		mk("curl", "10.0.0.2", "a.example"),
-		mk("sshd", "10.0.0.2"),
-		mk("sshd", "10.0.0.2"),
-		mk("", ""),
-		mk("", ""),
+		mk("curl", "10.0.0.1", ab),
+		mk("curl", "10.0.0.1", ab), // all repeated
+		other,                      // another schema between: repeats are per schema
+		mk("curl", "10.0.0.2", a),
+		mk("sshd", "10.0.0.2", nil),
+		mk("sshd", "10.0.0.2", nil),
+		mk("", "", []string{}),
+		mk("", "", nil),
+		mk("curl", "10.0.0.1", []string{"a.example", "b.example"}), // equal, not the same: sent again
 		other,
 	}
 	data := encode(t, evs...)
@@ -501,5 +517,28 @@ func TestDecodeRepeats(t *testing.T) {
 	one := len(encode(t, evs[0]))
 	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3 {
 		t.Errorf("a repeated event takes %d bytes", two-one)
+	}
+}
+
+// TestDecodeReuseClearsStale: a batch decoded into memory that held
+// another batch's events of other shapes shows nothing of them.
+func TestDecodeReuseClearsStale(t *testing.T) {
+	a := allKindsEvent()
+	b := allKindsEvent()
+	slices.Reverse(b.Fields)
+	b.Context = Context{}
+	b.Name, b.ID = "reversed", 5
+	c := Event{Name: "bare", Fields: []Field{}}
+	var d decoder
+	for _, batch := range [][]Event{{a, a, c}, {b, c, b}, {c, a, b}, {b, b, b}} {
+		got, err := d.decode(encode(t, batch...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range batch {
+			if !reflect.DeepEqual(got[i], batch[i]) {
+				t.Fatalf("event %d:\n got %+v\nwant %+v", i, got[i], batch[i])
+			}
+		}
 	}
 }
