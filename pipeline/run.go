@@ -301,6 +301,17 @@ type sink struct {
 	delivered uint64
 }
 
+// outputFile is the file sink plugins print to directly: the process's
+// standard output, or the Stdout option when it is a file. Any other
+// writer gets the plugins' forwarded stdout instead.
+func outputFile(w io.Writer) *os.File {
+	if w == nil {
+		return os.Stdout
+	}
+	f, _ := w.(*os.File)
+	return f
+}
+
 func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
 	var sinks []*sink
 	for i, pp := range plan.Pipelines {
@@ -311,6 +322,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				Plugin: sc.Plugin,
 				Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
 				Stdout: opts.Stdout,
+				Output: outputFile(opts.Stdout),
 				Stderr: opts.Stderr,
 				Names:  opts.Catalogue.Name,
 			})

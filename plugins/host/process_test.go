@@ -209,6 +209,51 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 // TestStdoutPluginFlushedAtClose writes output faster than the host
 // consumes it and checks that all of it has arrived when Close returns.
 // go-plugin alone drops what is still in flight when the plugin shuts down.
+// TestStdoutPluginOutputFile hands the plugin a file of its own: the
+// stdout sink prints there directly, and nothing comes back over the
+// forwarded stdout.
+func TestStdoutPluginOutputFile(t *testing.T) {
+	bin := buildPlugin(t, stdoutPkg)
+	out, err := os.CreateTemp(t.TempDir(), "output")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var stdout bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: "test / stdout", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: &stdout, Output: out, Names: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if err := s.Configure(ctx, map[string]any{"format": "json"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	batch := make([]events.Event, 0, n)
+	for i := 0; i < n; i++ {
+		batch = append(batch, flowBegin())
+	}
+	if err := s.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged output is complete: no need to wait for Close.
+	data, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bytes.Count(data, []byte("\n")); got != n {
+		t.Fatalf("output file has %d lines after an acknowledged batch of %d", got, n)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("forwarded stdout got %d bytes; the output file should have taken them: %q", stdout.Len(), stdout.String())
+	}
+}
+
 func TestStdoutPluginFlushedAtClose(t *testing.T) {
 	bin := buildPlugin(t, stdoutPkg)
 	for _, format := range []string{"table", "json"} {

@@ -3,7 +3,10 @@ package sdk
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
@@ -115,6 +118,41 @@ func Serve(s Sink) {
 		Logger: logger,
 	})
 }
+
+// OutputFDEnv names the environment variable through which the host
+// tells a plugin which file descriptor is its output (see Output).
+const OutputFDEnv = "FLOWTAP_OUTPUT_FD"
+
+// Output returns where a sink that prints for people (like the stdout
+// sink) should write: the host's own standard output, handed to the
+// plugin as a file descriptor, so output does not travel back to the host
+// over gRPC. Without one (a host that passes none, or a sink under unit
+// test) it writes to os.Stdout as it is at the time of each write, which
+// go-plugin forwards to the host. Writes are unbuffered: buffer and flush
+// before acknowledging a batch, so output is complete when Write returns.
+func Output() io.Writer {
+	outputOnce.Do(func() {
+		if fd, err := strconv.Atoi(os.Getenv(OutputFDEnv)); err == nil && fd > 2 {
+			if f := os.NewFile(uintptr(fd), "flowtap-output"); f != nil {
+				output = f
+				return
+			}
+		}
+		output = stdoutWriter{}
+	})
+	return output
+}
+
+var (
+	outputOnce sync.Once
+	output     io.Writer
+)
+
+// stdoutWriter writes to whatever os.Stdout is when it writes: go-plugin
+// replaces os.Stdout after the handshake.
+type stdoutWriter struct{}
+
+func (stdoutWriter) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 
 // pluginLogger holds the logger Serve set up; nil before Serve.
 var pluginLogger atomic.Pointer[hclog.Logger]

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"time"
 
@@ -31,8 +30,8 @@ type Sink struct {
 	format string
 	table  tableFormatter
 
-	// out is where output goes; nil means os.Stdout as it is at the time
-	// of writing (go-plugin replaces os.Stdout after the handshake).
+	// out is where output goes; nil means sdk.Output(): the host's
+	// standard output.
 	out    io.Writer
 	bw     *bufio.Writer
 	buf    []byte // one formatted event, reused
@@ -50,11 +49,6 @@ func New() *Sink {
 // Info implements sdk.Sink.
 func (s *Sink) Info() sdk.Info { return sdk.Info{Name: "stdout", Version: Version} }
 
-// stdoutWriter writes to whatever os.Stdout is when it writes.
-type stdoutWriter struct{}
-
-func (stdoutWriter) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
-
 // Configure implements sdk.Sink. The config is a JSON object with one
 // optional key, "format": "table" (the default) or "json".
 func (s *Sink) Configure(_ context.Context, config []byte) error {
@@ -63,11 +57,7 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 		return err
 	}
 	s.format = format
-	w := s.out
-	if w == nil {
-		w = stdoutWriter{}
-	}
-	s.bw = bufio.NewWriterSize(w, 64<<10)
+	s.bw = bufio.NewWriterSize(s.writer(), 64<<10)
 	sdk.Logger().Info("configured stdout sink", "format", format)
 	return nil
 }
@@ -138,14 +128,18 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	return nil
 }
 
+// writer returns where output goes.
+func (s *Sink) writer() io.Writer {
+	if s.out != nil {
+		return s.out
+	}
+	return sdk.Output()
+}
+
 // writeFailed discards what is buffered (a bufio.Writer keeps failing
 // after its first error) so that a later batch can be tried afresh.
 func (s *Sink) writeFailed(err error) error {
-	w := s.out
-	if w == nil {
-		w = stdoutWriter{}
-	}
-	s.bw.Reset(w)
+	s.bw.Reset(s.writer())
 	return fmt.Errorf("write to stdout: %w", err)
 }
 
