@@ -91,7 +91,7 @@ func flowEnds(n int) []events.Event {
 //   - process/stdout-json: the real stdout plugin printing JSON, forwarded
 //     by go-plugin to a host stdout that discards it;
 //   - process/echo-450B: the discard plugin printing a line of 450 bytes
-//     (the size of a JSON line) per event without formatting anything:
+//     (about the size of a JSON line) per event without formatting anything:
 //     the cost of go-plugin's stdout forwarding;
 //   - grpc-in-process/discard: the same protocol over go-plugin's
 //     TestPluginGRPCConn, without a second process.
