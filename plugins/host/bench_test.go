@@ -90,6 +90,8 @@ func flowEnds(n int) []events.Event {
 //     the end, timed);
 //   - process/stdout-json: the real stdout plugin printing JSON, forwarded
 //     by go-plugin to a host stdout that discards it;
+//   - process/stdout-json-output: the same, printing to a file the host
+//     hands it (Config.Output, sdk.Output; here /dev/null) instead;
 //   - process/echo-450B: the discard plugin printing a line of 450 bytes
 //     (about the size of a JSON line) per event without formatting anything:
 //     the cost of go-plugin's stdout forwarding;
@@ -108,20 +110,22 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 		config map[string]any
 		batch  int
 		async  bool
+		output bool // hand the plugin a file for sdk.Output (/dev/null)
 	}
 	var cases []benchCase
 	for _, mode := range []string{"sync", "async"} {
 		for _, n := range benchBatchSizes {
-			cases = append(cases, benchCase{fmt.Sprintf("process/discard/%s/batch=%d", mode, n), discardBin, nil, n, mode == "async"})
+			cases = append(cases, benchCase{fmt.Sprintf("process/discard/%s/batch=%d", mode, n), discardBin, nil, n, mode == "async", false})
 		}
 	}
 	for _, mode := range []string{"sync", "async"} {
 		cases = append(cases,
-			benchCase{"process/stdout-json/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async"},
-			benchCase{"process/echo-450B/" + mode + "/batch=1024", discardBin, map[string]any{"echo": 450}, 1024, mode == "async"},
+			benchCase{"process/stdout-json/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", false},
+			benchCase{"process/stdout-json-output/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", true},
+			benchCase{"process/echo-450B/" + mode + "/batch=1024", discardBin, map[string]any{"echo": 450}, 1024, mode == "async", false},
 		)
 	}
-	cases = append(cases, benchCase{"grpc-in-process/discard/sync/batch=1024", "", nil, 1024, false})
+	cases = append(cases, benchCase{"grpc-in-process/discard/sync/batch=1024", "", nil, 1024, false, false})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -132,7 +136,16 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 				var err error
 				// FLOWTAP_BENCH_MAX_IN_FLIGHT=n tries another MaxInFlight.
 				inFlight, _ := strconv.Atoi(os.Getenv("FLOWTAP_BENCH_MAX_IN_FLIGHT"))
-				s, err = Start(ctx, Config{Plugin: tc.bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard, Names: names, MaxInFlight: inFlight})
+				cfg := Config{Plugin: tc.bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard, Names: names, MaxInFlight: inFlight}
+				if tc.output {
+					devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer devNull.Close()
+					cfg.Output = devNull
+				}
+				s, err = Start(ctx, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -206,9 +206,6 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
-// TestStdoutPluginFlushedAtClose writes output faster than the host
-// consumes it and checks that all of it has arrived when Close returns.
-// go-plugin alone drops what is still in flight when the plugin shuts down.
 // TestStdoutPluginOutputFile hands the plugin a file of its own: the
 // stdout sink prints there directly, and nothing comes back over the
 // forwarded stdout.
@@ -254,6 +251,9 @@ func TestStdoutPluginOutputFile(t *testing.T) {
 	}
 }
 
+// TestStdoutPluginFlushedAtClose writes output faster than the host
+// consumes it and checks that all of it has arrived when Close returns.
+// go-plugin alone drops what is still in flight when the plugin shuts down.
 func TestStdoutPluginFlushedAtClose(t *testing.T) {
 	bin := buildPlugin(t, stdoutPkg)
 	for _, format := range []string{"table", "json"} {
