@@ -341,30 +341,46 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	return sinks, nil
 }
 
-// run batches the sink's queue into Writes until the queue is closed, then
-// writes what is left. Batches leave when full or when the oldest event
-// has waited flush long.
+// run batches the sink's queue into writes until the queue is closed, then
+// writes what is left and waits for every acknowledgement. Batches leave
+// when full or when the oldest event has waited flush long; several may be
+// in flight at once (host.Sink.WriteAsync), and each tick settles them.
 func (s *sink) run(ctx context.Context, size int, flush time.Duration) error {
 	batch := make([]events.Event, 0, size)
 	ticker := time.NewTicker(flush)
 	defer ticker.Stop()
+	// Deliver even while shutting down: the drain must reach the sink.
+	wctx := context.WithoutCancel(ctx)
 	write := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		// Deliver even while shutting down: the drain must reach the sink.
-		if err := s.client.Write(context.WithoutCancel(ctx), batch); err != nil {
-			return fmt.Errorf("%s: write %d events: %w", s.label, len(batch), err)
+		n := uint64(len(batch))
+		// done runs on this goroutine, inside a later call on the client.
+		if err := s.client.WriteAsync(wctx, batch, func(err error) {
+			if err == nil {
+				s.delivered += n
+			}
+		}); err != nil {
+			return fmt.Errorf("%s: write %d events: %w", s.label, n, err)
 		}
-		s.delivered += uint64(len(batch))
-		batch = batch[:0]
+		batch = batch[:0] // encoded by WriteAsync: free to reuse
+		return nil
+	}
+	settle := func() error {
+		if err := write(); err != nil {
+			return err
+		}
+		if err := s.client.Flush(wctx); err != nil {
+			return fmt.Errorf("%s: %w", s.label, err)
+		}
 		return nil
 	}
 	for {
 		select {
 		case ev, ok := <-s.queue:
 			if !ok {
-				return write()
+				return settle()
 			}
 			batch = append(batch, ev)
 			if len(batch) >= size {
@@ -374,7 +390,7 @@ func (s *sink) run(ctx context.Context, size int, flush time.Duration) error {
 				}
 			}
 		case <-ticker.C:
-			if err := write(); err != nil {
+			if err := settle(); err != nil {
 				s.discard()
 				return err
 			}
