@@ -116,13 +116,16 @@ type conn struct {
 	key       connKey
 	initiator netip.AddrPort // sent the SYN
 	responder netip.AddrPort
-	out       endpoint // the initiator, when it is local
-	in        endpoint // the responder, when it is local
-	finInit   bool     // the initiator sent a FIN
-	finResp   bool     // the responder sent a FIN
-	rst       bool     // a reset was seen
-	closingTS int64    // when FIN both ways or RST was seen; 0 while open
-	lastSeen  int64
+	// initText and respText are the addresses rendered once per
+	// connection, not once per event.
+	initText, respText string
+	out                endpoint // the initiator, when it is local
+	in                 endpoint // the responder, when it is local
+	finInit            bool     // the initiator sent a FIN
+	finResp            bool     // the responder sent a FIN
+	rst                bool     // a reset was seen
+	closingTS          int64    // when FIN both ways or RST was seen; 0 while open
+	lastSeen           int64
 
 	// Intrusive list ordered by lastSeen, oldest first.
 	prev, next *conn
@@ -472,7 +475,8 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 		t.finishAll(t.head, ts, events.CloseEvicted)
 	}
 	t.gen++
-	c := &conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts}
+	c := &conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts,
+		initText: events.AddrText(initiator.Addr()), respText: events.AddrText(responder.Addr())}
 	t.conns[key] = c
 	t.pushBack(c)
 	t.handshakes = append(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
@@ -545,6 +549,8 @@ func (t *Tracker) flow(c *conn, dir events.ConnDirection) events.Flow {
 		Dst:       c.responder.Addr(),
 		SrcPort:   c.initiator.Port(),
 		DstPort:   c.responder.Port(),
+		SrcText:   c.initText,
+		DstText:   c.respText,
 	}
 }
 

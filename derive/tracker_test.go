@@ -146,6 +146,11 @@ func formatEvent(t *testing.T, ev events.Event) string {
 		t.Fatalf("event id %d does not match payload %T", ev.ID, ev.Payload)
 	}
 	flow := func(kind string, f *events.Flow) string {
+		for _, c := range [][2]string{{f.SrcText, events.AddrText(f.Src)}, {f.DstText, events.AddrText(f.Dst)}} {
+			if c[0] != "" && c[0] != c[1] {
+				t.Fatalf("cached address text %q differs from the address %q", c[0], c[1])
+			}
+		}
 		return fmt.Sprintf("%s %s %s -> %s cookie=%d pid=%d", kind, f.Direction,
 			netip.AddrPortFrom(f.Src, f.SrcPort), netip.AddrPortFrom(f.Dst, f.DstPort), ev.Context.SocketCookie, ev.Context.PID)
 	}

@@ -343,6 +343,12 @@ type Flow struct {
 	DstPort   uint16
 	SrcDNS    []string
 	DstDNS    []string
+	// SrcText and DstText are Src and Dst rendered by AddrText. A producer
+	// that emits several events per connection sets them once, so that
+	// every event does not render (and allocate) the addresses again;
+	// when empty, AppendFields renders Src and Dst itself.
+	SrcText string
+	DstText string
 }
 
 // appendFlowFields appends the fields every flow event has, in the order of
@@ -350,8 +356,8 @@ type Flow struct {
 func (f *Flow) appendFlowFields(dst []Field) []Field {
 	return append(dst,
 		Field{"conn_direction", String(f.Direction.String())},
-		Field{"src", String(addrString(f.Src))},
-		Field{"dst", String(addrString(f.Dst))},
+		Field{"src", String(textOr(f.SrcText, f.Src))},
+		Field{"dst", String(textOr(f.DstText, f.Dst))},
 		Field{"src_port", Uint(uint64(f.SrcPort))},
 		Field{"dst_port", Uint(uint64(f.DstPort))},
 		Field{"src_dns", Strings(f.SrcDNS)},
@@ -464,8 +470,20 @@ func (f *FlowFailed) AppendFields(dst []Field) []Field {
 	return append(f.appendFlowFields(dst), Field{"reason", String(f.Reason.String())})
 }
 
-// addrString renders an address without the IPv4-in-IPv6 form: dual-stack
-// sockets carrying IPv4 traffic are reported with plain IPv4 addresses.
+// textOr returns text, or a rendered when text is empty.
+func textOr(text string, a netip.Addr) string {
+	if text != "" {
+		return text
+	}
+	return AddrText(a)
+}
+
+// AddrText renders an address as events report it: without the
+// IPv4-in-IPv6 form, so dual-stack sockets carrying IPv4 traffic are
+// reported with plain IPv4 addresses; "" for the zero Addr.
+func AddrText(a netip.Addr) string { return addrString(a) }
+
+// addrString is AddrText.
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {
 		return ""

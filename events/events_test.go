@@ -241,6 +241,23 @@ func TestFlowFieldsRenderPlainIPv4AndEmptyLists(t *testing.T) {
 	}
 }
 
+func TestFlowAddressText(t *testing.T) {
+	f := Flow{Src: netip.MustParseAddr("::ffff:10.0.0.1"), Dst: netip.MustParseAddr("::1")}
+	plain := f.appendFlowFields(nil)
+	f.SrcText, f.DstText = AddrText(f.Src), AddrText(f.Dst)
+	cached := f.appendFlowFields(nil)
+	if plain[1].Value.Str != "10.0.0.1" || cached[1].Value.Str != "10.0.0.1" || plain[2].Value.Str != "::1" || cached[2].Value.Str != "::1" {
+		t.Fatalf("rendered %q/%q, cached %q/%q", plain[1].Value.Str, plain[2].Value.Str, cached[1].Value.Str, cached[2].Value.Str)
+	}
+	f.SrcText = "given"
+	if got := f.appendFlowFields(nil)[1].Value.Str; got != "given" {
+		t.Fatalf("SrcText ignored: %q", got)
+	}
+	if testing.AllocsPerRun(100, func() { f.appendFlowFields(make([]Field, 0, 8)) }) > 1 {
+		t.Fatal("cached texts still allocate per event")
+	}
+}
+
 func TestTCPFlagsString(t *testing.T) {
 	for flags, want := range map[TCPFlags]string{0: "none", FlagSYN: "SYN", FlagSYN | FlagACK: "SYN|ACK", FlagFIN | FlagACK: "FIN|ACK", FlagRST: "RST"} {
 		if got := flags.String(); got != want {
