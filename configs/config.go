@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -21,8 +22,48 @@ var defaultYAML []byte
 type Config struct {
 	// Source names where the config came from (a file path, or
 	// "embedded default"); error messages use it.
-	Source    string     `mapstructure:"-"`
+	Source string `mapstructure:"-"`
+	// Capture configures the kernel capture and the derivation shared by
+	// every pipeline.
+	Capture Capture `mapstructure:"capture"`
+	// Log configures flowtap's own log.
+	Log       Log        `mapstructure:"log"`
 	Pipelines []Pipeline `mapstructure:"pipelines"`
+}
+
+// Capture configures the one kernel capture and derivation that all
+// pipelines share. Zero values mean the built-in defaults.
+type Capture struct {
+	// Cgroup is the cgroup v2 directory the programs attach to; "" means
+	// the cgroup v2 mount found in /proc/mounts.
+	Cgroup string `mapstructure:"cgroup"`
+	// RingBufferSize is the BPF ring buffer size in bytes.
+	RingBufferSize int `mapstructure:"ring_buffer_size"`
+	// FlowTableSize bounds the connections tracked at once.
+	FlowTableSize int `mapstructure:"flow_table_size"`
+	// FlowIdleTimeout evicts a connection nothing was heard of for this long.
+	FlowIdleTimeout time.Duration `mapstructure:"flow_idle_timeout"`
+	// SYNTimeout reports an attempt without SYN-ACK as failed after this long.
+	SYNTimeout time.Duration `mapstructure:"syn_timeout"`
+	// DNS configures the DNS cache that fills src_dns and dst_dns.
+	DNS DNS `mapstructure:"dns"`
+}
+
+// DNS configures DNS capture and the name cache.
+type DNS struct {
+	// Enabled turns DNS capture and the cache off when false. Nil (unset)
+	// means on whenever a selected event has a DNS field.
+	Enabled *bool `mapstructure:"enabled"`
+	// CacheSize bounds the cache's entries; 0 means the default.
+	CacheSize int `mapstructure:"cache_size"`
+}
+
+// Log configures flowtap's own log (hclog).
+type Log struct {
+	// Level is trace, debug, info, warn or error; "" means info.
+	Level string `mapstructure:"level"`
+	// Format is text or json; "" means text.
+	Format string `mapstructure:"format"`
 }
 
 // Pipeline selects events and delivers them to one or more sinks.
@@ -31,7 +72,9 @@ type Pipeline struct {
 	// Events are selection expressions: event names, set names, globs,
 	// "-name" to exclude (see events.ParseSelection).
 	Events []string `mapstructure:"events"`
-	Sinks  []Sink   `mapstructure:"sinks"`
+	// Filter keeps only the events it matches; "" keeps all.
+	Filter string `mapstructure:"filter"`
+	Sinks  []Sink `mapstructure:"sinks"`
 }
 
 // Sink names a sink plugin and the configuration handed to its Configure.
@@ -40,6 +83,37 @@ type Sink struct {
 	// plugin binary.
 	Plugin string         `mapstructure:"plugin"`
 	Config map[string]any `mapstructure:"config"`
+	// SHA256, when set, pins the plugin binary: its SHA-256 (hex) must
+	// match before it is launched.
+	SHA256 string `mapstructure:"sha256"`
+	// Queue bounds the events waiting for this sink.
+	Queue Queue `mapstructure:"queue"`
+	// Restart governs how a crashed or hung plugin is restarted.
+	Restart Restart `mapstructure:"restart"`
+	// OnFailure is what happens when the plugin keeps failing after its
+	// restarts: "stop" (flowtap stops with an error; the default) or
+	// "disable" (this sink is dropped, the others go on).
+	OnFailure string `mapstructure:"on_failure"`
+}
+
+// Queue is a sink's bounded queue.
+type Queue struct {
+	// Size is the most events waiting; 0 means the default.
+	Size int `mapstructure:"size"`
+	// Policy is what a full queue does: "block" (the default),
+	// "drop_newest" or "drop_oldest".
+	Policy string `mapstructure:"policy"`
+}
+
+// Restart is a sink plugin's restart policy.
+type Restart struct {
+	// MaxAttempts is how many restarts in a row are tried before the
+	// sink counts as failed; 0 means the default.
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// InitialBackoff and MaxBackoff bound the exponential wait between
+	// restarts; 0 means the defaults.
+	InitialBackoff time.Duration `mapstructure:"initial_backoff"`
+	MaxBackoff     time.Duration `mapstructure:"max_backoff"`
 }
 
 // Default returns the embedded default configuration: the flows set to the
@@ -76,7 +150,7 @@ func decode(v *viper.Viper, source string) (*Config, error) {
 	if err := v.UnmarshalExact(cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.WeaklyTypedInput = false // "events: 3" is a mistake, not ["3"]
 	}); err != nil {
-		return nil, fmt.Errorf("config %s: %w (valid top-level key: pipelines; pipeline keys: name, events, sinks; sink keys: plugin, config)", source, err)
+		return nil, fmt.Errorf("config %s: %w (valid top-level keys: capture, log, pipelines; pipeline keys: name, events, filter, sinks; sink keys: plugin, config, sha256, queue, restart, on_failure)", source, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefault(t *testing.T) {
@@ -56,7 +57,7 @@ func TestLoadErrors(t *testing.T) {
 		name, file, body string
 		want             []string
 	}{
-		{"unknown top-level key", "x.yaml", "pipeline: []\n", []string{`invalid keys: pipeline`, "valid top-level key: pipelines"}},
+		{"unknown top-level key", "x.yaml", "pipeline: []\n", []string{`invalid keys: pipeline`, "valid top-level keys: capture, log, pipelines"}},
 		{"unknown pipeline key", "x.yaml", "pipelines:\n  - name: p\n    event: [flows]\n    sinks: [{plugin: stdout}]\n", []string{"'pipelines[0]' has invalid keys: event"}},
 		{"no pipelines", "x.yaml", "pipelines: []\n", []string{"no pipelines"}},
 		{"duplicate names", "x.yaml", "pipelines:\n  - {name: p, events: [flows], sinks: [{plugin: stdout}]}\n  - {name: p, events: [flows], sinks: [{plugin: stdout}]}\n", []string{`pipeline "p": name used twice`}},
@@ -124,4 +125,45 @@ func FuzzLoadYAML(f *testing.F) {
 			t.Fatalf("loaded config fails validation: %v", err)
 		}
 	})
+}
+
+func TestLoadFullShape(t *testing.T) {
+	body := `capture:
+  cgroup: /sys/fs/cgroup/unified
+  ring_buffer_size: 8388608
+  flow_table_size: 1000
+  flow_idle_timeout: 2m
+  syn_timeout: 5s
+  dns: {enabled: false, cache_size: 5000}
+log: {level: debug, format: json}
+pipelines:
+  - name: p
+    events: [flows]
+    filter: "dst_port=443"
+    sinks:
+      - plugin: stdout
+        sha256: abc
+        queue: {size: 100, policy: drop_oldest}
+        restart: {max_attempts: 3, initial_backoff: 100ms, max_backoff: 2s}
+        on_failure: disable
+`
+	c, err := Load(write(t, "full.yaml", body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	wantCapture := Capture{Cgroup: "/sys/fs/cgroup/unified", RingBufferSize: 8 << 20, FlowTableSize: 1000,
+		FlowIdleTimeout: 2 * time.Minute, SYNTimeout: 5 * time.Second, DNS: DNS{Enabled: &off, CacheSize: 5000}}
+	if !reflect.DeepEqual(c.Capture, wantCapture) {
+		t.Errorf("capture = %+v, want %+v", c.Capture, wantCapture)
+	}
+	if c.Log != (Log{Level: "debug", Format: "json"}) {
+		t.Errorf("log = %+v", c.Log)
+	}
+	s := c.Pipelines[0].Sinks[0]
+	wantSink := Sink{Plugin: "stdout", SHA256: "abc", Queue: Queue{Size: 100, Policy: "drop_oldest"},
+		Restart: Restart{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}, OnFailure: "disable"}
+	if !reflect.DeepEqual(s, wantSink) || c.Pipelines[0].Filter != "dst_port=443" {
+		t.Errorf("pipeline = %+v", c.Pipelines[0])
+	}
 }
