@@ -8,7 +8,13 @@
 // batch while the plugin handles the last.
 //
 // One Sink is one plugin process. The host does not restart a plugin that
-// dies; a Write then fails with an error saying so, and the caller decides.
+// dies; a Write then fails with an error saying so, and the caller decides
+// (plugins/supervise restarts it and resends what was not acknowledged).
+//
+// Before launching a binary, Start refuses one that group or others may
+// write when flowtap runs as root, and one whose SHA-256 differs from
+// Config.SHA256 when that is set. The connection is authenticated both
+// ways with go-plugin's AutoMTLS.
 package host
 
 import (
@@ -29,6 +35,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/flowtap/flowtap/events"
@@ -108,6 +115,9 @@ type Config struct {
 	// MaxInFlight bounds how many messages may be sent and not yet
 	// acknowledged. 0 means DefaultMaxInFlight.
 	MaxInFlight int
+	// SHA256, when set, pins the plugin binary: Start refuses to launch
+	// it unless its SHA-256 is this (64 hex digits).
+	SHA256 string
 }
 
 // limits returns the message size and in-flight limits of cfg, defaults
@@ -135,6 +145,8 @@ type Sink struct {
 
 	client     *plugin.Client // nil when the plugin runs in-process (tests)
 	procCancel context.CancelFunc
+	pid        int              // the plugin process; 0 in-process
+	grpcConn   *grpc.ClientConn // for health checks; nil in-process
 	rpc        proto.SinkClient
 	info       sdk.Info
 
@@ -168,6 +180,7 @@ type Sink struct {
 	abortMu sync.Mutex
 	abort   context.CancelFunc
 	closing bool
+	killed  bool
 }
 
 // pendingMsg is one message awaiting its acknowledgement.
@@ -213,6 +226,9 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	path, err := Resolve(cfg.Plugin)
 	if err != nil {
+		return nil, fmt.Errorf("start sink %q: %w", label, err)
+	}
+	if err := verifyBinary(path, cfg.SHA256, os.Geteuid()); err != nil {
 		return nil, fmt.Errorf("start sink %q: %w", label, err)
 	}
 	logger := cfg.Logger
@@ -274,6 +290,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Managed:          false,
+		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
 		Logger:           logger,
 		SyncStdout:       s.stdout,
@@ -295,7 +312,14 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		if strings.Contains(err.Error(), "incompatible API version") {
 			return fail("protocol version", fmt.Errorf("plugin speaks a sink protocol this host does not (it speaks %d): update flowtap or build the plugin against this flowtap's plugins/sdk: %w", sdk.ProtocolVersion, err))
 		}
+		if strings.Contains(err.Error(), "Unrecognized remote plugin message") {
+			return fail("plugin handshake", fmt.Errorf("the plugin printed to its standard output before the handshake (a sink must not write to stdout before sdk.Serve; log with sdk.Logger): %w", err))
+		}
 		return fail("plugin handshake (is it a flowtap sink plugin built with plugins/sdk?)", err)
+	}
+	s.grpcConn = nil
+	if gc, ok := rpcClient.(*plugin.GRPCClient); ok {
+		s.grpcConn = gc.Conn
 	}
 	if v := s.client.NegotiatedVersion(); v != sdk.ProtocolVersion {
 		return fail("protocol version", fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion))
@@ -314,6 +338,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if !stopWatch() {
 		return fail("start", context.Cause(ctx))
 	}
+	s.pid, _ = strconv.Atoi(s.client.ID())
 	logger.Debug("sink plugin started", "path", path, "name", s.info.Name, "version", s.info.Version)
 	return s, nil
 }
@@ -663,8 +688,11 @@ func (s *Sink) failureCause(ctx context.Context, err error) error {
 		return ctxErr
 	}
 	s.abortMu.Lock()
-	closing := s.closing
+	closing, killed := s.closing, s.killed
 	s.abortMu.Unlock()
+	if killed {
+		return errors.New("plugin process killed by the host")
+	}
 	if closing {
 		return fmt.Errorf("aborted by Close: %w", ErrClosed)
 	}
@@ -881,4 +909,43 @@ func (s *Sink) eventName(id events.ID) string {
 		}
 	}
 	return "event_" + strconv.Itoa(int(id))
+}
+
+// PID returns the plugin's process ID; 0 when the plugin runs in the
+// host's process (tests).
+func (s *Sink) PID() int { return s.pid }
+
+// Ping checks that the plugin process answers, bounded by ctx: go-plugin's
+// gRPC health service, served by the plugin apart from the sink's own
+// calls, so a sink busy in a long Write still answers. A plugin that does
+// not answer before ctx ends is hung (or stopped). Ping does not wait for
+// the Sink's other calls.
+func (s *Sink) Ping(ctx context.Context) error {
+	var err error
+	if s.grpcConn != nil {
+		_, err = grpc_health_v1.NewHealthClient(s.grpcConn).Check(ctx,
+			&grpc_health_v1.HealthCheckRequest{Service: plugin.GRPCServiceName})
+	} else {
+		_, err = s.rpc.Info(ctx, &proto.InfoRequest{})
+	}
+	if err != nil {
+		return fmt.Errorf("health check of sink %q: %w", s.label, s.transportError(err))
+	}
+	return nil
+}
+
+// Kill ends the plugin process at once (SIGKILL), without asking the sink
+// to close, and breaks any call in flight: for a plugin that is hung or
+// must be replaced. Batches not acknowledged fail. Close must still be
+// called to release the Sink; it then returns quickly.
+func (s *Sink) Kill() {
+	if s.procCancel != nil {
+		s.procCancel() // exec.CommandContext sends SIGKILL
+	}
+	s.abortMu.Lock()
+	s.closing, s.killed = true, true
+	if s.abort != nil {
+		s.abort()
+	}
+	s.abortMu.Unlock()
 }

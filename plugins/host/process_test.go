@@ -457,7 +457,7 @@ func TestPluginDiesWithHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	for deadline := time.Now().Add(10 * time.Second); alive(pid); {
+	for deadline := time.Now().Add(5 * time.Second); alive(pid); {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("plugin %d outlived its host", pid)
