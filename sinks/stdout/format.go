@@ -289,3 +289,9 @@ func appendLeftPad(b []byte, s string, width int) []byte {
 	}
 	return append(b, s...)
 }
+
+// AppendJSON appends ev as one line of JSON, newline included, in the
+// format of the json output (see README.md): the JSON-lines format the
+// file and webhook sinks share. A warm buffer formats an event without
+// allocating.
+func AppendJSON(b []byte, ev *sdk.Event) []byte { return appendJSONEvent(b, ev) }

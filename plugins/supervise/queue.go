@@ -1,0 +1,153 @@
+package supervise
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/flowtap/flowtap/events"
+)
+
+// Policy is what a sink's full queue does with one more event.
+type Policy string
+
+// Queue policies.
+const (
+	// Block makes the producer wait for room: nothing is dropped, and a
+	// slow sink slows the whole pipeline (every sink it feeds).
+	Block Policy = "block"
+	// DropNewest drops the event that does not fit.
+	DropNewest Policy = "drop_newest"
+	// DropOldest drops the oldest queued event to make room for the new one.
+	DropOldest Policy = "drop_oldest"
+)
+
+// ParsePolicy returns the policy named s; "" is Block.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case "":
+		return Block, nil
+	case Block, DropNewest, DropOldest:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown queue policy %q (valid: block, drop_newest, drop_oldest)", s)
+}
+
+// queue is a bounded FIFO of events between the router and a sink's
+// worker. push applies the policy when it is full; pop never waits.
+type queue struct {
+	mu      sync.Mutex
+	notFull sync.Cond
+	buf     []events.Event // a ring of len cap
+	head, n int
+	policy  Policy
+	// closed: no more pushes (the run ends); disabled: the sink failed,
+	// everything pushed from now on is dropped.
+	closed, disabled bool
+	// wake has room for one signal: the worker waits on it for events.
+	wake chan struct{}
+	// wakeAt is how many queued events are worth waking the worker for
+	// besides the first (a full batch).
+	wakeAt int
+
+	queued, dropped *atomic.Uint64
+}
+
+func newQueue(size, batch int, policy Policy, queued, dropped *atomic.Uint64) *queue {
+	q := &queue{
+		buf:     make([]events.Event, size),
+		policy:  policy,
+		wake:    make(chan struct{}, 1),
+		wakeAt:  max(1, min(batch, size)),
+		queued:  queued,
+		dropped: dropped,
+	}
+	q.notFull.L = &q.mu
+	return q
+}
+
+// push adds ev, applying the policy if the queue is full.
+func (q *queue) push(ev events.Event) {
+	q.mu.Lock()
+	for q.n == len(q.buf) && q.policy == Block && !q.closed && !q.disabled {
+		q.notFull.Wait()
+	}
+	switch {
+	case q.closed || q.disabled:
+		q.mu.Unlock()
+		q.dropped.Add(1)
+		return
+	case q.n == len(q.buf) && q.policy == DropNewest:
+		q.mu.Unlock()
+		q.dropped.Add(1)
+		return
+	case q.n == len(q.buf): // DropOldest
+		q.buf[q.head] = events.Event{}
+		q.head = (q.head + 1) % len(q.buf)
+		q.n--
+		q.dropped.Add(1)
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = ev
+	q.n++
+	n := q.n
+	q.mu.Unlock()
+	q.queued.Add(1)
+	if n == 1 || n >= q.wakeAt {
+		q.signal()
+	}
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pop moves up to max events to the end of dst and returns it, and
+// whether the queue is closed and now empty.
+func (q *queue) pop(dst []events.Event, max int) ([]events.Event, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	wasFull := q.n == len(q.buf)
+	for k := 0; k < max && q.n > 0; k++ {
+		dst = append(dst, q.buf[q.head])
+		q.buf[q.head] = events.Event{}
+		q.head = (q.head + 1) % len(q.buf)
+		q.n--
+	}
+	if wasFull && q.n < len(q.buf) {
+		q.notFull.Broadcast()
+	}
+	return dst, q.closed && q.n == 0
+}
+
+// len returns how many events wait.
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// close ends the pushes; the worker drains what is queued.
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.notFull.Broadcast()
+	q.mu.Unlock()
+	q.signal()
+}
+
+// disable drops everything queued and everything pushed from now on, and
+// returns how many events it dropped.
+func (q *queue) disable() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.disabled = true
+	n := q.n
+	clear(q.buf)
+	q.head, q.n = 0, 0
+	q.dropped.Add(uint64(n))
+	q.notFull.Broadcast()
+	return n
+}

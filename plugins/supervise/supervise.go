@@ -1,0 +1,599 @@
+// Package supervise delivers a pipeline's events to one sink plugin and
+// keeps that plugin running: a bounded queue with an overflow policy in
+// front of it, batches with acknowledgements, restarts with exponential
+// backoff when the plugin crashes or hangs, and at-least-once delivery
+// across restarts (what was not acknowledged is sent again).
+//
+// One Sink is one configured sink of a pipeline. The router calls
+// Enqueue for each event; a worker goroutine batches the queue into
+// host.Sink.WriteAsync calls. When the plugin fails (it exits, its
+// stream breaks, a batch is not acknowledged within AckTimeout, a health
+// check goes unanswered, or the sink rejects a batch), the worker waits,
+// restarts the plugin if it is broken, and resends every batch not
+// acknowledged. After MaxAttempts failures in a row it gives up: the sink
+// is failed (Failed, Err), its queue drops everything, and the caller
+// applies its on_failure policy.
+//
+// Counters say what happened to every event (see Counters).
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/host"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultQueueSize      = 8192
+	DefaultBatchSize      = 512
+	DefaultFlushInterval  = 100 * time.Millisecond
+	DefaultMaxAttempts    = 5
+	DefaultInitialBackoff = 200 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultAckTimeout     = 30 * time.Second
+	DefaultHealthInterval = 5 * time.Second
+)
+
+// Plugin is a running sink plugin as the supervisor drives it;
+// *host.Sink implements it.
+type Plugin interface {
+	WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error
+	Flush(ctx context.Context) error
+	Ping(ctx context.Context) error
+	Kill()
+	Close(ctx context.Context) error
+	PID() int
+}
+
+// Interface guard: the host's Sink is a Plugin.
+var _ Plugin = (*host.Sink)(nil)
+
+// Config configures a supervised sink. Zero values mean the defaults.
+type Config struct {
+	// Name labels the sink in logs and errors.
+	Name string
+	// Host says which plugin to start and how; its Name defaults to Name.
+	Host host.Config
+	// SinkConfig is handed to the plugin's Configure at every start.
+	SinkConfig map[string]any
+	// Launch starts and configures a plugin. Nil means host.Start with
+	// Host, then Configure with SinkConfig. Tests replace it.
+	Launch func(ctx context.Context) (Plugin, error)
+
+	// QueueSize bounds the events waiting for the plugin.
+	QueueSize int
+	// Policy is what a full queue does; "" means Block.
+	Policy Policy
+	// BatchSize is the most events in one Write.
+	BatchSize int
+	// FlushInterval bounds how long an event waits in a partial batch.
+	FlushInterval time.Duration
+
+	// MaxAttempts is how many failures in a row (a crash, a hang, a
+	// rejected batch, a failed restart) the sink survives; the next one
+	// fails it. An acknowledged batch resets the count.
+	MaxAttempts int
+	// InitialBackoff is the wait after the first failure; each further
+	// failure in a row doubles it, up to MaxBackoff.
+	InitialBackoff, MaxBackoff time.Duration
+	// AckTimeout bounds the wait for a batch's acknowledgement; a plugin
+	// that takes longer counts as hung, and is killed and restarted.
+	AckTimeout time.Duration
+	// HealthInterval is how often an idle plugin is health-checked
+	// (host.Sink.Ping, bounded by AckTimeout).
+	HealthInterval time.Duration
+
+	// Logger receives the supervisor's own log lines. Nil: hclog.Default().
+	Logger hclog.Logger
+}
+
+// withDefaults returns cfg with its zero values replaced.
+func (cfg Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.QueueSize, DefaultQueueSize)
+	def(&cfg.BatchSize, DefaultBatchSize)
+	def(&cfg.MaxAttempts, DefaultMaxAttempts)
+	defD(&cfg.FlushInterval, DefaultFlushInterval)
+	defD(&cfg.InitialBackoff, DefaultInitialBackoff)
+	defD(&cfg.MaxBackoff, DefaultMaxBackoff)
+	defD(&cfg.AckTimeout, DefaultAckTimeout)
+	defD(&cfg.HealthInterval, DefaultHealthInterval)
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.InitialBackoff)
+	if cfg.Policy == "" {
+		cfg.Policy = Block
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.Default()
+	}
+	if cfg.Host.Name == "" {
+		cfg.Host.Name = cfg.Name
+	}
+	if cfg.Launch == nil {
+		hc, sc := cfg.Host, cfg.SinkConfig
+		cfg.Launch = func(ctx context.Context) (Plugin, error) {
+			s, err := host.Start(ctx, hc)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.Configure(ctx, sc); err != nil {
+				_ = s.Close(ctx)
+				return nil, err
+			}
+			return s, nil
+		}
+	}
+	return cfg
+}
+
+// Counters count a sink's events. Every event offered to Enqueue ends,
+// once the sink is closed, either acknowledged or dropped:
+// Acked + Dropped equals the events offered.
+type Counters struct {
+	// Queued: events taken into the queue.
+	Queued uint64
+	// Sent: events sent to a plugin, resends included.
+	Sent uint64
+	// Acked: events the sink acknowledged (each event once).
+	Acked uint64
+	// Retried: events sent again after a failure (a crash, a hang, a
+	// rejection).
+	Retried uint64
+	// Dropped: events not delivered: refused or evicted by the queue
+	// policy, or discarded because the sink failed (or its shutdown ran
+	// out of time).
+	Dropped uint64
+	// DuplicatesResent: the retried events whose earlier send may have
+	// reached the sink (the plugin died or hung before acknowledging
+	// them). The sink may hold them twice.
+	DuplicatesResent uint64
+	// Restarts: how many times the plugin was restarted.
+	Restarts uint64
+}
+
+// Sink is a supervised sink plugin. Enqueue may be called from one
+// goroutine at a time (the router); Counters, Failed, Err and PID from
+// any.
+type Sink struct {
+	cfg Config
+	log hclog.Logger
+	q   *queue
+
+	queued, sent, acked, retried, dropped, dups, restarts atomic.Uint64
+
+	// ctx is the worker's; Close cancels it when its own deadline passes.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the worker has ended
+	failed chan struct{} // closed when the sink has failed
+	errMu  sync.Mutex
+	err    error
+	pid    atomic.Int64
+
+	// The worker's state; only the worker goroutine touches it.
+	p        Plugin
+	batch    []events.Event // being filled
+	inflight map[*batchBuf]struct{}
+	retry    []*batchBuf // failed batches, in the order they failed
+	failure  error       // the first failure since the last recovery
+	attempts int         // failures in a row
+	free     []*batchBuf
+}
+
+// batchBuf is one batch the sink has not acknowledged.
+type batchBuf struct {
+	evs []events.Event
+	// uncertain: it was sent and its fate is unknown (the plugin died or
+	// hung), so resending it may duplicate it.
+	uncertain bool
+	// resend: it failed once, so sending it again is a retry.
+	resend bool
+}
+
+// Start launches and configures the plugin and starts delivering to it.
+// A plugin that cannot start now (a missing binary, a rejected config)
+// fails Start: restarts are for plugins that worked.
+func Start(ctx context.Context, cfg Config) (*Sink, error) {
+	cfg = cfg.withDefaults()
+	if _, err := ParsePolicy(string(cfg.Policy)); err != nil {
+		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
+	}
+	p, err := cfg.Launch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		p:        p,
+		done:     make(chan struct{}),
+		failed:   make(chan struct{}),
+		inflight: map[*batchBuf]struct{}{},
+	}
+	s.pid.Store(int64(p.PID()))
+	s.q = newQueue(cfg.QueueSize, cfg.BatchSize, cfg.Policy, &s.queued, &s.dropped)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.run()
+	return s, nil
+}
+
+// Enqueue offers ev to the sink's queue, which applies its policy when
+// full: Block waits for room, the drop policies never wait.
+func (s *Sink) Enqueue(ev events.Event) { s.q.push(ev) }
+
+// Counters returns the sink's counters so far.
+func (s *Sink) Counters() Counters {
+	return Counters{
+		Queued:           s.queued.Load(),
+		Sent:             s.sent.Load(),
+		Acked:            s.acked.Load(),
+		Retried:          s.retried.Load(),
+		Dropped:          s.dropped.Load(),
+		DuplicatesResent: s.dups.Load(),
+		Restarts:         s.restarts.Load(),
+	}
+}
+
+// Failed is closed when the sink has given up on its plugin; Err says why.
+func (s *Sink) Failed() <-chan struct{} { return s.failed }
+
+// Err returns why the sink failed, or nil.
+func (s *Sink) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// PID returns the process ID of the current plugin process (0 while none
+// runs).
+func (s *Sink) PID() int { return int(s.pid.Load()) }
+
+// Close ends the sink: no more events are taken, the queue is delivered
+// (restarting the plugin if needed), every batch acknowledged, and the
+// plugin closed. If ctx ends first, what is not delivered is dropped and
+// the plugin is killed. It returns the sink's failure, if it failed, or
+// the plugin's Close error.
+func (s *Sink) Close(ctx context.Context) error {
+	s.q.close()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.cancel()
+		<-s.done
+	}
+	s.cancel()
+	return s.Err()
+}
+
+// run is the worker: it batches the queue into writes until the queue is
+// closed and drained, then closes the plugin.
+func (s *Sink) run() {
+	defer close(s.done)
+	size := s.cfg.BatchSize
+	s.batch = make([]events.Event, 0, size)
+	ticker := time.NewTicker(s.cfg.FlushInterval)
+	defer ticker.Stop()
+	lastHealth := time.Now()
+	for {
+		var drained bool
+		s.batch, drained = s.q.pop(s.batch, size-len(s.batch))
+		if len(s.batch) >= size {
+			if !s.send() {
+				return
+			}
+			continue
+		}
+		if drained {
+			s.finish()
+			return
+		}
+		select {
+		case <-s.q.wake:
+		case <-s.ctx.Done():
+			s.abandon(s.ctx.Err())
+			return
+		case <-ticker.C:
+			if len(s.batch) > 0 && !s.send() {
+				return
+			}
+			if s.q.len() > 0 {
+				continue
+			}
+			// Idle: settle what is in flight, and check the plugin's
+			// health now and then.
+			if len(s.inflight) > 0 {
+				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+				err := s.p.Flush(ctx)
+				cancel()
+				s.noteCallError(err)
+				if !s.recover() {
+					return
+				}
+			} else if time.Since(lastHealth) >= s.cfg.HealthInterval {
+				lastHealth = time.Now()
+				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+				err := s.p.Ping(ctx)
+				cancel()
+				if err != nil {
+					s.fail(err)
+				}
+				if !s.recover() {
+					return
+				}
+			}
+		}
+	}
+}
+
+// send writes the batch being filled, and recovers from any failure. It
+// returns false when the sink has given up.
+func (s *Sink) send() bool {
+	b := s.newBuf()
+	b.evs = append(b.evs, s.batch...)
+	clear(s.batch)
+	s.batch = s.batch[:0]
+	s.write(b)
+	return s.recover()
+}
+
+// write sends b on the current plugin; its outcome arrives in settled.
+func (s *Sink) write(b *batchBuf) {
+	n := uint64(len(b.evs))
+	if b.resend {
+		s.retried.Add(n)
+		if b.uncertain {
+			s.dups.Add(n)
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, err) })
+	cancel()
+	switch {
+	case err == nil:
+		s.sent.Add(n)
+		s.inflight[b] = struct{}{}
+	case errors.Is(err, host.ErrTooLarge):
+		// Retrying cannot help; the rest of the run can go on.
+		s.log.Error("dropping a batch the sink protocol cannot carry", "sink", s.cfg.Name, "events", n, "error", err)
+		s.dropped.Add(n)
+		s.putBuf(b)
+	default:
+		// Nothing of b was sent.
+		b.resend = true
+		s.retry = append(s.retry, b)
+		s.fail(err)
+	}
+}
+
+// settled receives a batch's outcome. It runs inside a call on the plugin,
+// on the worker goroutine.
+func (s *Sink) settled(b *batchBuf, err error) {
+	delete(s.inflight, b)
+	if err == nil {
+		s.acked.Add(uint64(len(b.evs)))
+		s.attempts = 0
+		s.putBuf(b)
+		return
+	}
+	b.resend = true
+	b.uncertain = b.uncertain || !errors.Is(err, host.ErrRejected)
+	s.retry = append(s.retry, b)
+	s.fail(err)
+}
+
+// noteCallError records the failure of a Flush: its batches have
+// reported theirs through settled already, unless the call itself failed
+// (ctx ended before it could start).
+func (s *Sink) noteCallError(err error) {
+	if err != nil && s.failure == nil && len(s.retry) == 0 {
+		s.fail(err)
+	}
+}
+
+// fail records a failure; recover handles it.
+func (s *Sink) fail(err error) {
+	if s.failure == nil {
+		s.failure = err
+	}
+}
+
+// recover handles the failure recorded since the last call, if any: it
+// waits, restarts the plugin if it is broken, and resends every batch not
+// acknowledged, until they are sent or the sink gives up. It returns false
+// when the sink has given up (or is being abandoned).
+func (s *Sink) recover() bool {
+	for s.failure != nil {
+		err := s.failure
+		s.failure = nil
+		s.attempts++
+		attempt := s.attempts
+		if s.ctx.Err() != nil {
+			s.abandon(err)
+			return false
+		}
+		if s.attempts > s.cfg.MaxAttempts {
+			s.giveUp(err)
+			return false
+		}
+		broken := s.p == nil || !errors.Is(err, host.ErrRejected)
+		if !broken {
+			// The plugin is healthy and refused a batch: settle the
+			// others in flight, and retry on the same plugin.
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+			ferr := s.p.Flush(ctx)
+			cancel()
+			if ferr != nil && !errors.Is(ferr, host.ErrRejected) {
+				broken = true
+			}
+			s.failure = nil // what Flush found is this same failure
+		}
+		if broken && s.p != nil {
+			s.kill()
+		}
+		// A batch acknowledged meanwhile reset the count; this failure
+		// still counts.
+		s.attempts = max(s.attempts, attempt)
+		wait := s.backoff()
+		s.log.Warn("sink plugin failed; retrying", "sink", s.cfg.Name, "attempt", s.attempts,
+			"of", s.cfg.MaxAttempts, "restart", broken, "in", wait, "unacknowledged_batches", len(s.retry), "error", err)
+		select {
+		case <-time.After(wait):
+		case <-s.ctx.Done():
+			s.abandon(err)
+			return false
+		}
+		if s.p == nil {
+			ctx, cancel := context.WithTimeout(s.ctx, host.DefaultStartTimeout+s.cfg.AckTimeout)
+			p, lerr := s.cfg.Launch(ctx)
+			cancel()
+			if lerr != nil {
+				s.fail(fmt.Errorf("restart: %w", lerr))
+				continue
+			}
+			s.p = p
+			s.pid.Store(int64(p.PID()))
+			s.restarts.Add(1)
+			s.log.Info("sink plugin restarted", "sink", s.cfg.Name, "pid", p.PID(), "resending_batches", len(s.retry))
+		}
+		retry := s.retry
+		s.retry = nil
+		for i, b := range retry {
+			if s.failure != nil {
+				s.retry = append(s.retry, retry[i:]...)
+				break
+			}
+			s.write(b)
+		}
+	}
+	return true
+}
+
+// backoff is the wait before the current attempt.
+func (s *Sink) backoff() time.Duration {
+	d := s.cfg.InitialBackoff
+	for i := 1; i < s.attempts && d < s.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, s.cfg.MaxBackoff)
+}
+
+// kill ends the current plugin at once; what it had in flight fails into
+// the retry list, as batches that may have reached the sink.
+func (s *Sink) kill() {
+	p := s.p
+	s.p = nil
+	s.pid.Store(0)
+	p.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.Close(ctx) // settles the batches in flight (settled), then ends
+	// A failure Close reported for those batches is the one being
+	// handled.
+	s.failure = nil
+	for b := range s.inflight { // not settled by Close: count them lost in flight
+		delete(s.inflight, b)
+		b.resend, b.uncertain = true, true
+		s.retry = append(s.retry, b)
+	}
+}
+
+// finish delivers the last partial batch, settles everything, and closes
+// the plugin.
+func (s *Sink) finish() {
+	if len(s.batch) > 0 && !s.send() {
+		return
+	}
+	for len(s.inflight) > 0 || len(s.retry) > 0 {
+		if len(s.inflight) > 0 {
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+			err := s.p.Flush(ctx)
+			cancel()
+			s.noteCallError(err)
+		}
+		if s.failure == nil && len(s.retry) > 0 {
+			s.fail(errors.New("unacknowledged batches left at shutdown"))
+		}
+		if !s.recover() {
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	defer cancel()
+	if err := s.p.Close(ctx); err != nil {
+		s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
+	}
+	s.pid.Store(0)
+}
+
+// giveUp fails the sink: its plugin is killed, and everything it had not
+// acknowledged, and everything queued or offered from now on, is dropped.
+func (s *Sink) giveUp(err error) {
+	s.setErr(fmt.Errorf("sink %s: plugin failed %d times in a row (max_attempts %d), giving up: %w",
+		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
+	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
+	s.drop()
+	close(s.failed)
+}
+
+// abandon stops delivering because Close ran out of time.
+func (s *Sink) abandon(err error) {
+	s.log.Error("sink shutdown timed out: dropping what was not delivered", "sink", s.cfg.Name, "error", err)
+	s.drop()
+}
+
+// drop kills the plugin (if any) and counts everything not acknowledged
+// as dropped.
+func (s *Sink) drop() {
+	if s.p != nil {
+		s.kill()
+	}
+	n := len(s.batch)
+	for _, b := range s.retry {
+		n += len(b.evs)
+	}
+	s.retry, s.batch = nil, s.batch[:0]
+	s.dropped.Add(uint64(n))
+	s.q.disable()
+}
+
+func (s *Sink) setErr(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// newBuf returns an empty batch buffer.
+func (s *Sink) newBuf() *batchBuf {
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free = s.free[:n-1]
+		return b
+	}
+	return &batchBuf{evs: make([]events.Event, 0, s.cfg.BatchSize)}
+}
+
+// putBuf recycles b.
+func (s *Sink) putBuf(b *batchBuf) {
+	clear(b.evs)
+	b.evs, b.uncertain, b.resend = b.evs[:0], false, false
+	s.free = append(s.free, b)
+}

@@ -1,0 +1,454 @@
+package supervise
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/host"
+)
+
+// binDir holds the plugin binaries the tests build, once per run.
+var (
+	binMu  sync.Mutex
+	binDir string
+	built  = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "flowtap-supervise-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// plugin builds the plugin in pkg (once) and returns its path.
+func plugin(t *testing.T, pkg string) string {
+	t.Helper()
+	binMu.Lock()
+	defer binMu.Unlock()
+	if p, ok := built[pkg]; ok {
+		return p
+	}
+	out := filepath.Join(binDir, "flowtap-sink-"+filepath.Base(pkg))
+	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	built[pkg] = out
+	return out
+}
+
+const (
+	flakyPkg = "./testdata/flaky"
+	filePkg  = "github.com/flowtap/flowtap/cmd/flowtap-sink-file"
+)
+
+func names(id events.ID) string {
+	if id == events.IDNetFlowTCPBegin {
+		return events.NameNetFlowTCPBegin
+	}
+	return ""
+}
+
+// event returns a flow begin event whose timestamp is i: tests find
+// events by it.
+func event(i int) events.Event {
+	return events.Event{
+		ID:        events.IDNetFlowTCPBegin,
+		Timestamp: int64(i),
+		Context:   events.Context{PID: uint32(i % 1000), Comm: "curl"},
+		Payload: &events.FlowBegin{Flow: events.Flow{
+			Direction: events.Outgoing,
+			Src:       netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}),
+			Dst:       netip.MustParseAddr("192.0.2.1"),
+			SrcPort:   uint16(i),
+			DstPort:   443,
+		}},
+	}
+}
+
+// start starts a supervised sink of bin with sink config sc.
+func start(t *testing.T, cfg Config, bin string, sc map[string]any) *Sink {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = t.Name()
+	}
+	cfg.Host = host.Config{Plugin: bin, Logger: hclog.NewNullLogger(), Names: names}
+	cfg.SinkConfig = sc
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervise", Output: testWriter{t}, Level: hclog.Info})
+	}
+	if cfg.InitialBackoff == 0 {
+		cfg.InitialBackoff = 20 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func closeSink(t *testing.T, s *Sink) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	return s.Close(ctx)
+}
+
+// counted reads a flaky plugin's count file: the timestamps of the first
+// and last events of each batch it accepted, and their total.
+func counted(t *testing.T, path string) (total int, ranges [][2]int64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		var n int
+		var first, last int64
+		if _, err := fmt.Sscan(line, &n, &first, &last); err != nil {
+			t.Fatalf("count file line %q: %v", line, err)
+		}
+		total += n
+		ranges = append(ranges, [2]int64{first, last})
+	}
+	return total, ranges
+}
+
+// TestDropPolicies: a sink that sleeps in every Write, behind a small
+// queue. The drop policies never make Enqueue wait, count exactly the
+// events the sink did not get, and keep the oldest (drop_newest) or the
+// newest (drop_oldest) events.
+func TestDropPolicies(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	const offered = 3000
+	for _, policy := range []Policy{DropNewest, DropOldest} {
+		t.Run(string(policy), func(t *testing.T) {
+			countFile := filepath.Join(t.TempDir(), "count")
+			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy}, bin,
+				map[string]any{"sleep_ms": 20, "count_file": countFile})
+			for i := 1; i <= offered; i++ {
+				s.Enqueue(event(i))
+			}
+			if err := closeSink(t, s); err != nil {
+				t.Fatal(err)
+			}
+			c := s.Counters()
+			got, ranges := counted(t, countFile)
+			t.Logf("counters %+v; the sink got %d events", c, got)
+			if c.Dropped == 0 {
+				t.Fatalf("nothing dropped: the sink was not slow enough to test anything")
+			}
+			if int(c.Acked) != got || c.Acked+c.Dropped != offered {
+				t.Errorf("acked %d + dropped %d, want the %d the sink got + %d", c.Acked, c.Dropped, got, offered-got)
+			}
+			if c.Retried != 0 || c.Restarts != 0 {
+				t.Errorf("retries %d, restarts %d in a healthy run", c.Retried, c.Restarts)
+			}
+			switch policy {
+			case DropNewest:
+				if ranges[0][0] != 1 {
+					t.Errorf("drop_newest: first event delivered is %d, want 1", ranges[0][0])
+				}
+			case DropOldest:
+				if last := ranges[len(ranges)-1][1]; last != offered {
+					t.Errorf("drop_oldest: last event delivered is %d, want %d", last, offered)
+				}
+			}
+		})
+	}
+}
+
+// TestDropPolicyIsolates: a slow sink in a drop mode and a fast sink fed
+// by the same producer: the fast one gets everything.
+func TestDropPolicyIsolates(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	slow := start(t, Config{Name: "slow", QueueSize: 20, BatchSize: 10, Policy: DropNewest}, bin, map[string]any{"sleep_ms": 50})
+	fast := start(t, Config{Name: "fast", QueueSize: 20000, BatchSize: 100}, bin, map[string]any{})
+	const offered = 10000
+	for i := 1; i <= offered; i++ {
+		ev := event(i)
+		slow.Enqueue(ev)
+		fast.Enqueue(ev)
+	}
+	if err := closeSink(t, fast); err != nil {
+		t.Fatal(err)
+	}
+	if err := closeSink(t, slow); err != nil {
+		t.Fatal(err)
+	}
+	if c := fast.Counters(); c.Acked != offered || c.Dropped != 0 {
+		t.Errorf("fast sink: %+v, want all %d acked", c, offered)
+	}
+	if c := slow.Counters(); c.Dropped == 0 || c.Acked+c.Dropped != offered {
+		t.Errorf("slow sink: %+v", c)
+	}
+}
+
+// TestBlockPolicy: the default policy loses nothing to a slow sink.
+func TestBlockPolicy(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	countFile := filepath.Join(t.TempDir(), "count")
+	s := start(t, Config{QueueSize: 10, BatchSize: 10}, bin, map[string]any{"sleep_ms": 2, "count_file": countFile})
+	const offered = 500
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := counted(t, countFile)
+	if c := s.Counters(); c.Acked != offered || c.Dropped != 0 || c.Queued != offered || got != offered {
+		t.Errorf("counters %+v, sink got %d; want all %d", c, got, offered)
+	}
+}
+
+// TestRestartAfterCrash: the plugin exits in the middle of a batch; the
+// supervisor restarts it and resends what was not acknowledged.
+func TestRestartAfterCrash(t *testing.T) {
+	testRecovers(t, "exit_after", Config{})
+}
+
+// TestRestartAfterHang: the plugin stops answering; the supervisor
+// notices the missing acknowledgement, kills it and starts another.
+func TestRestartAfterHang(t *testing.T) {
+	testRecovers(t, "hang_after", Config{AckTimeout: 500 * time.Millisecond})
+}
+
+func testRecovers(t *testing.T, how string, cfg Config) {
+	bin := plugin(t, flakyPkg)
+	dir := t.TempDir()
+	countFile := filepath.Join(dir, "count")
+	cfg.BatchSize, cfg.QueueSize = 10, 1000
+	s := start(t, cfg, bin, map[string]any{how: 3, "once_file": filepath.Join(dir, "once"), "count_file": countFile})
+	first := s.PID()
+	const offered = 200
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Counters()
+	got, _ := counted(t, countFile)
+	t.Logf("counters %+v", c)
+	if c.Restarts != 1 {
+		t.Errorf("restarts = %d, want 1", c.Restarts)
+	}
+	if c.Acked != offered || c.Dropped != 0 || got != offered {
+		t.Errorf("acked %d, dropped %d, sink got %d; want all %d once", c.Acked, c.Dropped, got, offered)
+	}
+	if c.DuplicatesResent == 0 || c.Retried < c.DuplicatesResent {
+		t.Errorf("retried %d, duplicates resent %d: the batch in flight at the failure was not counted", c.Retried, c.DuplicatesResent)
+	}
+	if alive(first) {
+		t.Errorf("the first plugin process %d still runs", first)
+	}
+}
+
+// TestRejectedBatchRetried: a sink that refuses batches is not restarted;
+// its batches are retried on it, and they are not duplicates.
+func TestRejectedBatchRetried(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	countFile := filepath.Join(t.TempDir(), "count")
+	s := start(t, Config{BatchSize: 10}, bin, map[string]any{"reject": 2, "count_file": countFile})
+	const offered = 100
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Counters()
+	got, _ := counted(t, countFile)
+	if c.Acked != offered || got != offered || c.Restarts != 0 || c.Retried == 0 || c.DuplicatesResent != 0 {
+		t.Errorf("counters %+v, sink got %d", c, got)
+	}
+}
+
+// TestGivesUp: a plugin that crashes every time fails the sink after
+// MaxAttempts, with an error that says so; nothing hangs, and every event
+// is accounted for.
+func TestGivesUp(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	s := start(t, Config{BatchSize: 5, MaxAttempts: 2}, bin, map[string]any{"exit_after": 1})
+	const offered = 50
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	select {
+	case <-s.Failed():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sink did not fail")
+	}
+	err := closeSink(t, s)
+	if err == nil || !strings.Contains(err.Error(), "giving up") || !strings.Contains(err.Error(), "max_attempts 2") {
+		t.Errorf("Close = %v, want the give-up error", err)
+	}
+	if !errors.Is(s.Err(), err) && s.Err() != err {
+		t.Errorf("Err = %v, Close = %v", s.Err(), err)
+	}
+	if c := s.Counters(); c.Acked+c.Dropped != offered || c.Restarts != 2 {
+		t.Errorf("counters %+v: want acked+dropped = %d and 2 restarts", c, offered)
+	}
+	if pid := s.PID(); pid != 0 {
+		t.Errorf("a plugin (%d) still runs after giving up", pid)
+	}
+}
+
+// TestFileSinkSurvivesKills streams 100,000 events to the real file sink
+// while killing its plugin with SIGKILL five times: afterwards the file
+// holds every event at least once, and the copies beyond one are no more
+// than the duplicates the supervisor reports having resent.
+func TestFileSinkSurvivesKills(t *testing.T) {
+	bin := plugin(t, filePkg)
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	s := start(t, Config{QueueSize: 4096, BatchSize: 512, MaxAttempts: 3}, bin,
+		map[string]any{"path": path, "fsync": "never", "max_size_mb": 1000})
+	const offered, kills = 100_000, 5
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 1; i <= offered; i++ {
+			s.Enqueue(event(i))
+		}
+	}()
+	killed := 0
+	for k := 1; k <= kills; k++ {
+		// Kill after every sixth of the stream has been acknowledged.
+		target := uint64(k * offered / (kills + 1))
+		deadline := time.Now().Add(60 * time.Second)
+		for s.Counters().Acked < target || s.PID() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("kill %d: stuck at %+v", k, s.Counters())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		pid := s.PID()
+		if ppid(pid) != os.Getpid() {
+			t.Fatalf("pid %d is not a plugin this test started", pid)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed++
+		// Wait for the replacement before the next kill.
+		for deadline := time.Now().Add(60 * time.Second); s.PID() == pid || s.PID() == 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("kill %d: no restart: %+v", k, s.Counters())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-produced
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Counters()
+	t.Logf("after %d kills: %+v", killed, c)
+	seen := make([]int, offered+1)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	lines := 0
+	for sc.Scan() {
+		var line struct {
+			Timestamp int `json:"timestamp"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("line %d: %v: %q", lines+1, err, sc.Text())
+		}
+		if line.Timestamp < 1 || line.Timestamp > offered {
+			t.Fatalf("line %d: timestamp %d", lines+1, line.Timestamp)
+		}
+		seen[line.Timestamp]++
+		lines++
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	missing, extra := 0, 0
+	for i := 1; i <= offered; i++ {
+		if seen[i] == 0 {
+			missing++
+		}
+		extra += max(seen[i]-1, 0)
+	}
+	t.Logf("file: %d lines, %d events missing, %d extra copies", lines, missing, extra)
+	if missing > 0 {
+		t.Errorf("%d events missing from the file", missing)
+	}
+	if uint64(extra) > c.DuplicatesResent {
+		t.Errorf("%d extra copies in the file, but only %d duplicates reported resent", extra, c.DuplicatesResent)
+	}
+	if c.Restarts != kills || c.Acked != offered || c.Dropped != 0 {
+		t.Errorf("counters %+v: want %d restarts, all %d acked, none dropped", c, kills, offered)
+	}
+}
+
+// ppid returns the parent of pid, or 0.
+func ppid(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+}

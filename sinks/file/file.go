@@ -1,0 +1,249 @@
+// Package file is the file sink: it appends events to a file as JSON
+// lines (one object per event, the stdout sink's json format), rotates the
+// file by size and by age through lumberjack, and syncs it to disk after
+// every batch unless told not to. The plugin binary is
+// cmd/flowtap-sink-file.
+package file
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"gopkg.in/natefinch/lumberjack.v2"
+
+	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/stdout"
+)
+
+// Version is the file sink's version, reported in its Info.
+const Version = "0.1.0"
+
+// Fsync policies, the values of the "fsync" key.
+const (
+	// FsyncBatch syncs the file to disk after every batch, before the
+	// batch is acknowledged: an acknowledged event survives a crash of
+	// the machine. The default.
+	FsyncBatch = "batch"
+	// FsyncNever leaves writing back to the kernel: faster, but the last
+	// seconds of acknowledged events may be lost if the machine crashes
+	// (not if only flowtap or the plugin does).
+	FsyncNever = "never"
+)
+
+// DefaultMaxSizeMB is the default "max_size_mb".
+const DefaultMaxSizeMB = 100
+
+// chunk is how many bytes of lines are gathered before a write.
+const chunk = 256 << 10
+
+// Config is the file sink's configuration.
+type Config struct {
+	// Path is the file events are appended to (required). Rotated files
+	// are kept next to it, named after it with a timestamp.
+	Path string `json:"path"`
+	// MaxSizeMB rotates the file when it would grow past this many
+	// megabytes. Default 100.
+	MaxSizeMB int `json:"max_size_mb"`
+	// MaxAge rotates the file once it has been written to for this long
+	// (a Go duration, e.g. "24h"); "" or "0s" never rotates by age.
+	MaxAge string `json:"max_age"`
+	// MaxBackups is how many rotated files are kept; 0 keeps them all.
+	MaxBackups int `json:"max_backups"`
+	// Compress gzips rotated files.
+	Compress bool `json:"compress"`
+	// Fsync is "batch" (default) or "never".
+	Fsync string `json:"fsync"`
+}
+
+// Sink is the file sink. Create it with New.
+type Sink struct {
+	cfg      Config
+	maxAge   time.Duration
+	out      *lumberjack.Logger
+	openedAt time.Time // when the current file was started (or first written)
+	buf      []byte
+	now      func() time.Time
+}
+
+// Interface guard: Sink is a flowtap sink.
+var _ sdk.Sink = (*Sink)(nil)
+
+// New returns an unconfigured file sink.
+func New() *Sink { return &Sink{now: time.Now} }
+
+// Info implements sdk.Sink.
+func (s *Sink) Info() sdk.Info { return sdk.Info{Name: "file", Version: Version} }
+
+// Configure implements sdk.Sink: it validates every key, reporting all
+// problems at once, and opens the file (creating its directory if needed).
+func (s *Sink) Configure(_ context.Context, config []byte) error {
+	cfg, maxAge, err := parseConfig(config)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
+		return sdk.ConfigError{Key: "path", Message: fmt.Sprintf("create directory: %v", err)}
+	}
+	s.cfg, s.maxAge = cfg, maxAge
+	s.out = &lumberjack.Logger{
+		Filename:   cfg.Path,
+		MaxSize:    cfg.MaxSizeMB,
+		MaxBackups: cfg.MaxBackups,
+		Compress:   cfg.Compress,
+		LocalTime:  false,
+	}
+	// Open (or create) the file now, so that a path that cannot be
+	// written is a configuration error, not a failure of every batch.
+	if _, err := s.out.Write(nil); err != nil {
+		return sdk.ConfigError{Key: "path", Message: fmt.Sprintf("open %s: %v", cfg.Path, err)}
+	}
+	s.openedAt = s.now()
+	sdk.Logger().Info("configured file sink", "path", cfg.Path, "max_size_mb", cfg.MaxSizeMB,
+		"max_age", maxAge, "max_backups", cfg.MaxBackups, "compress", cfg.Compress, "fsync", cfg.Fsync)
+	return nil
+}
+
+// parseConfig validates a file sink config.
+func parseConfig(config []byte) (Config, time.Duration, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(config, &raw); err != nil {
+		return Config{}, 0, sdk.ConfigError{Message: "config is not a JSON object: " + err.Error()}
+	}
+	cfg := Config{MaxSizeMB: DefaultMaxSizeMB, Fsync: FsyncBatch}
+	var maxAge time.Duration
+	var errs sdk.ConfigErrors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf(format, args...)})
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		v := raw[key]
+		switch key {
+		case "path":
+			if json.Unmarshal(v, &cfg.Path) != nil || cfg.Path == "" {
+				bad(key, "must be a non-empty string: the file to write")
+			}
+		case "max_size_mb":
+			if json.Unmarshal(v, &cfg.MaxSizeMB) != nil || cfg.MaxSizeMB <= 0 {
+				bad(key, "must be a whole number of megabytes, 1 or more, not %s", v)
+			}
+		case "max_age":
+			var d string
+			if json.Unmarshal(v, &d) != nil {
+				bad(key, "must be a duration string such as \"24h\", not %s", v)
+				continue
+			}
+			var err error
+			if maxAge, err = time.ParseDuration(d); err != nil || maxAge < 0 {
+				bad(key, "must be a duration such as \"24h\" or \"30m\", not %q", d)
+			}
+			cfg.MaxAge = d
+		case "max_backups":
+			if json.Unmarshal(v, &cfg.MaxBackups) != nil || cfg.MaxBackups < 0 {
+				bad(key, "must be a whole number, 0 (keep all) or more, not %s", v)
+			}
+		case "compress":
+			if json.Unmarshal(v, &cfg.Compress) != nil {
+				bad(key, "must be true or false, not %s", v)
+			}
+		case "fsync":
+			if json.Unmarshal(v, &cfg.Fsync) != nil || (cfg.Fsync != FsyncBatch && cfg.Fsync != FsyncNever) {
+				bad(key, "must be %q (sync after every batch) or %q, not %s", FsyncBatch, FsyncNever, v)
+			}
+		default:
+			bad(key, "unknown key (valid keys: compress, fsync, max_age, max_backups, max_size_mb, path)")
+		}
+	}
+	if _, ok := raw["path"]; !ok {
+		bad("path", "missing: set the file to write, e.g. /var/log/flowtap/events.jsonl")
+	}
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b sdk.ConfigError) int { return cmp.Compare(a.Key, b.Key) })
+		return Config{}, 0, errs
+	}
+	return cfg, maxAge, nil
+}
+
+// Write implements sdk.Sink: it appends the batch as JSON lines, rotating
+// first if the file is older than max_age, and (fsync "batch") syncs the
+// file before returning.
+func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
+	if s.out == nil {
+		return fmt.Errorf("file sink: Write before Configure")
+	}
+	if s.maxAge > 0 && s.now().Sub(s.openedAt) >= s.maxAge {
+		if err := s.out.Rotate(); err != nil {
+			return fmt.Errorf("rotate %s: %w", s.cfg.Path, err)
+		}
+		s.openedAt = s.now()
+	}
+	s.buf = s.buf[:0]
+	for i := range batch {
+		s.buf = stdout.AppendJSON(s.buf, &batch[i])
+		if len(s.buf) >= chunk {
+			if err := s.write(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.write(); err != nil {
+		return err
+	}
+	if s.cfg.Fsync == FsyncBatch {
+		return s.sync()
+	}
+	return nil
+}
+
+// write writes the buffered lines.
+func (s *Sink) write() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_, err := s.out.Write(s.buf)
+	s.buf = s.buf[:0]
+	if err != nil {
+		return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+	}
+	return nil
+}
+
+// sync flushes the current file to disk. lumberjack does not expose its
+// file, so it syncs through a descriptor of its own: fsync acts on the
+// file, whichever descriptor names it.
+func (s *Sink) sync() error {
+	f, err := os.Open(s.cfg.Path)
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", s.cfg.Path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", s.cfg.Path, err)
+	}
+	return nil
+}
+
+// Close implements sdk.Sink: it syncs and closes the file.
+func (s *Sink) Close(context.Context) error {
+	if s.out == nil {
+		return nil
+	}
+	var err error
+	if s.cfg.Fsync != FsyncNever {
+		err = s.sync()
+	}
+	if cerr := s.out.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close %s: %w", s.cfg.Path, cerr)
+	}
+	return err
+}
