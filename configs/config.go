@@ -188,6 +188,7 @@ func (c *Config) Validate() error {
 			if strings.TrimSpace(s.Plugin) == "" {
 				errs = append(errs, fmt.Errorf("%s: sinks[%d]: 'plugin' is empty: name a built-in sink (stdout) or a plugin binary path", where, j))
 			}
+			errs = append(errs, validateSink(fmt.Sprintf("%s: sinks[%d]", where, j), s)...)
 		}
 	}
 	if len(errs) > 0 {

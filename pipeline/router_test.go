@@ -25,9 +25,12 @@ func TestRouterDeliversBySelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sinks []*sink
+	gotEvents := map[*sink][]events.Event{}
 	for i := range cfg.Pipelines {
 		for j := 0; j < 2; j++ { // two sinks per pipeline
-			sinks = append(sinks, &sink{pipeline: i, queue: make(chan events.Event, 16)})
+			s := &sink{pipeline: i}
+			s.enqueue = func(ev events.Event) { gotEvents[s] = append(gotEvents[s], ev) }
+			sinks = append(sinks, s)
 		}
 	}
 	r := newRouter(plan, sinks, "host-a")
@@ -40,7 +43,6 @@ func TestRouterDeliversBySelection(t *testing.T) {
 	} {
 		r.route(ev)
 	}
-	r.close()
 	want := map[int][]events.ID{
 		0: {events.IDNetFlowTCPBegin, events.IDRecordsLost},
 		1: {events.IDNetFlowTCPEnd, events.IDRecordsLost},
@@ -48,7 +50,7 @@ func TestRouterDeliversBySelection(t *testing.T) {
 	}
 	for _, s := range sinks {
 		var got []events.ID
-		for ev := range s.queue {
+		for _, ev := range gotEvents[s] {
 			got = append(got, ev.ID)
 			if ev.Context.HostName != "host-a" {
 				t.Errorf("event %d lacks the host name: %+v", ev.ID, ev.Context)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -15,7 +14,6 @@ import (
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/host"
 )
 
 // Options configure Run.
@@ -46,20 +44,24 @@ type Stats struct {
 	DerivedEvents uint64 // events computed by derivation
 	Delivered     uint64 // events acknowledged by sinks (summed over sinks)
 	LostRecords   uint64 // records the kernel could not submit (ring buffer full)
+	// Sinks are each sink's counters (queued, sent, acked, retried,
+	// dropped, duplicates resent, restarts), in config order.
+	Sinks []SinkStats
 }
 
 // tickInterval is how often the flow tracker's clock advances (SYN
 // timeouts, close grace, idle eviction).
 const tickInterval = 250 * time.Millisecond
 
-// queueDepth is how many events wait for one sink before the router
-// blocks (the default 'block' policy: nothing is dropped).
+// queueDepth is how many base events wait for derivation.
 const queueDepth = 8192
 
 // Run starts the sinks, the kernel capture (if the plan needs it) and the
 // derivation stage, and delivers events until ctx is cancelled. Then it
 // drains: the capture stops, every open flow gets its end, every sink
-// flushes and closes. A sink that fails stops the run with its error.
+// delivers its queue, has it acknowledged and closes. A sink whose plugin
+// keeps failing stops the run with its error (on_failure: stop) or is
+// dropped while the others go on (on_failure: disable).
 func Run(ctx context.Context, opts Options) (Stats, error) {
 	log := opts.Logger
 	if log == nil {
@@ -89,19 +91,22 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	watchCtx, stopWatching := context.WithCancel(runCtx)
+	defer stopWatching()
+	watchSinks(watchCtx, sinks, cancel, log)
 
 	var capture *bpf.Capture
 	if plan.Shared.NeedsKernel() {
 		cgroup := opts.CgroupPath
 		if cgroup == "" {
 			if cgroup, err = bpf.FindCgroup2Mount(); err != nil {
-				closeSinks(sinks, log)
+				closeSinks(sinks, nil, log)
 				return Stats{}, err
 			}
 		}
 		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf")})
 		if err != nil {
-			closeSinks(sinks, log)
+			closeSinks(sinks, nil, log)
 			return Stats{}, err
 		}
 		log.Info("capture started", "cgroup", cgroup, "events", names(opts.Catalogue, plan.Shared.Emit))
@@ -111,7 +116,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 
 	var stats Stats
 	base := make(chan events.Event, queueDepth)
-	var wg sync.WaitGroup
 
 	// Producer: the kernel capture. It runs on its own context: at the
 	// end the live sockets are snapshotted first (so open flows end with
@@ -128,17 +132,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	} else {
 		close(base)
 		captureErr <- nil
-	}
-
-	// Sink writers.
-	for _, s := range sinks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.run(runCtx, opts.BatchSize, opts.FlushInterval); err != nil {
-				cancel(err)
-			}
-		}()
 	}
 
 	// Derivation and routing, on this goroutine.
@@ -175,8 +168,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
 			"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
 	}
-	r.close()
-	wg.Wait()
+	stopWatching() // a sink failing while it drains is reported by closeSinks
 
 	var errs []error
 	if err := <-captureErr; err != nil {
@@ -189,13 +181,19 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			errs = append(errs, fmt.Errorf("close kernel capture: %w", err))
 		}
 	}
-	for _, s := range sinks {
-		stats.Delivered += s.delivered
+	cause := context.Cause(runCtx)
+	if errors.Is(cause, context.Canceled) {
+		cause = nil
 	}
-	if err := closeSinks(sinks, log); err != nil {
+	sinkStats, err := closeSinks(sinks, cause, log)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+	stats.Sinks = sinkStats
+	for _, st := range sinkStats {
+		stats.Delivered += st.Acked
+	}
+	if cause != nil {
 		errs = append([]error{cause}, errs...)
 	}
 	log.Info("stopped", "base_events", stats.BaseEvents, "derived_events", stats.DerivedEvents,
@@ -279,141 +277,7 @@ func (r *router) route(ev events.Event) {
 			continue
 		}
 		for _, s := range rt.sinks {
-			s.queue <- ev
+			s.enqueue(ev)
 		}
 	}
-}
-
-func (r *router) close() {
-	for _, rt := range r.routes {
-		for _, s := range rt.sinks {
-			close(s.queue)
-		}
-	}
-}
-
-// sink is one running sink plugin with its queue.
-type sink struct {
-	label     string
-	pipeline  int
-	client    *host.Sink
-	queue     chan events.Event
-	delivered uint64
-}
-
-// outputFile is the file sink plugins print to directly: the process's
-// standard output, or the Stdout option when it is a file. Any other
-// writer gets the plugins' forwarded stdout instead.
-func outputFile(w io.Writer) *os.File {
-	if w == nil {
-		return os.Stdout
-	}
-	f, _ := w.(*os.File)
-	return f
-}
-
-func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
-	var sinks []*sink
-	for i, pp := range plan.Pipelines {
-		for j, sc := range pp.Config.Sinks {
-			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
-			client, err := host.Start(ctx, host.Config{
-				Name:   label,
-				Plugin: sc.Plugin,
-				Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
-				Stdout: opts.Stdout,
-				Output: outputFile(opts.Stdout),
-				Stderr: opts.Stderr,
-				Names:  opts.Catalogue.Name,
-			})
-			if err == nil {
-				if err = client.Configure(ctx, sc.Config); err != nil {
-					client.Close(ctx)
-				}
-			}
-			if err != nil {
-				closeSinks(sinks, log)
-				return nil, fmt.Errorf("start %s: %w", label, err)
-			}
-			sinks = append(sinks, &sink{label: label, pipeline: i, client: client, queue: make(chan events.Event, queueDepth)})
-		}
-	}
-	return sinks, nil
-}
-
-// run batches the sink's queue into writes until the queue is closed, then
-// writes what is left and waits for every acknowledgement. Batches leave
-// when full or when the oldest event has waited flush long; several may be
-// in flight at once (host.Sink.WriteAsync), and each tick settles them.
-func (s *sink) run(ctx context.Context, size int, flush time.Duration) error {
-	batch := make([]events.Event, 0, size)
-	ticker := time.NewTicker(flush)
-	defer ticker.Stop()
-	// Deliver even while shutting down: the drain must reach the sink.
-	wctx := context.WithoutCancel(ctx)
-	write := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		n := uint64(len(batch))
-		// done runs on this goroutine, inside a later call on the client.
-		if err := s.client.WriteAsync(wctx, batch, func(err error) {
-			if err == nil {
-				s.delivered += n
-			}
-		}); err != nil {
-			return fmt.Errorf("%s: write %d events: %w", s.label, n, err)
-		}
-		batch = batch[:0] // encoded by WriteAsync: free to reuse
-		return nil
-	}
-	settle := func() error {
-		if err := write(); err != nil {
-			return err
-		}
-		if err := s.client.Flush(wctx); err != nil {
-			return fmt.Errorf("%s: %w", s.label, err)
-		}
-		return nil
-	}
-	for {
-		select {
-		case ev, ok := <-s.queue:
-			if !ok {
-				return settle()
-			}
-			batch = append(batch, ev)
-			if len(batch) >= size {
-				if err := write(); err != nil {
-					s.discard()
-					return err
-				}
-			}
-		case <-ticker.C:
-			if err := settle(); err != nil {
-				s.discard()
-				return err
-			}
-		}
-	}
-}
-
-// discard empties the queue after a failure so the router never blocks on
-// a dead sink while the run stops.
-func (s *sink) discard() {
-	for range s.queue {
-	}
-}
-
-func closeSinks(sinks []*sink, log hclog.Logger) error {
-	var errs []error
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, s := range sinks {
-		if err := s.client.Close(ctx); err != nil {
-			log.Error("close sink", "sink", s.label, "error", err)
-			errs = append(errs, fmt.Errorf("close %s: %w", s.label, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -1,0 +1,173 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/host"
+	"github.com/flowtap/flowtap/plugins/supervise"
+)
+
+// SinkStats are one sink's counters at the end of a run.
+type SinkStats struct {
+	// Pipeline is the pipeline's name; Index the sink's place in its list.
+	Pipeline string
+	Index    int
+	// Plugin is the sink's plugin, as configured.
+	Plugin string
+	supervise.Counters
+	// Failed holds why the sink failed, if it did ("" otherwise).
+	Failed string
+}
+
+// sinkCloseTimeout bounds the delivery of what is queued when the run
+// ends, for all sinks together; what is not delivered by then is dropped.
+const sinkCloseTimeout = 60 * time.Second
+
+// sink is one configured sink of a pipeline: a supervised plugin.
+type sink struct {
+	label     string
+	pipeline  int
+	stats     SinkStats
+	onFailure string
+	sup       *supervise.Sink
+	// enqueue offers an event to the sink's queue (sup.Enqueue).
+	enqueue func(events.Event)
+}
+
+// outputFile is the file sink plugins print to directly: the process's
+// standard output, or the Stdout option when it is a file. Any other
+// writer gets the plugins' forwarded stdout instead.
+func outputFile(w io.Writer) *os.File {
+	if w == nil {
+		return os.Stdout
+	}
+	f, _ := w.(*os.File)
+	return f
+}
+
+// startSinks starts every sink of every pipeline, each behind its
+// supervisor. A sink that cannot start fails the whole start.
+func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
+	var sinks []*sink
+	for i, pp := range plan.Pipelines {
+		for j, sc := range pp.Config.Sinks {
+			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
+			policy, err := supervise.ParsePolicy(sc.Queue.Policy)
+			if err != nil {
+				closeSinks(sinks, nil, log)
+				return nil, fmt.Errorf("start %s: queue: %w", label, err)
+			}
+			sup, err := supervise.Start(ctx, supervise.Config{
+				Name: label,
+				Host: host.Config{
+					Name:   label,
+					Plugin: sc.Plugin,
+					Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
+					Stdout: opts.Stdout,
+					Output: outputFile(opts.Stdout),
+					Stderr: opts.Stderr,
+					Names:  opts.Catalogue.Name,
+					SHA256: sc.SHA256,
+				},
+				SinkConfig:     sc.Config,
+				QueueSize:      sc.Queue.Size,
+				Policy:         policy,
+				BatchSize:      opts.BatchSize,
+				FlushInterval:  opts.FlushInterval,
+				MaxAttempts:    sc.Restart.MaxAttempts,
+				InitialBackoff: sc.Restart.InitialBackoff,
+				MaxBackoff:     sc.Restart.MaxBackoff,
+				Logger:         log.Named("supervise"),
+			})
+			if err != nil {
+				closeSinks(sinks, nil, log)
+				return nil, fmt.Errorf("start %s: %w", label, err)
+			}
+			onFailure := sc.OnFailure
+			if onFailure == "" {
+				onFailure = configs.OnFailureStop
+			}
+			sinks = append(sinks, &sink{
+				label:     label,
+				pipeline:  i,
+				stats:     SinkStats{Pipeline: pp.Config.Name, Index: j, Plugin: sc.Plugin},
+				onFailure: onFailure,
+				sup:       sup,
+				enqueue:   sup.Enqueue,
+			})
+		}
+	}
+	return sinks, nil
+}
+
+// watchSinks applies each sink's on_failure policy when it gives up:
+// "stop" ends the run with the sink's error, "disable" drops the sink and
+// lets the others go on. It returns when ctx ends.
+func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc, log hclog.Logger) {
+	for _, s := range sinks {
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-s.sup.Failed():
+				if s.onFailure == configs.OnFailureDisable {
+					log.Error("sink disabled after repeated failures (on_failure: disable): its events are dropped, the other sinks go on",
+						"sink", s.label, "error", s.sup.Err())
+					return
+				}
+				log.Error("sink failed (on_failure: stop): stopping flowtap", "sink", s.label, "error", s.sup.Err())
+				stop(s.sup.Err())
+			}
+		}()
+	}
+}
+
+// closeSinks delivers what every sink has queued, closes them, logs their
+// counters and returns their totals, and the errors of sinks whose
+// failure stops the run, except reported (the error that already stopped
+// it). A disabled sink's failure was logged when it happened.
+func closeSinks(sinks []*sink, reported error, log hclog.Logger) ([]SinkStats, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), sinkCloseTimeout)
+	defer cancel()
+	// Close them all at once: each drains its own queue.
+	errs := make([]error, len(sinks))
+	done := make(chan int, len(sinks))
+	for i, s := range sinks {
+		go func() {
+			errs[i] = s.sup.Close(ctx)
+			done <- i
+		}()
+	}
+	for range sinks {
+		<-done
+	}
+	stats := make([]SinkStats, len(sinks))
+	var failed []error
+	for i, s := range sinks {
+		st := s.stats
+		st.Counters = s.sup.Counters()
+		if err := errs[i]; err != nil {
+			st.Failed = err.Error()
+			switch {
+			case reported != nil && errors.Is(reported, err):
+			case s.sup.Err() != nil && s.onFailure == configs.OnFailureDisable:
+			default:
+				failed = append(failed, fmt.Errorf("close %s: %w", s.label, err))
+			}
+		}
+		stats[i] = st
+		c := st.Counters
+		log.Info("sink counters", "sink", s.label, "queued", c.Queued, "sent", c.Sent, "acked", c.Acked,
+			"retried", c.Retried, "dropped", c.Dropped, "duplicates_resent", c.DuplicatesResent,
+			"restarts", c.Restarts, "failed", st.Failed != "")
+	}
+	return stats, errors.Join(failed...)
+}
