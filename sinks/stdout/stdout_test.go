@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,15 +21,19 @@ func TestParseConfig(t *testing.T) {
 		{config: `null`, format: FormatTable},
 		{config: `{"format":"table"}`, format: FormatTable},
 		{config: `{"format":"json"}`, format: FormatJSON},
-		{config: `{"format":"xml"}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "xml" (valid: json, table)`}}},
-		{config: `{"format":1}`, errs: sdk.ConfigErrors{{Key: "format", Message: `must be a string, one of "json", "table"`}}},
+		{config: `{"format":"xml"}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "xml" (valid: json, table, template)`}}},
+		{config: `{"format":1}`, errs: sdk.ConfigErrors{{Key: "format", Message: `must be a string, one of "json", "table", "template"`}}},
+		{config: `{"format":"template","template":"{{.Name}}"}`, format: FormatTemplate},
+		{config: `{"format":"template"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `missing: format "template" needs a template`}}},
+		{config: `{"template":"{{.Name}}"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `is only used with format "template", not "table"`}}},
+		{config: `{"format":"template","template":"{{.Name"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `parse: template: stdout:1: unclosed action`}}},
 		{config: `{"format":"yaml","colour":true,"width":80}`, errs: sdk.ConfigErrors{
-			{Key: "colour", Message: "unknown key (valid keys: format)"},
-			{Key: "format", Message: `unknown format "yaml" (valid: json, table)`},
-			{Key: "width", Message: "unknown key (valid keys: format)"},
+			{Key: "colour", Message: "unknown key (valid keys: format, template)"},
+			{Key: "format", Message: `unknown format "yaml" (valid: json, table, template)`},
+			{Key: "width", Message: "unknown key (valid keys: format, template)"},
 		}},
 	} {
-		format, err := parseConfig([]byte(tc.config))
+		format, _, err := parseConfig([]byte(tc.config))
 		if tc.errs == nil {
 			if err != nil || format != tc.format {
 				t.Errorf("parseConfig(%s) = %q, %v; want %q", tc.config, format, err, tc.format)
@@ -51,7 +56,7 @@ func TestParseConfig(t *testing.T) {
 		}
 	}
 	var one sdk.ConfigError
-	if _, err := parseConfig([]byte(`[1]`)); !errors.As(err, &one) || one.Key != "" {
+	if _, _, err := parseConfig([]byte(`[1]`)); !errors.As(err, &one) || one.Key != "" {
 		t.Errorf("parseConfig([1]) = %v, want a key-less ConfigError", err)
 	}
 }
@@ -160,4 +165,30 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 		return 0, errors.New("broken pipe")
 	}
 	return w.buf.Write(p)
+}
+
+func TestTemplateFormat(t *testing.T) {
+	var out bytes.Buffer
+	s := New()
+	s.out = &out
+	tmpl := `{{.Time.UTC.Format "15:04:05"}} {{.Name}} {{.Context.Comm}}[{{.Context.PID}}] -> {{.Field "dst"}}:{{.Field "dst_port"}} dns={{join (.Field "dst_dns") ","}} {{.Field "nope"}}|`
+	if err := s.Configure(t.Context(), []byte(`{"format":"template","template":`+strconv.Quote(tmpl)+`}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(t.Context(), []sdk.Event{flowEvent()}); err != nil {
+		t.Fatal(err)
+	}
+	want := "22:13:20 net_flow_tcp_begin curl[1234] -> 93.184.216.34:443 dns=example.com,www.example.com |\n"
+	if out.String() != want {
+		t.Errorf("template output\n got %q\nwant %q", out.String(), want)
+	}
+	// A template failing on an event fails the batch, naming the event.
+	s2 := New()
+	s2.out = &out
+	if err := s2.Configure(t.Context(), []byte(`{"format":"template","template":"{{.Nope}}"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Write(t.Context(), []sdk.Event{flowEvent()}); err == nil || !strings.Contains(err.Error(), "net_flow_tcp_begin") {
+		t.Errorf("Write with a failing template = %v", err)
+	}
 }
