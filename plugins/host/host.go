@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,6 +274,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		cmd.Env = append(cmd.Env, sdk.OutputFDEnv+"=3")
 	}
 
+	tail := &stderrTail{}
 	startTimeout := DefaultStartTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		startTimeout = max(min(time.Until(deadline), startTimeout), time.Millisecond)
@@ -292,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 		Managed:          false,
 		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
-		Logger:           logger,
+		Logger:           tailLogger{Logger: logger, tail: tail, base: filepath.Base(path)},
 		SyncStdout:       s.stdout,
 		SyncStderr:       s.stderr,
 		GRPCDialOptions:  grpcopt.DialOptions(),
@@ -311,6 +313,16 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if err != nil {
 		if strings.Contains(err.Error(), "incompatible API version") {
 			return fail("protocol version", fmt.Errorf("plugin speaks a sink protocol this host does not (it speaks %d): update flowtap or build the plugin against this flowtap's plugins/sdk: %w", sdk.ProtocolVersion, err))
+		}
+		if strings.Contains(err.Error(), "Failed to read any lines") || strings.Contains(err.Error(), "exited before we could connect") {
+			// Kill waits for go-plugin's goroutine reading the
+			// plugin's stderr: the tail is complete after it.
+			s.kill()
+			why := "the plugin exited before the handshake"
+			if stderr := tail.String(); stderr != "" {
+				why += "; its standard error: " + stderr
+			}
+			return fail("plugin handshake (is it a flowtap sink plugin built with plugins/sdk?)", fmt.Errorf("%s: %w", why, err))
 		}
 		if strings.Contains(err.Error(), "Unrecognized remote plugin message") {
 			return fail("plugin handshake", fmt.Errorf("the plugin printed to its standard output before the handshake (a sink must not write to stdout before sdk.Serve; log with sdk.Logger): %w", err))
