@@ -278,18 +278,33 @@ func (a *Agent) Stop(tb testing.TB) {
 
 // Interrupt sends SIGINT and waits up to limit for flowtap to exit 0.
 func (a *Agent) Interrupt(limit time.Duration) error {
-	if err := a.cmd.Process.Signal(os.Interrupt); err != nil {
+	return a.Signal(os.Interrupt, limit)
+}
+
+// Signal sends sig and waits up to limit for flowtap to exit 0.
+func (a *Agent) Signal(sig os.Signal, limit time.Duration) error {
+	if err := a.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("signal flowtap: %w", err)
 	}
+	if err := a.Wait(limit); err != nil {
+		return fmt.Errorf("after %v: %w", sig, err)
+	}
+	return nil
+}
+
+// Wait waits up to limit for flowtap to exit on its own, and returns nil
+// if it exited 0, else why not (an *exec.ExitError for another status).
+// If flowtap is still running at the limit, it is killed.
+func (a *Agent) Wait(limit time.Duration) error {
 	select {
 	case err := <-a.exited:
 		if err != nil {
-			return fmt.Errorf("flowtap exited with %v after SIGINT", err)
+			return fmt.Errorf("flowtap exited with %w", err)
 		}
 		return nil
 	case <-time.After(limit):
 		a.cmd.Process.Kill()
-		return fmt.Errorf("flowtap did not exit within %v of SIGINT: killed", limit)
+		return fmt.Errorf("flowtap did not exit within %v: killed", limit)
 	}
 }
 
