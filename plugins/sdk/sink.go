@@ -26,9 +26,13 @@ import (
 //   - Configure is called exactly once, before any Write. If it returns an
 //     error the sink receives no Write; the host closes it.
 //   - Write is called with one batch at a time, never concurrently with
-//     itself, Configure or Close. A nil error means the sink accepted the
-//     whole batch; an error means it did not accept the batch, and the host
-//     decides whether to retry it. Batches are never empty.
+//     itself, Configure or Close. A nil error acknowledges the whole batch;
+//     an error means the sink did not accept it, and the host sends it
+//     again later (after a backoff, a bounded number of times). Batches are
+//     never empty. Delivery is at least once: if the plugin dies or hangs
+//     before acknowledging a batch, the host restarts it (a new process,
+//     Configure again) and resends the batch, which the sink may then see
+//     twice.
 //   - Close is called exactly once, last, also when Configure failed or was
 //     never called; nothing is called after it. It flushes and releases
 //     everything the sink holds.
