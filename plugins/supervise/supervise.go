@@ -362,13 +362,17 @@ func (s *Sink) write(b *batchBuf) {
 			s.dups.Add(n)
 		}
 	}
+	// In flight before the call: its outcome may arrive within it.
+	s.inflight[b] = struct{}{}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
 	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, err) })
 	cancel()
+	if err != nil {
+		delete(s.inflight, b) // nothing of it was sent; done is not called
+	}
 	switch {
 	case err == nil:
 		s.sent.Add(n)
-		s.inflight[b] = struct{}{}
 	case errors.Is(err, host.ErrTooLarge):
 		// Retrying cannot help; the rest of the run can go on.
 		s.log.Error("dropping a batch the sink protocol cannot carry", "sink", s.cfg.Name, "events", n, "error", err)

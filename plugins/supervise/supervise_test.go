@@ -51,11 +51,19 @@ func plugin(t *testing.T, pkg string) string {
 		return p
 	}
 	out := filepath.Join(binDir, "flowtap-sink-"+filepath.Base(pkg))
-	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	if err := buildTo(pkg, out); err != nil {
+		t.Fatal(err)
 	}
 	built[pkg] = out
 	return out
+}
+
+// buildTo builds the command in pkg as out.
+func buildTo(pkg, out string) error {
+	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, msg)
+	}
+	return nil
 }
 
 const (
@@ -467,4 +475,27 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(stat), ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+}
+
+// TestOutcomeWithinWrite: a Plugin may settle a batch inside the
+// WriteAsync call that sends it (the host does when a later part of a
+// split batch fails); the supervisor must not then count it in flight.
+func TestOutcomeWithinWrite(t *testing.T) {
+	s, err := Start(t.Context(), Config{
+		Name: "in-process", BatchSize: 100, QueueSize: 1000, Logger: hclog.NewNullLogger(),
+		Launch: func(context.Context) (Plugin, error) { return &inProcess{}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const offered = 10_000
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.Counters(); c.Acked != offered || c.Sent != offered {
+		t.Errorf("counters %+v, want all %d sent and acked once", c, offered)
+	}
 }
