@@ -525,6 +525,10 @@ func (s *Sink) finish() {
 		return
 	}
 	for len(s.inflight) > 0 || len(s.retry) > 0 {
+		if err := s.ctx.Err(); err != nil { // Close ran out of time
+			s.abandon(err)
+			return
+		}
 		if len(s.inflight) > 0 {
 			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
 			err := s.p.Flush(ctx)
