@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,7 @@ func Serve(s Sink) {
 		JSONFormat: true,
 	})
 	pluginLogger.Store(&logger)
+	tuneGC()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: VersionedPlugins(s),
@@ -117,6 +119,21 @@ func Serve(s Sink) {
 		},
 		Logger: logger,
 	})
+}
+
+// pluginGCPercent is the garbage collector's target a plugin runs with
+// unless GOGC says otherwise. A plugin's live heap is small (the decoder
+// reuses its memory) while every batch arrives in fresh memory, so with
+// Go's default of 100 it collects several times per megabyte received: a
+// tenth of its CPU time at high rates. 400 collects a quarter as often for
+// a few more MiB of memory.
+const pluginGCPercent = 400
+
+// tuneGC applies pluginGCPercent, unless the user set GOGC.
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(pluginGCPercent)
+	}
 }
 
 // OutputFDEnv names the environment variable through which the host
