@@ -499,3 +499,44 @@ func TestOutcomeWithinWrite(t *testing.T) {
 		t.Errorf("counters %+v, want all %d sent and acked once", c, offered)
 	}
 }
+
+// TestRestartAfterFreeze: an idle plugin that stops answering (SIGSTOP)
+// fails its health check and is replaced; the events offered afterwards
+// are delivered.
+func TestRestartAfterFreeze(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	countFile := filepath.Join(t.TempDir(), "count")
+	s := start(t, Config{BatchSize: 10, HealthInterval: 50 * time.Millisecond, AckTimeout: 300 * time.Millisecond},
+		bin, map[string]any{"count_file": countFile})
+	frozen := s.PID()
+	if ppid(frozen) != os.Getpid() {
+		t.Fatalf("pid %d is not a plugin this test started", frozen)
+	}
+	if err := syscall.Kill(frozen, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(frozen, syscall.SIGKILL) // if the supervisor did not
+	for deadline := time.Now().Add(30 * time.Second); s.Counters().Restarts == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the frozen plugin was not replaced")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(frozen); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the frozen plugin %d was not killed", frozen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	const offered = 100
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := counted(t, countFile)
+	if c := s.Counters(); c.Acked != offered || got != offered || c.Restarts != 1 {
+		t.Errorf("counters %+v, sink got %d; want %d, after 1 restart", c, got, offered)
+	}
+}

@@ -51,7 +51,7 @@ func (r *recorder) requests() int {
 	return len(r.bodies)
 }
 
-func events(n int) []sdk.Event {
+func sdkEvents(n int) []sdk.Event {
 	out := make([]sdk.Event, n)
 	for i := range out {
 		out[i] = sdktest.Event("net_flow_tcp_begin", sdktest.F("dst", "192.0.2.1"), sdktest.F("dst_port", uint(i)))
@@ -69,7 +69,7 @@ func TestWebhookPostsBatches(t *testing.T) {
 		"headers": map[string]string{"Authorization": "Bearer s3cret", "X-Env": "test"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Write(events(5)...); err != nil {
+	if err := h.Write(sdkEvents(5)...); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.Close(); err != nil {
@@ -104,7 +104,7 @@ func TestWebhookRetries(t *testing.T) {
 	if err := h.Configure(map[string]any{"url": srv.URL, "retry": map[string]any{"max_attempts": 3, "initial_backoff": "1ms"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Write(events(3)...); err != nil {
+	if err := h.Write(sdkEvents(3)...); err != nil {
 		t.Fatalf("Write after 503, 429, 200: %v", err)
 	}
 	if rec.requests() != 3 {
@@ -130,7 +130,7 @@ func TestWebhookGivesUp(t *testing.T) {
 			if err := h.Configure(map[string]any{"url": srv.URL, "retry": map[string]any{"initial_backoff": "1ms"}}); err != nil {
 				t.Fatal(err)
 			}
-			err := h.Write(events(1)...)
+			err := h.Write(sdkEvents(1)...)
 			if !errors.Is(err, sdktest.ErrRejected) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "answer body") {
 				t.Errorf("Write = %v, want a rejection saying %q", err, tc.want)
 			}
@@ -170,7 +170,7 @@ func TestWebhookTLS(t *testing.T) {
 			if err := h.Configure(cfg); err != nil {
 				t.Fatal(err)
 			}
-			err := h.Write(events(1)...)
+			err := h.Write(sdkEvents(1)...)
 			if (err == nil) != tc.ok {
 				t.Errorf("Write = %v, want success %v", err, tc.ok)
 			}
