@@ -3,7 +3,6 @@ package supervise
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -37,7 +36,7 @@ func BenchmarkSupervisedSink(b *testing.B) {
 					Host:   host.Config{Logger: hclog.NewNullLogger(), Names: names},
 				}
 				if where == "process" {
-					cfg.Host.Plugin = pluginB(b, flakyPkg)
+					cfg.Host.Plugin = plugin(b, flakyPkg)
 				} else {
 					cfg.Launch = func(context.Context) (Plugin, error) { return &inProcess{}, nil }
 				}
@@ -69,23 +68,6 @@ func BenchmarkSupervisedSink(b *testing.B) {
 			})
 		}
 	}
-}
-
-// pluginB builds the command in pkg (once) and returns its path, for
-// benchmarks.
-func pluginB(b *testing.B, pkg string) string {
-	b.Helper()
-	binMu.Lock()
-	defer binMu.Unlock()
-	if p, ok := built[pkg]; ok {
-		return p
-	}
-	out := filepath.Join(binDir, "flowtap-sink-"+filepath.Base(pkg))
-	if err := buildTo(pkg, out); err != nil {
-		b.Fatal(err)
-	}
-	built[pkg] = out
-	return out
 }
 
 // inProcess is a Plugin that converts each batch as the SDK hands it to a

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 }
 
 // plugin builds the plugin in pkg (once) and returns its path.
-func plugin(t *testing.T, pkg string) string {
+func plugin(t testing.TB, pkg string) string {
 	t.Helper()
 	binMu.Lock()
 	defer binMu.Unlock()
@@ -131,6 +131,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// deliver offers events 1 to n to s, then closes it.
+func deliver(t *testing.T, s *Sink, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		s.Enqueue(event(i))
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func closeSink(t *testing.T, s *Sink) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -173,12 +184,7 @@ func TestDropPolicies(t *testing.T) {
 			countFile := filepath.Join(t.TempDir(), "count")
 			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy}, bin,
 				map[string]any{"sleep_ms": 20, "count_file": countFile})
-			for i := 1; i <= offered; i++ {
-				s.Enqueue(event(i))
-			}
-			if err := closeSink(t, s); err != nil {
-				t.Fatal(err)
-			}
+			deliver(t, s, offered)
 			c := s.Counters()
 			got, ranges := counted(t, countFile)
 			t.Logf("counters %+v; the sink got %d events", c, got)
@@ -237,12 +243,7 @@ func TestBlockPolicy(t *testing.T) {
 	countFile := filepath.Join(t.TempDir(), "count")
 	s := start(t, Config{QueueSize: 10, BatchSize: 10}, bin, map[string]any{"sleep_ms": 2, "count_file": countFile})
 	const offered = 500
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	if err := closeSink(t, s); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, offered)
 	got, _ := counted(t, countFile)
 	if c := s.Counters(); c.Acked != offered || c.Dropped != 0 || c.Queued != offered || got != offered {
 		t.Errorf("counters %+v, sink got %d; want all %d", c, got, offered)
@@ -269,12 +270,7 @@ func testRecovers(t *testing.T, how string, cfg Config) {
 	s := start(t, cfg, bin, map[string]any{how: 3, "once_file": filepath.Join(dir, "once"), "count_file": countFile})
 	first := s.PID()
 	const offered = 200
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	if err := closeSink(t, s); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, offered)
 	c := s.Counters()
 	got, ranges := counted(t, countFile)
 	t.Logf("counters %+v; the sink got %d events", c, got)
@@ -315,12 +311,7 @@ func TestRejectedBatchRetried(t *testing.T) {
 	countFile := filepath.Join(t.TempDir(), "count")
 	s := start(t, Config{BatchSize: 10}, bin, map[string]any{"reject": 2, "count_file": countFile})
 	const offered = 100
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	if err := closeSink(t, s); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, offered)
 	c := s.Counters()
 	got, _ := counted(t, countFile)
 	if c.Acked != offered || got != offered || c.Restarts != 0 || c.Retried == 0 || c.DuplicatesResent != 0 {
@@ -489,12 +480,7 @@ func TestOutcomeWithinWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	const offered = 10_000
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	if err := closeSink(t, s); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, offered)
 	if c := s.Counters(); c.Acked != offered || c.Sent != offered {
 		t.Errorf("counters %+v, want all %d sent and acked once", c, offered)
 	}
@@ -529,12 +515,7 @@ func TestRestartAfterFreeze(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	const offered = 100
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	if err := closeSink(t, s); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, offered)
 	got, _ := counted(t, countFile)
 	if c := s.Counters(); c.Acked != offered || got != offered || c.Restarts != 1 {
 		t.Errorf("counters %+v, sink got %d; want %d, after 1 restart", c, got, offered)
