@@ -108,6 +108,13 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// The first signal drains (sinks deliver what they hold, exit
+			// 0); a second one ends flowtap at once (the plugins die
+			// with it).
+			context.AfterFunc(ctx, func() {
+				stop()
+				log.Info("stopping: draining the sinks (signal again to exit at once)")
+			})
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log,
 				CgroupPath: cgroup, RingBufferSize: ringBuffer, Tracker: tracker,
