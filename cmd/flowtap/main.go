@@ -111,10 +111,10 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 			// The first signal drains (sinks deliver what they hold, exit
 			// 0); a second one ends flowtap at once (the plugins die
 			// with it).
-			context.AfterFunc(ctx, func() {
+			defer context.AfterFunc(ctx, func() {
 				stop()
 				log.Info("stopping: draining the sinks (signal again to exit at once)")
-			})
+			})()
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log,
 				CgroupPath: cgroup, RingBufferSize: ringBuffer, Tracker: tracker,
