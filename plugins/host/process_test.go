@@ -309,7 +309,7 @@ func TestStdoutPluginConfigErrors(t *testing.T) {
 	if !errors.As(err, &errs) || len(errs) != 2 {
 		t.Fatalf("Configure = %v, want two ConfigErrors", err)
 	}
-	want := `configure sink "p / stdout": colour: unknown key (valid keys: format); format: unknown format "xml" (valid: json, table)`
+	want := `configure sink "p / stdout": colour: unknown key (valid keys: format, template); format: unknown format "xml" (valid: json, table, template)`
 	if err.Error() != want {
 		t.Errorf("error = %q\nwant      %q", err, want)
 	}
