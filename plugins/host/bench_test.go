@@ -81,6 +81,20 @@ func flowEnds(n int) []events.Event {
 	return batch
 }
 
+// rendered returns evs with their flows' address texts filled in, as the
+// flow tracker (derive) hands them to the pipeline: it renders a
+// connection's addresses once, for all the events of the connection, so
+// the conversion at the sink boundary copies them instead of formatting
+// them.
+func rendered(evs []events.Event) []events.Event {
+	for i := range evs {
+		if end, ok := evs[i].Payload.(*events.FlowEnd); ok {
+			end.SrcText, end.DstText = events.AddrText(end.Src), events.AddrText(end.Dst)
+		}
+	}
+	return evs
+}
+
 // BenchmarkWriteAcrossPlugin measures events from the host to a sink
 // plugin and back (the acknowledgements), in events per second:
 //
@@ -96,7 +110,10 @@ func flowEnds(n int) []events.Event {
 //     (about the size of a JSON line) per event without formatting anything:
 //     the cost of go-plugin's stdout forwarding;
 //   - grpc-in-process/discard: the same protocol over go-plugin's
-//     TestPluginGRPCConn, without a second process.
+//     TestPluginGRPCConn, without a second process;
+//   - process/discard-rendered: as process/discard, with the events'
+//     addresses rendered beforehand, as the pipeline's flow tracker hands
+//     them over (see rendered).
 //
 // allocs/op are the host's allocations per batch; the plugin's are in
 // plugins/sdk's BenchmarkDecode. FLOWTAP_BENCH_PLUGIN_CPUPROFILE=path makes
@@ -105,27 +122,31 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 	discardBin := buildPlugin(b, discardPkg)
 	stdoutBin := buildPlugin(b, stdoutPkg)
 	type benchCase struct {
-		name   string
-		bin    string
-		config map[string]any
-		batch  int
-		async  bool
-		output bool // hand the plugin a file for sdk.Output (/dev/null)
+		name     string
+		bin      string
+		config   map[string]any
+		batch    int
+		async    bool
+		output   bool // hand the plugin a file for sdk.Output (/dev/null)
+		rendered bool // addresses rendered beforehand
 	}
 	var cases []benchCase
 	for _, mode := range []string{"sync", "async"} {
 		for _, n := range benchBatchSizes {
-			cases = append(cases, benchCase{fmt.Sprintf("process/discard/%s/batch=%d", mode, n), discardBin, nil, n, mode == "async", false})
+			cases = append(cases, benchCase{fmt.Sprintf("process/discard/%s/batch=%d", mode, n), discardBin, nil, n, mode == "async", false, false})
 		}
 	}
 	for _, mode := range []string{"sync", "async"} {
 		cases = append(cases,
-			benchCase{"process/stdout-json/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", false},
-			benchCase{"process/stdout-json-output/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", true},
-			benchCase{"process/echo-450B/" + mode + "/batch=1024", discardBin, map[string]any{"echo": 450}, 1024, mode == "async", false},
+			benchCase{"process/stdout-json/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", false, false},
+			benchCase{"process/stdout-json-output/" + mode + "/batch=1024", stdoutBin, map[string]any{"format": "json"}, 1024, mode == "async", true, false},
+			benchCase{"process/echo-450B/" + mode + "/batch=1024", discardBin, map[string]any{"echo": 450}, 1024, mode == "async", false, false},
 		)
 	}
-	cases = append(cases, benchCase{"grpc-in-process/discard/sync/batch=1024", "", nil, 1024, false, false})
+	cases = append(cases, benchCase{"grpc-in-process/discard/sync/batch=1024", "", nil, 1024, false, false, false})
+	for _, n := range benchBatchSizes {
+		cases = append(cases, benchCase{fmt.Sprintf("process/discard-rendered/async/batch=%d", n), discardBin, nil, n, true, false, true})
+	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -162,6 +183,9 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 				b.Fatal(err)
 			}
 			batch := flowEnds(tc.batch)
+			if tc.rendered {
+				batch = rendered(batch)
+			}
 			// Warm up: the first batches grow the buffers of both sides.
 			for range 3 {
 				if err := s.Write(ctx, batch); err != nil {
@@ -231,23 +255,33 @@ func cpuTime(tb testing.TB, pid int) time.Duration {
 // BenchmarkWriteInProcess is the yardstick of BenchmarkWriteAcrossPlugin:
 // the same events, through the same conversion (names, Payload.AppendFields
 // into reused buffers), handed to a discarding sdk.Sink in this process,
-// with no encoding and no process boundary.
+// with no encoding and no process boundary. "rendered-" is the yardstick
+// of process/discard-rendered.
 func BenchmarkWriteInProcess(b *testing.B) {
-	for _, n := range benchBatchSizes {
-		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			ctx := context.Background()
-			var sink sdk.Sink = discardSink{}
-			var conv sdkConverter
-			batch := flowEnds(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := sink.Write(ctx, conv.convert(batch, names)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
-		})
+	for _, variant := range []string{"", "rendered-"} {
+		for _, n := range benchBatchSizes {
+			b.Run(fmt.Sprintf("%sbatch=%d", variant, n), func(b *testing.B) {
+				benchWriteInProcess(b, n, variant != "")
+			})
+		}
 	}
+}
+
+func benchWriteInProcess(b *testing.B, n int, pre bool) {
+	ctx := context.Background()
+	var sink sdk.Sink = discardSink{}
+	var conv sdkConverter
+	batch := flowEnds(n)
+	if pre {
+		batch = rendered(batch)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := sink.Write(ctx, conv.convert(batch, names)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
 }
 
 // sdkConverter turns events into sdk.Events in reused memory, as the SDK
