@@ -9,6 +9,14 @@ const (
 	ProducerKernel = "bpf/flow_programs"
 	// DeriverFlowTracker is the flow tracker in derive/.
 	DeriverFlowTracker = "derive/flow_tracker"
+	// ProducerKernelDNS is the DNS path of the cgroup skb programs: UDP
+	// and TCP port 53 payloads into the same ring buffer. A separate name
+	// so that a plan loads it only when a selected event needs DNS, and
+	// the loader removes it (a load-time constant) otherwise.
+	ProducerKernelDNS = "bpf/dns_programs"
+	// DeriverDNS parses DNS messages (derive/dnscache) into net_packet_dns
+	// and feeds the DNS cache that fills src_dns and dst_dns.
+	DeriverDNS = "derive/dns"
 )
 
 // Set names.
@@ -46,8 +54,20 @@ var flowFields = []FieldSpec{
 	{"dst_dns", "[]string", "domain names this host resolved to dst, from the DNS cache (empty when none)"},
 }
 
-// flowDeps are the base events every flow event is derived from.
-var flowDeps = []ID{IDNetPacketFlowBase, IDNetTCPSocketBase}
+// flowDeps are the base events every flow event is derived from. The DNS
+// base event fills src_dns and dst_dns; the pipeline may turn DNS capture
+// off (capture.dns.enabled: false), and then those fields stay empty.
+var flowDeps = []ID{IDNetPacketFlowBase, IDNetTCPSocketBase, IDNetPacketDNSBase}
+
+// dnsFields are the addressing fields of both DNS events.
+var dnsFields = []FieldSpec{
+	{"direction", "string", "'ingress' or 'egress', as the local socket saw the packet"},
+	{"proto", "string", "'udp' or 'tcp'"},
+	{"src", "string", "source IP address"},
+	{"dst", "string", "destination IP address"},
+	{"src_port", "uint16", "source port"},
+	{"dst_port", "uint16", "destination port"},
+}
 
 // BuiltinDefinitions returns the definitions of flowtap's built-in events.
 // Each call returns fresh values.
@@ -141,6 +161,39 @@ func BuiltinDefinitions() []Definition {
 			},
 			Source:   SourceKernel,
 			Producer: ProducerKernel,
+		},
+		{
+			ID:          IDNetPacketDNSBase,
+			Name:        NameNetPacketDNSBase,
+			Version:     "1.0.0",
+			Description: "A UDP datagram or TCP segment to or from port 53 seen by the cgroup skb programs, with its payload (bounded; longer ones are truncated and counted). Internal: the base of net_packet_dns and of the DNS cache behind src_dns and dst_dns; emitted only when selected by name.",
+			Sets:        []string{SetNetworkEvents},
+			Fields: fields(dnsFields, []FieldSpec{
+				{"length", "uint32", "transport payload length on the wire"},
+				{"truncated", "bool", "the kernel captured only the first bytes of the payload"},
+				{"netns_cookie", "uint64", "network namespace cookie of the socket (0 when not known)"},
+			}),
+			Source:   SourceKernel,
+			Producer: ProducerKernelDNS,
+			Internal: true,
+		},
+		{
+			ID:          IDNetPacketDNS,
+			Name:        NameNetPacketDNS,
+			Version:     "1.0.0",
+			Description: "A DNS query or response a local socket sent or received (UDP or TCP port 53), parsed: query name and type, response code and answers. Messages that do not parse are counted, not emitted.",
+			Sets:        []string{SetNetworkEvents},
+			Fields: fields(dnsFields, []FieldSpec{
+				{"dns_id", "uint16", "DNS message ID"},
+				{"response", "bool", "the message is a response (QR bit)"},
+				{"query_name", "string", "name in the first question, without the trailing dot"},
+				{"query_type", "string", "type in the first question, e.g. A, AAAA"},
+				{"rcode", "string", "response code, e.g. NOERROR, NXDOMAIN"},
+				{"answers", "[]string", "answer records as 'name TYPE ttl data'"},
+			}),
+			Dependencies: []ID{IDNetPacketDNSBase},
+			Source:       SourceDerived,
+			Deriver:      DeriverDNS,
 		},
 	}
 }
