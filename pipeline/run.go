@@ -38,6 +38,9 @@ type Options struct {
 	FlushInterval time.Duration
 	// Tracker bounds the flow tracker (table size, timeouts).
 	Tracker derive.Config
+	// DNSStats, when set, receives the DNS stage's counters at the end
+	// (tests read them).
+	DNSStats *DNSStats
 }
 
 // Stats are the totals of one run.
@@ -90,6 +93,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		return Stats{}, err
 	}
 
+	dnsOn, err := dnsEnabled(plan.Shared, opts.Config.Capture.DNS)
+	if err != nil {
+		closeSinks(sinks, log)
+		return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
+	}
+
 	var capture *bpf.Capture
 	if plan.Shared.NeedsKernel() {
 		cgroup := opts.CgroupPath
@@ -99,12 +108,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 				return Stats{}, err
 			}
 		}
-		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf")})
+		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf"), DNS: dnsOn})
 		if err != nil {
 			closeSinks(sinks, log)
 			return Stats{}, err
 		}
-		log.Info("capture started", "cgroup", cgroup, "events", names(opts.Catalogue, plan.Shared.Emit))
+		log.Info("capture started", "cgroup", cgroup, "dns", dnsOn, "events", names(opts.Catalogue, plan.Shared.Emit))
 	} else {
 		log.Info("selection needs no kernel program: none loaded", "events", names(opts.Catalogue, plan.Shared.Emit))
 	}
@@ -144,6 +153,15 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	// Derivation and routing, on this goroutine.
 	host, _ := os.Hostname()
 	r := newRouter(plan, sinks, host)
+	var dns *dnsStage
+	if dnsOn {
+		var emitDNS func(events.Event)
+		if plan.Shared.Emits(events.IDNetPacketDNS) {
+			emitDNS = func(ev events.Event) { stats.DerivedEvents++; r.route(ev) }
+		}
+		dns = newDNSStage(opts.Config.Capture.DNS.CacheSize, emitDNS)
+		opts.Tracker.Names = dns.cache
+	}
 	tracker := derive.NewTracker(opts.Tracker, func(ev events.Event) {
 		stats.DerivedEvents++
 		r.route(ev)
@@ -160,6 +178,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			}
 			stats.BaseEvents++
 			r.route(ev)
+			if ev.ID == events.IDNetPacketDNSBase {
+				if dns != nil {
+					dns.handle(ev)
+				}
+				continue
+			}
 			if runTracker {
 				tracker.Handle(ev)
 			}
@@ -174,6 +198,13 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		ts := tracker.Stats()
 		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
 			"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
+	}
+	if dns != nil {
+		dns.log(log)
+		if opts.DNSStats != nil {
+			*opts.DNSStats = dns.stats
+			opts.DNSStats.Cache = dns.cache.Stats()
+		}
 	}
 	r.close()
 	wg.Wait()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
+	"github.com/flowtap/flowtap/derive/dnscache"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/pipeline"
@@ -51,13 +52,15 @@ func newRoot() *cobra.Command {
 
 func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 	var (
-		configPath string
-		selection  []string
-		output     string
-		cgroup     string
-		ringBuffer int
-		tracker    derive.Config
-		cpuProfile string
+		configPath   string
+		selection    []string
+		output       string
+		cgroup       string
+		ringBuffer   int
+		tracker      derive.Config
+		cpuProfile   string
+		dns          bool
+		dnsCacheSize int
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -95,6 +98,12 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 					return fmt.Errorf("--output %s: the config has no stdout sink to format", output)
 				}
 			}
+			if cmd.Flags().Changed("dns") {
+				cfg.Capture.DNS.Enabled = &dns
+			}
+			if cmd.Flags().Changed("dns-cache-size") {
+				cfg.Capture.DNS.CacheSize = dnsCacheSize
+			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -125,6 +134,8 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 	f.DurationVar(&tracker.IdleTimeout, "flow-idle-timeout", derive.DefaultIdleTimeout, "evict a connection nothing was heard of for this long")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
 	f.DurationVar(&tracker.SYNTimeout, "syn-timeout", derive.DefaultSYNTimeout, "report an attempt without SYN-ACK after this long as failed (reason timeout)")
+	f.BoolVar(&dns, "dns", true, "capture DNS answers to fill src_dns/dst_dns (on when a selected event needs it); --dns=false loads no DNS code (config: capture.dns.enabled)")
+	f.IntVar(&dnsCacheSize, "dns-cache-size", dnscache.DefaultSize, "most entries (address, workload, name) in the DNS cache; least recently used evicted (config: capture.dns.cache_size)")
 	return cmd
 }
 

@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/derive/dnscache"
+	"github.com/flowtap/flowtap/events"
+)
+
+// dnsEnabled decides whether DNS capture runs: when a selected event
+// needs it (a flow event's src_dns/dst_dns, or net_packet_dns), unless the
+// config turns it off. Selecting net_packet_dns (or its base event) with
+// DNS turned off is an error: it could never be emitted.
+func dnsEnabled(plan *events.Plan, cfg configs.DNS) (bool, error) {
+	if !plan.Needs(events.ProducerKernelDNS) {
+		return false, nil
+	}
+	if cfg.Enabled == nil || *cfg.Enabled {
+		return true, nil
+	}
+	if plan.Emits(events.IDNetPacketDNS) || plan.Emits(events.IDNetPacketDNSBase) {
+		return false, errors.New("net_packet_dns is selected but DNS capture is turned off (capture.dns.enabled: false or --dns=false): turn it on or leave the event out")
+	}
+	return false, nil
+}
+
+// DNSStats are the DNS stage's counters.
+type DNSStats struct {
+	Messages  uint64 // DNS records from the kernel
+	Malformed uint64 // messages that did not parse
+	// Truncated counts messages that could not be parsed whole: cut by the
+	// kernel's capture bound, or a DNS-over-TCP message split over
+	// segments (not reassembled).
+	Truncated uint64
+	Cache     dnscache.Stats
+}
+
+// dnsStage parses the kernel's DNS records, feeds the cache and derives
+// net_packet_dns. It runs on the derivation goroutine.
+type dnsStage struct {
+	cache *dnscache.Cache
+	emit  func(events.Event) // nil: net_packet_dns is not selected
+	msg   dnscache.Message
+	stats DNSStats
+}
+
+func newDNSStage(size int, emit func(events.Event)) *dnsStage {
+	return &dnsStage{cache: dnscache.New(size), emit: emit}
+}
+
+// handle takes one net_packet_dns_base event. Responses a local socket
+// received (ingress) fill the cache, attributed to the receiving
+// socket's cgroup; a local resolver's answers to a local client pass
+// ingress at the client too.
+func (d *dnsStage) handle(ev events.Event) {
+	p, ok := ev.Payload.(*events.PacketDNSBase)
+	if !ok {
+		return
+	}
+	d.stats.Messages++
+	var err error
+	if p.Proto == events.DNSOverTCP {
+		err = dnscache.ParseTCP(p.Payload, &d.msg)
+	} else {
+		err = dnscache.Parse(p.Payload, &d.msg)
+	}
+	if err != nil {
+		if p.Truncated || errors.Is(err, dnscache.ErrTCPSplit) {
+			d.stats.Truncated++
+		} else {
+			d.stats.Malformed++
+		}
+		return
+	}
+	if p.Direction == events.Ingress && d.msg.Response {
+		d.cache.Insert(ev.Context.CgroupID, &d.msg, ev.Timestamp)
+	}
+	if d.emit != nil {
+		d.emit(events.Event{ID: events.IDNetPacketDNS, Timestamp: ev.Timestamp, Context: ev.Context, Payload: d.packet(p)})
+	}
+}
+
+// packet builds the net_packet_dns payload of the parsed message.
+func (d *dnsStage) packet(p *events.PacketDNSBase) *events.PacketDNS {
+	m := &d.msg
+	out := &events.PacketDNS{
+		Direction: p.Direction, Proto: p.Proto,
+		Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		ID: m.ID, Response: m.Response, QueryName: m.QName,
+		QueryType: dnscache.TypeString(m.QType), RCode: dnscache.RCodeString(m.RCode),
+	}
+	if len(m.Answers) > 0 {
+		out.Answers = make([]string, len(m.Answers))
+		for i, r := range m.Answers {
+			data := r.Target
+			if r.Addr.IsValid() {
+				data = r.Addr.String()
+			}
+			out.Answers[i] = fmt.Sprintf("%s %s %d %s", r.Name, dnscache.TypeString(r.Type), r.TTL, data)
+		}
+	}
+	return out
+}
+
+func (d *dnsStage) log(log hclog.Logger) {
+	s := d.stats
+	s.Cache = d.cache.Stats()
+	log.Info("dns", "messages", s.Messages, "malformed", s.Malformed, "truncated", s.Truncated,
+		"cache_entries", s.Cache.Entries, "cache_hits", s.Cache.Hits, "cache_misses", s.Cache.Misses,
+		"cache_evictions", s.Cache.Evictions, "cache_expiries", s.Cache.Expiries)
+}

@@ -1,0 +1,100 @@
+package pipeline
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/events"
+)
+
+func TestDNSEnabled(t *testing.T) {
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, on := false, true
+	plan := func(ids ...events.ID) *events.Plan {
+		p, err := cat.Resolve(ids...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		name    string
+		plan    *events.Plan
+		enabled *bool
+		want    bool
+		err     string
+	}{
+		{"flow events, unset: on", plan(events.IDNetFlowTCPBegin), nil, true, ""},
+		{"flow events, explicitly on", plan(events.IDNetFlowTCPEnd), &on, true, ""},
+		{"flow events, off", plan(events.IDNetFlowTCPBegin), &off, false, ""},
+		{"net_packet_dns: on", plan(events.IDNetPacketDNS), nil, true, ""},
+		{"net_packet_dns, off: error", plan(events.IDNetPacketDNS), &off, false, "DNS capture is turned off"},
+		{"no DNS field: off", plan(events.IDNetPacketFlowBase), &on, false, ""},
+	} {
+		got, err := dnsEnabled(tt.plan, configs.DNS{Enabled: tt.enabled})
+		if got != tt.want || (err == nil) != (tt.err == "") || err != nil && !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s: dnsEnabled = %v, %v; want %v, error %q", tt.name, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+// dnsAnswer is a wire response: name CNAME edge, edge A addr.
+func dnsAnswer(t *testing.T, name, edge string, addr netip.Addr) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 9, Response: true})
+	b.StartQuestions()
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	b.StartAnswers()
+	b.AResource(dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(edge), Class: dnsmessage.ClassINET, TTL: 30}, dnsmessage.AResource{A: addr.As4()})
+	b.CNAMEResource(dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(name), Class: dnsmessage.ClassINET, TTL: 30}, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(edge)})
+	out, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestDNSStage(t *testing.T) {
+	var got []events.Event
+	d := newDNSStage(0, func(ev events.Event) { got = append(got, ev) })
+	addr := netip.MustParseAddr("192.0.2.9")
+	wire := dnsAnswer(t, "www.example.", "edge.example.", addr)
+	base := func(dir events.PacketDirection, proto events.DNSProto, payload []byte, truncated bool) events.Event {
+		return events.Event{ID: events.IDNetPacketDNSBase, Timestamp: 1e9, Context: events.Context{CgroupID: 7},
+			Payload: &events.PacketDNSBase{Direction: dir, Proto: proto, SrcPort: 53, Payload: payload, Truncated: truncated}}
+	}
+	d.handle(base(events.Egress, events.DNSOverUDP, wire, false)) // the server's send: not cached
+	if n := d.cache.Names(addr, 7, 1e9); n != nil {
+		t.Fatalf("egress answer cached: %q", n)
+	}
+	d.handle(base(events.Ingress, events.DNSOverUDP, wire, false))
+	if n := d.cache.Names(addr, 7, 1e9); !reflect.DeepEqual(n, []string{"www.example", "edge.example"}) {
+		t.Fatalf("names = %q", n)
+	}
+	tcp := append([]byte{byte(len(wire) >> 8), byte(len(wire))}, wire...)
+	d.handle(base(events.Ingress, events.DNSOverTCP, tcp[:20], false))     // split: truncated
+	d.handle(base(events.Ingress, events.DNSOverUDP, wire[:20], true))     // cut by the kernel
+	d.handle(base(events.Ingress, events.DNSOverUDP, []byte{1, 2}, false)) // garbage
+	d.handle(base(events.Ingress, events.DNSOverTCP, tcp, false))
+	if s := d.stats; s.Messages != 6 || s.Truncated != 2 || s.Malformed != 1 {
+		t.Errorf("stats = %+v", s)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d net_packet_dns events, want 3", len(got))
+	}
+	p := got[2].Payload.(*events.PacketDNS)
+	want := &events.PacketDNS{Direction: events.Ingress, Proto: events.DNSOverTCP, SrcPort: 53, ID: 9, Response: true,
+		QueryName: "www.example", QueryType: "A", RCode: "NOERROR",
+		Answers: []string{"edge.example A 30 192.0.2.9", "www.example CNAME 30 edge.example"}}
+	if !reflect.DeepEqual(p, want) || got[2].Context.CgroupID != 7 {
+		t.Errorf("net_packet_dns = %+v\nwant %+v", p, want)
+	}
+}
