@@ -696,10 +696,10 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
 		struct iphdr v4;
 		struct ipv6hdr v6;
 	} ip;
-	union {
-		struct udphdr udp;
-		struct tcp_head tcp;
-	} l4;
+	struct {
+		__be16 source;
+		__be16 dest;
+	} ports;
 	struct dns_scratch *s;
 	struct bpf_sock *sk;
 	__u32 zero = 0, off, plen;
@@ -733,23 +733,25 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
 	default:
 		return;
 	}
-	if (proto == IPPROTO_UDP) {
-		if (load_header(skb, off, &l4.udp, sizeof(l4.udp)) < 0)
-			return;
-		sport = bpf_ntohs(l4.udp.source);
-		dport = bpf_ntohs(l4.udp.dest);
-		off += sizeof(l4.udp);
-	} else if (proto == IPPROTO_TCP) {
-		if (load_header(skb, off, &l4.tcp, sizeof(l4.tcp)) < 0)
-			return;
-		sport = bpf_ntohs(l4.tcp.source);
-		dport = bpf_ntohs(l4.tcp.dest);
-		off += (__u32)(l4.tcp.doff_res >> 4) * 4;
-	} else {
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
 		return;
-	}
+	// The ports first (UDP and TCP both start with them): every packet
+	// but port 53's stops here.
+	if (load_header(skb, off, &ports, sizeof(ports)) < 0)
+		return;
+	sport = bpf_ntohs(ports.source);
+	dport = bpf_ntohs(ports.dest);
 	if (sport != DNS_PORT && dport != DNS_PORT)
 		return;
+	if (proto == IPPROTO_UDP) {
+		off += sizeof(struct udphdr);
+	} else {
+		struct tcp_head tcp;
+
+		if (load_header(skb, off, &tcp, sizeof(tcp)) < 0)
+			return;
+		off += (__u32)(tcp.doff_res >> 4) * 4;
+	}
 	if (skb->len <= off)
 		return; // no payload (a bare TCP ACK, SYN, FIN)
 	plen = skb->len - off;
