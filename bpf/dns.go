@@ -82,8 +82,7 @@ func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
 		return events.Event{}, fmt.Errorf("decode dns record: %d payload bytes, header says %d captured of %d (at most %d)", len(payload), rec.CapLen, rec.MsgLen, DNSMaxPayload)
 	}
 	p := &events.PacketDNSBase{
-		SrcPort:     rec.Sport,
-		DstPort:     rec.Dport,
+		DNSPacket:   events.DNSPacket{SrcPort: rec.Sport, DstPort: rec.Dport},
 		Length:      rec.MsgLen,
 		Truncated:   rec.Flags&dnsFlagTruncated != 0,
 		NetNSCookie: rec.NetnsCookie,

@@ -71,9 +71,10 @@ func TestDecodeDNS(t *testing.T) {
 		ID: events.IDNetPacketDNSBase, Timestamp: 1005,
 		Context: events.Context{SocketCookie: 6, CgroupID: 7, PID: 4, Comm: "dig"},
 		Payload: &events.PacketDNSBase{
-			Direction: events.Ingress, Proto: events.DNSOverUDP,
-			Src: netip.MustParseAddr("127.0.0.53"), Dst: netip.MustParseAddr("127.0.0.1"),
-			SrcPort: 53, DstPort: 40000, Length: 3, NetNSCookie: 8, Payload: []byte{1, 2, 3},
+			DNSPacket: events.DNSPacket{Direction: events.Ingress, Proto: events.DNSOverUDP,
+				Src: netip.MustParseAddr("127.0.0.53"), Dst: netip.MustParseAddr("127.0.0.1"),
+				SrcPort: 53, DstPort: 40000},
+			Length: 3, NetNSCookie: 8, Payload: []byte{1, 2, 3},
 		},
 	}
 	if !reflect.DeepEqual(ev, want) {

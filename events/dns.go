@@ -22,17 +22,34 @@ func (p DNSProto) String() string {
 	return "unknown"
 }
 
-// PacketDNSBase is the payload of net_packet_dns_base: one UDP datagram or
-// TCP segment to or from port 53 as a cgroup skb hook saw it, with its
-// payload (the DNS message; over TCP the segment's bytes, starting with
-// the 2-byte length prefix when the segment starts a message).
-type PacketDNSBase struct {
+// DNSPacket is where a DNS message travelled: the fields both DNS events
+// start with.
+type DNSPacket struct {
 	Direction PacketDirection
 	Proto     DNSProto
 	Src       netip.Addr
 	Dst       netip.Addr
 	SrcPort   uint16
 	DstPort   uint16
+}
+
+func (p *DNSPacket) appendPacketFields(dst []Field) []Field {
+	return append(dst,
+		Field{"direction", String(p.Direction.String())},
+		Field{"proto", String(p.Proto.String())},
+		Field{"src", String(addrString(p.Src))},
+		Field{"dst", String(addrString(p.Dst))},
+		Field{"src_port", Uint(uint64(p.SrcPort))},
+		Field{"dst_port", Uint(uint64(p.DstPort))},
+	)
+}
+
+// PacketDNSBase is the payload of net_packet_dns_base: one UDP datagram or
+// TCP segment to or from port 53 as a cgroup skb hook saw it, with its
+// payload (the DNS message; over TCP the segment's bytes, starting with
+// the 2-byte length prefix when the segment starts a message).
+type PacketDNSBase struct {
+	DNSPacket
 	// Length is the transport payload length on the wire; Payload holds
 	// its first bytes, all of them unless Truncated.
 	Length uint32
@@ -50,13 +67,7 @@ func (*PacketDNSBase) EventID() ID { return IDNetPacketDNSBase }
 
 // AppendFields implements Payload.
 func (p *PacketDNSBase) AppendFields(dst []Field) []Field {
-	return append(dst,
-		Field{"direction", String(p.Direction.String())},
-		Field{"proto", String(p.Proto.String())},
-		Field{"src", String(addrString(p.Src))},
-		Field{"dst", String(addrString(p.Dst))},
-		Field{"src_port", Uint(uint64(p.SrcPort))},
-		Field{"dst_port", Uint(uint64(p.DstPort))},
+	return append(p.appendPacketFields(dst),
 		Field{"length", Uint(uint64(p.Length))},
 		Field{"truncated", Bool(p.Truncated)},
 		Field{"netns_cookie", Uint(p.NetNSCookie)},
@@ -65,12 +76,7 @@ func (p *PacketDNSBase) AppendFields(dst []Field) []Field {
 
 // PacketDNS is the payload of net_packet_dns: one parsed DNS message.
 type PacketDNS struct {
-	Direction PacketDirection
-	Proto     DNSProto
-	Src       netip.Addr
-	Dst       netip.Addr
-	SrcPort   uint16
-	DstPort   uint16
+	DNSPacket
 	// ID is the DNS message ID; Response is the QR bit.
 	ID       uint16
 	Response bool
@@ -90,13 +96,7 @@ func (*PacketDNS) EventID() ID { return IDNetPacketDNS }
 
 // AppendFields implements Payload.
 func (p *PacketDNS) AppendFields(dst []Field) []Field {
-	return append(dst,
-		Field{"direction", String(p.Direction.String())},
-		Field{"proto", String(p.Proto.String())},
-		Field{"src", String(addrString(p.Src))},
-		Field{"dst", String(addrString(p.Dst))},
-		Field{"src_port", Uint(uint64(p.SrcPort))},
-		Field{"dst_port", Uint(uint64(p.DstPort))},
+	return append(p.appendPacketFields(dst),
 		Field{"dns_id", Uint(uint64(p.ID))},
 		Field{"response", Bool(p.Response)},
 		Field{"query_name", String(p.QueryName)},

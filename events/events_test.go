@@ -213,6 +213,8 @@ func TestPayloadFieldsMatchCatalogue(t *testing.T) {
 		&FlowFailed{Flow: Flow{Direction: Incoming, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}, Reason: FailRefused},
 		&TCPSocketBase{Report: SocketClosed, Local: a4, Remote: a4, LocalPort: 1, RemotePort: 2, State: 7},
 		&RecordsLost{Lost: 3, Total: 4, From: 1, To: 2},
+		&PacketDNSBase{DNSPacket: DNSPacket{Direction: Ingress, Proto: DNSOverUDP, Src: a4, Dst: a4, SrcPort: 53, DstPort: 2}, Length: 30, Payload: []byte{1}},
+		&PacketDNS{DNSPacket: DNSPacket{Direction: Egress, Proto: DNSOverTCP, Src: a4, Dst: a4, SrcPort: 2, DstPort: 53}, QueryName: "a.example", QueryType: "A", RCode: "NOERROR"},
 	}
 	kindOf := map[string]Kind{"string": KindString, "uint8": KindUint, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "int64": KindInt, "bool": KindBool, "[]string": KindStrings}
 	for _, p := range payloads {

@@ -88,9 +88,8 @@ func (d *dnsStage) handle(ev events.Event) {
 func (d *dnsStage) packet(p *events.PacketDNSBase) *events.PacketDNS {
 	m := &d.msg
 	out := &events.PacketDNS{
-		Direction: p.Direction, Proto: p.Proto,
-		Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort,
-		ID: m.ID, Response: m.Response, QueryName: m.QName,
+		DNSPacket: p.DNSPacket,
+		ID:        m.ID, Response: m.Response, QueryName: m.QName,
 		QueryType: dnscache.TypeString(m.QType), RCode: dnscache.RCodeString(m.RCode),
 	}
 	if len(m.Answers) > 0 {

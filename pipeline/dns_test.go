@@ -69,7 +69,7 @@ func TestDNSStage(t *testing.T) {
 	wire := dnsAnswer(t, "www.example.", "edge.example.", addr)
 	base := func(dir events.PacketDirection, proto events.DNSProto, payload []byte, truncated bool) events.Event {
 		return events.Event{ID: events.IDNetPacketDNSBase, Timestamp: 1e9, Context: events.Context{CgroupID: 7},
-			Payload: &events.PacketDNSBase{Direction: dir, Proto: proto, SrcPort: 53, Payload: payload, Truncated: truncated}}
+			Payload: &events.PacketDNSBase{DNSPacket: events.DNSPacket{Direction: dir, Proto: proto, SrcPort: 53}, Payload: payload, Truncated: truncated}}
 	}
 	d.handle(base(events.Egress, events.DNSOverUDP, wire, false)) // the server's send: not cached
 	if n := d.cache.Names(addr, 7, 1e9); n != nil {
@@ -91,7 +91,7 @@ func TestDNSStage(t *testing.T) {
 		t.Fatalf("%d net_packet_dns events, want 3", len(got))
 	}
 	p := got[2].Payload.(*events.PacketDNS)
-	want := &events.PacketDNS{Direction: events.Ingress, Proto: events.DNSOverTCP, SrcPort: 53, ID: 9, Response: true,
+	want := &events.PacketDNS{DNSPacket: events.DNSPacket{Direction: events.Ingress, Proto: events.DNSOverTCP, SrcPort: 53}, ID: 9, Response: true,
 		QueryName: "www.example", QueryType: "A", RCode: "NOERROR",
 		Answers: []string{"edge.example A 30 192.0.2.9", "www.example CNAME 30 edge.example"}}
 	if !reflect.DeepEqual(p, want) || got[2].Context.CgroupID != 7 {
