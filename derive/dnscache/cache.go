@@ -72,7 +72,7 @@ type Cache struct {
 	size    int
 	entries []entry
 	free    []int32
-	byAddr  map[addrKey]int32 // first entry of each address
+	byAddr  index // first entry of each address
 	// head is the most recently used entry, tail the least.
 	head, tail int32
 	stats      Stats
@@ -87,7 +87,7 @@ func New(size int) *Cache {
 	if size <= 0 {
 		size = DefaultSize
 	}
-	return &Cache{size: size, byAddr: make(map[addrKey]int32), head: none, tail: none}
+	return &Cache{size: size, byAddr: newIndex(size), head: none, tail: none}
 }
 
 // Stats returns the counters.
@@ -175,7 +175,7 @@ func seen(list []string, s string) bool {
 // put adds or refreshes the entry of (addr, workload, names[0]).
 func (c *Cache) put(addr addrKey, workload uint64, names []string, expires int64) {
 	c.stats.Inserts++
-	first, ok := c.byAddr[addr]
+	first, ok := c.byAddr.get(addr)
 	if ok {
 		count := 0
 		last, lastPrev := int32(none), int32(none)
@@ -205,12 +205,9 @@ func (c *Cache) put(addr addrKey, workload uint64, names []string, expires int64
 		c.entries = append(c.entries, entry{})
 		i = int32(len(c.entries) - 1)
 	}
-	head, ok := c.byAddr[addr]
-	if !ok {
-		head = none
-	}
+	head, _ := c.byAddr.get(addr) // none when absent
 	c.entries[i] = entry{addr: addr, workload: workload, names: names, expires: expires, prev: none, next: none, addrNext: head}
-	c.byAddr[addr] = i
+	c.byAddr.set(addr, i)
 	c.pushFront(i)
 }
 
@@ -244,7 +241,7 @@ func (c *Cache) evictOldest() {
 // Expired entries are never returned; they are dropped as they are met.
 func (c *Cache) AppendNames(dst []string, addr netip.Addr, workload uint64, now int64) []string {
 	key := keyOf(addr)
-	first, ok := c.byAddr[key]
+	first, ok := c.byAddr.get(key)
 	if !ok {
 		c.stats.Misses++
 		return dst
@@ -318,7 +315,8 @@ func (c *Cache) Names(addr netip.Addr, workload uint64, now int64) []string {
 // list.
 func (c *Cache) dropFromAddr(i int32) {
 	prev := int32(none)
-	for j := c.byAddr[c.entries[i].addr]; j != i && j != none; j = c.entries[j].addrNext {
+	j, _ := c.byAddr.get(c.entries[i].addr)
+	for ; j != i && j != none; j = c.entries[j].addrNext {
 		prev = j
 	}
 	c.drop(i, prev)
@@ -330,9 +328,9 @@ func (c *Cache) drop(i, prev int32) {
 	e := &c.entries[i]
 	if prev == none {
 		if e.addrNext == none {
-			delete(c.byAddr, e.addr)
+			c.byAddr.del(e.addr)
 		} else {
-			c.byAddr[e.addr] = e.addrNext
+			c.byAddr.set(e.addr, e.addrNext)
 		}
 	} else {
 		c.entries[prev].addrNext = e.addrNext
