@@ -36,7 +36,10 @@ type DNSStats struct {
 	// kernel's capture bound, or a DNS-over-TCP message split over
 	// segments (not reassembled).
 	Truncated uint64
-	Cache     dnscache.Stats
+	// PartialUsed counts truncated answers whose whole records (those
+	// before the cut) still went into the cache.
+	PartialUsed uint64
+	Cache       dnscache.Stats
 }
 
 // dnsStage parses the kernel's DNS records, feeds the cache and derives
@@ -69,10 +72,17 @@ func (d *dnsStage) handle(ev events.Event) {
 		err = dnscache.Parse(p.Payload, &d.msg)
 	}
 	if err != nil {
-		if p.Truncated || errors.Is(err, dnscache.ErrTCPSplit) {
-			d.stats.Truncated++
-		} else {
+		if !p.Truncated && !errors.Is(err, dnscache.ErrTCPSplit) {
 			d.stats.Malformed++
+			return
+		}
+		// Cut short (kernel capture bound, or a TCP message longer than
+		// its segment): the records decoded before the cut are whole and
+		// true, so they still go into the cache; no net_packet_dns.
+		d.stats.Truncated++
+		if p.Direction == events.Ingress && d.msg.Response && len(d.msg.Answers) > 0 {
+			d.stats.PartialUsed++
+			d.cache.Insert(ev.Context.CgroupID, &d.msg, ev.Timestamp)
 		}
 		return
 	}
@@ -108,7 +118,7 @@ func (d *dnsStage) packet(p *events.PacketDNSBase) *events.PacketDNS {
 func (d *dnsStage) log(log hclog.Logger) {
 	s := d.stats
 	s.Cache = d.cache.Stats()
-	log.Info("dns", "messages", s.Messages, "malformed", s.Malformed, "truncated", s.Truncated,
+	log.Info("dns", "messages", s.Messages, "malformed", s.Malformed, "truncated", s.Truncated, "truncated_used", s.PartialUsed,
 		"cache_entries", s.Cache.Entries, "cache_hits", s.Cache.Hits, "cache_misses", s.Cache.Misses,
 		"cache_evictions", s.Cache.Evictions, "cache_expiries", s.Cache.Expiries)
 }

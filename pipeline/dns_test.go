@@ -84,7 +84,7 @@ func TestDNSStage(t *testing.T) {
 	d.handle(base(events.Ingress, events.DNSOverUDP, wire[:20], true))     // cut by the kernel
 	d.handle(base(events.Ingress, events.DNSOverUDP, []byte{1, 2}, false)) // garbage
 	d.handle(base(events.Ingress, events.DNSOverTCP, tcp, false))
-	if s := d.stats; s.Messages != 6 || s.Truncated != 2 || s.Malformed != 1 {
+	if s := d.stats; s.Messages != 6 || s.Truncated != 2 || s.Malformed != 1 || s.PartialUsed != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 	if len(got) != 3 {
@@ -96,5 +96,46 @@ func TestDNSStage(t *testing.T) {
 		Answers: []string{"edge.example A 30 192.0.2.9", "www.example CNAME 30 edge.example"}}
 	if !reflect.DeepEqual(p, want) || got[2].Context.CgroupID != 7 {
 		t.Errorf("net_packet_dns = %+v\nwant %+v", p, want)
+	}
+}
+
+// TestDNSStageUsesWholeRecordsOfTruncatedAnswers: an answer cut short (by
+// the kernel's capture bound, or a TCP message longer than its segment)
+// still names the addresses of the records before the cut.
+func TestDNSStageUsesWholeRecordsOfTruncatedAnswers(t *testing.T) {
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 1, Response: true})
+	b.StartQuestions()
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("big.example."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	b.StartAnswers()
+	hdr := func(n string) dnsmessage.ResourceHeader {
+		return dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(n), Class: dnsmessage.ClassINET, TTL: 30}
+	}
+	b.CNAMEResource(hdr("big.example."), dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("edge.example.")})
+	b.AResource(hdr("edge.example."), dnsmessage.AResource{A: [4]byte{192, 0, 2, 1}})
+	b.AResource(hdr("edge.example."), dnsmessage.AResource{A: [4]byte{192, 0, 2, 2}})
+	wire, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := wire[:len(wire)-3] // the last record broken
+	tcp := append([]byte{byte(len(wire) >> 8), byte(len(wire))}, cut...)
+	for name, p := range map[string]*events.PacketDNSBase{
+		"udp cut by the kernel":               {DNSPacket: events.DNSPacket{Direction: events.Ingress, Proto: events.DNSOverUDP}, Payload: cut, Truncated: true},
+		"tcp message longer than its segment": {DNSPacket: events.DNSPacket{Direction: events.Ingress, Proto: events.DNSOverTCP}, Payload: tcp},
+	} {
+		t.Run(name, func(t *testing.T) {
+			emitted := 0
+			d := newDNSStage(0, func(events.Event) { emitted++ })
+			d.handle(events.Event{ID: events.IDNetPacketDNSBase, Timestamp: 1e9, Context: events.Context{CgroupID: 7}, Payload: p})
+			if n := d.cache.Names(netip.MustParseAddr("192.0.2.1"), 7, 1e9); !reflect.DeepEqual(n, []string{"big.example", "edge.example"}) {
+				t.Errorf("whole record before the cut: names %q", n)
+			}
+			if n := d.cache.Names(netip.MustParseAddr("192.0.2.2"), 7, 1e9); n != nil {
+				t.Errorf("broken record: names %q", n)
+			}
+			if s := d.stats; s.Truncated != 1 || s.PartialUsed != 1 || s.Malformed != 0 || emitted != 0 {
+				t.Errorf("stats %+v, %d events emitted; want 1 truncated, used, none emitted", s, emitted)
+			}
+		})
 	}
 }

@@ -121,7 +121,8 @@ func Parse(b []byte, m *Message) error {
 
 // ParseTCP decodes the first DNS message of a DNS-over-TCP segment: a
 // 2-byte length prefix, then the message. A segment that holds less than
-// the prefix announces gives ErrTCPSplit.
+// the prefix announces gives an error wrapping ErrTCPSplit; m then holds
+// what the bytes present decoded to (see Parse).
 func ParseTCP(b []byte, m *Message) error {
 	m.Reset()
 	if len(b) < 2 {
@@ -129,7 +130,8 @@ func ParseTCP(b []byte, m *Message) error {
 	}
 	n := int(binary.BigEndian.Uint16(b))
 	if n > len(b)-2 {
-		return fmt.Errorf("parse dns over tcp: prefix says %d bytes, segment has %d: %w", n, len(b)-2, ErrTCPSplit)
+		err := Parse(b[2:], m)
+		return fmt.Errorf("parse dns over tcp: prefix says %d bytes, segment has %d (%v): %w", n, len(b)-2, err, ErrTCPSplit)
 	}
 	return Parse(b[2:2+n], m)
 }

@@ -46,6 +46,10 @@ func TestParse(t *testing.T) {
 	if err := ParseTCP(tcp[:len(tcp)-1], &mt); !errors.Is(err, ErrTCPSplit) {
 		t.Fatalf("ParseTCP(split) = %v, want ErrTCPSplit", err)
 	}
+	// What came before the cut is decoded: the question, two whole records.
+	if mt.QName != "www.example.com" || len(mt.Answers) != 2 {
+		t.Fatalf("ParseTCP(split) decoded %+v", mt)
+	}
 	if err := ParseTCP(tcp[:1], &mt); !errors.Is(err, ErrTCPSplit) {
 		t.Fatalf("ParseTCP(1 byte) = %v, want ErrTCPSplit", err)
 	}
