@@ -177,9 +177,9 @@ func decode(v *viper.Viper, source string) (*Config, error) {
 
 // Valid values of the enumerated keys.
 var (
-	logLevels      = []string{"trace", "debug", "info", "warn", "error"}
-	logFormats     = []string{"text", "json"}
-	queuePolicies  = []string{"block", "drop_newest", "drop_oldest"}
+	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
+	logFormats      = []string{"text", "json"}
+	queuePolicies   = []string{"block", "drop_newest", "drop_oldest"}
 	failurePolicies = []string{"stop", "disable"}
 )
 
