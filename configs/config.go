@@ -169,6 +169,19 @@ func decode(v *viper.Viper, source string) (*Config, error) {
 	if err := cfg.Validate(); err != nil {
 		var more Problems
 		if errors.As(err, &more) {
+			// A bad value an environment variable set is its problem,
+			// not the file's.
+			set := map[string]string{}
+			for name, key := range EnvKeys() {
+				if _, ok := os.LookupEnv(name); ok {
+					set[key] = name
+				}
+			}
+			for i := range more {
+				if name := set[more[i].Key]; name != "" && more[i].Pipeline == "" {
+					more[i].File, more[i].Key = EnvSource, name
+				}
+			}
 			ps = append(ps, more...)
 		}
 	}

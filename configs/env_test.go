@@ -66,3 +66,11 @@ func TestAddFilter(t *testing.T) {
 		t.Errorf("filters = %q, %q", c.Pipelines[0].Filter, c.Pipelines[1].Filter)
 	}
 }
+
+func TestEnvProblemsNameTheVariable(t *testing.T) {
+	t.Setenv("FLOWTAP_CAPTURE_RING_BUFFER_SIZE", "12")
+	_, err := Default()
+	if err == nil || !strings.Contains(err.Error(), "environment: FLOWTAP_CAPTURE_RING_BUFFER_SIZE: invalid ring buffer size 12") {
+		t.Errorf("error = %v, want it to name the variable", err)
+	}
+}

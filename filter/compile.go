@@ -486,6 +486,9 @@ func (c *compiler) addresses(cl *clause) (addrMatcher, bool) {
 			p = netip.PrefixFrom(a, a.BitLen())
 		} else if pp, err := netip.ParsePrefix(v); err == nil {
 			p = pp.Masked()
+		} else if strings.Contains(v, "/") && (strings.Contains(v, ":") || v[0] >= '0' && v[0] <= '9') {
+			c.fail(cl, "value %q is not a valid CIDR prefix: %v", v, err)
+			return nil, true
 		} else {
 			if len(m) > 0 {
 				c.fail(cl, "value %q is not an IP address or CIDR prefix, unlike the values before it", v)

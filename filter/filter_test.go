@@ -123,6 +123,8 @@ func TestCompileErrorsGolden(t *testing.T) {
 		{[]string{events.NameNetFlowTCPBegin}, `conn_direction>incoming`},
 		{[]string{events.NameNetFlowTCPBegin}, `dst=10.0.0.0/8,localhost`},
 		{[]string{events.NameNetFlowTCPBegin}, `pid=-1`},
+		{[]string{events.NameNetFlowTCPBegin}, `dst=10.0.0.0/33`},
+		{[]string{events.NameNetFlowTCPBegin}, `src=127.0.0.1,::1 and comm=curl,wget and dst_dns!=*.local`},
 		{[]string{events.NameNetFlowTCPEnd}, `close_reason=rts or pid=x`},
 		{[]string{events.NameNetPacketFlowBase}, `no_socket=yes`},
 		{[]string{events.NameRecordsLost}, `interval_start=soon`},
