@@ -24,7 +24,6 @@ import (
 
 // swap is a prepared configuration for the main loop to switch to.
 type swap struct {
-	cfg     *configs.Config
 	routes  []route
 	sinks   []*sink // every sink after the swap
 	added   []*sink // to start writers for
@@ -158,7 +157,7 @@ func (rl *reloader) prepare(ctx context.Context, cfg *configs.Config) (*swap, er
 	if err != nil {
 		return nil, err
 	}
-	sw := &swap{cfg: cfg, added: added, tracker: plan.Shared.Needs(events.DeriverFlowTracker), applied: make(chan struct{})}
+	sw := &swap{added: added, tracker: plan.Shared.Needs(events.DeriverFlowTracker), applied: make(chan struct{})}
 	sw.routes = make([]route, len(plan.Pipelines))
 	keep := map[*sink]bool{}
 	for i, pp := range plan.Pipelines {

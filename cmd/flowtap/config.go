@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -81,26 +82,32 @@ func (o *overrides) load(cmd *cobra.Command, cat *events.Catalogue) (*configs.Co
 			return nil, fmt.Errorf("--output %s: the config has no stdout sink to format", o.output)
 		}
 	}
+	// Flags given on the command line override the file and the
+	// environment; a problem with a value a flag set names the flag.
 	c := &cfg.Capture
-	if f.Changed("cgroup") {
-		c.Cgroup = o.cgroup
+	set := map[string]string{} // config key -> flag
+	override := func(flag, key string, apply func()) {
+		if f.Lookup(flag) != nil && f.Changed(flag) {
+			apply()
+			set[key] = "--" + flag
+		}
 	}
-	if f.Changed("ring-buffer-size") {
-		c.RingBufferSize = o.ringBuffer
-	}
-	if f.Changed("flow-table-size") {
-		c.FlowTableSize = o.tableSize
-	}
-	if f.Changed("flow-idle-timeout") {
-		c.FlowIdleTimeout = o.idleTimeout
-	}
-	if f.Changed("syn-timeout") {
-		c.SYNTimeout = o.synTimeout
-	}
-	if lvl := cmd.Flags().Lookup("log-level"); lvl != nil && lvl.Changed {
-		cfg.Log.Level = lvl.Value.String()
-	}
+	override("cgroup", "capture.cgroup", func() { c.Cgroup = o.cgroup })
+	override("ring-buffer-size", "capture.ring_buffer_size", func() { c.RingBufferSize = o.ringBuffer })
+	override("flow-table-size", "capture.flow_table_size", func() { c.FlowTableSize = o.tableSize })
+	override("flow-idle-timeout", "capture.flow_idle_timeout", func() { c.FlowIdleTimeout = o.idleTimeout })
+	override("syn-timeout", "capture.syn_timeout", func() { c.SYNTimeout = o.synTimeout })
+	override("log-level", "log.level", func() { cfg.Log.Level = f.Lookup("log-level").Value.String() })
 	if err := cfg.Check(cat); err != nil {
+		var ps configs.Problems
+		if errors.As(err, &ps) {
+			for i := range ps {
+				if flag := set[ps[i].Key]; flag != "" && ps[i].Pipeline == "" {
+					ps[i].File, ps[i].Key = "command line", flag
+				}
+			}
+			return nil, ps
+		}
 		return nil, err
 	}
 	return cfg, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/pipeline"
 )
@@ -44,6 +45,7 @@ func newExplain() *cobra.Command {
 		},
 	}
 	o.registerSelection(cmd.Flags())
+	o.registerCapture(cmd.Flags())
 	return cmd
 }
 
@@ -51,6 +53,7 @@ func newExplain() *cobra.Command {
 func writeExplain(w io.Writer, cat *events.Catalogue, cfg *configs.Config, plan *pipeline.Plan, progs []bpf.ProgramInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "config: %s\n\n", cfg.Source)
+	writeCapture(tw, cfg.Capture)
 
 	fmt.Fprintf(tw, "kernel programs (%s), loaded once for all pipelines:\n", strings.Join(plan.Shared.Producers, ", "))
 	if len(progs) == 0 {
@@ -120,6 +123,26 @@ func writeExplain(w io.Writer, cat *events.Catalogue, cfg *configs.Config, plan 
 		return fmt.Errorf("write plan: %w", err)
 	}
 	return nil
+}
+
+// writeCapture prints the capture settings in effect, defaults resolved.
+func writeCapture(w io.Writer, c configs.Capture) {
+	orDefault := func(v, def any, isZero bool) string {
+		if isZero {
+			return fmt.Sprintf("%v (default)", def)
+		}
+		return fmt.Sprint(v)
+	}
+	cgroup := c.Cgroup
+	if cgroup == "" {
+		cgroup = "the cgroup v2 mount (the whole host)"
+	}
+	fmt.Fprintln(w, "capture (flags > FLOWTAP_* environment > config file > defaults):")
+	fmt.Fprintf(w, "  cgroup:\t%s\n", cgroup)
+	fmt.Fprintf(w, "  ring_buffer_size:\t%s\n", orDefault(c.RingBufferSize, bpf.DefaultRingBufferSize, c.RingBufferSize == 0))
+	fmt.Fprintf(w, "  flow_table_size:\t%s\n", orDefault(c.FlowTableSize, derive.DefaultMaxFlows, c.FlowTableSize == 0))
+	fmt.Fprintf(w, "  flow_idle_timeout:\t%s\n", orDefault(c.FlowIdleTimeout, derive.DefaultIdleTimeout, c.FlowIdleTimeout == 0))
+	fmt.Fprintf(w, "  syn_timeout:\t%s\n\n", orDefault(c.SYNTimeout, derive.DefaultSYNTimeout, c.SYNTimeout == 0))
 }
 
 // emitted says whether any pipeline receives a base event itself.

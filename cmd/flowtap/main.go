@@ -12,7 +12,6 @@ import (
 	"runtime/pprof"
 	"syscall"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/flowtap/flowtap/configs"
@@ -37,11 +36,11 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(&logLevel), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
+	root.AddCommand(newRun(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
 	return root
 }
 
-func newRun(logLevel *string) *cobra.Command {
+func newRun() *cobra.Command {
 	var (
 		o          overrides
 		cpuProfile string
@@ -58,9 +57,6 @@ func newRun(logLevel *string) *cobra.Command {
 			"Stop with Ctrl-C or SIGTERM: open flows get their end, sinks flush, and flowtap exits 0.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if lvl := hclog.LevelFromString(*logLevel); lvl == hclog.NoLevel {
-				return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", *logLevel)
-			}
 			cat, cfg, err := o.loadBuiltin(cmd)
 			if err != nil {
 				return err
