@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
@@ -121,6 +122,29 @@ func (o *overrides) loadBuiltin(cmd *cobra.Command) (*events.Catalogue, *configs
 	}
 	cfg, err := o.load(cmd, cat)
 	return cat, cfg, err
+}
+
+// preflight runs what 'run' checks before it starts anything: the
+// privileges the capture needs (first, so no plugin starts when they are
+// missing), then every sink's config as its plugin judges it, all problems
+// together, so nothing starts half-configured.
+func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, log hclog.Logger) error {
+	plan, err := pipeline.Resolve(cat, cfg)
+	if err != nil {
+		return err
+	}
+	if plan.Shared.NeedsKernel() {
+		if err := bpf.CheckPrivileges(); err != nil {
+			return err
+		}
+	}
+	// The plugins' own log lines would repeat when they start for real;
+	// what they reject comes back in the problems.
+	if ps := pipeline.CheckSinks(ctx, cfg, hclog.NewNullLogger()); len(ps) > 0 {
+		return ps
+	}
+	log.Debug("config valid, sink configs accepted by their plugins", "pipelines", len(cfg.Pipelines))
+	return nil
 }
 
 // trackerConfig is the flow tracker's part of the capture settings.

@@ -64,10 +64,8 @@ func newRun() *cobra.Command {
 			log := newLogger(cfg.Log, os.Stderr)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			// Nothing starts half-configured: every sink's plugin judges
-			// its config first, and all problems are reported together.
-			if ps := pipeline.CheckSinks(ctx, cfg, log); len(ps) > 0 {
-				return ps
+			if err := preflight(ctx, cat, cfg, log); err != nil {
+				return err
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
