@@ -64,6 +64,13 @@ func (c *Catalogue) WriteMan(w io.Writer, name string) error {
 		fmt.Fprintf(&b, "\n**Derivation:** %s\n\n", d.Deriver)
 	}
 
+	if len(d.UseCases) > 0 {
+		b.WriteString("## USE CASES\n\n")
+		for _, u := range d.UseCases {
+			fmt.Fprintf(&b, "- %s\n\n", u)
+		}
+	}
+
 	b.WriteString("## RELATED EVENTS\n\n")
 	related := c.related(d)
 	if len(related) == 0 {

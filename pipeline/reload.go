@@ -104,6 +104,13 @@ func (rl *reloader) reload(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
+	if cfg.Log.Level != rl.current.Log.Level {
+		level := hclog.Info
+		if cfg.Log.Level != "" {
+			level = hclog.LevelFromString(cfg.Log.Level)
+		}
+		rl.log.SetLevel(level)
+	}
 	rl.current = cfg
 	rl.running = map[string][]*sink{}
 	for i, rt := range sw.routes {
@@ -119,9 +126,6 @@ func (rl *reloader) checkLive(cfg *configs.Config) error {
 	if !reflect.DeepEqual(old, cfg.Capture) {
 		rl.log.Warn("config reload: capture settings changed, but the capture keeps its current ones: restart flowtap to apply them",
 			"old", fmt.Sprintf("%+v", old), "new", fmt.Sprintf("%+v", cfg.Capture))
-	}
-	if cfg.Log.Level != rl.current.Log.Level && cfg.Log.Level != "" {
-		rl.log.SetLevel(hclog.LevelFromString(cfg.Log.Level))
 	}
 	if cfg.Log.Format != rl.current.Log.Format {
 		rl.log.Warn("config reload: log.format changes after a restart")
