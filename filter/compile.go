@@ -226,11 +226,25 @@ func fieldIndex(d *events.Definition, name string) int {
 func (c *compiler) compile(n node, d *events.Definition) pred {
 	switch n := n.(type) {
 	case *binary:
-		l, r := c.compile(n.l, d), c.compile(n.r, d)
-		if n.and {
-			return &andPred{l, r}
+		// A chain of "and" (or of "or") becomes one flat list, evaluated
+		// in a loop. Predicates have no side effects, so the cheaper
+		// ones go first: the loop then often stops before the dearer.
+		var list []pred
+		var flatten func(x node)
+		flatten = func(x node) {
+			if b, ok := x.(*binary); ok && b.and == n.and {
+				flatten(b.l)
+				flatten(b.r)
+				return
+			}
+			list = append(list, c.compile(x, d))
 		}
-		return &orPred{l, r}
+		flatten(n)
+		sort.SliceStable(list, func(i, j int) bool { return cost(list[i]) < cost(list[j]) })
+		if n.and {
+			return andPred(list)
+		}
+		return orPred(list)
 	case *negation:
 		return &notPred{c.compile(n.x, d)}
 	case *clause:
@@ -545,6 +559,34 @@ func (c *compiler) strings(cl *clause, enum []string, fold bool) (strMatcher, bo
 		}
 	}
 	return m, true
+}
+
+// cost estimates what evaluating p costs, in rough units: a typed field
+// read is 1, a list of names 4, a rendered field 8.
+func cost(p pred) int {
+	switch p := p.(type) {
+	case constPred:
+		return 0
+	case andPred:
+		return sumCost(p)
+	case orPred:
+		return sumCost(p)
+	case *notPred:
+		return cost(p.x)
+	case *flowDNSPred, *commPred, *typedEnumPred:
+		return 4
+	case *uintPred, *intPred, *boolPred, *strPred, *strsPred, *addrTextPred:
+		return 8
+	}
+	return 1
+}
+
+func sumCost(list []pred) int {
+	n := 0
+	for _, p := range list {
+		n += cost(p)
+	}
+	return n
 }
 
 // maxUint is the largest value of an unsigned integer of the given width.

@@ -16,16 +16,28 @@ type constPred bool
 
 func (p constPred) match(*events.Event, *scratch) bool { return bool(p) }
 
-type andPred struct{ l, r pred }
+// andPred holds when every predicate of the list holds.
+type andPred []pred
 
-func (p *andPred) match(ev *events.Event, s *scratch) bool {
-	return p.l.match(ev, s) && p.r.match(ev, s)
+func (p andPred) match(ev *events.Event, s *scratch) bool {
+	for _, x := range p {
+		if !x.match(ev, s) {
+			return false
+		}
+	}
+	return true
 }
 
-type orPred struct{ l, r pred }
+// orPred holds when any predicate of the list holds.
+type orPred []pred
 
-func (p *orPred) match(ev *events.Event, s *scratch) bool {
-	return p.l.match(ev, s) || p.r.match(ev, s)
+func (p orPred) match(ev *events.Event, s *scratch) bool {
+	for _, x := range p {
+		if x.match(ev, s) {
+			return true
+		}
+	}
+	return false
 }
 
 type notPred struct{ x pred }
@@ -72,11 +84,7 @@ type strMatcher struct {
 
 func (m *strMatcher) match(s string) bool {
 	for _, e := range m.exact {
-		if m.fold {
-			if equalFold(e, s) {
-				return true
-			}
-		} else if e == s {
+		if e == s || m.fold && equalFold(e, s) {
 			return true
 		}
 	}
@@ -97,12 +105,13 @@ func (m *strMatcher) matchAny(list []string) bool {
 	return false
 }
 
-// equalFold compares lower-case l with s, folding s's ASCII letters.
+// equalFold compares lower-case l with s, folding s's ASCII letters. It
+// compares from the end: DNS names that differ mostly differ there.
 func equalFold(l, s string) bool {
 	if len(l) != len(s) {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
+	for i := len(s) - 1; i >= 0; i-- {
 		if lower(s[i]) != l[i] {
 			return false
 		}
@@ -141,20 +150,15 @@ func hasPrefixFold(s, p string, fold bool) bool {
 	if len(s) < len(p) {
 		return false
 	}
-	if !fold {
-		return s[:len(p)] == p
-	}
-	return equalFold(p, s[:len(p)])
+	// Names are mostly lower case already: try the plain comparison first.
+	return s[:len(p)] == p || fold && equalFold(p, s[:len(p)])
 }
 
 func hasSuffixFold(s, p string, fold bool) bool {
 	if len(s) < len(p) {
 		return false
 	}
-	if !fold {
-		return s[len(s)-len(p):] == p
-	}
-	return equalFold(p, s[len(s)-len(p):])
+	return s[len(s)-len(p):] == p || fold && equalFold(p, s[len(s)-len(p):])
 }
 
 // match reports whether s matches g. The general case backtracks only to
