@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/configs"
-	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -18,20 +17,6 @@ import (
 // sinkCheckTimeout bounds starting one plugin, configuring it and closing
 // it during validation.
 const sinkCheckTimeout = 20 * time.Second
-
-// Validate checks a configuration completely before anything starts: the
-// config's own values and its pipelines' events and filters
-// (configs.Config.Check), then every sink's config as the sink's own
-// plugin judges it: each plugin is started, configured and closed. Every
-// problem is returned at once, as configs.Problems.
-func Validate(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, log hclog.Logger) error {
-	var ps configs.Problems
-	if err := cfg.Check(cat); err != nil && !errors.As(err, &ps) {
-		return err
-	}
-	ps = append(ps, CheckSinks(ctx, cfg, log)...)
-	return ps.Err()
-}
 
 // CheckSinks starts the plugin of every sink of cfg, hands it its config
 // (Configure), and closes it, collecting what the plugins reject. A
