@@ -209,8 +209,15 @@ func TestMatch(t *testing.T) {
 			var got []string
 			for _, name := range []string{"base", "in", "lo", "mapped", "out"} {
 				ev := evs[name]
-				if f.Match(&ev) {
+				m := f.Match(&ev)
+				if m {
 					got = append(got, name)
+				}
+				// The typed fast paths must agree with the rendered
+				// fields, which an opaque payload forces.
+				ev.Payload = opaque{ev.Payload}
+				if f.Match(&ev) != m {
+					t.Errorf("event %s: typed access says %v, rendered fields say %v", name, m, !m)
 				}
 			}
 			if g := strings.Join(got, " "); g != tt.want {
@@ -219,6 +226,13 @@ func TestMatch(t *testing.T) {
 		})
 	}
 }
+
+// opaque hides a payload's type, so a filter can only read the fields it
+// renders.
+type opaque struct{ p events.Payload }
+
+func (o opaque) EventID() events.ID                             { return o.p.EventID() }
+func (o opaque) AppendFields(dst []events.Field) []events.Field { return o.p.AppendFields(dst) }
 
 func TestMatchUnknownEventAndNil(t *testing.T) {
 	f, err := New(`dst_port=22`, defs(t, events.NameNetFlowTCPBegin))
