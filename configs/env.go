@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -110,4 +111,30 @@ func (c *Config) setKey(key, text string) error {
 		return fmt.Errorf("config key %q cannot be set from the environment", key)
 	}
 	return nil
+}
+
+// ChangedCaptureKeys returns the capture keys (e.g.
+// "capture.ring_buffer_size") whose values differ between c and other,
+// sorted.
+func (c *Config) ChangedCaptureKeys(other *Config) []string {
+	var out []string
+	a, b := reflect.ValueOf(c.Capture), reflect.ValueOf(other.Capture)
+	var walk func(path string, a, b reflect.Value)
+	walk = func(path string, a, b reflect.Value) {
+		t := a.Type()
+		for i := 0; i < t.NumField(); i++ {
+			key := join(path, t.Field(i).Tag.Get("mapstructure"))
+			fa, fb := a.Field(i), b.Field(i)
+			if fa.Kind() == reflect.Struct {
+				walk(key, fa, fb)
+				continue
+			}
+			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+				out = append(out, key)
+			}
+		}
+	}
+	walk("capture", a, b)
+	sort.Strings(out)
+	return out
 }

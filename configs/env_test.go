@@ -74,3 +74,15 @@ func TestEnvProblemsNameTheVariable(t *testing.T) {
 		t.Errorf("error = %v, want it to name the variable", err)
 	}
 }
+
+func TestChangedCaptureKeys(t *testing.T) {
+	on := true
+	a := &Config{Capture: Capture{RingBufferSize: 4096, SYNTimeout: time.Second}}
+	b := &Config{Capture: Capture{RingBufferSize: 8192, SYNTimeout: time.Second, DNS: DNS{Enabled: &on}}}
+	if got := strings.Join(a.ChangedCaptureKeys(b), " "); got != "capture.dns.enabled capture.ring_buffer_size" {
+		t.Errorf("changed keys = %q", got)
+	}
+	if got := a.ChangedCaptureKeys(a); len(got) != 0 {
+		t.Errorf("a config differs from itself in %v", got)
+	}
+}

@@ -3,8 +3,8 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -122,10 +122,9 @@ func (rl *reloader) reload(ctx context.Context) {
 // checkLive rejects a config that needs what cannot start while running,
 // and warns about settings that take effect only after a restart.
 func (rl *reloader) checkLive(cfg *configs.Config) error {
-	old := rl.current.Capture
-	if !reflect.DeepEqual(old, cfg.Capture) {
-		rl.log.Warn("config reload: capture settings changed, but the capture keeps its current ones: restart flowtap to apply them",
-			"old", fmt.Sprintf("%+v", old), "new", fmt.Sprintf("%+v", cfg.Capture))
+	if keys := rl.current.ChangedCaptureKeys(cfg); len(keys) > 0 {
+		rl.log.Warn("config reload: capture settings cannot change while flowtap runs: restart flowtap to apply them",
+			"changed", strings.Join(keys, ", "))
 	}
 	if cfg.Log.Format != rl.current.Log.Format {
 		rl.log.Warn("config reload: log.format changes after a restart")

@@ -247,7 +247,7 @@ func TestReloadUnderTrafficLosesNothing(t *testing.T) {
 	if !waitFor(20*time.Second, func() bool { return strings.Contains(a.Log(), "config reload rejected") }) {
 		t.Fatalf("an invalid config was not rejected:\n%s", a.Log())
 	}
-	write("pipelines:\n" +
+	write("capture: {syn_timeout: 7s}\npipelines:\n" +
 		pipelineYAML("keep", "net_flow_tcp_begin", fmt.Sprintf("dst_port=%d-%d", port, port)) +
 		pipelineYAML("added", "net_flow_tcp_end", fmt.Sprintf("dst_port=%d", port)))
 	hup()
@@ -299,6 +299,9 @@ func TestReloadUnderTrafficLosesNothing(t *testing.T) {
 	}
 	if len(gone)+len(added) > 2*total {
 		t.Errorf("removed and added pipelines got %d ends together, more than the %d there are", len(gone)+len(added), 2*total)
+	}
+	if !strings.Contains(a.Log(), "restart flowtap to apply them: changed=capture.syn_timeout") {
+		t.Errorf("the changed capture setting was not reported as needing a restart:\n%s", a.Log())
 	}
 	if !strings.Contains(a.Log(), "dst_port=nope") {
 		t.Errorf("the rejected config's problem is not in the log:\n%s", a.Log())
