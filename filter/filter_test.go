@@ -263,8 +263,8 @@ func TestGlob(t *testing.T) {
 		{"x?*y", "xay", true}, {"x?*y", "xy", false},
 	}
 	for _, tt := range tests {
-		if got := newGlob(tt.pat).match(tt.s, false); got != tt.want {
-			t.Errorf("glob %q on %q = %v", tt.pat, tt.s, got)
+		if g := newGlob(tt.pat); g.match(tt.s, false) != tt.want {
+			t.Errorf("glob %q on %q = %v", tt.pat, tt.s, !tt.want)
 		}
 	}
 }

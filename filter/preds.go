@@ -88,8 +88,8 @@ func (m *strMatcher) match(s string) bool {
 			return true
 		}
 	}
-	for _, g := range m.globs {
-		if g.match(s, m.fold) {
+	for i := range m.globs {
+		if m.globs[i].match(s, m.fold) {
 			return true
 		}
 	}
@@ -163,7 +163,7 @@ func hasSuffixFold(s, p string, fold bool) bool {
 
 // match reports whether s matches g. The general case backtracks only to
 // the last star, so it runs in O(len(g)*len(s)) at worst.
-func (g glob) match(s string, fold bool) bool {
+func (g *glob) match(s string, fold bool) bool {
 	if g.simple {
 		return len(s) >= len(g.prefix)+len(g.suffix) && hasPrefixFold(s, g.prefix, fold) && hasSuffixFold(s, g.suffix, fold)
 	}
