@@ -85,7 +85,7 @@ type Capture struct {
 	cgroupPath string
 	objs       flowtapObjects
 	// links are the cgroup attachments; stateLinks the tp_btf ones
-	// (inet_sock_set_state copies and tcp_send_reset).
+	// (inet_sock_set_state and tcp_send_reset).
 	links      []link.Link
 	stateLinks []link.Link
 	reader     *ringbuf.Reader
@@ -270,10 +270,10 @@ func (c *Capture) cgroupPrograms() []cgroupAttachment {
 	}
 }
 
-// statePrograms are the copies of the tp_btf/inet_sock_set_state program
-// (see flowtap.bpf.c: the kernel skips a copy already running on the CPU).
+// statePrograms are the tp_btf/inet_sock_set_state programs (one; see
+// flowtap.bpf.c).
 func (c *Capture) statePrograms() []*ebpf.Program {
-	return []*ebpf.Program{c.objs.FlowtapState, c.objs.FlowtapState2, c.objs.FlowtapState3}
+	return []*ebpf.Program{c.objs.FlowtapState}
 }
 
 // runIter runs a BPF iterator program once, to the end. The programs write
@@ -566,8 +566,6 @@ func closeObjects(o *flowtapObjects) error {
 		o.FlowtapConnect6.Close(),
 		o.FlowtapSockops.Close(),
 		o.FlowtapState.Close(),
-		o.FlowtapState2.Close(),
-		o.FlowtapState3.Close(),
 		o.FlowtapReset.Close(),
 		o.FlowtapFiles.Close(),
 		o.FlowtapSubflows.Close(),

@@ -3,9 +3,10 @@
 // flowtap kernel side.
 //
 //   - cgroup_skb ingress and egress programs report flow-relevant packets
-//     (SYN, FIN or RST set) as records, with the kernel's TCP counters of
-//     the socket, and mark the socket in socket-local storage; other
-//     packets cost only the header reads. They never drop traffic: every
+//     (SYN or RST set; FIN only for sockets sock_ops does not follow) as
+//     records, with the kernel's TCP counters of the socket, and mark the
+//     socket in socket-local storage; other packets cost only the header
+//     reads. They never drop traffic: every
 //     path returns 1 (allow).
 //   - A tp_btf program on tcp:tcp_send_reset reports packets no socket
 //     took that the kernel answers with a reset (refused attempts).
@@ -13,10 +14,10 @@
 //     cgroup's TCP sockets and reports a socket that enters TCP_CLOSE with
 //     its final counters; it and cgroup/connect4/6 record the owner (the
 //     task calling listen() or connect()).
-//   - tp_btf programs on sock:inet_sock_set_state (three identical copies)
-//     record the owner on SYN_SENT and LISTEN host-wide, and report closed
-//     sockets the sock_ops program does not follow (those that existed
-//     before flowtap started).
+//   - a tp_btf program on sock:inet_sock_set_state records the owner on
+//     SYN_SENT and LISTEN host-wide, and reports closed sockets the
+//     sock_ops program does not follow (those that existed before flowtap
+//     started).
 //   - BPF iterators walk existing sockets: task_file (owners of sockets
 //     that existed before flowtap started), tcp (owners of MPTCP subflows;
 //     snapshots of every counted socket).
@@ -233,7 +234,8 @@ struct sock_counters {
 	__u8 fin_in;       // fin_in_seq is set
 	__u8 closed;       // the closed record was written
 	__u8 syn_out;      // the socket sent the SYN (it connected)
-	__u8 pad[4];
+	__u8 followed;     // sock_ops reports its state changes (see handle_skb)
+	__u8 pad[3];
 };
 
 // The kernel's TCP counters of one socket, read from one of the three
@@ -581,6 +583,12 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 				cnt->fin_in = 1;
 			}
 		}
+		// A FIN of a socket whose state changes sock_ops reports needs
+		// no record: its end comes, certainly, as the closed record,
+		// and the FIN's sequence number is kept above. SYNs (attempts,
+		// handshakes) and RSTs (refusals, resets) are always reported.
+		if (cnt->followed && !(tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
+			return 1;
 	}
 
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
@@ -898,8 +906,13 @@ static __always_inline int handle_state(__u64 *ctx)
 	struct sock_counters *cnt;
 	struct tcp_counters k;
 	struct task_struct *task;
+	struct sock_owner *o;
 	__u16 proto;
 
+	// Most changes concern none of this: leave before reading anything.
+	if (newstate != FLOW_TCP_SYN_SENT && newstate != FLOW_TCP_LISTEN &&
+	    (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE))
+		return 0;
 	if (!sk)
 		return 0;
 	proto = BPF_CORE_READ(sk, sk_protocol);
@@ -911,10 +924,15 @@ static __always_inline int handle_state(__u64 *ctx)
 		task = bpf_get_current_task_btf();
 		if (BPF_CORE_READ(task, flags) & FLOW_PF_KTHREAD)
 			return 0;
+		// Inside the cgroup connect4/6 or sock_ops set this owner
+		// already.
+		o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
+		if (o && o->pid == bpf_get_current_pid_tgid() >> 32)
+			return 0;
 		set_owner_current(sk);
 		return 0;
 	}
-	if (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE || proto != IPPROTO_TCP)
+	if (proto != IPPROTO_TCP)
 		return 0;
 	// Only sockets the cgroup_skb programs counted are reported: that
 	// keeps a capture scoped to its cgroup.
@@ -931,24 +949,17 @@ static __always_inline int handle_state(__u64 *ctx)
 }
 
 // The kernel skips a tracing program that is already running on the same
-// CPU: a state change in a softirq that interrupts the program running for
-// another one is not seen. Several identical copies are attached: a change
-// is missed only if every copy is running on that CPU at the time. On a
-// busy 2-vCPU VM one copy missed ~0.3 % of closed records at 12,000
-// connections/s and two copies still missed a few with CPU hogs running;
-// three missed none (see README.md). For a change nobody interrupted, every
-// copy runs: setting the owner again is harmless, and sock_counters.closed
-// keeps the closed record single.
-#define STATE_PROGRAM(name)                          \
-	SEC("tp_btf/inet_sock_set_state")            \
-	int name(__u64 *ctx)                         \
-	{                                            \
-		return handle_state(ctx);            \
-	}
-
-STATE_PROGRAM(flowtap_state)
-STATE_PROGRAM(flowtap_state2)
-STATE_PROGRAM(flowtap_state3)
+// CPU (a state change in a softirq that interrupts the program is not
+// seen). For sockets that connect or are accepted while flowtap runs the
+// certain path is sock_ops, which writes their closed records; this
+// program covers sockets that existed before Open and owners outside the
+// cgroup, where a rare miss is the price of not running several copies on
+// every state change of the host (see README.md).
+SEC("tp_btf/inet_sock_set_state")
+int flowtap_state(__u64 *ctx)
+{
+	return handle_state(ctx);
+}
 
 // flowtap_reset reports a packet that no socket took and that the kernel
 // answers with a reset (tcp_v4_send_reset / tcp_v6_send_reset with sk ==
@@ -1061,10 +1072,20 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 			tp = bpf_skc_to_tcp_sock(sk);
 			if (cnt && tp && !cnt->cgroup_id)
 				cnt->cgroup_id = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn, id);
+			if (cnt)
+				cnt->followed = 1;
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		// The SYN created the mark; from now on the closed record
+		// comes from here.
+		sk = skops->sk;
+		if (sk) {
+			cnt = bpf_sk_storage_get(&sock_counters, sk, 0, 0);
+			if (cnt)
+				cnt->followed = 1;
+		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:

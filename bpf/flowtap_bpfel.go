@@ -78,7 +78,8 @@ type flowtapSockCounters struct {
 	FinIn     uint8
 	Closed    uint8
 	SynOut    uint8
-	Pad       [4]uint8
+	Followed  uint8
+	Pad       [3]uint8
 }
 
 type flowtapSockOwner struct {
@@ -109,8 +110,6 @@ const (
 	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
 	flowtapProgFlowtapSockops  = "flowtap_sockops"
 	flowtapProgFlowtapState    = "flowtap_state"
-	flowtapProgFlowtapState2   = "flowtap_state2"
-	flowtapProgFlowtapState3   = "flowtap_state3"
 	flowtapProgFlowtapSubflows = "flowtap_subflows"
 	flowtapVarDnsEnabled       = "dns_enabled"
 )
@@ -166,8 +165,6 @@ type flowtapProgramSpecs struct {
 	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.ProgramSpec `ebpf:"flowtap_state"`
-	FlowtapState2   *ebpf.ProgramSpec `ebpf:"flowtap_state2"`
-	FlowtapState3   *ebpf.ProgramSpec `ebpf:"flowtap_state3"`
 	FlowtapSubflows *ebpf.ProgramSpec `ebpf:"flowtap_subflows"`
 }
 
@@ -255,8 +252,6 @@ type flowtapPrograms struct {
 	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.Program `ebpf:"flowtap_state"`
-	FlowtapState2   *ebpf.Program `ebpf:"flowtap_state2"`
-	FlowtapState3   *ebpf.Program `ebpf:"flowtap_state3"`
 	FlowtapSubflows *ebpf.Program `ebpf:"flowtap_subflows"`
 }
 
@@ -271,8 +266,6 @@ func (p *flowtapPrograms) Close() error {
 		p.FlowtapSnapshot,
 		p.FlowtapSockops,
 		p.FlowtapState,
-		p.FlowtapState2,
-		p.FlowtapState3,
 		p.FlowtapSubflows,
 	)
 }

@@ -104,6 +104,11 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Network security monitoring**: who connects to which service, e.g. incoming connections to privileged ports from outside (`flowtap run --filter 'conn_direction=incoming and dst_port<1024 and not src=127.0.0.0/8'`)",
+				"**Inventory**: which processes talk to which peers and names (pid, comm, dst_dns)",
+				"**Latency**: handshake_ns is the connection latency of outgoing flows and the answer time of local servers",
+			},
 		},
 		{
 			ID:          IDNetFlowTCPEnd,
@@ -118,6 +123,11 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Traffic accounting**: bytes and packets each way per connection, with its duration",
+				"**Troubleshooting**: close_reason tells orderly closes (fin) from resets (rst) and from flows flowtap stopped following (evicted, shutdown)",
+				"**Incident response**: a complete record of every connection, begin to end",
+			},
 		},
 		{
 			ID:           IDNetFlowTCPFailed,
@@ -129,6 +139,10 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Scan detection**: incoming refused or unanswered attempts against this host show a port scan",
+				"**Troubleshooting**: outgoing attempts refused by a peer, or never answered (firewalls, dead services)",
+			},
 		},
 		{
 			ID:          IDNetTCPSocketBase,
@@ -191,6 +205,11 @@ func BuiltinDefinitions() []Definition {
 				{"rcode", "string", "response code, e.g. NOERROR, NXDOMAIN"},
 				{"answers", "[]string", "answer records as 'name TYPE ttl data'"},
 			}),
+			UseCases: []string{
+				"See which names the workloads on this host look up, and which fail (rcode NXDOMAIN, SERVFAIL).",
+				"Spot lookups of unexpected domains, or DNS over TCP where UDP is the rule.",
+				"Check what addresses a name resolved to when a connection went somewhere unexpected.",
+			},
 			Dependencies: []ID{IDNetPacketDNSBase},
 			Source:       SourceDerived,
 			Deriver:      DeriverDNS,

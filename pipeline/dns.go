@@ -46,13 +46,42 @@ type DNSStats struct {
 // net_packet_dns. It runs on the derivation goroutine.
 type dnsStage struct {
 	cache *dnscache.Cache
-	emit  func(events.Event) // nil: net_packet_dns is not selected
-	msg   dnscache.Message
-	stats DNSStats
+	// wanted says whether a pipeline selects net_packet_dns now; emit
+	// delivers one. Either nil: never emitted.
+	wanted func() bool
+	emit   func(events.Event)
+	msg    dnscache.Message
+	stats  DNSStats
 }
 
-func newDNSStage(size int, emit func(events.Event)) *dnsStage {
-	return &dnsStage{cache: dnscache.New(size), emit: emit}
+func newDNSStage(size int, wanted func() bool, emit func(events.Event)) *dnsStage {
+	return &dnsStage{cache: dnscache.New(size), wanted: wanted, emit: emit}
+}
+
+// emits reports whether any pipeline's selection delivers event id.
+func (r *router) emits(id events.ID) bool {
+	for i := range r.routes {
+		if r.routes[i].plan.Emits(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDNS rejects a reloaded config whose plan selects DNS events while
+// this run has no DNS capture (it starts only with flowtap), and warns when
+// only the names of flow events would need it.
+func (rl *reloader) checkDNS(plan *events.Plan, cfg *configs.Config) error {
+	if rl.dns || !plan.Needs(events.ProducerKernelDNS) {
+		return nil
+	}
+	if plan.Emits(events.IDNetPacketDNS) || plan.Emits(events.IDNetPacketDNSBase) {
+		return errors.New("the new config selects DNS events, but this run has no DNS capture: restart flowtap (with capture.dns.enabled not false)")
+	}
+	if cfg.Capture.DNS.Enabled == nil || *cfg.Capture.DNS.Enabled {
+		rl.log.Warn("config reload: this run has no DNS capture: src_dns and dst_dns stay empty until flowtap restarts")
+	}
+	return nil
 }
 
 // handle takes one net_packet_dns_base event. Responses a local socket
@@ -89,7 +118,7 @@ func (d *dnsStage) handle(ev events.Event) {
 	if p.Direction == events.Ingress && d.msg.Response {
 		d.cache.Insert(ev.Context.CgroupID, &d.msg, ev.Timestamp)
 	}
-	if d.emit != nil {
+	if d.emit != nil && d.wanted != nil && d.wanted() {
 		d.emit(events.Event{ID: events.IDNetPacketDNS, Timestamp: ev.Timestamp, Context: ev.Context, Payload: d.packet(p)})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/flowtap/flowtap/configs"
@@ -64,7 +65,7 @@ func dnsAnswer(t *testing.T, name, edge string, addr netip.Addr) []byte {
 
 func TestDNSStage(t *testing.T) {
 	var got []events.Event
-	d := newDNSStage(0, func(ev events.Event) { got = append(got, ev) })
+	d := newDNSStage(0, func() bool { return true }, func(ev events.Event) { got = append(got, ev) })
 	addr := netip.MustParseAddr("192.0.2.9")
 	wire := dnsAnswer(t, "www.example.", "edge.example.", addr)
 	base := func(dir events.PacketDirection, proto events.DNSProto, payload []byte, truncated bool) events.Event {
@@ -125,7 +126,7 @@ func TestDNSStageUsesWholeRecordsOfTruncatedAnswers(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			emitted := 0
-			d := newDNSStage(0, func(events.Event) { emitted++ })
+			d := newDNSStage(0, func() bool { return true }, func(events.Event) { emitted++ })
 			d.handle(events.Event{ID: events.IDNetPacketDNSBase, Timestamp: 1e9, Context: events.Context{CgroupID: 7}, Payload: p})
 			if n := d.cache.Names(netip.MustParseAddr("192.0.2.1"), 7, 1e9); !reflect.DeepEqual(n, []string{"big.example", "edge.example"}) {
 				t.Errorf("whole record before the cut: names %q", n)
@@ -137,5 +138,39 @@ func TestDNSStageUsesWholeRecordsOfTruncatedAnswers(t *testing.T) {
 				t.Errorf("stats %+v, %d events emitted; want 1 truncated, used, none emitted", s, emitted)
 			}
 		})
+	}
+}
+
+func TestReloadDNSCheck(t *testing.T) {
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(id events.ID) *events.Plan {
+		p, err := cat.Resolve(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	off := false
+	for _, tt := range []struct {
+		name    string
+		running bool
+		enabled *bool
+		plan    *events.Plan
+		wantErr bool
+	}{
+		{"DNS running", true, nil, plan(events.IDNetPacketDNS), false},
+		{"net_packet_dns without DNS capture", false, nil, plan(events.IDNetPacketDNS), true},
+		{"flow names without DNS capture: a warning", false, nil, plan(events.IDNetFlowTCPBegin), false},
+		{"DNS turned off by config", false, &off, plan(events.IDNetFlowTCPBegin), false},
+		{"net_packet_dns, DNS turned off by config", false, &off, plan(events.IDNetPacketDNS), true},
+	} {
+		rl := &reloader{dns: tt.running, log: hclog.NewNullLogger()}
+		cfg := &configs.Config{Capture: configs.Capture{DNS: configs.DNS{Enabled: tt.enabled}}}
+		if err := rl.checkDNS(tt.plan, cfg); (err != nil) != tt.wantErr {
+			t.Errorf("%s: checkDNS = %v, want error %v", tt.name, err, tt.wantErr)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/filter"
 	"github.com/flowtap/flowtap/plugins/host"
 )
 
@@ -41,6 +42,11 @@ type Options struct {
 	// DNSStats, when set, receives the DNS stage's counters at the end
 	// (tests read them).
 	DNSStats *DNSStats
+	// Reload, when set, asks Run to re-read the config (SIGHUP) with Load,
+	// which returns the new config with every override applied and checked
+	// (Config.Check), or its problems. See reload.go.
+	Reload <-chan struct{}
+	Load   func() (*configs.Config, error)
 }
 
 // Stats are the totals of one run.
@@ -140,14 +146,19 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	}
 
 	// Sink writers.
-	for _, s := range sinks {
+	startWriter := func(s *sink) {
+		s.done = make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(s.done)
 			if err := s.run(runCtx, opts.BatchSize, opts.FlushInterval); err != nil {
 				cancel(err)
 			}
 		}()
+	}
+	for _, s := range sinks {
+		startWriter(s)
 	}
 
 	// Derivation and routing, on this goroutine.
@@ -155,11 +166,10 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	r := newRouter(plan, sinks, host)
 	var dns *dnsStage
 	if dnsOn {
-		var emitDNS func(events.Event)
-		if plan.Shared.Emits(events.IDNetPacketDNS) {
-			emitDNS = func(ev events.Event) { stats.DerivedEvents++; r.route(ev) }
-		}
-		dns = newDNSStage(opts.Config.Capture.DNS.CacheSize, emitDNS)
+		// Whether a pipeline selects net_packet_dns can change on reload.
+		dns = newDNSStage(opts.Config.Capture.DNS.CacheSize,
+			func() bool { return r.emits(events.IDNetPacketDNS) },
+			func(ev events.Event) { stats.DerivedEvents++; r.route(ev) })
 		opts.Tracker.Names = dns.cache
 	}
 	tracker := derive.NewTracker(opts.Tracker, func(ev events.Event) {
@@ -169,8 +179,25 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	rl := newReloader(opts, plan, sinks, capture != nil, log)
+	rl.dns = dnsOn
+	reloadCtx, stopReload := context.WithCancel(runCtx)
+	go rl.run(reloadCtx)
+	var retiring retirer
 	for open := true; open; {
 		select {
+		case sw := <-rl.swaps:
+			// Between two events: no event sees half of the swap.
+			r.routes = sw.routes
+			for _, s := range sw.removed {
+				retiring.retire(s, log)
+			}
+			for _, s := range sw.added {
+				startWriter(s)
+			}
+			sinks = sw.sinks
+			runTracker = runTracker || sw.tracker
+			close(sw.applied)
 		case ev, ok := <-base:
 			if !ok {
 				open = false
@@ -206,8 +233,11 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			opts.DNSStats.Cache = dns.cache.Stats()
 		}
 	}
+	stopReload()
+	<-rl.done
 	r.close()
 	wg.Wait()
+	stats.Delivered += retiring.delivered()
 
 	var errs []error
 	if err := <-captureErr; err != nil {
@@ -284,14 +314,15 @@ type router struct {
 }
 
 type route struct {
-	plan  *events.Plan
-	sinks []*sink
+	plan   *events.Plan
+	filter *filter.Filter // nil: every selected event
+	sinks  []*sink
 }
 
 func newRouter(plan *Plan, sinks []*sink, host string) *router {
 	r := &router{host: host}
 	for i, pp := range plan.Pipelines {
-		rt := route{plan: pp.Plan}
+		rt := route{plan: pp.Plan, filter: pp.Filter}
 		for _, s := range sinks {
 			if s.pipeline == i {
 				rt.sinks = append(rt.sinks, s)
@@ -307,6 +338,10 @@ func (r *router) route(ev events.Event) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !rt.plan.Emits(ev.ID) && !(ev.ID == events.IDRecordsLost && rt.plan.NeedsKernel()) {
+			continue
+		}
+		// Lost-record markers pass every filter: they report a gap.
+		if rt.filter != nil && ev.ID != events.IDRecordsLost && !rt.filter.Match(&ev) {
 			continue
 		}
 		for _, s := range rt.sinks {
@@ -330,6 +365,7 @@ type sink struct {
 	client    *host.Sink
 	queue     chan events.Event
 	delivered uint64
+	done      chan struct{} // closed when the writer (run) returns
 }
 
 // outputFile is the file sink plugins print to directly: the process's
