@@ -130,3 +130,29 @@ func TestMan(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestDNSPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	body := "capture: {dns: {enabled: true, cache_size: 10}}\npipelines: [{name: p, events: [flows], sinks: [{plugin: stdout}]}]\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLOWTAP_CAPTURE_DNS_CACHE_SIZE", "20")
+	out, err := run(t, "explain", "--config", cfg, "--dns=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"dns.enabled:        false: bpf/dns_programs is not loaded", // flag over file
+		"dns.cache_size:     20\n",                                  // environment over file
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = run(t, "explain", "--config", cfg, "--dns-cache-size", "30")
+	if err != nil || !strings.Contains(out, "dns.enabled:        true\n") || !strings.Contains(out, "dns.cache_size:     30\n") {
+		t.Errorf("explain --dns-cache-size 30: %v\n%s", err, out)
+	}
+}
