@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/flowtap/flowtap/internal/buildinfo.Version=$(VERSION)
 # Generated files: bpf2go output and protobuf code. Committed; CI checks sync.
 GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/proto/sink.pb.go plugins/proto/sink_grpc.pb.go
 
-.PHONY: all build run generate check-generated test test-short fuzz bench deps vet clean
+.PHONY: all build run generate check-generated docs check-docs test test-short fuzz bench deps vet clean
 
 all: build
 
@@ -25,6 +25,16 @@ generate:
 check-generated: generate
 	@git diff --exit-code -- $(GENERATED) || { echo "generated code is out of date: run 'make generate' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- bpf plugins/proto)" || { git status --porcelain -- bpf plugins/proto; echo "generate left untracked or modified files" >&2; exit 1; }
+
+## docs: regenerate docs/events/ (one manual page per event) from the event catalogue
+docs:
+	$(GO) run ./cmd/flowtap man --dir docs/events
+
+## check-docs: fail if docs/events/ differs from what the catalogue generates
+check-docs:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(GO) run ./cmd/flowtap man --dir "$$tmp" && \
+	diff -r -x README.md "$$tmp" docs/events || { echo "docs/events/ is out of date: run 'make docs' and commit" >&2; exit 1; }
 
 ## vet: gofmt and go vet
 vet:

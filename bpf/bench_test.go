@@ -311,7 +311,8 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 		var runs, ns uint64
 		for range rounds {
 			without = append(without, run())
-			c, err := bpf.Open(bpf.Options{CgroupPath: cg.path})
+			// FLOWTAP_DNS=1: with DNS capture (its per-packet cost).
+			c, err := bpf.Open(bpf.Options{CgroupPath: cg.path, DNS: os.Getenv("FLOWTAP_DNS") == "1"})
 			if err != nil {
 				b.Fatalf("Open: %v", err)
 			}

@@ -58,6 +58,11 @@ type Options struct {
 	// Logger receives warnings (lost records) and debug messages. nil means
 	// hclog.NewNullLogger().
 	Logger hclog.Logger
+	// DNS turns on DNS capture: the cgroup skb programs also report UDP
+	// and TCP port 53 payloads (net_packet_dns_base). When false the DNS
+	// path is removed at load time (a load-time constant the verifier
+	// prunes): no DNS instruction runs.
+	DNS bool
 }
 
 // Stats are a Capture's counters.
@@ -67,6 +72,9 @@ type Stats struct {
 	// Lost is the total number of records the kernel programs could not
 	// write because the ring buffer was full.
 	Lost uint64
+	// DNSTruncated is the number of DNS payloads longer than the kernel
+	// captures (DNSMaxPayload), reported truncated.
+	DNSTruncated uint64
 }
 
 // Capture is a loaded and attached set of flowtap programs and the reader
@@ -77,7 +85,7 @@ type Capture struct {
 	cgroupPath string
 	objs       flowtapObjects
 	// links are the cgroup attachments; stateLinks the tp_btf ones
-	// (inet_sock_set_state copies and tcp_send_reset).
+	// (inet_sock_set_state and tcp_send_reset).
 	links      []link.Link
 	stateLinks []link.Link
 	reader     *ringbuf.Reader
@@ -91,6 +99,8 @@ type Capture struct {
 	mu      sync.Mutex
 	lost    uint64 // kernel lost counter, as last read
 	lostBuf []uint64
+	// dnsTrunc is the kernel's DNS truncation counter, as last read.
+	dnsTrunc uint64
 	// reported is the lost total Run has reported in markers, as of
 	// reportedAt (wall ns of Run's last check, or of Open).
 	reported   uint64
@@ -176,6 +186,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	// buffers take no BTF value type, so don't offer one to the kernel.
 	rb.Value = nil
 
+	if err := setDNS(spec, opts.DNS); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
 	c := &Capture{log: logger, cgroupPath: cgroupPath}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
@@ -257,10 +270,10 @@ func (c *Capture) cgroupPrograms() []cgroupAttachment {
 	}
 }
 
-// statePrograms are the copies of the tp_btf/inet_sock_set_state program
-// (see flowtap.bpf.c: the kernel skips a copy already running on the CPU).
+// statePrograms are the tp_btf/inet_sock_set_state programs (one; see
+// flowtap.bpf.c).
 func (c *Capture) statePrograms() []*ebpf.Program {
-	return []*ebpf.Program{c.objs.FlowtapState, c.objs.FlowtapState2, c.objs.FlowtapState3}
+	return []*ebpf.Program{c.objs.FlowtapState}
 }
 
 // runIter runs a BPF iterator program once, to the end. The programs write
@@ -478,7 +491,7 @@ func (c *Capture) Stats() Stats {
 	c.pollLost()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{Records: c.records.Load(), Lost: c.lost}
+	return Stats{Records: c.records.Load(), Lost: c.lost, DNSTruncated: c.dnsTruncatedLocked()}
 }
 
 // Close detaches the programs, reports any lost records not yet reported,
@@ -553,8 +566,6 @@ func closeObjects(o *flowtapObjects) error {
 		o.FlowtapConnect6.Close(),
 		o.FlowtapSockops.Close(),
 		o.FlowtapState.Close(),
-		o.FlowtapState2.Close(),
-		o.FlowtapState3.Close(),
 		o.FlowtapReset.Close(),
 		o.FlowtapFiles.Close(),
 		o.FlowtapSubflows.Close(),

@@ -141,16 +141,11 @@ func TestSocketCounters(t *testing.T) {
 					if pat.name != "client closes first" {
 						return
 					}
-					// The client's FIN leaves after all data both ways was
-					// acknowledged (settle): its record has the payload.
-					fin, ok := find(forConn(evs, conn{client: netip.AddrPortFrom(netip.Addr{}, p.clientPort), server: netip.AddrPortFrom(netip.Addr{}, p.serverPort)}),
-						pkt{events.Egress, p.clientPort, p.serverPort, events.FlagFIN | events.FlagACK})
-					if !ok {
-						t.Fatal("no egress FIN record from the client")
-					}
-					fc := fin.Payload.(*events.PacketFlowBase).Counters
-					if fc.BytesSent != wantA || fc.BytesReceived != wantB || fc.PacketsSent < uint64(ci.Segs_out) {
-						t.Errorf("client FIN record counters %+v, want bytes %d/%d and packets sent >= %d", fc, wantA, wantB, ci.Segs_out)
+					// sock_ops follows the client: its FIN makes no
+					// record, the closed record above has the counters.
+					if fin, ok := find(forConn(evs, conn{client: netip.AddrPortFrom(netip.Addr{}, p.clientPort), server: netip.AddrPortFrom(netip.Addr{}, p.serverPort)}),
+						pkt{events.Egress, p.clientPort, p.serverPort, events.FlagFIN | events.FlagACK}); ok {
+						t.Errorf("FIN record from a client sock_ops follows: %v", fin.Payload)
 					}
 				})
 			}

@@ -14,6 +14,7 @@ const (
 	recordTypeClosed   = 2 // a socket entered TCP_CLOSE
 	recordTypeSnapshot = 3 // a counted socket, reported by Snapshot
 	recordTypeNoSocket = 4 // a packet no socket took, reset by the kernel
+	recordTypeDNS      = 5 // a DNS payload (struct dns_record + payload)
 	recordDirIngress   = 1
 	recordDirEgress    = 2
 	recordAFInet       = 2  // AF_INET
@@ -62,6 +63,9 @@ func Decode(raw []byte, bootToWall int64) (events.Event, error) {
 }
 
 func (d *decoder) decode(raw []byte) (events.Event, error) {
+	if len(raw) >= recordSize && raw[recordTypeOffset] == recordTypeDNS {
+		return d.decodeDNS(raw)
+	}
 	var rec flowtapFlowRecord
 	if len(raw) != recordSize {
 		return events.Event{}, fmt.Errorf("decode flow record: got %d bytes, want %d (is flowtap_bpfel.o out of date? run go generate ./bpf/)", len(raw), recordSize)

@@ -340,7 +340,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"long", append(encodeRecord(&good), 0), "got 129 bytes"},
 		{"old 72-byte record", encodeRecord(&good)[:72], "got 72 bytes, want 128"},
 		{"zero type", with(func(r *flowtapFlowRecord) { r.Type = 0 }), "unknown record type 0"},
-		{"unknown type", with(func(r *flowtapFlowRecord) { r.Type = 5 }), "unknown record type 5"},
+		{"unknown type", with(func(r *flowtapFlowRecord) { r.Type = 6 }), "unknown record type 6"},
 		{"no-socket record, unknown family", with(func(r *flowtapFlowRecord) { r.Type, r.Family = recordTypeNoSocket, 3 }), "unknown address family 3"},
 		{"unknown family", with(func(r *flowtapFlowRecord) { r.Family = 1 }), "unknown address family 1"},
 		{"socket record, unknown family", with(func(r *flowtapFlowRecord) { r.Type, r.Family = recordTypeSnapshot, 0 }), "unknown address family 0"},
@@ -437,12 +437,19 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte{}, int64(-5))
 	f.Add(bytes.Repeat([]byte{0xff}, 128), int64(1<<62))
+	for _, raw := range dnsSeeds() {
+		f.Add(raw, int64(7))
+	}
 	familyOff := int(unsafe.Offsetof(v4.Family))
 	dirOff := int(unsafe.Offsetof(v4.Direction))
 	typeOff := int(unsafe.Offsetof(v4.Type))
 
 	f.Fuzz(func(t *testing.T, raw []byte, bootToWall int64) {
 		ev, err := Decode(raw, bootToWall)
+		if len(raw) >= recordSize && raw[typeOff] == recordTypeDNS {
+			checkDNSDecode(t, raw, bootToWall, ev, err)
+			return
+		}
 		valid := len(raw) == recordSize
 		if valid {
 			fam := binary.LittleEndian.Uint16(raw[familyOff:])

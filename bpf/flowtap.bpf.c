@@ -3,9 +3,10 @@
 // flowtap kernel side.
 //
 //   - cgroup_skb ingress and egress programs report flow-relevant packets
-//     (SYN, FIN or RST set) as records, with the kernel's TCP counters of
-//     the socket, and mark the socket in socket-local storage; other
-//     packets cost only the header reads. They never drop traffic: every
+//     (SYN or RST set; FIN only for sockets sock_ops does not follow) as
+//     records, with the kernel's TCP counters of the socket, and mark the
+//     socket in socket-local storage; other packets cost only the header
+//     reads. They never drop traffic: every
 //     path returns 1 (allow).
 //   - A tp_btf program on tcp:tcp_send_reset reports packets no socket
 //     took that the kernel answers with a reset (refused attempts).
@@ -13,10 +14,10 @@
 //     cgroup's TCP sockets and reports a socket that enters TCP_CLOSE with
 //     its final counters; it and cgroup/connect4/6 record the owner (the
 //     task calling listen() or connect()).
-//   - tp_btf programs on sock:inet_sock_set_state (three identical copies)
-//     record the owner on SYN_SENT and LISTEN host-wide, and report closed
-//     sockets the sock_ops program does not follow (those that existed
-//     before flowtap started).
+//   - a tp_btf program on sock:inet_sock_set_state records the owner on
+//     SYN_SENT and LISTEN host-wide, and reports closed sockets the
+//     sock_ops program does not follow (those that existed before flowtap
+//     started).
 //   - BPF iterators walk existing sockets: task_file (owners of sockets
 //     that existed before flowtap started), tcp (owners of MPTCP subflows;
 //     snapshots of every counted socket).
@@ -31,6 +32,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
@@ -232,7 +234,8 @@ struct sock_counters {
 	__u8 fin_in;       // fin_in_seq is set
 	__u8 closed;       // the closed record was written
 	__u8 syn_out;      // the socket sent the SYN (it connected)
-	__u8 pad[4];
+	__u8 followed;     // sock_ops reports its state changes (see handle_skb)
+	__u8 pad[3];
 };
 
 // The kernel's TCP counters of one socket, read from one of the three
@@ -580,6 +583,12 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 				cnt->fin_in = 1;
 			}
 		}
+		// A FIN of a socket whose state changes sock_ops reports needs
+		// no record: its end comes, certainly, as the closed record,
+		// and the FIN's sequence number is kept above. SYNs (attempts,
+		// handshakes) and RSTs (refusals, resets) are always reported.
+		if (cnt->followed && !(tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
+			return 1;
 	}
 
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
@@ -623,15 +632,212 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	return 1;
 }
 
+// DNS capture: UDP datagrams and TCP segments to or from port 53, with
+// their payload, as a variable-size record in the same ring buffer. The
+// whole path sits behind dns_enabled, a load-time constant the loader sets
+// (Options.DNS): with it 0 the verifier prunes the path as dead code and
+// no DNS instruction runs.
+#define FLOW_REC_DNS 5
+#define DNS_PORT 53
+// Largest payload captured: the EDNS(0) buffer size DNS flag day 2020
+// recommends, so nearly every UDP answer fits whole (classic DNS: 512).
+#define DNS_MAX_PAYLOAD 1232
+// The scratch buffer is a power of two larger, so that a mask proves the
+// copy length's bound to the verifier.
+#define DNS_SCRATCH_SIZE 2048
+#define DNS_FLAG_TRUNCATED 0x01
+
+volatile const __u8 dns_enabled = 0;
+
+// The header of a DNS record, 128 bytes like struct flow_record, with
+// type at the same offset (122) so the reader tells them apart; cap_len
+// payload bytes follow it.
+struct dns_record {
+	__u64 ts_ns;
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u64 netns_cookie; // network namespace of the socket (0 if not known)
+	__u32 msg_len;      // transport payload length on the wire
+	__u32 cap_len;      // payload bytes following this header
+	__u8 reserved[16];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 comm[16]; // owner's task name, if known
+	__u32 pid;
+	__u32 uid;
+	__u32 len;      // skb->len (IP packet length)
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 type;      // FLOW_REC_DNS
+	__u8 direction; // FLOW_DIR_*
+	__u8 proto;     // IPPROTO_UDP or IPPROTO_TCP
+	__u8 flags;     // DNS_FLAG_*
+	__u8 pad[2];
+};
+
+struct dns_scratch {
+	struct dns_record hdr;
+	__u8 data[DNS_SCRATCH_SIZE];
+};
+
+// Per-CPU space to build a record in: too large for the stack, and of
+// variable length, so it is copied with bpf_ringbuf_output.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} dns_scratch SEC(".maps");
+
+// DNS payloads longer than DNS_MAX_PAYLOAD, captured truncated.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dns_truncated SEC(".maps");
+
+static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
+{
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip;
+	struct {
+		__be16 source;
+		__be16 dest;
+	} ports;
+	struct dns_scratch *s;
+	struct bpf_sock *sk;
+	__u32 zero = 0, off, plen;
+	__u64 cap;
+	__u16 family, sport, dport;
+	__u64 avail, thresh;
+	__u8 proto;
+
+	switch (skb->protocol) {
+	case bpf_htons(ETH_P_IP):
+		if (load_header(skb, 0, &ip.v4, sizeof(ip.v4)) < 0)
+			return;
+		if (ip.v4.version != 4 || ip.v4.ihl < 5)
+			return;
+		if (bpf_ntohs(ip.v4.frag_off) & IP4_OFFSET_MASK)
+			return;
+		family = FLOW_AF_INET;
+		proto = ip.v4.protocol;
+		off = ip.v4.ihl * 4;
+		break;
+	case bpf_htons(ETH_P_IPV6):
+		// No extension header walk: DNS packets carry none in practice.
+		if (load_header(skb, 0, &ip.v6, sizeof(ip.v6)) < 0)
+			return;
+		if (ip.v6.version != 6)
+			return;
+		family = FLOW_AF_INET6;
+		proto = ip.v6.nexthdr;
+		off = sizeof(ip.v6);
+		break;
+	default:
+		return;
+	}
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+		return;
+	// The ports first (UDP and TCP both start with them): every packet
+	// but port 53's stops here.
+	if (load_header(skb, off, &ports, sizeof(ports)) < 0)
+		return;
+	sport = bpf_ntohs(ports.source);
+	dport = bpf_ntohs(ports.dest);
+	if (sport != DNS_PORT && dport != DNS_PORT)
+		return;
+	if (proto == IPPROTO_UDP) {
+		off += sizeof(struct udphdr);
+	} else {
+		struct tcp_head tcp;
+
+		if (load_header(skb, off, &tcp, sizeof(tcp)) < 0)
+			return;
+		off += (__u32)(tcp.doff_res >> 4) * 4;
+	}
+	if (skb->len <= off)
+		return; // no payload (a bare TCP ACK, SYN, FIN)
+	plen = skb->len - off;
+
+	s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return;
+	__builtin_memset(&s->hdr, 0, sizeof(s->hdr));
+	cap = plen;
+	if (cap > DNS_MAX_PAYLOAD) {
+		__u64 *n = bpf_map_lookup_elem(&dns_truncated, &zero);
+
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		cap = DNS_MAX_PAYLOAD;
+		s->hdr.flags = DNS_FLAG_TRUNCATED;
+	}
+	// A no-op (cap <= DNS_MAX_PAYLOAD) that proves the bound to the
+	// verifier; in asm so the compiler cannot drop it.
+	asm volatile("%[c] &= %[m]" : [c] "+r"(cap) : [m] "i"(DNS_SCRATCH_SIZE - 1));
+	if (cap == 0 || bpf_skb_load_bytes(skb, off, s->data, cap) < 0)
+		return;
+
+	s->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	s->hdr.cookie = bpf_get_socket_cookie(skb);
+	s->hdr.cgroup_id = bpf_skb_cgroup_id(skb);
+	s->hdr.netns_cookie = bpf_get_netns_cookie(skb);
+	s->hdr.msg_len = plen;
+	s->hdr.cap_len = cap;
+	sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk) {
+		struct sock_owner *o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
+
+		if (o) {
+			s->hdr.pid = o->pid;
+			s->hdr.uid = o->uid;
+			__builtin_memcpy(s->hdr.comm, o->comm, sizeof(s->hdr.comm));
+		}
+	}
+	if (family == FLOW_AF_INET) {
+		__builtin_memcpy(s->hdr.saddr, &ip.v4.saddr, 4);
+		__builtin_memcpy(s->hdr.daddr, &ip.v4.daddr, 4);
+	} else {
+		__builtin_memcpy(s->hdr.saddr, &ip.v6.saddr, 16);
+		__builtin_memcpy(s->hdr.daddr, &ip.v6.daddr, 16);
+	}
+	s->hdr.len = skb->len;
+	s->hdr.sport = sport;
+	s->hdr.dport = dport;
+	s->hdr.family = family;
+	s->hdr.type = FLOW_REC_DNS;
+	s->hdr.direction = direction;
+	s->hdr.proto = proto;
+
+	avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
+	thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
+	if (thresh > WAKEUP_BYTES)
+		thresh = WAKEUP_BYTES;
+	if (bpf_ringbuf_output(&flow_records, s, sizeof(s->hdr) + cap,
+			       avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP) < 0)
+		count_lost();
+}
+
 SEC("cgroup_skb/ingress")
 int flowtap_ingress(struct __sk_buff *skb)
 {
+	if (dns_enabled)
+		handle_dns(skb, FLOW_DIR_INGRESS);
 	return handle_skb(skb, FLOW_DIR_INGRESS);
 }
 
 SEC("cgroup_skb/egress")
 int flowtap_egress(struct __sk_buff *skb)
 {
+	if (dns_enabled)
+		handle_dns(skb, FLOW_DIR_EGRESS);
 	return handle_skb(skb, FLOW_DIR_EGRESS);
 }
 
@@ -700,8 +906,13 @@ static __always_inline int handle_state(__u64 *ctx)
 	struct sock_counters *cnt;
 	struct tcp_counters k;
 	struct task_struct *task;
+	struct sock_owner *o;
 	__u16 proto;
 
+	// Most changes concern none of this: leave before reading anything.
+	if (newstate != FLOW_TCP_SYN_SENT && newstate != FLOW_TCP_LISTEN &&
+	    (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE))
+		return 0;
 	if (!sk)
 		return 0;
 	proto = BPF_CORE_READ(sk, sk_protocol);
@@ -713,10 +924,15 @@ static __always_inline int handle_state(__u64 *ctx)
 		task = bpf_get_current_task_btf();
 		if (BPF_CORE_READ(task, flags) & FLOW_PF_KTHREAD)
 			return 0;
+		// Inside the cgroup connect4/6 or sock_ops set this owner
+		// already.
+		o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
+		if (o && o->pid == bpf_get_current_pid_tgid() >> 32)
+			return 0;
 		set_owner_current(sk);
 		return 0;
 	}
-	if (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE || proto != IPPROTO_TCP)
+	if (proto != IPPROTO_TCP)
 		return 0;
 	// Only sockets the cgroup_skb programs counted are reported: that
 	// keeps a capture scoped to its cgroup.
@@ -733,24 +949,17 @@ static __always_inline int handle_state(__u64 *ctx)
 }
 
 // The kernel skips a tracing program that is already running on the same
-// CPU: a state change in a softirq that interrupts the program running for
-// another one is not seen. Several identical copies are attached: a change
-// is missed only if every copy is running on that CPU at the time. On a
-// busy 2-vCPU VM one copy missed ~0.3 % of closed records at 12,000
-// connections/s and two copies still missed a few with CPU hogs running;
-// three missed none (see README.md). For a change nobody interrupted, every
-// copy runs: setting the owner again is harmless, and sock_counters.closed
-// keeps the closed record single.
-#define STATE_PROGRAM(name)                          \
-	SEC("tp_btf/inet_sock_set_state")            \
-	int name(__u64 *ctx)                         \
-	{                                            \
-		return handle_state(ctx);            \
-	}
-
-STATE_PROGRAM(flowtap_state)
-STATE_PROGRAM(flowtap_state2)
-STATE_PROGRAM(flowtap_state3)
+// CPU (a state change in a softirq that interrupts the program is not
+// seen). For sockets that connect or are accepted while flowtap runs the
+// certain path is sock_ops, which writes their closed records; this
+// program covers sockets that existed before Open and owners outside the
+// cgroup, where a rare miss is the price of not running several copies on
+// every state change of the host (see README.md).
+SEC("tp_btf/inet_sock_set_state")
+int flowtap_state(__u64 *ctx)
+{
+	return handle_state(ctx);
+}
 
 // flowtap_reset reports a packet that no socket took and that the kernel
 // answers with a reset (tcp_v4_send_reset / tcp_v6_send_reset with sk ==
@@ -863,10 +1072,20 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 			tp = bpf_skc_to_tcp_sock(sk);
 			if (cnt && tp && !cnt->cgroup_id)
 				cnt->cgroup_id = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn, id);
+			if (cnt)
+				cnt->followed = 1;
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		// The SYN created the mark; from now on the closed record
+		// comes from here.
+		sk = skops->sk;
+		if (sk) {
+			cnt = bpf_sk_storage_get(&sock_counters, sk, 0, 0);
+			if (cnt)
+				cnt->followed = 1;
+		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:

@@ -13,6 +13,37 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type flowtapDnsRecord struct {
+	_           structs.HostLayout
+	TsNs        uint64
+	Cookie      uint64
+	CgroupId    uint64
+	NetnsCookie uint64
+	MsgLen      uint32
+	CapLen      uint32
+	Reserved    [16]uint8
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Comm        [16]uint8
+	Pid         uint32
+	Uid         uint32
+	Len         uint32
+	Sport       uint16
+	Dport       uint16
+	Family      uint16
+	Type        uint8
+	Direction   uint8
+	Proto       uint8
+	Flags       uint8
+	Pad         [2]uint8
+}
+
+type flowtapDnsScratch struct {
+	_    structs.HostLayout
+	Hdr  flowtapDnsRecord
+	Data [2048]uint8
+}
+
 type flowtapFlowRecord struct {
 	_               structs.HostLayout
 	TsNs            uint64
@@ -47,7 +78,8 @@ type flowtapSockCounters struct {
 	FinIn     uint8
 	Closed    uint8
 	SynOut    uint8
-	Pad       [4]uint8
+	Followed  uint8
+	Pad       [3]uint8
 }
 
 type flowtapSockOwner struct {
@@ -61,6 +93,8 @@ type flowtapSockOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	flowtapMapDnsScratch       = "dns_scratch"
+	flowtapMapDnsTruncated     = "dns_truncated"
 	flowtapMapFlowRecords      = "flow_records"
 	flowtapMapLostRecords      = "lost_records"
 	flowtapMapMptcpOwners      = "mptcp_owners"
@@ -76,9 +110,8 @@ const (
 	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
 	flowtapProgFlowtapSockops  = "flowtap_sockops"
 	flowtapProgFlowtapState    = "flowtap_state"
-	flowtapProgFlowtapState2   = "flowtap_state2"
-	flowtapProgFlowtapState3   = "flowtap_state3"
 	flowtapProgFlowtapSubflows = "flowtap_subflows"
+	flowtapVarDnsEnabled       = "dns_enabled"
 )
 
 // loadFlowtap returns the embedded CollectionSpec for flowtap.
@@ -132,8 +165,6 @@ type flowtapProgramSpecs struct {
 	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.ProgramSpec `ebpf:"flowtap_state"`
-	FlowtapState2   *ebpf.ProgramSpec `ebpf:"flowtap_state2"`
-	FlowtapState3   *ebpf.ProgramSpec `ebpf:"flowtap_state3"`
 	FlowtapSubflows *ebpf.ProgramSpec `ebpf:"flowtap_subflows"`
 }
 
@@ -141,6 +172,8 @@ type flowtapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapMapSpecs struct {
+	DnsScratch   *ebpf.MapSpec `ebpf:"dns_scratch"`
+	DnsTruncated *ebpf.MapSpec `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.MapSpec `ebpf:"flow_records"`
 	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.MapSpec `ebpf:"mptcp_owners"`
@@ -153,6 +186,7 @@ type flowtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
+	DnsEnabled *ebpf.VariableSpec `ebpf:"dns_enabled"`
 }
 
 // flowtapObjects contains all objects after they have been loaded into the kernel.
@@ -175,6 +209,8 @@ func (o *flowtapObjects) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapMaps struct {
+	DnsScratch   *ebpf.Map `ebpf:"dns_scratch"`
+	DnsTruncated *ebpf.Map `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.Map `ebpf:"flow_records"`
 	LostRecords  *ebpf.Map `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.Map `ebpf:"mptcp_owners"`
@@ -185,6 +221,8 @@ type flowtapMaps struct {
 
 func (m *flowtapMaps) Close() error {
 	return _FlowtapClose(
+		m.DnsScratch,
+		m.DnsTruncated,
 		m.FlowRecords,
 		m.LostRecords,
 		m.MptcpOwners,
@@ -198,6 +236,7 @@ func (m *flowtapMaps) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
+	DnsEnabled *ebpf.Variable `ebpf:"dns_enabled"`
 }
 
 // flowtapPrograms contains all programs after they have been loaded into the kernel.
@@ -213,8 +252,6 @@ type flowtapPrograms struct {
 	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
 	FlowtapState    *ebpf.Program `ebpf:"flowtap_state"`
-	FlowtapState2   *ebpf.Program `ebpf:"flowtap_state2"`
-	FlowtapState3   *ebpf.Program `ebpf:"flowtap_state3"`
 	FlowtapSubflows *ebpf.Program `ebpf:"flowtap_subflows"`
 }
 
@@ -229,8 +266,6 @@ func (p *flowtapPrograms) Close() error {
 		p.FlowtapSnapshot,
 		p.FlowtapSockops,
 		p.FlowtapState,
-		p.FlowtapState2,
-		p.FlowtapState3,
 		p.FlowtapSubflows,
 	)
 }

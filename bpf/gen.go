@@ -18,4 +18,4 @@
 // regenerate them with "go generate ./bpf/".
 package bpf
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type flow_record flowtap flowtap.bpf.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type flow_record -type dns_record flowtap flowtap.bpf.c -- -I/usr/include/x86_64-linux-gnu

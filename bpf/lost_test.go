@@ -67,8 +67,10 @@ func newTestCgroup(t testing.TB) testCgroup {
 
 // attachFlowPacketCounter attaches, independently of flowtap's programs, a
 // small cgroup_skb program to both hooks of cgroup that counts IPv4 TCP
-// packets with SYN, FIN or RST set: exactly the packets flowtap writes a
-// record for (the tests' traffic is IPv4 without options or fragments).
+// packets with SYN or RST set, and those with FIN alone that have no full
+// socket: exactly the packets flowtap writes a record for (the tests'
+// traffic is IPv4 without options or fragments, on sockets sock_ops
+// follows).
 // The returned function reads the count.
 func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 	t.Helper()
@@ -117,7 +119,16 @@ func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 	insns = append(insns,
 		asm.And.Imm(asm.R2, 0x07),
 		asm.JEq.Imm(asm.R2, 0, "out"),
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		// SYN or RST: always a record.
+		asm.JSet.Imm(asm.R2, 0x06, "count"),
+		// FIN alone: a record only without a full socket (sock_ops
+		// follows every full socket of this test's connections, and
+		// their FINs make none). __sk_buff.sk is at offset 168.
+		asm.LoadMem(asm.R1, asm.R6, 168, asm.DWord),
+		asm.JEq.Imm(asm.R1, 0, "count"),
+		asm.FnSkFullsock.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word).WithSymbol("count"),
 		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
@@ -161,7 +172,7 @@ func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 // marker, and the markers add up to Stats().Lost.
 //
 // What was generated is counted independently: a separate cgroup_skb
-// program counts the flow-relevant packets, and every connection's two
+// program counts the packets that make records, and every connection's two
 // sockets (client and accepted) each close exactly once (TestCloseRecords
 // pins that), so records = packets + 2 per connection.
 func TestLostRecordMarkers(t *testing.T) {

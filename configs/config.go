@@ -7,12 +7,17 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/events"
 )
 
 //go:embed default.yaml
@@ -116,8 +121,8 @@ type Restart struct {
 	MaxBackoff     time.Duration `mapstructure:"max_backoff"`
 }
 
-// Default returns the embedded default configuration: the flows set to the
-// stdout sink.
+// Default returns the embedded default configuration (the flows set to
+// the stdout sink), with FLOWTAP_* environment overrides applied.
 func Default() (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
@@ -128,13 +133,16 @@ func Default() (*Config, error) {
 }
 
 // Load reads a configuration file through viper. The format follows the
-// extension: .yaml/.yml, .toml or .json.
+// extension: .yaml/.yml, .toml or .json. FLOWTAP_* environment variables
+// override the file's capture and log settings (see ApplyEnv). Every
+// problem the file has (unknown keys, values of the wrong type or out of
+// range) is reported at once, as Problems.
 func Load(path string) (*Config, error) {
 	ext := strings.TrimPrefix(filepath.Ext(path), ".")
 	switch ext {
 	case "yaml", "yml", "toml", "json":
 	default:
-		return nil, fmt.Errorf("config %s: unsupported extension %q: use .yaml, .yml, .toml or .json", path, filepath.Ext(path))
+		return nil, Problems{{File: path, Message: fmt.Sprintf("unsupported extension %q: use .yaml, .yml, .toml or .json", filepath.Ext(path))}}
 	}
 	v := viper.New()
 	v.SetConfigFile(path)
@@ -144,57 +152,158 @@ func Load(path string) (*Config, error) {
 	return decode(v, path)
 }
 
-// decode unmarshals strictly: an unknown key is an error, never ignored.
+// decode checks the raw settings' shape, unmarshals them, applies the
+// environment and validates the values.
 func decode(v *viper.Viper, source string) (*Config, error) {
+	if ps := checkShape(source, v.AllSettings()); len(ps) > 0 {
+		return nil, ps
+	}
 	cfg := &Config{Source: source}
 	if err := v.UnmarshalExact(cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.WeaklyTypedInput = false // "events: 3" is a mistake, not ["3"]
 	}); err != nil {
-		return nil, fmt.Errorf("config %s: %w (valid top-level keys: capture, log, pipelines; pipeline keys: name, events, filter, sinks; sink keys: plugin, config, sha256, queue, restart, on_failure)", source, err)
+		// checkShape should have caught whatever fails here.
+		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
+	ps := cfg.ApplyEnv(os.Environ())
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		var more Problems
+		if errors.As(err, &more) {
+			// A bad value an environment variable set is its problem,
+			// not the file's.
+			set := map[string]string{}
+			for name, key := range EnvKeys() {
+				if _, ok := os.LookupEnv(name); ok {
+					set[key] = name
+				}
+			}
+			for i := range more {
+				if name := set[more[i].Key]; name != "" && more[i].Pipeline == "" {
+					more[i].File, more[i].Key = EnvSource, name
+				}
+			}
+			ps = append(ps, more...)
+		}
 	}
-	return cfg, nil
+	return cfg, ps.Err()
 }
 
-// Validate checks what can be checked without the event catalogue or the
-// plugins: every pipeline has a unique name, some events and some sinks,
-// and every sink names a plugin. All problems are reported at once.
+// Valid values of the enumerated keys.
+var (
+	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
+	logFormats      = []string{"text", "json"}
+	queuePolicies   = []string{"block", "drop_newest", "drop_oldest"}
+	failurePolicies = []string{"stop", "disable"}
+)
+
+// Validate checks every value that can be checked without the event
+// catalogue or the plugins: sizes and durations in range, known log levels
+// and formats, queue and failure policies, SHA-256 pins, unique pipeline
+// names, pipelines with events and sinks. It returns every problem at once,
+// as Problems. Check adds the checks that need the catalogue.
 func (c *Config) Validate() error {
-	var errs []error
+	var ps Problems
+	f := c.Source
+	cp := &c.Capture
+	if cp.Cgroup != "" && !filepath.IsAbs(cp.Cgroup) {
+		ps.add(f, "", "capture.cgroup", "%q is not an absolute path: name a cgroup v2 directory such as /sys/fs/cgroup/myapp, or leave it out for the whole host", cp.Cgroup)
+	}
+	if cp.RingBufferSize != 0 {
+		if err := bpf.ValidateRingBufferSize(cp.RingBufferSize); err != nil {
+			ps.add(f, "", "capture.ring_buffer_size", "%v (or 0 for the default, %d)", err, bpf.DefaultRingBufferSize)
+		}
+	}
+	nonNegative := func(key string, n int64, what string) {
+		if n < 0 {
+			ps.add(f, "", key, "%d is negative: give %s, or 0 for the default", n, what)
+		}
+	}
+	nonNegative("capture.flow_table_size", int64(cp.FlowTableSize), "the most connections tracked at once")
+	nonNegative("capture.flow_idle_timeout", int64(cp.FlowIdleTimeout), "a duration such as 5m")
+	nonNegative("capture.syn_timeout", int64(cp.SYNTimeout), "a duration such as 5s")
+	nonNegative("capture.dns.cache_size", int64(cp.DNS.CacheSize), "the most names cached")
+	oneOf := func(pipeline, key, val string, valid []string) {
+		if val != "" && !slices.Contains(valid, val) {
+			hint := ""
+			if s := events.Closest(val, valid); s != "" {
+				hint = fmt.Sprintf(": did you mean %q?", s)
+			}
+			ps.add(f, pipeline, key, "%q is not valid%s (valid: %s)", val, hint, strings.Join(valid, ", "))
+		}
+	}
+	oneOf("", "log.level", c.Log.Level, logLevels)
+	oneOf("", "log.format", c.Log.Format, logFormats)
+
 	if len(c.Pipelines) == 0 {
-		errs = append(errs, errors.New("no pipelines: add at least one under 'pipelines'"))
+		ps.add(f, "", "pipelines", "no pipelines: add at least one, e.g. {name: default, events: [flows], sinks: [{plugin: stdout}]}")
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Pipelines {
-		where := fmt.Sprintf("pipelines[%d]", i)
-		if p.Name == "" {
-			errs = append(errs, fmt.Errorf("%s: 'name' is empty: give every pipeline a name", where))
-		} else {
-			where = fmt.Sprintf("pipeline %q", p.Name)
-			if seen[p.Name] {
-				errs = append(errs, fmt.Errorf("%s: name used twice: pipeline names must be unique", where))
-			}
-			seen[p.Name] = true
+		name := p.Name
+		key := func(k string) string { return fmt.Sprintf("pipelines[%d].%s", i, k) }
+		switch {
+		case name == "":
+			name = fmt.Sprintf("#%d", i)
+			ps.add(f, name, key("name"), "empty: give every pipeline a name (letters, digits, '-', '_')")
+		case !validName(name):
+			ps.add(f, name, key("name"), "use letters, digits, '-' and '_' only")
+		case seen[name]:
+			ps.add(f, name, key("name"), "used by an earlier pipeline: names must be unique")
 		}
+		seen[p.Name] = true
 		if len(p.Events) == 0 {
-			errs = append(errs, fmt.Errorf("%s: 'events' is empty: name events or sets, e.g. [flows]", where))
+			ps.add(f, name, key("events"), "empty: name events or sets, e.g. [flows] (see 'flowtap list')")
 		}
 		if len(p.Sinks) == 0 {
-			errs = append(errs, fmt.Errorf("%s: 'sinks' is empty: add a sink, e.g. {plugin: stdout}", where))
+			ps.add(f, name, key("sinks"), "empty: add a sink, e.g. {plugin: stdout}")
 		}
 		for j, s := range p.Sinks {
+			sk := func(k string) string { return fmt.Sprintf("pipelines[%d].sinks[%d].%s", i, j, k) }
 			if strings.TrimSpace(s.Plugin) == "" {
-				errs = append(errs, fmt.Errorf("%s: sinks[%d]: 'plugin' is empty: name a built-in sink (stdout) or a plugin binary path", where, j))
+				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (stdout, file, webhook) or the path to a plugin binary")
 			}
-			errs = append(errs, validateSink(fmt.Sprintf("%s: sinks[%d]", where, j), s)...)
+			if s.SHA256 != "" && !isSHA256(s.SHA256) {
+				ps.add(f, name, sk("sha256"), "%q is not a SHA-256: write the 64 hex digits sha256sum prints for the plugin binary", s.SHA256)
+			}
+			if s.Queue.Size < 0 {
+				ps.add(f, name, sk("queue.size"), "%d is negative: give the most events waiting, or 0 for the default", s.Queue.Size)
+			}
+			oneOf(name, sk("queue.policy"), s.Queue.Policy, queuePolicies)
+			if s.Restart.MaxAttempts < 0 {
+				ps.add(f, name, sk("restart.max_attempts"), "%d is negative: give how many restarts to try, or 0 for the default", s.Restart.MaxAttempts)
+			}
+			if s.Restart.InitialBackoff < 0 || s.Restart.MaxBackoff < 0 {
+				ps.add(f, name, sk("restart"), "backoffs must not be negative")
+			} else if s.Restart.MaxBackoff > 0 && s.Restart.InitialBackoff > s.Restart.MaxBackoff {
+				ps.add(f, name, sk("restart.initial_backoff"), "%v is longer than max_backoff %v", s.Restart.InitialBackoff, s.Restart.MaxBackoff)
+			}
+			oneOf(name, sk("on_failure"), s.OnFailure, failurePolicies)
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("config %s: %w", c.Source, errors.Join(errs...))
+	return ps.Err()
+}
+
+// validName reports whether a pipeline name is made of letters, digits,
+// '-' and '_'.
+func validName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
 	}
-	return nil
+	return s != ""
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // OverrideEvents replaces every pipeline's selection, as --events does.

@@ -1,12 +1,15 @@
 package configs
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowtap/flowtap/events"
 )
 
 func TestDefault(t *testing.T) {
@@ -52,34 +55,70 @@ func TestLoadFormats(t *testing.T) {
 	}
 }
 
-func TestLoadErrors(t *testing.T) {
-	tests := []struct {
-		name, file, body string
-		want             []string
-	}{
-		{"unknown top-level key", "x.yaml", "pipeline: []\n", []string{`invalid keys: pipeline`, "valid top-level keys: capture, log, pipelines"}},
-		{"unknown pipeline key", "x.yaml", "pipelines:\n  - name: p\n    event: [flows]\n    sinks: [{plugin: stdout}]\n", []string{"'pipelines[0]' has invalid keys: event"}},
-		{"no pipelines", "x.yaml", "pipelines: []\n", []string{"no pipelines"}},
-		{"duplicate names", "x.yaml", "pipelines:\n  - {name: p, events: [flows], sinks: [{plugin: stdout}]}\n  - {name: p, events: [flows], sinks: [{plugin: stdout}]}\n", []string{`pipeline "p": name used twice`}},
-		{"missing sinks and name", "x.yaml", "pipelines:\n  - events: [flows]\n", []string{"pipelines[0]: 'name' is empty", "pipelines[0]: 'sinks' is empty"}},
-		{"empty plugin", "x.yaml", "pipelines:\n  - {name: p, events: [flows], sinks: [{config: {}}]}\n", []string{`pipeline "p": sinks[0]: 'plugin' is empty`}},
-		{"wrong type", "x.yaml", "pipelines:\n  - {name: p, events: 3, sinks: [{plugin: stdout}]}\n", []string{"events"}},
-		{"bad extension", "x.ini", "", []string{`unsupported extension ".ini"`}},
-		{"bad yaml", "x.yaml", "pipelines: [\n", []string{"read config"}},
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// TestValidateGolden loads every config in testdata/validate, checks it
+// against the built-in catalogue, and compares all the problems reported
+// with <name>.golden: every message names the file, the pipeline, the key
+// and what would be valid.
+func TestValidateGolden(t *testing.T) {
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := write(t, tt.file, tt.body)
-			_, err := Load(path)
+	files, err := filepath.Glob(filepath.Join("testdata", "validate", "*.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, path := range files {
+		if strings.HasSuffix(path, ".golden") {
+			continue
+		}
+		n++
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			var got string
+			c, err := Load(path)
 			if err == nil {
-				t.Fatal("Load succeeded")
+				err = c.Check(cat)
 			}
-			for _, w := range append(tt.want, path) {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
+			if err == nil {
+				got = "valid\n"
+			} else {
+				got = err.Error() + "\n"
+			}
+			golden := strings.TrimSuffix(path, filepath.Ext(path)) + filepath.Ext(path) + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
 				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test -run TestValidateGolden ./configs -args -update creates it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("problems differ from %s (-args -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
 			}
 		})
+	}
+	if n < 5 {
+		t.Fatalf("only %d configs in testdata/validate", n)
+	}
+}
+
+func TestLoadErrorsNameTheFile(t *testing.T) {
+	for _, tt := range []struct{ file, body, want string }{
+		{"x.ini", "", `unsupported extension ".ini"`},
+		{"x.yaml", "pipelines: [\n", "read config"},
+	} {
+		path := write(t, tt.file, tt.body)
+		_, err := Load(path)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("Load(%s) error = %v, want %q and the path", tt.file, err, tt.want)
+		}
+
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file error = %v", err)
@@ -142,7 +181,7 @@ pipelines:
     filter: "dst_port=443"
     sinks:
       - plugin: stdout
-        sha256: abc
+        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
         queue: {size: 100, policy: drop_oldest}
         restart: {max_attempts: 3, initial_backoff: 100ms, max_backoff: 2s}
         on_failure: disable
@@ -161,7 +200,7 @@ pipelines:
 		t.Errorf("log = %+v", c.Log)
 	}
 	s := c.Pipelines[0].Sinks[0]
-	wantSink := Sink{Plugin: "stdout", SHA256: "abc", Queue: Queue{Size: 100, Policy: "drop_oldest"},
+	wantSink := Sink{Plugin: "stdout", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Queue: Queue{Size: 100, Policy: "drop_oldest"},
 		Restart: Restart{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}, OnFailure: "disable"}
 	if !reflect.DeepEqual(s, wantSink) || c.Pipelines[0].Filter != "dst_port=443" {
 		t.Errorf("pipeline = %+v", c.Pipelines[0])

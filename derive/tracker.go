@@ -44,6 +44,17 @@ type Config struct {
 	// which carries the final counters, before it ends without it.
 	// Default 2s.
 	CloseGrace time.Duration
+	// Names fills src_dns and dst_dns; nil leaves them empty. It is
+	// called on the tracker's goroutine only.
+	Names Resolver
+}
+
+// Resolver names IP addresses from the DNS answers the host saw; the DNS
+// cache (derive/dnscache.Cache) implements it. AppendNames appends to dst
+// the names for addr at time now (ns, the events' clock), those resolved
+// by workload (a cgroup id) first.
+type Resolver interface {
+	AppendNames(dst []string, addr netip.Addr, workload uint64, now int64) []string
 }
 
 // Defaults for Config.
@@ -106,6 +117,9 @@ type endpoint struct {
 	beginTS  int64
 	ctx      events.Context
 	counters events.Counters
+	// srcDNS and dstDNS are the names looked up at the begin; the end
+	// carries the same.
+	srcDNS, dstDNS []string
 }
 
 // conn is the tracker's state for one connection. Endpoints are keyed by
@@ -543,7 +557,10 @@ func (t *Tracker) finishAll(c *conn, ts int64, reason events.CloseReason) int {
 }
 
 func (t *Tracker) flow(c *conn, dir events.ConnDirection) events.Flow {
+	ep := c.endpoint(dir)
 	return events.Flow{
+		SrcDNS:    ep.srcDNS,
+		DstDNS:    ep.dstDNS,
 		Direction: dir,
 		Src:       c.initiator.Addr(),
 		Dst:       c.responder.Addr(),
@@ -556,6 +573,8 @@ func (t *Tracker) flow(c *conn, dir events.ConnDirection) events.Flow {
 
 func (t *Tracker) emitBegin(c *conn, dir events.ConnDirection, ts int64) {
 	ep := c.endpoint(dir)
+	ep.srcDNS = t.names(c.initiator.Addr(), ep.ctx.CgroupID, ts)
+	ep.dstDNS = t.names(c.responder.Addr(), ep.ctx.CgroupID, ts)
 	t.stats.Begun++
 	t.emit(events.Event{
 		ID: events.IDNetFlowTCPBegin, Timestamp: ts, Context: ep.ctx,
@@ -587,6 +606,17 @@ func (t *Tracker) emitFailed(ts int64, initiator, responder netip.AddrPort, dir 
 			Dst:       responder.Addr(),
 			SrcPort:   initiator.Port(),
 			DstPort:   responder.Port(),
+			SrcDNS:    t.names(initiator.Addr(), ctx.CgroupID, ts),
+			DstDNS:    t.names(responder.Addr(), ctx.CgroupID, ts),
 		}, Reason: reason},
 	})
+}
+
+// names looks addr up in the resolver, if there is one; nil when it has
+// no name.
+func (t *Tracker) names(addr netip.Addr, workload uint64, ts int64) []string {
+	if t.cfg.Names == nil {
+		return nil
+	}
+	return t.cfg.Names.AppendNames(nil, addr, workload, ts)
 }

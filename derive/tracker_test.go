@@ -55,6 +55,8 @@ func parseOptions(opts []string, ctx *events.Context, c *events.Counters, ts *in
 		switch k {
 		case "cookie":
 			ctx.SocketCookie, err = strconv.ParseUint(v, 10, 64)
+		case "cgroup":
+			ctx.CgroupID, err = strconv.ParseUint(v, 10, 64)
 		case "pid":
 			n, err = strconv.ParseUint(v, 10, 32)
 			ctx.PID, ctx.Comm = uint32(n), "proc"+v

@@ -9,6 +9,14 @@ const (
 	ProducerKernel = "bpf/flow_programs"
 	// DeriverFlowTracker is the flow tracker in derive/.
 	DeriverFlowTracker = "derive/flow_tracker"
+	// ProducerKernelDNS is the DNS path of the cgroup skb programs: UDP
+	// and TCP port 53 payloads into the same ring buffer. A separate name
+	// so that a plan loads it only when a selected event needs DNS, and
+	// the loader removes it (a load-time constant) otherwise.
+	ProducerKernelDNS = "bpf/dns_programs"
+	// DeriverDNS parses DNS messages (derive/dnscache) into net_packet_dns
+	// and feeds the DNS cache that fills src_dns and dst_dns.
+	DeriverDNS = "derive/dns"
 )
 
 // Set names.
@@ -46,8 +54,20 @@ var flowFields = []FieldSpec{
 	{"dst_dns", "[]string", "domain names this host resolved to dst, from the DNS cache (empty when none)"},
 }
 
-// flowDeps are the base events every flow event is derived from.
-var flowDeps = []ID{IDNetPacketFlowBase, IDNetTCPSocketBase}
+// flowDeps are the base events every flow event is derived from. The DNS
+// base event fills src_dns and dst_dns; the pipeline may turn DNS capture
+// off (capture.dns.enabled: false), and then those fields stay empty.
+var flowDeps = []ID{IDNetPacketFlowBase, IDNetTCPSocketBase, IDNetPacketDNSBase}
+
+// dnsFields are the addressing fields of both DNS events.
+var dnsFields = []FieldSpec{
+	{"direction", "string", "'ingress' or 'egress', as the local socket saw the packet"},
+	{"proto", "string", "'udp' or 'tcp'"},
+	{"src", "string", "source IP address"},
+	{"dst", "string", "destination IP address"},
+	{"src_port", "uint16", "source port"},
+	{"dst_port", "uint16", "destination port"},
+}
 
 // BuiltinDefinitions returns the definitions of flowtap's built-in events.
 // Each call returns fresh values.
@@ -84,6 +104,11 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Network security monitoring**: who connects to which service, e.g. incoming connections to privileged ports from outside (`flowtap run --filter 'conn_direction=incoming and dst_port<1024 and not src=127.0.0.0/8'`)",
+				"**Inventory**: which processes talk to which peers and names (pid, comm, dst_dns)",
+				"**Latency**: handshake_ns is the connection latency of outgoing flows and the answer time of local servers",
+			},
 		},
 		{
 			ID:          IDNetFlowTCPEnd,
@@ -98,6 +123,11 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Traffic accounting**: bytes and packets each way per connection, with its duration",
+				"**Troubleshooting**: close_reason tells orderly closes (fin) from resets (rst) and from flows flowtap stopped following (evicted, shutdown)",
+				"**Incident response**: a complete record of every connection, begin to end",
+			},
 		},
 		{
 			ID:           IDNetFlowTCPFailed,
@@ -109,6 +139,10 @@ func BuiltinDefinitions() []Definition {
 			Dependencies: flowDeps,
 			Source:       SourceDerived,
 			Deriver:      DeriverFlowTracker,
+			UseCases: []string{
+				"**Scan detection**: incoming refused or unanswered attempts against this host show a port scan",
+				"**Troubleshooting**: outgoing attempts refused by a peer, or never answered (firewalls, dead services)",
+			},
 		},
 		{
 			ID:          IDNetTCPSocketBase,
@@ -141,6 +175,44 @@ func BuiltinDefinitions() []Definition {
 			},
 			Source:   SourceKernel,
 			Producer: ProducerKernel,
+		},
+		{
+			ID:          IDNetPacketDNSBase,
+			Name:        NameNetPacketDNSBase,
+			Version:     "1.0.0",
+			Description: "A UDP datagram or TCP segment to or from port 53 seen by the cgroup skb programs, with its payload (bounded; longer ones are truncated and counted). Internal: the base of net_packet_dns and of the DNS cache behind src_dns and dst_dns; emitted only when selected by name.",
+			Sets:        []string{SetNetworkEvents},
+			Fields: fields(dnsFields, []FieldSpec{
+				{"length", "uint32", "transport payload length on the wire"},
+				{"truncated", "bool", "the kernel captured only the first bytes of the payload"},
+				{"netns_cookie", "uint64", "network namespace cookie of the socket (0 when not known)"},
+			}),
+			Source:   SourceKernel,
+			Producer: ProducerKernelDNS,
+			Internal: true,
+		},
+		{
+			ID:          IDNetPacketDNS,
+			Name:        NameNetPacketDNS,
+			Version:     "1.0.0",
+			Description: "A DNS query or response a local socket sent or received (UDP or TCP port 53), parsed: query name and type, response code and answers. Messages that do not parse are counted, not emitted.",
+			Sets:        []string{SetNetworkEvents},
+			Fields: fields(dnsFields, []FieldSpec{
+				{"dns_id", "uint16", "DNS message ID"},
+				{"response", "bool", "the message is a response (QR bit)"},
+				{"query_name", "string", "name in the first question, without the trailing dot"},
+				{"query_type", "string", "type in the first question, e.g. A, AAAA"},
+				{"rcode", "string", "response code, e.g. NOERROR, NXDOMAIN"},
+				{"answers", "[]string", "answer records as 'name TYPE ttl data'"},
+			}),
+			UseCases: []string{
+				"See which names the workloads on this host look up, and which fail (rcode NXDOMAIN, SERVFAIL).",
+				"Spot lookups of unexpected domains, or DNS over TCP where UDP is the rule.",
+				"Check what addresses a name resolved to when a connection went somewhere unexpected.",
+			},
+			Dependencies: []ID{IDNetPacketDNSBase},
+			Source:       SourceDerived,
+			Deriver:      DeriverDNS,
 		},
 	}
 }

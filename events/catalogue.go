@@ -60,6 +60,9 @@ type Definition struct {
 	// Internal events are plumbing: they are emitted only when selected by
 	// their exact name, never through a set or a glob.
 	Internal bool
+	// UseCases say what the event is good for, one line each, for its
+	// manual page.
+	UseCases []string
 }
 
 // Catalogue is a validated, immutable set of event definitions.
@@ -88,6 +91,7 @@ func NewCatalogue(defs []Definition) (*Catalogue, error) {
 		d.Sets = append([]string(nil), d.Sets...)
 		d.Fields = append([]FieldSpec(nil), d.Fields...)
 		d.Dependencies = append([]ID(nil), d.Dependencies...)
+		d.UseCases = append([]string(nil), d.UseCases...)
 		if !nameRE.MatchString(d.Name) {
 			errs = append(errs, fmt.Errorf("event %d: name %q must match %s", d.ID, d.Name, nameRE))
 			continue

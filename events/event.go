@@ -16,9 +16,11 @@ const (
 	IDNetPacketFlowBase ID = 1
 	IDNetTCPSocketBase  ID = 2
 	IDRecordsLost       ID = 3
+	IDNetPacketDNSBase  ID = 4
 	IDNetFlowTCPBegin   ID = 1001
 	IDNetFlowTCPEnd     ID = 1002
 	IDNetFlowTCPFailed  ID = 1003
+	IDNetPacketDNS      ID = 1004
 )
 
 // Built-in event names, as Tracee spells them where Tracee has them.
@@ -29,6 +31,8 @@ const (
 	NameNetFlowTCPBegin   = "net_flow_tcp_begin"
 	NameNetFlowTCPEnd     = "net_flow_tcp_end"
 	NameNetFlowTCPFailed  = "net_flow_tcp_failed"
+	NameNetPacketDNSBase  = "net_packet_dns_base"
+	NameNetPacketDNS      = "net_packet_dns"
 )
 
 // Event is one occurrence of a catalogue event: when it happened, where it

@@ -27,12 +27,13 @@ func TestSelect(t *testing.T) {
 	}{
 		{"single name", []string{"net_flow_tcp_begin"}, []ID{IDNetFlowTCPBegin}},
 		{"set flows", []string{"flows"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
-		{"set network_events leaves out internal", []string{"network_events"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
+		{"set network_events leaves out internal", []string{"network_events"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed, IDNetPacketDNS}},
 		{"internal by exact name", []string{"net_packet_flow_base"}, []ID{IDNetPacketFlowBase}},
 		{"set minus names", []string{"flows,-net_flow_tcp_end,-net_flow_tcp_failed"}, []ID{IDNetFlowTCPBegin}},
 		{"exclusion before inclusion", []string{"-net_flow_tcp_end", "flows"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPFailed}},
 		{"glob", []string{"net_flow_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
-		{"glob skips internal", []string{"net_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
+		{"glob skips internal", []string{"net_*"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed, IDNetPacketDNS}},
+		{"internal DNS base by exact name", []string{"net_packet_dns_base"}, []ID{IDNetPacketDNSBase}},
 		{"negated glob", []string{"flows,-*_end"}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPFailed}},
 		{"spaces and duplicates", []string{" flows , net_flow_tcp_begin "}, []ID{IDNetFlowTCPBegin, IDNetFlowTCPEnd, IDNetFlowTCPFailed}},
 		{"everything excluded", []string{"flows,-flows"}, []ID{}},
@@ -66,7 +67,7 @@ func TestSelectErrors(t *testing.T) {
 		{"-", `'-' must be followed`},
 		{"Flows", `invalid character 'F'`},
 		{"nothing_*", `matches no public event`},
-		{"net_packet_*", `matches no public event`},
+		{"net_tcp_*", `matches no public event`},
 		{"net_[", `invalid character '['`},
 	}
 	for _, tt := range tests {
@@ -92,7 +93,7 @@ func TestResolvePullsDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []ID{IDNetPacketFlowBase, IDNetTCPSocketBase, IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Needed, want) {
+	if want := []ID{IDNetPacketFlowBase, IDNetTCPSocketBase, IDNetPacketDNSBase, IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Needed, want) {
 		t.Errorf("Needed = %v, want %v", p.Needed, want)
 	}
 	if want := []ID{IDNetFlowTCPBegin}; !reflect.DeepEqual(p.Emit, want) {
@@ -101,7 +102,8 @@ func TestResolvePullsDependencies(t *testing.T) {
 	if !p.Emits(IDNetFlowTCPBegin) || p.Emits(IDNetPacketFlowBase) || p.Emits(IDNetFlowTCPEnd) {
 		t.Errorf("Emits wrong: begin=%v base=%v end=%v", p.Emits(IDNetFlowTCPBegin), p.Emits(IDNetPacketFlowBase), p.Emits(IDNetFlowTCPEnd))
 	}
-	if want := []string{ProducerKernel}; !reflect.DeepEqual(p.Producers, want) {
+	// Flow events have DNS fields, so the plan asks for DNS capture.
+	if want := []string{ProducerKernelDNS, ProducerKernel}; !reflect.DeepEqual(p.Producers, want) {
 		t.Errorf("Producers = %v, want %v", p.Producers, want)
 	}
 	if want := []string{DeriverFlowTracker}; !reflect.DeepEqual(p.Derivers, want) {
@@ -211,6 +213,8 @@ func TestPayloadFieldsMatchCatalogue(t *testing.T) {
 		&FlowFailed{Flow: Flow{Direction: Incoming, Src: a4, Dst: a4, SrcPort: 1, DstPort: 2}, Reason: FailRefused},
 		&TCPSocketBase{Report: SocketClosed, Local: a4, Remote: a4, LocalPort: 1, RemotePort: 2, State: 7},
 		&RecordsLost{Lost: 3, Total: 4, From: 1, To: 2},
+		&PacketDNSBase{DNSPacket: DNSPacket{Direction: Ingress, Proto: DNSOverUDP, Src: a4, Dst: a4, SrcPort: 53, DstPort: 2}, Length: 30, Payload: []byte{1}},
+		&PacketDNS{DNSPacket: DNSPacket{Direction: Egress, Proto: DNSOverTCP, Src: a4, Dst: a4, SrcPort: 2, DstPort: 53}, QueryName: "a.example", QueryType: "A", RCode: "NOERROR"},
 	}
 	kindOf := map[string]Kind{"string": KindString, "uint8": KindUint, "uint16": KindUint, "uint32": KindUint, "uint64": KindUint, "int64": KindInt, "bool": KindBool, "[]string": KindStrings}
 	for _, p := range payloads {
@@ -272,7 +276,7 @@ func TestListOutputs(t *testing.T) {
 	if err := c.WriteListTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"net_packet_flow_base (internal)", "net_flow_tcp_begin", "network_events,flows", "src_dns []string", "net_packet_flow_base,net_tcp_socket_base\n"} {
+	for _, want := range []string{"net_packet_flow_base (internal)", "net_flow_tcp_begin", "network_events,flows", "src_dns []string", "net_packet_flow_base,net_tcp_socket_base,net_packet_dns_base\n"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table output lacks %q:\n%s", want, table.String())
 		}
@@ -285,7 +289,7 @@ func TestListOutputs(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &entries); err != nil {
 		t.Fatalf("list --json is not JSON: %v", err)
 	}
-	if len(entries) != 6 || entries[3].Name != NameNetFlowTCPBegin || entries[3].Dependencies[0] != NameNetPacketFlowBase || !entries[0].Internal {
+	if len(entries) != 8 || entries[4].Name != NameNetFlowTCPBegin || entries[4].Dependencies[0] != NameNetPacketFlowBase || !entries[0].Internal {
 		t.Fatalf("unexpected entries: %+v", entries)
 	}
 }
@@ -346,4 +350,29 @@ func BenchmarkPlanEmits(b *testing.B) {
 		}
 	}
 	_ = n
+}
+
+func TestResolveDNSEvent(t *testing.T) {
+	c := builtin(t)
+	p, err := c.Resolve(IDNetPacketDNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []ID{IDNetPacketDNSBase, IDNetPacketDNS}; !reflect.DeepEqual(p.Needed, want) {
+		t.Errorf("Needed = %v, want %v", p.Needed, want)
+	}
+	if want := []string{ProducerKernelDNS}; !reflect.DeepEqual(p.Producers, want) {
+		t.Errorf("Producers = %v, want %v", p.Producers, want)
+	}
+	if want := []string{DeriverDNS}; !reflect.DeepEqual(p.Derivers, want) {
+		t.Errorf("Derivers = %v, want %v", p.Derivers, want)
+	}
+	// A selection without DNS fields needs no DNS capture.
+	p, err = c.Resolve(IDNetPacketFlowBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Needs(ProducerKernelDNS) {
+		t.Errorf("net_packet_flow_base alone asks for DNS capture: %v", p.Producers)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/filter"
 )
 
 // Plan is the resolved form of a configuration: one plan per pipeline and
@@ -27,6 +28,8 @@ type Plan struct {
 type PipelinePlan struct {
 	Config configs.Pipeline
 	Plan   *events.Plan
+	// Filter keeps the events of Plan.Emit it matches; nil keeps all.
+	Filter *filter.Filter
 }
 
 // Resolve checks every pipeline's selection against the catalogue and
@@ -51,7 +54,19 @@ func Resolve(cat *events.Catalogue, cfg *configs.Config) (*Plan, error) {
 			errs = append(errs, fmt.Errorf("pipeline %q: %w", p.Name, err))
 			continue
 		}
-		out.Pipelines = append(out.Pipelines, PipelinePlan{Config: p, Plan: ep})
+		var f *filter.Filter
+		if p.Filter != "" {
+			defs := make([]*events.Definition, 0, len(ids))
+			for _, id := range ids {
+				d, _ := cat.ByID(id)
+				defs = append(defs, d)
+			}
+			if f, err = filter.New(p.Filter, defs); err != nil {
+				errs = append(errs, fmt.Errorf("pipeline %q: filter: %w", p.Name, err))
+				continue
+			}
+		}
+		out.Pipelines = append(out.Pipelines, PipelinePlan{Config: p, Plan: ep, Filter: f})
 		all = append(all, ep)
 	}
 	if len(errs) > 0 {

@@ -25,11 +25,11 @@ func TestRouterDeliversBySelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sinks []*sink
-	gotEvents := map[*sink][]events.Event{}
+	gotEvents := map[*sink]*[]events.Event{}
 	for i := range cfg.Pipelines {
 		for j := 0; j < 2; j++ { // two sinks per pipeline
-			s := &sink{pipeline: i}
-			s.enqueue = func(ev events.Event) { gotEvents[s] = append(gotEvents[s], ev) }
+			s, got := testSink(i)
+			gotEvents[s] = got
 			sinks = append(sinks, s)
 		}
 	}
@@ -50,7 +50,7 @@ func TestRouterDeliversBySelection(t *testing.T) {
 	}
 	for _, s := range sinks {
 		var got []events.ID
-		for _, ev := range gotEvents[s] {
+		for _, ev := range *gotEvents[s] {
 			got = append(got, ev.ID)
 			if ev.Context.HostName != "host-a" {
 				t.Errorf("event %d lacks the host name: %+v", ev.ID, ev.Context)
@@ -65,4 +65,11 @@ func TestRouterDeliversBySelection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// testSink returns a sink of the given pipeline that keeps what the router
+// hands it, in the slice it also returns.
+func testSink(pipeline int) (*sink, *[]events.Event) {
+	got := &[]events.Event{}
+	return &sink{pipeline: pipeline, enqueue: func(ev events.Event) { *got = append(*got, ev) }}, got
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/filter"
 )
 
 // Options configure Run.
@@ -36,6 +37,14 @@ type Options struct {
 	FlushInterval time.Duration
 	// Tracker bounds the flow tracker (table size, timeouts).
 	Tracker derive.Config
+	// DNSStats, when set, receives the DNS stage's counters at the end
+	// (tests read them).
+	DNSStats *DNSStats
+	// Reload, when set, asks Run to re-read the config (SIGHUP) with Load,
+	// which returns the new config with every override applied and checked
+	// (Config.Check), or its problems. See reload.go.
+	Reload <-chan struct{}
+	Load   func() (*configs.Config, error)
 }
 
 // Stats are the totals of one run.
@@ -45,7 +54,8 @@ type Stats struct {
 	Delivered     uint64 // events acknowledged by sinks (summed over sinks)
 	LostRecords   uint64 // records the kernel could not submit (ring buffer full)
 	// Sinks are each sink's counters (queued, sent, acked, retried,
-	// dropped, duplicates resent, restarts), in config order.
+	// dropped, duplicates resent, restarts): the sinks running at the end
+	// in config order, then those a reload retired.
 	Sinks []SinkStats
 }
 
@@ -95,6 +105,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	defer stopWatching()
 	watchSinks(watchCtx, sinks, cancel, log)
 
+	dnsOn, err := dnsEnabled(plan.Shared, opts.Config.Capture.DNS)
+	if err != nil {
+		closeSinks(sinks, nil, log)
+		return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
+	}
+
 	var capture *bpf.Capture
 	if plan.Shared.NeedsKernel() {
 		cgroup := opts.CgroupPath
@@ -104,12 +120,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 				return Stats{}, err
 			}
 		}
-		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf")})
+		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf"), DNS: dnsOn})
 		if err != nil {
 			closeSinks(sinks, nil, log)
 			return Stats{}, err
 		}
-		log.Info("capture started", "cgroup", cgroup, "events", names(opts.Catalogue, plan.Shared.Emit))
+		log.Info("capture started", "cgroup", cgroup, "dns", dnsOn, "events", names(opts.Catalogue, plan.Shared.Emit))
 	} else {
 		log.Info("selection needs no kernel program: none loaded", "events", names(opts.Catalogue, plan.Shared.Emit))
 	}
@@ -137,6 +153,14 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	// Derivation and routing, on this goroutine.
 	host, _ := os.Hostname()
 	r := newRouter(plan, sinks, host)
+	var dns *dnsStage
+	if dnsOn {
+		// Whether a pipeline selects net_packet_dns can change on reload.
+		dns = newDNSStage(opts.Config.Capture.DNS.CacheSize,
+			func() bool { return r.emits(events.IDNetPacketDNS) },
+			func(ev events.Event) { stats.DerivedEvents++; r.route(ev) })
+		opts.Tracker.Names = dns.cache
+	}
 	tracker := derive.NewTracker(opts.Tracker, func(ev events.Event) {
 		stats.DerivedEvents++
 		r.route(ev)
@@ -144,8 +168,23 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	rl := newReloader(opts, plan, sinks, capture != nil, log)
+	rl.dns = dnsOn
+	reloadCtx, stopReload := context.WithCancel(runCtx)
+	go rl.run(reloadCtx)
+	var retiring retirer
 	for open := true; open; {
 		select {
+		case sw := <-rl.swaps:
+			// Between two events: no event sees half of the swap.
+			r.routes = sw.routes
+			for _, s := range sw.removed {
+				retiring.retire(s, log)
+			}
+			watchSinks(watchCtx, sw.added, cancel, log)
+			sinks = sw.sinks
+			runTracker = runTracker || sw.tracker
+			close(sw.applied)
 		case ev, ok := <-base:
 			if !ok {
 				open = false
@@ -153,6 +192,12 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			}
 			stats.BaseEvents++
 			r.route(ev)
+			if ev.ID == events.IDNetPacketDNSBase {
+				if dns != nil {
+					dns.handle(ev)
+				}
+				continue
+			}
 			if runTracker {
 				tracker.Handle(ev)
 			}
@@ -168,7 +213,17 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
 			"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
 	}
+	if dns != nil {
+		dns.log(log)
+		if opts.DNSStats != nil {
+			*opts.DNSStats = dns.stats
+			opts.DNSStats.Cache = dns.cache.Stats()
+		}
+	}
+	stopReload()
+	<-rl.done
 	stopWatching() // a sink failing while it drains is reported by closeSinks
+	retired := retiring.stats()
 
 	var errs []error
 	if err := <-captureErr; err != nil {
@@ -189,8 +244,8 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	stats.Sinks = sinkStats
-	for _, st := range sinkStats {
+	stats.Sinks = append(sinkStats, retired...)
+	for _, st := range stats.Sinks {
 		stats.Delivered += st.Acked
 	}
 	if cause != nil {
@@ -251,14 +306,15 @@ type router struct {
 }
 
 type route struct {
-	plan  *events.Plan
-	sinks []*sink
+	plan   *events.Plan
+	filter *filter.Filter // nil: every selected event
+	sinks  []*sink
 }
 
 func newRouter(plan *Plan, sinks []*sink, host string) *router {
 	r := &router{host: host}
 	for i, pp := range plan.Pipelines {
-		rt := route{plan: pp.Plan}
+		rt := route{plan: pp.Plan, filter: pp.Filter}
 		for _, s := range sinks {
 			if s.pipeline == i {
 				rt.sinks = append(rt.sinks, s)
@@ -274,6 +330,10 @@ func (r *router) route(ev events.Event) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !rt.plan.Emits(ev.ID) && !(ev.ID == events.IDRecordsLost && rt.plan.NeedsKernel()) {
+			continue
+		}
+		// Lost-record markers pass every filter: they report a gap.
+		if rt.filter != nil && ev.ID != events.IDRecordsLost && !rt.filter.Match(&ev) {
 			continue
 		}
 		for _, s := range rt.sinks {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,6 +42,8 @@ type sink struct {
 	sup       *supervise.Sink
 	// enqueue offers an event to the sink's queue (sup.Enqueue).
 	enqueue func(events.Event)
+	// retired: a reload removed the sink; its failure stops nothing.
+	retired atomic.Bool
 }
 
 // outputFile is the file sink plugins print to directly: the process's
@@ -118,6 +121,10 @@ func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc
 			select {
 			case <-ctx.Done():
 			case <-s.sup.Failed():
+				if s.retired.Load() {
+					log.Error("retired sink failed while draining", "sink", s.label, "error", s.sup.Err())
+					return
+				}
 				if s.onFailure == configs.OnFailureDisable {
 					log.Error("sink disabled after repeated failures (on_failure: disable): its events are dropped, the other sinks go on",
 						"sink", s.label, "error", s.sup.Err())

@@ -12,11 +12,9 @@ import (
 	"runtime/pprof"
 	"syscall"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/flowtap/flowtap/configs"
-	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/pipeline"
@@ -37,63 +35,44 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
-	logger := func() (hclog.Logger, error) {
-		lvl := hclog.LevelFromString(logLevel)
-		if lvl == hclog.NoLevel {
-			return nil, fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", logLevel)
-		}
-		return hclog.New(&hclog.LoggerOptions{Name: "flowtap", Level: lvl, Output: os.Stderr}), nil
-	}
-	root.AddCommand(newRun(logger), newList(), newVersion())
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
+	root.AddCommand(newRun(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
 	return root
 }
 
-func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
+func newRun() *cobra.Command {
 	var (
-		configPath string
-		selection  []string
-		output     string
-		cgroup     string
-		ringBuffer int
-		tracker    derive.Config
+		o          overrides
 		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Capture flows and deliver them to the configured sinks",
 		Long: "Capture flows and deliver them to the configured sinks. Without --config, the embedded\n" +
-			"default runs: the 'flows' set printed by the stdout sink. Stop with Ctrl-C or SIGTERM:\n" +
-			"open flows get their end, sinks flush, and flowtap exits 0.",
+			"default runs: the 'flows' set printed by the stdout sink. The config is checked completely\n" +
+			"before anything starts (see 'flowtap config validate'). Settings come from, highest first:\n" +
+			"flags, FLOWTAP_* environment variables (e.g. FLOWTAP_CAPTURE_RING_BUFFER_SIZE), the config\n" +
+			"file, the defaults. SIGHUP re-reads the config: pipelines that keep their name and sinks\n" +
+			"keep running and lose nothing; an invalid config is rejected and the old one stays.\n" +
+			"Stop with Ctrl-C or SIGTERM: open flows get their end, sinks flush, and flowtap exits 0.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger()
+			cat, cfg, err := o.loadBuiltin(cmd)
 			if err != nil {
 				return err
 			}
-			cat, err := events.Builtin()
-			if err != nil {
+			log := newLogger(cfg.Log, os.Stderr)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// The first signal drains (sinks deliver what they hold, exit
+			// 0); a second one ends flowtap at once (the plugins die
+			// with it).
+			defer context.AfterFunc(ctx, func() {
+				stop()
+				log.Info("stopping: draining the sinks (signal again to exit at once)")
+			})()
+			if err := preflight(ctx, cat, cfg, log); err != nil {
 				return err
-			}
-			var cfg *configs.Config
-			if configPath != "" {
-				cfg, err = configs.Load(configPath)
-			} else {
-				cfg, err = configs.Default()
-			}
-			if err != nil {
-				return err
-			}
-			if len(selection) > 0 {
-				cfg.OverrideEvents(selection)
-			}
-			if cmd.Flags().Changed("output") {
-				if output != "json" && output != "table" {
-					return fmt.Errorf("--output %q: use json or table", output)
-				}
-				if !cfg.SetStdoutFormat(output) {
-					return fmt.Errorf("--output %s: the config has no stdout sink to format", output)
-				}
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -106,32 +85,19 @@ func newRun(logger func() (hclog.Logger, error)) *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			// The first signal drains (sinks deliver what they hold, exit
-			// 0); a second one ends flowtap at once (the plugins die
-			// with it).
-			defer context.AfterFunc(ctx, func() {
-				stop()
-				log.Info("stopping: draining the sinks (signal again to exit at once)")
-			})()
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log,
-				CgroupPath: cgroup, RingBufferSize: ringBuffer, Tracker: tracker,
+				CgroupPath: cfg.Capture.Cgroup, RingBufferSize: cfg.Capture.RingBufferSize, Tracker: trackerConfig(cfg.Capture),
+				Reload: reloadSignals(ctx),
+				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
 			})
 			return err
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&configPath, "config", "c", "", "pipeline config file (YAML, TOML or JSON); default: the embedded default")
-	f.StringArrayVarP(&selection, "events", "e", nil, "events to select, replacing every pipeline's: names, sets, -name, globs (e.g. flows,-net_flow_tcp_end)")
-	f.StringVarP(&output, "output", "o", "table", "format of the stdout sink: json or table")
-	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory to attach to (default: the cgroup v2 mount from /proc/mounts)")
-	f.IntVar(&ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (default: bpf.DefaultRingBufferSize)")
-	f.IntVar(&tracker.MaxFlows, "flow-table-size", derive.DefaultMaxFlows, "most connections tracked at once; the least recently active is evicted beyond it")
-	f.DurationVar(&tracker.IdleTimeout, "flow-idle-timeout", derive.DefaultIdleTimeout, "evict a connection nothing was heard of for this long")
+	o.registerSelection(f)
+	o.registerCapture(f)
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
-	f.DurationVar(&tracker.SYNTimeout, "syn-timeout", derive.DefaultSYNTimeout, "report an attempt without SYN-ACK after this long as failed (reason timeout)")
 	return cmd
 }
 

@@ -263,6 +263,8 @@ func BenchmarkShortConnections(b *testing.B) {
 	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
 	with, without, cores := interleave(b, bin, 2, 1, phase)
 	report(b, with, without, cores, mean, "conns/s", 1)
+	// Where flowtap's share goes, per connection: one more phase, apart.
+	measureCost(b, bin, func() { phase() }).reportPerUnit(b, shortConnsPerPhase, "conn")
 }
 
 // BenchmarkLostRecords opens lostRate new connections per second for

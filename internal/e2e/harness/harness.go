@@ -94,7 +94,8 @@ type Context struct {
 	HostName     string `json:"host_name"`
 }
 
-// Fields are the fields of the flow events and of flowtap_records_lost.
+// Fields are the fields of the flow events, net_packet_dns and
+// flowtap_records_lost.
 // A field an event lacks reads as its zero value.
 type Fields struct {
 	ConnDirection   string   `json:"conn_direction"`
@@ -114,6 +115,12 @@ type Fields struct {
 	Reason          string   `json:"reason"`
 	Lost            uint64   `json:"lost"`
 	LostTotal       uint64   `json:"lost_total"`
+	// net_packet_dns
+	QueryName string   `json:"query_name"`
+	QueryType string   `json:"query_type"`
+	RCode     string   `json:"rcode"`
+	Response  bool     `json:"response"`
+	Answers   []string `json:"answers"`
 }
 
 // Options configure Start.

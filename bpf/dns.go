@@ -1,0 +1,129 @@
+package bpf
+
+import (
+	"fmt"
+	"net/netip"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/flowtap/flowtap/events"
+)
+
+// DNSMaxPayload is the most DNS payload bytes the kernel captures per
+// packet (DNS_MAX_PAYLOAD in flowtap.bpf.c): longer payloads are captured
+// truncated and counted (Stats.DNSTruncated).
+const DNSMaxPayload = 1232
+
+// recordTypeOffset is the offset of the type byte, the same in struct
+// flow_record and struct dns_record (TestRecordLayout pins both).
+const recordTypeOffset = 122
+
+// dnsHeaderSize is the size of struct dns_record, the header of a DNS
+// record; the captured payload follows it.
+const dnsHeaderSize = int(unsafe.Sizeof(flowtapDnsRecord{}))
+
+// dnsFlagTruncated is DNS_FLAG_TRUNCATED of dns_record.flags.
+const dnsFlagTruncated = 0x01
+
+// Transport protocols of dns_record.proto.
+const (
+	ipprotoTCP = 6
+	ipprotoUDP = 17
+)
+
+// setDNS sets the load-time constant that keeps or removes the DNS path
+// of the cgroup skb programs.
+func setDNS(spec *ebpf.CollectionSpec, on bool) error {
+	v := spec.Variables[flowtapVarDnsEnabled]
+	if v == nil {
+		return fmt.Errorf("embedded BPF object has no %s variable (regenerate with go generate ./bpf/)", flowtapVarDnsEnabled)
+	}
+	var b uint8
+	if on {
+		b = 1
+	}
+	if err := v.Set(b); err != nil {
+		return fmt.Errorf("set %s: %w", flowtapVarDnsEnabled, err)
+	}
+	return nil
+}
+
+// dnsTruncatedLocked reads the kernel's DNS truncation counter (the last
+// value read once the capture is closed). c.mu must be held.
+func (c *Capture) dnsTruncatedLocked() uint64 {
+	if c.closed {
+		return c.dnsTrunc
+	}
+	var per []uint64
+	if err := c.objs.DnsTruncated.Lookup(uint32(0), &per); err != nil {
+		c.log.Error("read DNS truncation counter", "error", err)
+		return c.dnsTrunc
+	}
+	var total uint64
+	for _, v := range per {
+		total += v
+	}
+	c.dnsTrunc = total
+	return total
+}
+
+// decodeDNS turns a DNS record (header and captured payload) into a
+// net_packet_dns_base event. The payload is copied: the reader reuses
+// its buffer.
+func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
+	var rec flowtapDnsRecord
+	if len(raw) < dnsHeaderSize {
+		return events.Event{}, fmt.Errorf("decode dns record: got %d bytes, want at least %d", len(raw), dnsHeaderSize)
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), dnsHeaderSize), raw)
+	payload := raw[dnsHeaderSize:]
+	if int(rec.CapLen) != len(payload) || rec.CapLen > DNSMaxPayload || rec.CapLen > rec.MsgLen {
+		return events.Event{}, fmt.Errorf("decode dns record: %d payload bytes, header says %d captured of %d (at most %d)", len(payload), rec.CapLen, rec.MsgLen, DNSMaxPayload)
+	}
+	p := &events.PacketDNSBase{
+		DNSPacket:   events.DNSPacket{SrcPort: rec.Sport, DstPort: rec.Dport},
+		Length:      rec.MsgLen,
+		Truncated:   rec.Flags&dnsFlagTruncated != 0,
+		NetNSCookie: rec.NetnsCookie,
+		Payload:     append([]byte(nil), payload...),
+	}
+	switch rec.Family {
+	case recordAFInet:
+		p.Src = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
+		p.Dst = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
+	case recordAFInet6:
+		p.Src = netip.AddrFrom16(rec.Saddr)
+		p.Dst = netip.AddrFrom16(rec.Daddr)
+	default:
+		return events.Event{}, fmt.Errorf("decode dns record: unknown address family %d (want %d=AF_INET or %d=AF_INET6)", rec.Family, recordAFInet, recordAFInet6)
+	}
+	switch rec.Direction {
+	case recordDirIngress:
+		p.Direction = events.Ingress
+	case recordDirEgress:
+		p.Direction = events.Egress
+	default:
+		return events.Event{}, fmt.Errorf("decode dns record: unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
+	}
+	switch rec.Proto {
+	case ipprotoUDP:
+		p.Proto = events.DNSOverUDP
+	case ipprotoTCP:
+		p.Proto = events.DNSOverTCP
+	default:
+		return events.Event{}, fmt.Errorf("decode dns record: unknown transport %d (want 6=TCP or 17=UDP)", rec.Proto)
+	}
+	return events.Event{
+		ID:        events.IDNetPacketDNSBase,
+		Timestamp: int64(rec.TsNs) + d.bootToWall,
+		Context: events.Context{
+			SocketCookie: rec.Cookie,
+			CgroupID:     rec.CgroupId,
+			PID:          rec.Pid,
+			UID:          rec.Uid,
+			Comm:         d.comm(&rec.Comm),
+		},
+		Payload: p,
+	}, nil
+}

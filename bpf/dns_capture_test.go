@@ -1,0 +1,212 @@
+package bpf_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/privtest"
+)
+
+// dnsTestAddr is the loopback address the DNS capture tests serve port 53
+// on: a 127/8 address nothing else on the host uses.
+const dnsTestAddr = "127.53.0.4"
+
+func dnsRecords(evs []events.Event) []*events.PacketDNSBase {
+	var out []*events.PacketDNSBase
+	for _, ev := range evs {
+		if p, ok := ev.Payload.(*events.PacketDNSBase); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// udpEcho serves UDP port 53 on dnsTestAddr, answering each datagram with
+// itself, until the test ends.
+func udpEcho(t *testing.T) *net.UDPConn {
+	t.Helper()
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(dnsTestAddr), Port: 53})
+	if err != nil {
+		t.Fatalf("listen udp %s:53: %v", dnsTestAddr, err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:n], from)
+		}
+	}()
+	return srv
+}
+
+// dnsExchange sends payload to the echo server and waits for the echo.
+func dnsExchange(t *testing.T, payload []byte) {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(dnsTestAddr), Port: 53})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	if n, err := c.Read(buf); err != nil || n != len(payload) {
+		t.Fatalf("echo: %d bytes, %v", n, err)
+	}
+}
+
+// TestDNSCapture: with Options.DNS the cgroup programs report UDP and TCP
+// port 53 payloads in both directions, truncate long ones and count them.
+func TestDNSCapture(t *testing.T) {
+	privtest.Require(t)
+	r := startCapture(t, scoped(bpf.Options{DNS: true}))
+	udpEcho(t)
+
+	small := bytes.Repeat([]byte{0xab}, 40)
+	dnsExchange(t, small)
+	// Query: client egress + server ingress; answer: server egress +
+	// client ingress.
+	evs, ok := r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(dnsRecords(evs)) >= 4 })
+	if !ok {
+		t.Fatalf("want 4 DNS records, got:\n%s", dump(evs))
+	}
+	dirs := map[events.PacketDirection]int{}
+	for _, p := range dnsRecords(evs) {
+		if p.Proto != events.DNSOverUDP || !bytes.Equal(p.Payload, small) || p.Truncated || p.Length != 40 {
+			t.Errorf("record %+v: want the whole 40-byte UDP payload", p)
+		}
+		if p.DstPort != 53 && p.SrcPort != 53 {
+			t.Errorf("record %+v: not port 53", p)
+		}
+		if p.NetNSCookie == 0 {
+			t.Errorf("record %+v: no network namespace cookie", p)
+		}
+		dirs[p.Direction]++
+	}
+	if dirs[events.Ingress] != 2 || dirs[events.Egress] != 2 {
+		t.Errorf("directions %v, want 2 ingress and 2 egress", dirs)
+	}
+	for _, ev := range evs {
+		if ev.ID == events.IDNetPacketDNSBase && (ev.Context.CgroupID != ownCgroupID(t) || ev.Context.SocketCookie == 0) {
+			t.Errorf("DNS record context %+v: want own cgroup %d and a cookie", ev.Context, ownCgroupID(t))
+		}
+	}
+
+	// Longer than the kernel captures: truncated, counted.
+	before := r.c.Stats().DNSTruncated
+	big := bytes.Repeat([]byte{0xcd}, 3000)
+	dnsExchange(t, big)
+	evs, ok = r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(dnsRecords(evs)) >= 8 })
+	if !ok {
+		t.Fatalf("want 4 more DNS records, got:\n%s", dump(evs))
+	}
+	for _, p := range dnsRecords(evs)[4:] {
+		if !p.Truncated || len(p.Payload) != bpf.DNSMaxPayload || p.Length != 3000 || !bytes.Equal(p.Payload, big[:bpf.DNSMaxPayload]) {
+			t.Errorf("long record: truncated=%v len=%d length=%d, want the first %d of 3000 bytes", p.Truncated, len(p.Payload), p.Length, bpf.DNSMaxPayload)
+		}
+	}
+	if got := r.c.Stats().DNSTruncated - before; got != 4 {
+		t.Errorf("DNSTruncated grew by %d, want 4", got)
+	}
+
+	// DNS over TCP: the segments with payload, prefix included.
+	ln, err := net.Listen("tcp4", dnsTestAddr+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(waitTimeout))
+		buf := make([]byte, 64)
+		if n, err := c.Read(buf); err == nil {
+			c.Write(buf[:n])
+		}
+	}()
+	msg := binary.BigEndian.AppendUint16(nil, 5)
+	msg = append(msg, "hello"...)
+	c, err := net.Dial("tcp4", dnsTestAddr+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	evs, ok = r.col.waitFor(waitTimeout, func(evs []events.Event) bool {
+		n := 0
+		for _, p := range dnsRecords(evs) {
+			if p.Proto == events.DNSOverTCP && bytes.Equal(p.Payload, msg) {
+				n++
+			}
+		}
+		return n == 4
+	})
+	if !ok {
+		t.Fatalf("want 4 TCP DNS records carrying the 7-byte segment, got:\n%s", dump(evs))
+	}
+}
+
+// TestDNSOff: without Options.DNS, port 53 traffic gives no record and the
+// packet programs are smaller (the verifier removed the DNS path).
+func TestDNSOff(t *testing.T) {
+	privtest.Require(t)
+	size := func(on bool) (int, *running) {
+		r := startCapture(t, scoped(bpf.Options{DNS: on}))
+		n := 0
+		for _, p := range r.c.PacketPrograms() {
+			info, err := p.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			insns, err := info.Instructions()
+			if err != nil {
+				t.Fatalf("program instructions: %v", err)
+			}
+			n += len(insns)
+		}
+		return n, r
+	}
+	on, ron := size(true)
+	ron.stop(t)
+	off, r := size(false)
+	t.Logf("packet programs: %d instructions with DNS, %d without", on, off)
+	if off >= on {
+		t.Errorf("DNS off: %d instructions, DNS on: %d; want the DNS path removed", off, on)
+	}
+	udpEcho(t)
+	dnsExchange(t, []byte("no dns here"))
+	// The echo's records would come before these: wait for a flow record
+	// of a TCP connection made after it.
+	loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
+	evs, _ := r.col.waitFor(waitTimeout, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if ev.ID == events.IDNetPacketFlowBase {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(dnsRecords(evs)); n != 0 {
+		t.Errorf("DNS off: %d DNS records", n)
+	}
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowtap/flowtap/bpf"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// run executes flowtap in-process with args and returns what it printed
+// and its error.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./cmd/flowtap -args -update creates it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (-args -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestExplainGolden(t *testing.T) {
+	out, err := run(t, "explain", "--config", "../../configs/examples/failed.toml", "--filter", "pid>0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The program list comes from the BPF object, which changes with
+	// kernel work: check it against bpf.Programs, and keep it out of the
+	// golden file.
+	progs, err := bpf.Programs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, line := range strings.SplitAfter(out, "\n") {
+		isProg := false
+		for _, p := range progs {
+			isProg = isProg || strings.HasPrefix(line, "  "+p.Name+" ") && strings.Contains(line, p.Section)
+		}
+		if !isProg {
+			kept = append(kept, line)
+		}
+	}
+	if len(kept) != strings.Count(out, "\n")+1-len(progs) {
+		t.Errorf("explain does not list each of the %d BPF programs once:\n%s", len(progs), out)
+	}
+	golden(t, "explain_failed.golden", strings.Join(kept, ""))
+}
+
+// TestPrecedence checks flags > FLOWTAP_* environment > config file >
+// defaults, through what explain prints.
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	body := "capture: {syn_timeout: 5s, flow_table_size: 100, flow_idle_timeout: 1m}\npipelines: [{name: p, events: [flows], sinks: [{plugin: stdout}]}]\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLOWTAP_CAPTURE_SYN_TIMEOUT", "3s")
+	t.Setenv("FLOWTAP_CAPTURE_FLOW_TABLE_SIZE", "50")
+	out, err := run(t, "explain", "--config", cfg, "--flow-table-size", "10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"flow_table_size:    10\n",   // flag over environment and file
+		"syn_timeout:        3s\n",   // environment over file
+		"flow_idle_timeout:  1m0s\n", // file over default
+		"ring_buffer_size:   33554432 (default)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	out, err := run(t, "config", "validate", "--no-plugins", "../../configs/examples/security.yaml")
+	if err != nil || !strings.Contains(out, "security.yaml: valid (1 pipelines)") {
+		t.Errorf("valid example: %q, %v", out, err)
+	}
+	_, err = run(t, "config", "validate", "--no-plugins", "../../configs/testdata/validate/unknown_keys.yaml")
+	if err == nil || !strings.Contains(err.Error(), "invalid config: 7 problems") {
+		t.Errorf("invalid config: error %v", err)
+	}
+	_, err = run(t, "config", "validate", "--no-plugins", "--filter", "dst_prt=1", "../../configs/examples/security.yaml")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "dst_port"`) {
+		t.Errorf("--filter is not validated: %v", err)
+	}
+}
+
+func TestMan(t *testing.T) {
+	out, err := run(t, "man", "net_flow_tcp_failed")
+	if err != nil || !strings.HasPrefix(out, "---\ntitle: FLOWTAP-NET-FLOW-TCP-FAILED\n") || !strings.Contains(out, "**reason** (*string*)") {
+		t.Errorf("man page: %v\n%s", err, out)
+	}
+	if _, err := run(t, "man", "net_flow_tcp_fail"); err == nil || !strings.Contains(err.Error(), `did you mean "net_flow_tcp_failed"`) {
+		t.Errorf("unknown event: %v", err)
+	}
+	dir := t.TempDir()
+	if _, err := run(t, "man", "--dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "net_flow_tcp_end.md")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestDNSPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	body := "capture: {dns: {enabled: true, cache_size: 10}}\npipelines: [{name: p, events: [flows], sinks: [{plugin: stdout}]}]\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLOWTAP_CAPTURE_DNS_CACHE_SIZE", "20")
+	out, err := run(t, "explain", "--config", cfg, "--dns=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"dns.enabled:        false: bpf/dns_programs is not loaded", // flag over file
+		"dns.cache_size:     20\n",                                  // environment over file
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = run(t, "explain", "--config", cfg, "--dns-cache-size", "30")
+	if err != nil || !strings.Contains(out, "dns.enabled:        true\n") || !strings.Contains(out, "dns.cache_size:     30\n") {
+		t.Errorf("explain --dns-cache-size 30: %v\n%s", err, out)
+	}
+}
