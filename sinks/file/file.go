@@ -6,10 +6,14 @@
 package file
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,6 +95,14 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 		return sdk.ConfigError{Key: "path", Message: fmt.Sprintf("create directory: %v", err)}
 	}
 	s.cfg, s.maxAge = cfg, maxAge
+	dropped, err := repairTail(cfg.Path)
+	if err != nil {
+		return sdk.ConfigError{Key: "path", Message: err.Error()}
+	}
+	if dropped > 0 {
+		sdk.Logger().Warn("the file ended inside a line (an earlier sink process was killed while writing); removed the partial line, whose batch was not acknowledged and is sent again",
+			"path", cfg.Path, "bytes_removed", dropped)
+	}
 	s.out = &lumberjack.Logger{
 		Filename:   cfg.Path,
 		MaxSize:    cfg.MaxSizeMB,
@@ -107,6 +119,53 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 	sdk.Logger().Info("configured file sink", "path", cfg.Path, "max_size_mb", cfg.MaxSizeMB,
 		"max_age", maxAge, "max_backups", cfg.MaxBackups, "compress", cfg.Compress, "fsync", cfg.Fsync)
 	return nil
+}
+
+// tailChunk is how much of the file's end repairTail reads at a time.
+const tailChunk = 64 << 10
+
+// repairTail makes the file at path end with a complete line: a sink
+// process killed in the middle of a write leaves a partial last line,
+// which the next process would otherwise continue with its own first
+// line. The partial line belongs to a batch that was never acknowledged
+// (a batch is acknowledged only after it is written whole), so removing it
+// loses nothing: the batch is sent again. It returns the bytes removed; a
+// missing file is fine.
+func repairTail(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open %s to check its last line: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	size := st.Size()
+	buf := make([]byte, tailChunk)
+	keep := int64(0) // the length up to and including the last newline
+	for end := size; end > 0; {
+		start := max(end-tailChunk, 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("read the end of %s: %w", path, err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			keep = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if keep == size {
+		return 0, nil
+	}
+	if err := f.Truncate(keep); err != nil {
+		return 0, fmt.Errorf("remove the partial last line of %s: %w (remove it by hand, or move the file away)", path, err)
+	}
+	return size - keep, nil
 }
 
 // parseConfig validates a file sink config.

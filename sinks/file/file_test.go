@@ -164,3 +164,60 @@ func TestFileConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFileRepairsTornLastLine: a sink process killed in the middle of a
+// write leaves a partial last line; the next process removes it (its batch
+// was never acknowledged and comes again) and appends whole lines after
+// the last complete one.
+func TestFileRepairsTornLastLine(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		whole      int // complete lines before the torn one
+		tornPrefix int // bytes of the torn line
+	}{
+		{"torn after lines", 3, 40},
+		{"only a torn line", 0, 25},
+		{"torn line longer than a read chunk", 2, tailChunk + 100},
+		{"no torn line", 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			h := sdktest.New(t, New())
+			if err := h.Configure(map[string]any{"path": path}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.whole > 0 {
+				if err := h.Write(batch(0, tc.whole)...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			torn := `{"timestamp":99,"event":"net_flow_tcp_end","fields":{"src":"` + strings.Repeat("x", tc.tornPrefix)
+			if _, err := f.WriteString(torn[:tc.tornPrefix]); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+
+			h2 := sdktest.New(t, New())
+			if err := h2.Configure(map[string]any{"path": path}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h2.Write(batch(1000, 2)...); err != nil {
+				t.Fatal(err)
+			}
+			if err := h2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ts := readLines(t, path) // fails on any line that is not a whole event
+			if len(ts) != tc.whole+2 || ts[len(ts)-2] != 1000 || ts[len(ts)-1] != 1001 {
+				t.Errorf("lines %v, want %d from before and 1000, 1001", ts, tc.whole)
+			}
+		})
+	}
+}
