@@ -386,6 +386,32 @@ func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
 	return err
 }
 
+// RunBatches is Run with the events handed over in batches: emit gets up
+// to max events at a time (max <= 0 means 256), whenever that many are
+// ready or the ring buffer holds nothing more to read, so a consumer on
+// another goroutine is woken once per batch rather than once per event.
+// emit owns the slice it gets; RunBatches never touches it again.
+func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Event)) error {
+	if max <= 0 {
+		max = 256
+	}
+	batch := make([]events.Event, 0, max)
+	flush := func() {
+		if len(batch) > 0 {
+			emit(batch)
+			batch = make([]events.Event, 0, max)
+		}
+	}
+	err := c.Run(ctx, func(ev events.Event) {
+		batch = append(batch, ev)
+		if len(batch) == max || c.reader.AvailableBytes() == 0 {
+			flush()
+		}
+	})
+	flush()
+	return err
+}
+
 // clockCheckEvery is how many records read checks the clock after, so a
 // busy ring does not delay the lost-record check.
 const clockCheckEvery = 64

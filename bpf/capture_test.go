@@ -1059,3 +1059,54 @@ func TestMinimalCapabilities(t *testing.T) {
 		})
 	}
 }
+
+// TestRunBatches: RunBatches hands over every event Run would, in batches
+// of at most max, and never an empty one.
+func TestRunBatches(t *testing.T) {
+	privtest.Require(t)
+	c, err := bpf.Open(scoped(bpf.Options{}))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	const max = 3
+	r := &running{c: c, col: &collector{}, done: make(chan error, 1)}
+	var mu sync.Mutex
+	var sizes []int
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.done <- c.RunBatches(ctx, max, func(evs []events.Event) {
+			mu.Lock()
+			sizes = append(sizes, len(evs))
+			mu.Unlock()
+			for _, ev := range evs {
+				r.col.emit(ev)
+			}
+		})
+	}()
+	t.Cleanup(func() { r.stop(t) })
+
+	var pairs [][2]uint16
+	for range 4 {
+		cn := loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
+		pairs = append(pairs, [2]uint16{cn.client.Port(), cn.server.Port()}, [2]uint16{cn.server.Port(), cn.client.Port()})
+	}
+	evs := waitSockets(t, r.col, events.SocketClosed, pairs...)
+	for i := 0; i < len(pairs); i += 2 {
+		cp, sp := pairs[i][0], pairs[i][1]
+		mine := forConn(evs, conn{client: netip.AddrPortFrom(netip.Addr{}, cp), server: netip.AddrPortFrom(netip.Addr{}, sp)})
+		for _, w := range []pkt{{events.Egress, cp, sp, events.FlagSYN}, {events.Ingress, sp, cp, events.FlagSYN | events.FlagACK}} {
+			if _, ok := find(mine, w); !ok {
+				t.Errorf("connection %d->%d: no record %v", cp, sp, w)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range sizes {
+		if n < 1 || n > max {
+			t.Fatalf("batch sizes %v: want 1..%d each", sizes, max)
+		}
+	}
+	t.Logf("%d batches: %v", len(sizes), sizes)
+}

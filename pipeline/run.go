@@ -63,6 +63,10 @@ type Stats struct {
 // timeouts, close grace, idle eviction).
 const tickInterval = 250 * time.Millisecond
 
+// baseBatch is the most base events handed from the capture to the
+// derivation at a time.
+const baseBatch = 256
+
 // queueDepth is how many base events wait for derivation.
 const queueDepth = 8192
 
@@ -131,7 +135,9 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	}
 
 	var stats Stats
-	base := make(chan events.Event, queueDepth)
+	// Base events come in batches: one hand-over between goroutines per
+	// batch, not per event.
+	base := make(chan []events.Event, queueDepth/baseBatch)
 
 	// Producer: the kernel capture. It runs on its own context: at the
 	// end the live sockets are snapshotted first (so open flows end with
@@ -140,7 +146,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	if capture != nil {
 		captureCtx, stopCapture := context.WithCancel(context.Background())
 		go func() {
-			err := capture.Run(captureCtx, func(ev events.Event) { base <- ev })
+			err := capture.RunBatches(captureCtx, baseBatch, func(evs []events.Event) { base <- evs })
 			close(base)
 			captureErr <- err
 		}()
@@ -185,21 +191,23 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			sinks = sw.sinks
 			runTracker = runTracker || sw.tracker
 			close(sw.applied)
-		case ev, ok := <-base:
+		case evs, ok := <-base:
 			if !ok {
 				open = false
 				break
 			}
-			stats.BaseEvents++
-			r.route(ev)
-			if ev.ID == events.IDNetPacketDNSBase {
-				if dns != nil {
-					dns.handle(ev)
+			for _, ev := range evs {
+				stats.BaseEvents++
+				r.route(ev)
+				if ev.ID == events.IDNetPacketDNSBase {
+					if dns != nil {
+						dns.handle(ev)
+					}
+					continue
 				}
-				continue
-			}
-			if runTracker {
-				tracker.Handle(ev)
+				if runTracker {
+					tracker.Handle(ev)
+				}
 			}
 		case now := <-tick.C:
 			if runTracker {

@@ -47,7 +47,7 @@ type queue struct {
 	// wake has room for one signal: the worker waits on it for events.
 	wake chan struct{}
 	// wakeAt is how many queued events are worth waking the worker for
-	// besides the first (a full batch).
+	// (a full batch, or the whole queue when it is smaller).
 	wakeAt int
 
 	queued, dropped *atomic.Uint64
@@ -92,7 +92,10 @@ func (q *queue) push(ev events.Event) {
 	n := q.n
 	q.mu.Unlock()
 	q.queued.Add(1)
-	if n == 1 || n >= q.wakeAt {
+	// The worker sends partial batches on its flush tick only, so waking
+	// it for fewer events than a batch would cost a goroutine wake-up per
+	// event and send nothing.
+	if n >= q.wakeAt {
 		q.signal()
 	}
 }
