@@ -17,6 +17,7 @@ import (
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/buildinfo"
+	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
 )
 
@@ -62,6 +63,9 @@ func newRun() *cobra.Command {
 				return err
 			}
 			log := newLogger(cfg.Log, os.Stderr)
+			gc := gctune.Apply()
+			log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
+				"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// The first signal drains (sinks deliver what they hold, exit
