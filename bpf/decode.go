@@ -35,10 +35,45 @@ const maxInternedComms = 1024
 type decoder struct {
 	bootToWall int64
 	comms      map[[16]byte]string
+	// Payloads are carved from slabs (when slab is set): one allocation
+	// per slabSize records instead of one per record. A payload kept
+	// alive keeps its slab alive, a few KiB.
+	slab    bool
+	packets []events.PacketFlowBase
+	sockets []events.TCPSocketBase
 }
 
+// slabSize is how many payloads of one kind a slab holds.
+const slabSize = 64
+
 func newDecoder(bootToWall int64) decoder {
-	return decoder{bootToWall: bootToWall, comms: make(map[[16]byte]string)}
+	return decoder{bootToWall: bootToWall, comms: make(map[[16]byte]string), slab: true}
+}
+
+// newPacket returns a zeroed payload for a packet record.
+func (d *decoder) newPacket() *events.PacketFlowBase {
+	if !d.slab {
+		return new(events.PacketFlowBase)
+	}
+	if len(d.packets) == 0 {
+		d.packets = make([]events.PacketFlowBase, slabSize)
+	}
+	p := &d.packets[0]
+	d.packets = d.packets[1:]
+	return p
+}
+
+// newSocket returns a zeroed payload for a socket record.
+func (d *decoder) newSocket() *events.TCPSocketBase {
+	if !d.slab {
+		return new(events.TCPSocketBase)
+	}
+	if len(d.sockets) == 0 {
+		d.sockets = make([]events.TCPSocketBase, slabSize)
+	}
+	s := &d.sockets[0]
+	d.sockets = d.sockets[1:]
+	return s
 }
 
 // Decode turns one ring buffer record into an event: a packet record into
@@ -98,7 +133,8 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 	var payload events.Payload
 	switch rec.Type {
 	case recordTypePacket:
-		p := &events.PacketFlowBase{
+		p := d.newPacket()
+		*p = events.PacketFlowBase{
 			Src:      src,
 			Dst:      dst,
 			SrcPort:  rec.Sport,
@@ -119,7 +155,8 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 	case recordTypeNoSocket:
 		// The incoming packet the kernel answered with a reset because
 		// no socket took it; it has no socket, counters or owner.
-		id, payload = events.IDNetPacketFlowBase, &events.PacketFlowBase{
+		p := d.newPacket()
+		*p = events.PacketFlowBase{
 			Direction: events.Ingress,
 			Src:       src,
 			Dst:       dst,
@@ -129,12 +166,14 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			Length:    rec.Len,
 			NoSocket:  true,
 		}
+		id, payload = events.IDNetPacketFlowBase, p
 	case recordTypeClosed, recordTypeSnapshot:
 		report := events.SocketClosed
 		if rec.Type == recordTypeSnapshot {
 			report = events.SocketSnapshot
 		}
-		id, payload = events.IDNetTCPSocketBase, &events.TCPSocketBase{
+		sk := d.newSocket()
+		*sk = events.TCPSocketBase{
 			Report:     report,
 			Local:      src,
 			Remote:     dst,
@@ -143,6 +182,7 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			State:      rec.State,
 			Counters:   counters,
 		}
+		id, payload = events.IDNetTCPSocketBase, sk
 	default:
 		return events.Event{}, fmt.Errorf("decode flow record: unknown record type %d (want %d=packet, %d=socket closed, %d=socket snapshot or %d=no-socket reset; is flowtap_bpfel.o out of date?)",
 			rec.Type, recordTypePacket, recordTypeClosed, recordTypeSnapshot, recordTypeNoSocket)

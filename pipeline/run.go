@@ -311,6 +311,7 @@ func names(cat *events.Catalogue, ids []events.ID) []string {
 type router struct {
 	routes []route
 	host   string
+	match  events.Event // the event being matched against a filter
 }
 
 type route struct {
@@ -341,8 +342,13 @@ func (r *router) route(ev events.Event) {
 			continue
 		}
 		// Lost-record markers pass every filter: they report a gap.
-		if rt.filter != nil && ev.ID != events.IDRecordsLost && !rt.filter.Match(&ev) {
-			continue
+		if rt.filter != nil && ev.ID != events.IDRecordsLost {
+			// Matched through the router's own copy: a pointer to ev
+			// would move every routed event to the heap.
+			r.match = ev
+			if !rt.filter.Match(&r.match) {
+				continue
+			}
 		}
 		for _, s := range rt.sinks {
 			s.enqueue(ev)
