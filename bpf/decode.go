@@ -51,29 +51,23 @@ func newDecoder(bootToWall int64) decoder {
 }
 
 // newPacket returns a zeroed payload for a packet record.
-func (d *decoder) newPacket() *events.PacketFlowBase {
-	if !d.slab {
-		return new(events.PacketFlowBase)
-	}
-	if len(d.packets) == 0 {
-		d.packets = make([]events.PacketFlowBase, slabSize)
-	}
-	p := &d.packets[0]
-	d.packets = d.packets[1:]
-	return p
-}
+func (d *decoder) newPacket() *events.PacketFlowBase { return carve(&d.packets, d.slab) }
 
 // newSocket returns a zeroed payload for a socket record.
-func (d *decoder) newSocket() *events.TCPSocketBase {
-	if !d.slab {
-		return new(events.TCPSocketBase)
+func (d *decoder) newSocket() *events.TCPSocketBase { return carve(&d.sockets, d.slab) }
+
+// carve returns the next zeroed element of *slab, starting a new slab when
+// it is used up; without slabs (on false) it allocates one T.
+func carve[T any](slab *[]T, on bool) *T {
+	if !on {
+		return new(T)
 	}
-	if len(d.sockets) == 0 {
-		d.sockets = make([]events.TCPSocketBase, slabSize)
+	if len(*slab) == 0 {
+		*slab = make([]T, slabSize)
 	}
-	s := &d.sockets[0]
-	d.sockets = d.sockets[1:]
-	return s
+	p := &(*slab)[0]
+	*slab = (*slab)[1:]
+	return p
 }
 
 // Decode turns one ring buffer record into an event: a packet record into
