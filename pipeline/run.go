@@ -15,6 +15,7 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/filter"
+	"github.com/flowtap/flowtap/plugins/supervise"
 )
 
 // Options configure Run.
@@ -30,7 +31,8 @@ type Options struct {
 	// Stdout and Stderr receive the sink plugins' standard streams; nil
 	// means the process's own.
 	Stdout, Stderr io.Writer
-	// BatchSize is the most events handed to a sink in one Write; 0 = 512.
+	// BatchSize is the most events handed to a sink in one Write; 0 =
+	// supervise.DefaultBatchSize.
 	BatchSize int
 	// FlushInterval bounds how long an event waits in a partial batch;
 	// 0 = 100ms.
@@ -82,7 +84,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		log = hclog.NewNullLogger()
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 512
+		opts.BatchSize = supervise.DefaultBatchSize
 	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 100 * time.Millisecond

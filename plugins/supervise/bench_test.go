@@ -27,7 +27,7 @@ import (
 // Each op offers one batch's worth of events (batch=N, also the sink's
 // BatchSize); the timer includes draining the queue at the end.
 func BenchmarkSupervisedSink(b *testing.B) {
-	for _, n := range []int{512, 1024, 4096} {
+	for _, n := range []int{512, 1024, 2048, 4096} {
 		for _, where := range []string{"process", "in-process"} {
 			b.Run(fmt.Sprintf("%s/batch=%d", where, n), func(b *testing.B) {
 				cfg := Config{
