@@ -134,4 +134,24 @@ func (c phaseCost) reportPerUnit(b *testing.B, n int, unit string) {
 	b.Logf("BPF programs, with run-time statistics on (they add a little to each run):\n\t%s", strings.Join(lines, "\n\t"))
 }
 
+// reportShares reports, for a workload that used work CPU time with
+// flowtap running (its BPF programs included), the shares of it that
+// flowtap's BPF programs (bpf-share) and processes (user-share) took, and
+// est-ratio: the workload's CPU without flowtap over the CPU of the
+// workload and flowtap with it, the throughput ratio to expect when the
+// workload is CPU-bound.
+func (c phaseCost) reportShares(b *testing.B, work time.Duration) {
+	if work <= 0 {
+		b.Fatalf("workload CPU time %v: cannot compute shares", work)
+	}
+	b.ReportMetric(c.kernel.Seconds()/work.Seconds(), "bpf-share")
+	b.ReportMetric(c.user.Seconds()/work.Seconds(), "user-share")
+	b.ReportMetric((work-c.kernel).Seconds()/(work+c.user).Seconds(), "est-ratio")
+	var lines []string
+	for _, p := range c.programs {
+		lines = append(lines, fmt.Sprintf("%s %d runs × %.0f ns", p.name, p.runs, float64(p.runtime.Nanoseconds())/float64(p.runs)))
+	}
+	b.Logf("workload CPU %v; BPF programs %v; flowtap and sink %v:\n\t%s", work, c.kernel, c.user, strings.Join(lines, "\n\t"))
+}
+
 func closeQuietly(c io.Closer) { _ = c.Close() }

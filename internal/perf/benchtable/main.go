@@ -96,6 +96,40 @@ func parse(r io.Reader) (map[string]*result, []string, error) {
 	return res, other, sc.Err()
 }
 
+// ratioFigure is a with/without figure and whether it meets target. A
+// measured ratio is only as good as the machine is steady: when the
+// samples without flowtap spread wider than the ratio's distance to the
+// target, and the benchmark also estimated the ratio from CPU time
+// (est-ratio, not blurred by that noise), the estimate decides.
+func ratioFigure(m map[string]float64, target float64) (string, bool) {
+	r := m["ratio"]
+	est, hasEst := m["est-ratio"]
+	if !hasEst {
+		return fmt.Sprintf("%.3f", r), r >= target
+	}
+	if m["spread"] > abs(r-target) {
+		return fmt.Sprintf("%.3f estimated from CPU time (measured %.3f, within the machine's noise)", est, r), est >= target
+	}
+	return fmt.Sprintf("%.3f (estimated from CPU time %.3f)", r, est), r >= target
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// shares describes flowtap's share of the workload's CPU, when measured.
+func shares(m map[string]float64) string {
+	k, hasK := m["bpf-share"]
+	u, hasU := m["user-share"]
+	if !hasK || !hasU {
+		return ""
+	}
+	return fmt.Sprintf("; of the workload's CPU: BPF programs %.1f%%, flowtap and sink %.1f%%", 100*k, 100*u)
+}
+
 // perConn describes where flowtap's cost per connection went, when the
 // benchmark measured it: its BPF programs (kernel) and its processes.
 func perConn(m map[string]float64) string {
@@ -155,18 +189,20 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 	fig := "1. loopback iperf3 throughput, with/without flowtap"
 	if b, done := status(fig, "BenchmarkLoopbackThroughput", "≥ 0.97", "ratio"); !done {
 		m := b.metrics
+		headline, met := ratioFigure(m, 0.97)
 		rows = append(rows, row{fig,
-			fmt.Sprintf("%.3f  (%.1f vs %.1f Gbit/s; machine's own spread %.0f%%; flowtap %.2f cores)",
-				m["ratio"], m["Gbit/s-with"], m["Gbit/s-without"], 100*m["spread"], m["flowtap-cores"]),
-			"≥ 0.97", verdict(m["ratio"] >= 0.97)})
+			fmt.Sprintf("%s  (%.1f vs %.1f Gbit/s; machine's own spread %.0f%%; flowtap %.2f cores%s)",
+				headline, m["Gbit/s-with"], m["Gbit/s-without"], 100*m["spread"], m["flowtap-cores"], shares(m)),
+			"≥ 0.97", verdict(met)})
 	}
 	fig = "2. short connections/s, with/without flowtap"
 	if b, done := status(fig, "BenchmarkShortConnections", "≥ 0.95", "ratio"); !done {
 		m := b.metrics
+		headline, met := ratioFigure(m, 0.95)
 		rows = append(rows, row{fig,
-			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; machine's own spread %.0f%%; flowtap %.2f cores%s)",
-				m["ratio"], m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["flowtap-cores"], perConn(m)),
-			"≥ 0.95", verdict(m["ratio"] >= 0.95)})
+			fmt.Sprintf("%s  (%.0f vs %.0f conn/s; machine's own spread %.0f%%; flowtap %.2f cores%s%s)",
+				headline, m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["flowtap-cores"], perConn(m), shares(m)),
+			"≥ 0.95", verdict(met)})
 	}
 	fig = "3. lost records, 20,000 new conn/s for 10 s"
 	if b, done := status(fig, "BenchmarkLostRecords", "0", "lost", "conns/s"); !done {
