@@ -70,7 +70,7 @@ func checkSink(ctx context.Context, s configs.Sink, label string, log hclog.Logg
 	defer cancel()
 	client, err := host.Start(ctx, host.Config{
 		Name: label, Plugin: s.Plugin, SHA256: s.SHA256, Logger: log.Named("validate"),
-		Stdout: io.Discard, Stderr: io.Discard,
+		Stdout: io.Discard, Stderr: io.Discard, ValidateOnly: true,
 	})
 	if err != nil {
 		return err

@@ -203,7 +203,11 @@ func newConfigValidate() *cobra.Command {
 					return ps
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d pipelines)\n", cfg.Source, len(cfg.Pipelines))
+			noun := "pipelines"
+			if len(cfg.Pipelines) == 1 {
+				noun = "pipeline"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d %s)\n", cfg.Source, len(cfg.Pipelines), noun)
 			return nil
 		},
 	}

@@ -101,7 +101,7 @@ func TestPrecedence(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	out, err := run(t, "config", "validate", "--no-plugins", "../../configs/examples/security.yaml")
-	if err != nil || !strings.Contains(out, "security.yaml: valid (1 pipelines)") {
+	if err != nil || !strings.Contains(out, "security.yaml: valid (1 pipeline)") {
 		t.Errorf("valid example: %q, %v", out, err)
 	}
 	_, err = run(t, "config", "validate", "--no-plugins", "../../configs/testdata/validate/unknown_keys.yaml")

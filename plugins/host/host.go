@@ -119,6 +119,10 @@ type Config struct {
 	// SHA256, when set, pins the plugin binary: Start refuses to launch
 	// it unless its SHA-256 is this (64 hex digits).
 	SHA256 string
+	// ValidateOnly starts the plugin only to check a configuration: it
+	// learns so through sdk.ValidateOnly and configures without side
+	// effects.
+	ValidateOnly bool
 }
 
 // limits returns the message size and in-flight limits of cfg, defaults
@@ -269,6 +273,9 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	// locked to one ends.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = []string{sdk.LogLevelEnv + "=" + logLevel(logger)}
+	if cfg.ValidateOnly {
+		cmd.Env = append(cmd.Env, sdk.ValidateOnlyEnv+"=1")
+	}
 	if cfg.Output != nil {
 		cmd.ExtraFiles = []*os.File{cfg.Output} // fd 3 in the plugin
 		cmd.Env = append(cmd.Env, sdk.OutputFDEnv+"=3")

@@ -136,6 +136,20 @@ func tuneGC() {
 	}
 }
 
+// ValidateOnlyEnv names the environment variable through which the host
+// says it started the plugin only to check a configuration (flowtap
+// config validate, and the check before a run or a reload): see
+// ValidateOnly.
+const ValidateOnlyEnv = "FLOWTAP_VALIDATE_ONLY"
+
+// ValidateOnly reports whether the host started this plugin only to check
+// its configuration. Configure should then validate without side effects
+// (create no file or directory, open no connection) and report what would
+// fail; no Write follows, only Close.
+func ValidateOnly() bool {
+	return os.Getenv(ValidateOnlyEnv) == "1"
+}
+
 // OutputFDEnv names the environment variable through which the host
 // tells a plugin which file descriptor is its output (see Output).
 const OutputFDEnv = "FLOWTAP_OUTPUT_FD"

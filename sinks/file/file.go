@@ -19,6 +19,7 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
@@ -91,6 +92,15 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 	if err != nil {
 		return err
 	}
+	if sdk.ValidateOnly() {
+		// Only a check: say whether the file could be written, create
+		// nothing.
+		if err := checkWritable(cfg.Path); err != nil {
+			return sdk.ConfigError{Key: "path", Message: err.Error()}
+		}
+		s.cfg, s.maxAge = cfg, maxAge
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
 		return sdk.ConfigError{Key: "path", Message: fmt.Sprintf("create directory: %v", err)}
 	}
@@ -119,6 +129,51 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 	sdk.Logger().Info("configured file sink", "path", cfg.Path, "max_size_mb", cfg.MaxSizeMB,
 		"max_age", maxAge, "max_backups", cfg.MaxBackups, "compress", cfg.Compress, "fsync", cfg.Fsync)
 	return nil
+}
+
+// checkWritable reports whether the sink could append to path, creating
+// nothing: the file, if it exists, must be a writable regular file;
+// otherwise its nearest existing ancestor must be a writable directory
+// (the sink creates the rest).
+func checkWritable(path string) error {
+	if st, err := os.Stat(path); err == nil {
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s exists and is not a regular file", path)
+		}
+		if err := unix.Access(path, unix.W_OK); err != nil {
+			return fmt.Errorf("%s is not writable: %w", path, err)
+		}
+		return nil
+	} else if !missing(err) {
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	for {
+		st, err := os.Stat(dir)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("cannot create %s: %s is not a directory", path, dir)
+			}
+			if err := unix.Access(dir, unix.W_OK); err != nil {
+				return fmt.Errorf("cannot create %s: directory %s is not writable: %w", path, dir, err)
+			}
+			return nil
+		}
+		if !missing(err) {
+			return fmt.Errorf("check %s: %w", dir, err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("cannot create %s: no directory of its path exists", path)
+		}
+		dir = parent
+	}
+}
+
+// missing reports whether a stat error means the path does not exist
+// (ENOTDIR: a part of it is a file; the walk up finds which).
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR)
 }
 
 // tailChunk is how much of the file's end repairTail reads at a time.

@@ -221,3 +221,32 @@ func TestFileRepairsTornLastLine(t *testing.T) {
 		})
 	}
 }
+
+// TestFileValidateOnly: when the host only checks a configuration, the
+// sink says whether the file could be written and creates nothing.
+func TestFileValidateOnly(t *testing.T) {
+	t.Setenv(sdk.ValidateOnlyEnv, "1")
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "regular")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, wantErr string
+	}{
+		{"new directories", filepath.Join(dir, "a", "b", "events.jsonl"), ""},
+		{"existing file", regular, ""},
+		{"under a regular file", filepath.Join(regular, "sub", "events.jsonl"), "is not a directory"},
+		{"a directory", dir, "is not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := New().Configure(t.Context(), []byte(`{"path":"`+tc.path+`"}`))
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Configure(path %s) = %v, want error containing %q", tc.path, err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); !os.IsNotExist(err) {
+		t.Errorf("a validation created %s (stat: %v)", filepath.Join(dir, "a"), err)
+	}
+}
