@@ -90,6 +90,7 @@ type Capture struct {
 	stateLinks []link.Link
 	reader     *ringbuf.Reader
 	dec        decoder
+	spare      chan []events.Event // batches handed back by Recycle
 
 	running atomic.Bool
 	records atomic.Uint64
@@ -189,7 +190,7 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err := setDNS(spec, opts.DNS); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	c := &Capture{log: logger, cgroupPath: cgroupPath}
+	c := &Capture{log: logger, cgroupPath: cgroupPath, spare: make(chan []events.Event, spareBatches)}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
 	}
@@ -390,16 +391,27 @@ func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
 // to max events at a time (max <= 0 means 256), whenever that many are
 // ready or the ring buffer holds nothing more to read, so a consumer on
 // another goroutine is woken once per batch rather than once per event.
-// emit owns the slice it gets; RunBatches never touches it again.
+// emit owns the slice it gets; RunBatches never touches it again. A
+// consumer done with a batch may hand it back with Recycle, to be reused.
 func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Event)) error {
 	if max <= 0 {
 		max = 256
 	}
-	batch := make([]events.Event, 0, max)
+	next := func() []events.Event {
+		select {
+		case b := <-c.spare:
+			if cap(b) >= max {
+				return b[:0]
+			}
+		default:
+		}
+		return make([]events.Event, 0, max)
+	}
+	batch := next()
 	flush := func() {
 		if len(batch) > 0 {
 			emit(batch)
-			batch = make([]events.Event, 0, max)
+			batch = next()
 		}
 	}
 	err := c.Run(ctx, func(ev events.Event) {
@@ -411,6 +423,21 @@ func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Ev
 	flush()
 	return err
 }
+
+// Recycle hands back a batch RunBatches emitted, once its consumer is done
+// with it, for a later batch to reuse: a batch is tens of KiB, allocated
+// several times a second under load. The events in it are cleared (no
+// payload stays reachable through it). Recycling is optional.
+func (c *Capture) Recycle(batch []events.Event) {
+	clear(batch)
+	select {
+	case c.spare <- batch[:0]:
+	default: // enough spares; let the collector have it
+	}
+}
+
+// spareBatches is how many recycled batches a Capture keeps.
+const spareBatches = 8
 
 // clockCheckEvery is how many records read checks the clock after, so a
 // busy ring does not delay the lost-record check.

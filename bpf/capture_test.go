@@ -1061,7 +1061,7 @@ func TestMinimalCapabilities(t *testing.T) {
 }
 
 // TestRunBatches: RunBatches hands over every event Run would, in batches
-// of at most max, and never an empty one.
+// of at most max, and never an empty one, also when batches are recycled.
 func TestRunBatches(t *testing.T) {
 	privtest.Require(t)
 	c, err := bpf.Open(scoped(bpf.Options{}))
@@ -1082,6 +1082,7 @@ func TestRunBatches(t *testing.T) {
 			for _, ev := range evs {
 				r.col.emit(ev)
 			}
+			c.Recycle(evs) // the events were copied: later batches reuse it
 		})
 	}()
 	t.Cleanup(func() { r.stop(t) })

@@ -211,6 +211,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 					tracker.Handle(ev)
 				}
 			}
+			capture.Recycle(evs)
 		case now := <-tick.C:
 			if runTracker {
 				tracker.Tick(now.UnixNano())
