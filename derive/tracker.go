@@ -65,6 +65,12 @@ const (
 	DefaultCloseGrace  = 2 * time.Second
 )
 
+// failedLinger is how long a timed-out attempt is remembered: the kernel
+// retransmits a SYN for about 127 s by default (net.ipv4.tcp_syn_retries
+// = 6), and each retransmission must be known as part of the attempt
+// already reported.
+const failedLinger = 130 * time.Second
+
 func (c Config) withDefaults() Config {
 	if c.MaxFlows <= 0 {
 		c.MaxFlows = DefaultMaxFlows
@@ -138,8 +144,13 @@ type conn struct {
 	finInit            bool     // the initiator sent a FIN
 	finResp            bool     // the responder sent a FIN
 	rst                bool     // a reset was seen
-	closingTS          int64    // when FIN both ways or RST was seen; 0 while open
-	lastSeen           int64
+	// failed: the attempt timed out and was reported. The conn stays, so
+	// that the initiator's retransmitted SYNs and its socket's close
+	// report are known to belong to it, until that report or
+	// failedLinger.
+	failed    bool
+	closingTS int64 // when FIN both ways or RST was seen; 0 while open
+	lastSeen  int64
 
 	// Intrusive list ordered by lastSeen, oldest first.
 	prev, next *conn
@@ -187,6 +198,7 @@ type Tracker struct {
 	// non-decreasing deadlines, so Tick only looks at their fronts.
 	handshakes []deadline
 	closings   []deadline
+	failures   []deadline // failed attempts kept until failedLinger
 }
 
 // NewTracker returns a tracker that hands every derived event to emit.
@@ -278,6 +290,12 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 		if c == nil || c.responder != src {
 			return // no SYN seen for it: flowtap started mid-handshake
 		}
+		if c.failed {
+			// An answer after the attempt was reported as timed out:
+			// the attempt stays failed.
+			t.touch(c, ev, p, src, dst)
+			return
+		}
 		t.touch(c, ev, p, src, dst)
 		dir := events.Outgoing // a local connect got its answer
 		if p.Direction == events.Egress {
@@ -347,6 +365,11 @@ func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 		return
 	}
 	ep.closed = true
+	if c.failed {
+		// The socket of an attempt already reported as timed out.
+		t.remove(c)
+		return
+	}
 	switch {
 	case ep.begun && !ep.ended:
 		reason := events.CloseFIN
@@ -439,12 +462,28 @@ func (t *Tracker) Tick(now int64) {
 		}
 		// No SYN-ACK in time: each local side of the attempt failed.
 		if c.out.local && !c.out.ended {
+			c.out.ended = true
 			t.emitFailed(now, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailTimeout)
 		}
 		if c.in.local && !c.in.ended {
+			c.in.ended = true
 			t.emitFailed(now, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailTimeout)
 		}
-		t.remove(c)
+		// The initiator goes on retransmitting its SYN (the kernel's
+		// default, for about two minutes): those belong to this attempt,
+		// which must not start again and fail once more.
+		c.failed = true
+		t.failures = append(t.failures, deadline{c, c.gen, now + int64(failedLinger)})
+	}
+	for len(t.failures) > 0 && t.failures[0].at <= now {
+		d := t.failures[0]
+		t.failures = t.failures[1:]
+		if c := d.c; c.gen == d.gen && t.conns[c.key] == c && c.failed {
+			t.remove(c)
+		}
+	}
+	if len(t.failures) == 0 {
+		t.failures = nil
 	}
 	for len(t.closings) > 0 && t.closings[0].at <= now {
 		d := t.closings[0]

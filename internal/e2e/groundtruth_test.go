@@ -116,6 +116,11 @@ func TestGroundTruth(t *testing.T) {
 	}
 
 	want := expectations(rep)
+	for k, w := range want {
+		if w.n > 1 {
+			t.Logf("the workload used %s for %s %s %d times", k, k.event, k.dir, w.n)
+		}
+	}
 	ours := relevance(rep, info, topo)
 	waitForEvents(a, want, ours, 30*time.Second, 5*time.Second)
 	a.Stop(t)
@@ -136,11 +141,11 @@ func TestGroundTruth(t *testing.T) {
 	d, checked := compare(want, a.Events(), ours, rep)
 	if d.empty() {
 		t.Logf("ground truth: %d expected flow events (%d connections, %d failed attempts) all match; %d events checked",
-			len(want), len(rep.Connections), len(rep.Failed), checked)
+			count(want), len(rep.Connections), len(rep.Failed), checked)
 		return
 	}
 	t.Errorf("ground truth: %d problems in %d categories (%d expected flow events, %d seen for the workload)\n%s",
-		d.total(), len(d.cats), len(want), checked, d)
+		d.total(), len(d.cats), count(want), checked, d)
 	t.Logf("flowtap log (last lines):\n%s", tail(a.Log(), 20))
 }
 
@@ -193,8 +198,12 @@ func (k flowKey) String() string {
 	return fmt.Sprintf("%s>%s", k.src, k.dst)
 }
 
-// expected is what one flow event must say.
+// expected is what one flow event must say, and how many times: n > 1
+// when the workload used the same 4-tuple for several connections or
+// attempts (parallel connects to one closed port can get the same
+// ephemeral port once the first attempt's socket is gone).
 type expected struct {
+	n          int
 	kind       string // the workload's connection kind, to group the diff
 	pid        int    // 0: not checked
 	comm       string
@@ -206,26 +215,50 @@ type expected struct {
 
 // expectations lists every flow event the report implies.
 func expectations(rep *workload.Report) map[flowKey]expected {
-	want := map[flowKey]expected{}
+	want := expectSet{}
 	for _, c := range rep.Connections {
 		out := expected{kind: c.Kind, pid: c.ClientPID, comm: c.ClientComm,
 			sent: c.BytesClientToServer, recv: c.BytesServerToClient, start: c.Start, end: rep.Finished}
 		in := expected{kind: c.Kind, pid: c.ServerPID, comm: c.ServerComm,
 			sent: c.BytesServerToClient, recv: c.BytesClientToServer, start: c.Start, end: rep.Finished}
 		for _, ev := range []string{evBegin, evEnd} {
-			want[flowKey{ev, "outgoing", c.Client, c.Server}] = out
-			want[flowKey{ev, "incoming", c.Client, c.Server}] = in
+			want.add(flowKey{ev, "outgoing", c.Client, c.Server}, out)
+			want.add(flowKey{ev, "incoming", c.Client, c.Server}, in)
 		}
 	}
 	for _, f := range rep.Failed {
-		want[flowKey{evFailed, "outgoing", f.Client, f.Server}] = expected{kind: f.Kind + " " + f.Reason,
-			pid: f.ClientPID, comm: f.ClientComm, reason: f.Reason, start: f.Start, end: rep.Finished}
+		want.add(flowKey{evFailed, "outgoing", f.Client, f.Server}, expected{kind: f.Kind + " " + f.Reason,
+			pid: f.ClientPID, comm: f.ClientComm, reason: f.Reason, start: f.Start, end: rep.Finished})
 		if f.ResponderLocal && f.Reason == workload.ReasonRefused {
-			want[flowKey{evFailed, "incoming", f.Client, f.Server}] = expected{kind: f.Kind + " " + f.Reason,
-				notPID: f.ClientPID, reason: f.Reason, start: f.Start, end: rep.Finished}
+			want.add(flowKey{evFailed, "incoming", f.Client, f.Server}, expected{kind: f.Kind + " " + f.Reason,
+				notPID: f.ClientPID, reason: f.Reason, start: f.Start, end: rep.Finished})
 		}
 	}
 	return want
+}
+
+// expectSet collects expectations; a key added again counts once more
+// (its first expectation, with the earliest start, stands for all).
+type expectSet map[flowKey]expected
+
+func (w expectSet) add(k flowKey, e expected) {
+	if old, ok := w[k]; ok {
+		old.n++
+		old.start = min(old.start, e.start)
+		w[k] = old
+		return
+	}
+	e.n = 1
+	w[k] = e
+}
+
+// count is how many flow events the expectations add up to.
+func count(want map[flowKey]expected) int {
+	n := 0
+	for _, w := range want {
+		n += w.n
+	}
+	return n
 }
 
 // relevance returns whether a flow event concerns the workload: one of its
@@ -289,17 +322,17 @@ func waitForEvents(a *harness.Agent, want map[flowKey]expected, ours func(harnes
 	deadline := time.Now().Add(limit)
 	last, lastChange := -1, time.Now()
 	for time.Now().Before(deadline) {
-		seen := map[flowKey]bool{}
+		seen := map[flowKey]int{}
 		n := 0
 		for _, ev := range a.Events() {
 			if ours(ev) {
 				n++
-				seen[keyOf(ev)] = true
+				seen[keyOf(ev)]++
 			}
 		}
 		missing := 0
-		for k := range want {
-			if !seen[k] {
+		for k, w := range want {
+			if seen[k] < w.n {
 				missing++
 			}
 		}
@@ -355,8 +388,10 @@ func compare(want map[flowKey]expected, got []harness.Event, ours func(harness.E
 				d.add(cat+": missing", k.String())
 			}
 			continue
-		case len(evs) > 1:
-			d.add(cat+": duplicated", fmt.Sprintf("%s x%d", k, len(evs)))
+		case len(evs) > w.n:
+			d.add(cat+": duplicated", fmt.Sprintf("%s x%d (the workload used it %d times)", k, len(evs), w.n))
+		case len(evs) < w.n:
+			d.add(cat+": missing", fmt.Sprintf("%s x%d (the workload used it %d times)", k, len(evs), w.n))
 		}
 		checkEvent(d, cat, k, w, evs[0], rep)
 	}
@@ -540,5 +575,51 @@ func TestCompareNamesEachProblem(t *testing.T) {
 	}
 	if len(d.cats) != 9 {
 		t.Errorf("%d categories, want 9:\n%s", len(d.cats), d)
+	}
+}
+
+// TestCompareReusedTuple: a 4-tuple the workload used for two attempts
+// must be reported twice, and once is a miss, three times a duplicate.
+func TestCompareReusedTuple(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	attempt := workload.Attempt{Kind: workload.KindIPv4, Client: ap("127.0.0.1:40001"), Server: ap("127.0.0.1:9"),
+		Reason: workload.ReasonRefused, ResponderLocal: true, ClientPID: 10, ClientComm: "ftw-client"}
+	rep := &workload.Report{Started: time.Now().Add(-time.Second).UnixNano(), Finished: time.Now().UnixNano(),
+		Failed: []workload.Attempt{attempt, attempt}}
+	want := expectations(rep)
+	if n := count(want); n != 4 {
+		t.Fatalf("%d expected events, want 4 (two attempts, two sides each)", n)
+	}
+	now := time.Now().UnixNano()
+	failed := func(dir string, pid int, comm string) harness.Event {
+		return harness.Event{Timestamp: now, Event: evFailed,
+			Fields:  harness.Fields{ConnDirection: dir, Src: "127.0.0.1", Dst: "127.0.0.1", SrcPort: 40001, DstPort: 9, Reason: "refused", SrcDNS: []string{}, DstDNS: []string{}},
+			Context: harness.Context{SocketCookie: 1, CgroupID: 1, PID: pid, Comm: comm}}
+	}
+	out, in := failed("outgoing", 10, "ftw-client"), failed("incoming", 0, "")
+	all := func(harness.Event) bool { return true }
+	for _, tc := range []struct {
+		name string
+		got  []harness.Event
+		want []string
+	}{
+		{"twice each", []harness.Event{out, in, out, in}, nil},
+		{"once each", []harness.Event{out, in}, []string{"net_flow_tcp_failed outgoing ipv4 refused: missing", "net_flow_tcp_failed incoming ipv4 refused: missing"}},
+		{"three times out", []harness.Event{out, in, out, in, out}, []string{"net_flow_tcp_failed outgoing ipv4 refused: duplicated"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := compare(want, tc.got, all, rep)
+			if len(tc.want) == 0 && !d.empty() {
+				t.Fatalf("unexpected problems:\n%s", d)
+			}
+			for _, cat := range tc.want {
+				if d.cats[cat] == nil {
+					t.Errorf("no %q in the diff:\n%s", cat, d)
+				}
+			}
+			if d.total() != len(tc.want) {
+				t.Errorf("%d problems, want %d:\n%s", d.total(), len(tc.want), d)
+			}
+		})
 	}
 }
