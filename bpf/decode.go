@@ -105,16 +105,9 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 	// input safe.
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), recordSize), raw)
 
-	var src, dst netip.Addr
-	switch rec.Family {
-	case recordAFInet:
-		src = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
-		dst = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
-	case recordAFInet6:
-		src = netip.AddrFrom16(rec.Saddr)
-		dst = netip.AddrFrom16(rec.Daddr)
-	default:
-		return events.Event{}, fmt.Errorf("decode flow record: unknown address family %d (want %d=AF_INET or %d=AF_INET6)", rec.Family, recordAFInet, recordAFInet6)
+	src, dst, err := recordAddrs(rec.Family, &rec.Saddr, &rec.Daddr)
+	if err != nil {
+		return events.Event{}, fmt.Errorf("decode flow record: %w", err)
 	}
 	counters := events.Counters{
 		BytesSent:       rec.BytesSent,
@@ -137,13 +130,8 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			Length:   rec.Len,
 			Counters: counters,
 		}
-		switch rec.Direction {
-		case recordDirIngress:
-			p.Direction = events.Ingress
-		case recordDirEgress:
-			p.Direction = events.Egress
-		default:
-			return events.Event{}, fmt.Errorf("decode flow record: packet record with unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
+		if p.Direction, err = recordDirection(rec.Direction); err != nil {
+			return events.Event{}, fmt.Errorf("decode flow record: packet record with %w", err)
 		}
 		id, payload = events.IDNetPacketFlowBase, p
 	case recordTypeNoSocket:
@@ -193,6 +181,29 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 		},
 		Payload: payload,
 	}, nil
+}
+
+// recordAddrs turns a record's family and address bytes into addresses:
+// IPv4 in the first 4 bytes, IPv6 in all 16.
+func recordAddrs(family uint16, saddr, daddr *[16]byte) (src, dst netip.Addr, err error) {
+	switch family {
+	case recordAFInet:
+		return netip.AddrFrom4([4]byte(saddr[:4])), netip.AddrFrom4([4]byte(daddr[:4])), nil
+	case recordAFInet6:
+		return netip.AddrFrom16(*saddr), netip.AddrFrom16(*daddr), nil
+	}
+	return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d (want %d=AF_INET or %d=AF_INET6)", family, recordAFInet, recordAFInet6)
+}
+
+// recordDirection turns a record's direction byte into a direction.
+func recordDirection(d uint8) (events.PacketDirection, error) {
+	switch d {
+	case recordDirIngress:
+		return events.Ingress, nil
+	case recordDirEgress:
+		return events.Egress, nil
+	}
+	return 0, fmt.Errorf("unknown direction %d (want %d=ingress or %d=egress)", d, recordDirIngress, recordDirEgress)
 }
 
 // comm returns the task name in b: the bytes before the first NUL. With a

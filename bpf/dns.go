@@ -2,7 +2,6 @@ package bpf
 
 import (
 	"fmt"
-	"net/netip"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -88,23 +87,12 @@ func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
 		NetNSCookie: rec.NetnsCookie,
 		Payload:     append([]byte(nil), payload...),
 	}
-	switch rec.Family {
-	case recordAFInet:
-		p.Src = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
-		p.Dst = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
-	case recordAFInet6:
-		p.Src = netip.AddrFrom16(rec.Saddr)
-		p.Dst = netip.AddrFrom16(rec.Daddr)
-	default:
-		return events.Event{}, fmt.Errorf("decode dns record: unknown address family %d (want %d=AF_INET or %d=AF_INET6)", rec.Family, recordAFInet, recordAFInet6)
+	var err error
+	if p.Src, p.Dst, err = recordAddrs(rec.Family, &rec.Saddr, &rec.Daddr); err != nil {
+		return events.Event{}, fmt.Errorf("decode dns record: %w", err)
 	}
-	switch rec.Direction {
-	case recordDirIngress:
-		p.Direction = events.Ingress
-	case recordDirEgress:
-		p.Direction = events.Egress
-	default:
-		return events.Event{}, fmt.Errorf("decode dns record: unknown direction %d (want 1=ingress or 2=egress)", rec.Direction)
+	if p.Direction, err = recordDirection(rec.Direction); err != nil {
+		return events.Event{}, fmt.Errorf("decode dns record: %w", err)
 	}
 	switch rec.Proto {
 	case ipprotoUDP:
