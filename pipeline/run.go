@@ -15,7 +15,6 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/filter"
-	"github.com/flowtap/flowtap/plugins/supervise"
 )
 
 // Options configure Run.
@@ -31,11 +30,11 @@ type Options struct {
 	// Stdout and Stderr receive the sink plugins' standard streams; nil
 	// means the process's own.
 	Stdout, Stderr io.Writer
-	// BatchSize is the most events handed to a sink in one Write; 0 =
-	// supervise.DefaultBatchSize.
-	BatchSize int
-	// FlushInterval bounds how long an event waits in a partial batch;
-	// 0 = 100ms.
+	// BatchSize is the most events handed to a sink in one Write;
+	// FlushInterval bounds how long an event waits in a partial batch.
+	// Zero means supervise's defaults (DefaultBatchSize,
+	// DefaultFlushInterval), which the supervised sinks apply.
+	BatchSize     int
 	FlushInterval time.Duration
 	// Tracker bounds the flow tracker (table size, timeouts).
 	Tracker derive.Config
@@ -82,12 +81,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
-	}
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = supervise.DefaultBatchSize
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 100 * time.Millisecond
 	}
 	plan, err := Resolve(opts.Catalogue, opts.Config)
 	if err != nil {
