@@ -626,8 +626,7 @@ func closeObjects(o *flowtapObjects) error {
 		o.FlowRecords.Close(),
 		o.LostRecords.Close(),
 		o.NosockResets.Close(),
-		o.SockCounters.Close(),
-		o.SockOwners.Close(),
+		o.SockStates.Close(),
 		o.MptcpOwners.Close(),
 	)
 }

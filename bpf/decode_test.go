@@ -125,8 +125,7 @@ func TestRecordLayout(t *testing.T) {
 		{flowtapMapLostRecords, ebpf.PerCPUArray, 1, 0},
 		// Counters are per socket and not inherited by accepted
 		// children; owners are.
-		{flowtapMapSockCounters, ebpf.SkStorage, 0, unix.BPF_F_NO_PREALLOC},
-		{flowtapMapSockOwners, ebpf.SkStorage, 0, unix.BPF_F_NO_PREALLOC | unix.BPF_F_CLONE},
+		{flowtapMapSockStates, ebpf.SkStorage, 0, unix.BPF_F_NO_PREALLOC | unix.BPF_F_CLONE},
 		{flowtapMapMptcpOwners, ebpf.Hash, 65536, unix.BPF_F_NO_PREALLOC},
 	} {
 		s := spec.Maps[m.name]

@@ -122,6 +122,7 @@ struct sock {
 // The local port is read from inet_sport: skc_num is already 0 when a
 // socket enters TCP_CLOSE (tcp_set_state releases the port binding first).
 struct inet_sock {
+	struct sock sk;
 	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
@@ -143,6 +144,7 @@ struct task_struct {
 } __attribute__((preserve_access_index));
 
 struct inet_connection_sock {
+	struct inet_sock icsk_inet;
 	void *icsk_ulp_data;
 } __attribute__((preserve_access_index));
 
@@ -217,25 +219,27 @@ struct flow_record {
 	__u8 pad[2];
 };
 
-// Per-socket mark: "flowtap follows this socket". The counters themselves
+// Per-socket mark: "flowtap counts this socket". The counters themselves
 // are the kernel's own (tcp_sock: bytes_acked, bytes_received, segs_out,
 // segs_in); the mark keeps what is needed to turn them into payload bytes:
 // the sequence numbers of the FINs the socket sent and received (each FIN
 // takes one sequence number, which the kernel's byte counters include once
-// it is acknowledged / received in order). Created by the cgroup_skb
-// programs on a flow-relevant packet (SYN, FIN, RST) of a non-listening
-// socket and by sock_ops when a connection is accepted; not cloned to
-// accepted children.
-struct sock_counters {
+// it is acknowledged / received in order). Set by the cgroup_skb programs
+// on a flow-relevant packet (SYN, FIN, RST) of a non-listening socket and
+// by sock_ops when a connection is accepted. A listener's mark is never
+// set, so an accepted socket, which is cloned from its listener, starts
+// unmarked.
+struct sock_mark {
 	__u64 cgroup_id;   // cgroup v2 id of the socket
 	__u32 fin_out_seq; // sequence number of the FIN the socket sent
 	__u32 fin_in_seq;  // sequence number of the FIN it received
+	__u8 counted;      // the mark is set: the socket's close is reported
 	__u8 fin_out;      // fin_out_seq is set
 	__u8 fin_in;       // fin_in_seq is set
 	__u8 closed;       // the closed record was written
 	__u8 syn_out;      // the socket sent the SYN (it connected)
 	__u8 followed;     // sock_ops reports its state changes (see handle_skb)
-	__u8 pad[3];
+	__u8 pad[2];
 };
 
 // The kernel's TCP counters of one socket, read from one of the three
@@ -250,12 +254,20 @@ struct tcp_counters {
 	__u32 rcv_nxt;
 };
 
-// The process a socket belongs to. Cloned to accepted children, so an
-// accepted socket inherits its listener's owner.
+// The process a socket belongs to (pid 0: not known).
 struct sock_owner {
 	__u32 pid;
 	__u32 uid;
 	__u8 comm[16];
+};
+
+// Everything flowtap keeps per socket, in one socket-local storage: one
+// allocation per socket, one lookup per program run. The kernel clones it
+// to accepted children (BPF_F_CLONE), so an accepted socket inherits its
+// listener's owner; the listener's mark is never set.
+struct sock_state {
+	struct sock_owner owner;
+	struct sock_mark mark;
 };
 
 // The ring buffer size is a default; the Go loader overrides max_entries
@@ -288,17 +300,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_counters);
-} sock_counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
 	__type(key, int);
-	__type(value, struct sock_owner);
-} sock_owners SEC(".maps");
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
 
 // Owners of MPTCP sockets by socket cookie, filled by the start-up walk of
 // task files and read by the walk of TCP sockets, which reaches an MPTCP
@@ -370,7 +375,7 @@ static __always_inline void copy_owner(struct flow_record *rec, const struct soc
 // side's bytes_acked also counts its SYN once the SYN-ACK acknowledged it
 // (bytes_acked > 0); no other SYN is in the counters (measured, see
 // README.md, "Counters").
-static __always_inline void copy_counters(struct flow_record *rec, const struct sock_counters *c,
+static __always_inline void copy_counters(struct flow_record *rec, const struct sock_mark *c,
 					  const struct tcp_counters *k)
 {
 	__u64 sent = k->bytes_acked, recv = k->bytes_received;
@@ -388,15 +393,16 @@ static __always_inline void copy_counters(struct flow_record *rec, const struct 
 	rec->packets_received = k->segs_in;
 }
 
-// core_counters reads the counters of a tcp_sock (CO-RE).
+// core_counters reads the counters of a tcp_sock (direct loads through
+// its BTF pointer, relocated with CO-RE).
 static __always_inline void core_counters(struct tcp_sock *tp, struct tcp_counters *k)
 {
-	k->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-	k->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	k->segs_out = BPF_CORE_READ(tp, segs_out);
-	k->segs_in = BPF_CORE_READ(tp, segs_in);
-	k->snd_una = BPF_CORE_READ(tp, snd_una);
-	k->rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+	k->bytes_acked = tp->bytes_acked;
+	k->bytes_received = tp->bytes_received;
+	k->segs_out = tp->segs_out;
+	k->segs_in = tp->segs_in;
+	k->snd_una = tp->snd_una;
+	k->rcv_nxt = tp->rcv_nxt;
 }
 
 // Largest header offset read directly from the packet's linear data.
@@ -488,32 +494,35 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct iphdr *ip4)
 	return ip4->ihl * 4;
 }
 
-// packet_owner returns the owner of the socket a packet belongs to. An
-// MPTCP subflow without an owner of its own (one a kernel worker created,
-// or the TCP listener of an MPTCP listening socket that existed before
-// flowtap started) gets its MPTCP socket's owner, stored on the subflow so
-// that children cloned from it (accepted sockets) inherit it.
-static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk)
+// packet_owner returns the owner of the socket a packet belongs to, given
+// its state st if already looked up (else NULL). An MPTCP subflow without
+// an owner of its own (one a kernel worker created, or the TCP listener of
+// an MPTCP listening socket that existed before flowtap started) gets its
+// MPTCP socket's owner, stored on the subflow so that children cloned from
+// it (accepted sockets) inherit it.
+static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk, struct sock_state *st)
 {
-	struct sock_owner *o, *mo;
+	struct sock_state *ms;
 	struct mptcp_sock *msk;
 
-	o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
-	if (o && o->pid)
-		return o;
+	if (!st)
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (st && st->owner.pid)
+		return &st->owner;
 	if (sk->protocol != IPPROTO_TCP)
-		return o;
+		return st ? &st->owner : NULL;
 	msk = bpf_skc_to_mptcp_sock(sk);
 	if (!msk)
-		return o;
-	mo = bpf_sk_storage_get(&sock_owners, msk, 0, 0);
-	if (!mo || !mo->pid)
-		return o;
-	o = bpf_sk_storage_get(&sock_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
-		return mo;
-	*o = *mo;
-	return o;
+		return st ? &st->owner : NULL;
+	ms = bpf_sk_storage_get(&sock_states, msk, 0, 0);
+	if (!ms || !ms->owner.pid)
+		return st ? &st->owner : NULL;
+	if (!st)
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return &ms->owner;
+	st->owner = ms->owner;
+	return &st->owner;
 }
 
 static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
@@ -525,7 +534,8 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	struct tcp_head tcp;
 	struct bpf_sock *sk;
 	struct bpf_tcp_sock *tp;
-	struct sock_counters *cnt = NULL;
+	struct sock_state *st = NULL;
+	struct sock_mark *cnt = NULL;
 	struct flow_record *rec;
 	struct tcp_counters k;
 	__u16 family;
@@ -563,7 +573,11 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 
 		if (sk->state == FLOW_TCP_LISTEN || sk->state == FLOW_TCP_CLOSE)
 			flags = 0;
-		cnt = bpf_sk_storage_get(&sock_counters, sk, 0, flags);
+		st = bpf_sk_storage_get(&sock_states, sk, 0, flags);
+		if (st && !st->mark.counted && flags)
+			st->mark.counted = 1;
+		if (st && st->mark.counted)
+			cnt = &st->mark;
 	}
 	if (cnt) {
 		if (!cnt->cgroup_id)
@@ -612,7 +626,7 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 		rec->cgroup_id = bpf_skb_cgroup_id(skb);
 	if (sk) {
 		rec->state = sk->state;
-		copy_owner(rec, packet_owner(sk));
+		copy_owner(rec, packet_owner(sk, st));
 	}
 	if (family == FLOW_AF_INET) {
 		__builtin_memcpy(rec->saddr, &ip.v4.saddr, 4);
@@ -793,12 +807,12 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
 	if (sk) {
-		struct sock_owner *o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
+		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 
-		if (o) {
-			s->hdr.pid = o->pid;
-			s->hdr.uid = o->uid;
-			__builtin_memcpy(s->hdr.comm, o->comm, sizeof(s->hdr.comm));
+		if (st) {
+			s->hdr.pid = st->owner.pid;
+			s->hdr.uid = st->owner.uid;
+			__builtin_memcpy(s->hdr.comm, st->owner.comm, sizeof(s->hdr.comm));
 		}
 	}
 	if (family == FLOW_AF_INET) {
@@ -841,16 +855,18 @@ int flowtap_egress(struct __sk_buff *skb)
 	return handle_skb(skb, FLOW_DIR_EGRESS);
 }
 
-// submit_socket writes a closed or snapshot record for a counted socket.
-// sk is the socket (any BTF pointer to it), skc the same socket for reads.
-static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u64 cookie,
-					  const struct sock_counters *cnt, const struct tcp_counters *k,
-					  __u8 type, __u8 state)
+// submit_socket writes a closed or snapshot record for a counted socket
+// tp whose state is st. All reads are direct loads through the socket's
+// BTF pointer.
+static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, struct sock_state *st,
+					  const struct tcp_counters *k, __u8 type, __u8 state)
 {
+	struct inet_sock *inet = &tp->inet_conn.icsk_inet;
+	struct sock_common *skc = &inet->sk.__sk_common;
 	struct flow_record *rec;
 	__u16 family;
 
-	family = BPF_CORE_READ(skc, skc_family);
+	family = skc->skc_family;
 	if (family != FLOW_AF_INET && family != FLOW_AF_INET6)
 		return;
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
@@ -861,17 +877,17 @@ static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->ts_ns = bpf_ktime_get_boot_ns();
 	rec->cookie = cookie;
-	copy_counters(rec, cnt, k);
-	copy_owner(rec, bpf_sk_storage_get(&sock_owners, sk, 0, 0));
+	copy_counters(rec, &st->mark, k);
+	copy_owner(rec, &st->owner);
 	if (family == FLOW_AF_INET) {
-		BPF_CORE_READ_INTO((__be32 *)rec->saddr, skc, skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__be32 *)rec->daddr, skc, skc_daddr);
+		*(__be32 *)rec->saddr = skc->skc_rcv_saddr;
+		*(__be32 *)rec->daddr = skc->skc_daddr;
 	} else {
-		BPF_CORE_READ_INTO((struct in6_addr *)rec->saddr, skc, skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)rec->daddr, skc, skc_v6_daddr);
+		__builtin_memcpy(rec->saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(rec->daddr, &skc->skc_v6_daddr, 16);
 	}
-	rec->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)skc, inet_sport));
-	rec->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	rec->sport = bpf_ntohs(inet->inet_sport);
+	rec->dport = bpf_ntohs(skc->skc_dport);
 	rec->family = family;
 	rec->type = type;
 	rec->state = state;
@@ -881,32 +897,32 @@ static __always_inline void submit_socket(void *sk, struct sock_common *skc, __u
 // set_owner_current makes the current task the owner of sk.
 static __always_inline void set_owner_current(void *sk)
 {
-	struct sock_owner *o;
+	struct sock_state *st;
 
-	o = bpf_sk_storage_get(&sock_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
+	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
 		return;
-	o->pid = bpf_get_current_pid_tgid() >> 32;
-	o->uid = (__u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	st->owner.pid = bpf_get_current_pid_tgid() >> 32;
+	st->owner.uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(st->owner.comm, sizeof(st->owner.comm));
 }
 
 // handle_state follows TCP state changes. Entering SYN_SENT (connect())
 // or LISTEN (listen()) happens in the calling process: its task becomes the
 // socket's owner, unless it is a kernel thread (an MPTCP path manager
 // opening a further subflow: packet_owner gives such a subflow its MPTCP
-// socket's owner). Entering SYN_SENT also drops counters left from an
-// earlier connection of the same socket. Entering CLOSE reports a counted
+// socket's owner). Entering SYN_SENT or LISTEN also clears the mark left from
+// an earlier connection of the same socket. Entering CLOSE reports a counted
 // socket with its final counters, once.
 static __always_inline int handle_state(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
 	int oldstate = (int)ctx[1];
 	int newstate = (int)ctx[2];
-	struct sock_counters *cnt;
-	struct tcp_counters k;
 	struct task_struct *task;
-	struct sock_owner *o;
+	struct sock_state *st;
+	struct tcp_counters k;
+	struct tcp_sock *tp;
 	__u16 proto;
 
 	// Most changes concern none of this: leave before reading anything.
@@ -915,19 +931,21 @@ static __always_inline int handle_state(__u64 *ctx)
 		return 0;
 	if (!sk)
 		return 0;
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = sk->sk_protocol;
 	if (newstate == FLOW_TCP_SYN_SENT || newstate == FLOW_TCP_LISTEN) {
 		if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
 			return 0;
-		if (newstate == FLOW_TCP_SYN_SENT && proto == IPPROTO_TCP)
-			bpf_sk_storage_delete(&sock_counters, sk);
+		// A new connection, or a listener (whose mark must stay unset:
+		// its children are cloned from it): no mark from before.
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		if (st && (newstate == FLOW_TCP_LISTEN || proto == IPPROTO_TCP))
+			__builtin_memset(&st->mark, 0, sizeof(st->mark));
 		task = bpf_get_current_task_btf();
-		if (BPF_CORE_READ(task, flags) & FLOW_PF_KTHREAD)
+		if (task->flags & FLOW_PF_KTHREAD)
 			return 0;
 		// Inside the cgroup connect4/6 or sock_ops set this owner
 		// already.
-		o = bpf_sk_storage_get(&sock_owners, sk, 0, 0);
-		if (o && o->pid == bpf_get_current_pid_tgid() >> 32)
+		if (st && st->owner.pid == bpf_get_current_pid_tgid() >> 32)
 			return 0;
 		set_owner_current(sk);
 		return 0;
@@ -936,15 +954,18 @@ static __always_inline int handle_state(__u64 *ctx)
 		return 0;
 	// Only sockets the cgroup_skb programs counted are reported: that
 	// keeps a capture scoped to its cgroup.
-	cnt = bpf_sk_storage_get(&sock_counters, sk, 0, 0);
-	if (!cnt || cnt->closed)
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st || !st->mark.counted || st->mark.closed)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
 		return 0;
 	// A plain check-and-set suffices: one socket's state changes are
 	// serialised by its lock, and the copies of this program run for one
 	// change on one CPU, one after the other.
-	cnt->closed = 1;
-	core_counters((struct tcp_sock *)sk, &k);
-	submit_socket(sk, &sk->__sk_common, bpf_get_socket_cookie(sk), cnt, &k, FLOW_REC_CLOSED, oldstate);
+	st->mark.closed = 1;
+	core_counters(tp, &k);
+	submit_socket(tp, bpf_get_socket_cookie(sk), st, &k, FLOW_REC_CLOSED, oldstate);
 	return 0;
 }
 
@@ -987,9 +1008,9 @@ int flowtap_reset(__u64 *ctx)
 
 	if (sk || !skb)
 		return 0;
-	head = BPF_CORE_READ(skb, head);
-	nh = BPF_CORE_READ(skb, network_header);
-	th = BPF_CORE_READ(skb, transport_header);
+	head = skb->head;
+	nh = skb->network_header;
+	th = skb->transport_header;
 	if (bpf_probe_read_kernel(&ver, 1, head + nh) < 0)
 		return 0;
 	ver >>= 4;
@@ -1042,11 +1063,11 @@ int flowtap_reset(__u64 *ctx)
 // Unlike the tracing program, cgroup programs are never skipped, so for
 // these sockets the closed record is certain; the tp_btf copies remain for
 // sockets that existed before flowtap started. Whichever runs first writes
-// the record (sock_counters.closed); sock_ops runs first.
+// the record (sock_mark.closed); sock_ops runs first.
 SEC("sockops")
 int flowtap_sockops(struct bpf_sock_ops *skops)
 {
-	struct sock_counters *cnt;
+	struct sock_state *st;
 	struct bpf_sock *sk;
 	struct tcp_counters k;
 	struct tcp_sock *tp;
@@ -1054,37 +1075,45 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		// A new connection of this socket: drop counters from an
-		// earlier one (the tp_btf program does too, on SYN_SENT).
+		// A new connection of this socket: drop the mark of an earlier
+		// one (the tp_btf program does too, on SYN_SENT).
 		sk = skops->sk;
-		if (sk)
-			bpf_sk_storage_delete(&sock_counters, sk);
+		if (sk) {
+			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+			if (st)
+				__builtin_memset(&st->mark, 0, sizeof(st->mark));
+		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		// An accepted socket may close without a flow-relevant packet
 		// of its own passing the cgroup_skb programs before (an abort
 		// sends its RST after the state change): mark it now, with the
-		// cgroup it inherited from its listener.
+		// cgroup it inherited from its listener. Its state was cloned
+		// from the listener's (the owner), or is created here.
 		sk = skops->sk;
 		if (sk) {
-			cnt = bpf_sk_storage_get(&sock_counters, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+			st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 			tp = bpf_skc_to_tcp_sock(sk);
-			if (cnt && tp && !cnt->cgroup_id)
-				cnt->cgroup_id = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn, id);
-			if (cnt)
-				cnt->followed = 1;
+			if (st && !st->mark.counted) {
+				__builtin_memset(&st->mark, 0, sizeof(st->mark));
+				st->mark.counted = 1;
+			}
+			if (st && tp && !st->mark.cgroup_id)
+				st->mark.cgroup_id = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
+			if (st)
+				st->mark.followed = 1;
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		// The SYN created the mark; from now on the closed record
-		// comes from here.
+		// The SYN set the mark; from now on the closed record comes
+		// from here.
 		sk = skops->sk;
 		if (sk) {
-			cnt = bpf_sk_storage_get(&sock_counters, sk, 0, 0);
-			if (cnt)
-				cnt->followed = 1;
+			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+			if (st && st->mark.counted)
+				st->mark.followed = 1;
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -1106,13 +1135,13 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	sk = skops->sk;
 	if (!sk)
 		return 1;
-	cnt = bpf_sk_storage_get(&sock_counters, sk, 0, 0);
-	if (!cnt || cnt->closed)
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st || !st->mark.counted || st->mark.closed)
 		return 1;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 1;
-	cnt->closed = 1;
+	st->mark.closed = 1;
 	// The state callback runs in tcp_set_state, before the socket is torn
 	// down: the ACK that moved it here has been processed (snd_una,
 	// bytes_acked, rcv_nxt, bytes_received are final).
@@ -1122,7 +1151,7 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	k.segs_in = skops->segs_in;
 	k.snd_una = skops->snd_una;
 	k.rcv_nxt = skops->rcv_nxt;
-	submit_socket(sk, (struct sock_common *)tp, bpf_get_socket_cookie(skops), cnt, &k, FLOW_REC_CLOSED, oldstate);
+	submit_socket(tp, bpf_get_socket_cookie(skops), st, &k, FLOW_REC_CLOSED, oldstate);
 	return 1;
 }
 
@@ -1157,6 +1186,7 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct socket *sock;
+	struct sock_state *st;
 	struct sock_owner *o;
 	struct sock *sk;
 	__u16 proto;
@@ -1174,9 +1204,10 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (BPF_CORE_READ(sk, sk_type) != FLOW_SOCK_STREAM)
 		return 0;
-	o = bpf_sk_storage_get(&sock_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
+	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
 		return 0;
+	o = &st->owner;
 	if (!o->pid) {
 		o->pid = BPF_CORE_READ(task, tgid);
 		o->uid = BPF_CORE_READ(task, cred, uid.val);
@@ -1200,7 +1231,8 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct mptcp_subflow_context *sf;
-	struct sock_owner *o, *mo;
+	struct sock_owner *mo;
+	struct sock_state *st;
 	struct tcp_sock *tp;
 	struct sock *msk;
 	__u64 cookie;
@@ -1225,9 +1257,9 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 	mo = bpf_map_lookup_elem(&mptcp_owners, &cookie);
 	if (!mo)
 		return 0;
-	o = bpf_sk_storage_get(&sock_owners, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (o && !o->pid)
-		*o = *mo;
+	st = bpf_sk_storage_get(&sock_states, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st && !st->owner.pid)
+		st->owner = *mo;
 	return 0;
 }
 
@@ -1237,7 +1269,7 @@ SEC("iter/tcp")
 int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct sock_counters *cnt;
+	struct sock_state *st;
 	struct tcp_counters k;
 	struct tcp_sock *tp;
 
@@ -1246,10 +1278,10 @@ int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	cnt = bpf_sk_storage_get(&sock_counters, tp, 0, 0);
-	if (!cnt)
+	st = bpf_sk_storage_get(&sock_states, tp, 0, 0);
+	if (!st || !st->mark.counted)
 		return 0;
 	core_counters(tp, &k);
-	submit_socket(tp, skc, bpf_get_socket_cookie(tp), cnt, &k, FLOW_REC_SNAPSHOT, BPF_CORE_READ(skc, skc_state));
+	submit_socket(tp, bpf_get_socket_cookie(tp), st, &k, FLOW_REC_SNAPSHOT, skc->skc_state);
 	return 0;
 }

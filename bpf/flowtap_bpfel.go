@@ -69,24 +69,29 @@ type flowtapFlowRecord struct {
 	Pad             [2]uint8
 }
 
-type flowtapSockCounters struct {
-	_         structs.HostLayout
-	CgroupId  uint64
-	FinOutSeq uint32
-	FinInSeq  uint32
-	FinOut    uint8
-	FinIn     uint8
-	Closed    uint8
-	SynOut    uint8
-	Followed  uint8
-	Pad       [3]uint8
-}
-
 type flowtapSockOwner struct {
 	_    structs.HostLayout
 	Pid  uint32
 	Uid  uint32
 	Comm [16]uint8
+}
+
+type flowtapSockState struct {
+	_     structs.HostLayout
+	Owner flowtapSockOwner
+	Mark  struct {
+		_         structs.HostLayout
+		CgroupId  uint64
+		FinOutSeq uint32
+		FinInSeq  uint32
+		Counted   uint8
+		FinOut    uint8
+		FinIn     uint8
+		Closed    uint8
+		SynOut    uint8
+		Followed  uint8
+		Pad       [2]uint8
+	}
 }
 
 // Names of all BPF objects in the ELF.
@@ -99,8 +104,7 @@ const (
 	flowtapMapLostRecords      = "lost_records"
 	flowtapMapMptcpOwners      = "mptcp_owners"
 	flowtapMapNosockResets     = "nosock_resets"
-	flowtapMapSockCounters     = "sock_counters"
-	flowtapMapSockOwners       = "sock_owners"
+	flowtapMapSockStates       = "sock_states"
 	flowtapProgFlowtapConnect4 = "flowtap_connect4"
 	flowtapProgFlowtapConnect6 = "flowtap_connect6"
 	flowtapProgFlowtapEgress   = "flowtap_egress"
@@ -178,8 +182,7 @@ type flowtapMapSpecs struct {
 	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.MapSpec `ebpf:"mptcp_owners"`
 	NosockResets *ebpf.MapSpec `ebpf:"nosock_resets"`
-	SockCounters *ebpf.MapSpec `ebpf:"sock_counters"`
-	SockOwners   *ebpf.MapSpec `ebpf:"sock_owners"`
+	SockStates   *ebpf.MapSpec `ebpf:"sock_states"`
 }
 
 // flowtapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -215,8 +218,7 @@ type flowtapMaps struct {
 	LostRecords  *ebpf.Map `ebpf:"lost_records"`
 	MptcpOwners  *ebpf.Map `ebpf:"mptcp_owners"`
 	NosockResets *ebpf.Map `ebpf:"nosock_resets"`
-	SockCounters *ebpf.Map `ebpf:"sock_counters"`
-	SockOwners   *ebpf.Map `ebpf:"sock_owners"`
+	SockStates   *ebpf.Map `ebpf:"sock_states"`
 }
 
 func (m *flowtapMaps) Close() error {
@@ -227,8 +229,7 @@ func (m *flowtapMaps) Close() error {
 		m.LostRecords,
 		m.MptcpOwners,
 		m.NosockResets,
-		m.SockCounters,
-		m.SockOwners,
+		m.SockStates,
 	)
 }
 
