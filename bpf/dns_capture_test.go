@@ -2,10 +2,15 @@ package bpf_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/events"
@@ -26,32 +31,58 @@ func dnsRecords(evs []events.Event) []*events.PacketDNSBase {
 	return out
 }
 
-// udpEcho serves UDP port 53 on dnsTestAddr, answering each datagram with
-// itself, until the test ends.
-func udpEcho(t *testing.T) *net.UDPConn {
+// dnsEndpoint is where a test serves UDP port 53, and a socket option
+// setup for both ends (nil: none).
+type dnsEndpoint struct {
+	network, addr string
+	setup         func(fd uintptr) error
+}
+
+// dnsV4 is port 53 on dnsTestAddr, plain.
+var dnsV4 = dnsEndpoint{network: "udp4", addr: dnsTestAddr}
+
+func (e dnsEndpoint) control(_, _ string, c syscall.RawConn) error {
+	if e.setup == nil {
+		return nil
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = e.setup(fd) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+func (e dnsEndpoint) hostPort() string { return net.JoinHostPort(e.addr, "53") }
+
+// udpEcho serves UDP port 53 at e, answering each datagram with itself,
+// until the test ends.
+func udpEcho(t *testing.T, e dnsEndpoint) net.PacketConn {
 	t.Helper()
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(dnsTestAddr), Port: 53})
+	lc := net.ListenConfig{Control: e.control}
+	srv, err := lc.ListenPacket(context.Background(), e.network, e.hostPort())
 	if err != nil {
-		t.Fatalf("listen udp %s:53: %v", dnsTestAddr, err)
+		t.Fatalf("listen %s %s: %v", e.network, e.hostPort(), err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	go func() {
 		buf := make([]byte, 65536)
 		for {
-			n, from, err := srv.ReadFromUDP(buf)
+			n, from, err := srv.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			srv.WriteToUDP(buf[:n], from)
+			srv.WriteTo(buf[:n], from)
 		}
 	}()
 	return srv
 }
 
-// dnsExchange sends payload to the echo server and waits for the echo.
-func dnsExchange(t *testing.T, payload []byte) {
+// dnsExchange sends payload to the echo server at e and waits for the
+// echo.
+func dnsExchange(t *testing.T, e dnsEndpoint, payload []byte) {
 	t.Helper()
-	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(dnsTestAddr), Port: 53})
+	d := net.Dialer{Control: e.control}
+	c, err := d.Dial(e.network, e.hostPort())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +102,10 @@ func dnsExchange(t *testing.T, payload []byte) {
 func TestDNSCapture(t *testing.T) {
 	privtest.Require(t)
 	r := startCapture(t, scoped(bpf.Options{DNS: true}))
-	udpEcho(t)
+	udpEcho(t, dnsV4)
 
 	small := bytes.Repeat([]byte{0xab}, 40)
-	dnsExchange(t, small)
+	dnsExchange(t, dnsV4, small)
 	// Query: client egress + server ingress; answer: server egress +
 	// client ingress.
 	evs, ok := r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(dnsRecords(evs)) >= 4 })
@@ -106,7 +137,7 @@ func TestDNSCapture(t *testing.T) {
 	// Longer than the kernel captures: truncated, counted.
 	before := r.c.Stats().DNSTruncated
 	big := bytes.Repeat([]byte{0xcd}, 3000)
-	dnsExchange(t, big)
+	dnsExchange(t, dnsV4, big)
 	evs, ok = r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(dnsRecords(evs)) >= 8 })
 	if !ok {
 		t.Fatalf("want 4 more DNS records, got:\n%s", dump(evs))
@@ -166,6 +197,37 @@ func TestDNSCapture(t *testing.T) {
 	}
 }
 
+// TestDNSCaptureIPv6ExtensionHeaders: DNS over IPv6 is captured when the
+// datagrams carry extension headers (hop-by-hop and destination options,
+// set on both ends): the DNS path walks them as the flow path does.
+func TestDNSCaptureIPv6ExtensionHeaders(t *testing.T) {
+	privtest.Require(t)
+	r := startCapture(t, scoped(bpf.Options{DNS: true}))
+	padN := string([]byte{0, 0, 1, 4, 0, 0, 0, 0})
+	e := dnsEndpoint{network: "udp6", addr: "::1", setup: func(fd uintptr) error {
+		if err := unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_HOPOPTS, padN); err != nil {
+			return fmt.Errorf("IPV6_HOPOPTS: %w", err)
+		}
+		if err := unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, padN); err != nil {
+			return fmt.Errorf("IPV6_DSTOPTS: %w", err)
+		}
+		return nil
+	}}
+	udpEcho(t, e)
+	payload := bytes.Repeat([]byte{0x6d}, 40)
+	dnsExchange(t, e, payload)
+	// Query and answer, each leaving one socket and reaching the other.
+	evs, ok := r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(dnsRecords(evs)) >= 4 })
+	if !ok {
+		t.Fatalf("want 4 DNS records over IPv6 with extension headers, got:\n%s", dump(evs))
+	}
+	for _, p := range dnsRecords(evs) {
+		if !p.Src.Is6() || p.Proto != events.DNSOverUDP || !bytes.Equal(p.Payload, payload) || p.Length != 40 {
+			t.Errorf("record %+v: want the whole 40-byte UDP payload over IPv6", p)
+		}
+	}
+}
+
 // TestDNSOff: without Options.DNS, port 53 traffic gives no record and the
 // packet programs are smaller (the verifier removed the DNS path).
 func TestDNSOff(t *testing.T) {
@@ -193,8 +255,8 @@ func TestDNSOff(t *testing.T) {
 	if off >= on {
 		t.Errorf("DNS off: %d instructions, DNS on: %d; want the DNS path removed", off, on)
 	}
-	udpEcho(t)
-	dnsExchange(t, []byte("no dns here"))
+	udpEcho(t, dnsV4)
+	dnsExchange(t, dnsV4, []byte("no dns here"))
 	// The echo's records would come before these: wait for a flow record
 	// of a TCP connection made after it.
 	loopbackConn(t, "tcp4", "127.0.0.1:0", nil)

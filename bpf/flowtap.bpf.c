@@ -238,7 +238,7 @@ struct sock_mark {
 	__u8 fin_in;       // fin_in_seq is set
 	__u8 closed;       // the closed record was written
 	__u8 syn_out;      // the socket sent the SYN (it connected)
-	__u8 followed;     // sock_ops reports its state changes (see handle_skb)
+	__u8 followed;     // sock_ops reports its state changes (see handle_flow)
 	__u8 pad[2];
 };
 
@@ -347,14 +347,19 @@ static __always_inline void count_lost(void)
 // reader an epoll round trip per record.
 #define WAKEUP_BYTES (64 << 10)
 
-static __always_inline void submit_record(struct flow_record *rec)
+static __always_inline __u64 wakeup_flags(void)
 {
 	__u64 avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
 	__u64 thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
 
 	if (thresh > WAKEUP_BYTES)
 		thresh = WAKEUP_BYTES;
-	bpf_ringbuf_submit(rec, avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	return avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit_record(struct flow_record *rec)
+{
+	bpf_ringbuf_submit(rec, wakeup_flags());
 }
 
 static __always_inline void copy_owner(struct flow_record *rec, const struct sock_owner *o)
@@ -424,9 +429,10 @@ static __always_inline int load_header(struct __sk_buff *skb, __u32 off, void *t
 	return bpf_skb_load_bytes(skb, off, to, len);
 }
 
-// parse_ipv6 returns the offset of the TCP header, or -1 if the packet is
-// not (the first fragment of) an IPv6 TCP packet. ip6 receives the header.
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct ipv6hdr *ip6)
+// parse_ipv6 returns the offset of the TCP or UDP header, or -1 if the
+// packet is not (the first fragment of) an IPv6 TCP or UDP packet. ip6
+// receives the header, proto the transport protocol.
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct ipv6hdr *ip6, __u8 *proto)
 {
 	struct ipv6_ext ext;
 	__u32 off = sizeof(*ip6);
@@ -446,6 +452,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct ipv6hdr *ip6
 	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
 		switch (nexthdr) {
 		case IPPROTO_TCP:
+		case IPPROTO_UDP:
+			*proto = nexthdr;
 			return off;
 		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
@@ -474,24 +482,67 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct ipv6hdr *ip6
 			return -1;
 		}
 	}
-	if (nexthdr == IPPROTO_TCP)
-		return off;
-	return -1;
+	if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP)
+		return -1;
+	*proto = nexthdr;
+	return off;
 }
 
-// parse_ipv4 returns the offset of the TCP header, or -1 if the packet is
-// not (the first fragment of) an IPv4 TCP packet. ip4 receives the header.
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct iphdr *ip4)
+// parse_ipv4 returns the offset of the TCP or UDP header, or -1 if the
+// packet is not (the first fragment of) an IPv4 TCP or UDP packet. ip4
+// receives the header, proto the transport protocol.
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct iphdr *ip4, __u8 *proto)
 {
 	if (load_header(skb, 0, ip4, sizeof(*ip4)) < 0)
 		return -1;
 	if (ip4->version != 4 || ip4->ihl < 5)
 		return -1;
-	if (ip4->protocol != IPPROTO_TCP)
+	if (ip4->protocol != IPPROTO_TCP && ip4->protocol != IPPROTO_UDP)
 		return -1;
 	if (bpf_ntohs(ip4->frag_off) & IP4_OFFSET_MASK)
 		return -1;
+	*proto = ip4->protocol;
 	return ip4->ihl * 4;
+}
+
+// A packet as the cgroup_skb programs parse it, once, for the flow and the
+// DNS paths.
+struct pkt {
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip;
+	struct tcp_head tcp; // TCP: ports to flags; UDP: only the ports are read
+	__u32 off;           // offset of the TCP or UDP header
+	__u16 family;        // FLOW_AF_INET or FLOW_AF_INET6
+	__u8 proto;          // IPPROTO_TCP or IPPROTO_UDP
+};
+
+// parse_packet fills p from an IPv4 or IPv6 TCP or UDP packet, walking
+// IPv6 extension headers; it returns -1 for anything else.
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+	int off;
+
+	switch (skb->protocol) {
+	case bpf_htons(ETH_P_IP):
+		p->family = FLOW_AF_INET;
+		off = parse_ipv4(skb, &p->ip.v4, &p->proto);
+		break;
+	case bpf_htons(ETH_P_IPV6):
+		p->family = FLOW_AF_INET6;
+		off = parse_ipv6(skb, &p->ip.v6, &p->proto);
+		break;
+	default:
+		return -1;
+	}
+	if (off < 0)
+		return -1;
+	p->off = off;
+	if (p->proto == IPPROTO_TCP)
+		return load_header(skb, off, &p->tcp, sizeof(p->tcp));
+	// UDP and TCP headers both start with the ports.
+	return load_header(skb, off, &p->tcp, 4);
 }
 
 // packet_owner returns the owner of the socket a packet belongs to, given
@@ -525,41 +576,21 @@ static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk, stru
 	return &st->owner;
 }
 
-static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
+// handle_flow handles a TCP packet: a record for SYN, RST and the FINs of
+// sockets sock_ops does not follow, the socket's mark for all three.
+static __always_inline int handle_flow(struct __sk_buff *skb, __u8 direction, const struct pkt *p)
 {
-	union {
-		struct iphdr v4;
-		struct ipv6hdr v6;
-	} ip;
-	struct tcp_head tcp;
+	const struct tcp_head *tcp = &p->tcp;
 	struct bpf_sock *sk;
 	struct bpf_tcp_sock *tp;
 	struct sock_state *st = NULL;
 	struct sock_mark *cnt = NULL;
 	struct flow_record *rec;
 	struct tcp_counters k;
-	__u16 family;
-	int off;
 
-	switch (skb->protocol) {
-	case bpf_htons(ETH_P_IP):
-		family = FLOW_AF_INET;
-		off = parse_ipv4(skb, &ip.v4);
-		break;
-	case bpf_htons(ETH_P_IPV6):
-		family = FLOW_AF_INET6;
-		off = parse_ipv6(skb, &ip.v6);
-		break;
-	default:
-		return 1;
-	}
-	if (off < 0)
-		return 1;
-	if (load_header(skb, off, &tcp, sizeof(tcp)) < 0)
-		return 1;
 	// Data packets cost only the header reads: the counters are the
 	// kernel's own.
-	if (!(tcp.flags & TCP_FLOW_FLAGS))
+	if (!(tcp->flags & TCP_FLOW_FLAGS))
 		return 1;
 
 	// The mark of a full TCP stream socket: created on its first
@@ -582,12 +613,12 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 	if (cnt) {
 		if (!cnt->cgroup_id)
 			cnt->cgroup_id = bpf_skb_cgroup_id(skb);
-		if (direction == FLOW_DIR_EGRESS && (tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		if (direction == FLOW_DIR_EGRESS && (tcp->flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
 			cnt->syn_out = 1;
-		if (tcp.flags & TCP_FLAG_FIN) {
+		if (tcp->flags & TCP_FLAG_FIN) {
 			// The FIN's sequence number: after the segment's payload.
-			__u32 hdrs = (__u32)off + (__u32)(tcp.doff_res >> 4) * 4;
-			__u32 seq = bpf_ntohl(tcp.seq) + (skb->len > hdrs ? skb->len - hdrs : 0);
+			__u32 hdrs = p->off + (__u32)(tcp->doff_res >> 4) * 4;
+			__u32 seq = bpf_ntohl(tcp->seq) + (skb->len > hdrs ? skb->len - hdrs : 0);
 
 			if (direction == FLOW_DIR_EGRESS) {
 				cnt->fin_out_seq = seq;
@@ -601,7 +632,7 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 		// no record: its end comes, certainly, as the closed record,
 		// and the FIN's sequence number is kept above. SYNs (attempts,
 		// handshakes) and RSTs (refusals, resets) are always reported.
-		if (cnt->followed && !(tcp.flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
+		if (cnt->followed && !(tcp->flags & (TCP_FLAG_SYN | TCP_FLAG_RST)))
 			return 1;
 	}
 
@@ -628,20 +659,20 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 direction)
 		rec->state = sk->state;
 		copy_owner(rec, packet_owner(sk, st));
 	}
-	if (family == FLOW_AF_INET) {
-		__builtin_memcpy(rec->saddr, &ip.v4.saddr, 4);
-		__builtin_memcpy(rec->daddr, &ip.v4.daddr, 4);
+	if (p->family == FLOW_AF_INET) {
+		__builtin_memcpy(rec->saddr, &p->ip.v4.saddr, 4);
+		__builtin_memcpy(rec->daddr, &p->ip.v4.daddr, 4);
 	} else {
-		__builtin_memcpy(rec->saddr, &ip.v6.saddr, 16);
-		__builtin_memcpy(rec->daddr, &ip.v6.daddr, 16);
+		__builtin_memcpy(rec->saddr, &p->ip.v6.saddr, 16);
+		__builtin_memcpy(rec->daddr, &p->ip.v6.daddr, 16);
 	}
 	rec->len = skb->len;
-	rec->sport = bpf_ntohs(tcp.source);
-	rec->dport = bpf_ntohs(tcp.dest);
-	rec->family = family;
+	rec->sport = bpf_ntohs(tcp->source);
+	rec->dport = bpf_ntohs(tcp->dest);
+	rec->family = p->family;
 	rec->type = FLOW_REC_PACKET;
 	rec->direction = direction;
-	rec->tcp_flags = tcp.flags;
+	rec->tcp_flags = tcp->flags;
 	submit_record(rec);
 	return 1;
 }
@@ -712,68 +743,18 @@ struct {
 	__type(value, __u64);
 } dns_truncated SEC(".maps");
 
-static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
+static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, const struct pkt *p)
 {
-	union {
-		struct iphdr v4;
-		struct ipv6hdr v6;
-	} ip;
-	struct {
-		__be16 source;
-		__be16 dest;
-	} ports;
 	struct dns_scratch *s;
 	struct bpf_sock *sk;
 	__u32 zero = 0, off, plen;
 	__u64 cap;
-	__u16 family, sport, dport;
-	__u64 avail, thresh;
-	__u8 proto;
 
-	switch (skb->protocol) {
-	case bpf_htons(ETH_P_IP):
-		if (load_header(skb, 0, &ip.v4, sizeof(ip.v4)) < 0)
-			return;
-		if (ip.v4.version != 4 || ip.v4.ihl < 5)
-			return;
-		if (bpf_ntohs(ip.v4.frag_off) & IP4_OFFSET_MASK)
-			return;
-		family = FLOW_AF_INET;
-		proto = ip.v4.protocol;
-		off = ip.v4.ihl * 4;
-		break;
-	case bpf_htons(ETH_P_IPV6):
-		// No extension header walk: DNS packets carry none in practice.
-		if (load_header(skb, 0, &ip.v6, sizeof(ip.v6)) < 0)
-			return;
-		if (ip.v6.version != 6)
-			return;
-		family = FLOW_AF_INET6;
-		proto = ip.v6.nexthdr;
-		off = sizeof(ip.v6);
-		break;
-	default:
-		return;
-	}
-	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
-		return;
-	// The ports first (UDP and TCP both start with them): every packet
-	// but port 53's stops here.
-	if (load_header(skb, off, &ports, sizeof(ports)) < 0)
-		return;
-	sport = bpf_ntohs(ports.source);
-	dport = bpf_ntohs(ports.dest);
-	if (sport != DNS_PORT && dport != DNS_PORT)
-		return;
-	if (proto == IPPROTO_UDP) {
-		off += sizeof(struct udphdr);
-	} else {
-		struct tcp_head tcp;
-
-		if (load_header(skb, off, &tcp, sizeof(tcp)) < 0)
-			return;
-		off += (__u32)(tcp.doff_res >> 4) * 4;
-	}
+	// Past the UDP header, or the TCP header with its options.
+	if (p->proto == IPPROTO_UDP)
+		off = p->off + sizeof(struct udphdr);
+	else
+		off = p->off + (__u32)(p->tcp.doff_res >> 4) * 4;
 	if (skb->len <= off)
 		return; // no payload (a bare TCP ACK, SYN, FIN)
 	plen = skb->len - off;
@@ -815,44 +796,51 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction)
 			__builtin_memcpy(s->hdr.comm, st->owner.comm, sizeof(s->hdr.comm));
 		}
 	}
-	if (family == FLOW_AF_INET) {
-		__builtin_memcpy(s->hdr.saddr, &ip.v4.saddr, 4);
-		__builtin_memcpy(s->hdr.daddr, &ip.v4.daddr, 4);
+	if (p->family == FLOW_AF_INET) {
+		__builtin_memcpy(s->hdr.saddr, &p->ip.v4.saddr, 4);
+		__builtin_memcpy(s->hdr.daddr, &p->ip.v4.daddr, 4);
 	} else {
-		__builtin_memcpy(s->hdr.saddr, &ip.v6.saddr, 16);
-		__builtin_memcpy(s->hdr.daddr, &ip.v6.daddr, 16);
+		__builtin_memcpy(s->hdr.saddr, &p->ip.v6.saddr, 16);
+		__builtin_memcpy(s->hdr.daddr, &p->ip.v6.daddr, 16);
 	}
 	s->hdr.len = skb->len;
-	s->hdr.sport = sport;
-	s->hdr.dport = dport;
-	s->hdr.family = family;
+	s->hdr.sport = bpf_ntohs(p->tcp.source);
+	s->hdr.dport = bpf_ntohs(p->tcp.dest);
+	s->hdr.family = p->family;
 	s->hdr.type = FLOW_REC_DNS;
 	s->hdr.direction = direction;
-	s->hdr.proto = proto;
+	s->hdr.proto = p->proto;
 
-	avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
-	thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
-	if (thresh > WAKEUP_BYTES)
-		thresh = WAKEUP_BYTES;
-	if (bpf_ringbuf_output(&flow_records, s, sizeof(s->hdr) + cap,
-			       avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP) < 0)
+	if (bpf_ringbuf_output(&flow_records, s, sizeof(s->hdr) + cap, wakeup_flags()) < 0)
 		count_lost();
+}
+
+// handle_packet parses a packet once and hands it to the DNS path (port 53,
+// when DNS capture is on) and to the flow path (TCP). It never drops
+// traffic: it returns 1 (allow) whatever happens.
+static __always_inline int handle_packet(struct __sk_buff *skb, __u8 direction)
+{
+	struct pkt p;
+
+	if (parse_packet(skb, &p) < 0)
+		return 1;
+	if (dns_enabled && (p.tcp.source == bpf_htons(DNS_PORT) || p.tcp.dest == bpf_htons(DNS_PORT)))
+		handle_dns(skb, direction, &p);
+	if (p.proto != IPPROTO_TCP)
+		return 1;
+	return handle_flow(skb, direction, &p);
 }
 
 SEC("cgroup_skb/ingress")
 int flowtap_ingress(struct __sk_buff *skb)
 {
-	if (dns_enabled)
-		handle_dns(skb, FLOW_DIR_INGRESS);
-	return handle_skb(skb, FLOW_DIR_INGRESS);
+	return handle_packet(skb, FLOW_DIR_INGRESS);
 }
 
 SEC("cgroup_skb/egress")
 int flowtap_egress(struct __sk_buff *skb)
 {
-	if (dns_enabled)
-		handle_dns(skb, FLOW_DIR_EGRESS);
-	return handle_skb(skb, FLOW_DIR_EGRESS);
+	return handle_packet(skb, FLOW_DIR_EGRESS);
 }
 
 // submit_socket writes a closed or snapshot record for a counted socket
