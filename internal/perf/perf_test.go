@@ -279,7 +279,7 @@ func BenchmarkShortConnections(b *testing.B) {
 		return float64(n) / d.Seconds()
 	}
 	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
-	with, without, cores := interleave(b, bin, 2, 1, phase)
+	with, without, cores := interleave(b, bin, 4, 1, phase)
 	report(b, with, without, cores, mean, "conns/s", 1)
 	// Where flowtap's share goes, per connection: one more phase, apart.
 	// Both ends of the connections are this process.
