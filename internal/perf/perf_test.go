@@ -135,8 +135,11 @@ func report(b *testing.B, with, without []float64, cores float64, typical func([
 
 // treeCPU returns the CPU time (user + system) that process pid and its
 // children have used so far: flowtap and its sink plugins.
-func treeCPU(pid int) time.Duration {
-	total := procCPU(pid)
+func treeCPU(pid int) time.Duration { return treeSum(pid, procCPU) }
+
+// treeSum adds up of(p) over process pid and its children.
+func treeSum[T time.Duration | uint64](pid int, of func(int) T) T {
+	total := of(pid)
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
 		child, err := strconv.Atoi(d.Name())
@@ -144,7 +147,7 @@ func treeCPU(pid int) time.Duration {
 			continue
 		}
 		if ppid, _ := procStat(child); ppid == pid {
-			total += procCPU(child)
+			total += of(child)
 		}
 	}
 	return total
@@ -345,6 +348,50 @@ func BenchmarkLostRecords(b *testing.B) {
 	b.ReportMetric(float64(lostEvents.Load()), "lost-events")
 	b.ReportMetric(float64(n)/d.Seconds(), "conns/s")
 	b.ReportMetric(float64(flowEvents.Load())/float64(max(n, 1)), "events/conn")
+}
+
+// BenchmarkIdle measures what flowtap costs a machine with no TCP traffic
+// to watch: the CPU flowtap and its sink use, in milliseconds per second,
+// and how often their threads are switched in (voluntary and involuntary
+// context switches per second, from /proc/<pid>/task/*/status), over
+// idleSeconds after a warm-up. Timers that poll (the ring reader, the
+// tracker's tick, the sinks' flush) show up here. There is no target.
+func BenchmarkIdle(b *testing.B) {
+	privtest.Require(b)
+	bin := harness.Binaries(b)
+	const idleSeconds = 10
+	a := startFlowtap(b, bin)
+	defer a.Stop(b)
+	time.Sleep(2 * time.Second) // start-up: program loads, plugin handshake
+	cpu0, sw0, t0 := treeCPU(a.PID()), treeSwitches(a.PID()), time.Now()
+	time.Sleep(idleSeconds * time.Second)
+	cpu1, sw1, d := treeCPU(a.PID()), treeSwitches(a.PID()), time.Since(t0)
+	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/d.Seconds(), "cpu-ms/s")
+	b.ReportMetric(float64(sw1-sw0)/d.Seconds(), "wakeups/s")
+}
+
+// treeSwitches returns the context switches (voluntary and involuntary)
+// of every thread of process pid and of its children so far.
+func treeSwitches(pid int) uint64 { return treeSum(pid, procSwitches) }
+
+// procSwitches sums the context switches of every thread of pid.
+func procSwitches(pid int) uint64 {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var total uint64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			name, v, ok := strings.Cut(line, ":")
+			if ok && (name == "voluntary_ctxt_switches" || name == "nonvoluntary_ctxt_switches") {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
 }
 
 func containsRecordsLost(line []byte) bool {

@@ -228,6 +228,14 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 			"≥ 2 M/s", verdict(m["events/s"] >= 2e6)})
 	}
 
+	fig = "5. idle: no TCP traffic to watch"
+	if b, done := status(fig, "BenchmarkIdle", "none", "cpu-ms/s", "wakeups/s"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("flowtap and sink: %.1f ms CPU/s, %.0f thread wake-ups/s", m["cpu-ms/s"], m["wakeups/s"]),
+			"none", "reported"})
+	}
+
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tresult\ttarget\tverdict")
 	for _, r := range rows {
