@@ -5,6 +5,7 @@
 package derive
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -199,7 +200,28 @@ type Tracker struct {
 	handshakes []deadline
 	closings   []deadline
 	failures   []deadline // failed attempts kept until failedLinger
+
+	// free holds removed connections for insert to reuse: most
+	// connections are short, and a new one per connection would keep
+	// every removed one alive through the deadline queues (which hold
+	// them until their deadline, the SYN timeout for all) and fill the
+	// heap with them. Entries still queued for a reused conn are told
+	// apart by its gen.
+	free []*conn
+
+	// texts caches addresses rendered by AddrText, direct-mapped by
+	// address: hosts talk to and from a few addresses most of the time.
+	texts [256]addrText
 }
+
+// addrText is an address and its text.
+type addrText struct {
+	addr netip.Addr
+	text string
+}
+
+// maxFree bounds the connections kept for reuse.
+const maxFree = 4096
 
 // NewTracker returns a tracker that hands every derived event to emit.
 // The tracker never touches an event after emitting it.
@@ -528,12 +550,29 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 		t.finishAll(t.head, ts, events.CloseEvicted)
 	}
 	t.gen++
-	c := &conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts,
-		initText: events.AddrText(initiator.Addr()), respText: events.AddrText(responder.Addr())}
+	var c *conn
+	if n := len(t.free); n > 0 {
+		c, t.free = t.free[n-1], t.free[:n-1]
+	} else {
+		c = new(conn)
+	}
+	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts,
+		initText: t.addrText(initiator.Addr()), respText: t.addrText(responder.Addr())}
 	t.conns[key] = c
 	t.pushBack(c)
 	t.handshakes = append(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
 	return c
+}
+
+// addrText is events.AddrText(a), from the cache when it has a.
+func (t *Tracker) addrText(a netip.Addr) string {
+	b := a.As16()
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])) * 0x9e3779b97f4a7c15
+	e := &t.texts[h>>(64-8)]
+	if e.text == "" || e.addr != a {
+		e.addr, e.text = a, events.AddrText(a)
+	}
+	return e.text
 }
 
 // seen moves c to the back of the LRU list.
@@ -572,11 +611,15 @@ func (t *Tracker) unlink(c *conn) {
 	c.prev, c.next = nil, nil
 }
 
-// remove forgets c.
+// remove forgets c, and keeps it for reuse. The caller must not use c
+// afterwards.
 func (t *Tracker) remove(c *conn) {
 	if t.conns[c.key] == c {
 		delete(t.conns, c.key)
 		t.unlink(c)
+		if len(t.free) < maxFree {
+			t.free = append(t.free, c)
+		}
 	}
 	c.gen = 0 // invalidates queue entries
 }
@@ -647,6 +690,8 @@ func (t *Tracker) emitFailed(ts int64, initiator, responder netip.AddrPort, dir 
 			DstPort:   responder.Port(),
 			SrcDNS:    t.names(initiator.Addr(), ctx.CgroupID, ts),
 			DstDNS:    t.names(responder.Addr(), ctx.CgroupID, ts),
+			SrcText:   t.addrText(initiator.Addr()),
+			DstText:   t.addrText(responder.Addr()),
 		}, Reason: reason},
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -16,6 +17,12 @@ import (
 // Fields keep the event's order. The encoder is written by hand so that a
 // warm buffer formats an event without allocating.
 func appendJSONEvent(b []byte, ev *sdk.Event) []byte {
+	return appendJSONEventKeys(b, ev, nil)
+}
+
+// appendJSONEventKeys is appendJSONEvent, taking the fields' rendered
+// names from keys when it has them (keys may be nil).
+func appendJSONEventKeys(b []byte, ev *sdk.Event, keys *jsonKeys) []byte {
 	b = append(b, `{"timestamp":`...)
 	b = strconv.AppendInt(b, ev.Timestamp, 10)
 	b = append(b, `,"event":`...)
@@ -34,15 +41,76 @@ func appendJSONEvent(b []byte, ev *sdk.Event) []byte {
 	b = append(b, `,"host_name":`...)
 	b = appendJSONString(b, c.HostName)
 	b = append(b, `},"fields":{`...)
-	for i := range ev.Fields {
-		if i > 0 {
-			b = append(b, ',')
+	if k := keys.lookup(ev); k != nil {
+		for i := range ev.Fields {
+			b = append(b, k[i]...)
+			b = appendJSONValue(b, ev.Fields[i].Value)
 		}
-		b = appendJSONString(b, ev.Fields[i].Name)
-		b = append(b, ':')
+		return append(b, "}}\n"...)
+	}
+	for i := range ev.Fields {
+		b = appendJSONKey(b, i, ev.Fields[i].Name)
 		b = appendJSONValue(b, ev.Fields[i].Value)
 	}
 	return append(b, "}}\n"...)
+}
+
+// appendJSONKey appends the name of field i of an event as a key: with
+// the comma that separates it from field i-1, and its colon.
+func appendJSONKey(b []byte, i int, name string) []byte {
+	if i > 0 {
+		b = append(b, ',')
+	}
+	b = appendJSONString(b, name)
+	return append(b, ':')
+}
+
+// jsonKeys caches the field names of recent event shapes rendered as JSON
+// keys (appendJSONKey), by event ID, direct-mapped: events of one ID
+// mostly have the same fields, so most events reuse their keys. The SDK
+// interns names, so checking that a cached shape fits compares pointers.
+type jsonKeys struct {
+	shapes [16]jsonShape
+}
+
+// jsonShape is one event shape: the field names and their keys.
+type jsonShape struct {
+	id    uint32
+	names []string
+	keys  []string
+}
+
+// lookup returns the keys of ev's fields, caching them if needed; nil
+// when k is nil or ev has no fields.
+func (k *jsonKeys) lookup(ev *sdk.Event) []string {
+	if k == nil || len(ev.Fields) == 0 {
+		return nil
+	}
+	sh := &k.shapes[ev.ID%uint32(len(k.shapes))]
+	if sh.id == ev.ID && len(sh.names) == len(ev.Fields) {
+		fits := true
+		for i := range ev.Fields {
+			if !sameString(ev.Fields[i].Name, sh.names[i]) {
+				fits = false
+				break
+			}
+		}
+		if fits {
+			return sh.keys
+		}
+	}
+	sh.id = ev.ID
+	sh.names, sh.keys = make([]string, len(ev.Fields)), make([]string, len(ev.Fields))
+	for i := range ev.Fields {
+		sh.names[i] = ev.Fields[i].Name
+		sh.keys[i] = string(appendJSONKey(nil, i, sh.names[i]))
+	}
+	return sh.keys
+}
+
+// sameString is a == b, quick when both are the same string in memory.
+func sameString(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // appendJSONValue appends v as JSON; a value of unknown kind is null and a
@@ -60,8 +128,15 @@ const hexDigits = "0123456789abcdef"
 // JavaScript.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	// Most strings (addresses, names, field names) need no escape: find
+	// the first byte that may, and copy everything before it at once.
+	i := jsonPlainPrefix(s)
+	if i == len(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	start := 0 // s[start:i] is pending, needing no escape
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -102,6 +177,42 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Bytes repeated in each of the 8 bytes of a word, for jsonPlainPrefix.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// jsonPlainPrefix returns the length of the longest prefix of s that
+// appendJSONString copies as it is: printable ASCII other than '"' and
+// '\\'. It looks at 8 bytes at a time.
+func jsonPlainPrefix(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := s[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		// A byte's high bit is set in each term when the byte is, in
+		// turn: below 0x20, '"', '\\', or not ASCII. The subtractions
+		// may also flag bytes above a flagged one, never a word with
+		// none.
+		ctl := (x - 0x20*ones) &^ x
+		q := x ^ '"'*ones
+		q = (q - ones) &^ q
+		bs := x ^ '\\'*ones
+		bs = (bs - ones) &^ bs
+		if (ctl|q|bs|x)&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			break
+		}
+	}
+	return i
 }
 
 // Table column widths. A longer value pushes the rest of its line right

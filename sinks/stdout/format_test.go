@@ -133,11 +133,44 @@ func TestJSONStringEscapes(t *testing.T) {
 	}
 }
 
+// plainPrefix is jsonPlainPrefix byte by byte.
+func plainPrefix(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// TestJSONPlainPrefix puts every byte value at every position of strings
+// of up to 24 bytes, after and before plain ones, so that each lane of the
+// 8-byte words, and each byte next to a flagged one, is checked.
+func TestJSONPlainPrefix(t *testing.T) {
+	for n := 1; n <= 24; n++ {
+		for at := 0; at < n; at++ {
+			for c := 0; c < 256; c++ {
+				for _, fill := range []byte{'a', ' ', '~', 0x21, 0x5b, 0x5d} {
+					b := bytes.Repeat([]byte{fill}, n)
+					b[at] = byte(c)
+					s := string(b)
+					if got, want := jsonPlainPrefix(s), plainPrefix(s); got != want {
+						t.Fatalf("jsonPlainPrefix(%q) = %d, want %d", s, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
 func FuzzJSONString(f *testing.F) {
 	for _, s := range nastyStrings {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := jsonPlainPrefix(s), plainPrefix(s); got != want {
+			t.Fatalf("jsonPlainPrefix(%q) = %d, want %d", s, got, want)
+		}
 		out := appendJSONString([]byte("x"), s)[1:]
 		if !utf8.Valid(out) {
 			t.Fatalf("output is not valid UTF-8: %q", out)

@@ -6,7 +6,6 @@
 package stdout
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,11 +35,20 @@ type Sink struct {
 
 	// out is where output goes; nil means sdk.Output(): the host's
 	// standard output.
-	out    io.Writer
-	bw     *bufio.Writer
-	buf    []byte // one formatted event, reused
-	header bool   // the table header has been written
+	out io.Writer
+	// w is the writer output goes to, set by Configure.
+	w io.Writer
+	// buf holds formatted events until they are written: at the end of a
+	// batch, or once it holds flushBytes. It is reused from batch to
+	// batch; line is one event's template output.
+	buf, line []byte
+	keys      jsonKeys // the json format's rendered field names
+	header    bool     // the table header has been written
 }
+
+// flushBytes is how much formatted output the sink collects before it
+// writes, within a batch: one write for most batches, at line boundaries.
+const flushBytes = 64 << 10
 
 // Interface guard: Sink is a flowtap sink.
 var _ sdk.Sink = (*Sink)(nil)
@@ -63,7 +71,7 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 		return err
 	}
 	s.format, s.tmpl = format, tmpl
-	s.bw = bufio.NewWriterSize(s.writer(), 64<<10)
+	s.w = s.writer()
 	sdk.Logger().Info("configured stdout sink", "format", format)
 	return nil
 }
@@ -127,37 +135,50 @@ func parseConfig(config []byte) (string, *template.Template, error) {
 	return format, tmpl, nil
 }
 
-// Write implements sdk.Sink: it formats the batch and flushes it. If
+// Write implements sdk.Sink: it formats the batch and writes it. If
 // writing fails the batch is reported as not accepted, though part of it
 // may have been printed.
 func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
-	if s.bw == nil {
+	if s.w == nil {
 		return fmt.Errorf("stdout sink: Write before Configure")
 	}
+	b := s.buf[:0]
 	if s.format == FormatTable && !s.header {
 		s.header = true
-		s.buf = s.table.appendHeader(s.buf[:0])
-		_, _ = s.bw.Write(s.buf)
+		b = s.table.appendHeader(b)
 	}
 	for i := range batch {
 		switch s.format {
 		case FormatJSON:
-			s.buf = appendJSONEvent(s.buf[:0], &batch[i])
+			b = appendJSONEventKeys(b, &batch[i], &s.keys)
 		case FormatTemplate:
 			var err error
-			if s.buf, err = executeTemplate(s.tmpl, s.buf[:0], &batch[i]); err != nil {
-				s.bw.Reset(s.writer())
+			if s.line, err = executeTemplate(s.tmpl, s.line[:0], &batch[i]); err != nil {
+				s.buf = b[:0]
 				return err
 			}
+			b = append(b, s.line...)
 		default:
-			s.buf = s.table.appendEvent(s.buf[:0], &batch[i])
+			b = s.table.appendEvent(b, &batch[i])
 		}
-		if _, err := s.bw.Write(s.buf); err != nil {
-			return s.writeFailed(err)
+		if len(b) >= flushBytes {
+			if err := s.flush(b); err != nil {
+				return err
+			}
+			b = b[:0]
 		}
 	}
-	if err := s.bw.Flush(); err != nil {
-		return s.writeFailed(err)
+	return s.flush(b)
+}
+
+// flush writes b, which becomes the sink's buffer for reuse.
+func (s *Sink) flush(b []byte) error {
+	s.buf = b[:0]
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("write to stdout: %w", err)
 	}
 	return nil
 }
@@ -170,20 +191,6 @@ func (s *Sink) writer() io.Writer {
 	return sdk.Output()
 }
 
-// writeFailed discards what is buffered (a bufio.Writer keeps failing
-// after its first error) so that a later batch can be tried afresh.
-func (s *Sink) writeFailed(err error) error {
-	s.bw.Reset(s.writer())
-	return fmt.Errorf("write to stdout: %w", err)
-}
-
-// Close implements sdk.Sink: it flushes what is buffered.
-func (s *Sink) Close(context.Context) error {
-	if s.bw == nil {
-		return nil
-	}
-	if err := s.bw.Flush(); err != nil {
-		return fmt.Errorf("flush stdout: %w", err)
-	}
-	return nil
-}
+// Close implements sdk.Sink. Every Write has written all of its batch,
+// so there is nothing left to flush.
+func (s *Sink) Close(context.Context) error { return nil }
