@@ -89,6 +89,7 @@ type Capture struct {
 	links      []link.Link
 	stateLinks []link.Link
 	reader     *ringbuf.Reader
+	wait       *ringWaiter // where Run waits for the ring
 	dec        decoder
 	spare      chan []events.Event // batches handed back by Recycle
 
@@ -243,6 +244,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: open ring buffer reader: %w", err)
 	}
+	if c.wait, err = newRingWaiter(c.objs.FlowRecords); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
 	bootToWall, err := bootToWallOffset()
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
@@ -368,21 +372,23 @@ func bootToWallOffset() (int64, error) {
 // and the interval. Only one Run may be active at a time; Run on a closed
 // Capture returns nil at once.
 func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
+	return c.run(ctx, emit, func() {})
+}
+
+// run is Run, calling drained each time the ring buffer holds nothing
+// more to read, before it waits.
+func (c *Capture) run(ctx context.Context, emit func(events.Event), drained func()) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("run flow capture: Run is already active on this Capture")
 	}
 	defer c.running.Store(false)
 
-	// Wake the reader when ctx ends: it returns what is pending, then
-	// ErrFlushed, and read sees ctx is done.
-	stop := context.AfterFunc(ctx, func() {
-		if err := c.reader.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
-			c.log.Error("flush ring buffer reader", "error", err)
-		}
-	})
+	// Wake the reader when ctx ends: it reads what is pending, and sees
+	// ctx is done.
+	stop := context.AfterFunc(ctx, c.wait.interrupt)
 	defer stop()
 
-	err := c.read(ctx, emit)
+	err := c.read(ctx, emit, drained)
 	c.reportLost(emit)
 	return err
 }
@@ -414,12 +420,12 @@ func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Ev
 			batch = next()
 		}
 	}
-	err := c.Run(ctx, func(ev events.Event) {
+	err := c.run(ctx, func(ev events.Event) {
 		batch = append(batch, ev)
-		if len(batch) == max || c.reader.AvailableBytes() == 0 {
+		if len(batch) == max {
 			flush()
 		}
-	})
+	}, flush)
 	flush()
 	return err
 }
@@ -444,15 +450,28 @@ const spareBatches = 8
 const clockCheckEvery = 64
 
 // read is Run's loop; it reuses one ringbuf.Record for every read. The
-// kernel programs wake the reader only when the ring fills up (adaptive
-// wakeups, see flowtap.bpf.c), so a reader deadline ringPollInterval
-// ahead makes it look into the ring regularly; the deadline's expiry is
-// also where it checks the lost-record counter when the ring is idle.
-func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
+// reader never blocks (its deadline is in the past): it reads what the
+// ring holds, and when the ring is empty read waits in the runtime poller
+// (ringWaiter) until the kernel wakes the ring's waiters (the programs do
+// only when the ring fills up: adaptive wakeups, see flowtap.bpf.c), for
+// ringPollInterval at most, so records on a quiet host wait that long at
+// most. The wait's end is also where it checks the lost-record counter
+// when the ring is idle.
+func (c *Capture) read(ctx context.Context, emit func(events.Event), drained func()) error {
 	var rec ringbuf.Record
 	now := time.Now()
 	next := now.Add(lostPollInterval)
-	c.reader.SetDeadline(now.Add(ringPollInterval))
+	c.reader.SetDeadline(time.Unix(1, 0))
+	// The wait ends at the first wake-up of the ring's waiters after the
+	// drain (ready is asked once before waiting, and once after each
+	// wake-up), or at once when ctx is done. The reader itself is only
+	// touched on this goroutine: Close may release it at any time.
+	var woken bool
+	ready := func() bool {
+		r := woken || ctx.Err() != nil
+		woken = true
+		return r
+	}
 	n := 0
 	for {
 		err := c.reader.ReadInto(&rec)
@@ -468,13 +487,19 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The ring is drained: look again after the poll interval.
-			c.reader.SetDeadline(time.Now().Add(ringPollInterval))
-		case errors.Is(err, ringbuf.ErrFlushed):
+			// The ring is drained.
+			drained()
 			if ctx.Err() != nil {
 				return nil
 			}
-			continue
+			woken = false
+			werr := c.wait.wait(time.Now().Add(ringPollInterval), ready)
+			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
+				if c.isClosed() {
+					return nil
+				}
+				return fmt.Errorf("run flow capture: wait for the ring buffer: %w", werr)
+			}
 		case errors.Is(err, os.ErrClosed):
 			return nil
 		default:
@@ -485,6 +510,13 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event)) error {
 			next = now.Add(lostPollInterval)
 		}
 	}
+}
+
+// isClosed reports whether Close was called.
+func (c *Capture) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // reportLost reads the kernel's lost-record counter and, when it grew
@@ -601,6 +633,11 @@ func (c *Capture) release() error {
 	if c.reader != nil {
 		if err := c.reader.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
+		}
+	}
+	if c.wait != nil {
+		if err := c.wait.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ring buffer waiter: %w", err))
 		}
 	}
 	if err := closeObjects(&c.objs); err != nil {

@@ -1111,3 +1111,38 @@ func TestRunBatches(t *testing.T) {
 	}
 	t.Logf("%d batches: %v", len(sizes), sizes)
 }
+
+// TestRingWakeupReachesWaiter: the kernel programs' forced wake-up (the
+// ring holds 1/8 of a small ring) ends Run's wait in the runtime poller
+// long before its deadline, so a busy ring is read at once.
+func TestRingWakeupReachesWaiter(t *testing.T) {
+	privtest.Require(t)
+	// 64 KiB: the programs force a wake-up once 8 KiB (64 records) wait.
+	c, err := bpf.Open(scoped(bpf.Options{RingBufferSize: 64 << 10}))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)) }()
+	// Each connection makes about 6 records; nobody reads them.
+	for range 40 {
+		loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("wait for the ring: %v, want a wake-up", err)
+			}
+			return
+		default:
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait for the ring: %v, want a wake-up", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("40 connections (~240 records, 30 KiB) did not wake the waiter within %v", waitTimeout)
+	}
+}

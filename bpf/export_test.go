@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -161,4 +162,15 @@ func (c *Capture) NoSocketResets() (uint64, error) {
 		sum += v
 	}
 	return sum, nil
+}
+
+// WaitRingWakeup waits as Run does between drains: until the kernel wakes
+// the ring's waiters, or deadline (os.ErrDeadlineExceeded).
+func WaitRingWakeup(c *Capture, deadline time.Time) error {
+	woken := false
+	return c.wait.wait(deadline, func() bool {
+		r := woken
+		woken = true
+		return r
+	})
 }
