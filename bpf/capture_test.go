@@ -1146,3 +1146,25 @@ func TestRingWakeupReachesWaiter(t *testing.T) {
 		t.Fatalf("40 connections (~240 records, 30 KiB) did not wake the waiter within %v", waitTimeout)
 	}
 }
+
+// TestAttachNoOps: the no-op programs sit at each of the capture's cgroup
+// hooks, let traffic through, write no record, and are gone after Close.
+func TestAttachNoOps(t *testing.T) {
+	privtest.Require(t)
+	before := attachedPrograms(t, testCgroupPath)
+	n, err := bpf.AttachNoOps(testCgroupPath)
+	if err != nil {
+		t.Fatalf("AttachNoOps: %v", err)
+	}
+	during := attachedPrograms(t, testCgroupPath)
+	if got := len(during) - len(before); got != 5 {
+		t.Errorf("%d programs more at the cgroup's hooks, want 5 (ingress, egress, sock_ops, connect4, connect6)", got)
+	}
+	loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // the connection still works
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if after := attachedPrograms(t, testCgroupPath); len(after) != len(before) {
+		t.Errorf("%d programs at the cgroup's hooks after Close, want %d", len(after), len(before))
+	}
+}

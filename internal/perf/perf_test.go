@@ -31,6 +31,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
@@ -92,18 +93,29 @@ func mean(xs []float64) float64 {
 // flowtap and its sink plugin used while sampled, in cores.
 func interleave(b *testing.B, bin string, rounds, k int, sample func() float64) (with, without []float64, cores float64) {
 	b.Helper()
-	var cpu time.Duration
+	return interleaveWith(b, rounds, k, sample, func() (func() time.Duration, func()) {
+		a := startFlowtap(b, bin)
+		return func() time.Duration { return treeCPU(a.PID()) }, func() { a.Stop(b) }
+	})
+}
+
+// interleaveWith is interleave with something else than flowtap on the
+// "with" side: start starts it and returns a reading of the CPU it has
+// used so far and a function that stops it.
+func interleaveWith(b *testing.B, rounds, k int, sample func() float64, start func() (cpu func() time.Duration, stop func())) (with, without []float64, cores float64) {
+	b.Helper()
+	var used time.Duration
 	var wall time.Duration
 	for r := range rounds {
 		withBlock := func() {
-			a := startFlowtap(b, bin)
-			cpu0, t0 := treeCPU(a.PID()), time.Now()
+			cpu, stop := start()
+			cpu0, t0 := cpu(), time.Now()
 			for range k {
 				with = append(with, sample())
 			}
-			cpu += treeCPU(a.PID()) - cpu0
+			used += cpu() - cpu0
 			wall += time.Since(t0)
-			a.Stop(b)
+			stop()
 		}
 		if r%2 == 1 {
 			withBlock()
@@ -115,9 +127,9 @@ func interleave(b *testing.B, bin string, rounds, k int, sample func() float64) 
 			withBlock()
 		}
 	}
-	b.Logf("samples without flowtap, in order: %.4g", without)
-	b.Logf("samples with flowtap, in order:    %.4g", with)
-	return with, without, cpu.Seconds() / wall.Seconds()
+	b.Logf("samples without, in order: %.4g", without)
+	b.Logf("samples with, in order:    %.4g", with)
+	return with, without, used.Seconds() / wall.Seconds()
 }
 
 // report reports the ratio of the two sides' typical values, the
@@ -273,14 +285,7 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 func BenchmarkShortConnections(b *testing.B) {
 	privtest.Require(b)
 	bin := harness.Binaries(b)
-	s := newShortConns(b)
-	phase := func() float64 {
-		n, errs, d := s.run(shortConnsPerPhase, 0, 30*time.Second)
-		if errs > 0 || n < shortConnsPerPhase {
-			b.Fatalf("%d of %d short connections in %v, %d failed (first: %v)", n, shortConnsPerPhase, d, errs, s.firstErr())
-		}
-		return float64(n) / d.Seconds()
-	}
+	phase := shortConnPhase(b, newShortConns(b))
 	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
 	with, without, cores := interleave(b, bin, 4, 1, phase)
 	report(b, with, without, cores, mean, "conns/s", 1)
@@ -294,6 +299,70 @@ func BenchmarkShortConnections(b *testing.B) {
 	})
 	cost.reportPerUnit(b, shortConnsPerPhase, "conn")
 	cost.reportShares(b, work)
+}
+
+// shortConnPhase returns a phase of shortConnsPerPhase short connections
+// as fast as they go, which returns their rate per second.
+func shortConnPhase(b *testing.B, s *shortConns) func() float64 {
+	return func() float64 {
+		n, errs, d := s.run(shortConnsPerPhase, 0, 30*time.Second)
+		if errs > 0 || n < shortConnsPerPhase {
+			b.Fatalf("%d of %d short connections in %v, %d failed (first: %v)", n, shortConnsPerPhase, d, errs, s.firstErr())
+		}
+		return float64(n) / d.Seconds()
+	}
+}
+
+// BenchmarkShortConnectionsHookFloor is BenchmarkShortConnections with,
+// on the "with" side, programs that do nothing attached where flowtap
+// attaches its own (bpf.AttachNoOps: cgroup_skb ingress and egress,
+// sock_ops and connect4/6 on flowtap's default cgroup, the tracepoints
+// host-wide) instead of flowtap. It measures what the kernel's hooks
+// cost before any flowtap code runs: the floor under figure 2. It reports
+// the ratio (8 rounds, means), the rates, and hook-us/conn: how much CPU
+// per connection the workload (this process, both ends) used more with
+// the programs attached (medians of the phases' CPU per connection).
+func BenchmarkShortConnectionsHookFloor(b *testing.B) {
+	privtest.Require(b)
+	cgroup, err := bpf.FindCgroup2Mount()
+	if err != nil {
+		b.Fatal(err)
+	}
+	phase := shortConnPhase(b, newShortConns(b))
+	phase()
+	var attached bool
+	var cpuWith, cpuWithout []float64
+	sample := func() float64 {
+		c0 := procCPU(os.Getpid())
+		rate := phase()
+		perConn := float64((procCPU(os.Getpid()) - c0).Nanoseconds()) / 1e3 / shortConnsPerPhase
+		if attached {
+			cpuWith = append(cpuWith, perConn)
+		} else {
+			cpuWithout = append(cpuWithout, perConn)
+		}
+		return rate
+	}
+	with, without, _ := interleaveWith(b, 8, 1, sample, func() (func() time.Duration, func()) {
+		n, err := bpf.AttachNoOps(cgroup)
+		if err != nil {
+			b.Fatal(err)
+		}
+		attached = true
+		return func() time.Duration { return 0 }, func() {
+			attached = false
+			if err := n.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	w, wo := mean(with), mean(without)
+	b.ReportMetric(w/wo, "ratio")
+	b.ReportMetric(w, "conns/s-with")
+	b.ReportMetric(wo, "conns/s-without")
+	b.ReportMetric((slices.Max(without)-slices.Min(without))/wo, "spread")
+	b.ReportMetric(median(cpuWith)-median(cpuWithout), "hook-us/conn")
+	b.ReportMetric(median(cpuWithout), "work-us/conn")
 }
 
 // BenchmarkLostRecords opens lostRate new connections per second for

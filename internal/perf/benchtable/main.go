@@ -204,6 +204,14 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 				headline, m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["flowtap-cores"], perConn(m), shares(m)),
 			"≥ 0.95", verdict(met)})
 	}
+	fig = "2b. floor under 2: no-op programs at flowtap's hooks"
+	if b, done := status(fig, "BenchmarkShortConnectionsHookFloor", "none", "ratio", "hook-us/conn"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; machine's own spread %.0f%%); the hooks cost the workload %.1f µs/conn of its %.0f",
+				m["ratio"], m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["hook-us/conn"], m["work-us/conn"]),
+			"none", "reported"})
+	}
 	fig = "3. lost records, 20,000 new conn/s for 10 s"
 	if b, done := status(fig, "BenchmarkLostRecords", "0", "lost", "conns/s"); !done {
 		m := b.metrics
