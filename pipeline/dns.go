@@ -43,7 +43,7 @@ type DNSStats struct {
 }
 
 // dnsStage parses the kernel's DNS records, feeds the cache and derives
-// net_packet_dns. It runs on the derivation goroutine.
+// net_packet_dns. It runs in the derivation, under its lock.
 type dnsStage struct {
 	cache *dnscache.Cache
 	// wanted says whether a pipeline selects net_packet_dns now; emit

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,12 +65,8 @@ type Stats struct {
 // timeouts, close grace, idle eviction).
 const tickInterval = 250 * time.Millisecond
 
-// baseBatch is the most base events handed from the capture to the
-// derivation at a time.
+// baseBatch is the most base events the capture derives from at a time.
 const baseBatch = 256
-
-// queueDepth is how many base events wait for derivation.
-const queueDepth = 8192
 
 // Run starts the sinks, the kernel capture (if the plan needs it) and the
 // derivation stage, and delivers events until ctx is cancelled. Then it
@@ -130,28 +127,11 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	}
 
 	var stats Stats
-	// Base events come in batches: one hand-over between goroutines per
-	// batch, not per event.
-	base := make(chan []events.Event, queueDepth/baseBatch)
-
-	// Producer: the kernel capture. It runs on its own context: at the
-	// end the live sockets are snapshotted first (so open flows end with
-	// current counters), then the capture drains the ring buffer and stops.
-	captureErr := make(chan error, 1)
-	if capture != nil {
-		captureCtx, stopCapture := context.WithCancel(context.Background())
-		go func() {
-			err := capture.RunBatches(captureCtx, baseBatch, func(evs []events.Event) { base <- evs })
-			close(base)
-			captureErr <- err
-		}()
-		go snapshots(runCtx, capture, snapshotInterval(opts.Tracker), stopCapture, log)
-	} else {
-		close(base)
-		captureErr <- nil
-	}
-
-	// Derivation and routing, on this goroutine.
+	// Derivation and routing. The capture goroutine runs them on each
+	// batch it reads (no hand-over to another goroutine); this goroutine
+	// advances the tracker's clock and applies reloads. mu makes each of
+	// these one step: no batch sees half of a swap or a tick.
+	var mu sync.Mutex
 	host, _ := os.Hostname()
 	r := newRouter(plan, sinks, host)
 	var dns *dnsStage
@@ -167,6 +147,39 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		r.route(ev)
 	})
 	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
+	deriveBatch := func(evs []events.Event) {
+		mu.Lock()
+		for _, ev := range evs {
+			stats.BaseEvents++
+			r.route(ev)
+			if ev.ID == events.IDNetPacketDNSBase {
+				if dns != nil {
+					dns.handle(ev)
+				}
+				continue
+			}
+			if runTracker {
+				tracker.Handle(ev)
+			}
+		}
+		mu.Unlock()
+		capture.Recycle(evs)
+	}
+
+	// Producer: the kernel capture. It runs on its own context: at the
+	// end the live sockets are snapshotted first (so open flows end with
+	// current counters), then the capture drains the ring buffer and stops.
+	captureErr := make(chan error, 1)
+	if capture != nil {
+		captureCtx, stopCapture := context.WithCancel(context.Background())
+		go func() {
+			captureErr <- capture.RunBatches(captureCtx, baseBatch, deriveBatch)
+		}()
+		go snapshots(runCtx, capture, snapshotInterval(opts.Tracker), stopCapture, log)
+	} else {
+		captureErr <- nil
+	}
+
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
 	rl := newReloader(opts, plan, sinks, capture != nil, log)
@@ -174,41 +187,33 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	reloadCtx, stopReload := context.WithCancel(runCtx)
 	go rl.run(reloadCtx)
 	var retiring retirer
+	var errs []error
 	for open := true; open; {
 		select {
 		case sw := <-rl.swaps:
-			// Between two events: no event sees half of the swap.
+			// Between two batches: no event sees half of the swap.
+			mu.Lock()
 			r.routes = sw.routes
+			runTracker = runTracker || sw.tracker
+			mu.Unlock()
 			for _, s := range sw.removed {
 				retiring.retire(s, log)
 			}
 			watchSinks(watchCtx, sw.added, cancel, log)
 			sinks = sw.sinks
-			runTracker = runTracker || sw.tracker
 			close(sw.applied)
-		case evs, ok := <-base:
-			if !ok {
-				open = false
-				break
+		case err := <-captureErr:
+			// The capture delivered its last batch.
+			if err != nil {
+				errs = append(errs, fmt.Errorf("kernel capture: %w", err))
 			}
-			for _, ev := range evs {
-				stats.BaseEvents++
-				r.route(ev)
-				if ev.ID == events.IDNetPacketDNSBase {
-					if dns != nil {
-						dns.handle(ev)
-					}
-					continue
-				}
-				if runTracker {
-					tracker.Handle(ev)
-				}
-			}
-			capture.Recycle(evs)
+			open = false
 		case now := <-tick.C:
+			mu.Lock()
 			if runTracker {
 				tracker.Tick(now.UnixNano())
 			}
+			mu.Unlock()
 		}
 	}
 	if runTracker {
@@ -229,10 +234,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	stopWatching() // a sink failing while it drains is reported by closeSinks
 	retired := retiring.stats()
 
-	var errs []error
-	if err := <-captureErr; err != nil {
-		errs = append(errs, fmt.Errorf("kernel capture: %w", err))
-	}
 	if capture != nil {
 		st := capture.Stats()
 		stats.LostRecords = st.Lost
