@@ -360,14 +360,20 @@ type Flow struct {
 func (f *Flow) appendFlowFields(dst []Field) []Field {
 	return append(dst,
 		Field{"conn_direction", String(f.Direction.String())},
-		Field{"src", String(textOr(f.SrcText, f.Src))},
-		Field{"dst", String(textOr(f.DstText, f.Dst))},
+		Field{"src", String(f.SrcField())},
+		Field{"dst", String(f.DstField())},
 		Field{"src_port", Uint(uint64(f.SrcPort))},
 		Field{"dst_port", Uint(uint64(f.DstPort))},
 		Field{"src_dns", Strings(f.SrcDNS)},
 		Field{"dst_dns", Strings(f.DstDNS)},
 	)
 }
+
+// SrcField is the value of the src field: SrcText, or Src rendered.
+func (f *Flow) SrcField() string { return textOr(f.SrcText, f.Src) }
+
+// DstField is the value of the dst field: DstText, or Dst rendered.
+func (f *Flow) DstField() string { return textOr(f.DstText, f.Dst) }
 
 // FlowBegin is the payload of net_flow_tcp_begin.
 type FlowBegin struct {

@@ -16,8 +16,6 @@ import (
 // the message buffers are reused from batch to batch.
 type batchEncoder struct {
 	enc proto.Encoder
-	// fields is scratch for Payload.AppendFields.
-	fields []events.Field
 	// parts are the encoded messages of the current batch; first[i] is
 	// the index of part i's first event. bufs keeps every buffer made so
 	// far, for reuse.
@@ -56,25 +54,21 @@ func (c *batchEncoder) encode(batch []events.Event, limit int, name func(events.
 	c.start(0)
 	for i := range batch {
 		ev := &batch[i]
-		c.fields = c.fields[:0]
-		if ev.Payload != nil {
-			c.fields = ev.Payload.AppendFields(c.fields)
-		}
 		evName := c.name(ev.ID, name)
-		if c.enc.Append(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields) {
+		if c.enc.AppendPayload(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, ev.Payload) {
 			continue
 		}
 		if c.enc.Count() > 0 {
 			c.finish()
 			c.start(i)
-			if c.enc.Append(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields) {
+			if c.enc.AppendPayload(limit, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, ev.Payload) {
 				continue
 			}
 		}
 		// Measure it alone, for the error; then drop the buffer, which
 		// may be huge.
 		c.enc.Start(nil)
-		c.enc.Append(math.MaxInt, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, c.fields)
+		c.enc.AppendPayload(math.MaxInt, uint32(ev.ID), evName, ev.Timestamp, &ev.Context, ev.Payload)
 		size := c.enc.Len()
 		c.enc.Finish()
 		c.parts, c.first = c.parts[:0], c.first[:0]

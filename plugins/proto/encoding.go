@@ -84,6 +84,8 @@ type Encoder struct {
 	// recent is the last schema used per ID, direct-mapped: batches
 	// mostly repeat a few shapes, so most events skip the map.
 	recent [16]*schema
+	// fields is AppendPayload's scratch for Payload.AppendFields.
+	fields []events.Field
 }
 
 // schema is one cached event shape.
@@ -93,6 +95,10 @@ type schema struct {
 	names []string
 	kinds []events.Kind
 	def   []byte // the encoded definition, after its 0 tag
+	// typed is the payload type whose fields the schema holds, when
+	// AppendPayload encodes that type straight from its Go fields
+	// (typed.go); typedNone otherwise.
+	typed payloadType
 	gen   uint64 // the batch that last defined it
 	index uint64 // its index in that batch
 	// prev holds the strings of the batch's last event of this schema,
@@ -191,26 +197,11 @@ func (e *Encoder) undo(mark, ndefined int, sc *schema) {
 // saved. Recording writes a pointer only where it changes: while the
 // garbage collector marks, each pointer written costs a write barrier.
 func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fields []events.Field, check bool) bool {
-	if sc.gen != e.gen {
-		sc.gen, sc.index = e.gen, uint64(len(e.defined))
-		e.defined = append(e.defined, sc)
-		e.buf = append(e.buf, 0)
-		e.buf = append(e.buf, sc.def...)
-	}
-	hasPrev := sc.prevGen == e.gen
-	sc.prevGen = e.gen
 	kinds, names, prev, prevList := sc.kinds, sc.names, sc.prev, sc.prevList
 	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != 2+len(fields) || len(prevList) != len(fields) {
 		return false
 	}
-	b := appendUvarint(e.buf, sc.index+1)
-	b = binary.LittleEndian.AppendUint64(b, uint64(timestamp))
-	b = appendUvarint(b, c.SocketCookie)
-	b = appendUvarint(b, c.CgroupID)
-	b = appendUvarint(b, uint64(c.PID))
-	b = appendUvarint(b, uint64(c.UID))
-	b = appendRepeated(b, c.Comm, &prev[0], hasPrev)
-	b = appendRepeated(b, c.HostName, &prev[1], hasPrev)
+	b, hasPrev := e.appendHead(sc, timestamp, c)
 	for i := range fields {
 		f := &fields[i]
 		kind := kinds[i]
@@ -232,23 +223,54 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 				b = append(b, 0)
 			}
 		case events.KindStrings:
-			l, p := f.Value.Strings, &prevList[i]
-			if len(l) == len(*p) && unsafe.SliceData(l) == unsafe.SliceData(*p) {
-				if hasPrev {
-					b = append(b, 0)
-					break
-				}
-			} else {
-				*p = l
-			}
-			b = appendUvarint(b, uint64(len(l))+1)
-			for _, s := range l {
-				b = appendString(b, s)
-			}
+			b = appendRepeatedList(b, f.Value.Strings, &prevList[i], hasPrev)
 		}
 	}
 	e.buf = b
 	return true
+}
+
+// appendHead begins an event of schema sc, defining sc first if this
+// batch has not: it appends the record tag, the timestamp and the
+// context, and returns the batch so far and whether sc's prev holds the
+// previous event's strings (which the event's values may repeat).
+func (e *Encoder) appendHead(sc *schema, timestamp int64, c *events.Context) ([]byte, bool) {
+	if sc.gen != e.gen {
+		sc.gen, sc.index = e.gen, uint64(len(e.defined))
+		e.defined = append(e.defined, sc)
+		e.buf = append(e.buf, 0)
+		e.buf = append(e.buf, sc.def...)
+	}
+	hasPrev := sc.prevGen == e.gen
+	sc.prevGen = e.gen
+	b := appendUvarint(e.buf, sc.index+1)
+	b = binary.LittleEndian.AppendUint64(b, uint64(timestamp))
+	b = appendUvarint(b, c.SocketCookie)
+	b = appendUvarint(b, c.CgroupID)
+	b = appendUvarint(b, uint64(c.PID))
+	b = appendUvarint(b, uint64(c.UID))
+	b = appendRepeated(b, c.Comm, &sc.prev[0], hasPrev)
+	b = appendRepeated(b, c.HostName, &sc.prev[1], hasPrev)
+	return b, hasPrev
+}
+
+// appendRepeatedList appends l as an rlist: 0 if l is the very list
+// (same memory, same length) *prev holds and hasPrev says *prev is the
+// previous event's, else its length + 1 and its strings. It leaves l in
+// *prev.
+func appendRepeatedList(b []byte, l []string, prev *[]string, hasPrev bool) []byte {
+	if len(l) == len(*prev) && unsafe.SliceData(l) == unsafe.SliceData(*prev) {
+		if hasPrev {
+			return append(b, 0)
+		}
+	} else {
+		*prev = l
+	}
+	b = appendUvarint(b, uint64(len(l))+1)
+	for _, s := range l {
+		b = appendString(b, s)
+	}
+	return b
 }
 
 // appendRepeated appends s as an rstring: 0 if s is the very string *prev
