@@ -100,17 +100,39 @@ type Stats struct {
 }
 
 // connKey identifies a TCP connection independently of packet direction:
-// the two endpoints in canonical order. Addresses are unmapped, so a
-// dual-stack socket's IPv4-mapped addresses and plain IPv4 agree.
+// the two endpoints in canonical order, each as its address's 16 bytes and
+// its port. Addresses are unmapped before (so a dual-stack socket's
+// IPv4-mapped addresses and plain IPv4 agree, and an IPv4 address cannot
+// equal an IPv6 one); the kernel's records carry no zones. The key has no
+// padding and no pointer, so the map hashes and compares it as one block
+// of 36 bytes: a pair of netip.AddrPort (64 bytes, padded, a pointer in
+// each) was hashed field by field, four hash calls per lookup.
 type connKey struct {
-	lo, hi netip.AddrPort
+	loAddr, hiAddr [16]byte
+	loPort, hiPort uint16
 }
 
 func makeKey(a, b netip.AddrPort) connKey {
-	if a.Compare(b) <= 0 {
-		return connKey{a, b}
+	ka, kb := a.Addr().As16(), b.Addr().As16()
+	pa, pb := a.Port(), b.Port()
+	if keyLess(&ka, pa, &kb, pb) {
+		return connKey{ka, kb, pa, pb}
 	}
-	return connKey{b, a}
+	return connKey{kb, ka, pb, pa}
+}
+
+// keyLess orders endpoints by address bytes, then port; equal ones are
+// not less.
+func keyLess(a *[16]byte, pa uint16, b *[16]byte, pb uint16) bool {
+	a0, b0 := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])
+	if a0 != b0 {
+		return a0 < b0
+	}
+	a1, b1 := binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:])
+	if a1 != b1 {
+		return a1 < b1
+	}
+	return pa < pb
 }
 
 // endpoint is one local socket's view of a connection.

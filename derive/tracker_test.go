@@ -418,3 +418,30 @@ func BenchmarkTrackerLoopback(b *testing.B) {
 		b.Fatalf("%d flow events derived from %d whole connections", emitted, conns)
 	}
 }
+
+// TestConnKey: a connection's key is the same from either end, and tells
+// apart endpoints that differ in any address byte, port or family.
+func TestConnKey(t *testing.T) {
+	ep := netip.MustParseAddrPort
+	a, b := ep("127.0.0.1:40000"), ep("127.0.0.1:8080")
+	if makeKey(a, b) != makeKey(b, a) {
+		t.Error("the key depends on the order of the endpoints")
+	}
+	distinct := [][2]netip.AddrPort{
+		{a, b},
+		{ep("127.0.0.1:40001"), b},
+		{ep("127.0.0.2:40000"), b},
+		{ep("127.0.0.2:8080"), ep("127.0.0.1:40000")}, // the ports of the one before, swapped
+		{ep("[::7f00:1]:40000"), b},                   // IPv6 with IPv4's last bytes
+		{ep("[2001:db8::1]:40000"), ep("[2001:db8::2]:8080")},
+		{ep("[2001:db8::2]:40000"), ep("[2001:db8::1]:8080")},
+	}
+	seen := map[connKey]int{}
+	for i, d := range distinct {
+		k := makeKey(d[0], d[1])
+		if j, ok := seen[k]; ok {
+			t.Errorf("endpoints %v and %v share a key", distinct[j], d)
+		}
+		seen[k] = i
+	}
+}
