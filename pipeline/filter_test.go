@@ -43,6 +43,7 @@ func TestRouterAppliesFilters(t *testing.T) {
 	} {
 		r.route(ev)
 	}
+	r.flush()
 	counts := []int{len(*got0), len(*got1)}
 	if counts[0] != 2 || counts[1] != 5 {
 		t.Errorf("sinks got %v events, want [2 5] (one flow and the lost marker; everything)", counts)

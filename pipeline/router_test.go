@@ -43,6 +43,7 @@ func TestRouterDeliversBySelection(t *testing.T) {
 	} {
 		r.route(ev)
 	}
+	r.flush()
 	want := map[int][]events.ID{
 		0: {events.IDNetFlowTCPBegin, events.IDRecordsLost},
 		1: {events.IDNetFlowTCPEnd, events.IDRecordsLost},
@@ -71,5 +72,5 @@ func TestRouterDeliversBySelection(t *testing.T) {
 // hands it, in the slice it also returns.
 func testSink(pipeline int) (*sink, *[]events.Event) {
 	got := &[]events.Event{}
-	return &sink{pipeline: pipeline, enqueue: func(ev events.Event) { *got = append(*got, ev) }}, got
+	return &sink{pipeline: pipeline, enqueue: func(evs []events.Event) { *got = append(*got, evs...) }}, got
 }

@@ -162,6 +162,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 				tracker.Handle(ev)
 			}
 		}
+		r.flush()
 		mu.Unlock()
 		capture.Recycle(evs)
 	}
@@ -213,11 +214,13 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			if runTracker {
 				tracker.Tick(now.UnixNano())
 			}
+			r.flush()
 			mu.Unlock()
 		}
 	}
 	if runTracker {
 		tracker.Close(time.Now().UnixNano())
+		r.flush()
 		ts := tracker.Stats()
 		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
 			"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
@@ -348,7 +351,22 @@ func (r *router) route(ev events.Event) {
 			}
 		}
 		for _, s := range rt.sinks {
-			s.enqueue(ev)
+			s.pending = append(s.pending, ev)
+		}
+	}
+}
+
+// flush queues what route gave each sink since the last flush, in one
+// hand-over per sink. Each derivation step (a batch, a tick, the close)
+// ends with it, so a swap of routes finds nothing pending.
+func (r *router) flush() {
+	for i := range r.routes {
+		for _, s := range r.routes[i].sinks {
+			if len(s.pending) > 0 {
+				s.enqueue(s.pending)
+				clear(s.pending) // keep no payload alive
+				s.pending = s.pending[:0]
+			}
 		}
 	}
 }

@@ -40,8 +40,11 @@ type sink struct {
 	stats     SinkStats
 	onFailure string
 	sup       *supervise.Sink
-	// enqueue offers an event to the sink's queue (sup.Enqueue).
-	enqueue func(events.Event)
+	// enqueue offers events to the sink's queue (sup.EnqueueBatch).
+	enqueue func([]events.Event)
+	// pending are the events routed to the sink in the current
+	// derivation step, queued together at its end (router.flush).
+	pending []events.Event
 	// retired: a reload removed the sink; its failure stops nothing.
 	retired atomic.Bool
 }
@@ -105,7 +108,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				stats:     SinkStats{Pipeline: pp.Config.Name, Index: j, Plugin: sc.Plugin},
 				onFailure: onFailure,
 				sup:       sup,
-				enqueue:   sup.Enqueue,
+				enqueue:   sup.EnqueueBatch,
 			})
 		}
 	}

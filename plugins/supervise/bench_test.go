@@ -3,6 +3,7 @@ package supervise
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,3 +109,33 @@ func (p *inProcess) Ping(context.Context) error  { return nil }
 func (p *inProcess) Kill()                       {}
 func (p *inProcess) Close(context.Context) error { return nil }
 func (p *inProcess) PID() int                    { return 0 }
+
+// BenchmarkQueue is the router's side of the queue: 256 events offered
+// one at a time (Enqueue) or at once (EnqueueBatch), then taken by the
+// worker's pop, in one goroutine. ns/op is per event.
+func BenchmarkQueue(b *testing.B) {
+	evs := make([]events.Event, 256)
+	for i := range evs {
+		evs[i] = event(i)
+	}
+	for _, mode := range []string{"one", "batch"} {
+		b.Run(mode, func(b *testing.B) {
+			var queued, dropped atomic.Uint64
+			q := newQueue(DefaultQueueSize, DefaultBatchSize, Block, &queued, &dropped)
+			out := make([]events.Event, 0, len(evs))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if i%len(evs) == 0 {
+					if mode == "batch" {
+						q.pushAll(evs)
+					} else {
+						for j := range evs {
+							q.push(evs[j])
+						}
+					}
+					out, _ = q.pop(out[:0], len(evs))
+				}
+			}
+		})
+	}
+}

@@ -67,34 +67,47 @@ func newQueue(size, batch int, policy Policy, queued, dropped *atomic.Uint64) *q
 }
 
 // push adds ev, applying the policy if the queue is full.
-func (q *queue) push(ev events.Event) {
+func (q *queue) push(ev events.Event) { q.pushAll([]events.Event{ev}) }
+
+// pushAll adds evs in order, each as push would, under one lock of the
+// queue (Block waits for room as often as it needs to).
+func (q *queue) pushAll(evs []events.Event) {
+	var queued, dropped uint64
 	q.mu.Lock()
-	for q.n == len(q.buf) && q.policy == Block && !q.closed && !q.disabled {
-		q.notFull.Wait()
+	for i := range evs {
+		for q.n == len(q.buf) && q.policy == Block && !q.closed && !q.disabled {
+			// The worker may be waiting for a full batch; it has one.
+			q.signal()
+			q.notFull.Wait()
+		}
+		switch {
+		case q.closed || q.disabled:
+			dropped++
+			continue
+		case q.n == len(q.buf) && q.policy == DropNewest:
+			dropped++
+			continue
+		case q.n == len(q.buf): // DropOldest
+			q.buf[q.head] = events.Event{}
+			q.head = (q.head + 1) % len(q.buf)
+			q.n--
+			dropped++
+		}
+		q.buf[(q.head+q.n)%len(q.buf)] = evs[i]
+		q.n++
+		queued++
 	}
-	switch {
-	case q.closed || q.disabled:
-		q.mu.Unlock()
-		q.dropped.Add(1)
-		return
-	case q.n == len(q.buf) && q.policy == DropNewest:
-		q.mu.Unlock()
-		q.dropped.Add(1)
-		return
-	case q.n == len(q.buf): // DropOldest
-		q.buf[q.head] = events.Event{}
-		q.head = (q.head + 1) % len(q.buf)
-		q.n--
-		q.dropped.Add(1)
-	}
-	q.buf[(q.head+q.n)%len(q.buf)] = ev
-	q.n++
 	n := q.n
 	q.mu.Unlock()
-	q.queued.Add(1)
+	if dropped > 0 {
+		q.dropped.Add(dropped)
+	}
+	if queued > 0 {
+		q.queued.Add(queued)
+	}
 	// The worker sends partial batches on its flush tick only, so waking
 	// it for fewer events than a batch would cost a goroutine wake-up per
-	// event and send nothing.
+	// push and send nothing.
 	if n >= q.wakeAt {
 		q.signal()
 	}

@@ -173,8 +173,8 @@ type Counters struct {
 	Restarts uint64
 }
 
-// Sink is a supervised sink plugin. Enqueue may be called from one
-// goroutine at a time (the router); Counters, Failed, Err and PID from
+// Sink is a supervised sink plugin. Enqueue and EnqueueBatch may be called
+// from one goroutine at a time (the router); Counters, Failed, Err and PID from
 // any.
 type Sink struct {
 	cfg Config
@@ -242,6 +242,11 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 // Enqueue offers ev to the sink's queue, which applies its policy when
 // full: Block waits for room, the drop policies never wait.
 func (s *Sink) Enqueue(ev events.Event) { s.q.push(ev) }
+
+// EnqueueBatch is Enqueue for each event of evs, in order, with one lock
+// of the queue for all of them: the router queues what a batch of kernel
+// records derived at once. The sink keeps no reference to evs.
+func (s *Sink) EnqueueBatch(evs []events.Event) { s.q.pushAll(evs) }
 
 // Counters returns the sink's counters so far.
 func (s *Sink) Counters() Counters {

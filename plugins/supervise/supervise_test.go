@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -519,5 +521,67 @@ func TestRestartAfterFreeze(t *testing.T) {
 	got, _ := counted(t, countFile)
 	if c := s.Counters(); c.Acked != offered || got != offered || c.Restarts != 1 {
 		t.Errorf("counters %+v, sink got %d; want %d, after 1 restart", c, got, offered)
+	}
+}
+
+// TestEnqueueBatchAsOneByOne: a batch offered at once fills a full queue
+// as the same events offered one by one would, whatever the policy; under
+// Block it waits for room as often as needed, and loses nothing.
+func TestEnqueueBatchAsOneByOne(t *testing.T) {
+	evs := make([]events.Event, 20)
+	for i := range evs {
+		evs[i] = event(i)
+	}
+	ids := func(q *queue) []int64 {
+		out, _ := q.pop(nil, len(q.buf))
+		var ts []int64
+		for _, ev := range out {
+			ts = append(ts, ev.Timestamp)
+		}
+		return ts
+	}
+	for _, policy := range []Policy{DropNewest, DropOldest} {
+		var q1, d1, q2, d2 atomic.Uint64
+		one, all := newQueue(8, 4, policy, &q1, &d1), newQueue(8, 4, policy, &q2, &d2)
+		for _, ev := range evs {
+			one.push(ev)
+		}
+		all.pushAll(evs)
+		if a, b := ids(one), ids(all); !slices.Equal(a, b) || q1.Load() != q2.Load() || d1.Load() != d2.Load() {
+			t.Errorf("%s: one by one %v (queued %d, dropped %d), at once %v (queued %d, dropped %d)",
+				policy, a, q1.Load(), d1.Load(), b, q2.Load(), d2.Load())
+		}
+	}
+	var queued, dropped atomic.Uint64
+	q := newQueue(4, 4, Block, &queued, &dropped)
+	got := make(chan []int64)
+	go func() {
+		var ts []int64
+		for len(ts) < 3*len(evs) {
+			<-q.wake
+			for {
+				out, _ := q.pop(nil, 4)
+				if len(out) == 0 {
+					break
+				}
+				for _, ev := range out {
+					ts = append(ts, ev.Timestamp)
+				}
+			}
+		}
+		got <- ts
+	}()
+	for range 3 {
+		q.pushAll(evs)
+	}
+	q.close()
+	ts := <-got
+	for i, v := range ts {
+		if v != int64(i%len(evs)) {
+			t.Fatalf("block: events arrived as %v", ts)
+		}
+	}
+	if dropped.Load() != 0 || queued.Load() != uint64(3*len(evs)) {
+		t.Errorf("block: queued %d, dropped %d", queued.Load(), dropped.Load())
 	}
 }
