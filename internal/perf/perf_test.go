@@ -287,7 +287,7 @@ func BenchmarkShortConnections(b *testing.B) {
 	bin := harness.Binaries(b)
 	phase := shortConnPhase(b, newShortConns(b))
 	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
-	with, without, cores := interleave(b, bin, 4, 1, phase)
+	with, without, cores := interleave(b, bin, 8, 1, phase)
 	report(b, with, without, cores, mean, "conns/s", 1)
 	// Where flowtap's share goes, per connection: one more phase, apart.
 	// Both ends of the connections are this process.
