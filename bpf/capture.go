@@ -38,11 +38,18 @@ var checkPrivileges = CheckPrivileges
 // lostPollInterval is how often Run reads the kernel's lost-record counter.
 const lostPollInterval = time.Second
 
-// ringPollInterval is how often Run looks into the ring buffer when the
-// kernel did not wake it: the programs wake the reader only once the ring
-// holds 64 KiB (or 1/8 of a smaller ring), so this bounds the delay of a
-// record on a quiet host.
+// ringPollInterval is how often Run looks into the ring buffer while
+// records keep coming. The programs wake the reader when the ring holds
+// 64 KiB (or 1/8 of a smaller ring), and otherwise at most once per this
+// interval (WAKEUP_QUIET_NS in flowtap.bpf.c): records written after a
+// wake-up, within the interval, wait for this poll. A poll that finds
+// nothing lets Run sleep idlePollInterval, until the next wake-up.
 const ringPollInterval = 25 * time.Millisecond
+
+// idlePollInterval is how long Run waits for the ring buffer once it is
+// idle: the first record that comes wakes it anyway; the lost-record check
+// needs it to look at least this often.
+const idlePollInterval = lostPollInterval
 
 // Options configures Open. The zero value is ready to use.
 type Options struct {
@@ -453,9 +460,11 @@ const clockCheckEvery = 64
 // reader never blocks (its deadline is in the past): it reads what the
 // ring holds, and when the ring is empty read waits in the runtime poller
 // (ringWaiter) until the kernel wakes the ring's waiters (the programs do
-// only when the ring fills up: adaptive wakeups, see flowtap.bpf.c), for
-// ringPollInterval at most, so records on a quiet host wait that long at
-// most. The wait's end is also where it checks the lost-record counter
+// when the ring fills up, or for the first record after a quiet
+// ringPollInterval: see flowtap.bpf.c), for ringPollInterval at most if
+// the last drain read records, else for idlePollInterval: a record waits
+// at most about ringPollInterval, and an idle capture wakes about once a
+// second. The wait's end is also where it checks the lost-record counter
 // when the ring is idle.
 func (c *Capture) read(ctx context.Context, emit func(events.Event), drained func()) error {
 	var rec ringbuf.Record
@@ -472,12 +481,13 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 		woken = true
 		return r
 	}
-	n := 0
+	n, sinceWait := 0, 0
 	for {
 		err := c.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
 			c.records.Add(1)
+			sinceWait++
 			if ev, err := c.dec.decode(rec.RawSample); err != nil {
 				c.log.Error("dropping undecodable ring buffer record", "error", err)
 			} else {
@@ -493,7 +503,12 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 				return nil
 			}
 			woken = false
-			werr := c.wait.wait(time.Now().Add(ringPollInterval), ready)
+			poll := idlePollInterval
+			if sinceWait > 0 {
+				poll = ringPollInterval
+			}
+			sinceWait = 0
+			werr := c.wait.wait(time.Now().Add(poll), ready)
 			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
 				if c.isClosed() {
 					return nil

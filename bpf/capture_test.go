@@ -1168,3 +1168,26 @@ func TestAttachNoOps(t *testing.T) {
 		t.Errorf("%d programs at the cgroup's hooks after Close, want %d", len(after), len(before))
 	}
 }
+
+// TestQuietRingWakesOnFirstRecord: on a quiet ring the first record wakes
+// the waiter, far below the fill threshold, so an idle Run can sleep long
+// without delaying the next record (see ringPollInterval).
+func TestQuietRingWakesOnFirstRecord(t *testing.T) {
+	privtest.Require(t)
+	c, err := bpf.Open(scoped(bpf.Options{})) // default ring: the threshold is 64 KiB
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)) }()
+	loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // a handful of records, under 1 KiB
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait for the ring: %v, want a wake-up", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("one connection's records did not wake the waiter within %v", waitTimeout)
+	}
+}

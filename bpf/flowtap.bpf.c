@@ -341,25 +341,39 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-// Wake the reader only when the ring holds this much (or 1/8 of a smaller
-// ring); otherwise the reader finds the records on its next timed poll
-// (Run polls every ringPollInterval). Waking for every record cost the
-// reader an epoll round trip per record.
+// Wake the reader when the ring holds this much (or 1/8 of a smaller
+// ring), and at most once per WAKEUP_QUIET_NS otherwise; the reader finds
+// the records in between on its next timed poll. Waking for every record
+// cost the reader an epoll round trip per record. The rate-limited wake-up
+// lets an idle reader sleep long (Run polls every ringPollInterval only
+// while records keep coming, see capture.go): the first record after a
+// quiet spell wakes it at once.
 #define WAKEUP_BYTES (64 << 10)
+#define WAKEUP_QUIET_NS (25 * 1000 * 1000ULL) // capture.go: ringPollInterval
 
-static __always_inline __u64 wakeup_flags(void)
+// When a program last woke the reader for the rate limit (CLOCK_BOOTTIME
+// ns). CPUs race on it harmlessly: at worst one more wake-up.
+static volatile __u64 last_wakeup_ns;
+
+static __always_inline __u64 wakeup_flags(__u64 now)
 {
 	__u64 avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
 	__u64 thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
 
 	if (thresh > WAKEUP_BYTES)
 		thresh = WAKEUP_BYTES;
-	return avail >= thresh ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (avail >= thresh)
+		return BPF_RB_FORCE_WAKEUP;
+	if (now - last_wakeup_ns >= WAKEUP_QUIET_NS) {
+		last_wakeup_ns = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void submit_record(struct flow_record *rec)
 {
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	bpf_ringbuf_submit(rec, wakeup_flags(rec->ts_ns));
 }
 
 static __always_inline void copy_owner(struct flow_record *rec, const struct sock_owner *o)
@@ -811,7 +825,7 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 	s->hdr.direction = direction;
 	s->hdr.proto = p->proto;
 
-	if (bpf_ringbuf_output(&flow_records, s, sizeof(s->hdr) + cap, wakeup_flags()) < 0)
+	if (bpf_ringbuf_output(&flow_records, s, sizeof(s->hdr) + cap, wakeup_flags(s->hdr.ts_ns)) < 0)
 		count_lost();
 }
 
