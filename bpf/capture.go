@@ -46,6 +46,12 @@ const lostPollInterval = time.Second
 // nothing lets Run sleep idlePollInterval, until the next wake-up.
 const ringPollInterval = 25 * time.Millisecond
 
+// quietWakeup is the quiet spell after which a record wakes the reader
+// (the programs' wakeup_quiet_ns): ringPollInterval, which bounds how long
+// the records it does not wake for wait. Tests lengthen it to watch the
+// fill threshold alone.
+var quietWakeup = ringPollInterval
+
 // idlePollInterval is how long Run waits for the ring buffer once it is
 // idle: the first record that comes wakes it anyway; the lost-record check
 // needs it to look at least this often.
@@ -195,6 +201,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	// buffers take no BTF value type, so don't offer one to the kernel.
 	rb.Value = nil
 
+	if err := setConst(spec, flowtapVarWakeupQuietNs, uint64(quietWakeup.Nanoseconds())); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
 	if err := setDNS(spec, opts.DNS); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
@@ -681,4 +690,17 @@ func closeObjects(o *flowtapObjects) error {
 		o.SockStates.Close(),
 		o.MptcpOwners.Close(),
 	)
+}
+
+// setConst sets a load-time constant of the programs (a volatile const in
+// flowtap.bpf.c), which the verifier then treats as a known value.
+func setConst(spec *ebpf.CollectionSpec, name string, value any) error {
+	v := spec.Variables[name]
+	if v == nil {
+		return fmt.Errorf("embedded BPF object has no %s variable (regenerate with go generate ./bpf/)", name)
+	}
+	if err := v.Set(value); err != nil {
+		return fmt.Errorf("set %s: %w", name, err)
+	}
+	return nil
 }

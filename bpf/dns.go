@@ -34,18 +34,11 @@ const (
 // setDNS sets the load-time constant that keeps or removes the DNS path
 // of the cgroup skb programs.
 func setDNS(spec *ebpf.CollectionSpec, on bool) error {
-	v := spec.Variables[flowtapVarDnsEnabled]
-	if v == nil {
-		return fmt.Errorf("embedded BPF object has no %s variable (regenerate with go generate ./bpf/)", flowtapVarDnsEnabled)
-	}
 	var b uint8
 	if on {
 		b = 1
 	}
-	if err := v.Set(b); err != nil {
-		return fmt.Errorf("set %s: %w", flowtapVarDnsEnabled, err)
-	}
-	return nil
+	return setConst(spec, flowtapVarDnsEnabled, b)
 }
 
 // dnsTruncatedLocked reads the kernel's DNS truncation counter (the last

@@ -174,3 +174,11 @@ func WaitRingWakeup(c *Capture, deadline time.Time) error {
 		return r
 	})
 }
+
+// NoQuietWakeups makes the Captures a test opens wake their reader only
+// when the ring fills (not after a quiet spell), until the test ends.
+func NoQuietWakeups(t interface{ Cleanup(func()) }) {
+	old := quietWakeup
+	quietWakeup = 1 << 62 // about 146 years: never
+	t.Cleanup(func() { quietWakeup = old })
+}

@@ -342,14 +342,17 @@ static __always_inline void count_lost(void)
 }
 
 // Wake the reader when the ring holds this much (or 1/8 of a smaller
-// ring), and at most once per WAKEUP_QUIET_NS otherwise; the reader finds
+// ring), and at most once per wakeup_quiet_ns otherwise; the reader finds
 // the records in between on its next timed poll. Waking for every record
 // cost the reader an epoll round trip per record. The rate-limited wake-up
 // lets an idle reader sleep long (Run polls every ringPollInterval only
 // while records keep coming, see capture.go): the first record after a
 // quiet spell wakes it at once.
 #define WAKEUP_BYTES (64 << 10)
-#define WAKEUP_QUIET_NS (25 * 1000 * 1000ULL) // capture.go: ringPollInterval
+
+// The quiet spell after which a record wakes the reader (ns); the loader
+// sets it to capture.go's ringPollInterval.
+volatile const __u64 wakeup_quiet_ns = 25 * 1000 * 1000ULL;
 
 // When a program last woke the reader for the rate limit (CLOCK_BOOTTIME
 // ns). CPUs race on it harmlessly: at worst one more wake-up.
@@ -364,7 +367,7 @@ static __always_inline __u64 wakeup_flags(__u64 now)
 		thresh = WAKEUP_BYTES;
 	if (avail >= thresh)
 		return BPF_RB_FORCE_WAKEUP;
-	if (now - last_wakeup_ns >= WAKEUP_QUIET_NS) {
+	if (now - last_wakeup_ns >= wakeup_quiet_ns) {
 		last_wakeup_ns = now;
 		return BPF_RB_FORCE_WAKEUP;
 	}

@@ -116,6 +116,7 @@ const (
 	flowtapProgFlowtapState    = "flowtap_state"
 	flowtapProgFlowtapSubflows = "flowtap_subflows"
 	flowtapVarDnsEnabled       = "dns_enabled"
+	flowtapVarWakeupQuietNs    = "wakeup_quiet_ns"
 )
 
 // loadFlowtap returns the embedded CollectionSpec for flowtap.
@@ -189,7 +190,8 @@ type flowtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
-	DnsEnabled *ebpf.VariableSpec `ebpf:"dns_enabled"`
+	DnsEnabled    *ebpf.VariableSpec `ebpf:"dns_enabled"`
+	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapObjects contains all objects after they have been loaded into the kernel.
@@ -237,7 +239,8 @@ func (m *flowtapMaps) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
-	DnsEnabled *ebpf.Variable `ebpf:"dns_enabled"`
+	DnsEnabled    *ebpf.Variable `ebpf:"dns_enabled"`
+	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapPrograms contains all programs after they have been loaded into the kernel.
