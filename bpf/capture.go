@@ -480,16 +480,10 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 	now := time.Now()
 	next := now.Add(lostPollInterval)
 	c.reader.SetDeadline(time.Unix(1, 0))
-	// The wait ends at the first wake-up of the ring's waiters after the
-	// drain (ready is asked once before waiting, and once after each
-	// wake-up), or at once when ctx is done. The reader itself is only
+	// The wait ends when the ring holds records after a wake-up of its
+	// waiters, or at once when ctx is done. The reader itself is only
 	// touched on this goroutine: Close may release it at any time.
-	var woken bool
-	ready := func() bool {
-		r := woken || ctx.Err() != nil
-		woken = true
-		return r
-	}
+	stop := func() bool { return ctx.Err() != nil }
 	n, sinceWait := 0, 0
 	for {
 		err := c.reader.ReadInto(&rec)
@@ -511,13 +505,12 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 			if ctx.Err() != nil {
 				return nil
 			}
-			woken = false
 			poll := idlePollInterval
 			if sinceWait > 0 {
 				poll = ringPollInterval
 			}
 			sinceWait = 0
-			werr := c.wait.wait(time.Now().Add(poll), ready)
+			werr := c.wait.wait(time.Now().Add(poll), stop)
 			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
 				if c.isClosed() {
 					return nil

@@ -1125,8 +1125,7 @@ func TestRingWakeupReachesWaiter(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer c.Close()
-	done := make(chan error, 1)
-	go func() { done <- bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)) }()
+	done := startWaiting(t, c)
 	// Each connection makes about 6 records; nobody reads them.
 	for range 40 {
 		loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
@@ -1140,6 +1139,21 @@ func TestRingWakeupReachesWaiter(t *testing.T) {
 		}
 	}
 	wantWoken(t, done, "40 connections (~240 records, 30 KiB)")
+}
+
+// startWaiting starts a WaitRingWakeup on c's empty ring (a minute's
+// deadline) and makes sure it is waiting before records come: a wait that
+// begins on a ring that holds records returns at once, woken or not.
+func startWaiting(t *testing.T, c *bpf.Capture) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the wait on an empty ring returned before any record: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	return done
 }
 
 // wantWoken waits for a WaitRingWakeup started on done to report a
@@ -1188,8 +1202,7 @@ func TestQuietRingWakesOnFirstRecord(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer c.Close()
-	done := make(chan error, 1)
-	go func() { done <- bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)) }()
+	done := startWaiting(t, c)
 	loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // a handful of records, under 1 KiB
 	wantWoken(t, done, "one connection's records")
 }

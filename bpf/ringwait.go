@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -24,9 +27,16 @@ import (
 // pollable; the kernel programs force a wake-up when it fills, see
 // flowtap.bpf.c). ringbuf.Reader then only ever reads what is there, with
 // a deadline in the past.
+//
+// The runtime poller forgets a wake-up that came before a wait began, so
+// the waiter looks at the ring's positions itself before it waits: it maps
+// the ring's consumer and producer pages read-only (its own mapping, which
+// lives as long as it does, whatever becomes of the reader).
 type ringWaiter struct {
-	f   *os.File
-	raw syscall.RawConn
+	f          *os.File
+	raw        syscall.RawConn
+	cons, prod []byte // the ring's consumer and producer position pages
+	closeOnce  sync.Once
 }
 
 // newRingWaiter registers a duplicate of ring's descriptor, non-blocking,
@@ -40,29 +50,50 @@ func newRingWaiter(ring *ebpf.Map) (*ringWaiter, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("make the ring buffer's descriptor non-blocking: %w", err)
 	}
+	page := os.Getpagesize()
+	cons, err := unix.Mmap(fd, 0, page, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("map the ring buffer's consumer position: %w", err)
+	}
+	prod, err := unix.Mmap(fd, int64(page), page, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		unix.Munmap(cons)
+		unix.Close(fd)
+		return nil, fmt.Errorf("map the ring buffer's producer position: %w", err)
+	}
+	w := &ringWaiter{cons: cons, prod: prod}
 	f := os.NewFile(uintptr(fd), "flowtap ring buffer")
 	// A deadline is only accepted on a descriptor the poller took.
+	w.f = f
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		f.Close()
+		w.Close()
 		return nil, fmt.Errorf("register the ring buffer with the Go runtime poller: %w", err)
 	}
-	raw, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
+	if w.raw, err = f.SyscallConn(); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("register the ring buffer with the Go runtime poller: %w", err)
 	}
-	return &ringWaiter{f: f, raw: raw}, nil
+	return w, nil
 }
 
-// wait returns when ready reports true, which it asks first and again
-// after each wake-up of the ring's waiters, or at deadline
-// (os.ErrDeadlineExceeded), or when interrupt or Close is called (an
-// error).
-func (w *ringWaiter) wait(deadline time.Time, ready func() bool) error {
+// pending reports whether the ring holds records the reader has not
+// consumed yet (written, or reserved and about to be).
+func (w *ringWaiter) pending() bool {
+	c := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.cons[0])))
+	p := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.prod[0])))
+	return p != c
+}
+
+// wait returns when the ring holds records or stop reports true, which it
+// asks first and again after each wake-up of the ring's waiters; or at
+// deadline (os.ErrDeadlineExceeded); or when interrupt or Close is called
+// (an error).
+func (w *ringWaiter) wait(deadline time.Time, stop func() bool) error {
 	if err := w.f.SetReadDeadline(deadline); err != nil {
 		return err
 	}
-	return w.raw.Read(func(uintptr) bool { return ready() })
+	return w.raw.Read(func(uintptr) bool { return stop() || w.pending() })
 }
 
 // interrupt makes a wait in progress return at once.
@@ -70,10 +101,23 @@ func (w *ringWaiter) interrupt() {
 	_ = w.f.SetReadDeadline(time.Unix(1, 0))
 }
 
-// Close releases the duplicate descriptor; a wait in progress returns.
+// Close releases the duplicate descriptor, then the mappings. A wait in
+// progress returns first: closing the file waits for it, and no wait can
+// look at the positions after that (the file is closed), so unmapping is
+// safe. Later calls return nil.
 func (w *ringWaiter) Close() error {
-	if err := w.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-		return err
-	}
-	return nil
+	var errs []error
+	w.closeOnce.Do(func() {
+		if w.f != nil {
+			if err := w.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		for _, m := range [][]byte{w.cons, w.prod} {
+			if m != nil {
+				errs = append(errs, unix.Munmap(m))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
