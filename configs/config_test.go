@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 func TestDefault(t *testing.T) {
@@ -87,20 +88,7 @@ func TestValidateGolden(t *testing.T) {
 			} else {
 				got = err.Error() + "\n"
 			}
-			golden := strings.TrimSuffix(path, filepath.Ext(path)) + filepath.Ext(path) + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (go test -run TestValidateGolden ./configs -args -update creates it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("problems differ from %s (-args -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			testutil.Golden(t, path+".golden", got, *update)
 		})
 	}
 	if n < 5 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -28,20 +29,7 @@ func run(t *testing.T, args ...string) (string, error) {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./cmd/flowtap -args -update creates it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (-args -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
+	testutil.Golden(t, filepath.Join("testdata", name), got, *update)
 }
 
 func TestExplainGolden(t *testing.T) {
