@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // jsonLinesSink builds the test sink plugin that appends each event as a
@@ -23,9 +23,7 @@ import (
 func jsonLinesSink(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "jsonlines")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/jsonlines").CombinedOutput(); err != nil {
-		t.Fatalf("build test sink: %v\n%s", err, out)
-	}
+	testutil.BuildBinary(t, "./testdata/jsonlines", bin)
 	return bin
 }
 

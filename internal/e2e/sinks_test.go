@@ -17,6 +17,7 @@ import (
 
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // flakyPlugin builds the supervisor's test plugin (plugins/supervise/
@@ -25,10 +26,7 @@ import (
 func flakyPlugin(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "flowtap-sink-flaky")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/flowtap/flowtap/plugins/supervise/testdata/flaky")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build flaky plugin: %v\n%s", err, msg)
-	}
+	testutil.BuildBinary(t, "github.com/flowtap/flowtap/plugins/supervise/testdata/flaky", out)
 	return out
 }
 

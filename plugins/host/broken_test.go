@@ -3,23 +3,21 @@ package host
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // buildBroken builds testdata/broken in the given mode.
 func buildBroken(t *testing.T, mode string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "flowtap-sink-broken-"+mode)
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+mode, "-o", out, "./testdata/broken")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build broken (%s): %v\n%s", mode, err, msg)
-	}
+	testutil.BuildBinary(t, "./testdata/broken", out, "-ldflags", "-X main.mode="+mode)
 	return out
 }
 

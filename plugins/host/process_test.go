@@ -56,10 +56,7 @@ func hostHelper(bin string) {
 func buildPlugin(tb testing.TB, pkg string) string {
 	tb.Helper()
 	out := filepath.Join(tb.TempDir(), "flowtap-sink-"+filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build %s: %v\n%s", pkg, err, msg)
-	}
+	testutil.BuildBinary(tb, pkg, out)
 	return out
 }
 

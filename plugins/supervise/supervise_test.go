@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/host"
 )
 
@@ -53,19 +53,9 @@ func plugin(t testing.TB, pkg string) string {
 		return p
 	}
 	out := filepath.Join(binDir, "flowtap-sink-"+filepath.Base(pkg))
-	if err := buildTo(pkg, out); err != nil {
-		t.Fatal(err)
-	}
+	testutil.BuildBinary(t, pkg, out)
 	built[pkg] = out
 	return out
-}
-
-// buildTo builds the command in pkg as out.
-func buildTo(pkg, out string) error {
-	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, msg)
-	}
-	return nil
 }
 
 const (

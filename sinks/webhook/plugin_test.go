@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http/httptest"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/host"
 )
 
@@ -19,9 +19,7 @@ import (
 // through the flowtap host, against a loopback HTTP server.
 func TestWebhookPlugin(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "flowtap-sink-webhook")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/flowtap/flowtap/cmd/flowtap-sink-webhook").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	testutil.BuildBinary(t, "github.com/flowtap/flowtap/cmd/flowtap-sink-webhook", bin)
 	rec := &recorder{script: []int{503}}
 	srv := httptest.NewServer(rec)
 	defer srv.Close()
