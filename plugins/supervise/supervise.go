@@ -329,10 +329,7 @@ func (s *Sink) run() {
 			// Idle: settle what is in flight, and check the plugin's
 			// health now and then.
 			if len(s.inflight) > 0 {
-				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-				err := s.p.Flush(ctx)
-				cancel()
-				s.noteCallError(err)
+				s.flushInflight()
 				if !s.recover() {
 					return
 				}
@@ -419,6 +416,14 @@ func (s *Sink) noteCallError(err error) {
 	if err != nil && s.failure == nil && len(s.retry) == 0 {
 		s.fail(err)
 	}
+}
+
+// flushInflight asks the plugin to settle the batches in flight, waiting
+// AckTimeout at most, and notes a failed call.
+func (s *Sink) flushInflight() {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	defer cancel()
+	s.noteCallError(s.p.Flush(ctx))
 }
 
 // fail records a failure; recover handles it.
@@ -540,10 +545,7 @@ func (s *Sink) finish() {
 			return
 		}
 		if len(s.inflight) > 0 {
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-			err := s.p.Flush(ctx)
-			cancel()
-			s.noteCallError(err)
+			s.flushInflight()
 		}
 		if s.failure == nil && len(s.retry) > 0 {
 			s.fail(errors.New("unacknowledged batches left at shutdown"))
