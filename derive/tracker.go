@@ -191,6 +191,19 @@ func (c *conn) endpoint(dir events.ConnDirection) *endpoint {
 // begun reports whether any endpoint began.
 func (c *conn) begun() bool { return c.out.begun || c.in.begun }
 
+// synRetransmit reports whether a SYN from the initiator of this begun
+// connection is its attempt's SYN again rather than a new connection on
+// the same 4-tuple. Only the responder has begun (it sent a SYN-ACK), the
+// initiator has not seen an answer, and nothing of a close has been seen
+// on either side: the SYN-ACK was lost on the way and the initiator
+// retransmits. A responder that is not closed answers such a SYN with its
+// SYN-ACK again (or, established, with an ACK), never with a new
+// connection, so a 4-tuple cannot be reused before it closes.
+func (c *conn) synRetransmit() bool {
+	return c.in.begun && !c.out.begun && !c.in.closed && !c.in.ended &&
+		!c.finInit && !c.finResp && !c.rst
+}
+
 // open reports whether an endpoint that began has not ended yet.
 func (c *conn) open() bool {
 	return c.out.begun && !c.out.ended || c.in.begun && !c.in.ended
@@ -311,7 +324,7 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 		t.closing(c, ev.Timestamp)
 
 	case syn && !p.Flags.Has(events.FlagACK):
-		if c != nil && (c.initiator != src || c.begun()) {
+		if c != nil && (c.initiator != src || c.begun() && !c.synRetransmit()) {
 			// The 4-tuple is reused: the old connection closed without
 			// us seeing it end (e.g. its records were lost).
 			t.finishAll(c, ev.Timestamp, events.CloseEvicted)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -61,16 +60,7 @@ func TestGroundTruth(t *testing.T) {
 	ctx := context.Background()
 	exe := filepath.Join(bin, "flowtap-workload")
 
-	pid := os.Getpid()
-	topo, err := workload.NewTopology(ctx, "ftg", fmt.Sprint(pid%100000), testSubnet(pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("delete namespaces: %v", err)
-		}
-	})
+	topo := newTopology(t, ctx, "ftg", 213)
 
 	// The server side, started before flowtap: flowtap must attribute
 	// sockets whose listener it never saw being created.
@@ -147,14 +137,6 @@ func TestGroundTruth(t *testing.T) {
 	t.Errorf("ground truth: %d problems in %d categories (%d expected flow events, %d seen for the workload)\n%s",
 		d.total(), len(d.cats), count(want), checked, d)
 	t.Logf("flowtap log (last lines):\n%s", tail(a.Log(), 20))
-}
-
-// testSubnet picks a /29 for the test's namespaces from its pid, so two
-// test processes do not see each other's events. It exists only inside the
-// namespaces.
-func testSubnet(pid int) netip.Prefix {
-	block := pid % 8192
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(block >> 5), byte(block&31) * 8}), 29)
 }
 
 // runWorkload runs 'flowtap-workload run' with plan and returns its report.
