@@ -313,40 +313,49 @@ func shortConnPhase(b *testing.B, s *shortConns) func() float64 {
 	}
 }
 
-// BenchmarkShortConnectionsHookFloor is BenchmarkShortConnections with,
-// on the "with" side, programs that do nothing attached where flowtap
-// attaches its own (bpf.AttachNoOps: cgroup_skb ingress and egress,
-// sock_ops and connect4/6 on flowtap's default cgroup, the tracepoints
-// host-wide) instead of flowtap. It measures what the kernel's hooks
-// cost before any flowtap code runs: the floor under figure 2. The
-// machine drifts from phase to phase by more than the effect, so it takes
-// 12 rounds and compares each round's two phases, which ran back to back:
-// it reports the median of the rounds' ratios, the mean rates, and
-// hook-us/conn, the median over rounds of how much more CPU per
-// connection the workload (this process, both ends) used with the
-// programs attached.
+// BenchmarkShortConnectionsHookFloor measures what the kernel's hooks
+// cost before any flowtap code runs: the floor under figure 2. It makes
+// short connections as BenchmarkShortConnections does, with, on the "with"
+// side, programs that do nothing attached where flowtap attaches its own
+// (bpf.AttachNoOps: cgroup_skb ingress and egress, sock_ops and
+// connect4/6 on flowtap's default cgroup, the tracepoints host-wide)
+// instead of flowtap.
+//
+// The effect is a few per cent, and the machine drifts by more than that
+// from one 20,000-connection phase to the next, so this benchmark takes
+// many short phases instead (floorRounds rounds of floorConnsPerPhase
+// connections a side, attaching and detaching the programs between them,
+// the order alternating) and compares the two phases of each round, which
+// ran back to back. It reports hook-us/conn, the median over rounds of how
+// much more CPU per connection the workload (this process, both ends of
+// every connection; getrusage, which sums the scheduler's exact run time)
+// used with the programs attached; work-us/conn, the median without; and
+// ratio, the median of the rounds' rate ratios.
 func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 	privtest.Require(b)
 	cgroup, err := bpf.FindCgroup2Mount()
 	if err != nil {
 		b.Fatal(err)
 	}
-	phase := shortConnPhase(b, newShortConns(b))
-	phase()
+	s := newShortConns(b)
+	shortConnPhase(b, s)() // warm-up
 	var attached bool
 	var cpuWith, cpuWithout []float64
 	sample := func() float64 {
-		c0 := procCPU(os.Getpid())
-		rate := phase()
-		perConn := float64((procCPU(os.Getpid()) - c0).Nanoseconds()) / 1e3 / shortConnsPerPhase
+		c0 := selfCPU(b)
+		n, errs, d := s.run(floorConnsPerPhase, 0, 10*time.Second)
+		if errs > 0 || n < floorConnsPerPhase {
+			b.Fatalf("%d of %d short connections in %v, %d failed (first: %v)", n, floorConnsPerPhase, d, errs, s.firstErr())
+		}
+		perConn := float64((selfCPU(b) - c0).Nanoseconds()) / 1e3 / floorConnsPerPhase
 		if attached {
 			cpuWith = append(cpuWith, perConn)
 		} else {
 			cpuWithout = append(cpuWithout, perConn)
 		}
-		return rate
+		return float64(n) / d.Seconds()
 	}
-	with, without, _ := interleaveWith(b, 12, 1, sample, func() (func() time.Duration, func()) {
+	with, without, _ := interleaveWith(b, floorRounds, 1, sample, func() (func() time.Duration, func()) {
 		n, err := bpf.AttachNoOps(cgroup)
 		if err != nil {
 			b.Fatal(err)
@@ -367,12 +376,30 @@ func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 		extra[i] = cpuWith[i] - cpuWithout[i]
 	}
 	wo := mean(without)
+	b.Logf("extra CPU per connection with the programs, µs, by round: %.3g", extra)
 	b.ReportMetric(median(ratios), "ratio")
 	b.ReportMetric(mean(with), "conns/s-with")
 	b.ReportMetric(wo, "conns/s-without")
 	b.ReportMetric((slices.Max(without)-slices.Min(without))/wo, "spread")
 	b.ReportMetric(median(extra), "hook-us/conn")
 	b.ReportMetric(median(cpuWithout), "work-us/conn")
+}
+
+// floorRounds and floorConnsPerPhase shape BenchmarkShortConnectionsHookFloor:
+// many short phases, so that the machine's drift falls between rounds.
+const (
+	floorRounds        = 60
+	floorConnsPerPhase = 2000
+)
+
+// selfCPU is the CPU time this process used so far, user and system, from
+// getrusage: the scheduler's exact run time, not clock ticks.
+func selfCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkLostRecords opens lostRate new connections per second for
