@@ -1190,6 +1190,21 @@ func TestAttachNoOps(t *testing.T) {
 	if after := attachedPrograms(t, testCgroupPath); len(after) != len(before) {
 		t.Errorf("%d programs at the cgroup's hooks after Close, want %d", len(after), len(before))
 	}
+
+	// Narrowed to some hooks: only those.
+	n, err = bpf.AttachNoOps(testCgroupPath, "cgroup_skb", "cgroup/connect4")
+	if err != nil {
+		t.Fatalf("AttachNoOps(cgroup_skb, cgroup/connect4): %v", err)
+	}
+	if got := len(attachedPrograms(t, testCgroupPath)) - len(before); got != 3 {
+		t.Errorf("%d programs more at the cgroup's hooks, want 3 (ingress, egress, connect4)", got)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := bpf.AttachNoOps(testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
+		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)
+	}
 }
 
 // TestQuietRingWakesOnFirstRecord: on a quiet ring the first record wakes

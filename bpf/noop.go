@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -17,16 +19,30 @@ import (
 // object file, so they cannot drift from Open's. It is for measuring what
 // the hooks cost before flowtap's programs do any work (the
 // internal/perf benchmarks); Close detaches and unloads them.
-func AttachNoOps(cgroupPath string) (io.Closer, error) {
+//
+// sections, if any, narrow it to the hooks whose ELF section name
+// ("cgroup_skb/ingress", "sockops", "tp_btf/inet_sock_set_state", ...)
+// starts with one of them ("cgroup_skb" takes both directions), so that
+// each hook's share can be measured; a prefix that matches no hook is an
+// error naming the hooks there are.
+func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 	spec, err := loadFlowtap()
 	if err != nil {
 		return nil, fmt.Errorf("attach no-op programs: read embedded BPF object: %w", err)
 	}
-	var n noOps
+	var hooks []*ebpf.ProgramSpec
 	for _, p := range spec.Programs {
 		if p.Type == ebpf.Tracing && p.AttachType == ebpf.AttachTraceIter {
 			continue // iterators run on request, not at a hook
 		}
+		hooks = append(hooks, p)
+	}
+	hooks, err = hooksMatching(hooks, sections)
+	if err != nil {
+		return nil, fmt.Errorf("attach no-op programs: %w", err)
+	}
+	var n noOps
+	for _, p := range hooks {
 		ret := int32(1) // cgroup programs: allow
 		if p.Type == ebpf.Tracing {
 			ret = 0
@@ -54,6 +70,31 @@ func AttachNoOps(cgroupPath string) (io.Closer, error) {
 		n.links = append(n.links, l)
 	}
 	return &n, nil
+}
+
+// hooksMatching returns the hooks whose section name starts with one of
+// prefixes, in their order; all of them when there is no prefix.
+func hooksMatching(hooks []*ebpf.ProgramSpec, prefixes []string) ([]*ebpf.ProgramSpec, error) {
+	if len(prefixes) == 0 {
+		return hooks, nil
+	}
+	var out []*ebpf.ProgramSpec
+	for _, prefix := range prefixes {
+		found := false
+		for _, p := range hooks {
+			if strings.HasPrefix(p.SectionName, prefix) && !slices.Contains(out, p) {
+				out, found = append(out, p), true
+			}
+		}
+		if !found {
+			names := make([]string, len(hooks))
+			for i, p := range hooks {
+				names[i] = p.SectionName
+			}
+			return nil, fmt.Errorf("no hook's section starts with %q; the hooks are %s", prefix, strings.Join(names, ", "))
+		}
+	}
+	return out, nil
 }
 
 // noOps are the programs and links AttachNoOps made.

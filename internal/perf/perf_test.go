@@ -331,11 +331,20 @@ func shortConnPhase(b *testing.B, s *shortConns) func() float64 {
 // every connection; getrusage, which sums the scheduler's exact run time)
 // used with the programs attached; work-us/conn, the median without; and
 // ratio, the median of the rounds' rate ratios.
+//
+// FLOWTAP_FLOOR_HOOKS (a comma-separated list of section name prefixes,
+// e.g. "cgroup_skb" or "sockops,tp_btf") narrows the programs to those
+// hooks, to tell each hook's share.
 func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 	privtest.Require(b)
 	cgroup, err := bpf.FindCgroup2Mount()
 	if err != nil {
 		b.Fatal(err)
+	}
+	var hooks []string
+	if v := os.Getenv("FLOWTAP_FLOOR_HOOKS"); v != "" {
+		hooks = strings.Split(v, ",")
+		b.Logf("no-op programs only at the hooks starting with %q", hooks)
 	}
 	s := newShortConns(b)
 	shortConnPhase(b, s)() // warm-up
@@ -356,7 +365,7 @@ func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 		return float64(n) / d.Seconds()
 	}
 	with, without, _ := interleaveWith(b, floorRounds, 1, sample, func() (func() time.Duration, func()) {
-		n, err := bpf.AttachNoOps(cgroup)
+		n, err := bpf.AttachNoOps(cgroup, hooks...)
 		if err != nil {
 			b.Fatal(err)
 		}
