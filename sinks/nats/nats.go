@@ -237,9 +237,11 @@ func (s *Sink) createStream(ctx context.Context, pattern string) (jetstream.Stre
 	return str, nil
 }
 
-// jetStreamError explains a failed JetStream API call.
+// jetStreamError explains a failed JetStream API call. No responder to
+// the API means that no server of the account runs JetStream.
 func jetStreamError(err error) error {
-	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, natsgo.ErrNoResponders) {
 		return sdk.ConfigError{Key: "jetstream", Message: fmt.Sprintf(
 			"%v: enable JetStream on the server (nats-server -js) and for this account, or set jetstream: false to publish on core NATS", err)}
 	}

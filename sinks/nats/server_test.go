@@ -23,6 +23,8 @@ type testServer struct {
 	opts   *server.Options
 	srv    *server.Server
 	scheme string
+	// client are the options of the test's own clients (jetStream).
+	client []natsgo.Option
 }
 
 // startServer starts a server; tweak, if not nil, changes its options
@@ -76,9 +78,9 @@ func (ts *testServer) url() string {
 }
 
 // jetStream connects a test client, closed by the test's cleanup.
-func (ts *testServer) jetStream(opts ...natsgo.Option) jetstream.JetStream {
+func (ts *testServer) jetStream() jetstream.JetStream {
 	ts.tb.Helper()
-	nc, err := natsgo.Connect(ts.url(), opts...)
+	nc, err := natsgo.Connect(ts.url(), ts.client...)
 	if err != nil {
 		ts.tb.Fatalf("test client: %v", err)
 	}
