@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,7 +68,7 @@ func TestNATSPlugin(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	pid := s.PID()
-	if parent(t, pid) != os.Getpid() {
+	if testutil.ParentPID(pid) != os.Getpid() {
 		t.Fatalf("pid %d is not a plugin this test started", pid)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -106,20 +105,4 @@ func flowBegin(i int) events.Event {
 			Direction: events.Outgoing, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.7"),
 			SrcPort: uint16(i), DstPort: 443,
 		}}}
-}
-
-// parent returns the parent process of pid.
-func parent(t *testing.T, pid int) int {
-	t.Helper()
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The fields after the command, which is in parentheses: state, ppid.
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	ppid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ppid
 }
