@@ -266,9 +266,9 @@ func parseStream(p *sinkconf.Problems, cfg *Config, st *settings) {
 // parseAuth checks that at most one authentication method is set and
 // prepares it, reading the files it names.
 func parseAuth(p *sinkconf.Problems, cfg *Config, st *settings) {
-	var methods []string
+	var methods []string // the key of each method set
 	if cfg.User != "" || cfg.Password != "" {
-		methods = append(methods, "user/password")
+		methods = append(methods, "user")
 		if cfg.User == "" || cfg.Password == "" {
 			p.Add("user", "set both user and password, or neither")
 		}
@@ -294,7 +294,13 @@ func parseAuth(p *sinkconf.Problems, cfg *Config, st *settings) {
 		st.auth, st.authName = opt, "nkey_seed_file"
 	}
 	if len(methods) > 1 {
-		p.Add("auth", "%s are set: use at most one of user/password, token, creds_file, nkey_seed_file", strings.Join(methods, " and "))
+		first := methods[0]
+		if first == "user" {
+			first = "user/password"
+		}
+		for _, key := range methods[1:] {
+			p.Add(key, "%s is set too: use at most one authentication method: user and password, token, creds_file or nkey_seed_file", first)
+		}
 	}
 }
 
