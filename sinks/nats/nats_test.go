@@ -187,3 +187,23 @@ func TestCoreNATS(t *testing.T) {
 		t.Error("Write with the server down succeeded on core NATS")
 	}
 }
+
+// TestClose checks that Close drains a live connection, and returns
+// promptly, without an error, when the server is gone.
+func TestClose(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addStream("FLOWTAP", "flowtap.>")
+	cfg := map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}"}
+	live, gone := configured(t, cfg), configured(t, cfg)
+	if err := live.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	ts.stop()
+	start := time.Now()
+	if err := gone.Close(); err != nil {
+		t.Errorf("Close with the server gone: %v", err)
+	}
+	if d := time.Since(start); d > closeTimeout+time.Second {
+		t.Errorf("Close with the server gone took %s", d)
+	}
+}
