@@ -15,30 +15,35 @@ import (
 //	go test -run '^$' -bench BenchmarkWrite -benchtime 50x ./sinks/nats/
 func BenchmarkWrite(b *testing.B) {
 	const batch = 2048
-	for _, mode := range []struct {
-		name      string
-		jetstream bool
-	}{{"jetstream", true}, {"core", false}} {
-		b.Run(mode.name, func(b *testing.B) {
-			ts := startServer(b, func(o *server.Options) { o.JetStream = mode.jetstream })
-			cfg := map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "jetstream": mode.jetstream}
-			if mode.jetstream {
-				ts.addStream("FLOWTAP", "flowtap.>")
-				cfg["stream"] = "FLOWTAP"
-			}
-			raw, _ := json.Marshal(cfg)
-			s := New()
-			if err := s.Configure(b.Context(), raw); err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(b.Context())
-			evs := flowEvents(1, batch)
+	// Servers and sinks are set up here, so that what they log comes
+	// before the benchmarks' result lines, not inside them.
+	sinks := map[string]*Sink{}
+	for _, js := range []bool{true, false} {
+		ts := startServer(b, func(o *server.Options) { o.JetStream = js })
+		cfg := map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "jetstream": js}
+		if js {
+			ts.addStream("FLOWTAP", "flowtap.>")
+			cfg["stream"] = "FLOWTAP"
+		}
+		raw, _ := json.Marshal(cfg)
+		s := New()
+		if err := s.Configure(b.Context(), raw); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close(b.Context()) })
+		sinks[map[bool]string{true: "jetstream", false: "core"}[js]] = s
+	}
+	evs := flowEvents(1, batch)
+	next := 0 // events written so far, across runs: the stream drops repeats
+	for _, mode := range []string{"jetstream", "core"} {
+		b.Run(mode, func(b *testing.B) {
+			s := sinks[mode]
 			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				// Distinct events in every batch: the stream drops repeats.
+			for b.Loop() {
 				for j := range evs {
-					evs[j].Timestamp = int64(i*batch + j + 1)
+					evs[j].Timestamp = int64(next + j + 1)
 				}
+				next += batch
 				if err := s.Write(b.Context(), evs); err != nil {
 					b.Fatal(err)
 				}
