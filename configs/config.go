@@ -260,7 +260,7 @@ func (c *Config) Validate() error {
 		for j, s := range p.Sinks {
 			sk := func(k string) string { return fmt.Sprintf("pipelines[%d].sinks[%d].%s", i, j, k) }
 			if strings.TrimSpace(s.Plugin) == "" {
-				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (stdout, file, webhook) or the path to a plugin binary")
+				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (stdout, file, webhook, nats) or the path to a plugin binary")
 			}
 			if s.SHA256 != "" && !isSHA256(s.SHA256) {
 				ps.add(f, name, sk("sha256"), "%q is not a SHA-256: write the 64 hex digits sha256sum prints for the plugin binary", s.SHA256)

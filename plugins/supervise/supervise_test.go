@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,7 +369,7 @@ func TestFileSinkSurvivesKills(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		pid := s.PID()
-		if ppid(pid) != os.Getpid() {
+		if testutil.ParentPID(pid) != os.Getpid() {
 			t.Fatalf("pid %d is not a plugin this test started", pid)
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -435,21 +434,6 @@ func TestFileSinkSurvivesKills(t *testing.T) {
 	}
 }
 
-// ppid returns the parent of pid, or 0.
-func ppid(pid int) int {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
 // alive reports whether pid is a running (not zombie) process.
 func alive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -487,7 +471,7 @@ func TestRestartAfterFreeze(t *testing.T) {
 	s := start(t, Config{BatchSize: 10, HealthInterval: 50 * time.Millisecond, AckTimeout: 300 * time.Millisecond},
 		bin, map[string]any{"count_file": countFile})
 	frozen := s.PID()
-	if ppid(frozen) != os.Getpid() {
+	if testutil.ParentPID(frozen) != os.Getpid() {
 		t.Fatalf("pid %d is not a plugin this test started", frozen)
 	}
 	if err := syscall.Kill(frozen, syscall.SIGSTOP); err != nil {

@@ -1,19 +1,13 @@
 package webhook
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"slices"
 	"time"
 
-	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/internal/sinkconf"
 )
 
 // Defaults of the optional keys.
@@ -81,16 +75,11 @@ type settings struct {
 
 // parseConfig validates config, reporting every problem by key.
 func parseConfig(config []byte) (*settings, error) {
-	dec := json.NewDecoder(bytes.NewReader(config))
-	dec.DisallowUnknownFields()
 	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, sdk.ConfigError{Message: "config: " + err.Error() + " (valid keys: url, headers, batch_size, timeout, retry, tls)"}
+	if err := sinkconf.Decode(config, &cfg, "url, headers, batch_size, timeout, retry, tls"); err != nil {
+		return nil, err
 	}
-	var errs sdk.ConfigErrors
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf(format, args...)})
-	}
+	var p sinkconf.Problems
 	st := &settings{
 		batchSize: cmp.Or(cfg.BatchSize, DefaultBatchSize), timeout: DefaultTimeout,
 		maxAttempts:    cmp.Or(cfg.Retry.MaxAttempts, DefaultMaxAttempts),
@@ -98,9 +87,9 @@ func parseConfig(config []byte) (*settings, error) {
 		headers: http.Header{},
 	}
 	if cfg.URL == "" {
-		bad("url", "missing: set the URL to POST events to")
+		p.Add("url", "missing: set the URL to POST events to")
 	} else if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("url", "%q is not an http or https URL", cfg.URL)
+		p.Add("url", "%q is not an http or https URL", cfg.URL)
 	} else {
 		st.url = cfg.URL
 	}
@@ -108,55 +97,21 @@ func parseConfig(config []byte) (*settings, error) {
 		st.headers.Set(k, v)
 	}
 	if cfg.BatchSize < 0 {
-		bad("batch_size", "must be 1 or more, not %d", cfg.BatchSize)
+		p.Add("batch_size", "must be 1 or more, not %d", cfg.BatchSize)
 	}
 	if cfg.Retry.MaxAttempts < 0 {
-		bad("retry.max_attempts", "must be 1 or more, not %d", cfg.Retry.MaxAttempts)
+		p.Add("retry.max_attempts", "must be 1 or more, not %d", cfg.Retry.MaxAttempts)
 	}
-	duration := func(key, s string, dst *time.Duration) {
-		if s == "" {
-			return
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			bad(key, "must be a positive duration such as \"5s\", not %q", s)
-			return
-		}
-		*dst = d
-	}
-	duration("timeout", cfg.Timeout, &st.timeout)
-	duration("retry.initial_backoff", cfg.Retry.InitialBackoff, &st.initialBackoff)
-	duration("retry.max_backoff", cfg.Retry.MaxBackoff, &st.maxBackoff)
+	p.Duration("timeout", cfg.Timeout, &st.timeout)
+	p.Duration("retry.initial_backoff", cfg.Retry.InitialBackoff, &st.initialBackoff)
+	p.Duration("retry.max_backoff", cfg.Retry.MaxBackoff, &st.maxBackoff)
 	st.maxBackoff = max(st.maxBackoff, st.initialBackoff)
 
 	t := cfg.TLS
-	st.tls = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		pool := x509.NewCertPool()
-		switch {
-		case err != nil:
-			bad("tls.ca_file", "%v", err)
-		case !pool.AppendCertsFromPEM(pem):
-			bad("tls.ca_file", "%s holds no PEM certificate", t.CAFile)
-		default:
-			st.tls.RootCAs = pool
-		}
-	}
-	switch {
-	case (t.CertFile == "") != (t.KeyFile == ""):
-		bad("tls.cert_file", "set both tls.cert_file and tls.key_file, or neither")
-	case t.CertFile != "":
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			bad("tls.cert_file", "load client certificate: %v", err)
-		} else {
-			st.tls.Certificates = []tls.Certificate{cert}
-		}
-	}
-	if len(errs) > 0 {
-		slices.SortStableFunc(errs, func(a, b sdk.ConfigError) int { return cmp.Compare(a.Key, b.Key) })
-		return nil, errs
+	st.tls = p.TLS("tls", sinkconf.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName})
+	st.tls.InsecureSkipVerify = t.InsecureSkipVerify
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

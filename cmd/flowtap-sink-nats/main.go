@@ -1,0 +1,11 @@
+// Command flowtap-sink-nats is the NATS (JetStream) sink plugin: the
+// flowtap host starts it for a pipeline whose sink is "nats". It is not
+// meant to be run by hand. See sinks/nats for its configuration.
+package main
+
+import (
+	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/nats"
+)
+
+func main() { sdk.Serve(nats.New()) }

@@ -1,0 +1,533 @@
+// Package nats is the NATS sink: it publishes each event as one message,
+// the stdout sink's JSON object, on a subject that may name the event
+// ("flowtap.{event}"). Through JetStream (the default) a batch is
+// acknowledged to flowtap only once the stream has stored every message
+// of it; each message carries a Nats-Msg-Id derived from its content, so
+// the copies flowtap resends after a failure are dropped by the stream.
+// On core NATS (jetstream: false) the sink only flushes the connection:
+// nothing confirms that anyone received a message. The plugin binary is
+// cmd/flowtap-sink-nats.
+package nats
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/stdout"
+)
+
+// Version is the NATS sink's version, reported in its Info.
+const Version = "0.1.0"
+
+// closeTimeout bounds Close: draining the connection, then closing it.
+const closeTimeout = 5 * time.Second
+
+// reconnectPoll is how often Write looks whether a lost connection is
+// back, while it waits for it.
+const reconnectPoll = 10 * time.Millisecond
+
+// Sink is the NATS sink. Create it with New.
+type Sink struct {
+	st       *settings
+	nc       *natsgo.Conn
+	js       jetstream.JetStream
+	closed   chan struct{}     // closed once the connection is closed
+	subjects map[string]string // event name -> subject
+	sizeHint int               // bytes of JSON in the last batch
+}
+
+// Interface guard: Sink is a flowtap sink.
+var _ sdk.Sink = (*Sink)(nil)
+
+// New returns an unconfigured NATS sink.
+func New() *Sink { return &Sink{} }
+
+// Info implements sdk.Sink.
+func (s *Sink) Info() sdk.Info { return sdk.Info{Name: "nats", Version: Version} }
+
+// Configure implements sdk.Sink: it validates every key, reporting all
+// problems at once, connects to the servers and, with JetStream, checks
+// that a stream captures the subject (creating it if told to). With
+// sdk.ValidateOnly it only validates the config and reads the files it
+// names: it connects to nothing.
+func (s *Sink) Configure(ctx context.Context, config []byte) error {
+	st, err := parseConfig(config)
+	if err != nil {
+		return err
+	}
+	s.st = st
+	s.subjects = map[string]string{}
+	if sdk.ValidateOnly() {
+		return nil
+	}
+	if err := s.connect(); err != nil {
+		return err
+	}
+	if st.jetstream {
+		if err := s.checkStream(ctx); err != nil {
+			s.nc.Close()
+			return err
+		}
+	}
+	sdk.Logger().Info("configured NATS sink", "server", s.nc.ConnectedUrlRedacted(), "subject", st.subject,
+		"jetstream", st.jetstream, "stream", st.stream, "timeout", st.timeout, "auth", cmp.Or(st.authName, "none"))
+	return nil
+}
+
+// connect connects to one of the servers, failing when none answers
+// within the connect timeout; later the connection reconnects by itself,
+// for ever, logging each change.
+func (s *Sink) connect() error {
+	st, log := s.st, sdk.Logger()
+	s.closed = make(chan struct{})
+	closed := s.closed
+	opts := []natsgo.Option{
+		natsgo.Name("flowtap-sink-nats"),
+		natsgo.Timeout(st.connectTimeout),
+		natsgo.MaxReconnects(-1), // flowtap's supervisor decides when to give up
+		natsgo.ReconnectWait(time.Second),
+		natsgo.ReconnectBufSize(reconnectBufSize),
+		natsgo.DrainTimeout(closeTimeout),
+		natsgo.DisconnectErrHandler(func(nc *natsgo.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS; reconnecting", "error", err)
+			}
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
+		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			log.Debug("NATS reconnect attempt failed", "error", err)
+		}),
+		natsgo.ClosedHandler(func(*natsgo.Conn) {
+			log.Debug("NATS connection closed")
+			close(closed)
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+			log.Warn("NATS error", "error", err)
+		}),
+	}
+	if st.auth != nil {
+		opts = append(opts, st.auth)
+	}
+	if st.tls != nil {
+		opts = append(opts, natsgo.Secure(st.tls))
+	}
+	nc, err := natsgo.Connect(strings.Join(st.servers, ","), opts...)
+	if err != nil {
+		return sdk.ConfigError{Key: "servers", Message: connectError(st, err)}
+	}
+	s.nc = nc
+	if st.jetstream {
+		s.js, err = jetstream.New(nc,
+			jetstream.WithPublishAsyncMaxPending(st.maxInFlight),
+			jetstream.WithPublishAsyncTimeout(st.timeout),
+			jetstream.WithDefaultTimeout(st.timeout))
+		if err != nil {
+			nc.Close()
+			return fmt.Errorf("set up JetStream: %w", err)
+		}
+	}
+	return nil
+}
+
+// connectError says why no connection could be made, with a hint.
+func connectError(st *settings, err error) string {
+	hint := "check that nats-server runs there and that this host reaches it"
+	switch {
+	case errors.Is(err, natsgo.ErrAuthorization), errors.Is(err, natsgo.ErrAuthExpired):
+		hint = "the server refused the credentials: check user/password, token, creds_file or nkey_seed_file"
+	case errors.Is(err, natsgo.ErrSecureConnRequired):
+		hint = "the server requires TLS: use tls:// URLs, and tls.ca_file for a private CA"
+	case errors.Is(err, natsgo.ErrSecureConnWanted):
+		hint = "the server does not offer TLS: use nats:// URLs and no tls settings, or enable TLS on the server"
+	case strings.Contains(err.Error(), "x509") || strings.Contains(err.Error(), "tls:"):
+		hint = "TLS failed: check tls.ca_file (the CA that signed the server's certificate), tls.server_name and the client certificate"
+	}
+	return fmt.Sprintf("connect to %s (within %s each): %v: %s", strings.Join(st.servers, ", "), st.connectTimeout, err, hint)
+}
+
+// pattern is the subject with EventToken as the wildcard "*": every
+// subject the sink may publish on.
+func (st *settings) pattern() string {
+	return strings.ReplaceAll(st.subject, EventToken, "*")
+}
+
+// checkStream checks that a stream captures every subject the sink
+// publishes on: the named stream (created if it is missing and
+// create_stream is set), or, without a name, any stream.
+func (s *Sink) checkStream(ctx context.Context) error {
+	st, log := s.st, sdk.Logger()
+	ctx, cancel := context.WithTimeout(ctx, st.timeout)
+	defer cancel()
+	pattern := st.pattern()
+	if st.stream == "" {
+		name, err := s.js.StreamNameBySubject(ctx, pattern)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return sdk.ConfigError{Key: "subject", Message: fmt.Sprintf(
+				"no JetStream stream captures %s: create one (nats stream add FLOWTAP --subjects '%s'), or name one in stream with create_stream: true, or set jetstream: false for core NATS",
+				pattern, pattern)}
+		}
+		if err != nil {
+			return jetStreamError(err)
+		}
+		log.Info("a JetStream stream captures the subject", "stream", name, "subject", pattern)
+		return nil
+	}
+	str, err := s.js.Stream(ctx, st.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if !st.createStream {
+			return sdk.ConfigError{Key: "stream", Message: fmt.Sprintf(
+				"stream %q does not exist: create it (nats stream add %s --subjects '%s'), or set create_stream: true",
+				st.stream, st.stream, pattern)}
+		}
+		str, err = s.createStream(ctx, pattern)
+	}
+	if err != nil {
+		return jetStreamError(err)
+	}
+	cfg := str.CachedInfo().Config
+	subjects := cfg.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{cfg.Name} // a stream without subjects captures its name
+	}
+	if !captured(pattern, subjects) {
+		return sdk.ConfigError{Key: "stream", Message: fmt.Sprintf(
+			"stream %q captures %s, not every subject of %s: add it to the stream's subjects (nats stream edit %s --subjects ...), or change subject",
+			st.stream, strings.Join(subjects, ", "), pattern, st.stream)}
+	}
+	log.Info("JetStream stream captures the subject", "stream", st.stream, "subject", pattern, "duplicate_window", cfg.Duplicates)
+	return nil
+}
+
+// createStream creates the configured stream capturing pattern; one
+// created meanwhile by someone else (another flowtap) is taken as it is.
+func (s *Sink) createStream(ctx context.Context, pattern string) (jetstream.Stream, error) {
+	st := s.st
+	str, err := s.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        st.stream,
+		Description: "flowtap events, created by flowtap-sink-nats",
+		Subjects:    []string{pattern},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      st.maxAge,
+		MaxBytes:    cmp.Or(st.maxBytes, -1),
+		Duplicates:  st.duplicateWindow,
+	})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return s.js.Stream(ctx, st.stream)
+	}
+	if err != nil {
+		return nil, sdk.ConfigError{Key: "stream", Message: fmt.Sprintf("create stream %q: %v", st.stream, err)}
+	}
+	sdk.Logger().Info("created JetStream stream", "stream", st.stream, "subject", pattern,
+		"max_age", st.maxAge, "max_bytes", st.maxBytes, "duplicate_window", st.duplicateWindow)
+	return str, nil
+}
+
+// jetStreamError explains a failed JetStream API call. No responder to
+// the API means that no server of the account runs JetStream.
+func jetStreamError(err error) error {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, natsgo.ErrNoResponders) {
+		return sdk.ConfigError{Key: "jetstream", Message: fmt.Sprintf(
+			"%v: enable JetStream on the server (nats-server -js) and for this account, or set jetstream: false to publish on core NATS", err)}
+	}
+	var cerr sdk.ConfigError
+	if errors.As(err, &cerr) {
+		return cerr
+	}
+	return fmt.Errorf("JetStream API: %w", err)
+}
+
+// captured reports whether every subject matching pattern (which may
+// hold "*" tokens) matches one of filters.
+func captured(pattern string, filters []string) bool {
+	for _, f := range filters {
+		if subjectSubset(pattern, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectSubset reports whether every subject that pattern matches also
+// matches filter. pattern's tokens are literals or "*"; filter's may also
+// end with ">".
+func subjectSubset(pattern, filter string) bool {
+	p, f := strings.Split(pattern, "."), strings.Split(filter, ".")
+	for i, ft := range f {
+		if ft == ">" {
+			return i == len(f)-1 && len(p) > i
+		}
+		if i >= len(p) || (ft != "*" && ft != p[i]) {
+			return false
+		}
+	}
+	return len(p) == len(f)
+}
+
+// Write implements sdk.Sink: it publishes every event of the batch as one
+// message and waits, at most timeout, until JetStream has acknowledged
+// each (or, on core NATS, until the server has answered a flush). An
+// error says how many messages failed and why; flowtap then sends the
+// batch again, and the stream drops the copies it already holds.
+func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
+	if s.st == nil || s.nc == nil {
+		return errors.New("nats sink: Write before Configure")
+	}
+	deadline := time.Now().Add(s.st.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := s.waitConnected(ctx, deadline); err != nil {
+		return fmt.Errorf("publish %d events to NATS: %w", len(batch), err)
+	}
+	msgs, err := s.messages(batch)
+	if err != nil {
+		return fmt.Errorf("publish %d events to NATS: %w", len(batch), err)
+	}
+	if !s.st.jetstream {
+		return s.publishCore(msgs, deadline)
+	}
+	return s.publishJetStream(ctx, msgs, deadline)
+}
+
+// waitConnected waits until the connection is up, at most until deadline:
+// publishing while it reconnects would only fill its buffer with messages
+// that are then likely to time out, and be sent twice.
+func (s *Sink) waitConnected(ctx context.Context, deadline time.Time) error {
+	if s.nc.IsConnected() {
+		return nil
+	}
+	start := time.Now()
+	t := time.NewTicker(reconnectPoll)
+	defer t.Stop()
+	for !s.nc.IsConnected() {
+		if s.nc.IsClosed() {
+			return fmt.Errorf("connection closed: %w", natsgo.ErrConnectionClosed)
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("not connected to any server after waiting %s (%s): %v", time.Since(start).Round(time.Millisecond), s.nc.Status(), s.nc.LastError())
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the connection: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// messages formats batch as messages: each the event's JSON, on its
+// subject, with the static headers and a Nats-Msg-Id. They own their
+// memory: a message may be resent by the client after Write returns.
+func (s *Sink) messages(batch []sdk.Event) ([]natsgo.Msg, error) {
+	data := make([]byte, 0, s.sizeHint)
+	ends := make([]int, len(batch))
+	for i := range batch {
+		data = stdout.AppendJSON(data, &batch[i])
+		ends[i] = len(data) - 1 // without the newline
+	}
+	s.sizeHint = len(data) + len(data)/8
+	msgs := make([]natsgo.Msg, len(batch))
+	start := 0
+	for i := range batch {
+		subject, err := s.subject(batch[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		body := data[start:ends[i]:ends[i]]
+		start = ends[i] + 1
+		h := make(natsgo.Header, len(s.st.headers)+1)
+		maps.Copy(h, s.st.headers)
+		h[jetstream.MsgIDHeader] = []string{MsgID(body)}
+		msgs[i] = natsgo.Msg{Subject: subject, Data: body, Header: h}
+	}
+	return msgs, nil
+}
+
+// MsgID is the Nats-Msg-Id of a message whose body is the event's JSON:
+// the first 128 bits of its SHA-256, in unpadded base64url (22
+// characters). The same event resent by flowtap has the same JSON, and so
+// the same id.
+func MsgID(body []byte) string {
+	sum := sha256.Sum256(body)
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// subject returns the subject of events named name.
+func (s *Sink) subject(name string) (string, error) {
+	if subj, ok := s.subjects[name]; ok {
+		return subj, nil
+	}
+	subj := s.st.subject
+	if strings.Contains(subj, EventToken) {
+		err := checkToken(name)
+		if err == nil && strings.Contains(name, ".") {
+			err = errors.New("it holds a dot")
+		}
+		if err != nil {
+			return "", fmt.Errorf("event name %q cannot stand for %s in subject %q: %w", name, EventToken, subj, err)
+		}
+		subj = strings.ReplaceAll(subj, EventToken, name)
+	}
+	s.subjects[name] = subj
+	return subj, nil
+}
+
+// publishCore publishes msgs on core NATS and flushes the connection.
+func (s *Sink) publishCore(msgs []natsgo.Msg, deadline time.Time) error {
+	for i := range msgs {
+		if err := s.nc.PublishMsg(&msgs[i]); err != nil {
+			return fmt.Errorf("publish %d events to NATS: %d of %d not published: %w", len(msgs), len(msgs)-i, len(msgs), err)
+		}
+	}
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return fmt.Errorf("publish %d events to NATS: no time left to flush within %s", len(msgs), s.st.timeout)
+	}
+	if err := s.nc.FlushTimeout(wait); err != nil {
+		return fmt.Errorf("publish %d events to NATS: flush: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// publishJetStream publishes msgs through JetStream, at most maxInFlight
+// unacknowledged at a time, and waits for every acknowledgement.
+func (s *Sink) publishJetStream(ctx context.Context, msgs []natsgo.Msg, deadline time.Time) error {
+	var fails failures
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for i := range msgs {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			fails.add(len(msgs)-i, fmt.Errorf("not published within %s", s.st.timeout))
+			break
+		}
+		f, err := s.js.PublishMsgAsync(&msgs[i], jetstream.WithStallWait(wait))
+		if err != nil {
+			fails.add(1, err)
+			continue
+		}
+		futures = append(futures, f)
+	}
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	duplicates := 0
+	for _, f := range futures {
+		ack, err := settle(wctx, f)
+		switch {
+		case err != nil:
+			fails.add(1, err)
+		case ack.Duplicate:
+			duplicates++
+		}
+	}
+	if duplicates > 0 {
+		sdk.Logger().Debug("the stream already held some events of the batch (a batch sent again)", "duplicates", duplicates, "events", len(msgs))
+	}
+	if fails.n > 0 {
+		return fmt.Errorf("publish %d events to NATS JetStream: %d of %d not stored: %s", len(msgs), fails.n, len(msgs), fails)
+	}
+	return nil
+}
+
+// errNoAck is the failure of a message whose acknowledgement did not come
+// in time.
+var errNoAck = errors.New("no acknowledgement in time")
+
+// settle waits for f's acknowledgement, until ctx ends.
+func settle(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	// An outcome that is already there wins over a context that ended.
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	default:
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", errNoAck, ctx.Err())
+	}
+}
+
+// failures counts failed messages by cause.
+type failures struct {
+	n      int
+	causes []string
+	counts map[string]int
+}
+
+// add counts n messages failed with err.
+func (f *failures) add(n int, err error) {
+	if f.counts == nil {
+		f.counts = map[string]int{}
+	}
+	msg := err.Error()
+	if _, ok := f.counts[msg]; !ok {
+		f.causes = append(f.causes, msg)
+	}
+	f.counts[msg] += n
+	f.n += n
+}
+
+// String lists the causes with their counts, the first few only.
+func (f failures) String() string {
+	const most = 3
+	var b strings.Builder
+	for i, c := range f.causes {
+		if i == most {
+			fmt.Fprintf(&b, "; and %d other causes", len(f.causes)-most)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%d: %s", f.counts[c], c)
+	}
+	return b.String()
+}
+
+// Close implements sdk.Sink: it drains the connection (publishing what is
+// buffered), at most closeTimeout, then closes it. Every acknowledged
+// batch was stored (or flushed) within its Write, so nothing is lost here.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.nc == nil {
+		return nil
+	}
+	nc := s.nc
+	s.nc = nil
+	ctx, cancel := context.WithTimeout(ctx, closeTimeout)
+	defer cancel()
+	err := nc.Drain()
+	if errors.Is(err, natsgo.ErrConnectionReconnecting) || errors.Is(err, natsgo.ErrConnectionClosed) {
+		err = nil // Drain has closed it: nothing to flush on a lost connection
+	}
+	select {
+	case <-s.closed:
+	case <-ctx.Done():
+		nc.Close()
+		err = fmt.Errorf("drain did not finish within %s: %w", closeTimeout, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("close NATS connection: %w", err)
+	}
+	return nil
+}
