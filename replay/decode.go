@@ -278,7 +278,7 @@ func (p *packet) ipv6(b []byte, wire int) error {
 		switch next {
 		case protoTCP, protoUDP:
 			p.proto = next
-			return p.transport(b[off:min(len(b), total)], total-off)
+			return p.transportAt(b, off, total)
 		case protoHopByHop, protoRouting, protoDestOpts, protoAH, protoFragment:
 			if len(b) < off+8 {
 				return short("IPv6 extension header", off+8, len(b), total)
@@ -307,6 +307,15 @@ func (p *packet) ipv6(b []byte, wire int) error {
 		return errOtherProto
 	}
 	p.proto = next
+	return p.transportAt(b, off, total)
+}
+
+// transportAt reads the TCP or UDP header at b[off:] of an IP packet of
+// total bytes on the wire, of which the capture holds b.
+func (p *packet) transportAt(b []byte, off, total int) error {
+	if off > len(b) {
+		return short("IPv6 extension headers", off, len(b), total)
+	}
 	return p.transport(b[off:min(len(b), total)], total-off)
 }
 

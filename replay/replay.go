@@ -34,9 +34,16 @@ const DefaultSnapshotEvery = derive.DefaultIdleTimeout / 3
 // maxLogged is how many bad packets are logged; the rest are counted.
 const maxLogged = 10
 
-// maxGapRounds bounds the snapshot rounds made up for one gap in the
-// capture's time (4096 rounds at 100 s: almost 5 days).
-const maxGapRounds = 4096
+// Snapshots made up for gaps in the capture's time (the rounds after the
+// first that one packet's timestamp makes due) are bounded over the whole
+// file to gapEventsBase + gapEventsPerPacket per packet read: a day's gap
+// with 1,000 open connections (2,000 packets at least) takes 864 rounds,
+// 1.7 million snapshots of both ends, within the bound; a corrupt file
+// whose every timestamp jumps by years must not take hours.
+const (
+	gapEventsBase      = 1 << 16
+	gapEventsPerPacket = 1024
+)
 
 // Options configure a Producer.
 type Options struct {
@@ -108,11 +115,13 @@ type Producer struct {
 	emit  func([]events.Event)
 	spare chan []events.Event
 
-	started  bool
-	last     int64 // latest timestamp read
-	nextSnap int64 // capture time of the next snapshot round
-	logged   int
-	links    map[uint32]bool // unknown link types named in the log
+	started   bool
+	last      int64  // latest timestamp read
+	nextSnap  int64  // capture time of the next snapshot round
+	gapEvents uint64 // snapshots made up for gaps (gapEventsBase)
+	gapWarned bool
+	logged    int
+	links     map[uint32]bool // unknown link types named in the log
 }
 
 // New returns a Producer that reads a capture file from in.
@@ -220,19 +229,20 @@ func (p *Producer) run(ctx context.Context) error {
 			return nil
 		}
 		err := rd.Next(&pk)
-		var re *RecordError
-		switch {
-		case err == nil:
+		if err == nil {
 			p.packet(&pk)
-		case errors.Is(err, io.EOF):
+			continue
+		}
+		if errors.Is(err, io.EOF) {
 			return nil
-		case errors.As(err, &re):
-			p.stats.Packets++
-			p.stats.Malformed++
-			p.problem(re.Number, re.Offset, re.Reason)
-		default:
+		}
+		var re *RecordError // declared here: it escapes, and allocates
+		if !errors.As(err, &re) {
 			return err
 		}
+		p.stats.Packets++
+		p.stats.Malformed++
+		p.problem(re.Number, re.Offset, re.Reason)
 	}
 }
 
@@ -321,22 +331,27 @@ func (p *Producer) advance(ts int64) {
 	}
 	p.last = ts
 	for rounds := 0; p.nextSnap <= ts; rounds++ {
-		if p.conns.open == 0 || rounds == maxGapRounds {
-			if p.conns.open > 0 {
-				p.log.Warn("the capture's time jumps: open connections are not reported for the rest of the gap, so the flow tracker may evict them as idle",
-					"to", time.Unix(0, ts).UTC().Format(time.RFC3339Nano), "snapshot_rounds", rounds)
+		if p.conns.open == 0 || rounds > 0 && p.gapEvents >= gapEventsBase+gapEventsPerPacket*p.stats.Packets {
+			if p.conns.open > 0 && !p.gapWarned {
+				p.gapWarned = true
+				p.log.Warn("the capture's time jumps too often: open connections are no longer reported through its gaps, so the flow tracker may evict them as idle",
+					"at", time.Unix(0, ts).UTC().Format(time.RFC3339Nano), "snapshots_for_gaps", p.gapEvents)
 			}
 			p.nextSnap += ((ts-p.nextSnap)/every + 1) * every
 			return
 		}
-		p.snapshot(p.nextSnap)
+		n := p.snapshot(p.nextSnap)
+		if rounds > 0 {
+			p.gapEvents += n
+		}
 		p.nextSnap += every
 	}
 }
 
 // snapshot reports every open connection's local ends with their
-// counters, as the kernel's socket snapshots do.
-func (p *Producer) snapshot(ts int64) {
+// counters, as the kernel's socket snapshots do, and returns how many.
+func (p *Producer) snapshot(ts int64) uint64 {
+	var n uint64
 	for e := p.conns.lru.Front(); e != nil; e = e.Next() {
 		c := e.Value.(*connState)
 		if !c.open() {
@@ -347,12 +362,14 @@ func (p *Producer) snapshot(ts int64) {
 				continue
 			}
 			peer := c.ends[1-i]
+			n++
 			p.add(events.Event{ID: events.IDNetTCPSocketBase, Timestamp: ts, Payload: &events.TCPSocketBase{
 				Report: events.SocketSnapshot, Local: end.Addr(), Remote: peer.Addr(), LocalPort: end.Port(), RemotePort: peer.Port(),
 				State: c.state(i), Counters: c.counters(i),
 			}})
 		}
 	}
+	return n
 }
 
 // skip counts a packet the decoder could not use, and logs it if it is
