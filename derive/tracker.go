@@ -568,6 +568,31 @@ func (t *Tracker) Tick(now int64) {
 	}
 }
 
+// NextDeadline returns the earliest time (ns since the Unix epoch) at
+// which Tick has something to do: a SYN timeout, a close grace, the end of
+// a failed attempt's memory or an idle eviction; ok is false when nothing
+// is pending. Entries of connections already forgotten can make it earlier
+// than needed: a Tick then only drops them, so ticking at each deadline in
+// turn always makes progress. A producer that replays recorded time
+// (replay/) ticks exactly at each deadline its timestamps pass, instead of
+// at a wall-clock interval.
+func (t *Tracker) NextDeadline() (next int64, ok bool) {
+	consider := func(at int64) {
+		if !ok || at < next {
+			next, ok = at, true
+		}
+	}
+	for _, q := range [...][]deadline{t.handshakes, t.failures, t.closings} {
+		if len(q) > 0 {
+			consider(q[0].at)
+		}
+	}
+	if t.head != nil {
+		consider(t.head.lastSeen + int64(t.cfg.IdleTimeout))
+	}
+	return next, ok
+}
+
 // Close ends every flow still open, as when flowtap stops: each begun
 // endpoint gets its end with reason shutdown.
 func (t *Tracker) Close(now int64) {

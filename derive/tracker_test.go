@@ -445,3 +445,50 @@ func TestConnKey(t *testing.T) {
 		seen[k] = i
 	}
 }
+
+// TestNextDeadline checks that NextDeadline names the earliest time a
+// Tick acts at, so that ticking exactly there gives what a periodic
+// ticker gives.
+func TestNextDeadline(t *testing.T) {
+	var got []string
+	tr := NewTracker(Config{SYNTimeout: 10 * time.Second, IdleTimeout: time.Minute, CloseGrace: 2 * time.Second},
+		func(ev events.Event) { got = append(got, formatEvent(t, ev)) })
+	if _, ok := tr.NextDeadline(); ok {
+		t.Fatal("empty tracker has a deadline")
+	}
+	feed(t, tr,
+		"egress 10.0.0.1:40000 > 10.0.0.2:80 SYN cookie=1 t=1000",
+		"egress 10.0.0.1:40001 > 10.0.0.2:80 SYN cookie=2 t=3000",
+		"ingress 10.0.0.2:80 > 10.0.0.1:40001 SYN|ACK cookie=2 t=3001",
+		"egress 10.0.0.1:40001 > 10.0.0.2:80 FIN|ACK cookie=2 t=4000",
+		"ingress 10.0.0.2:80 > 10.0.0.1:40001 FIN|ACK cookie=2 t=4001",
+	)
+	// The order of what is due: the close grace of 40001 (4001+2000 ms),
+	// the SYN timeout of 40000 (1000+10000 ms), the stale SYN timeout of
+	// 40001 (3000+10000 ms), the idle eviction of 40000 (1000+60000 ms),
+	// then the stale entry of its failed attempt's memory (11000+130000
+	// ms). A Tick at a stale entry only drops it.
+	for i, want := range []int64{6001 * ms, 11000 * ms, 13000 * ms, 61000 * ms, 141000 * ms} {
+		next, ok := tr.NextDeadline()
+		if !ok || next != want {
+			t.Fatalf("deadline %d: got %d, %v; want %d", i, next, ok, want)
+		}
+		tr.Tick(next - 1)
+		n := len(got)
+		tr.Tick(next)
+		if len(got) == n && i < 2 {
+			t.Errorf("deadline %d: Tick at %d emitted nothing", i, next)
+		}
+	}
+	if _, ok := tr.NextDeadline(); ok || tr.Len() != 0 {
+		t.Fatalf("tracker not empty after the last deadline: %d flows", tr.Len())
+	}
+	want := []string{
+		"begin outgoing 10.0.0.1:40001 -> 10.0.0.2:80 cookie=2 pid=0 handshake=1ms t=3001",
+		"end outgoing 10.0.0.1:40001 -> 10.0.0.2:80 cookie=2 pid=0 reason=fin sent=0/0 recv=0/0 duration=3000ms t=6001",
+		"failed outgoing 10.0.0.1:40000 -> 10.0.0.2:80 cookie=1 pid=0 reason=timeout t=11000",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/filter"
+	"github.com/flowtap/flowtap/replay"
 )
 
 // Options configure Run.
@@ -47,6 +49,29 @@ type Options struct {
 	// (Config.Check), or its problems. See reload.go.
 	Reload <-chan struct{}
 	Load   func() (*configs.Config, error)
+	// Replay, when set, takes the base events from a capture file instead
+	// of the kernel: no BPF program loads and no privilege is needed, the
+	// flow tracker's clock follows the capture's timestamps, and Run
+	// returns once the file is delivered and the sinks have drained.
+	Replay *Replay
+}
+
+// Replay is a capture file for Run to replay (package replay).
+type Replay struct {
+	// Name names the file in logs and errors ("-" for standard input).
+	Name string
+	// Input is the file's content, classic pcap or pcapng.
+	Input io.Reader
+	// Local are the local networks (replay.Options.Local); empty means
+	// every address.
+	Local []netip.Prefix
+}
+
+// source produces base events in batches: the kernel capture, or a
+// capture file.
+type source interface {
+	RunBatches(ctx context.Context, max int, emit func([]events.Event)) error
+	Recycle(batch []events.Event)
 }
 
 // Stats are the totals of one run.
@@ -55,6 +80,8 @@ type Stats struct {
 	DerivedEvents uint64 // events computed by derivation
 	Delivered     uint64 // events acknowledged by sinks (summed over sinks)
 	LostRecords   uint64 // records the kernel could not submit (ring buffer full)
+	// Replay are the capture file's counters (Options.Replay).
+	Replay replay.Stats
 	// Sinks are each sink's counters (queued, sent, acked, retried,
 	// dropped, duplicates resent, restarts): the sinks running at the end
 	// in config order, then those a reload retired.
@@ -83,7 +110,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	if plan.Shared.NeedsKernel() {
+	if plan.Shared.NeedsKernel() && opts.Replay == nil {
 		// Fail on missing privileges before any plugin is launched.
 		if err := bpf.CheckPrivileges(); err != nil {
 			return Stats{}, err
@@ -107,8 +134,22 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
 	}
 
-	var capture *bpf.Capture
-	if plan.Shared.NeedsKernel() {
+	// The producer of base events: the kernel capture, or a capture file
+	// (then clock moves the tracker along the file's timestamps).
+	var (
+		src     source
+		capture *bpf.Capture
+		file    *replay.Producer
+	)
+	switch {
+	case plan.Shared.NeedsKernel() && opts.Replay != nil:
+		file = replay.New(opts.Replay.Input, replay.Options{Name: opts.Replay.Name, Local: opts.Replay.Local, DNS: dnsOn,
+			SnapshotEvery: snapshotInterval(opts.Tracker), MaxConns: opts.Tracker.MaxFlows, Logger: log.Named("replay")})
+		src = file
+		// A capture has no socket close reports to wait for.
+		opts.Tracker.CloseGrace = replay.CloseGrace
+		log.Info("replay started: no kernel program loads", "file", opts.Replay.Name, "dns", dnsOn, "events", names(opts.Catalogue, plan.Shared.Emit))
+	case plan.Shared.NeedsKernel():
 		cgroup := opts.CgroupPath
 		if cgroup == "" {
 			if cgroup, err = bpf.FindCgroup2Mount(); err != nil {
@@ -121,8 +162,9 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			closeSinks(sinks, nil, log)
 			return Stats{}, err
 		}
+		src = capture
 		log.Info("capture started", "cgroup", cgroup, "dns", dnsOn, "events", names(opts.Catalogue, plan.Shared.Emit))
-	} else {
+	default:
 		log.Info("selection needs no kernel program: none loaded", "events", names(opts.Catalogue, plan.Shared.Emit))
 	}
 
@@ -147,9 +189,16 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		r.route(ev)
 	})
 	runTracker := plan.Shared.Needs(events.DeriverFlowTracker)
+	var clock *replay.Clock // nil: the wall clock's ticker advances the tracker
+	if file != nil {
+		clock = replay.NewClock(tracker)
+	}
 	deriveBatch := func(evs []events.Event) {
 		mu.Lock()
 		for _, ev := range evs {
+			if clock != nil && runTracker {
+				clock.Advance(ev.Timestamp) // what fell due before this event comes first
+			}
 			stats.BaseEvents++
 			r.route(ev)
 			if ev.ID == events.IDNetPacketDNSBase {
@@ -164,25 +213,34 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		}
 		r.flush()
 		mu.Unlock()
-		capture.Recycle(evs)
+		src.Recycle(evs)
 	}
 
 	// Producer: the kernel capture. It runs on its own context: at the
 	// end the live sockets are snapshotted first (so open flows end with
 	// current counters), then the capture drains the ring buffer and stops.
 	captureErr := make(chan error, 1)
-	if capture != nil {
+	switch {
+	case capture != nil:
 		captureCtx, stopCapture := context.WithCancel(context.Background())
 		go func() {
 			captureErr <- capture.RunBatches(captureCtx, baseBatch, deriveBatch)
 		}()
 		go snapshots(runCtx, capture, snapshotInterval(opts.Tracker), stopCapture, log)
-	} else {
+	case file != nil:
+		// The file reports its open connections itself, in its own time,
+		// and ends by itself; a stop (signal, failed sink) cuts it short.
+		go func() { captureErr <- src.RunBatches(runCtx, baseBatch, deriveBatch) }()
+	default:
 		captureErr <- nil
 	}
 
-	tick := time.NewTicker(tickInterval)
-	defer tick.Stop()
+	var ticks <-chan time.Time // none for a replay: its clock is the file's
+	if clock == nil {
+		tick := time.NewTicker(tickInterval)
+		defer tick.Stop()
+		ticks = tick.C
+	}
 	rl := newReloader(opts, plan, sinks, capture != nil, log)
 	rl.dns = dnsOn
 	reloadCtx, stopReload := context.WithCancel(runCtx)
@@ -205,11 +263,14 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 			close(sw.applied)
 		case err := <-captureErr:
 			// The capture delivered its last batch.
-			if err != nil {
+			switch {
+			case err != nil && file != nil:
+				errs = append(errs, err) // it names the file
+			case err != nil:
 				errs = append(errs, fmt.Errorf("kernel capture: %w", err))
 			}
 			open = false
-		case now := <-tick.C:
+		case now := <-ticks:
 			mu.Lock()
 			if runTracker {
 				tracker.Tick(now.UnixNano())
@@ -219,7 +280,14 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		}
 	}
 	if runTracker {
-		tracker.Close(time.Now().UnixNano())
+		end := time.Now().UnixNano()
+		if file != nil {
+			// The capture's end is the agent's stop: what fell due by
+			// then happens first.
+			end = file.End()
+			clock.Advance(end)
+		}
+		tracker.Close(end)
 		r.flush()
 		ts := tracker.Stats()
 		log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
@@ -237,6 +305,10 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	stopWatching() // a sink failing while it drains is reported by closeSinks
 	retired := retiring.stats()
 
+	if file != nil {
+		stats.Replay = file.Stats()
+		logReplay(log, opts.Replay.Name, stats.Replay)
+	}
 	if capture != nil {
 		st := capture.Stats()
 		stats.LostRecords = st.Lost
@@ -295,6 +367,14 @@ func snapshots(ctx context.Context, capture *bpf.Capture, every time.Duration, s
 			}
 		}
 	}
+}
+
+// logReplay logs a replay's counters: how every packet of the file was used.
+func logReplay(log hclog.Logger, name string, s replay.Stats) {
+	log.Info("replay", "file", name, "packets", s.Packets, "used", s.Used, "base_events", s.Events,
+		"not_ip", s.NotIP, "other_protocol", s.OtherProtocol, "fragments", s.Fragments, "not_local", s.NotLocal,
+		"snaplen_cut", s.Snaplen, "malformed", s.Malformed, "unknown_link_type", s.UnknownLinkType,
+		"skipped_blocks", s.SkippedBlocks, "out_of_window", s.OutOfWindow, "evicted", s.Evicted)
 }
 
 func names(cat *events.Catalogue, ids []events.ID) []string {

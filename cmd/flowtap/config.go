@@ -49,9 +49,16 @@ func (o *overrides) registerSelection(f *pflag.FlagSet) {
 
 // registerCapture adds the flags that override capture settings (run).
 func (o *overrides) registerCapture(f *pflag.FlagSet) {
-	f.StringVarP(&o.output, "output", "o", "table", "format of the stdout sink: json or table")
 	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach to (config: capture.cgroup; default: the cgroup v2 mount from /proc/mounts)")
 	f.IntVar(&o.ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (config: capture.ring_buffer_size; default: bpf.DefaultRingBufferSize)")
+	o.registerDerivation(f)
+}
+
+// registerDerivation adds the flags that override what the kernel's base
+// events go through, wherever they come from: output format, flow tracker,
+// DNS (run, replay).
+func (o *overrides) registerDerivation(f *pflag.FlagSet) {
+	f.StringVarP(&o.output, "output", "o", "table", "format of the stdout sink: json or table")
 	f.IntVar(&o.tableSize, "flow-table-size", derive.DefaultMaxFlows, "most connections tracked at once; the least recently active is evicted beyond it (config: capture.flow_table_size)")
 	f.DurationVar(&o.idleTimeout, "flow-idle-timeout", derive.DefaultIdleTimeout, "evict a connection nothing was heard of for this long (config: capture.flow_idle_timeout)")
 	f.DurationVar(&o.synTimeout, "syn-timeout", derive.DefaultSYNTimeout, "report an attempt without SYN-ACK after this long as failed, reason timeout (config: capture.syn_timeout)")
@@ -132,15 +139,15 @@ func (o *overrides) loadBuiltin(cmd *cobra.Command) (*events.Catalogue, *configs
 }
 
 // preflight runs what 'run' checks before it starts anything: the
-// privileges the capture needs (first, so no plugin starts when they are
-// missing), then every sink's config as its plugin judges it, all problems
+// privileges the capture needs, if kernel (first, so no plugin starts
+// when they are missing), then every sink's config as its plugin judges it, all problems
 // together, so nothing starts half-configured.
-func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, log hclog.Logger) error {
+func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, kernel bool, log hclog.Logger) error {
 	plan, err := pipeline.Resolve(cat, cfg)
 	if err != nil {
 		return err
 	}
-	if plan.Shared.NeedsKernel() {
+	if kernel && plan.Shared.NeedsKernel() {
 		if err := bpf.CheckPrivileges(); err != nil {
 			return err
 		}

@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
+	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
 	return root
 }
 
@@ -75,7 +75,7 @@ func newRun() *cobra.Command {
 				stop()
 				log.Info("stopping: draining the sinks (signal again to exit at once)")
 			})()
-			if err := preflight(ctx, cat, cfg, log); err != nil {
+			if err := preflight(ctx, cat, cfg, true, log); err != nil {
 				return err
 			}
 			if cpuProfile != "" {

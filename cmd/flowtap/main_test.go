@@ -144,3 +144,21 @@ func TestDNSPrecedence(t *testing.T) {
 		t.Errorf("explain --dns-cache-size 30: %v\n%s", err, out)
 	}
 }
+
+// TestReplayRefusesBadArguments checks the replay command's own errors,
+// before anything starts: a bad --local, a file that cannot be opened.
+func TestReplayRefusesBadArguments(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replay", "x.pcap", "--local", "10.0.0.0/40"}, `--local: local address "10.0.0.0/40"`},
+		{[]string{"replay", filepath.Join(t.TempDir(), "missing.pcap")}, "replay: open "},
+		{[]string{"replay"}, "accepts 1 arg(s)"},
+	} {
+		_, err := run(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("flowtap %v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}

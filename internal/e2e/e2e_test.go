@@ -36,6 +36,20 @@ type conn struct {
 // serve accepts on ln until it is closed: each connection reads a request,
 // answers, reads until the client closes, then closes too.
 func serve(ln net.Listener) {
+	acceptEach(ln, func(c net.Conn) {
+		buf := make([]byte, 64)
+		if _, err := io.ReadFull(c, buf[:5]); err != nil {
+			return
+		}
+		c.Write([]byte("pong\n"))
+		io.Copy(io.Discard, c)
+	})
+}
+
+// acceptEach accepts on ln until it is closed and hands each connection,
+// with a 10 s deadline, to handle on a goroutine of its own; the
+// connection is closed when handle returns.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -44,12 +58,7 @@ func serve(ln net.Listener) {
 		go func() {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 64)
-			if _, err := io.ReadFull(c, buf[:5]); err != nil {
-				return
-			}
-			c.Write([]byte("pong\n"))
-			io.Copy(io.Discard, c)
+			handle(c)
 		}()
 	}
 }
