@@ -211,7 +211,6 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
 	}
-	c.reportedAt = time.Now().UnixNano()
 	defer func() {
 		if err != nil {
 			c.release()
@@ -268,6 +267,7 @@ func Open(opts Options) (_ *Capture, err error) {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
 	c.dec = newDecoder(bootToWall)
+	c.reportedAt = c.Now()
 	logger.Debug("flow capture attached", "cgroup", cgroupPath, "ring_buffer_bytes", size)
 	return c, nil
 }
@@ -373,6 +373,22 @@ func bootToWallOffset() (int64, error) {
 	}
 	boot := before.Nano() + (after.Nano()-before.Nano())/2
 	return now - boot, nil
+}
+
+// Now returns the current time, in ns since the epoch, on the clock the
+// capture's events are stamped with: CLOCK_BOOTTIME plus the offset to the
+// wall clock measured at Open. It follows the events' timestamps where
+// time.Now would not: when the wall clock is set (an NTP step at boot, a
+// VM resumed from a snapshot), time.Now jumps and the events' timestamps
+// do not. Deadlines on event time (SYN timeouts, idle eviction) must be
+// checked against Now.
+func (c *Capture) Now() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		// Linux has had CLOCK_BOOTTIME since 2.6.39; Open read it too.
+		return time.Now().UnixNano()
+	}
+	return ts.Nano() + c.dec.bootToWall
 }
 
 // Run reads the ring buffer and hands every record, decoded into a
@@ -546,7 +562,7 @@ func (c *Capture) reportLost(emit func(events.Event)) {
 		return
 	}
 	c.pollLostLocked()
-	now := time.Now().UnixNano()
+	now := c.Now()
 	var marker *events.RecordsLost
 	if c.lost > c.reported {
 		marker = &events.RecordsLost{Lost: c.lost - c.reported, Total: c.lost, From: c.reportedAt, To: now}

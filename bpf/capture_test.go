@@ -1221,3 +1221,27 @@ func TestQuietRingWakesOnFirstRecord(t *testing.T) {
 	loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // a handful of records, under 1 KiB
 	wantWoken(t, done, "one connection's records")
 }
+
+// TestNowIsTheRecordsClock: Capture.Now reads the clock the records are
+// stamped with, so the records of a connection made between two readings
+// of Now fall between them. (A clock other than CLOCK_BOOTTIME plus the
+// offset taken at Open, such as CLOCK_MONOTONIC, is off by far more.)
+func TestNowIsTheRecordsClock(t *testing.T) {
+	privtest.Require(t)
+	r := startCapture(t, scoped(bpf.Options{}))
+	before := r.c.Now()
+	c := loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
+	after := r.c.Now()
+	evs, ok := r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(forConn(evs, c)) >= 4 })
+	if !ok {
+		t.Fatalf("the connection's records did not arrive within %v:\n%s", waitTimeout, dump(evs))
+	}
+	// The offset was measured once, at Open, to within a few µs.
+	const slack = int64(time.Millisecond)
+	for _, ev := range forConn(evs, c) {
+		if ev.Timestamp < before-slack || ev.Timestamp > after+slack {
+			t.Errorf("record at %d, outside [%d, %d] that Now read around the connection (off by %v)",
+				ev.Timestamp, before, after, time.Duration(min(ev.Timestamp-before, after-ev.Timestamp)))
+		}
+	}
+}

@@ -235,6 +235,15 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		captureErr <- nil
 	}
 
+	// liveNow is the time on the clock of the events' timestamps: the
+	// kernel capture's, which a wall clock step does not move (so a step
+	// cannot time out every pending SYN or idle flow at once).
+	liveNow := func() int64 {
+		if capture != nil {
+			return capture.Now()
+		}
+		return time.Now().UnixNano()
+	}
 	var ticks <-chan time.Time // none for a replay: its clock is the file's
 	if clock == nil {
 		tick := time.NewTicker(tickInterval)
@@ -270,17 +279,17 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 				errs = append(errs, fmt.Errorf("kernel capture: %w", err))
 			}
 			open = false
-		case now := <-ticks:
+		case <-ticks:
 			mu.Lock()
 			if runTracker {
-				tracker.Tick(now.UnixNano())
+				tracker.Tick(liveNow())
 			}
 			r.flush()
 			mu.Unlock()
 		}
 	}
 	if runTracker {
-		end := time.Now().UnixNano()
+		end := liveNow()
 		if file != nil {
 			// The capture's end is the agent's stop: what fell due by
 			// then happens first.
