@@ -130,20 +130,7 @@ func TestLoopbackFlowsEndToEnd(t *testing.T) {
 	ours := func(ev harness.Event) bool {
 		return serverPorts[ev.Fields.DstPort] || serverPorts[ev.Fields.SrcPort]
 	}
-	want := 4*len(conns) + 2 // and two failed events for the refused attempt
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n := 0
-		for _, ev := range a.Events() {
-			if ours(ev) {
-				n++
-			}
-		}
-		if n >= want || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	a.WaitEvents(4*len(conns)+2, ours, 30*time.Second) // and two failed events for the refused attempt
 	a.Stop(t)
 
 	if bad := a.Bad(); len(bad) > 0 {

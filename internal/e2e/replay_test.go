@@ -281,17 +281,7 @@ func TestReplayMatchesLive(t *testing.T) {
 
 	// Live: 4 flow events per connection, 2 for the refused attempt.
 	want := 4*2*perFamily + 2
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		n := 0
-		for _, ev := range a.Events() {
-			if ours(ev) {
-				n++
-			}
-		}
-		if n >= want || time.Now().After(deadline) {
-			break
-		}
-	}
+	a.WaitEvents(want, ours, 30*time.Second)
 	a.Stop(t)
 	time.Sleep(500 * time.Millisecond) // let the last packets reach tcpdump's file
 	td.stop(t)

@@ -89,19 +89,7 @@ func TestLostSYNACKOneFlow(t *testing.T) {
 	ours := func(ev harness.Event) bool {
 		return ev.Fields.DstPort == server.Port() && ev.Fields.Dst == server.Addr().String()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		n := 0
-		for _, ev := range a.Events() {
-			if ours(ev) && ev.Event == "net_flow_tcp_end" {
-				n++
-			}
-		}
-		if n >= 2 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	a.WaitEvents(2, func(ev harness.Event) bool { return ours(ev) && ev.Event == "net_flow_tcp_end" }, 30*time.Second)
 	a.Stop(t)
 
 	counts := map[string]int{}

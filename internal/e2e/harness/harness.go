@@ -267,6 +267,30 @@ func (a *Agent) Events() []Event {
 	return append([]Event(nil), a.events...)
 }
 
+// WaitEvents waits until at least n of the events parsed so far satisfy
+// match, at most limit, and reports whether they did. Events are polled
+// every 50 ms.
+func (a *Agent) WaitEvents(n int, match func(Event) bool, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		a.mu.Lock()
+		got := 0
+		for _, ev := range a.events {
+			if match(ev) {
+				got++
+			}
+		}
+		a.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Bad returns the stdout lines that were not JSON events.
 func (a *Agent) Bad() []string {
 	a.mu.Lock()
