@@ -117,6 +117,26 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		}
 	}
 
+	dnsOn, err := dnsEnabled(plan.Shared, opts.Config.Capture.DNS)
+	if err != nil {
+		return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
+	}
+	// The producer of base events: the kernel capture, or a capture file
+	// (then clock moves the tracker along the file's timestamps). A file
+	// that is not a capture fails before any plugin is launched.
+	var (
+		src     source
+		capture *bpf.Capture
+		file    *replay.Producer
+	)
+	if plan.Shared.NeedsKernel() && opts.Replay != nil {
+		file = replay.New(opts.Replay.Input, replay.Options{Name: opts.Replay.Name, Local: opts.Replay.Local, DNS: dnsOn,
+			SnapshotEvery: snapshotInterval(opts.Tracker), MaxConns: opts.Tracker.MaxFlows, Logger: log.Named("replay")})
+		if err := file.Open(); err != nil {
+			return Stats{}, err
+		}
+	}
+
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -128,23 +148,8 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	defer stopWatching()
 	watchSinks(watchCtx, sinks, cancel, log)
 
-	dnsOn, err := dnsEnabled(plan.Shared, opts.Config.Capture.DNS)
-	if err != nil {
-		closeSinks(sinks, nil, log)
-		return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
-	}
-
-	// The producer of base events: the kernel capture, or a capture file
-	// (then clock moves the tracker along the file's timestamps).
-	var (
-		src     source
-		capture *bpf.Capture
-		file    *replay.Producer
-	)
 	switch {
-	case plan.Shared.NeedsKernel() && opts.Replay != nil:
-		file = replay.New(opts.Replay.Input, replay.Options{Name: opts.Replay.Name, Local: opts.Replay.Local, DNS: dnsOn,
-			SnapshotEvery: snapshotInterval(opts.Tracker), MaxConns: opts.Tracker.MaxFlows, Logger: log.Named("replay")})
+	case file != nil:
 		src = file
 		// A capture has no socket close reports to wait for.
 		opts.Tracker.CloseGrace = replay.CloseGrace

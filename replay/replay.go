@@ -103,6 +103,7 @@ type Stats struct {
 // is not safe for concurrent use.
 type Producer struct {
 	in    io.Reader
+	rd    *Reader // once the file header is read (Open)
 	opts  Options
 	log   hclog.Logger
 	conns *connTable
@@ -211,11 +212,32 @@ func (p *Producer) RunBatches(ctx context.Context, size int, emit func([]events.
 	return nil
 }
 
-func (p *Producer) run(ctx context.Context) error {
+// Open reads the file header, so that a file that is not a capture fails
+// before anything else starts; RunBatches does it if Open was not called.
+func (p *Producer) Open() error {
+	if err := p.open(); err != nil {
+		return fmt.Errorf("replay %s: %w", p.opts.Name, err)
+	}
+	return nil
+}
+
+func (p *Producer) open() error {
+	if p.rd != nil {
+		return nil
+	}
 	rd, err := NewReader(p.in)
 	if err != nil {
 		return err
 	}
+	p.rd = rd
+	return nil
+}
+
+func (p *Producer) run(ctx context.Context) error {
+	if err := p.open(); err != nil {
+		return err
+	}
+	rd := p.rd
 	local := "every address (no --local given: each connection is reported from both ends)"
 	if len(p.opts.Local) > 0 {
 		local = fmt.Sprint(p.opts.Local)

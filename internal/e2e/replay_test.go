@@ -64,7 +64,8 @@ func flowLine(ev harness.Event) string {
 // TestReplayFile replays a committed capture (no privilege needed): the
 // flows of the connection in it, exit status 0; from standard input too;
 // a file cut short is an error naming the offset after the events before
-// it were delivered.
+// it were delivered; a file that is no capture fails before the sinks
+// start.
 func TestReplayFile(t *testing.T) {
 	bin := harness.Binaries(t)
 	file := filepath.Join("..", "..", "replay", "testdata", "loopback_ipv4.pcap")
@@ -99,6 +100,15 @@ func TestReplayFile(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(log, "packet 8 at offset 532: the file ends after 36 of its 70 bytes") || len(evs) != 2 {
 		t.Errorf("truncated file: %v, %d events, log:\n%s", err, len(evs), log)
+	}
+
+	// Not a capture: refused before any sink plugin starts.
+	_, log, err = replayCmd(t, bin, strings.NewReader("GET / HTTP/1.1\r\n\r\n"), "-")
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(log, "not a pcap or pcapng file (magic 0x47455420)") {
+		t.Errorf("not a capture: %v, log:\n%s", err, log)
+	}
+	if strings.Contains(log, "flowtap.sink") {
+		t.Errorf("not a capture: sink plugins started before the file was refused; log:\n%s", log)
 	}
 }
 
