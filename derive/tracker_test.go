@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected.txt of every golden case from the tracker's output")
@@ -147,28 +148,31 @@ func formatEvent(t *testing.T, ev events.Event) string {
 	if ev.ID != ev.Payload.EventID() {
 		t.Fatalf("event id %d does not match payload %T", ev.ID, ev.Payload)
 	}
-	flow := func(kind string, f *events.Flow) string {
+	if f := flowOf(ev.Payload); f != nil {
 		for _, c := range [][2]string{{f.SrcText, events.AddrText(f.Src)}, {f.DstText, events.AddrText(f.Dst)}} {
 			if c[0] != "" && c[0] != c[1] {
 				t.Fatalf("cached address text %q differs from the address %q", c[0], c[1])
 			}
 		}
-		return fmt.Sprintf("%s %s %s -> %s cookie=%d pid=%d", kind, f.Direction,
-			netip.AddrPortFrom(f.Src, f.SrcPort), netip.AddrPortFrom(f.Dst, f.DstPort), ev.Context.SocketCookie, ev.Context.PID)
 	}
-	ts := strconv.FormatFloat(float64(ev.Timestamp)/float64(ms), 'f', -1, 64)
-	switch p := ev.Payload.(type) {
+	line, ok := testutil.FlowLine(ev, strconv.FormatFloat(float64(ev.Timestamp)/float64(ms), 'f', -1, 64), true)
+	if !ok {
+		t.Fatalf("unexpected payload %T", ev.Payload)
+	}
+	return line
+}
+
+// flowOf returns a flow event's common fields, nil for other payloads.
+func flowOf(p events.Payload) *events.Flow {
+	switch p := p.(type) {
 	case *events.FlowBegin:
-		return fmt.Sprintf("%s handshake=%gms t=%s", flow("begin", &p.Flow), float64(p.HandshakeNs)/float64(ms), ts)
+		return &p.Flow
 	case *events.FlowEnd:
-		c := p.Counters
-		return fmt.Sprintf("%s reason=%s sent=%d/%d recv=%d/%d duration=%gms t=%s", flow("end", &p.Flow), p.Reason,
-			c.BytesSent, c.PacketsSent, c.BytesReceived, c.PacketsReceived, float64(p.DurationNs)/float64(ms), ts)
+		return &p.Flow
 	case *events.FlowFailed:
-		return fmt.Sprintf("%s reason=%s t=%s", flow("failed", &p.Flow), p.Reason, ts)
+		return &p.Flow
 	}
-	t.Fatalf("unexpected payload %T", ev.Payload)
-	return ""
+	return nil
 }
 
 // parseConfig reads a "config maxflows=N syn=DUR idle=DUR grace=DUR" line.

@@ -61,19 +61,10 @@ func replayFile(t testing.TB, data []byte, opts Options, cfg derive.Config) repl
 // file; times in ms since t0.
 func formatEvent(ev events.Event) string {
 	ms := strconv.FormatFloat(float64(ev.Timestamp-t0)/float64(msec), 'f', -1, 64)
-	flow := func(kind string, f *events.Flow) string {
-		return fmt.Sprintf("%s %s %s -> %s", kind, f.Direction, netip.AddrPortFrom(f.Src, f.SrcPort), netip.AddrPortFrom(f.Dst, f.DstPort))
+	if line, ok := testutil.FlowLine(ev, ms, false); ok {
+		return line
 	}
-	switch p := ev.Payload.(type) {
-	case *events.FlowBegin:
-		return fmt.Sprintf("%s handshake=%gms t=%s", flow("begin", &p.Flow), float64(p.HandshakeNs)/float64(msec), ms)
-	case *events.FlowEnd:
-		c := p.Counters
-		return fmt.Sprintf("%s reason=%s sent=%d/%d recv=%d/%d duration=%gms t=%s", flow("end", &p.Flow), p.Reason,
-			c.BytesSent, c.PacketsSent, c.BytesReceived, c.PacketsReceived, float64(p.DurationNs)/float64(msec), ms)
-	case *events.FlowFailed:
-		return fmt.Sprintf("%s reason=%s t=%s", flow("failed", &p.Flow), p.Reason, ms)
-	case *events.PacketDNSBase:
+	if p, ok := ev.Payload.(*events.PacketDNSBase); ok {
 		return fmt.Sprintf("dns %s %s %s > %s length=%d captured=%d truncated=%v t=%s", p.Direction, p.Proto,
 			netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), p.Length, len(p.Payload), p.Truncated, ms)
 	}
