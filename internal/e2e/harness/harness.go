@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 var (
@@ -32,9 +34,17 @@ var (
 // Binaries builds every command of the module (flowtap, its sink plugins,
 // flowtap-workload) once per test binary into a temporary directory laid
 // out as 'make build' lays out bin/, and returns that directory. Call
-// RemoveBinaries from TestMain.
+// RemoveBinaries from TestMain. With testutil.BinariesEnv set (the kernel
+// matrix's guests have no Go toolchain), it returns that directory of
+// prebuilt binaries instead.
 func Binaries(tb testing.TB) string {
 	tb.Helper()
+	if dir := testutil.PrebuiltBinaries(); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "flowtap")); err != nil {
+			tb.Fatalf("prebuilt binaries (%s=%s): %v", testutil.BinariesEnv, dir, err)
+		}
+		return dir
+	}
 	binOnce.Do(func() {
 		if binDir, binErr = os.MkdirTemp("", "flowtap-e2e-bin-"); binErr != nil {
 			return
