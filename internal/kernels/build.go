@@ -1,0 +1,80 @@
+package kernels
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// SuiteSpec is a test package the matrix runs on every kernel, and which
+// of its tests.
+type SuiteSpec struct {
+	// Name names the suite in results.
+	Name string
+	// Package is the package's directory relative to the module root.
+	Package string
+	// Run is the -test.run pattern ("" runs every test).
+	Run string
+	// Skip is the -test.skip pattern ("" skips none).
+	Skip string
+	// Timeout bounds the suite on a guest (TCG is slow; the host run
+	// takes a fraction of it).
+	Timeout time.Duration
+}
+
+// Suites are what runs on each kernel: every test of bpf/ (the privileged
+// ones load, attach and exercise each program: core capture, owners of
+// sockets that existed before, MPTCP subflows, DNS capture, no-socket
+// resets, snapshots), and the end-to-end ground truth, which runs the real
+// flowtap binary with its stdout sink against a workload in two processes
+// and two network namespaces.
+var Suites = []SuiteSpec{
+	{Name: "bpf", Package: "bpf", Timeout: 12 * time.Minute},
+	{Name: "e2e", Package: "internal/e2e", Run: "^TestGroundTruth$", Timeout: 6 * time.Minute},
+}
+
+// Built are the static binaries a guest runs.
+type Built struct {
+	// Init is the kernel-init binary.
+	Init string
+	// Bin is a directory laid out like 'make build' lays out bin/:
+	// flowtap, its sink plugins, flowtap-workload.
+	Bin string
+	// Tests maps a suite's name to its test binary.
+	Tests map[string]string
+}
+
+// Build builds everything static (CGO_ENABLED=0) into dir: the guest has
+// no C library and no Go toolchain.
+func Build(ctx context.Context, root, dir string, suites []SuiteSpec, log io.Writer) (*Built, error) {
+	b := &Built{
+		Init:  filepath.Join(dir, "kernel-init"),
+		Bin:   filepath.Join(dir, "bin"),
+		Tests: map[string]string{},
+	}
+	steps := [][]string{
+		{"build", "-trimpath", "-o", b.Init, "./internal/kernels/cmd/kernel-init"},
+		{"build", "-trimpath", "-o", b.Bin + "/", "./cmd/..."},
+	}
+	for _, s := range suites {
+		out := filepath.Join(dir, "tests", s.Name+".test")
+		b.Tests[s.Name] = out
+		steps = append(steps, []string{"test", "-c", "-trimpath", "-o", out, "./" + s.Package})
+	}
+	for _, args := range steps {
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		fmt.Fprintf(log, "kernels: go %s (%v)\n", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
+	}
+	return b, nil
+}

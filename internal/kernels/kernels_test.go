@@ -1,0 +1,457 @@
+package kernels
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowtap/flowtap/internal/kernels/guest"
+	"github.com/flowtap/flowtap/internal/testutil"
+)
+
+// Lines as 'apt-cache search --names-only' printed them on the three
+// suites (with neighbours the pattern must not take).
+const searchBullseye = `linux-image-5.10.0-30-cloud-amd64-unsigned - Linux 5.10 for x86-64 cloud
+linux-image-5.10.0-32-cloud-amd64-unsigned - Linux 5.10 for x86-64 cloud
+linux-image-cloud-amd64 - Linux for x86-64 cloud (meta-package)
+linux-image-5.10.0-32-cloud-amd64 - Linux 5.10 for x86-64 cloud, signed
+linux-image-5.10.0-32-cloud-amd64-dbg - Debug symbols for linux-image-5.10.0-32-cloud-amd64
+`
+
+const searchTrixie = `linux-image-6.12.117+deb13-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
+linux-image-6.12.99+deb13-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
+linux-image-6.12.117+deb13-cloud-amd64-dbg - Debug symbols
+`
+
+func TestSelectCloudKernel(t *testing.T) {
+	for _, tc := range []struct {
+		name, search, series, want, err string
+	}{
+		{"newest ABI of two", searchBullseye, "5.10", "linux-image-5.10.0-32-cloud-amd64-unsigned", ""},
+		// 117 > 99 as numbers, not as text.
+		{"numeric order", searchTrixie, "6.12", "linux-image-6.12.117+deb13-cloud-amd64-unsigned", ""},
+		{"order of lines does not matter", "linux-image-6.1.0-50-cloud-amd64-unsigned - x\nlinux-image-6.1.0-9-cloud-amd64-unsigned - x\n", "6.1", "linux-image-6.1.0-50-cloud-amd64-unsigned", ""},
+		// 6.1 is not a prefix match of 6.12.
+		{"series is exact", searchTrixie, "6.1", "", "no cloud kernel image package of series 6.1; the lists have: linux-image-6.12.117+deb13"},
+		{"nothing at all", "linux-image-amd64 - meta\n", "6.1", "", "no cloud kernel image package (linux-image-*-cloud-amd64-unsigned)"},
+		{"empty", "", "6.1", "", "no cloud kernel image package"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := SelectCloudKernel(tc.search, tc.series)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %q, %v; want error containing %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// cpioEntry is one entry as readCPIO found it.
+type cpioEntry struct {
+	name               string
+	mode, nlink        uint32
+	rmajor, rminor     uint32
+	data               string
+	uid, gid, mtime    uint32
+	devmajor, devminor uint32
+}
+
+// readCPIO is an independent newc reader, strict about what the kernel
+// relies on: magic, hex fields, NUL-terminated names, 4-byte alignment of
+// names and data, and the trailer at the end.
+func readCPIO(t *testing.T, b []byte) []cpioEntry {
+	t.Helper()
+	var out []cpioEntry
+	off := 0
+	align := func() {
+		for off%4 != 0 {
+			if b[off] != 0 {
+				t.Fatalf("non-zero padding at %d", off)
+			}
+			off++
+		}
+	}
+	for {
+		if len(b)-off < 110 {
+			t.Fatalf("truncated header at %d", off)
+		}
+		hdr := string(b[off : off+110])
+		if hdr[:6] != "070701" {
+			t.Fatalf("bad magic %q at %d", hdr[:6], off)
+		}
+		var f [13]uint32
+		for i := range f {
+			v, err := strconv.ParseUint(hdr[6+8*i:14+8*i], 16, 32)
+			if err != nil {
+				t.Fatalf("field %d at %d: %v", i, off, err)
+			}
+			f[i] = uint32(v)
+		}
+		off += 110
+		name := b[off : off+int(f[11])]
+		if name[len(name)-1] != 0 {
+			t.Fatalf("name %q not NUL-terminated", name)
+		}
+		off += int(f[11])
+		align()
+		data := b[off : off+int(f[6])]
+		off += int(f[6])
+		align()
+		e := cpioEntry{name: string(name[:len(name)-1]), mode: f[1], uid: f[2], gid: f[3], nlink: f[4], mtime: f[5],
+			devmajor: f[7], devminor: f[8], rmajor: f[9], rminor: f[10], data: string(data)}
+		if e.name == "TRAILER!!!" {
+			if off != len(b) {
+				t.Fatalf("%d bytes after the trailer", len(b)-off)
+			}
+			return out
+		}
+		out = append(out, e)
+	}
+}
+
+func TestCPIO(t *testing.T) {
+	var buf bytes.Buffer
+	c := NewCPIO(&buf)
+	steps := []error{
+		c.Dir("tmp", 0o777|os.ModeSticky),
+		c.CharDev("/dev/console", 0o600, 5, 1),
+		c.Bytes("opt/flowtap/bin/flowtap", 0o755, []byte("#!binary")),
+		c.Symlink("var/run", "../run"),
+		c.Bytes("e", 0o644, nil),
+		c.Bytes("abc", 0o644, []byte("12345")),
+		c.Dir("opt/flowtap", 0o700), // already there: no second entry
+	}
+	for i, err := range steps {
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readCPIO(t, buf.Bytes())
+	var names []string
+	for _, e := range got {
+		names = append(names, e.name)
+		if e.uid != 0 || e.gid != 0 || e.mtime != 0 {
+			t.Errorf("%s: uid %d gid %d mtime %d, want all 0", e.name, e.uid, e.gid, e.mtime)
+		}
+	}
+	want := []string{"tmp", "dev", "dev/console", "opt", "opt/flowtap", "opt/flowtap/bin", "opt/flowtap/bin/flowtap", "var", "var/run", "e", "abc"}
+	if !reflect.DeepEqual(names, want) {
+		t.Fatalf("entries %q, want %q (parents first)", names, want)
+	}
+	byName := map[string]cpioEntry{}
+	for _, e := range got {
+		byName[e.name] = e
+	}
+	for _, tc := range []struct {
+		name string
+		mode uint32
+		data string
+	}{
+		{"tmp", 0o041777, ""},
+		{"dev", 0o040755, ""},
+		{"dev/console", 0o020600, ""},
+		{"opt/flowtap/bin/flowtap", 0o100755, "#!binary"},
+		{"var/run", 0o120777, "../run"},
+		{"e", 0o100644, ""},
+		{"abc", 0o100644, "12345"},
+	} {
+		e := byName[tc.name]
+		if e.mode != tc.mode || e.data != tc.data {
+			t.Errorf("%s: mode %o data %q, want %o %q", tc.name, e.mode, e.data, tc.mode, tc.data)
+		}
+	}
+	if c := byName["dev/console"]; c.rmajor != 5 || c.rminor != 1 {
+		t.Errorf("console device %d:%d, want 5:1", c.rmajor, c.rminor)
+	}
+	// The same input gives the same bytes.
+	var again bytes.Buffer
+	c2 := NewCPIO(&again)
+	c2.Dir("tmp", 0o777|os.ModeSticky)
+	c2.CharDev("/dev/console", 0o600, 5, 1)
+	c2.Bytes("opt/flowtap/bin/flowtap", 0o755, []byte("#!binary"))
+	c2.Symlink("var/run", "../run")
+	c2.Bytes("e", 0o644, nil)
+	c2.Bytes("abc", 0o644, []byte("12345"))
+	c2.Close()
+	if !bytes.Equal(buf.Bytes(), again.Bytes()) {
+		t.Error("two archives of the same entries differ")
+	}
+}
+
+func TestCPIORejects(t *testing.T) {
+	for name, fn := range map[string]func(c *CPIO) error{
+		"empty name":          func(c *CPIO) error { return c.Bytes("/", 0o644, nil) },
+		"escaping name":       func(c *CPIO) error { return c.Bytes("../etc/passwd", 0o644, nil) },
+		"duplicate file":      func(c *CPIO) error { c.Bytes("a", 0o644, nil); return c.Bytes("a", 0o644, nil) },
+		"file over directory": func(c *CPIO) error { c.Dir("a", 0o755); return c.Bytes("a", 0o644, nil) },
+		"directory over link": func(c *CPIO) error { c.Symlink("lib", "usr/lib"); return c.Bytes("lib/x.so", 0o644, nil) },
+		"short data": func(c *CPIO) error {
+			return c.File("a", 0o644, 10, strings.NewReader("abc"))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := NewCPIO(io.Discard)
+			err := fn(c)
+			if err == nil {
+				err = c.Close()
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if name == "short data" && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("error %v, want io.ErrUnexpectedEOF", err)
+			}
+		})
+	}
+}
+
+// TestELFClosure: a dynamically linked host program (the shell every
+// Debian system has) needs its loader and the C library, and the copier
+// recreates the links on their way (a merged-/usr system reaches
+// /lib64/ld-linux-x86-64.so.2 through /lib64 -> usr/lib64).
+func TestELFClosure(t *testing.T) {
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Skipf("no /bin/sh: %v", err)
+	}
+	files, err := ELFClosure(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files[0] != sh {
+		t.Errorf("first file %s, want the program %s", files[0], sh)
+	}
+	var loader, libc bool
+	for _, f := range files {
+		loader = loader || strings.Contains(f, "ld-linux")
+		libc = libc || filepath.Base(f) == "libc.so.6"
+	}
+	if !loader || !libc {
+		t.Fatalf("closure of %s misses the loader or libc: %q", sh, files)
+	}
+	var buf bytes.Buffer
+	c := NewCPIO(&buf)
+	h := newHostCopier(c)
+	for _, f := range files {
+		if err := h.add(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries := readCPIO(t, buf.Bytes())
+	byName := map[string]cpioEntry{}
+	for _, e := range entries {
+		byName[e.name] = e
+	}
+	// Every requested path resolves inside the archive, following its
+	// links the way the kernel's path walk would.
+	for _, f := range files {
+		p := strings.TrimPrefix(f, "/")
+		for hops := 0; ; hops++ {
+			if hops > 16 {
+				t.Fatalf("%s: link loop in the archive", f)
+			}
+			e, resolved := resolveIn(byName, p)
+			if e == nil {
+				t.Fatalf("%s: %s is not in the archive", f, resolved)
+			}
+			if e.mode&0o170000 == cpioRegular {
+				break
+			}
+			p = resolved
+		}
+	}
+}
+
+// resolveIn follows archive links along p's components once; it returns
+// the entry p names, or nil and the missing path.
+func resolveIn(entries map[string]cpioEntry, p string) (*cpioEntry, string) {
+	parts := strings.Split(p, "/")
+	cur := ""
+	for i, part := range parts {
+		cur = filepath.Join(cur, part)
+		e, ok := entries[cur]
+		if !ok {
+			return nil, cur
+		}
+		if e.mode&0o170000 == cpioSymlink {
+			target := e.data
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(cur), target)
+			}
+			return &e, strings.TrimPrefix(filepath.Join(append([]string{target}, parts[i+1:]...)...), "/")
+		}
+		if i == len(parts)-1 {
+			return &e, cur
+		}
+	}
+	return nil, p
+}
+
+func TestDoctorFeatures(t *testing.T) {
+	out := `{"kernel":"5.10.0-32-cloud-amd64","btf":true,"cgroup2":"/sys/fs/cgroup","features":[
+		{"name":"core","available":true,"programs":["flowtap_sockops","flowtap_ingress"],"reason":""},
+		{"name":"preexisting_owners","available":false,"programs":["flowtap_files"],"reason":"program flowtap_files: load program: invalid argument:\n unknown func bpf_sock_from_file#162"},
+		{"name":"dns","available":true,"programs":["flowtap_ingress"],"reason":""}],"core_ok":true}`
+	rep, err := ParseDoctor(&guest.DoctorRun{Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "available: core, dns; unavailable: preexisting_owners (program flowtap_files: load program: invalid argument: unknown func bpf_sock_from_file#162)"
+	if got := FeatureSummary(rep); got != want {
+		t.Errorf("summary\n %s\nwant\n %s", got, want)
+	}
+	// The core could not even be probed: no features, the reason.
+	rep, err = ParseDoctor(&guest.DoctorRun{Exit: 1, Stdout: `{"kernel":"5.4.0","minimum_kernel":"5.11","features":null,"core_ok":false,
+		"core_error":"remove memlock limit: operation not permitted"}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := FeatureSummary(rep), "available: none; core cannot run: remove memlock limit: operation not permitted"; got != want {
+		t.Errorf("summary without core: %s, want %s", got, want)
+	}
+	// A flowtap without the doctor command: features unknown, with why.
+	_, err = ParseDoctor(&guest.DoctorRun{Exit: 1, Stderr: "flowtap: unknown command \"doctor\" for \"flowtap\"\nRun 'flowtap --help' for usage.\n"})
+	if err == nil || !strings.Contains(err.Error(), `exit status 1: flowtap: unknown command "doctor"`) {
+		t.Errorf("missing doctor: %v", err)
+	}
+	if _, err := ParseDoctor(nil); err == nil {
+		t.Error("no doctor run: no error")
+	}
+	if _, err := ParseDoctor(&guest.DoctorRun{Exit: -1, Err: "exec: no such file"}); err == nil {
+		t.Error("doctor that did not start: no error")
+	}
+}
+
+var twoSuites = []SuiteSpec{{Name: "bpf", Timeout: time.Minute}, {Name: "e2e", Timeout: time.Minute}}
+
+func TestJudge(t *testing.T) {
+	passed := func(name string) guest.SuiteResult {
+		return guest.SuiteResult{Name: name, Exit: 0, Tests: guest.Verdicts{Passed: 3}}
+	}
+	hello := &guest.Hello{Release: "6.1.0-50-cloud-amd64"}
+	done := &guest.Done{}
+	var failed []string
+	for i := 0; i < 7; i++ {
+		failed = append(failed, fmt.Sprintf("Test%d", i))
+	}
+	for _, tc := range []struct {
+		name    string
+		rep     guest.Report
+		runErr  error
+		console string
+		want    string // "" for pass
+	}{
+		{"all passed", guest.Report{Hello: hello, Suites: []guest.SuiteResult{passed("bpf"), passed("e2e")}, Done: done}, nil, "", ""},
+		{"init never ran, kernel panicked", guest.Report{}, nil, "[ 1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n[ 1.3] ---[ end",
+			"the init never reported: Kernel panic - not syncing: VFS: Unable to mount root fs"},
+		{"timeout in the second suite", guest.Report{Hello: hello, Suites: []guest.SuiteResult{passed("bpf")}}, fmt.Errorf("%w (21m0s)", ErrTimeout),
+			"=== RUN   TestA\r\n--- PASS: TestA (1.00s)\r\n=== RUN   TestGroundTruth\r\n  groundtruth_test.go:99: waiting\r\n",
+			"e2e: no result (guest killed after its timeout (21m0s), last test started: TestGroundTruth)"},
+		{"tests failed, names capped at five", guest.Report{Hello: hello, Done: done, Suites: []guest.SuiteResult{
+			{Name: "bpf", Exit: 1, Tests: guest.Verdicts{Passed: 2, Failed: failed}}, passed("e2e")}}, nil, "",
+			"bpf: exit status 1, 7 failed: Test0, Test1, Test2, Test3, Test4 and 2 more"},
+		{"panic in a test binary", guest.Report{Hello: hello, Done: done, Suites: []guest.SuiteResult{
+			passed("bpf"), {Name: "e2e", Exit: 2, Tail: []string{"panic: runtime error: index out of range [3]", "goroutine 1 [running]:"}}}}, nil, "",
+			"e2e: exit status 2, panic: runtime error: index out of range [3]"},
+		{"suite killed", guest.Report{Hello: hello, Done: done, Suites: []guest.SuiteResult{
+			passed("bpf"), {Name: "e2e", Exit: -1, Err: "killed: still running 30s after its -test.timeout of 1m0s"}}}, nil, "",
+			"e2e: killed: still running 30s after its -test.timeout of 1m0s"},
+		{"exit 0 but a failed verdict", guest.Report{Hello: hello, Done: done, Suites: []guest.SuiteResult{
+			passed("bpf"), {Name: "e2e", Exit: 0, Tests: guest.Verdicts{Failed: []string{"TestX"}}}}}, nil, "",
+			"e2e: exit status 0, 1 failed: TestX"},
+		{"fatal set-up problem, module too", guest.Report{Hello: hello, Problems: []guest.Problem{{Step: "mount cgroup2 on /sys/fs/cgroup", Err: "no such device", Fatal: true}},
+			Modules: []guest.ModuleResult{{Name: "veth", Err: "finit_module veth.ko: exec format error"}}}, nil, "",
+			"init: mount cgroup2 on /sys/fs/cgroup: no such device; bpf: no result; e2e: no result; module veth: finit_module veth.ko: exec format error"},
+		{"non-fatal problem does not fail", guest.Report{Hello: hello, Problems: []guest.Problem{{Step: "mount debugfs", Err: "no such device"}},
+			Suites: []guest.SuiteResult{passed("bpf"), passed("e2e")}, Done: done}, nil, "", ""},
+		{"all passed but no done", guest.Report{Hello: hello, Suites: []guest.SuiteResult{passed("bpf"), passed("e2e")}}, errors.New("qemu: exit status 1"), "",
+			"the init did not finish: qemu: exit status 1"},
+		{"garbled results are mentioned", guest.Report{Hello: hello, Suites: []guest.SuiteResult{passed("bpf")}, Done: done, Garbled: 1}, nil, "",
+			"e2e: no result; 1 garbled result lines"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pass, why := Judge(&tc.rep, twoSuites, tc.runErr, []byte(tc.console))
+			if pass != (tc.want == "") || why != tc.want {
+				t.Errorf("Judge = %v, %q; want %v, %q", pass, why, tc.want == "", tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckExpectation(t *testing.T) {
+	dir := t.TempDir()
+	console := filepath.Join(dir, "5.10.0-32-cloud-amd64.console.log")
+	os.WriteFile(console, []byte("flowtap: kernel 5.10.0-32-cloud-amd64 is older than flowtap's minimum 5.11: no bpf_sock_from_file\n"), 0o644)
+	msg := "older than flowtap's minimum 5.11"
+	for _, tc := range []struct {
+		name   string
+		expect Expect
+		r      Result
+		ok     bool
+	}{
+		{"must pass, passed", MustPass, Result{Pass: true}, true},
+		{"must pass, failed", MustPass, Result{Reason: "x"}, false},
+		{"expected failure with the message", FailWith(msg), Result{Console: console}, true},
+		{"expected failure without the message", FailWith("needs kernel 6.0"), Result{Console: console}, false},
+		{"expected failure, passed", FailWith(msg), Result{Pass: true, Console: console}, false},
+	} {
+		ok, why := check(tc.expect, tc.r)
+		if ok != tc.ok || (ok != (why == "")) {
+			t.Errorf("%s: check = %v, %q; want %v", tc.name, ok, why, tc.ok)
+		}
+	}
+	// The message may be only in what the doctor printed (the results
+	// file holds it encoded).
+	res, _ := os.Create(filepath.Join(dir, "k.results"))
+	guest.NewWriter(res).Doctor(guest.DoctorRun{Exit: 1, Stderr: "flowtap doctor: " + msg})
+	res.Close()
+	os.WriteFile(filepath.Join(dir, "k.console.log"), []byte("nothing here\n"), 0o644)
+	if ok, why := check(FailWith(msg), Result{Console: filepath.Join(dir, "k.console.log")}); !ok {
+		t.Errorf("message in the doctor's output not found: %s", why)
+	}
+}
+
+// TestMatrixTable: the matrix has the kernels the project claims, each
+// once, and the line format is exactly what CI's log readers expect.
+func TestMatrixTable(t *testing.T) {
+	seen := map[string]bool{}
+	var series []string
+	for _, e := range Matrix {
+		if seen[e.Name] {
+			t.Errorf("kernel %q twice in the matrix", e.Name)
+		}
+		seen[e.Name] = true
+		series = append(series, e.Series)
+	}
+	if got := strings.Join(series, " "); got != "5.10 6.1 6.12 " {
+		t.Errorf("series %q, want Debian 11, 12 and 13's cloud kernels and the host", got)
+	}
+	if l := (Result{Release: "6.1.0-50-cloud-amd64", Pass: true}).Line(); l != "kernel 6.1.0-50-cloud-amd64: pass" {
+		t.Errorf("line %q", l)
+	}
+	if l := (Result{Release: "5.10.0-32-cloud-amd64", Reason: "bpf: exit status 1"}).Line(); l != "kernel 5.10.0-32-cloud-amd64: fail (bpf: exit status 1)" {
+		t.Errorf("line %q", l)
+	}
+	if guest.BinariesEnv != testutil.BinariesEnv {
+		t.Errorf("guest.BinariesEnv %q and testutil.BinariesEnv %q differ", guest.BinariesEnv, testutil.BinariesEnv)
+	}
+}
