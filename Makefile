@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/flowtap/flowtap/internal/buildinfo.Version=$(VERSION)
 # Generated files: bpf2go output and protobuf code. Committed; CI checks sync.
 GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/proto/sink.pb.go plugins/proto/sink_grpc.pb.go
 
-.PHONY: all build run generate check-generated docs check-docs test test-short fuzz bench deps vet clean
+.PHONY: all build run generate check-generated docs check-docs test test-short test-kernels fuzz bench deps vet clean
 
 all: build
 
@@ -45,6 +45,11 @@ vet:
 test: vet build
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+## test-kernels: the BPF tests and the ground truth on Debian's 5.10, 6.1 and 6.12 cloud kernels under qemu and on this kernel (root; see internal/kernels/README.md)
+## (KERNELS=bookworm,host runs some of them)
+test-kernels:
+	$(GO) run ./internal/kernels/cmd/test-kernels $(if $(KERNELS),-kernels $(KERNELS))
+
 ## fuzz: a short run of every fuzz target
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
@@ -66,6 +71,7 @@ bench:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
 
 clean:
 	rm -rf bin/
