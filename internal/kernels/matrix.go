@@ -82,7 +82,8 @@ type Result struct {
 	Features string
 	// Elapsed is the kernel's wall time (boot, doctor, suites).
 	Elapsed time.Duration
-	// Suites are the suites' wall times, "bpf 1m40s".
+	// Suites are the wall times of the boot, the doctor and each suite,
+	// "bpf 1m40s".
 	Suites []string
 	// Notes are what went wrong without failing the kernel by itself: a
 	// mount, a module, tests skipped.
@@ -137,7 +138,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	budget := 3 * time.Minute // boot, doctor, modules
+	// A guest's time: boot, modules and doctor, then each suite with the
+	// init's grace after its -test.timeout.
+	budget := 2 * time.Minute
 	for _, s := range cfg.Suites {
 		budget += s.Timeout + time.Minute
 	}
@@ -290,10 +293,16 @@ func conclude(r *Result, suites []SuiteSpec, resultsPath string, runErr error) {
 			r.Notes = append(r.Notes, fmt.Sprintf("module %s: %s", m.Name, oneLine(m.Err, 200)))
 		}
 	}
+	if rep.Hello != nil && !rep.Hello.Native {
+		r.Suites = append(r.Suites, fmt.Sprintf("boot %v", time.Duration(rep.Hello.Uptime).Round(100*time.Millisecond)))
+	}
+	if rep.Doctor != nil {
+		r.Suites = append(r.Suites, fmt.Sprintf("doctor %v", time.Duration(rep.Doctor.Elapsed).Round(100*time.Millisecond)))
+	}
 	for _, s := range rep.Suites {
 		r.Suites = append(r.Suites, fmt.Sprintf("%s %v", s.Name, time.Duration(s.Elapsed).Round(time.Second)))
 		if n := len(s.Tests.Skipped); n > 0 {
-			r.Notes = append(r.Notes, fmt.Sprintf("%s: %d skipped: %s", s.Name, n, strings.Join(s.Tests.Skipped, ", ")))
+			r.Notes = append(r.Notes, fmt.Sprintf("%s: %d skipped: %s", s.Name, n, capList(s.Tests.Skipped, 8)))
 		}
 	}
 	if doc, err := ParseDoctor(rep.Doctor); err != nil {
@@ -384,18 +393,19 @@ func suiteFailure(s guest.SuiteResult) string {
 		fmt.Fprintf(&b, "exit status %d", s.Exit)
 	}
 	if n := len(s.Tests.Failed); n > 0 {
-		shown := s.Tests.Failed
-		if n > 5 {
-			shown = shown[:5]
-		}
-		fmt.Fprintf(&b, ", %d failed: %s", n, strings.Join(shown, ", "))
-		if n > 5 {
-			fmt.Fprintf(&b, " and %d more", n-5)
-		}
+		fmt.Fprintf(&b, ", %d failed: %s", n, capList(s.Tests.Failed, 5))
 	} else if last := lastPanic(s.Tail); last != "" {
 		b.WriteString(", " + last)
 	}
 	return b.String()
+}
+
+// capList joins at most n names and says how many more there are.
+func capList(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
 }
 
 // lastPanic returns the "panic: ..." line of a tail, if any.

@@ -38,6 +38,9 @@ type Hello struct {
 	Release string `json:"release"`
 	// Native is true when the init ran on the host, not as a guest's PID 1.
 	Native bool `json:"native,omitempty"`
+	// Uptime is the time since the kernel booted (CLOCK_BOOTTIME): in a
+	// guest, how long the boot took.
+	Uptime Duration `json:"uptime"`
 }
 
 // Problem is a step of the init's own set-up that failed (a mount, the
@@ -61,6 +64,8 @@ type DoctorRun struct {
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr,omitempty"`
 	Err    string `json:"err,omitempty"`
+	// Elapsed is its wall time (it loads every program once).
+	Elapsed Duration `json:"elapsed"`
 }
 
 // SuiteResult is the outcome of one suite.

@@ -69,7 +69,7 @@ func nativeMain(planPath, resultsPath string) error {
 	}
 	// Natively, the tests run as 'make test' runs them: the init sets
 	// nothing up.
-	w.Hello(guest.Hello{Release: release(), Native: true})
+	w.Hello(guest.Hello{Release: release(), Native: true, Uptime: uptime()})
 	start := time.Now()
 	run(w, plan, os.Environ())
 	w.Done(guest.Done{Elapsed: guest.Duration(time.Since(start))})
@@ -95,7 +95,7 @@ func guestMain(planPath string) {
 	}
 	defer port.Close()
 	w := guest.NewWriter(port)
-	w.Hello(guest.Hello{Release: release()})
+	w.Hello(guest.Hello{Release: release(), Uptime: uptime()})
 	for _, p := range mountErrs {
 		w.Problem(p)
 		if p.Fatal {
@@ -142,6 +142,7 @@ func run(w *guest.Writer, plan guest.Plan, env []string) {
 
 // doctor runs 'flowtap doctor --json' (bounded to a minute).
 func doctor(argv []string, env []string) guest.DoctorRun {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -150,7 +151,8 @@ func doctor(argv []string, env []string) guest.DoctorRun {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	// ExitCode is -1 if it did not start.
-	d := guest.DoctorRun{Exit: cmd.ProcessState.ExitCode(), Stdout: stdout.String(), Stderr: limit(stderr.String(), 16<<10)}
+	d := guest.DoctorRun{Exit: cmd.ProcessState.ExitCode(), Stdout: stdout.String(), Stderr: limit(stderr.String(), 16<<10),
+		Elapsed: guest.Duration(time.Since(start))}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		d.Err = err.Error()
@@ -224,6 +226,15 @@ func release() string {
 		return "unknown"
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// uptime is the time since boot.
+func uptime() guest.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return guest.Duration(time.Duration(ts.Nano()))
 }
 
 // raiseMemlock lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps
