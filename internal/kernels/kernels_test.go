@@ -455,3 +455,58 @@ func TestMatrixTable(t *testing.T) {
 		t.Errorf("guest.BinariesEnv %q and testutil.BinariesEnv %q differ", guest.BinariesEnv, testutil.BinariesEnv)
 	}
 }
+
+// TestConclude reads a guest's files as Run does: the release from the
+// init's hello, times, notes, features, and a core the doctor found
+// unable to run named first in the reason.
+func TestConclude(t *testing.T) {
+	dir := t.TempDir()
+	console := filepath.Join(dir, "6.1.0-50-cloud-amd64.console.log")
+	results := filepath.Join(dir, "6.1.0-50-cloud-amd64.results")
+	os.WriteFile(console, []byte("SeaBIOS\r\n--- FAIL: TestCaptureLoopback (4.00s)\r\n"), 0o644)
+	f, _ := os.Create(results)
+	w := guest.NewWriter(f)
+	w.Hello(guest.Hello{Release: "6.1.0-50-cloud-amd64", Uptime: guest.Duration(2900 * time.Millisecond)})
+	w.Problem(guest.Problem{Step: "mount debugfs on /sys/kernel/debug", Err: "no such device"})
+	w.Module(guest.ModuleResult{Name: "veth"})
+	w.Doctor(guest.DoctorRun{Exit: 1, Elapsed: guest.Duration(3200 * time.Millisecond),
+		Stdout: `{"kernel":"6.1.0-50-cloud-amd64","features":[{"name":"core","available":false,"reason":"refused"},{"name":"snapshots","available":true}],"core_ok":false,"core_error":"program flowtap_sockops: unknown func bpf_get_current_pid_tgid#14"}`})
+	w.Suite(guest.SuiteResult{Name: "bpf", Exit: 1, Elapsed: guest.Duration(161 * time.Second),
+		Tests: guest.Verdicts{Failed: []string{"TestCaptureLoopback"}, Skipped: []string{"TestHelperProcess"}}})
+	w.Suite(guest.SuiteResult{Name: "e2e", Exit: 0, Elapsed: guest.Duration(8 * time.Second), Tests: guest.Verdicts{Passed: 1}})
+	w.Done(guest.Done{})
+	f.Close()
+
+	r := Result{Release: "6.1 (debian bookworm)", Console: console}
+	conclude(&r, twoSuites, results, nil)
+	if r.Release != "6.1.0-50-cloud-amd64" {
+		t.Errorf("release %q", r.Release)
+	}
+	if got, want := strings.Join(r.Suites, ", "), "boot 2.9s, doctor 3.2s, bpf 2m41s, e2e 8s"; got != want {
+		t.Errorf("times %q, want %q", got, want)
+	}
+	if got, want := strings.Join(r.Notes, "; "), "mount debugfs on /sys/kernel/debug: no such device; bpf: 1 skipped: TestHelperProcess"; got != want {
+		t.Errorf("notes %q, want %q", got, want)
+	}
+	if got, want := r.Features, "available: snapshots; unavailable: core (refused); core cannot run: program flowtap_sockops: unknown func bpf_get_current_pid_tgid#14"; got != want {
+		t.Errorf("features %q, want %q", got, want)
+	}
+	want := "flowtap doctor: the core cannot run: program flowtap_sockops: unknown func bpf_get_current_pid_tgid#14; bpf: exit status 1, 1 failed: TestCaptureLoopback"
+	if r.Pass || r.Reason != want {
+		t.Errorf("pass %v, reason %q; want %q", r.Pass, r.Reason, want)
+	}
+	if got := r.Line(); got != "kernel 6.1.0-50-cloud-amd64: fail ("+want+")" {
+		t.Errorf("line %q", got)
+	}
+
+	// No results file at all: the qemu error and the console's panic.
+	os.WriteFile(console, []byte("[    1.0] Kernel panic - not syncing: Out of memory and no killable processes...\r\n"), 0o644)
+	r = Result{Release: "6.12 (debian trixie)", Console: console}
+	conclude(&r, twoSuites, filepath.Join(dir, "missing.results"), errors.New("qemu: exit status 1"))
+	if want := "the init never reported: qemu: exit status 1: Kernel panic - not syncing: Out of memory and no killable processes..."; r.Pass || r.Reason != want || r.Release != "6.12 (debian trixie)" {
+		t.Errorf("no results: %+v, want reason %q", r, want)
+	}
+	if !strings.HasPrefix(r.Features, "unknown: the doctor did not run") {
+		t.Errorf("features %q", r.Features)
+	}
+}

@@ -305,12 +305,17 @@ func conclude(r *Result, suites []SuiteSpec, resultsPath string, runErr error) {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s: %d skipped: %s", s.Name, n, capList(s.Tests.Skipped, 8)))
 		}
 	}
-	if doc, err := ParseDoctor(rep.Doctor); err != nil {
+	doc, err := ParseDoctor(rep.Doctor)
+	if err != nil {
 		r.Features = "unknown: " + oneLine(err.Error(), 300)
 	} else {
 		r.Features = FeatureSummary(doc)
 	}
 	r.Pass, r.Reason = Judge(rep, suites, runErr, console)
+	if !r.Pass && doc != nil && !doc.CoreOK {
+		// The tests' failures follow from this: say it first.
+		r.Reason = "flowtap doctor: the core cannot run: " + oneLine(doc.CoreError, 240) + "; " + r.Reason
+	}
 }
 
 // Judge decides a kernel's outcome from its markers, how the run ended and
