@@ -31,10 +31,18 @@ func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 		return nil, fmt.Errorf("attach no-op programs: read embedded BPF object: %w", err)
 	}
 	var hooks []*ebpf.ProgramSpec
-	for _, p := range spec.Programs {
+	seen := map[string]bool{}
+	for _, name := range sortedNames(spec.Programs) {
+		p := spec.Programs[name]
 		if p.Type == ebpf.Tracing && p.AttachType == ebpf.AttachTraceIter {
 			continue // iterators run on request, not at a hook
 		}
+		// One program per hook: the flow and the DNS packet programs
+		// share theirs.
+		if seen[p.SectionName] {
+			continue
+		}
+		seen[p.SectionName] = true
 		hooks = append(hooks, p)
 	}
 	hooks, err = hooksMatching(hooks, sections)
@@ -117,4 +125,15 @@ func (n *noOps) Close() error {
 		return fmt.Errorf("detach no-op programs: %w", err)
 	}
 	return nil
+}
+
+// sortedNames returns the programs' names in order, so that the hooks
+// come in the same order every time.
+func sortedNames(progs map[string]*ebpf.ProgramSpec) []string {
+	names := make([]string, 0, len(progs))
+	for n := range progs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
