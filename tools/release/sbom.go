@@ -20,8 +20,8 @@ func SBOMName(version string) string {
 	return fmt.Sprintf("flowtap_%s_sbom.cdx.json", strings.TrimPrefix(version, "v"))
 }
 
-// cyclonedxGomod is the SBOM generator, pinned in tools/go.mod.
-const cyclonedxGomod = "github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod"
+// cyclonedxGomod is the SBOM generator, a tool of tools/go.mod.
+const cyclonedxGomod = "cyclonedx-gomod"
 
 // WriteSBOM writes a CycloneDX (JSON) SBOM of the flowtap module into
 // OutDir with cyclonedx-gomod's "mod" mode: every module the module's
@@ -37,10 +37,14 @@ func (c *Config) WriteSBOM(ctx context.Context, toolsDir string) (string, error)
 		return "", fmt.Errorf("sbom: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	gen := filepath.Join(tmp, "cyclonedx-gomod")
-	if err := run(ctx, toolsDir, nil, "go", "build", "-o", gen, cyclonedxGomod); err != nil {
+	// 'go tool -n' builds the generator for this machine (or finds it in
+	// the build cache) and prints its path; it then runs with the target
+	// platform's environment.
+	var path bytes.Buffer
+	if err := run(ctx, toolsDir, nil, &path, "go", "tool", "-n", cyclonedxGomod); err != nil {
 		return "", fmt.Errorf("sbom: build the generator: %w", err)
 	}
+	gen := strings.TrimSpace(path.String())
 	root, err := filepath.Abs(c.Root)
 	if err != nil {
 		return "", fmt.Errorf("sbom: %w", err)
@@ -49,7 +53,7 @@ func (c *Config) WriteSBOM(ctx context.Context, toolsDir string) (string, error)
 	// The module is described for the first platform, the one whose
 	// build constraints select the packages.
 	env := []string{"CGO_ENABLED=0", "GOOS=" + c.Platforms[0].OS, "GOARCH=" + c.Platforms[0].Arch}
-	if err := run(ctx, root, env, gen, "mod", "-json", "-licenses", "-notimestamp",
+	if err := run(ctx, root, env, nil, gen, "mod", "-json", "-licenses", "-notimestamp",
 		"-serial", "urn:uuid:"+uuid5(urlNamespace, "https://github.com/flowtap/flowtap@"+c.Version+"#"+c.Commit),
 		"-output", out, root); err != nil {
 		return "", fmt.Errorf("sbom: %w", err)
@@ -75,14 +79,18 @@ func (c *Config) WriteSBOM(ctx context.Context, toolsDir string) (string, error)
 	return dst, nil
 }
 
-// run runs name with args in dir, extra added to the environment; a
-// failure carries the command's output.
-func run(ctx context.Context, dir string, extra []string, name string, args ...string) error {
+// run runs name with args in dir, extra added to the environment, its
+// standard output into stdout when not nil; a failure carries the
+// command's output.
+func run(ctx context.Context, dir string, extra []string, stdout io.Writer, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), extra...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, out.Bytes())
 	}
