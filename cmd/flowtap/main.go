@@ -43,7 +43,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetVersionTemplate("{{.Version}}")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
+	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
 	return root
 }
 
