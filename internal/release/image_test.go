@@ -230,6 +230,7 @@ func TestImageUnderPodman(t *testing.T) {
 						t.Errorf("outgoing begin attributed to pid %v, want this test's %d (host PID namespace)", ctx["pid"], os.Getpid())
 					}
 					begin = true
+					t.Logf("begin from the host's loopback connection: %v", ev)
 				}
 			case "net_flow_tcp_end":
 				end = true
@@ -358,4 +359,6 @@ func checkCaps(t *testing.T, pid int) {
 	if children == 0 {
 		t.Error("flowtap has no child process: the stdout sink plugin should be running")
 	}
+	t.Logf("flowtap (pid %d): uid %s, CapEff %s, CapAmb %s; %d child process(es) without capabilities",
+		pid, strings.Fields(st["Uid"])[0], st["CapEff"], st["CapAmb"], children)
 }
