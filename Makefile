@@ -119,8 +119,8 @@ bench:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump >/dev/null
-	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps >/dev/null
+	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
 
 clean:
 	rm -rf bin/ $(DIST)/

@@ -3,9 +3,7 @@
 package release
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -141,67 +138,7 @@ func TestImageUnderPodman(t *testing.T) {
 		"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
 		image, "run", "--output", "json")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderrR, stderrW := io.Pipe()
-	cmd.Stderr = stderrW
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); stderrW.Close() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-
-	var (
-		mu     sync.Mutex
-		lines  []string
-		logs   bytes.Buffer
-		ready  = make(chan struct{})
-		events = make(chan map[string]any, 1024)
-	)
-	go func() {
-		sc := bufio.NewScanner(stderrR)
-		once := sync.Once{}
-		for sc.Scan() {
-			mu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			mu.Unlock()
-			if strings.Contains(sc.Text(), "capture started") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			mu.Lock()
-			lines = append(lines, sc.Text())
-			mu.Unlock()
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				select {
-				case events <- ev:
-				default:
-				}
-			}
-		}
-		close(events)
-	}()
-	dump := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return fmt.Sprintf("flowtap's log:\n%s\nits output:\n%s", logs.String(), strings.Join(lines, "\n"))
-	}
-
-	select {
-	case <-ready:
-	case err := <-exited:
-		t.Fatalf("the container exited before the capture started: %v\n%s", err, dump())
-	case <-time.After(90 * time.Second):
-		t.Fatalf("no 'capture started' within 90 s\n%s", dump())
-	}
+	agent := startAgent(t, cmd)
 
 	pid, err := strconv.Atoi(pm.run(t, "inspect", "--format", "{{.State.Pid}}", name))
 	if err != nil || pid <= 0 {
@@ -209,48 +146,12 @@ func TestImageUnderPodman(t *testing.T) {
 	}
 	checkCaps(t, pid)
 
-	port := loopbackConnection(t)
-	var begin, end bool
-	deadline := time.After(30 * time.Second)
-	for !(begin && end) {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatalf("flowtap's output ended before the connection's events\n%s", dump())
-			}
-			fields, _ := ev["fields"].(map[string]any)
-			if fields == nil || fields["dst_port"] != float64(port) {
-				continue
-			}
-			switch ev["event"] {
-			case "net_flow_tcp_begin":
-				if fields["conn_direction"] == "outgoing" {
-					ctx, _ := ev["context"].(map[string]any)
-					if ctx["pid"] != float64(os.Getpid()) {
-						t.Errorf("outgoing begin attributed to pid %v, want this test's %d (host PID namespace)", ctx["pid"], os.Getpid())
-					}
-					begin = true
-					t.Logf("begin from the host's loopback connection: %v", ev)
-				}
-			case "net_flow_tcp_end":
-				end = true
-			}
-		case <-deadline:
-			t.Fatalf("no begin and end for the loopback connection to port %d within 30 s (begin %v, end %v)\n%s", port, begin, end, dump())
-		}
-	}
-
-	// SIGINT reaches flowtap through podman's signal proxy: it drains
-	// and exits 0.
-	cmd.Process.Signal(os.Interrupt)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("the container did not exit 0 after SIGINT: %v\n%s", err, dump())
-		}
-	case <-time.After(60 * time.Second):
-		t.Errorf("the container did not exit within 60 s of SIGINT\n%s", dump())
-	}
+	// The host's loopback connection, with the test's PID: host network
+	// and PID namespaces.
+	begin := agent.waitFlow(t, loopbackConnection(t))
+	t.Logf("begin from the host's loopback connection: %v", begin)
+	// SIGINT reaches flowtap through podman's signal proxy.
+	agent.stop(t, cmd.Process.Pid)
 }
 
 // loopbackConnection makes one TCP connection on the host's loopback,

@@ -11,8 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/flowtap/flowtap/internal/privtest"
 	"github.com/flowtap/flowtap/internal/testutil"
 )
 
@@ -181,4 +184,150 @@ func TestSystemdUnitContract(t *testing.T) {
 	if score > 2.5 {
 		t.Errorf("exposure level %.1f, want 2.5 or better (README gives the score):\n%s", score, out)
 	}
+}
+
+// expandSyscalls turns a SystemCallFilter= list into system call names,
+// expanding each @group (and the groups inside it) the way this
+// machine's systemd does.
+func expandSyscalls(t *testing.T, analyze string, items []string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	seen := map[string]bool{}
+	var add func(item string)
+	add = func(item string) {
+		if !strings.HasPrefix(item, "@") {
+			out[item] = true
+			return
+		}
+		if seen[item] {
+			return
+		}
+		seen[item] = true
+		list, err := exec.Command(analyze, "syscall-filter", item).Output()
+		if err != nil {
+			t.Fatalf("systemd-analyze syscall-filter %s: %v", item, err)
+		}
+		for _, l := range strings.Split(string(list), "\n")[1:] {
+			l = strings.TrimSpace(l)
+			if l != "" && !strings.HasPrefix(l, "#") {
+				add(l)
+			}
+		}
+	}
+	for _, it := range items {
+		add(it)
+	}
+	return out
+}
+
+// TestSystemdSandboxFitsFlowtap runs flowtap as the unit runs it, short of
+// systemd itself (which is not this machine's init): as an unprivileged
+// user whose ambient and bounding sets are exactly the unit's capabilities,
+// with no_new_privs, under strace. It must start, report a loopback
+// connection, and stop cleanly; and every system call that flowtap and its
+// sink plugin made must be one the unit's SystemCallFilter= allows (the
+// others would fail with EPERM), every socket family one
+// RestrictAddressFamilies= allows.
+func TestSystemdSandboxFitsFlowtap(t *testing.T) {
+	privtest.Require(t)
+	strace, setpriv, analyze := needTool(t, "strace"), needTool(t, "setpriv"), needTool(t, "systemd-analyze")
+	s := unitSettings(t)
+	if len(s["SystemCallFilter"]) != 1 || len(s["RestrictAddressFamilies"]) != 1 || len(s["AmbientCapabilities"]) != 1 {
+		t.Fatal("the unit must set SystemCallFilter, RestrictAddressFamilies and AmbientCapabilities once each")
+	}
+	allowed := expandSyscalls(t, analyze, strings.Fields(s["SystemCallFilter"][0]))
+	families := strings.Fields(s["RestrictAddressFamilies"][0])
+	var caps []string
+	for _, c := range strings.Fields(s["AmbientCapabilities"][0]) {
+		caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	capList := "-all," + strings.Join(caps, ",")
+
+	// Binaries and config where the unprivileged user can read them.
+	dir, err := os.MkdirTemp("", "flowtap-unit-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/flowtap", "./cmd/flowtap-sink-stdout")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	trace := filepath.Join(t.TempDir(), "trace")
+	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "--",
+		setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
+		"--inh-caps="+capList, "--ambient-caps="+capList, "--bounding-set="+capList, "--no-new-privs",
+		filepath.Join(dir, "flowtap"), "run", "--output", "json")
+	// The unit's PrivateTmp=: a /tmp of its own for the plugins' sockets.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	agent := startAgent(t, cmd)
+
+	// The traced process tree: strace, then flowtap (setpriv execs it).
+	flowtap := 0
+	for i := 0; i < 50 && flowtap == 0; i++ {
+		flowtap = childOf(cmd.Process.Pid)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if flowtap == 0 {
+		t.Fatal("no flowtap process under strace")
+	}
+	st := procStatus(t, flowtap)
+	if uid := strings.Fields(st["Uid"]); uid[0] != "65532" || hexCaps(t, st["CapEff"]) != wantCaps || hexCaps(t, st["CapAmb"]) != wantCaps || st["NoNewPrivs"] != "1" {
+		t.Errorf("flowtap runs as uid %s, CapEff %s, CapAmb %s, NoNewPrivs %s; want the unit's user, capabilities and no_new_privs", st["Uid"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"])
+	}
+
+	port := loopbackConnection(t)
+	agent.waitFlow(t, port)
+	agent.stop(t, flowtap)
+
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	callRE := regexp.MustCompile(`(?m)^\d+\s+([a-z0-9_]+)\(`)
+	used := map[string]int{}
+	for _, m := range callRE.FindAllSubmatch(data, -1) {
+		used[string(m[1])]++
+	}
+	var refused []string
+	for name := range used {
+		if !allowed[name] {
+			refused = append(refused, name)
+		}
+	}
+	slices.Sort(refused)
+	if len(refused) > 0 {
+		t.Errorf("flowtap made system calls the unit's SystemCallFilter refuses: %v", refused)
+	}
+	famRE := regexp.MustCompile(`(?m)^\d+\s+socket(?:pair)?\((AF_[A-Z0-9]+)`)
+	for _, m := range famRE.FindAllSubmatch(data, -1) {
+		if !slices.Contains(families, string(m[1])) {
+			t.Errorf("flowtap opened an %s socket, which RestrictAddressFamilies=%v refuses", m[1], families)
+		}
+	}
+	t.Logf("%d distinct system calls, all allowed by SystemCallFilter=%s; bpf(2) called %d times, perf_event_open(2) %d", len(used), s["SystemCallFilter"][0], used["bpf"], used["perf_event_open"])
+}
+
+// childOf returns a child process of pid, or 0.
+func childOf(pid int) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if child, err := strconv.Atoi(e.Name()); err == nil && testutil.ParentPID(child) == pid {
+			return child
+		}
+	}
+	return 0
 }
