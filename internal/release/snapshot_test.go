@@ -45,7 +45,6 @@ func git(t *testing.T, dir string, args ...string) string {
 // not ignored: what a commit of the tree would hold) into a new git
 // repository under a temporary directory, commits them with gitEnv, and
 // tags the commit with each of tags. It returns the repository's path.
-// Snapshots of the same tree are the same commit in different places.
 func snapshot(t *testing.T, tags ...string) string {
 	t.Helper()
 	dst := t.TempDir()
@@ -66,6 +65,9 @@ func snapshot(t *testing.T, tags ...string) string {
 			continue
 		}
 		data, err := os.ReadFile(src)
+		if os.IsNotExist(err) {
+			continue // removed since it was listed
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +88,16 @@ func snapshot(t *testing.T, tags ...string) string {
 	return dst
 }
 
-// commit adds an empty commit on top of dir's HEAD, one second later
+// cloneOf clones the repository at dir, tags included, into a new
+// temporary directory: the same commit in another place.
+func cloneOf(t *testing.T, dir string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "clone")
+	git(t, dir, "clone", "-q", dir, dst)
+	return dst
+}
+
+// commitAfter adds an empty commit on top of dir's HEAD, one second later
 // than gitEnv's time, and returns its hash.
 func commitAfter(t *testing.T, dir string) string {
 	t.Helper()
