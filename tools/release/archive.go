@@ -132,9 +132,10 @@ func writeEntry(tw *tar.Writer, e Entry, mtime time.Time) error {
 }
 
 // WriteTarGz is WriteTar through gzip, with an empty gzip header (no name,
-// no time), so the compressed bytes depend on the entries alone.
+// no time), so the compressed bytes depend on the entries alone. The
+// default level: the best one takes twice as long for 1% less.
 func WriteTarGz(w io.Writer, entries []Entry, mtime time.Time) error {
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return fmt.Errorf("gzip: %w", err)
 	}
