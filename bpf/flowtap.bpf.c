@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //go:build ignore
 
 // flowtap kernel side.
@@ -40,7 +41,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 
-char __license[] SEC("license") = "Dual MIT/GPL";
+char __license[] SEC("license") = "Dual BSD/GPL";
 
 // Values of flow_record.type.
 #define FLOW_REC_PACKET 1   // a flow-relevant packet (cgroup_skb)

@@ -57,7 +57,7 @@ func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 		}
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Name: "noop_" + p.Name, Type: p.Type, AttachType: p.AttachType, AttachTo: p.AttachTo,
-			License:      "Dual MIT/GPL",
+			License:      "Dual BSD/GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
 		})
 		if err != nil {
