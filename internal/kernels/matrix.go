@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kernels is the host side of the kernel matrix (make
 // test-kernels): it fetches Debian's cloud kernels through a private apt
 // state, builds flowtap's BPF-facing tests and binaries statically, packs

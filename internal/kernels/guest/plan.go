@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package guest is what the kernel matrix's host side and its guest init
 // share: the plan the init follows, the result markers it writes, and the
 // parsing of both. It imports only the standard library, so the init

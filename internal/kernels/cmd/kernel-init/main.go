@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command kernel-init is the kernel matrix's init: as PID 1 of a guest
 // booted from an initramfs it mounts what the tests need, loads the
 // kernel modules of its plan, runs 'flowtap doctor --json' and the test

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command test-kernels runs the kernel matrix (make test-kernels): each
 // Debian cloud kernel of internal/kernels.Matrix booted under qemu, and the
 // running kernel natively, each running flowtap's BPF-facing tests. It
