@@ -49,7 +49,7 @@ func GuestPlan(suites []SuiteSpec, modules []guest.Module) guest.Plan {
 	for _, s := range suites {
 		p.Suites = append(p.Suites, guest.Suite{
 			Name: s.Name, Binary: path.Join(guestTests, s.Name+".test"),
-			Dir: path.Join(guestSrc, s.Package), Run: s.Run, Skip: s.Skip, Timeout: guest.Duration(s.Timeout),
+			Dir: path.Join(guestSrc, s.Package), Run: namesPattern(s.Run), Skip: namesPattern(s.Skip), Timeout: guest.Duration(s.Timeout),
 		})
 	}
 	return p
@@ -65,7 +65,7 @@ func NativePlan(root string, b *Built, suites []SuiteSpec) guest.Plan {
 	for _, s := range suites {
 		p.Suites = append(p.Suites, guest.Suite{
 			Name: s.Name, Binary: b.Tests[s.Name],
-			Dir: filepath.Join(root, s.Package), Run: s.Run, Skip: s.Skip, Timeout: guest.Duration(s.Timeout),
+			Dir: filepath.Join(root, s.Package), Run: namesPattern(s.Run), Skip: namesPattern(s.Skip), Timeout: guest.Duration(s.Timeout),
 		})
 	}
 	return p

@@ -6,10 +6,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -511,4 +516,56 @@ func TestConclude(t *testing.T) {
 	if !strings.HasPrefix(r.Features, "unknown: the doctor did not run") {
 		t.Errorf("features %q", r.Features)
 	}
+}
+
+// TestSuitesNameExistingTests: every test a suite runs or skips by name
+// exists in its package, so a renamed test cannot silently drop out of
+// the matrix (or back into it), and the patterns select exactly those
+// names.
+func TestSuitesNameExistingTests(t *testing.T) {
+	for _, s := range Suites {
+		tests := topLevelTests(t, filepath.Join("..", "..", s.Package))
+		for _, name := range append(append([]string{}, s.Run...), s.Skip...) {
+			if !tests[name] {
+				t.Errorf("suite %s names %s, which %s does not have", s.Name, name, s.Package)
+			}
+		}
+		for _, names := range [][]string{s.Run, s.Skip} {
+			if len(names) == 0 {
+				continue
+			}
+			re := regexp.MustCompile(namesPattern(names))
+			for name := range tests {
+				if re.MatchString(name) != slices.Contains(names, name) {
+					t.Errorf("pattern %s and the names %q disagree on %s", re, names, name)
+				}
+			}
+		}
+	}
+	if namesPattern(nil) != "" {
+		t.Error("no names must give an empty pattern")
+	}
+}
+
+// topLevelTests lists the Test functions of the package in dir.
+func topLevelTests(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no test files in %s (%v)", dir, err)
+	}
+	out := map[string]bool{}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		file, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Test") {
+				out[fn.Name.Name] = true
+			}
+		}
+	}
+	return out
 }
