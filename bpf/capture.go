@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"os"
 	"strings"
 	"sync"
@@ -19,17 +18,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
-
-// DefaultRingBufferSize is the ring buffer size in bytes that Open uses
-// when Options.RingBufferSize is 0: 32 MiB, about 246,000 records of 136
-// bytes (128 and an 8-byte header), over a second of 20,000 new
-// connections per second (see README.md, "Ring buffer size").
-const DefaultRingBufferSize = 32 << 20
-
-// MaxRingBufferSize is the largest ring buffer size Open accepts (1 GiB).
-const MaxRingBufferSize = 1 << 30
 
 // checkPrivileges is CheckPrivileges; tests replace it to confirm that the
 // kernel refuses what CheckPrivileges refuses.
@@ -65,8 +56,8 @@ type Options struct {
 	// /proc/mounts, i.e. the whole host.
 	CgroupPath string
 	// RingBufferSize is the kernel ring buffer size in bytes: a power of two
-	// and a multiple of the page size, at most MaxRingBufferSize. 0 means
-	// DefaultRingBufferSize.
+	// and a multiple of the page size, at most limits.MaxRingBufferSize. 0
+	// means limits.DefaultRingBufferSize.
 	RingBufferSize int
 	// Logger receives warnings (lost records) and debug messages. nil means
 	// hclog.NewNullLogger().
@@ -86,7 +77,7 @@ type Stats struct {
 	// write because the ring buffer was full.
 	Lost uint64
 	// DNSTruncated is the number of DNS payloads longer than the kernel
-	// captures (DNSMaxPayload), reported truncated.
+	// captures (limits.DNSMaxPayload), reported truncated.
 	DNSTruncated uint64
 }
 
@@ -124,31 +115,6 @@ type Capture struct {
 	closeErr   error
 }
 
-// ValidateRingBufferSize reports whether size (bytes) is usable as the ring
-// buffer size: a power of two, a multiple of the page size, and at most
-// MaxRingBufferSize. 0 is not valid here; Open maps it to the default.
-func ValidateRingBufferSize(size int) error {
-	page := os.Getpagesize()
-	switch {
-	case size <= 0:
-		return fmt.Errorf("invalid ring buffer size %d: must be positive", size)
-	case size > MaxRingBufferSize:
-		return fmt.Errorf("invalid ring buffer size %d: at most %d bytes (1 GiB) allowed", size, MaxRingBufferSize)
-	case size%page != 0 || bits.OnesCount(uint(size)) != 1:
-		return fmt.Errorf("invalid ring buffer size %d: must be a power of two multiple of the page size %d (e.g. %d)", size, page, nextRingSize(size, page))
-	}
-	return nil
-}
-
-// nextRingSize returns the smallest valid ring buffer size >= size.
-func nextRingSize(size, page int) int {
-	n := page
-	for n < size && n < MaxRingBufferSize {
-		n <<= 1
-	}
-	return n
-}
-
 // Open checks privileges, loads the flowtap programs and maps, attaches
 // the tp_btf programs, walks the sockets that already exist to record
 // their owners, attaches the cgroup programs (connect4/6, sock_ops, then
@@ -162,9 +128,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 	size := opts.RingBufferSize
 	if size == 0 {
-		size = DefaultRingBufferSize
+		size = limits.DefaultRingBufferSize
 	}
-	if err := ValidateRingBufferSize(size); err != nil {
+	if err := limits.ValidateRingBufferSize(size); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
 	logger := opts.Logger

@@ -16,7 +16,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
-	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
 
@@ -209,8 +209,8 @@ func (c *Config) Validate() error {
 		ps.add(f, "", "capture.cgroup", "%q is not an absolute path: name a cgroup v2 directory such as /sys/fs/cgroup/myapp, or leave it out for the whole host", cp.Cgroup)
 	}
 	if cp.RingBufferSize != 0 {
-		if err := bpf.ValidateRingBufferSize(cp.RingBufferSize); err != nil {
-			ps.add(f, "", "capture.ring_buffer_size", "%v (or 0 for the default, %d)", err, bpf.DefaultRingBufferSize)
+		if err := limits.ValidateRingBufferSize(cp.RingBufferSize); err != nil {
+			ps.add(f, "", "capture.ring_buffer_size", "%v (or 0 for the default, %d)", err, limits.DefaultRingBufferSize)
 		}
 	}
 	nonNegative := func(key string, n int64, what string) {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 )
@@ -303,7 +303,7 @@ func (p *Producer) packet(pk *Packet) {
 func (p *Producer) hook(dir events.PacketDirection, c *connState, end int, ts int64) {
 	d := &p.pkt
 	if p.opts.DNS && (d.sport == 53 || d.dport == 53) && d.payloadLen > 0 {
-		captured := d.payload[:min(len(d.payload), bpf.DNSMaxPayload)]
+		captured := d.payload[:min(len(d.payload), limits.DNSMaxPayload)]
 		ev := &events.PacketDNSBase{
 			DNSPacket: events.DNSPacket{Direction: dir, Proto: events.DNSOverUDP, Src: d.src, Dst: d.dst, SrcPort: d.sport, DstPort: d.dport},
 			Length:    d.payloadLen,

@@ -50,7 +50,7 @@ func (o *overrides) registerSelection(f *pflag.FlagSet) {
 // registerCapture adds the flags that override capture settings (run).
 func (o *overrides) registerCapture(f *pflag.FlagSet) {
 	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach to (config: capture.cgroup; default: the cgroup v2 mount from /proc/mounts)")
-	f.IntVar(&o.ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (config: capture.ring_buffer_size; default: bpf.DefaultRingBufferSize)")
+	f.IntVar(&o.ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (config: capture.ring_buffer_size; default: 32 MiB)")
 	o.registerDerivation(f)
 }
 
