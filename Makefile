@@ -36,10 +36,11 @@ check-docs:
 	$(GO) run ./cmd/flowtap man --dir "$$tmp" && \
 	diff -r -x README.md "$$tmp" docs/events || { echo "docs/events/ is out of date: run 'make docs' and commit" >&2; exit 1; }
 
-## vet: gofmt and go vet
+## vet: gofmt, go vet and staticcheck (the version go.mod's tool directive pins)
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 ## test: every test, privileged ones included (run as root; CI=true makes a missing privilege fail)
 test: vet build
