@@ -357,24 +357,19 @@ func (c *Capture) Now() int64 {
 	return ts.Nano() + c.dec.bootToWall
 }
 
-// Run reads the ring buffer and hands every record, decoded into a
-// net_packet_flow_base or net_tcp_socket_base event, to emit (called from
-// Run's goroutine, one event at a time). It blocks until ctx is done
-// (records already in the ring buffer are delivered first) or Close is
-// called, and then returns nil.
+// run reads the ring buffer and hands every record, decoded into a
+// net_packet_flow_base, net_tcp_socket_base or net_packet_dns_base event,
+// to emit (called from run's goroutine, one event at a time), and calls
+// drained each time the ring buffer holds nothing more to read, before it
+// waits. It blocks until ctx is done (records already in the ring buffer
+// are delivered first) or Close is called, and then returns nil.
 //
 // While it runs it checks the kernel's lost-record counter about once a
 // second, and once more before returning (unless Close ended it): when
 // the counter grew it logs a warning and emits a flowtap_records_lost
 // event (events.RecordsLost) with the number lost since its previous check
-// and the interval. Only one Run may be active at a time; Run on a closed
+// and the interval. Only one run may be active at a time; run on a closed
 // Capture returns nil at once.
-func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
-	return c.run(ctx, emit, func() {})
-}
-
-// run is Run, calling drained each time the ring buffer holds nothing
-// more to read, before it waits.
 func (c *Capture) run(ctx context.Context, emit func(events.Event), drained func()) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("run flow capture: Run is already active on this Capture")
@@ -391,12 +386,14 @@ func (c *Capture) run(ctx context.Context, emit func(events.Event), drained func
 	return err
 }
 
-// RunBatches is Run with the events handed over in batches: emit gets up
+// RunBatches reads the ring buffer until ctx is done or Close is called,
+// as described at run, and hands the events over in batches: emit gets up
 // to max events at a time (max <= 0 means 256), whenever that many are
-// ready or the ring buffer holds nothing more to read, so a consumer on
-// another goroutine is woken once per batch rather than once per event.
-// emit owns the slice it gets; RunBatches never touches it again. A
-// consumer done with a batch may hand it back with Recycle, to be reused.
+// ready or the ring buffer holds nothing more to read. emit runs on
+// RunBatches' goroutine (the pipeline derives and routes right there, a
+// batch at a time); it owns the slice it gets, which RunBatches never
+// touches again. A consumer done with a batch may hand it back with
+// Recycle, to be reused.
 func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Event)) error {
 	if max <= 0 {
 		max = 256

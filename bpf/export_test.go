@@ -1,11 +1,14 @@
 package bpf
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/flowtap/flowtap/events"
 )
 
 // Test-only access to internals for the privileged tests, which live in
@@ -178,4 +181,17 @@ func NoQuietWakeups(t interface{ Cleanup(func()) }) {
 	old := quietWakeup
 	quietWakeup = 1 << 62 // about 146 years: never
 	t.Cleanup(func() { quietWakeup = old })
+}
+
+// Run is RunBatches one event at a time: the tests read records as they
+// come.
+func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
+	return c.run(ctx, emit, func() {})
+}
+
+// Decode decodes one record as Capture's reader does (see decoder.decode),
+// allocating what the reader carves from slabs or interns.
+func Decode(raw []byte, bootToWall int64) (events.Event, error) {
+	d := decoder{bootToWall: bootToWall}
+	return d.decode(raw)
 }

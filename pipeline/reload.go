@@ -16,7 +16,8 @@ import (
 // Reloading (SIGHUP): the reloader goroutine re-reads the config
 // (Options.Load), resolves it, and starts the sinks of new or changed
 // pipelines, all while events keep flowing; then it hands the main loop a
-// swap, which the loop applies between two events. A pipeline that keeps
+// swap, which the loop applies between two derivation steps (batches or
+// ticks), under the stage's lock: no event is routed by half a swap. A pipeline that keeps
 // its name and its sinks keeps its running sinks and their queues and only
 // changes selection and filter, so it loses nothing; a removed pipeline's
 // sinks stop receiving, drain what they hold and close; the capture and

@@ -29,14 +29,15 @@ func main() {
 }
 
 func newRoot() *cobra.Command {
-	var logLevel string
 	root := &cobra.Command{
 		Use:           "flowtap",
 		Short:         "Watch TCP connections from inside the kernel and deliver them as events",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
+	// Read through the flag set (Lookup), where a given flag overrides
+	// the config's log.level.
+	root.PersistentFlags().String("log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
 	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
 	return root
 }

@@ -43,6 +43,10 @@ const LogLevelEnv = "FLOWTAP_PLUGIN_LOG_LEVEL"
 // Handshake is the go-plugin handshake between the flowtap host and a sink
 // plugin. The magic cookie is not a security measure: it lets a plugin
 // binary started by hand explain that it is a plugin instead of hanging.
+// The "v1" in its value is the cookie's own version, not the protocol's
+// (VersionedPlugins carries that): it never changes with the protocol, so
+// that a plugin of any protocol version completes the handshake and can
+// be told which version it speaks.
 var Handshake = plugin.HandshakeConfig{
 	// ProtocolVersion is left zero: VersionedPlugins carries the versions.
 	MagicCookieKey:   "FLOWTAP_SINK_PLUGIN",

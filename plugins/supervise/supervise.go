@@ -239,13 +239,11 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	return s, nil
 }
 
-// Enqueue offers ev to the sink's queue, which applies its policy when
-// full: Block waits for room, the drop policies never wait.
-func (s *Sink) Enqueue(ev events.Event) { s.q.push(ev) }
-
-// EnqueueBatch is Enqueue for each event of evs, in order, with one lock
-// of the queue for all of them: the router queues what a batch of kernel
-// records derived at once. The sink keeps no reference to evs.
+// EnqueueBatch offers the events of evs, in order, to the sink's queue,
+// with one lock of the queue for all of them: the router queues what a
+// batch of kernel records derived at once. The queue applies its policy
+// when full: Block waits for room, the drop policies never wait. The sink
+// keeps no reference to evs.
 func (s *Sink) EnqueueBatch(evs []events.Event) { s.q.pushAll(evs) }
 
 // Counters returns the sink's counters so far.
