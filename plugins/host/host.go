@@ -286,12 +286,14 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		startTimeout = max(min(time.Until(deadline), startTimeout), time.Millisecond)
 	}
-	// Older protocol versions are offered only so that a plugin speaking
-	// one completes the handshake and can be told what is wrong, rather
-	// than failing it with go-plugin's generic message.
+	// Other protocol versions, older and newer, are offered only so that
+	// a plugin speaking one completes go-plugin's negotiation: the host
+	// then decides by the negotiated version, and says what is wrong.
 	versions := sdk.VersionedPlugins(nil)
-	for v := 1; v < sdk.ProtocolVersion; v++ {
-		versions[v] = plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}}
+	for v := 1; v <= offeredVersions; v++ {
+		if v != sdk.ProtocolVersion {
+			versions[v] = plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}}
+		}
 	}
 	s.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
@@ -318,9 +320,6 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	rpcClient, err := s.client.Client()
 	if err != nil {
-		if strings.Contains(err.Error(), "incompatible API version") {
-			return fail("protocol version", fmt.Errorf("plugin speaks a sink protocol this host does not (it speaks %d): update flowtap or build the plugin against this flowtap's plugins/sdk: %w", sdk.ProtocolVersion, err))
-		}
 		if strings.Contains(err.Error(), "Failed to read any lines") || strings.Contains(err.Error(), "exited before we could connect") {
 			// Kill waits for go-plugin's goroutine reading the
 			// plugin's stderr: the tail is complete after it.
@@ -340,8 +339,8 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if gc, ok := rpcClient.(*plugin.GRPCClient); ok {
 		s.grpcConn = gc.Conn
 	}
-	if v := s.client.NegotiatedVersion(); v != sdk.ProtocolVersion {
-		return fail("protocol version", fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion))
+	if err := checkVersion(s.client.NegotiatedVersion()); err != nil {
+		return fail("protocol version", err)
 	}
 	raw, err := rpcClient.Dispense(sdk.PluginName)
 	if err != nil {
@@ -380,12 +379,30 @@ func (s *Sink) init(ctx context.Context, rpc proto.SinkClient) error {
 	if err != nil {
 		return err
 	}
-	if v := resp.GetProtocolVersion(); v != sdk.ProtocolVersion {
-		return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
+	if err := checkVersion(int(resp.GetProtocolVersion())); err != nil {
+		return err
 	}
 	s.rpc = rpc
 	s.info = sdk.Info{Name: resp.GetName(), Version: resp.GetVersion()}
 	return nil
+}
+
+// offeredVersions is the highest protocol version the host offers in the
+// go-plugin handshake (all of 1 to it): a plugin speaking any of them gets
+// as far as checkVersion, which says which side to rebuild. A plugin
+// speaking a version above it fails go-plugin's negotiation itself.
+const offeredVersions = 32
+
+// checkVersion refuses a plugin that speaks protocol version v, unless v
+// is the host's, saying which side is older.
+func checkVersion(v int) error {
+	switch {
+	case v == sdk.ProtocolVersion:
+		return nil
+	case v > sdk.ProtocolVersion:
+		return fmt.Errorf("plugin speaks sink protocol version %d, newer than this host's %d: update flowtap, or build the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
+	}
+	return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
 }
 
 // logLevel names the level of l for the plugin, so it does not send lines

@@ -413,6 +413,26 @@ func TestStartOldProtocol(t *testing.T) {
 	}
 }
 
+// TestStartNewProtocol: a plugin speaking a newer protocol version than
+// the host's completes go-plugin's negotiation (the host offers it) and is
+// refused by its negotiated version, with an error that says which side
+// to update.
+func TestStartNewProtocol(t *testing.T) {
+	bin := buildPlugin(t, "./testdata/newprotocol")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err := Start(ctx, Config{Name: "p / new", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
+	if err == nil {
+		t.Fatal("Start of a version 3 plugin succeeded")
+	}
+	want := fmt.Sprintf("plugin speaks sink protocol version 3, newer than this host's %d: update flowtap", sdk.ProtocolVersion)
+	for _, w := range []string{`start sink "p / new"`, "protocol version: ", want} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+}
+
 // TestConcurrentWriteAsync: WriteAsync, Write and Flush from several
 // goroutines at once; every batch arrives and every done runs once.
 func TestConcurrentWriteAsync(t *testing.T) {
