@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	)
 	if plan.Shared.NeedsKernel() && opts.Replay != nil {
 		file = replay.New(opts.Replay.Input, replay.Options{Name: opts.Replay.Name, Local: opts.Replay.Local, DNS: dnsOn,
-			SnapshotEvery: snapshotInterval(opts.Tracker), MaxConns: opts.Tracker.MaxFlows, Logger: log.Named("replay")})
+			SnapshotEvery: opts.Tracker.SnapshotInterval(), MaxConns: opts.Tracker.MaxFlows, Logger: log.Named("replay")})
 		if err := file.Open(); err != nil {
 			return Stats{}, err
 		}
@@ -231,7 +231,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 		go func() {
 			captureErr <- capture.RunBatches(captureCtx, baseBatch, deriveBatch)
 		}()
-		go snapshots(runCtx, capture, snapshotInterval(opts.Tracker), stopCapture, log)
+		go snapshots(runCtx, capture, opts.Tracker.SnapshotInterval(), stopCapture, log)
 	case file != nil:
 		// The file reports its open connections itself, in its own time,
 		// and ends by itself; a stop (signal, failed sink) cuts it short.
@@ -348,17 +348,6 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	log.Info("stopped", "base_events", stats.BaseEvents, "derived_events", stats.DerivedEvents,
 		"delivered", stats.Delivered, "lost_records", stats.LostRecords)
 	return stats, errors.Join(errs...)
-}
-
-// snapshotInterval is how often live sockets are reported while running:
-// a third of the idle timeout, so a live connection is never evicted as
-// idle, and at most a minute, so long flows' counters stay fresh.
-func snapshotInterval(cfg derive.Config) time.Duration {
-	idle := cfg.IdleTimeout
-	if idle <= 0 {
-		idle = derive.DefaultIdleTimeout
-	}
-	return min(max(idle/3, time.Second), time.Minute)
 }
 
 // snapshots asks the kernel for a report of live sockets every interval;

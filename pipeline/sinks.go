@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/supervise"
@@ -38,7 +38,7 @@ type sink struct {
 	label     string
 	pipeline  int
 	stats     SinkStats
-	onFailure string
+	onFailure supervise.OnFailure
 	sup       *supervise.Sink
 	// enqueue offers events to the sink's queue (sup.EnqueueBatch).
 	enqueue func([]events.Event)
@@ -67,11 +67,6 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
-			policy, err := supervise.ParsePolicy(sc.Queue.Policy)
-			if err != nil {
-				closeSinks(sinks, nil, log)
-				return nil, fmt.Errorf("start %s: queue: %w", label, err)
-			}
 			sup, err := supervise.Start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
@@ -86,7 +81,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				},
 				SinkConfig:     sc.Config,
 				QueueSize:      sc.Queue.Size,
-				Policy:         policy,
+				Policy:         sc.Queue.Policy,
 				BatchSize:      opts.BatchSize,
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,
@@ -98,10 +93,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				closeSinks(sinks, nil, log)
 				return nil, fmt.Errorf("start %s: %w", label, err)
 			}
-			onFailure := sc.OnFailure
-			if onFailure == "" {
-				onFailure = configs.OnFailureStop
-			}
+			onFailure := cmp.Or(sc.OnFailure, supervise.Stop)
 			sinks = append(sinks, &sink{
 				label:     label,
 				pipeline:  i,
@@ -128,7 +120,7 @@ func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc
 					log.Error("retired sink failed while draining", "sink", s.label, "error", s.sup.Err())
 					return
 				}
-				if s.onFailure == configs.OnFailureDisable {
+				if s.onFailure == supervise.Disable {
 					log.Error("sink disabled after repeated failures (on_failure: disable): its events are dropped, the other sinks go on",
 						"sink", s.label, "error", s.sup.Err())
 					return
@@ -168,7 +160,7 @@ func closeSinks(sinks []*sink, reported error, log hclog.Logger) ([]SinkStats, e
 			st.Failed = err.Error()
 			switch {
 			case reported != nil && errors.Is(reported, err):
-			case s.sup.Err() != nil && s.onFailure == configs.OnFailureDisable:
+			case s.sup.Err() != nil && s.onFailure == supervise.Disable:
 			default:
 				failed = append(failed, fmt.Errorf("close %s: %w", s.label, err))
 			}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,8 +218,8 @@ type batchBuf struct {
 // fails Start: restarts are for plugins that worked.
 func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	cfg = cfg.withDefaults()
-	if _, err := ParsePolicy(string(cfg.Policy)); err != nil {
-		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
+	if !slices.Contains(Policies(), cfg.Policy) {
+		return nil, fmt.Errorf("sink %s: unknown queue policy %q (valid: %v)", cfg.Name, cfg.Policy, Policies())
 	}
 	p, err := cfg.Launch(ctx)
 	if err != nil {
