@@ -26,10 +26,10 @@ import (
 // swap is a prepared configuration for the main loop to switch to.
 type swap struct {
 	routes  []route
-	sinks   []*sink // every sink after the swap
-	added   []*sink // started: to watch
-	removed []*sink // to drain and close
-	tracker bool    // the new plan needs the flow tracker
+	sinks   []*sink      // every sink after the swap
+	added   []*sink      // started: to watch
+	removed []*sink      // to drain and close
+	plan    *events.Plan // the new shared plan: the derivers it needs turn on
 	applied chan struct{}
 }
 
@@ -146,6 +146,9 @@ func (rl *reloader) prepare(ctx context.Context, cfg *configs.Config) (*swap, er
 	if err := rl.checkDNS(plan.Shared, cfg); err != nil {
 		return nil, err
 	}
+	if err := checkDerivers(plan.Shared); err != nil {
+		return nil, err
+	}
 	oldSinks := map[string][]configs.Sink{}
 	for _, p := range rl.current.Pipelines {
 		oldSinks[p.Name] = p.Sinks
@@ -165,7 +168,7 @@ func (rl *reloader) prepare(ctx context.Context, cfg *configs.Config) (*swap, er
 	if err != nil {
 		return nil, err
 	}
-	sw := &swap{added: added, tracker: plan.Shared.Needs(events.DeriverFlowTracker), applied: make(chan struct{})}
+	sw := &swap{added: added, plan: plan.Shared, applied: make(chan struct{})}
 	sw.routes = make([]route, len(plan.Pipelines))
 	keep := map[*sink]bool{}
 	for i, pp := range plan.Pipelines {

@@ -39,7 +39,7 @@ type sink struct {
 	pipeline  int
 	stats     SinkStats
 	onFailure supervise.OnFailure
-	sup       *supervise.Sink
+	sup       delivery
 	// enqueue offers events to the sink's queue (sup.EnqueueBatch).
 	enqueue func([]events.Event)
 	// pending are the events routed to the sink in the current
@@ -48,6 +48,34 @@ type sink struct {
 	// retired: a reload removed the sink; its failure stops nothing.
 	retired atomic.Bool
 }
+
+// delivery is what the pipeline needs of a sink's supervised delivery
+// (supervise.Sink); the package's tests stand in for it.
+type delivery interface {
+	// EnqueueBatch offers events to the sink's queue.
+	EnqueueBatch(evs []events.Event)
+	// Failed is closed when the supervisor gives up; Err says why.
+	Failed() <-chan struct{}
+	Err() error
+	Counters() supervise.Counters
+	// Close delivers what is queued and ends the plugin.
+	Close(ctx context.Context) error
+}
+
+// startDelivery starts one sink's supervised delivery.
+type startDelivery func(ctx context.Context, cfg supervise.Config) (delivery, error)
+
+// superviseStart is startDelivery with the real supervisor and plugin.
+func superviseStart(ctx context.Context, cfg supervise.Config) (delivery, error) {
+	s, err := supervise.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Interface guard: a supervised sink is a delivery.
+var _ delivery = (*supervise.Sink)(nil)
 
 // outputFile is the file sink plugins print to directly: the process's
 // standard output, or the Stdout option when it is a file. Any other
@@ -63,11 +91,15 @@ func outputFile(w io.Writer) *os.File {
 // startSinks starts every sink of every pipeline, each behind its
 // supervisor. A sink that cannot start fails the whole start.
 func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
+	start := opts.startDelivery
+	if start == nil {
+		start = superviseStart
+	}
 	var sinks []*sink
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
-			sup, err := supervise.Start(ctx, supervise.Config{
+			sup, err := start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
 					Name:   label,

@@ -161,11 +161,6 @@ func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, 
 	return nil
 }
 
-// trackerConfig is the flow tracker's part of the capture settings.
-func trackerConfig(c configs.Capture) derive.Config {
-	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout}
-}
-
 // newLogger builds flowtap's log from the config's log settings.
 func newLogger(l configs.Log, w io.Writer) hclog.Logger {
 	level := hclog.Info

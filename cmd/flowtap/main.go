@@ -92,7 +92,6 @@ func newRun() *cobra.Command {
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log,
-				CgroupPath: cfg.Capture.Cgroup, RingBufferSize: cfg.Capture.RingBufferSize, Tracker: trackerConfig(cfg.Capture),
 				Reload: reloadSignals(ctx),
 				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
 			})
