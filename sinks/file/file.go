@@ -23,7 +23,7 @@ import (
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 // Version is the file sink's version, reported in its Info.
@@ -303,7 +303,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	}
 	s.buf = s.buf[:0]
 	for i := range batch {
-		s.buf = stdout.AppendJSON(s.buf, &batch[i])
+		s.buf = jsonl.Append(s.buf, &batch[i])
 		if len(s.buf) >= chunk {
 			if err := s.write(); err != nil {
 				return err

@@ -26,7 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 // Version is the NATS sink's version, reported in its Info.
@@ -356,7 +356,7 @@ func (s *Sink) messages(batch []sdk.Event) ([]natsgo.Msg, error) {
 	data := make([]byte, 0, s.sizeHint)
 	ends := make([]int, len(batch))
 	for i := range batch {
-		data = stdout.AppendJSON(data, &batch[i])
+		data = jsonl.Append(data, &batch[i])
 		ends[i] = len(data) - 1 // without the newline
 	}
 	s.sizeHint = len(data) + len(data)/8

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 // Version is the stdout sink's version, reported in its Info.
@@ -42,8 +43,8 @@ type Sink struct {
 	// batch, or once it holds flushBytes. It is reused from batch to
 	// batch; line is one event's template output.
 	buf, line []byte
-	keys      jsonKeys // the json format's rendered field names
-	header    bool     // the table header has been written
+	keys      jsonl.Keys // the json format's rendered field names
+	header    bool       // the table header has been written
 }
 
 // flushBytes is how much formatted output the sink collects before it
@@ -150,7 +151,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	for i := range batch {
 		switch s.format {
 		case FormatJSON:
-			b = appendJSONEventKeys(b, &batch[i], &s.keys)
+			b = s.keys.Append(b, &batch[i])
 		case FormatTemplate:
 			var err error
 			if s.line, err = executeTemplate(s.tmpl, s.line[:0], &batch[i]); err != nil {
