@@ -20,6 +20,7 @@ import (
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/naming"
 	"github.com/flowtap/flowtap/plugins/supervise"
+	"github.com/flowtap/flowtap/sinks"
 )
 
 //go:embed default.yaml
@@ -86,8 +87,8 @@ type Pipeline struct {
 
 // Sink names a sink plugin and the configuration handed to its Configure.
 type Sink struct {
-	// Plugin is a built-in sink's name (e.g. "stdout") or a path to a
-	// plugin binary.
+	// Plugin is a built-in sink's name (sinks.Names: stdout, file,
+	// webhook, nats) or a path to a plugin binary.
 	Plugin string         `mapstructure:"plugin"`
 	Config map[string]any `mapstructure:"config"`
 	// SHA256, when set, pins the plugin binary: its SHA-256 (hex) must
@@ -260,7 +261,7 @@ func (c *Config) Validate() error {
 		for j, s := range p.Sinks {
 			sk := func(k string) string { return fmt.Sprintf("pipelines[%d].sinks[%d].%s", i, j, k) }
 			if strings.TrimSpace(s.Plugin) == "" {
-				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (stdout, file, webhook, nats) or the path to a plugin binary")
+				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (%s) or the path to a plugin binary", strings.Join(sinks.Names(), ", "))
 			}
 			if s.SHA256 != "" && !isSHA256(s.SHA256) {
 				ps.add(f, name, sk("sha256"), "%q is not a SHA-256: write the 64 hex digits sha256sum prints for the plugin binary", s.SHA256)

@@ -6,11 +6,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/sinks"
 )
 
 func main() {
@@ -106,12 +110,15 @@ func newRun() *cobra.Command {
 }
 
 func newList() *cobra.Command {
-	var asJSON bool
+	var asJSON, builtinSinks bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the events flowtap can produce, with their sets and fields",
+		Short: "List the events flowtap can produce, with their sets and fields (--sinks: the built-in sinks and their keys)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if builtinSinks {
+				return listSinks(cmd.OutOrStdout(), asJSON)
+			}
 			cat, err := events.Builtin()
 			if err != nil {
 				return err
@@ -122,8 +129,52 @@ func newList() *cobra.Command {
 			return cat.WriteListTable(cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalogue as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalogue (or the sinks) as JSON")
+	cmd.Flags().BoolVar(&builtinSinks, "sinks", false, "list the built-in sinks and their config keys instead of the events")
 	return cmd
+}
+
+// listSinks prints every built-in sink with its config keys (from the
+// sink's config struct), their types and which are secret.
+func listSinks(w io.Writer, asJSON bool) error {
+	type key struct {
+		Name   string `json:"name"`
+		Type   string `json:"type"`
+		Secret bool   `json:"secret,omitempty"`
+	}
+	type sink struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+		Keys        []key  `json:"keys"`
+	}
+	var out []sink
+	for _, b := range sinks.Builtins() {
+		s := sink{Name: b.Name, Description: b.Description}
+		for _, k := range b.Keys() {
+			s.Keys = append(s.Keys, key{Name: k.Name, Type: k.Type, Secret: k.Secret})
+		}
+		out = append(out, s)
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, s := range out {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintf(tw, "%s: %s\n", s.Name, s.Description)
+		for _, k := range s.Keys {
+			if k.Secret {
+				fmt.Fprintf(tw, "  %s\t%s\tsecret: never shown\n", k.Name, k.Type)
+			} else {
+				fmt.Fprintf(tw, "  %s\t%s\n", k.Name, k.Type)
+			}
+		}
+	}
+	return tw.Flush()
 }
 
 func newVersion() *cobra.Command {
