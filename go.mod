@@ -17,7 +17,7 @@ require (
 	golang.org/x/net v0.60.0
 	golang.org/x/sys v0.50.0
 	google.golang.org/grpc v1.85.0
-	google.golang.org/protobuf v1.36.12
+	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1
 )
 
@@ -60,4 +60,17 @@ tool (
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	google.golang.org/protobuf/cmd/protoc-gen-go
 	honnef.co/go/tools/cmd/staticcheck
+)
+
+require (
+	github.com/flowtap/flowtap/plugins/internal/wire v0.0.0-00010101000000-000000000000
+	github.com/flowtap/flowtap/plugins/sdk v0.0.0-00010101000000-000000000000
+)
+
+// The SDK and the wire package it shares with the host are Go modules of
+// their own (plugins/sdk, plugins/internal/wire), developed in this
+// repository: flowtap builds them from here.
+replace (
+	github.com/flowtap/flowtap/plugins/internal/wire => ./plugins/internal/wire
+	github.com/flowtap/flowtap/plugins/sdk => ./plugins/sdk
 )

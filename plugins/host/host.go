@@ -1,8 +1,8 @@
 // Package host runs flowtap sink plugins: it finds a plugin binary, starts
 // it with hashicorp/go-plugin, and drives the sink protocol
-// (plugins/proto): Info, Configure, Write with acknowledgements, Close.
+// (plugins/internal/wire): Info, Configure, Write with acknowledgements, Close.
 //
-// Events cross to the plugin in the event encoding of plugins/proto, a
+// Events cross to the plugin in the event encoding of plugins/internal/wire, a
 // few messages in flight at a time: Write sends a batch and waits for its
 // acknowledgement; WriteAsync and Flush let the caller prepare the next
 // batch while the plugin handles the last.
@@ -40,9 +40,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/internal/grpcopt"
-	"github.com/flowtap/flowtap/plugins/proto"
-	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/grpcopt"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 )
 
 // DefaultStartTimeout bounds how long Start waits for a plugin's handshake
@@ -92,7 +92,7 @@ type Config struct {
 	// (go-plugin's SyncStdout). Nil means os.Stdout.
 	Stdout io.Writer
 	// Output, when set, is handed to the plugin as a file of its own (fd 3,
-	// announced in sdk.OutputFDEnv): sinks that print for people write
+	// announced in wire.OutputFDEnv): sinks that print for people write
 	// there directly through sdk.Output, rather than through go-plugin's
 	// forwarding of the plugin's stdout over gRPC, which costs a copy and
 	// a round of syscalls on both sides per write. Nil: sdk.Output falls
@@ -110,7 +110,7 @@ type Config struct {
 	// stream. A batch that encodes to more travels as several messages,
 	// which the sink sees as several Writes; a single event larger than
 	// this fails its Write with ErrTooLarge. 0 means
-	// DefaultMaxBatchBytes; the most is sdk.MaxBatchBytes, the cap of the
+	// DefaultMaxBatchBytes; the most is wire.MaxBatchBytes, the cap of the
 	// plugin's gRPC server.
 	MaxBatchBytes int
 	// MaxInFlight bounds how many messages may be sent and not yet
@@ -132,7 +132,7 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBatchBytes
 	}
-	maxBytes = max(min(maxBytes, sdk.MaxBatchBytes)-envelopeBytes, proto.HeaderLen)
+	maxBytes = max(min(maxBytes, wire.MaxBatchBytes)-envelopeBytes, wire.HeaderLen)
 	maxInFlight = cfg.MaxInFlight
 	if maxInFlight <= 0 {
 		maxInFlight = DefaultMaxInFlight
@@ -153,7 +153,7 @@ type Sink struct {
 	pid        int              // the plugin process; 0 in-process
 	grpcConn   *grpc.ClientConn // for health checks; nil in-process
 	rpc        proto.SinkClient
-	info       sdk.Info
+	info       Info
 
 	stdout, stderr *stdioWriter // nil when the plugin runs in-process
 	drainToken     []byte
@@ -220,7 +220,7 @@ type writeStream struct {
 }
 
 // Start resolves and launches the plugin, completes the go-plugin
-// handshake, and checks that the plugin speaks sdk.ProtocolVersion. ctx
+// handshake, and checks that the plugin speaks wire.ProtocolVersion. ctx
 // bounds only the start: if it ends first the process is killed. The
 // plugin process is killed if the host dies (Pdeathsig); the caller must
 // Close the Sink to end it otherwise.
@@ -272,13 +272,13 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	// keeps its threads for the life of the process unless a goroutine
 	// locked to one ends.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Env = []string{sdk.LogLevelEnv + "=" + logLevel(logger)}
+	cmd.Env = []string{wire.LogLevelEnv + "=" + logLevel(logger)}
 	if cfg.ValidateOnly {
-		cmd.Env = append(cmd.Env, sdk.ValidateOnlyEnv+"=1")
+		cmd.Env = append(cmd.Env, wire.ValidateOnlyEnv+"=1")
 	}
 	if cfg.Output != nil {
 		cmd.ExtraFiles = []*os.File{cfg.Output} // fd 3 in the plugin
-		cmd.Env = append(cmd.Env, sdk.OutputFDEnv+"=3")
+		cmd.Env = append(cmd.Env, wire.OutputFDEnv+"=3")
 	}
 
 	tail := &stderrTail{}
@@ -289,14 +289,14 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	// Other protocol versions, older and newer, are offered only so that
 	// a plugin speaking one completes go-plugin's negotiation: the host
 	// then decides by the negotiated version, and says what is wrong.
-	versions := sdk.VersionedPlugins(nil)
+	versions := wire.VersionedPlugins(nil)
 	for v := 1; v <= offeredVersions; v++ {
-		if v != sdk.ProtocolVersion {
-			versions[v] = plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}}
+		if v != wire.ProtocolVersion {
+			versions[v] = plugin.PluginSet{wire.PluginName: &wire.GRPCPlugin{}}
 		}
 	}
 	s.client = plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
+		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: versions,
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -342,7 +342,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if err := checkVersion(s.client.NegotiatedVersion()); err != nil {
 		return fail("protocol version", err)
 	}
-	raw, err := rpcClient.Dispense(sdk.PluginName)
+	raw, err := rpcClient.Dispense(wire.PluginName)
 	if err != nil {
 		return fail("dispense sink", err)
 	}
@@ -383,7 +383,7 @@ func (s *Sink) init(ctx context.Context, rpc proto.SinkClient) error {
 		return err
 	}
 	s.rpc = rpc
-	s.info = sdk.Info{Name: resp.GetName(), Version: resp.GetVersion()}
+	s.info = Info{Name: resp.GetName(), Version: resp.GetVersion()}
 	return nil
 }
 
@@ -397,12 +397,12 @@ const offeredVersions = 32
 // is the host's, saying which side is older.
 func checkVersion(v int) error {
 	switch {
-	case v == sdk.ProtocolVersion:
+	case v == wire.ProtocolVersion:
 		return nil
-	case v > sdk.ProtocolVersion:
-		return fmt.Errorf("plugin speaks sink protocol version %d, newer than this host's %d: update flowtap, or build the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
+	case v > wire.ProtocolVersion:
+		return fmt.Errorf("plugin speaks sink protocol version %d, newer than this host's %d: update flowtap, or build the plugin against this flowtap's plugins/sdk", v, wire.ProtocolVersion)
 	}
-	return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
+	return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, wire.ProtocolVersion)
 }
 
 // logLevel names the level of l for the plugin, so it does not send lines
@@ -415,12 +415,51 @@ func logLevel(l hclog.Logger) string {
 	return level.String()
 }
 
+// Info is what a plugin says about itself.
+type Info struct {
+	// Name is the sink's short name, e.g. "stdout".
+	Name string
+	// Version is the sink's own version, free-form.
+	Version string
+}
+
+// ConfigError is one problem a plugin found with one key of its
+// configuration (the SDK's sdk.ConfigError, as it arrives).
+type ConfigError struct {
+	// Key names the configuration key; "" when the problem is not about
+	// one key.
+	Key string
+	// Message says what is wrong.
+	Message string
+}
+
+// Error returns "key: message", or the message alone when Key is empty.
+func (e ConfigError) Error() string {
+	if e.Key == "" {
+		return e.Message
+	}
+	return e.Key + ": " + e.Message
+}
+
+// ConfigErrors are the problems a plugin found with its configuration,
+// one per key.
+type ConfigErrors []ConfigError
+
+// Error joins the problems with "; ".
+func (es ConfigErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
 // Info returns what the plugin said about itself at Start.
-func (s *Sink) Info() sdk.Info { return s.info }
+func (s *Sink) Info() Info { return s.info }
 
 // Configure sends the sink its configuration, JSON-encoded; nil means an
 // empty object. If the sink rejects it, the error lists every problem as
-// "key: message" and unwraps (errors.As) to sdk.ConfigErrors.
+// "key: message" and unwraps (errors.As) to ConfigErrors.
 func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 	if config == nil {
 		config = map[string]any{}
@@ -447,9 +486,9 @@ func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 	if len(resp.GetErrors()) == 0 {
 		return nil
 	}
-	errs := make(sdk.ConfigErrors, len(resp.GetErrors()))
+	errs := make(ConfigErrors, len(resp.GetErrors()))
 	for i, e := range resp.GetErrors() {
-		errs[i] = sdk.ConfigError{Key: e.GetKey(), Message: e.GetMessage()}
+		errs[i] = ConfigError{Key: e.GetKey(), Message: e.GetMessage()}
 	}
 	return fmt.Errorf("configure sink %q: %w", s.label, errs)
 }
@@ -734,7 +773,7 @@ func (s *Sink) failureCause(ctx context.Context, err error) error {
 	}
 	if status.Code(err) == codes.ResourceExhausted {
 		return fmt.Errorf("the plugin refused a message as too large, lower MaxBatchBytes (now %d; the plugin accepts %d): %w",
-			s.maxBytes+envelopeBytes, sdk.MaxBatchBytes, err)
+			s.maxBytes+envelopeBytes, wire.MaxBatchBytes, err)
 	}
 	if err == io.EOF {
 		err = errors.New("plugin ended the write stream")

@@ -16,7 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/host/internal/encode"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -353,7 +354,7 @@ func TestEncodeReuse(t *testing.T) {
 // TestEncoderSchemaCacheBound: a producer whose field lists keep changing
 // does not grow the schema cache without end.
 func TestEncoderSchemaCacheBound(t *testing.T) {
-	var enc proto.Encoder
+	var enc encode.Encoder
 	enc.Start(nil)
 	for i := range 5000 {
 		f := []events.Field{{Name: fmt.Sprint("f", i), Value: events.Uint(1)}}
@@ -405,7 +406,7 @@ func TestStartOldProtocol(t *testing.T) {
 	if err == nil {
 		t.Fatal("Start of a version 1 plugin succeeded")
 	}
-	want := fmt.Sprintf("plugin speaks sink protocol version 1, this host speaks %d: rebuild the plugin", sdk.ProtocolVersion)
+	want := fmt.Sprintf("plugin speaks sink protocol version 1, this host speaks %d: rebuild the plugin", wire.ProtocolVersion)
 	for _, w := range []string{`start sink "p / old"`, want} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %q", err, w)
@@ -425,7 +426,7 @@ func TestStartNewProtocol(t *testing.T) {
 	if err == nil {
 		t.Fatal("Start of a version 3 plugin succeeded")
 	}
-	want := fmt.Sprintf("plugin speaks sink protocol version 3, newer than this host's %d: update flowtap", sdk.ProtocolVersion)
+	want := fmt.Sprintf("plugin speaks sink protocol version 3, newer than this host's %d: update flowtap", wire.ProtocolVersion)
 	for _, w := range []string{`start sink "p / new"`, "protocol version: ", want} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %q", err, w)

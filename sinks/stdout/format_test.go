@@ -13,7 +13,7 @@ import (
 func flowEvent() sdk.Event {
 	return sdk.Event{
 		Timestamp: 1700000000123456789,
-		ID:        uint32(events.IDNetFlowTCPBegin),
+		ID:        sdk.ID(events.IDNetFlowTCPBegin),
 		Name:      events.NameNetFlowTCPBegin,
 		Context: sdk.Context{
 			SocketCookie: 18446744073709551615,
@@ -24,13 +24,13 @@ func flowEvent() sdk.Event {
 			HostName:     "box",
 		},
 		Fields: []sdk.Field{
-			{Name: "conn_direction", Value: events.String("outgoing")},
-			{Name: "src", Value: events.String("10.0.0.1")},
-			{Name: "dst", Value: events.String("93.184.216.34")},
-			{Name: "src_port", Value: events.Uint(43210)},
-			{Name: "dst_port", Value: events.Uint(443)},
-			{Name: "src_dns", Value: events.Strings(nil)},
-			{Name: "dst_dns", Value: events.Strings([]string{"example.com", "www.example.com"})},
+			{Name: "conn_direction", Value: sdk.String("outgoing")},
+			{Name: "src", Value: sdk.String("10.0.0.1")},
+			{Name: "dst", Value: sdk.String("93.184.216.34")},
+			{Name: "src_port", Value: sdk.Uint(43210)},
+			{Name: "dst_port", Value: sdk.Uint(443)},
+			{Name: "src_dns", Value: sdk.Strings(nil)},
+			{Name: "dst_dns", Value: sdk.Strings([]string{"example.com", "www.example.com"})},
 		},
 	}
 }
@@ -41,16 +41,16 @@ func TestTableAlignment(t *testing.T) {
 	v6.Name = events.NameNetFlowTCPEnd
 	v6.Context = sdk.Context{Comm: "a-much-longer-c", PID: 4194304}
 	v6.Fields = []sdk.Field{
-		{Name: "conn_direction", Value: events.String("incoming")},
-		{Name: "src", Value: events.String("2001:db8::1")},
-		{Name: "dst", Value: events.String("::1")},
-		{Name: "src_port", Value: events.Uint(55555)},
-		{Name: "dst_port", Value: events.Uint(22)},
+		{Name: "conn_direction", Value: sdk.String("incoming")},
+		{Name: "src", Value: sdk.String("2001:db8::1")},
+		{Name: "dst", Value: sdk.String("::1")},
+		{Name: "src_port", Value: sdk.Uint(55555)},
+		{Name: "dst_port", Value: sdk.Uint(22)},
 	}
 	other := sdk.Event{Timestamp: 5, ID: 7, Fields: []sdk.Field{
-		{Name: "note", Value: events.String("has space")},
-		{Name: "empty", Value: events.String("")},
-		{Name: "n", Value: events.Int(-1)},
+		{Name: "note", Value: sdk.String("has space")},
+		{Name: "empty", Value: sdk.String("")},
+		{Name: "n", Value: sdk.Int(-1)},
 	}}
 	ev := flowEvent()
 	out := string(tf.appendHeader(nil))
@@ -80,8 +80,8 @@ func TestTableAlignment(t *testing.T) {
 func TestTableQuotesAmbiguousText(t *testing.T) {
 	tf := tableFormatter{loc: time.UTC}
 	ev := sdk.Event{Name: "x", Context: sdk.Context{Comm: "evil\nname", PID: 1}, Fields: []sdk.Field{
-		{Name: "s", Value: events.String("a=b")},
-		{Name: "l", Value: events.Strings([]string{"ok", "x,y"})},
+		{Name: "s", Value: sdk.String("a=b")},
+		{Name: "l", Value: sdk.Strings([]string{"ok", "x,y"})},
 	}}
 	got := string(tf.appendEvent(nil, &ev))
 	if strings.Count(got, "\n") != 1 {

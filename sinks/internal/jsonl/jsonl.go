@@ -83,7 +83,7 @@ type Keys struct {
 
 // jsonShape is one event shape: the field names and their keys.
 type jsonShape struct {
-	id    uint32
+	id    sdk.ID
 	names []string
 	keys  []string
 }
@@ -94,7 +94,7 @@ func (k *Keys) lookup(ev *sdk.Event) []string {
 	if k == nil || len(ev.Fields) == 0 {
 		return nil
 	}
-	sh := &k.shapes[ev.ID%uint32(len(k.shapes))]
+	sh := &k.shapes[int(ev.ID)%len(k.shapes)]
 	if sh.id == ev.ID && len(sh.names) == len(ev.Fields) {
 		fits := true
 		for i := range ev.Fields {

@@ -28,7 +28,7 @@ var nastyStrings = []string{
 func flowEvent() sdk.Event {
 	return sdk.Event{
 		Timestamp: 1700000000123456789,
-		ID:        uint32(events.IDNetFlowTCPBegin),
+		ID:        sdk.ID(events.IDNetFlowTCPBegin),
 		Name:      events.NameNetFlowTCPBegin,
 		Context: sdk.Context{
 			SocketCookie: 18446744073709551615,
@@ -39,13 +39,13 @@ func flowEvent() sdk.Event {
 			HostName:     "box",
 		},
 		Fields: []sdk.Field{
-			{Name: "conn_direction", Value: events.String("outgoing")},
-			{Name: "src", Value: events.String("10.0.0.1")},
-			{Name: "dst", Value: events.String("93.184.216.34")},
-			{Name: "src_port", Value: events.Uint(43210)},
-			{Name: "dst_port", Value: events.Uint(443)},
-			{Name: "src_dns", Value: events.Strings(nil)},
-			{Name: "dst_dns", Value: events.Strings([]string{"example.com", "www.example.com"})},
+			{Name: "conn_direction", Value: sdk.String("outgoing")},
+			{Name: "src", Value: sdk.String("10.0.0.1")},
+			{Name: "dst", Value: sdk.String("93.184.216.34")},
+			{Name: "src_port", Value: sdk.Uint(43210)},
+			{Name: "dst_port", Value: sdk.Uint(443)},
+			{Name: "src_dns", Value: sdk.Strings(nil)},
+			{Name: "dst_dns", Value: sdk.Strings([]string{"example.com", "www.example.com"})},
 		},
 	}
 }
@@ -53,8 +53,8 @@ func flowEvent() sdk.Event {
 func TestJSONEvent(t *testing.T) {
 	ev := flowEvent()
 	ev.Fields = append(ev.Fields,
-		sdk.Field{Name: "delta", Value: events.Int(-7)},
-		sdk.Field{Name: "ok", Value: events.Bool(true)},
+		sdk.Field{Name: "delta", Value: sdk.Int(-7)},
+		sdk.Field{Name: "ok", Value: sdk.Bool(true)},
 		sdk.Field{Name: "unknown", Value: sdk.Value{}},
 	)
 	got := string(Append(nil, &ev))
@@ -79,8 +79,8 @@ func TestJSONEventValid(t *testing.T) {
 			Name:    s,
 			Context: sdk.Context{Comm: s, HostName: s},
 			Fields: []sdk.Field{
-				{Name: s, Value: events.String(s)},
-				{Name: "list", Value: events.Strings([]string{s, s})},
+				{Name: s, Value: sdk.String(s)},
+				{Name: "list", Value: sdk.Strings([]string{s, s})},
 			},
 		}
 		line := Append(nil, &ev)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -20,8 +21,8 @@ func (newer) Close(context.Context) error              { return nil }
 
 func main() {
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{3: {sdk.PluginName: &sdk.GRPCPlugin{Impl: newer{}}}},
+		HandshakeConfig:  wire.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{3: {wire.PluginName: sdk.Plugin(newer{})}},
 		GRPCServer:       plugin.DefaultGRPCServer,
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -20,8 +21,8 @@ func (old) Close(context.Context) error              { return nil }
 
 func main() {
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{1: {sdk.PluginName: &sdk.GRPCPlugin{Impl: old{}}}},
+		HandshakeConfig:  wire.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{1: {wire.PluginName: sdk.Plugin(old{})}},
 		GRPCServer:       plugin.DefaultGRPCServer,
 	})
 }
