@@ -81,12 +81,12 @@ type Pipeline struct {
 	// "-name" to exclude (see events.ParseSelection).
 	Events []string `mapstructure:"events"`
 	// Filter keeps only the events it matches; "" keeps all.
-	Filter string `mapstructure:"filter"`
-	Sinks  []Sink `mapstructure:"sinks"`
+	Filter string       `mapstructure:"filter"`
+	Sinks  []SinkConfig `mapstructure:"sinks"`
 }
 
-// Sink names a sink plugin and the configuration handed to its Configure.
-type Sink struct {
+// SinkConfig names a sink plugin and the configuration handed to its Configure.
+type SinkConfig struct {
 	// Plugin is a built-in sink's name (sinks.Names: stdout, file,
 	// webhook, nats) or a path to a plugin binary.
 	Plugin string         `mapstructure:"plugin"`

@@ -17,10 +17,10 @@ type router struct {
 type route struct {
 	plan   *events.Plan
 	filter *filter.Filter // nil: every selected event
-	sinks  []*sink
+	sinks  []*target
 }
 
-func newRouter(plan *Plan, sinks []*sink, host string) *router {
+func newRouter(plan *Plan, sinks []*target, host string) *router {
 	r := &router{host: host}
 	for i, pp := range plan.Pipelines {
 		rt := route{plan: pp.Plan, filter: pp.Filter}

@@ -94,7 +94,7 @@ type run struct {
 	log   hclog.Logger
 	prod  producer
 	stage *stage
-	sinks []*sink
+	sinks []*target
 	stats Stats
 
 	ctx          context.Context // ends with a stop: ctx, or a failed sink

@@ -173,7 +173,7 @@ func pipelineConfig(source string, ps ...configs.Pipeline) *configs.Config {
 }
 
 func flowsTo(name string, sel ...string) configs.Pipeline {
-	return configs.Pipeline{Name: name, Events: sel, Sinks: []configs.Sink{{Plugin: "fake-" + name}}}
+	return configs.Pipeline{Name: name, Events: sel, Sinks: []configs.SinkConfig{{Plugin: "fake-" + name}}}
 }
 
 // startRun runs Run in the background; wait returns its result.

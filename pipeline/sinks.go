@@ -33,8 +33,8 @@ type SinkStats struct {
 // ends, for all sinks together; what is not delivered by then is dropped.
 const sinkCloseTimeout = 60 * time.Second
 
-// sink is one configured sink of a pipeline: a supervised plugin.
-type sink struct {
+// target is one configured sink of a pipeline, as the router sees it: a supervised plugin.
+type target struct {
 	label     string
 	pipeline  int
 	stats     SinkStats
@@ -50,7 +50,7 @@ type sink struct {
 }
 
 // delivery is what the pipeline needs of a sink's supervised delivery
-// (supervise.Sink); the package's tests stand in for it.
+// (supervise.Delivery); the package's tests stand in for it.
 type delivery interface {
 	// EnqueueBatch offers events to the sink's queue.
 	EnqueueBatch(evs []events.Event)
@@ -75,7 +75,7 @@ func superviseStart(ctx context.Context, cfg supervise.Config) (delivery, error)
 }
 
 // Interface guard: a supervised sink is a delivery.
-var _ delivery = (*supervise.Sink)(nil)
+var _ delivery = (*supervise.Delivery)(nil)
 
 // outputFile is the file sink plugins print to directly: the process's
 // standard output, or the Stdout option when it is a file. Any other
@@ -90,12 +90,12 @@ func outputFile(w io.Writer) *os.File {
 
 // startSinks starts every sink of every pipeline, each behind its
 // supervisor. A sink that cannot start fails the whole start.
-func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
+func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*target, error) {
 	start := opts.startDelivery
 	if start == nil {
 		start = superviseStart
 	}
-	var sinks []*sink
+	var sinks []*target
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
@@ -126,7 +126,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				return nil, fmt.Errorf("start %s: %w", label, err)
 			}
 			onFailure := cmp.Or(sc.OnFailure, supervise.Stop)
-			sinks = append(sinks, &sink{
+			sinks = append(sinks, &target{
 				label:     label,
 				pipeline:  i,
 				stats:     SinkStats{Pipeline: pp.Config.Name, Index: j, Plugin: sc.Plugin},
@@ -142,7 +142,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 // watchSinks applies each sink's on_failure policy when it gives up:
 // "stop" ends the run with the sink's error, "disable" drops the sink and
 // lets the others go on. It returns when ctx ends.
-func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc, log hclog.Logger) {
+func watchSinks(ctx context.Context, sinks []*target, stop context.CancelCauseFunc, log hclog.Logger) {
 	for _, s := range sinks {
 		go func() {
 			select {
@@ -168,7 +168,7 @@ func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc
 // counters and returns their totals, and the errors of sinks whose
 // failure stops the run, except reported (the error that already stopped
 // it). A disabled sink's failure was logged when it happened.
-func closeSinks(sinks []*sink, reported error, log hclog.Logger) ([]SinkStats, error) {
+func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), sinkCloseTimeout)
 	defer cancel()
 	// Close them all at once: each drains its own queue.

@@ -64,7 +64,7 @@ func configKey(sink, key string) string {
 }
 
 // checkSink starts one plugin, configures it and closes it.
-func checkSink(ctx context.Context, s configs.Sink, label string, log hclog.Logger) error {
+func checkSink(ctx context.Context, s configs.SinkConfig, label string, log hclog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, sinkCheckTimeout)
 	defer cancel()
 	client, err := host.Start(ctx, host.Config{

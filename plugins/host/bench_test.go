@@ -151,7 +151,7 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
-			var s *Sink
+			var s *Plugin
 			if tc.bin == "" {
 				s = startInProcess(b, discardSink{})
 			} else {

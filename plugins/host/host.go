@@ -7,7 +7,7 @@
 // acknowledgement; WriteAsync and Flush let the caller prepare the next
 // batch while the plugin handles the last.
 //
-// One Sink is one plugin process. The host does not restart a plugin that
+// One Plugin is one plugin process. The host does not restart a plugin that
 // dies; a Write then fails with an error saying so, and the caller decides
 // (plugins/supervise restarts it and resends what was not acknowledged).
 //
@@ -58,7 +58,7 @@ var (
 	// ErrRejected: the sink's Write returned an error, so it did not
 	// accept the batch. The plugin is healthy; retrying may succeed.
 	ErrRejected = errors.New("batch rejected by sink")
-	// ErrClosed: the Sink was used after Close.
+	// ErrClosed: the Plugin was used after Close.
 	ErrClosed = errors.New("sink is closed")
 	// ErrTooLarge: an event of the batch is too large to travel in a
 	// message of its own (see Config.MaxBatchBytes). Nothing of the batch
@@ -140,9 +140,9 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 	return maxBytes, maxInFlight
 }
 
-// Sink is a running sink plugin. Its methods may be called from several
+// Plugin is a running sink plugin. Its methods may be called from several
 // goroutines; calls are serialised.
-type Sink struct {
+type Plugin struct {
 	label  string // Config.Name, for errors and logs
 	path   string // the plugin binary
 	logger hclog.Logger
@@ -223,8 +223,8 @@ type writeStream struct {
 // handshake, and checks that the plugin speaks wire.ProtocolVersion. ctx
 // bounds only the start: if it ends first the process is killed. The
 // plugin process is killed if the host dies (Pdeathsig); the caller must
-// Close the Sink to end it otherwise.
-func Start(ctx context.Context, cfg Config) (*Sink, error) {
+// Close the Plugin to end it otherwise.
+func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	label := cfg.Name
 	if label == "" {
 		label = cfg.Plugin
@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 
 	token := newDrainToken()
-	s := &Sink{
+	s := &Plugin{
 		label:      label,
 		path:       path,
 		logger:     logger,
@@ -310,7 +310,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	})
 	stopWatch := context.AfterFunc(ctx, procCancel)
 
-	fail := func(what string, err error) (*Sink, error) {
+	fail := func(what string, err error) (*Plugin, error) {
 		stopWatch()
 		s.kill()
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -363,9 +363,9 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 
 // newInProcess wraps a sink client whose server runs without a process of
 // its own (go-plugin's TestPluginGRPCConn), for tests.
-func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Sink, error) {
+func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Plugin, error) {
 	label := cfg.Name
-	s := &Sink{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
+	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 	if err := s.init(ctx, rpc); err != nil {
 		return nil, fmt.Errorf("start sink %q: info: %w", label, err)
@@ -374,7 +374,7 @@ func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Sink,
 }
 
 // init asks the plugin for its Info and checks its protocol version.
-func (s *Sink) init(ctx context.Context, rpc proto.SinkClient) error {
+func (s *Plugin) init(ctx context.Context, rpc proto.SinkClient) error {
 	resp, err := rpc.Info(ctx, &proto.InfoRequest{})
 	if err != nil {
 		return err
@@ -455,12 +455,12 @@ func (es ConfigErrors) Error() string {
 }
 
 // Info returns what the plugin said about itself at Start.
-func (s *Sink) Info() Info { return s.info }
+func (s *Plugin) Info() Info { return s.info }
 
 // Configure sends the sink its configuration, JSON-encoded; nil means an
 // empty object. If the sink rejects it, the error lists every problem as
 // "key: message" and unwraps (errors.As) to ConfigErrors.
-func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
+func (s *Plugin) Configure(ctx context.Context, config map[string]any) error {
 	if config == nil {
 		config = map[string]any{}
 	}
@@ -510,7 +510,7 @@ func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 // what its own acknowledgement needs (they are acknowledged in order, so
 // they are settled too: their done functions run, their failures wait for
 // Flush).
-func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
+func (s *Plugin) Write(ctx context.Context, batch []events.Event) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("write to sink %q: %w", s.label, err)
 	}
@@ -541,7 +541,7 @@ func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 // ctx bounds the call, not the batch's journey: if ctx ends while the call
 // waits for the plugin, the stream breaks and every batch in flight fails
 // with ctx's error, as in Write.
-func (s *Sink) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
+func (s *Plugin) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("write to sink %q: %w", s.label, err)
 	}
@@ -555,7 +555,7 @@ func (s *Sink) WriteAsync(ctx context.Context, batch []events.Event, done func(e
 // WriteAsync batch since the previous Flush, or nil if the sink accepted
 // them all. If ctx ends first, the stream breaks and the batches still in
 // flight fail with ctx's error.
-func (s *Sink) Flush(ctx context.Context) error {
+func (s *Plugin) Flush(ctx context.Context) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("flush sink %q: %w", s.label, err)
 	}
@@ -579,7 +579,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 // has answered it. It returns the batch's state once something of it was
 // sent (its outcome then reaches done), else an error. The caller holds
 // the lock.
-func (s *Sink) write(ctx context.Context, batch []events.Event, done func(error), async bool) (*batchState, error) {
+func (s *Plugin) write(ctx context.Context, batch []events.Event, done func(error), async bool) (*batchState, error) {
 	if s.closed {
 		return nil, fmt.Errorf("write to sink %q: %w", s.label, ErrClosed)
 	}
@@ -647,7 +647,7 @@ func (s *Sink) write(ctx context.Context, batch []events.Event, done func(error)
 // watch makes the end of ctx break ws, and returns the function that
 // stops watching: if ctx has ended by then, ws is broken even if the call
 // completed, so it is dropped and whatever is still in flight on it fails.
-func (s *Sink) watch(ctx context.Context, ws *writeStream) (stop func()) {
+func (s *Plugin) watch(ctx context.Context, ws *writeStream) (stop func()) {
 	if ctx.Done() == nil {
 		return func() {}
 	}
@@ -662,7 +662,7 @@ func (s *Sink) watch(ctx context.Context, ws *writeStream) (stop func()) {
 
 // settleOne waits for the next acknowledgement or the end of the stream,
 // and settles what it decides. There must be a message in flight.
-func (s *Sink) settleOne(ctx context.Context) {
+func (s *Plugin) settleOne(ctx context.Context) {
 	ws := s.ws
 	select {
 	case a := <-ws.acks:
@@ -678,7 +678,7 @@ func (s *Sink) settleOne(ctx context.Context) {
 }
 
 // ack settles the oldest message in flight with the plugin's answer.
-func (s *Sink) ack(ctx context.Context, a *proto.Ack) {
+func (s *Plugin) ack(ctx context.Context, a *proto.Ack) {
 	p := s.pending[0]
 	if got := a.GetSeq(); got != p.seq {
 		s.streamFailed(ctx, fmt.Errorf("protocol error: plugin acknowledged message %d, expected %d", got, p.seq))
@@ -701,7 +701,7 @@ func (s *Sink) ack(ctx context.Context, a *proto.Ack) {
 }
 
 // rejection is the error of a batch whose part the sink rejected.
-func (s *Sink) rejection(b *batchState, part int, msg string) error {
+func (s *Plugin) rejection(b *batchState, part int, msg string) error {
 	if b.first == nil {
 		return fmt.Errorf("write batch %d to sink %q: %w: %s", b.num, s.label, ErrRejected, msg)
 	}
@@ -730,7 +730,7 @@ func (e *partError) Error() string {
 func (e *partError) Unwrap() error { return e.err }
 
 // finish settles batch b with err.
-func (s *Sink) finish(b *batchState, err error) {
+func (s *Plugin) finish(b *batchState, err error) {
 	b.finished = true
 	if b.async && err != nil && s.asyncErr == nil {
 		s.asyncErr = err
@@ -742,7 +742,7 @@ func (s *Sink) finish(b *batchState, err error) {
 
 // streamFailed drops the broken Write stream, fails every message in
 // flight on it, and returns why the stream failed. err is what ended it.
-func (s *Sink) streamFailed(ctx context.Context, err error) error {
+func (s *Plugin) streamFailed(ctx context.Context, err error) error {
 	s.dropStream()
 	cause := s.failureCause(ctx, err)
 	s.lastCause = cause
@@ -758,7 +758,7 @@ func (s *Sink) streamFailed(ctx context.Context, err error) error {
 }
 
 // failureCause explains why a Write stream failed with err.
-func (s *Sink) failureCause(ctx context.Context, err error) error {
+func (s *Plugin) failureCause(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
@@ -783,7 +783,7 @@ func (s *Sink) failureCause(ctx context.Context, err error) error {
 
 // transportError adds that the plugin process has exited, when it has:
 // gRPC's own error then only says the connection is gone.
-func (s *Sink) transportError(err error) error {
+func (s *Plugin) transportError(err error) error {
 	if s.client != nil && s.client.Exited() {
 		return fmt.Errorf("plugin process exited: %w", err)
 	}
@@ -791,7 +791,7 @@ func (s *Sink) transportError(err error) error {
 }
 
 // writeStream returns the open Write stream, opening one if needed.
-func (s *Sink) writeStream() (*writeStream, error) {
+func (s *Plugin) writeStream() (*writeStream, error) {
 	if s.ws != nil {
 		return s.ws, nil
 	}
@@ -835,7 +835,7 @@ func (s *Sink) writeStream() (*writeStream, error) {
 // acknowledgement of those in flight and for the plugin to end the
 // stream. It returns the failures of WriteAsync batches not yet reported
 // by Flush.
-func (s *Sink) finishStream(ctx context.Context) error {
+func (s *Plugin) finishStream(ctx context.Context) error {
 	if ws := s.ws; ws != nil {
 		_ = ws.stream.CloseSend()
 		if len(s.pending) > 0 {
@@ -860,7 +860,7 @@ func (s *Sink) finishStream(ctx context.Context) error {
 
 // setAbort registers how to break the call in flight (nil: none). If Close
 // has begun, abort is called at once.
-func (s *Sink) setAbort(abort context.CancelFunc) {
+func (s *Plugin) setAbort(abort context.CancelFunc) {
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
 	s.abort = abort
@@ -870,7 +870,7 @@ func (s *Sink) setAbort(abort context.CancelFunc) {
 }
 
 // dropStream ends the Write stream, if one is open.
-func (s *Sink) dropStream() {
+func (s *Plugin) dropStream() {
 	if s.ws == nil {
 		return
 	}
@@ -889,7 +889,7 @@ func (s *Sink) dropStream() {
 // in flight (a Write waiting for its acknowledgement, say) is aborted.
 // Close may be called more than once; later calls return the first
 // call's result.
-func (s *Sink) Close(ctx context.Context) error {
+func (s *Plugin) Close(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 	default:
@@ -932,7 +932,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // waitDrained waits until the drain token has come through stdout and
 // stderr, bounded by ctx and drainTimeout.
-func (s *Sink) waitDrained(ctx context.Context) {
+func (s *Plugin) waitDrained(ctx context.Context) {
 	if s.stdout == nil {
 		return
 	}
@@ -954,7 +954,7 @@ func (s *Sink) waitDrained(ctx context.Context) {
 // kill stops the process (go-plugin asks it to shut down, then kills it
 // after two seconds), waits for it and its log stream, and stops the stdio
 // forwarding. It is a no-op for an in-process plugin and when repeated.
-func (s *Sink) kill() {
+func (s *Plugin) kill() {
 	if s.client == nil {
 		return
 	}
@@ -965,7 +965,7 @@ func (s *Sink) kill() {
 }
 
 // acquire takes the call lock, unless ctx ends first.
-func (s *Sink) acquire(ctx context.Context) error {
+func (s *Plugin) acquire(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 		return nil
@@ -974,10 +974,10 @@ func (s *Sink) acquire(ctx context.Context) error {
 	}
 }
 
-func (s *Sink) release() { <-s.sem }
+func (s *Plugin) release() { <-s.sem }
 
 // eventName is the wire name of an event ID.
-func (s *Sink) eventName(id events.ID) string {
+func (s *Plugin) eventName(id events.ID) string {
 	if s.names != nil {
 		if name := s.names(id); name != "" {
 			return name
@@ -988,14 +988,14 @@ func (s *Sink) eventName(id events.ID) string {
 
 // PID returns the plugin's process ID; 0 when the plugin runs in the
 // host's process (tests).
-func (s *Sink) PID() int { return s.pid }
+func (s *Plugin) PID() int { return s.pid }
 
 // Ping checks that the plugin process answers, bounded by ctx: go-plugin's
 // gRPC health service, served by the plugin apart from the sink's own
 // calls, so a sink busy in a long Write still answers. A plugin that does
 // not answer before ctx ends is hung (or stopped). Ping does not wait for
-// the Sink's other calls.
-func (s *Sink) Ping(ctx context.Context) error {
+// the Plugin's other calls.
+func (s *Plugin) Ping(ctx context.Context) error {
 	var err error
 	if s.grpcConn != nil {
 		_, err = grpc_health_v1.NewHealthClient(s.grpcConn).Check(ctx,
@@ -1012,8 +1012,8 @@ func (s *Sink) Ping(ctx context.Context) error {
 // Kill ends the plugin process at once (SIGKILL), without asking the sink
 // to close, and breaks any call in flight: for a plugin that is hung or
 // must be replaced. Batches not acknowledged fail. Close must still be
-// called to release the Sink; it then returns quickly.
-func (s *Sink) Kill() {
+// called to release the Plugin; it then returns quickly.
+func (s *Plugin) Kill() {
 	if s.procCancel != nil {
 		s.procCancel() // exec.CommandContext sends SIGKILL
 	}

@@ -141,16 +141,16 @@ func (f *fakeSink) Close(context.Context) error {
 	return f.closeErr
 }
 
-// startInProcess serves impl and connects a host Sink to it in this
+// startInProcess serves impl and connects a host Plugin to it in this
 // process, with go-plugin's TestPluginGRPCConn.
-func startInProcess(t testing.TB, impl sdk.Sink) *Sink {
+func startInProcess(t testing.TB, impl sdk.Sink) *Plugin {
 	t.Helper()
 	return startInProcessConfig(t, impl, Config{})
 }
 
 // startInProcessConfig is startInProcess with the limits of cfg; its Name
 // and Names are set here.
-func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Sink {
+func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Plugin {
 	t.Helper()
 	cfg.Name, cfg.Names = "test sink", names
 	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{wire.PluginName: sdk.Plugin(impl)})

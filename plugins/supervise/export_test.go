@@ -4,4 +4,4 @@ import "github.com/flowtap/flowtap/events"
 
 // Enqueue offers one event, as EnqueueBatch does a batch: the tests feed
 // the queue event by event.
-func (s *Sink) Enqueue(ev events.Event) { s.q.push(ev) }
+func (s *Delivery) Enqueue(ev events.Event) { s.q.push(ev) }
