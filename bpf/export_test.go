@@ -195,3 +195,6 @@ func Decode(raw []byte, bootToWall int64) (events.Event, error) {
 	d := decoder{bootToWall: bootToWall}
 	return d.decode(raw)
 }
+
+// Spec is the embedded object's collection spec, for bpftest.AttachNoOps.
+func Spec() (*ebpf.CollectionSpec, error) { return loadFlowtap() }

@@ -1,4 +1,9 @@
-package bpf
+// Package bpftest attaches programs that do nothing at the hooks where
+// flowtap's kernel programs attach, for tests and benchmarks that measure
+// or check the hooks themselves (the bpf package's tests, the
+// internal/perf hook-floor benchmark). It is test support, not part of
+// flowtap's API.
+package bpftest
 
 import (
 	"errors"
@@ -12,24 +17,21 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// AttachNoOps attaches, at every hook where Open attaches a program, a
-// program that does nothing but return (allowing the packet, the connect
-// and the socket operation): cgroup programs to the cgroup v2 directory
-// cgroupPath, tracing programs host-wide. The hooks come from the embedded
-// object file, so they cannot drift from Open's. It is for measuring what
-// the hooks cost before flowtap's programs do any work (the
-// internal/perf benchmarks); Close detaches and unloads them.
+// AttachNoOps attaches, at every hook of spec's programs (flowtap's
+// object file: where bpf.Open attaches a program), a program that does
+// nothing but return (allowing the packet, the connect and the socket
+// operation): cgroup programs to the cgroup v2 directory cgroupPath,
+// tracing programs host-wide. The hooks come from the object file, so they
+// cannot drift from Open's. It is for measuring what the hooks cost before
+// flowtap's programs do any work (the internal/perf benchmarks); Close
+// detaches and unloads them.
 //
 // sections, if any, narrow it to the hooks whose ELF section name
 // ("cgroup_skb/ingress", "sockops", "tp_btf/inet_sock_set_state", ...)
 // starts with one of them ("cgroup_skb" takes both directions), so that
 // each hook's share can be measured; a prefix that matches no hook is an
 // error naming the hooks there are.
-func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
-	spec, err := loadFlowtap()
-	if err != nil {
-		return nil, fmt.Errorf("attach no-op programs: read embedded BPF object: %w", err)
-	}
+func AttachNoOps(spec *ebpf.CollectionSpec, cgroupPath string, sections ...string) (io.Closer, error) {
 	var hooks []*ebpf.ProgramSpec
 	for _, p := range spec.Programs {
 		if p.Type == ebpf.Tracing && p.AttachType == ebpf.AttachTraceIter {
@@ -37,7 +39,7 @@ func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 		}
 		hooks = append(hooks, p)
 	}
-	hooks, err = hooksMatching(hooks, sections)
+	hooks, err := hooksMatching(hooks, sections)
 	if err != nil {
 		return nil, fmt.Errorf("attach no-op programs: %w", err)
 	}
