@@ -19,3 +19,31 @@ func AppendSDKFields(dst []sdk.Field, fields []events.Field) []sdk.Field {
 	}
 	return dst
 }
+
+// SDKFlowBegin is a net_flow_tcp_begin event as a sink receives it, with
+// every kind of context and a few awkward values (the largest cookie, an
+// empty list), for the built-in sinks' format tests.
+func SDKFlowBegin() sdk.Event {
+	return sdk.Event{
+		Timestamp: 1700000000123456789,
+		ID:        sdk.ID(events.IDNetFlowTCPBegin),
+		Name:      events.NameNetFlowTCPBegin,
+		Context: sdk.Context{
+			SocketCookie: 18446744073709551615,
+			CgroupID:     4242,
+			PID:          1234,
+			UID:          1000,
+			Comm:         "curl",
+			HostName:     "box",
+		},
+		Fields: []sdk.Field{
+			{Name: "conn_direction", Value: sdk.String("outgoing")},
+			{Name: "src", Value: sdk.String("10.0.0.1")},
+			{Name: "dst", Value: sdk.String("93.184.216.34")},
+			{Name: "src_port", Value: sdk.Uint(43210)},
+			{Name: "dst_port", Value: sdk.Uint(443)},
+			{Name: "src_dns", Value: sdk.Strings(nil)},
+			{Name: "dst_dns", Value: sdk.Strings([]string{"example.com", "www.example.com"})},
+		},
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/host/internal/encode"
 	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
@@ -399,7 +401,7 @@ func TestPluginLargeBatch(t *testing.T) {
 // TestStartOldProtocol: a plugin speaking an older protocol version is
 // refused at Start, with an error that says what to do.
 func TestStartOldProtocol(t *testing.T) {
-	bin := buildPlugin(t, "./testdata/oldprotocol")
+	bin := buildPlugin(t, "./testdata/otherprotocol")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	_, err := Start(ctx, Config{Name: "p / old", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
@@ -419,7 +421,8 @@ func TestStartOldProtocol(t *testing.T) {
 // refused by its negotiated version, with an error that says which side
 // to update.
 func TestStartNewProtocol(t *testing.T) {
-	bin := buildPlugin(t, "./testdata/newprotocol")
+	bin := filepath.Join(t.TempDir(), "flowtap-sink-newprotocol")
+	testutil.BuildBinary(t, "./testdata/otherprotocol", bin, "-ldflags", "-X main.version=3")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	_, err := Start(ctx, Config{Name: "p / new", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})

@@ -7,37 +7,13 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
-func flowEvent() sdk.Event {
-	return sdk.Event{
-		Timestamp: 1700000000123456789,
-		ID:        sdk.ID(events.IDNetFlowTCPBegin),
-		Name:      events.NameNetFlowTCPBegin,
-		Context: sdk.Context{
-			SocketCookie: 18446744073709551615,
-			CgroupID:     4242,
-			PID:          1234,
-			UID:          1000,
-			Comm:         "curl",
-			HostName:     "box",
-		},
-		Fields: []sdk.Field{
-			{Name: "conn_direction", Value: sdk.String("outgoing")},
-			{Name: "src", Value: sdk.String("10.0.0.1")},
-			{Name: "dst", Value: sdk.String("93.184.216.34")},
-			{Name: "src_port", Value: sdk.Uint(43210)},
-			{Name: "dst_port", Value: sdk.Uint(443)},
-			{Name: "src_dns", Value: sdk.Strings(nil)},
-			{Name: "dst_dns", Value: sdk.Strings([]string{"example.com", "www.example.com"})},
-		},
-	}
-}
-
 func TestTableAlignment(t *testing.T) {
 	tf := tableFormatter{loc: time.UTC}
-	v6 := flowEvent()
+	v6 := testutil.SDKFlowBegin()
 	v6.Name = events.NameNetFlowTCPEnd
 	v6.Context = sdk.Context{Comm: "a-much-longer-c", PID: 4194304}
 	v6.Fields = []sdk.Field{
@@ -52,7 +28,7 @@ func TestTableAlignment(t *testing.T) {
 		{Name: "empty", Value: sdk.String("")},
 		{Name: "n", Value: sdk.Int(-1)},
 	}}
-	ev := flowEvent()
+	ev := testutil.SDKFlowBegin()
 	out := string(tf.appendHeader(nil))
 	out += string(tf.appendEvent(nil, &ev))
 	out += string(tf.appendEvent(nil, &v6))
@@ -95,7 +71,7 @@ func TestTableQuotesAmbiguousText(t *testing.T) {
 }
 
 func BenchmarkTableFormat(b *testing.B) {
-	ev := flowEvent()
+	ev := testutil.SDKFlowBegin()
 	tf := tableFormatter{loc: time.UTC}
 	var buf []byte
 	b.ReportAllocs()
@@ -114,7 +90,7 @@ func BenchmarkSinkWriteJSON(b *testing.B) {
 	}
 	batch := make([]sdk.Event, 100)
 	for i := range batch {
-		batch[i] = flowEvent()
+		batch[i] = testutil.SDKFlowBegin()
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -25,33 +25,8 @@ var nastyStrings = []string{
 	`</script><!-- & -->`,
 }
 
-func flowEvent() sdk.Event {
-	return sdk.Event{
-		Timestamp: 1700000000123456789,
-		ID:        sdk.ID(events.IDNetFlowTCPBegin),
-		Name:      events.NameNetFlowTCPBegin,
-		Context: sdk.Context{
-			SocketCookie: 18446744073709551615,
-			CgroupID:     4242,
-			PID:          1234,
-			UID:          1000,
-			Comm:         "curl",
-			HostName:     "box",
-		},
-		Fields: []sdk.Field{
-			{Name: "conn_direction", Value: sdk.String("outgoing")},
-			{Name: "src", Value: sdk.String("10.0.0.1")},
-			{Name: "dst", Value: sdk.String("93.184.216.34")},
-			{Name: "src_port", Value: sdk.Uint(43210)},
-			{Name: "dst_port", Value: sdk.Uint(443)},
-			{Name: "src_dns", Value: sdk.Strings(nil)},
-			{Name: "dst_dns", Value: sdk.Strings([]string{"example.com", "www.example.com"})},
-		},
-	}
-}
-
 func TestJSONEvent(t *testing.T) {
-	ev := flowEvent()
+	ev := testutil.SDKFlowBegin()
 	ev.Fields = append(ev.Fields,
 		sdk.Field{Name: "delta", Value: sdk.Int(-7)},
 		sdk.Field{Name: "ok", Value: sdk.Bool(true)},
@@ -183,7 +158,7 @@ func FuzzJSONString(f *testing.F) {
 }
 
 func BenchmarkJSONFormat(b *testing.B) {
-	ev := flowEvent()
+	ev := testutil.SDKFlowBegin()
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
