@@ -95,9 +95,12 @@ func parseConfig(config []byte) (string, *template.Template, error) {
 	var tmpl *template.Template
 	var p sinkconf.Problems
 	hasTemplate := false
-	err := p.DecodeEach(config, &cfg, func(key string, _ json.RawMessage, err error) {
+	err := p.DecodeEach(config, &cfg, func(key string, raw json.RawMessage, err error) {
 		switch key {
 		case "format":
+			if string(raw) == "null" {
+				cfg.Format = "" // null is no format, not the default
+			}
 			switch {
 			case err != nil:
 				p.Add(key, "must be a string, one of %q, %q, %q", FormatJSON, FormatTable, FormatTemplate)

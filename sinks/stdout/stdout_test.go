@@ -24,6 +24,7 @@ func TestParseConfig(t *testing.T) {
 		{config: `{"format":"json"}`, format: FormatJSON},
 		{config: `{"format":"xml"}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "xml" (valid: json, table, template)`}}},
 		{config: `{"format":1}`, errs: sdk.ConfigErrors{{Key: "format", Message: `must be a string, one of "json", "table", "template"`}}},
+		{config: `{"format":null}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "" (valid: json, table, template)`}}},
 		{config: `{"format":"template","template":"{{.Name}}"}`, format: FormatTemplate},
 		{config: `{"format":"template"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `missing: format "template" needs a template`}}},
 		{config: `{"template":"{{.Name}}"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `is only used with format "template", not "table"`}}},
