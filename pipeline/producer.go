@@ -104,6 +104,15 @@ func (k *kernel) run(ctx context.Context, emit func([]events.Event)) error {
 // delivers what is left in the ring buffer. It returns at once when the
 // capture stopped by itself (stopped).
 func (k *kernel) snapshots(ctx context.Context, stopped <-chan struct{}, stop func()) {
+	if !k.c.Has(bpf.FeatureSnapshots) {
+		// Open said so, once.
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			stop()
+		}
+		return
+	}
 	t := time.NewTicker(k.every)
 	defer t.Stop()
 	for {

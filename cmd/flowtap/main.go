@@ -42,7 +42,7 @@ func newRoot() *cobra.Command {
 	// Read through the flag set (Lookup), where a given flag overrides
 	// the config's log.level.
 	root.PersistentFlags().String("log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
+	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
 	return root
 }
 
