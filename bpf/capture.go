@@ -282,12 +282,6 @@ func (c *Capture) cgroupPrograms() []cgroupAttachment {
 	}
 }
 
-// statePrograms are the tp_btf/inet_sock_set_state programs (one; see
-// flowtap.bpf.c).
-func (c *Capture) statePrograms() []*ebpf.Program {
-	return []*ebpf.Program{c.objs.FlowtapState}
-}
-
 // runIter runs a BPF iterator program once, to the end. The programs write
 // no text; they act (storage, ring buffer records) on every element.
 func runIter(prog *ebpf.Program) error {

@@ -74,7 +74,7 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 		}
 		ids.Programs = append(ids.Programs, id)
 	}
-	for _, p := range append(c.statePrograms(), c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+	for _, p := range append([]*ebpf.Program{c.objs.FlowtapState}, c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
 		if p == nil {
 			continue // its feature is unavailable
 		}
@@ -126,7 +126,7 @@ func (c *Capture) PacketPrograms() []*ebpf.Program {
 // program (it was already running on the CPU).
 func (c *Capture) StateSkips() ([]uint64, error) {
 	var out []uint64
-	for _, p := range c.statePrograms() {
+	for _, p := range []*ebpf.Program{c.objs.FlowtapState} {
 		st, err := p.Stats()
 		if err != nil {
 			return nil, err
