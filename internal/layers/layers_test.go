@@ -6,6 +6,9 @@ package layers
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,7 +92,9 @@ func TestThirdPartyGetsTheSDKAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a module from a proxy (-short)")
 	}
-	const version = "v0.1.0"
+	// The module cache keeps a version's content for good: each state of
+	// the source is released under a version of its own.
+	version := "v0.1.0-layers." + sourceHash(t, "plugins/internal/wire", "plugins/sdk")
 	proxy := t.TempDir()
 	release(t, proxy, "github.com/flowtap/flowtap/plugins/internal/wire", "plugins/internal/wire", version, nil)
 	release(t, proxy, "github.com/flowtap/flowtap/plugins/sdk", "plugins/sdk", version, func(gomod []byte) []byte {
@@ -150,6 +155,32 @@ func main() { sdk.Serve(sink{}) }
 			t.Errorf("the third party's build needs %s", m)
 		}
 	}
+}
+
+// sourceHash is a short hash of the files below dirs (relative to the
+// root), their names included.
+func sourceHash(t *testing.T, dirs ...string) string {
+	t.Helper()
+	h := sha256.New()
+	for _, dir := range dirs {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			fmt.Fprintf(h, "%s %d\n", rel, len(data))
+			h.Write(data)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // release writes the module in dir (relative to the root) at version into
