@@ -62,19 +62,22 @@ type kernel struct {
 	log   hclog.Logger
 }
 
-// openKernel loads and attaches the kernel programs.
-func openKernel(cgroup string, ringSize int, dns bool, every time.Duration, selected []string, log hclog.Logger) (*kernel, error) {
-	if cgroup == "" {
+// openKernel loads and attaches the kernel programs that hooks (from
+// KernelHooks, with the cgroup and ring size set) select; "" as the
+// cgroup means the cgroup v2 mount's root.
+func openKernel(hooks bpf.Options, every time.Duration, selected []string, log hclog.Logger) (*kernel, error) {
+	if hooks.CgroupPath == "" {
 		var err error
-		if cgroup, err = bpf.FindCgroup2Mount(); err != nil {
+		if hooks.CgroupPath, err = bpf.FindCgroup2Mount(); err != nil {
 			return nil, err
 		}
 	}
-	c, err := bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: ringSize, Logger: log.Named("bpf"), DNS: dns})
+	hooks.Logger = log.Named("bpf")
+	c, err := bpf.Open(hooks)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("capture started", "cgroup", cgroup, "dns", dns, "events", selected)
+	log.Info("capture started", "cgroup", hooks.CgroupPath, "dns", hooks.DNS, "events", selected)
 	return &kernel{c: c, every: every, log: log}, nil
 }
 

@@ -165,7 +165,12 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		}
 	}()
 	if r.prod == nil {
-		if r.prod, err = openKernel(capture.Cgroup, capture.RingBufferSize, dnsOn, tracker.SnapshotInterval(), selected, r.log); err != nil {
+		hooks, err := KernelHooks(plan.Shared, capture)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", opts.Config.Source, err)
+		}
+		hooks.CgroupPath, hooks.RingBufferSize = capture.Cgroup, capture.RingBufferSize
+		if r.prod, err = openKernel(hooks, tracker.SnapshotInterval(), selected, r.log); err != nil {
 			return nil, err
 		}
 	}

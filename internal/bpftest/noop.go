@@ -33,10 +33,18 @@ import (
 // error naming the hooks there are.
 func AttachNoOps(spec *ebpf.CollectionSpec, cgroupPath string, sections ...string) (io.Closer, error) {
 	var hooks []*ebpf.ProgramSpec
-	for _, p := range spec.Programs {
+	seen := map[string]bool{}
+	for _, name := range sortedNames(spec.Programs) {
+		p := spec.Programs[name]
 		if p.Type == ebpf.Tracing && p.AttachType == ebpf.AttachTraceIter {
 			continue // iterators run on request, not at a hook
 		}
+		// One program per hook: the flow and the DNS packet programs
+		// share theirs.
+		if seen[p.SectionName] {
+			continue
+		}
+		seen[p.SectionName] = true
 		hooks = append(hooks, p)
 	}
 	hooks, err := hooksMatching(hooks, sections)
@@ -51,7 +59,7 @@ func AttachNoOps(spec *ebpf.CollectionSpec, cgroupPath string, sections ...strin
 		}
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Name: "noop_" + p.Name, Type: p.Type, AttachType: p.AttachType, AttachTo: p.AttachTo,
-			License:      "Dual MIT/GPL",
+			License:      "Dual BSD/GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
 		})
 		if err != nil {
@@ -119,4 +127,15 @@ func (n *noOps) Close() error {
 		return fmt.Errorf("detach no-op programs: %w", err)
 	}
 	return nil
+}
+
+// sortedNames returns the programs' names in order, so that the hooks
+// come in the same order every time.
+func sortedNames(progs map[string]*ebpf.ProgramSpec) []string {
+	names := make([]string, 0, len(progs))
+	for n := range progs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
