@@ -1214,6 +1214,22 @@ func TestAttachNoOps(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	// TCX on lo, the candidate per-packet hook: two more links, no
+	// cgroup program.
+	switch n, err = bpftest.AttachNoOps(spec, testCgroupPath, "tcx"); {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		t.Logf("no TCX on this kernel (Linux 6.6): %v", err)
+	case err != nil:
+		t.Fatalf("AttachNoOps(tcx): %v", err)
+	default:
+		if got := len(attachedPrograms(t, testCgroupPath)) - len(before); got != 0 {
+			t.Errorf("%d programs more at the cgroup's hooks with tcx, want 0", got)
+		}
+		loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // packets still pass
+		if err := n.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
 	if _, err := bpftest.AttachNoOps(spec, testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
 		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)
 	}
