@@ -15,13 +15,13 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 )
 
 // Buffer pool tiers: powers of two from 2^minShift to 2^maxShift bytes.
 const (
 	minShift = 8
-	maxShift = 27 // 128 MiB, above sdk.MaxBatchBytes
+	maxShift = 27 // 128 MiB, above wire.MaxBatchBytes
 )
 
 // pool is a gRPC buffer pool that does not zero the buffers it hands out,

@@ -1,4 +1,9 @@
-package bpf
+// Package bpftest attaches programs that do nothing at the hooks where
+// flowtap's kernel programs attach, for tests and benchmarks that measure
+// or check the hooks themselves (the bpf package's tests, the
+// internal/perf hook-floor benchmark). It is test support, not part of
+// flowtap's API.
+package bpftest
 
 import (
 	"errors"
@@ -13,13 +18,14 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// AttachNoOps attaches, at every hook where Open attaches a program, a
-// program that does nothing but return (allowing the packet, the connect
-// and the socket operation): cgroup programs to the cgroup v2 directory
-// cgroupPath, tracing programs host-wide. The hooks come from the embedded
-// object file, so they cannot drift from Open's. It is for measuring what
-// the hooks cost before flowtap's programs do any work (the
-// internal/perf benchmarks); Close detaches and unloads them.
+// AttachNoOps attaches, at every hook of spec's programs (flowtap's
+// object file: where bpf.Open attaches a program), a program that does
+// nothing but return (allowing the packet, the connect and the socket
+// operation): cgroup programs to the cgroup v2 directory cgroupPath,
+// tracing programs host-wide. The hooks come from the object file, so they
+// cannot drift from Open's. It is for measuring what the hooks cost before
+// flowtap's programs do any work (the internal/perf benchmarks); Close
+// detaches and unloads them.
 //
 // sections, if any, narrow it to the hooks whose ELF section name
 // ("cgroup_skb/ingress", "sockops", "tp_btf/inet_sock_set_state", ...)
@@ -29,11 +35,7 @@ import (
 // flowtap does not use: a TC program on the loopback interface, ingress
 // and egress (TCX links, Linux 6.6), the alternative per-packet hook for
 // DNS whose cost the floor compares with cgroup_skb's.
-func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
-	spec, err := loadFlowtap()
-	if err != nil {
-		return nil, fmt.Errorf("attach no-op programs: read embedded BPF object: %w", err)
-	}
+func AttachNoOps(spec *ebpf.CollectionSpec, cgroupPath string, sections ...string) (io.Closer, error) {
 	var n noOps
 	if i := slices.Index(sections, "tcx"); i >= 0 {
 		sections = slices.Delete(slices.Clone(sections), i, i+1)
@@ -60,7 +62,7 @@ func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 		seen[p.SectionName] = true
 		hooks = append(hooks, p)
 	}
-	hooks, err = hooksMatching(hooks, sections)
+	hooks, err := hooksMatching(hooks, sections)
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("attach no-op programs: %w", err)

@@ -1,10 +1,14 @@
-package proto
+// Package encode is the host's encoder of the event encoding
+// (plugins/internal/wire/README.md): flowtap's events.Event, straight
+// from their payloads where it can, into the bytes of a Batch.
+package encode
 
 import (
 	"encoding/binary"
 	"unsafe"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // The event encoding of Batch.events. README.md specifies it; in short:
@@ -25,38 +29,20 @@ import (
 // field in the batch's previous event of the same schema. Every batch is
 // self-contained: nothing carries over from one batch to the next.
 
-// Layout is the version of the event encoding this package writes, the
-// first byte of Batch.events.
-const Layout = 1
-
-// HeaderLen is the length of the encoding's header: the layout byte and
-// the event count.
-const HeaderLen = 5
-
-// Kind codes of field values on the wire. They equal the events.Kind
-// values, which the compile-time check below pins.
-const (
-	WireKindInvalid = 0 // no value bytes
-	WireKindString  = 1 // rstring
-	WireKindUint    = 2 // uvarint
-	WireKindInt     = 3 // zigzag varint
-	WireKindBool    = 4 // one byte, 0 or 1
-	WireKindStrings = 5 // rlist
-)
-
-// Compile-time check that events.Kind values are the wire codes: a
+// Compile-time check that events.Kind values are the wire codes
+// (wire.Kind*): a
 // negative array length fails the build.
 var (
-	_ [WireKindString - int(events.KindString)]struct{}
-	_ [int(events.KindString) - WireKindString]struct{}
-	_ [WireKindUint - int(events.KindUint)]struct{}
-	_ [int(events.KindUint) - WireKindUint]struct{}
-	_ [WireKindInt - int(events.KindInt)]struct{}
-	_ [int(events.KindInt) - WireKindInt]struct{}
-	_ [WireKindBool - int(events.KindBool)]struct{}
-	_ [int(events.KindBool) - WireKindBool]struct{}
-	_ [WireKindStrings - int(events.KindStrings)]struct{}
-	_ [int(events.KindStrings) - WireKindStrings]struct{}
+	_ [wire.KindString - int(events.KindString)]struct{}
+	_ [int(events.KindString) - wire.KindString]struct{}
+	_ [wire.KindUint - int(events.KindUint)]struct{}
+	_ [int(events.KindUint) - wire.KindUint]struct{}
+	_ [wire.KindInt - int(events.KindInt)]struct{}
+	_ [int(events.KindInt) - wire.KindInt]struct{}
+	_ [wire.KindBool - int(events.KindBool)]struct{}
+	_ [int(events.KindBool) - wire.KindBool]struct{}
+	_ [wire.KindStrings - int(events.KindStrings)]struct{}
+	_ [int(events.KindStrings) - wire.KindStrings]struct{}
 )
 
 // maxCachedSchemas bounds the encoder's schema cache. Payloads have a
@@ -113,7 +99,7 @@ type schema struct {
 // Start begins a batch, writing into buf's memory (buf's contents are
 // discarded; nil is fine).
 func (e *Encoder) Start(buf []byte) {
-	e.buf = append(buf[:0], Layout, 0, 0, 0, 0)
+	e.buf = append(buf[:0], wire.Layout, 0, 0, 0, 0)
 	e.count = 0
 	e.gen++
 	e.defined = e.defined[:0]
@@ -128,7 +114,7 @@ func (e *Encoder) Count() int { return int(e.count) }
 // Finish completes the batch and returns it. The Encoder keeps no
 // reference to it: the next Start needs a buffer of its own.
 func (e *Encoder) Finish() []byte {
-	binary.LittleEndian.PutUint32(e.buf[1:HeaderLen], e.count)
+	binary.LittleEndian.PutUint32(e.buf[1:wire.HeaderLen], e.count)
 	for _, sc := range e.defined { // keep no event's memory alive
 		clear(sc.prev)
 		clear(sc.prevList)

@@ -1,4 +1,4 @@
-package proto
+package encode
 
 import (
 	"github.com/flowtap/flowtap/events"

@@ -2,7 +2,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: plugins/proto/sink.proto
+// source: plugins/internal/wire/proto/sink.proto
 
 package proto
 
@@ -29,7 +29,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[0]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -41,7 +41,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[0]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -54,7 +54,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{0}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{0}
 }
 
 type InfoResponse struct {
@@ -71,7 +71,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[1]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +83,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[1]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +96,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{1}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *InfoResponse) GetName() string {
@@ -130,7 +130,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[2]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +142,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[2]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +155,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{2}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ConfigureRequest) GetConfigJson() []byte {
@@ -175,7 +175,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[3]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +187,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[3]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +200,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{3}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConfigureResponse) GetErrors() []*ConfigError {
@@ -223,7 +223,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[4]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +235,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[4]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +248,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{4}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConfigError) GetKey() string {
@@ -283,7 +283,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[5]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +295,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[5]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +308,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{5}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetSeq() uint64 {
@@ -338,7 +338,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[6]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +350,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[6]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +363,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{6}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -393,7 +393,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[7]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +405,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[7]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +418,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{7}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CloseRequest) GetDrainToken() []byte {
@@ -440,7 +440,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_plugins_proto_sink_proto_msgTypes[8]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +452,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_sink_proto_msgTypes[8]
+	mi := &file_plugins_internal_wire_proto_sink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +465,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_sink_proto_rawDescGZIP(), []int{8}
+	return file_plugins_internal_wire_proto_sink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CloseResponse) GetError() string {
@@ -482,11 +482,11 @@ func (x *CloseResponse) GetDrained() bool {
 	return false
 }
 
-var File_plugins_proto_sink_proto protoreflect.FileDescriptor
+var File_plugins_internal_wire_proto_sink_proto protoreflect.FileDescriptor
 
-const file_plugins_proto_sink_proto_rawDesc = "" +
+const file_plugins_internal_wire_proto_sink_proto_rawDesc = "" +
 	"\n" +
-	"\x18plugins/proto/sink.proto\x12\x0fflowtap.sink.v2\"\r\n" +
+	"&plugins/internal/wire/proto/sink.proto\x12\x0fflowtap.sink.v2\"\r\n" +
 	"\vInfoRequest\"g\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -516,22 +516,22 @@ const file_plugins_proto_sink_proto_rawDesc = "" +
 	"\x04Info\x12\x1c.flowtap.sink.v2.InfoRequest\x1a\x1d.flowtap.sink.v2.InfoResponse\x12R\n" +
 	"\tConfigure\x12!.flowtap.sink.v2.ConfigureRequest\x1a\".flowtap.sink.v2.ConfigureResponse\x129\n" +
 	"\x05Write\x12\x16.flowtap.sink.v2.Batch\x1a\x14.flowtap.sink.v2.Ack(\x010\x01\x12F\n" +
-	"\x05Close\x12\x1d.flowtap.sink.v2.CloseRequest\x1a\x1e.flowtap.sink.v2.CloseResponseB*Z(github.com/flowtap/flowtap/plugins/protob\x06proto3"
+	"\x05Close\x12\x1d.flowtap.sink.v2.CloseRequest\x1a\x1e.flowtap.sink.v2.CloseResponseB8Z6github.com/flowtap/flowtap/plugins/internal/wire/protob\x06proto3"
 
 var (
-	file_plugins_proto_sink_proto_rawDescOnce sync.Once
-	file_plugins_proto_sink_proto_rawDescData []byte
+	file_plugins_internal_wire_proto_sink_proto_rawDescOnce sync.Once
+	file_plugins_internal_wire_proto_sink_proto_rawDescData []byte
 )
 
-func file_plugins_proto_sink_proto_rawDescGZIP() []byte {
-	file_plugins_proto_sink_proto_rawDescOnce.Do(func() {
-		file_plugins_proto_sink_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_plugins_proto_sink_proto_rawDesc), len(file_plugins_proto_sink_proto_rawDesc)))
+func file_plugins_internal_wire_proto_sink_proto_rawDescGZIP() []byte {
+	file_plugins_internal_wire_proto_sink_proto_rawDescOnce.Do(func() {
+		file_plugins_internal_wire_proto_sink_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_plugins_internal_wire_proto_sink_proto_rawDesc), len(file_plugins_internal_wire_proto_sink_proto_rawDesc)))
 	})
-	return file_plugins_proto_sink_proto_rawDescData
+	return file_plugins_internal_wire_proto_sink_proto_rawDescData
 }
 
-var file_plugins_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
-var file_plugins_proto_sink_proto_goTypes = []any{
+var file_plugins_internal_wire_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_plugins_internal_wire_proto_sink_proto_goTypes = []any{
 	(*InfoRequest)(nil),       // 0: flowtap.sink.v2.InfoRequest
 	(*InfoResponse)(nil),      // 1: flowtap.sink.v2.InfoResponse
 	(*ConfigureRequest)(nil),  // 2: flowtap.sink.v2.ConfigureRequest
@@ -542,7 +542,7 @@ var file_plugins_proto_sink_proto_goTypes = []any{
 	(*CloseRequest)(nil),      // 7: flowtap.sink.v2.CloseRequest
 	(*CloseResponse)(nil),     // 8: flowtap.sink.v2.CloseResponse
 }
-var file_plugins_proto_sink_proto_depIdxs = []int32{
+var file_plugins_internal_wire_proto_sink_proto_depIdxs = []int32{
 	4, // 0: flowtap.sink.v2.ConfigureResponse.errors:type_name -> flowtap.sink.v2.ConfigError
 	0, // 1: flowtap.sink.v2.Sink.Info:input_type -> flowtap.sink.v2.InfoRequest
 	2, // 2: flowtap.sink.v2.Sink.Configure:input_type -> flowtap.sink.v2.ConfigureRequest
@@ -559,26 +559,26 @@ var file_plugins_proto_sink_proto_depIdxs = []int32{
 	0, // [0:1] is the sub-list for field type_name
 }
 
-func init() { file_plugins_proto_sink_proto_init() }
-func file_plugins_proto_sink_proto_init() {
-	if File_plugins_proto_sink_proto != nil {
+func init() { file_plugins_internal_wire_proto_sink_proto_init() }
+func file_plugins_internal_wire_proto_sink_proto_init() {
+	if File_plugins_internal_wire_proto_sink_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugins_proto_sink_proto_rawDesc), len(file_plugins_proto_sink_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugins_internal_wire_proto_sink_proto_rawDesc), len(file_plugins_internal_wire_proto_sink_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_plugins_proto_sink_proto_goTypes,
-		DependencyIndexes: file_plugins_proto_sink_proto_depIdxs,
-		MessageInfos:      file_plugins_proto_sink_proto_msgTypes,
+		GoTypes:           file_plugins_internal_wire_proto_sink_proto_goTypes,
+		DependencyIndexes: file_plugins_internal_wire_proto_sink_proto_depIdxs,
+		MessageInfos:      file_plugins_internal_wire_proto_sink_proto_msgTypes,
 	}.Build()
-	File_plugins_proto_sink_proto = out.File
-	file_plugins_proto_sink_proto_goTypes = nil
-	file_plugins_proto_sink_proto_depIdxs = nil
+	File_plugins_internal_wire_proto_sink_proto = out.File
+	file_plugins_internal_wire_proto_sink_proto_goTypes = nil
+	file_plugins_internal_wire_proto_sink_proto_depIdxs = nil
 }

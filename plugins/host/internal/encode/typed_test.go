@@ -1,4 +1,4 @@
-package proto
+package encode
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // samplePayload returns a payload of event id, its values drawn from r
@@ -85,7 +86,7 @@ func TestTypedMatchesGeneric(t *testing.T) {
 	for round := range 200 {
 		limit := math.MaxInt
 		if round%3 == 1 {
-			limit = HeaderLen + 150 + r.IntN(400) // splits batches, and undoes events
+			limit = wire.HeaderLen + 150 + r.IntN(400) // splits batches, and undoes events
 		}
 		generic.Start(nil)
 		fast.Start(nil)

@@ -2,7 +2,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: plugins/proto/sink.proto
+// source: plugins/internal/wire/proto/sink.proto
 
 package proto
 
@@ -278,5 +278,5 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
-	Metadata: "plugins/proto/sink.proto",
+	Metadata: "plugins/internal/wire/proto/sink.proto",
 }
