@@ -38,6 +38,20 @@ func Env(bin string) []string {
 	return []string{"CI=true", guest.BinariesEnv + "=" + bin}
 }
 
+func (s SuiteSpec) runPattern() string {
+	if s.Pattern != "" {
+		return s.Pattern
+	}
+	return namesPattern(s.Run)
+}
+
+func (s SuiteSpec) skipPattern() string {
+	if s.Pattern != "" {
+		return ""
+	}
+	return namesPattern(s.Skip)
+}
+
 // GuestPlan is the plan of a guest.
 func GuestPlan(suites []SuiteSpec, modules []guest.Module) guest.Plan {
 	p := guest.Plan{
@@ -49,7 +63,7 @@ func GuestPlan(suites []SuiteSpec, modules []guest.Module) guest.Plan {
 	for _, s := range suites {
 		p.Suites = append(p.Suites, guest.Suite{
 			Name: s.Name, Binary: path.Join(guestTests, s.Name+".test"),
-			Dir: path.Join(guestSrc, s.Package), Run: namesPattern(s.Run), Skip: namesPattern(s.Skip), Timeout: guest.Duration(s.Timeout),
+			Dir: path.Join(guestSrc, s.Package), Run: s.runPattern(), Skip: s.skipPattern(), Timeout: guest.Duration(s.Timeout),
 		})
 	}
 	return p
@@ -65,7 +79,7 @@ func NativePlan(root string, b *Built, suites []SuiteSpec) guest.Plan {
 	for _, s := range suites {
 		p.Suites = append(p.Suites, guest.Suite{
 			Name: s.Name, Binary: b.Tests[s.Name],
-			Dir: filepath.Join(root, s.Package), Run: namesPattern(s.Run), Skip: namesPattern(s.Skip), Timeout: guest.Duration(s.Timeout),
+			Dir: filepath.Join(root, s.Package), Run: s.runPattern(), Skip: s.skipPattern(), Timeout: guest.Duration(s.Timeout),
 		})
 	}
 	return p

@@ -524,20 +524,41 @@ func TestConclude(t *testing.T) {
 // names.
 func TestSuitesNameExistingTests(t *testing.T) {
 	for _, s := range Suites {
-		tests := topLevelTests(t, filepath.Join("..", "..", s.Package))
+		tests, literals := testNames(t, filepath.Join("..", "..", s.Package))
+		var tops []string
 		for _, name := range append(append([]string{}, s.Run...), s.Skip...) {
-			if !tests[name] {
-				t.Errorf("suite %s names %s, which %s does not have", s.Name, name, s.Package)
+			top, sub, hasSub := strings.Cut(name, "/")
+			if !tests[top] {
+				t.Errorf("suite %s names %s, which %s does not have", s.Name, top, s.Package)
 			}
+			if hasSub && !literals[sub] && !literals[strings.ReplaceAll(sub, "_", " ")] {
+				t.Errorf("suite %s names subtest %s, which no t.Run of %s names", s.Name, name, s.Package)
+			}
+			if !slices.Contains(tops, top) {
+				tops = append(tops, top)
+			}
+		}
+		if strings.Contains(strings.Join(s.Run, " "), "/") && len(tops) != 1 {
+			t.Errorf("suite %s: subtests may only be named for one top-level test", s.Name)
 		}
 		for _, names := range [][]string{s.Run, s.Skip} {
 			if len(names) == 0 {
 				continue
 			}
-			re := regexp.MustCompile(namesPattern(names))
+			levels := strings.Split(namesPattern(names), "/")
+			top := regexp.MustCompile(levels[0])
 			for name := range tests {
-				if re.MatchString(name) != slices.Contains(names, name) {
-					t.Errorf("pattern %s and the names %q disagree on %s", re, names, name)
+				if top.MatchString(name) != slices.Contains(tops, name) {
+					t.Errorf("pattern %s and the names %q disagree on %s", top, names, name)
+				}
+			}
+			if len(levels) == 2 {
+				sub := regexp.MustCompile(levels[1])
+				for _, n := range names {
+					_, want, _ := strings.Cut(n, "/")
+					if !sub.MatchString(want) || sub.MatchString(want+"_x") || sub.MatchString("x"+want) {
+						t.Errorf("pattern %s does not select exactly %s", sub, want)
+					}
 				}
 			}
 		}
@@ -545,16 +566,20 @@ func TestSuitesNameExistingTests(t *testing.T) {
 	if namesPattern(nil) != "" {
 		t.Error("no names must give an empty pattern")
 	}
+	if got, want := namesPattern([]string{"TestG/a_b", "TestG/c"}), "^(TestG)$/^(a_b|c)$"; got != want {
+		t.Errorf("pattern %s, want %s", got, want)
+	}
 }
 
-// topLevelTests lists the Test functions of the package in dir.
-func topLevelTests(t *testing.T, dir string) map[string]bool {
+// testNames lists the Test functions of the package in dir, and the
+// string literals of its test files (where subtests get their names).
+func testNames(t *testing.T, dir string) (tests, literals map[string]bool) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no test files in %s (%v)", dir, err)
 	}
-	out := map[string]bool{}
+	tests, literals = map[string]bool{}, map[string]bool{}
 	fset := token.NewFileSet()
 	for _, f := range files {
 		file, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
@@ -563,9 +588,17 @@ func topLevelTests(t *testing.T, dir string) map[string]bool {
 		}
 		for _, d := range file.Decls {
 			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Test") {
-				out[fn.Name.Name] = true
+				tests[fn.Name.Name] = true
 			}
 		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				if v, err := strconv.Unquote(lit.Value); err == nil {
+					literals[v] = true
+				}
+			}
+			return true
+		})
 	}
-	return out
+	return tests, literals
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,8 @@ type QEMU struct {
 	CPUs int
 	// Timeout bounds one boot; the guest is killed after it.
 	Timeout time.Duration
+	// Append is added to the kernel command line.
+	Append string
 	// Echo, if set, also receives the console.
 	Echo io.Writer
 }
@@ -63,7 +66,7 @@ func (q QEMU) Boot(ctx context.Context, vmlinuz, initrd, consolePath, resultsPat
 		"-kernel", vmlinuz, "-initrd", initrd,
 		// panic=-1: reboot at once on a panic, which -no-reboot turns
 		// into qemu exiting.
-		"-append", "console=ttyS0 panic=-1 quiet",
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet " + q.Append),
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out io.Writer = console

@@ -47,6 +47,9 @@ func run() error {
 	timeout := flag.Duration("timeout", 0, "bound on one kernel (default: the suites' timeouts plus boot)")
 	mirror := flag.String("mirror", envOr("FLOWTAP_DEBIAN_MIRROR", kernels.DefaultMirror), "Debian archive the kernels come from")
 	verbose := flag.Bool("v", false, "echo each kernel's console and test output")
+	suite := flag.String("suite", "", "run only this suite (bpf or e2e)")
+	runPattern := flag.String("run", "", "with -suite: a -test.run pattern instead of the suite's own tests and skip list")
+	extraArgs := flag.String("append", "", "extra kernel command line for the guests")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -75,9 +78,14 @@ func run() error {
 	if *logs == "" {
 		*logs = filepath.Join(root, "bin", "kernels")
 	}
+	suites, err := selectSuites(*suite, *runPattern)
+	if err != nil {
+		return err
+	}
 	cfg := kernels.Config{
+		Suites: suites,
 		Root: root, Cache: *cache, Logs: *logs, Entries: entries, Mirror: *mirror, Log: os.Stdout,
-		QEMU: kernels.QEMU{Accel: *accel, MemoryMiB: *memory, CPUs: *cpus, Timeout: *timeout},
+		QEMU: kernels.QEMU{Accel: *accel, MemoryMiB: *memory, CPUs: *cpus, Timeout: *timeout, Append: *extraArgs},
 	}
 	if *verbose {
 		cfg.QEMU.Echo = os.Stdout
@@ -112,6 +120,22 @@ func selectEntries(only string) ([]kernels.Entry, error) {
 		out = append(out, kernels.Matrix[i])
 	}
 	return out, nil
+}
+
+func selectSuites(name, pattern string) ([]kernels.SuiteSpec, error) {
+	if name == "" {
+		if pattern != "" {
+			return nil, errors.New("-run needs -suite")
+		}
+		return kernels.Suites, nil
+	}
+	i := slices.IndexFunc(kernels.Suites, func(s kernels.SuiteSpec) bool { return s.Name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("-suite: no suite %q", name)
+	}
+	s := kernels.Suites[i]
+	s.Pattern = pattern
+	return []kernels.SuiteSpec{s}, nil
 }
 
 func envOr(name, def string) string {
