@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 )
@@ -22,8 +21,8 @@ type SuiteSpec struct {
 	Name string
 	// Package is the package's directory relative to the module root.
 	Package string
-	// Run names the tests to run (none: every test): top-level tests, or
-	// subtests of one top-level test ("TestX/case").
+	// Run names the tests to run (none: every test): top-level tests
+	// ("TestX") or subtests ("TestX/case").
 	Run []string
 	// Skip names top-level tests to leave out.
 	Skip []string
@@ -41,7 +40,8 @@ type SuiteSpec struct {
 // truth. Each program load costs a guest seconds of emulated
 // verification, so the guests run a subset chosen to cover each program
 // and feature once, in both capture modes where the test has them
-// (sockets: flows from sock_ops; packets: packet-flows), rather than
+// (sockets: flows from sock_ops; packets: packet-flows) where the mode
+// changes the programs under test, rather than
 // every test: the matrix must stay well inside CI's time. 'make test' runs
 // all of them on the host.
 var Suites = []SuiteSpec{
@@ -70,36 +70,21 @@ var bpfTests = []string{
 // which TestDNSCapture covers.)
 var e2eTests = []string{"TestGroundTruth/flows", "TestGroundTruth/packet_events"}
 
-// namesPattern is a -test.run pattern matching exactly the tests named
-// ("" for none): top-level names ("TestX"), or subtests of one top-level
-// test ("TestX/case", as go test names them: spaces become underscores).
+// namesPattern is a -test.run or -test.skip pattern matching exactly the
+// tests named ("" for none): top-level tests ("TestX") and subtests
+// ("TestX/case", as go test names them: spaces become underscores), one
+// alternative each (go test splits a pattern at top-level "|" before it
+// splits each alternative into levels at "/").
 func namesPattern(names []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	var tops, subs []string
-	for _, n := range names {
-		top, sub, found := strings.Cut(n, "/")
-		if !slices.Contains(tops, top) {
-			tops = append(tops, top)
-		}
-		if found {
-			subs = append(subs, sub)
-		}
-	}
-	p := "^(" + quoteAll(tops) + ")$"
-	if len(subs) > 0 {
-		p += "/^(" + quoteAll(subs) + ")$"
-	}
-	return p
-}
-
-func quoteAll(names []string) string {
-	q := make([]string, len(names))
+	alts := make([]string, len(names))
 	for i, n := range names {
-		q[i] = regexp.QuoteMeta(n)
+		levels := strings.Split(n, "/")
+		for j, l := range levels {
+			levels[j] = "^" + regexp.QuoteMeta(l) + "$"
+		}
+		alts[i] = strings.Join(levels, "/")
 	}
-	return strings.Join(q, "|")
+	return strings.Join(alts, "|")
 }
 
 // Built are the static binaries a guest runs.

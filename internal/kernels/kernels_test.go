@@ -11,10 +11,9 @@ import (
 	"go/token"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -520,54 +519,79 @@ func TestConclude(t *testing.T) {
 
 // TestSuitesNameExistingTests: every test a suite runs or skips by name
 // exists in its package, so a renamed test cannot silently drop out of
-// the matrix (or back into it), and the patterns select exactly those
-// names.
+// the matrix (or back into it).
 func TestSuitesNameExistingTests(t *testing.T) {
 	for _, s := range Suites {
 		tests, literals := testNames(t, filepath.Join("..", "..", s.Package))
-		var tops []string
 		for _, name := range append(append([]string{}, s.Run...), s.Skip...) {
-			top, sub, hasSub := strings.Cut(name, "/")
-			if !tests[top] {
-				t.Errorf("suite %s names %s, which %s does not have", s.Name, top, s.Package)
+			levels := strings.Split(name, "/")
+			if !tests[levels[0]] {
+				t.Errorf("suite %s names %s, which %s does not have", s.Name, levels[0], s.Package)
 			}
-			if hasSub && !literals[sub] && !literals[strings.ReplaceAll(sub, "_", " ")] {
-				t.Errorf("suite %s names subtest %s, which no t.Run of %s names", s.Name, name, s.Package)
-			}
-			if !slices.Contains(tops, top) {
-				tops = append(tops, top)
-			}
-		}
-		if strings.Contains(strings.Join(s.Run, " "), "/") && len(tops) != 1 {
-			t.Errorf("suite %s: subtests may only be named for one top-level test", s.Name)
-		}
-		for _, names := range [][]string{s.Run, s.Skip} {
-			if len(names) == 0 {
-				continue
-			}
-			levels := strings.Split(namesPattern(names), "/")
-			top := regexp.MustCompile(levels[0])
-			for name := range tests {
-				if top.MatchString(name) != slices.Contains(tops, name) {
-					t.Errorf("pattern %s and the names %q disagree on %s", top, names, name)
-				}
-			}
-			if len(levels) == 2 {
-				sub := regexp.MustCompile(levels[1])
-				for _, n := range names {
-					_, want, _ := strings.Cut(n, "/")
-					if !sub.MatchString(want) || sub.MatchString(want+"_x") || sub.MatchString("x"+want) {
-						t.Errorf("pattern %s does not select exactly %s", sub, want)
-					}
+			for _, sub := range levels[1:] {
+				if !literals[sub] && !literals[strings.ReplaceAll(sub, "_", " ")] {
+					t.Errorf("suite %s names subtest %s, which no t.Run of %s names", s.Name, name, s.Package)
 				}
 			}
 		}
 	}
+}
+
+// TestNamesPattern: the pattern selects exactly the named tests, as go
+// test matches names level by level (the matcher itself is go test's, in
+// a test binary built here).
+func TestNamesPattern(t *testing.T) {
 	if namesPattern(nil) != "" {
 		t.Error("no names must give an empty pattern")
 	}
-	if got, want := namesPattern([]string{"TestG/a_b", "TestG/c"}), "^(TestG)$/^(a_b|c)$"; got != want {
-		t.Errorf("pattern %s, want %s", got, want)
+	names := []string{"TestA", "TestB/x_y", "TestB/z", "TestC/w/w/v"}
+	if got, want := namesPattern(names), "^TestA$|^TestB$/^x_y$|^TestB$/^z$|^TestC$/^w$/^w$/^v$"; got != want {
+		t.Fatalf("pattern %s, want %s", got, want)
+	}
+	if testing.Short() {
+		t.Skip("builds and runs a test binary")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module m\n\ngo 1.22\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "m_test.go"), []byte(`package m
+
+import "testing"
+
+func run(t *testing.T, names ...string) {
+	for _, n := range names {
+		t.Run(n, func(t *testing.T) {
+			t.Run("w", func(t *testing.T) { t.Run("v", func(*testing.T) {}); t.Run("u", func(*testing.T) {}) })
+		})
+	}
+}
+
+func TestA(t *testing.T)  { run(t, "x y", "z") }
+func TestAB(t *testing.T) { run(t, "x y") }
+func TestB(t *testing.T)  { run(t, "x y", "z", "q") }
+func TestC(t *testing.T)  { run(t, "w") }
+`), 0o644)
+	cmd := exec.Command("go", "test", "-count=1", "-v", "-run", namesPattern(names), ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go test: %v\n%s", err, out)
+	}
+	var ran []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "=== RUN   "); ok {
+			ran = append(ran, name)
+		}
+	}
+	// Leaves and the parents on their way; TestA's subtests all run
+	// (only its top level is named), TestAB does not match TestA.
+	want := []string{
+		"TestA", "TestA/x_y", "TestA/x_y/w", "TestA/x_y/w/v", "TestA/x_y/w/u", "TestA/z", "TestA/z/w", "TestA/z/w/v", "TestA/z/w/u",
+		"TestB", "TestB/x_y", "TestB/x_y/w", "TestB/x_y/w/v", "TestB/x_y/w/u", "TestB/z", "TestB/z/w", "TestB/z/w/v", "TestB/z/w/u",
+		"TestC", "TestC/w", "TestC/w/w", "TestC/w/w/v",
+	}
+	if !reflect.DeepEqual(ran, want) {
+		t.Errorf("ran\n %q\nwant\n %q", ran, want)
 	}
 }
 

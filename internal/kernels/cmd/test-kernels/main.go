@@ -84,7 +84,7 @@ func run() error {
 	}
 	cfg := kernels.Config{
 		Suites: suites,
-		Root: root, Cache: *cache, Logs: *logs, Entries: entries, Mirror: *mirror, Log: os.Stdout,
+		Root:   root, Cache: *cache, Logs: *logs, Entries: entries, Mirror: *mirror, Log: os.Stdout,
 		QEMU: kernels.QEMU{Accel: *accel, MemoryMiB: *memory, CPUs: *cpus, Timeout: *timeout, Append: *extraArgs},
 	}
 	if *verbose {
