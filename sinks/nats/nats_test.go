@@ -55,6 +55,28 @@ func TestPublishesEventsOnTheirSubjects(t *testing.T) {
 	}
 }
 
+// TestHostSubject puts each event on flowtap.<host>.<event>, its host
+// name made a token.
+func TestHostSubject(t *testing.T) {
+	ts := startServer(t, nil)
+	str := ts.addStream("FLOWTAP", "flowtap.>")
+	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{host}.{event}", "stream": "FLOWTAP"})
+	evs := flowEvents(1, 4)
+	for i, host := range []string{"web-1", "db-1.example.com", "", "web-1"} {
+		evs[i].Context.HostName = host
+	}
+	if err := h.Write(evs...); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"flowtap.web-1.net_flow_tcp_begin", "flowtap.db-1_example_com.net_flow_tcp_end",
+		"flowtap._.net_flow_tcp_begin", "flowtap.web-1.net_flow_tcp_end"}
+	for i, m := range streamMsgs(t, str) {
+		if m.Subject != want[i] {
+			t.Errorf("message %d on %q, want %q", i, m.Subject, want[i])
+		}
+	}
+}
+
 func TestFixedSubject(t *testing.T) {
 	ts := startServer(t, nil)
 	str := ts.addStream("ALL", "events")
