@@ -2,6 +2,8 @@ package nats
 
 import (
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/flowtap/flowtap/configs"
@@ -38,5 +40,43 @@ func TestSampleConfig(t *testing.T) {
 	}
 	if len(c.Servers) != 2 || c.Subject != "flowtap.{event}" || c.TLS.CAFile == "" {
 		t.Errorf("sample decoded to %+v", c)
+	}
+}
+
+// TestFleetExample checks the fleet example's configs: the agents'
+// pipeline file loads, and its sink config is valid to the sink; each
+// node's nats-server config passes the server's own check (-t).
+func TestFleetExample(t *testing.T) {
+	cfg, err := configs.Load(filepath.Join(fleetDir, "flowtap.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Check(cat); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(cfg.Pipelines[0].Sinks[0].Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := parseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.subject != "flowtap."+HostToken+"."+EventToken || st.replicas != 3 || len(st.servers) != 3 {
+		t.Errorf("the fleet's sink: subject %q, %d replicas, servers %v", st.subject, st.replicas, st.servers)
+	}
+	confs, err := filepath.Glob(filepath.Join(fleetDir, "nats", "*.conf"))
+	if err != nil || len(confs) != 3 {
+		t.Fatalf("nats-server configs of the fleet example: %v %v", confs, err)
+	}
+	bin := buildNATSServer(t)
+	for _, conf := range confs {
+		if out, err := exec.Command(bin, "-t", "-c", conf).CombinedOutput(); err != nil {
+			t.Errorf("nats-server -t -c %s: %v\n%s", conf, err, out)
+		}
 	}
 }
