@@ -1,13 +1,21 @@
 package nats
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/plugins/supervise"
 )
 
 // BenchmarkWrite is the sink's Write of batches of flow events into real
@@ -16,31 +24,32 @@ import (
 // replica on one server (R1) and of three replicas on a three-node
 // cluster (R3), each Write returning once the stream acknowledged every
 // message; and on core NATS, published and flushed. Batch sizes and
-// in-flight windows vary; it reports events/s.
+// in-flight windows vary; it reports events/s, and the CPU time per event
+// of the sink (this process) and of the servers.
 //
-//	go test -run '^$' -bench BenchmarkWrite -benchtime 100x ./sinks/nats/
+//	go test -run '^$' -bench BenchmarkWrite -benchtime 5s ./sinks/nats/
 func BenchmarkWrite(b *testing.B) {
+	// batch size, in-flight window: flowtap's batch is 2048 events.
+	shapes := [][2]int{{512, 1024}, {2048, 256}, {2048, 1024}, {2048, 4096}, {8192, 4096}}
 	for _, tc := range []struct {
 		name     string
 		nodes    int
 		replicas int // 0: core NATS
-		batches  []int
-		windows  []int
+		shapes   [][2]int
 	}{
-		{"R1", 1, 1, []int{2048}, []int{1024, 4096}},
-		{"R3", 3, 3, []int{2048}, []int{1024, 4096}},
-		{"core", 1, 0, []int{2048}, []int{1024}},
+		{"R1", 1, 1, shapes},
+		{"R3", 3, 3, shapes},
+		{"core", 1, 0, [][2]int{{2048, 0}}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			c := startCluster(b, tc.nodes)
-			for _, batch := range tc.batches {
-				for _, window := range tc.windows {
-					name := fmt.Sprintf("batch=%d/window=%d", batch, window)
-					if tc.replicas == 0 {
-						name = fmt.Sprintf("batch=%d", batch)
-					}
-					b.Run(name, func(b *testing.B) { benchWrite(b, c, tc.replicas, batch, window) })
+			for _, sh := range tc.shapes {
+				batch, window := sh[0], sh[1]
+				name := fmt.Sprintf("batch=%d/window=%d", batch, window)
+				if tc.replicas == 0 {
+					name = fmt.Sprintf("batch=%d", batch)
 				}
+				b.Run(name, func(b *testing.B) { benchWrite(b, c, tc.replicas, batch, window) })
 			}
 		})
 	}
@@ -49,7 +58,10 @@ func BenchmarkWrite(b *testing.B) {
 // benchWrite writes batches of batch events into a new stream of
 // replicas (0: core NATS) on c, window messages in flight.
 func benchWrite(b *testing.B, c *natsCluster, replicas, batch, window int) {
-	cfg := map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "max_in_flight": window}
+	cfg := map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}"}
+	if window > 0 {
+		cfg["max_in_flight"] = window
+	}
 	if replicas > 0 {
 		str := c.addStream("BENCH", replicas, nil, "flowtap.>")
 		defer func() { _ = c.jetStream().DeleteStream(b.Context(), str.CachedInfo().Config.Name) }()
@@ -90,5 +102,63 @@ func benchWrite(b *testing.B, c *natsCluster, replicas, batch, window int) {
 func renumber(evs []sdk.Event, next int) {
 	for j := range evs {
 		evs[j].Timestamp = int64(next + j + 1)
+	}
+}
+
+// BenchmarkPlugin is delivery as an agent does it: flowtap's supervisor
+// hands batches of 2048 events (its default) over gRPC to the real sink
+// plugin process, which writes them into an R1 or R3 stream on real
+// nats-server processes. It reports events/s from the first event
+// offered to the last acknowledged, and the CPU time per event of the
+// agent side (this process), the plugin and the servers.
+//
+//	go test -run '^$' -bench BenchmarkPlugin -benchtime 5s ./sinks/nats/
+func BenchmarkPlugin(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), pluginName)
+	testutil.BuildBinary(b, "github.com/flowtap/flowtap/cmd/flowtap-sink-nats", bin)
+	cat, err := events.Builtin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name            string
+		nodes, replicas int
+	}{{"R1", 1, 1}, {"R3", 3, 3}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := startCluster(b, tc.nodes)
+			c.addStream("BENCH", tc.replicas, nil, "flowtap.>")
+			sup, err := supervise.Start(b.Context(), supervise.Config{
+				Name:       "nats",
+				Host:       host.Config{Plugin: bin, Logger: hclog.NewNullLogger(), Names: cat.Name},
+				SinkConfig: map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "stream": "BENCH"},
+				Logger:     hclog.NewNullLogger(),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = sup.Close(context.Background()) }()
+			const batch = supervise.DefaultBatchSize
+			evs := make([]events.Event, batch)
+			next := 0
+			start, selfCPU, serverCPU, pluginCPU := time.Now(), processCPU(os.Getpid()), c.cpu(), processCPU(sup.PID())
+			for b.Loop() {
+				for j := range evs {
+					evs[j] = fleetEvent("bench-host", next+j+1)
+				}
+				next += batch
+				sup.EnqueueBatch(evs)
+			}
+			for sup.Counters().Acked < uint64(next) {
+				if cn := sup.Counters(); cn.Dropped > 0 {
+					b.Fatalf("dropped: %+v", cn)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			elapsed, n := time.Since(start), float64(next)
+			b.ReportMetric(n/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(processCPU(os.Getpid())-selfCPU)/float64(time.Microsecond)/n, "agent-cpu-µs/event")
+			b.ReportMetric(float64(processCPU(sup.PID())-pluginCPU)/float64(time.Microsecond)/n, "plugin-cpu-µs/event")
+			b.ReportMetric(float64(c.cpu()-serverCPU)/float64(time.Microsecond)/n, "server-cpu-µs/event")
+		})
 	}
 }

@@ -38,7 +38,7 @@ func TestSampleConfig(t *testing.T) {
 	if err := sinkconf.Decode(raw, &c, validKeys); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Servers) != 2 || c.Subject != "flowtap.{event}" || c.TLS.CAFile == "" {
+	if len(c.Servers) != 2 || c.Subject != "flowtap.{host}.{event}" || c.TLS.CAFile == "" {
 		t.Errorf("sample decoded to %+v", c)
 	}
 }
