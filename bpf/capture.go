@@ -7,7 +7,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
-	"strings"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +96,8 @@ type Stats struct {
 type Capture struct {
 	log        hclog.Logger
 	cgroupPath string
-	objs       flowtapObjects
+	// loaded are the maps, the programs and each feature's status.
+	*loaded
 	// links are the cgroup attachments; stateLinks the tp_btf ones
 	// (inet_sock_set_state and tcp_send_reset).
 	links      []link.Link
@@ -204,54 +205,78 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err := setConst(spec, flowtapVarWakeupQuietNs, uint64(quietWakeup.Nanoseconds())); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	if err := setDNS(spec, opts.DNS); err != nil {
+	l, err := loadFeatures(spec, loadOptions{dns: opts.DNS, broken: brokenPrograms()})
+	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	c := &Capture{log: logger, cgroupPath: cgroupPath, spare: make(chan []events.Event, spareBatches)}
-	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
-		return nil, fmt.Errorf("open flow capture: load BPF programs and maps: %w%s", err, permHint(err))
-	}
+	c := &Capture{log: logger, cgroupPath: cgroupPath, spare: make(chan []events.Event, spareBatches), loaded: l}
 	defer func() {
 		if err != nil {
 			c.release()
 		}
 	}()
+	if core := l.feature(FeatureCore); !core.Available {
+		logVerifier(logger, *core)
+		return nil, fmt.Errorf("open flow capture: %w", coreError(*core))
+	}
 
 	// Ownership first: from now on connect() and listen() record their
 	// caller (host-wide); then the walk gives every socket that already
 	// exists the task holding it. The cgroup programs come after that,
 	// packets last.
-	for _, p := range c.statePrograms() {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return nil, fmt.Errorf("open flow capture: attach tp_btf/inet_sock_set_state program: %w%s", err, permHint(err))
+	for _, t := range []struct {
+		feature string
+		prog    *ebpf.Program
+	}{
+		{FeatureExistingCloses, c.objs.FlowtapState},
+		// Resets of packets no socket took (refused attempts), host-wide.
+		{FeatureNoSocketResets, c.objs.FlowtapReset},
+	} {
+		if !l.has(t.feature) {
+			continue
 		}
-		c.stateLinks = append(c.stateLinks, l)
+		tl, err := link.AttachTracing(link.TracingOptions{Program: t.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			c.lose(t.feature, fmt.Errorf("attach: %w", err))
+			continue
+		}
+		c.stateLinks = append(c.stateLinks, tl)
 	}
-	// Resets of packets no socket took (refused attempts), host-wide.
-	l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.FlowtapReset, AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		return nil, fmt.Errorf("open flow capture: attach tp_btf/tcp_send_reset program: %w%s", err, permHint(err))
-	}
-	c.stateLinks = append(c.stateLinks, l)
-	if err := runIter(c.objs.FlowtapFiles); err != nil {
-		return nil, fmt.Errorf("open flow capture: walk the sockets of running tasks: %w%s", err, permHint(err))
-	}
-	if err := runIter(c.objs.FlowtapSubflows); err != nil {
-		return nil, fmt.Errorf("open flow capture: walk TCP sockets for MPTCP subflows: %w%s", err, permHint(err))
+	// flowtap_owners applies what flowtap_files recorded.
+	for _, w := range []struct {
+		feature string
+		prog    *ebpf.Program
+	}{
+		{FeatureExistingOwners, c.objs.FlowtapFiles},
+		{FeatureExistingOwners, c.objs.FlowtapOwners},
+		{FeatureMPTCP, c.objs.FlowtapSubflows},
+	} {
+		if !l.has(w.feature) {
+			continue
+		}
+		if err := runIter(w.prog); err != nil {
+			c.lose(w.feature, fmt.Errorf("walk the sockets that exist: %w", err))
+		}
 	}
 
 	for _, a := range c.cgroupPrograms() {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.attach, Program: a.prog})
+		cl, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.attach, Program: a.prog})
 		if err != nil {
 			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: %w%s", a.name, cgroupPath, err, permHint(err))
 		}
-		c.links = append(c.links, l)
+		c.links = append(c.links, cl)
 		// link.AttachCgroup falls back to a legacy attachment on kernels
 		// without cgroup BPF links (before 5.7). Such an attachment
 		// outlives the process if it dies, so refuse it.
-		if _, err := l.Info(); err != nil {
+		if _, err := cl.Info(); err != nil {
 			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: the kernel did not create a BPF link (needs Linux 5.7 or later): %w", a.name, cgroupPath, err)
+		}
+	}
+	for _, f := range l.features {
+		if !f.Available && !f.Skipped {
+			logger.Warn("feature unavailable: flowtap runs without it", "feature", f.Name, "program", f.Program,
+				"reason", f.Reason, "without_it", f.Without)
+			logVerifier(logger, f)
 		}
 	}
 
@@ -329,6 +354,9 @@ func (c *Capture) Snapshot() error {
 	if c.closed {
 		return errors.New("snapshot: the flow capture is closed")
 	}
+	if !c.has(FeatureSnapshots) {
+		return fmt.Errorf("snapshot: %w: %s", ErrFeatureUnavailable, FeatureSnapshots)
+	}
 	if err := runIter(c.objs.FlowtapSnapshot); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
@@ -348,13 +376,15 @@ func checkCgroup2Dir(path string) error {
 	return nil
 }
 
-// permHint explains permission errors from the bpf syscall. Without
-// CAP_PERFMON the kernel also hides some helpers from cgroup_skb programs
-// (bpf_skc_to_mptcp_sock), which it reports as EINVAL.
+// capabilityAdvice is what the capability hints say.
+const capabilityAdvice = "need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; run as root or grant them"
+
+// permHint explains a permission error from the bpf syscall, when this
+// process lacks a capability flowtap needs: EPERM as root has other
+// causes (a lockdown, a security module), which the hint would hide.
 func permHint(err error) string {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
-		(errors.Is(err, unix.EINVAL) && strings.Contains(err.Error(), "cannot use helper")) {
-		return " (hint: flowtap's cgroup_skb, tracing and iterator programs need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; run as root or grant them)"
+	if errors.Is(err, unix.EPERM) && CheckPrivileges() != nil {
+		return " (hint: flowtap's cgroup_skb, tracing and iterator programs " + capabilityAdvice + ")"
 	}
 	return ""
 }
@@ -673,8 +703,10 @@ func (c *Capture) release() error {
 			errs = append(errs, fmt.Errorf("close ring buffer waiter: %w", err))
 		}
 	}
-	if err := closeObjects(&c.objs); err != nil {
-		errs = append(errs, fmt.Errorf("close BPF objects: %w", err))
+	if c.loaded != nil {
+		if err := c.loaded.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close BPF objects: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -682,23 +714,15 @@ func (c *Capture) release() error {
 // closeObjects closes every loaded map and program (Close is a no-op on
 // those never loaded) and keeps going past errors.
 func closeObjects(o *flowtapObjects) error {
-	return errors.Join(
-		o.FlowtapIngress.Close(),
-		o.FlowtapEgress.Close(),
-		o.FlowtapConnect4.Close(),
-		o.FlowtapConnect6.Close(),
-		o.FlowtapSockops.Close(),
-		o.FlowtapState.Close(),
-		o.FlowtapReset.Close(),
-		o.FlowtapFiles.Close(),
-		o.FlowtapSubflows.Close(),
-		o.FlowtapSnapshot.Close(),
-		o.FlowRecords.Close(),
-		o.LostRecords.Close(),
-		o.NosockResets.Close(),
-		o.SockStates.Close(),
-		o.MptcpOwners.Close(),
-	)
+	var errs []error
+	for _, v := range []reflect.Value{reflect.ValueOf(&o.flowtapPrograms).Elem(), reflect.ValueOf(&o.flowtapMaps).Elem()} {
+		for i := 0; i < v.NumField(); i++ {
+			if c, ok := v.Field(i).Interface().(io.Closer); ok {
+				errs = append(errs, c.Close())
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // setConst sets a load-time constant of the programs (a volatile const in

@@ -548,8 +548,8 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 	if len(ids.Programs) != 5 || len(ids.Links) != 5 {
 		t.Errorf("capture holds %d cgroup programs and %d links, want 5 and 5", len(ids.Programs), len(ids.Links))
 	}
-	if len(ids.OtherPrograms) != 5 || len(ids.OtherLinks) != 2 {
-		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 5 (state, reset, 3 iterators) and 2", len(ids.OtherPrograms), len(ids.OtherLinks))
+	if len(ids.OtherPrograms) != 6 || len(ids.OtherLinks) != 2 {
+		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 6 (state, reset, 4 iterators) and 2", len(ids.OtherPrograms), len(ids.OtherLinks))
 	}
 	for _, id := range ids.OtherLinks {
 		l, err := link.NewFromID(id)
@@ -1023,11 +1023,11 @@ func TestMinimalCapabilities(t *testing.T) {
 		// check said it would, with the hint.
 		// sock_ops and sock_addr programs need CAP_NET_ADMIN to load,
 		// cgroup_skb ones to attach.
-		{"kernel refuses programs without CAP_NET_ADMIN", []uintptr{capBPF, capPerfmon}, "open-unchecked", []string{"load BPF programs and maps", "operation not permitted", permHint}},
+		{"kernel refuses programs without CAP_NET_ADMIN", []uintptr{capBPF, capPerfmon}, "open-unchecked", []string{"load core program", "operation not permitted", permHint}},
 		// Without CAP_PERFMON the kernel refuses the tracing and
 		// iterator programs (EPERM), and hides the MPTCP helper from the
 		// cgroup_skb ones (EINVAL), whichever it meets first.
-		{"kernel refuses programs without CAP_PERFMON", []uintptr{capBPF, capNetAdmin}, "open-unchecked", []string{"load BPF programs and maps", permHint}},
+		{"kernel refuses programs without CAP_PERFMON", []uintptr{capBPF, capNetAdmin}, "open-unchecked", []string{"load core program", permHint}},
 		{"kernel refuses maps without CAP_BPF", []uintptr{capNetAdmin, capPerfmon}, "open-unchecked", []string{"remove memlock limit", "operation not permitted", "grant CAP_BPF (or CAP_SYS_ADMIN)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -126,7 +126,7 @@ func TestRecordLayout(t *testing.T) {
 		// Counters are per socket and not inherited by accepted
 		// children; owners are.
 		{flowtapMapSockStates, ebpf.SkStorage, 0, unix.BPF_F_NO_PREALLOC | unix.BPF_F_CLONE},
-		{flowtapMapMptcpOwners, ebpf.Hash, 65536, unix.BPF_F_NO_PREALLOC},
+		{flowtapMapStartOwners, ebpf.Hash, 1 << 18, unix.BPF_F_NO_PREALLOC},
 	} {
 		s := spec.Maps[m.name]
 		if s == nil || s.Type != m.typ || s.MaxEntries != m.entries || s.Flags != m.flags {

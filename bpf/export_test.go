@@ -71,7 +71,10 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 		}
 		ids.Programs = append(ids.Programs, id)
 	}
-	for _, p := range append(c.statePrograms(), c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+	for _, p := range append(c.statePrograms(), c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+		if p == nil {
+			continue // its feature is unavailable
+		}
 		id, err := progID(p)
 		if err != nil {
 			return ids, err

@@ -98,7 +98,8 @@ type helper struct {
 type helperOpts struct {
 	env      []string
 	asNobody bool
-	cgroupFD int // > 0: start the child in this cgroup
+	cgroupFD int  // > 0: start the child in this cgroup
+	netns    bool // start the child in a network namespace of its own (lo up)
 }
 
 // startHelper starts the test binary (as helperComm) in mode. The child is
@@ -113,6 +114,11 @@ func startHelper(t testing.TB, mode string, opts helperOpts) *helper {
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if opts.asNobody {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody}
+	}
+	if opts.netns {
+		// The namespace dies with the child.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+		cmd.Env = append(cmd.Env, "FLOWTAP_HELPER_LO_UP=1")
 	}
 	if opts.cgroupFD > 0 {
 		cmd.SysProcAttr.UseCgroupFD = true
@@ -203,6 +209,11 @@ func flowHelper(mode string, out *bufio.Writer) {
 		out.Flush()
 		os.Exit(1)
 	}
+	if os.Getenv("FLOWTAP_HELPER_LO_UP") == "1" {
+		if err := loUp(); err != nil {
+			fail(err)
+		}
+	}
 	switch mode {
 	case "dial":
 		// Connect (with MPTCP if FLOWTAP_HELPER_MPTCP=1), say the local
@@ -257,7 +268,25 @@ func flowHelper(mode string, out *bufio.Writer) {
 				}()
 			}
 		}()
+		// "dial": one round trip to the listener from this process (in
+		// its network namespace), then "client PORT".
 		for in.Scan() {
+			if in.Text() != "dial" {
+				continue
+			}
+			c, err := net.DialTimeout("tcp", ln.Addr().String(), waitTimeout)
+			if err != nil {
+				fail(err)
+			}
+			c.SetDeadline(time.Now().Add(waitTimeout))
+			c.Write([]byte("ping"))
+			c.(*net.TCPConn).CloseWrite()
+			if _, err := io.ReadAll(c); err != nil {
+				fail(err)
+			}
+			c.Close()
+			fmt.Fprintf(out, "client %d\n", c.LocalAddr().(*net.TCPAddr).Port)
+			out.Flush()
 		}
 		ln.Close()
 	case "flood":
@@ -903,6 +932,43 @@ func TestOwnership(t *testing.T) {
 		})
 	}
 
+	// The start-up walk of TCP sockets sees flowtap's network namespace
+	// only: a listener of another one gets the owner the walk of task
+	// files recorded when its first SYN arrives, and its accepted
+	// children inherit it.
+	for _, tc := range []struct {
+		name  string
+		mptcp string
+	}{
+		{"listener in another network namespace before Open (plain TCP)", "0"},
+		{"listener in another network namespace before Open (Go default, MPTCP)", "1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startHelper(t, "listen", helperOpts{netns: true, env: []string{"FLOWTAP_HELPER_ADDR=127.0.0.1:0", "FLOWTAP_HELPER_MPTCP=" + tc.mptcp}})
+			sp64, err := strconv.ParseUint(h.expect(t, "port "), 10, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sp := uint16(sp64)
+			r := startCapture(t, scoped(bpf.Options{}))
+			h.send(t, "dial")
+			cp64, err := strconv.ParseUint(h.expect(t, "client "), 10, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp := uint16(cp64)
+			evs := waitSockets(t, r.col, events.SocketClosed, [2]uint16{cp, sp}, [2]uint16{sp, cp})
+			t.Logf("records:%s", dump(portEvents(evs, [2]uint16{cp, sp})))
+			mine := forConn(evs, conn{client: netip.AddrPortFrom(netip.Addr{}, cp), server: netip.AddrPortFrom(netip.Addr{}, sp)})
+			ev, ok := find(mine, pkt{events.Ingress, cp, sp, events.FlagSYN})
+			if !ok {
+				t.Fatalf("no record of the listener's SYN")
+			}
+			wantOwner(t, "listener's SYN", ev, h.pid(), 0, helperComm)
+			wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], h.pid(), 0, helperComm)
+		})
+	}
+
 	t.Run("Go net.Listen listener in this process after Open", func(t *testing.T) {
 		r := startCapture(t, scoped(bpf.Options{}))
 		// net.Listen's default: MPTCP where the kernel has it. MPTCP stays
@@ -943,6 +1009,28 @@ func TestOwnership(t *testing.T) {
 		wantOwner(t, "SYN-ACK", synack, self, selfUID, comm)
 		wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
 	})
+}
+
+// loUp brings up the loopback interface of this process's network
+// namespace.
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
 }
 
 // serveOnce accepts one connection, reads it to EOF, answers and closes.

@@ -63,6 +63,9 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define FLOW_TCP_CLOSE 7
 #define FLOW_TCP_LISTEN 10
 
+// Sockets the start-up walk can record owners for (start_owners).
+#define START_OWNERS_MAX (1 << 18)
+
 // TCP flags byte (offset 13 of the TCP header).
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
@@ -305,16 +308,26 @@ struct {
 	__type(value, struct sock_state);
 } sock_states SEC(".maps");
 
-// Owners of MPTCP sockets by socket cookie, filled by the start-up walk of
-// task files and read by the walk of TCP sockets, which reaches an MPTCP
-// subflow's MPTCP socket only as a plain kernel address (no BTF pointer).
+// Owners of the TCP and MPTCP sockets that existed when flowtap started,
+// by the socket's kernel address (struct sock *). The start-up walk of task
+// files (flowtap_files) fills it: there the socket is reached through
+// bpf_sock_from_file(file)->sk, a pointer some kernels' verifiers do not
+// trust for socket-local storage, so the walk only records the owner under
+// the address. Programs that hold a trusted pointer to the socket apply it
+// to the socket's storage and delete the entry: the walk of this network
+// namespace's TCP sockets at start-up (flowtap_owners, flowtap_subflows),
+// and, for sockets of other network namespaces, the packet programs on the
+// socket's first flow-relevant packet (packet_owner) and the state
+// program when the socket closes unseen. Entries are deleted once applied,
+// so an address the kernel reuses for a new socket cannot inherit a stale
+// owner through it (new sockets get their owner at connect() or listen()).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
+	__uint(max_entries, START_OWNERS_MAX);
 	__type(key, __u64);
 	__type(value, struct sock_owner);
-} mptcp_owners SEC(".maps");
+} start_owners SEC(".maps");
 
 struct ipv6_ext {
 	__u8 nexthdr;
@@ -562,14 +575,41 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	return load_header(skb, off, &p->tcp, 4);
 }
 
+// mptcp_enabled is set by the loader when the kernel has
+// bpf_skc_to_mptcp_sock (Linux 5.19): with it 0 the verifier prunes the
+// MPTCP path, so the packet programs load on older kernels too.
+volatile const __u8 mptcp_enabled = 0;
+
+// start_owner applies the owner the start-up walk recorded for the socket
+// at address key, if any, to its state (created if st is NULL), and
+// forgets the entry. It returns the owner, or NULL.
+static __always_inline struct sock_owner *start_owner(void *sk, __u64 key, struct sock_state *st)
+{
+	struct sock_owner *o = bpf_map_lookup_elem(&start_owners, &key);
+
+	if (!o)
+		return NULL;
+	if (!st)
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return NULL;
+	st->owner = *o;
+	bpf_map_delete_elem(&start_owners, &key);
+	return &st->owner;
+}
+
 // packet_owner returns the owner of the socket a packet belongs to, given
-// its state st if already looked up (else NULL). An MPTCP subflow without
-// an owner of its own (one a kernel worker created, or the TCP listener of
-// an MPTCP listening socket that existed before flowtap started) gets its
-// MPTCP socket's owner, stored on the subflow so that children cloned from
-// it (accepted sockets) inherit it.
+// its state st if already looked up (else NULL). A socket without an owner
+// of its own gets the one the start-up walk recorded for it (a socket of
+// another network namespace that existed before flowtap started: the walk
+// of TCP sockets only sees flowtap's own). An MPTCP subflow without an
+// owner (one a kernel worker created, or the TCP listener of an MPTCP
+// listening socket that existed before flowtap started) gets its MPTCP
+// socket's owner, stored on the subflow so that children cloned from it
+// (accepted sockets) inherit it.
 static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk, struct sock_state *st)
 {
+	struct sock_owner *o;
 	struct sock_state *ms;
 	struct mptcp_sock *msk;
 
@@ -577,19 +617,32 @@ static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk, stru
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (st && st->owner.pid)
 		return &st->owner;
-	if (sk->protocol != IPPROTO_TCP)
+	// The socket's kernel address is the key; a pointer used as plain
+	// data needs CAP_PERFMON, which loading the tracing programs needs
+	// anyway.
+	o = start_owner(sk, (__u64)sk, st);
+	if (o)
+		return o;
+	if (!mptcp_enabled || sk->protocol != IPPROTO_TCP)
 		return st ? &st->owner : NULL;
 	msk = bpf_skc_to_mptcp_sock(sk);
 	if (!msk)
 		return st ? &st->owner : NULL;
+	// The MPTCP socket's owner: set when it connected or listened, or
+	// recorded by the start-up walk (the socket of another network
+	// namespace, which only the walk of task files sees).
 	ms = bpf_sk_storage_get(&sock_states, msk, 0, 0);
-	if (!ms || !ms->owner.pid)
+	if (ms && ms->owner.pid)
+		o = &ms->owner;
+	else
+		o = start_owner(msk, (__u64)msk, ms);
+	if (!o)
 		return st ? &st->owner : NULL;
 	if (!st)
 		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
-		return &ms->owner;
-	st->owner = ms->owner;
+		return o;
+	st->owner = *o;
 	return &st->owner;
 }
 
@@ -955,12 +1008,20 @@ static __always_inline int handle_state(__u64 *ctx)
 		set_owner_current(sk);
 		return 0;
 	}
-	if (proto != IPPROTO_TCP)
+	if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
 		return 0;
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	// A socket from before start that closes without its owner applied:
+	// forget the owner, so that its address, once reused, inherits
+	// nothing (see start_owners).
+	if (!st || !st->owner.pid) {
+		__u64 key = (__u64)sk;
+
+		bpf_map_delete_elem(&start_owners, &key);
+	}
 	// Only sockets the cgroup_skb programs counted are reported: that
 	// keeps a capture scoped to its cgroup.
-	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-	if (!st || !st->mark.counted || st->mark.closed)
+	if (proto != IPPROTO_TCP || !st || !st->mark.counted || st->mark.closed)
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -1184,24 +1245,28 @@ int flowtap_connect6(struct bpf_sock_addr *ctx)
 }
 
 // flowtap_files runs once at start-up over every open file of every task:
-// each TCP or MPTCP socket without an owner gets the task that holds it.
+// each TCP or MPTCP stream socket that is not closed gets its holder
+// recorded in start_owners under the socket's address (the first task
+// found holding it wins). The socket pointer reached from the file is
+// read, not used: some verifiers do not trust it for socket-local storage
+// (see start_owners).
 SEC("iter/task_file")
 int flowtap_files(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
+	struct sock_owner o = {};
 	struct socket *sock;
-	struct sock_state *st;
-	struct sock_owner *o;
 	struct sock *sk;
 	__u16 proto;
+	__u64 key;
 
 	if (!task || !file)
 		return 0;
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		return 0;
 	proto = BPF_CORE_READ(sk, sk_protocol);
@@ -1209,28 +1274,47 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (BPF_CORE_READ(sk, sk_type) != FLOW_SOCK_STREAM)
 		return 0;
-	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
+	// A socket not connected or listening yet gets its owner when it
+	// does.
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == FLOW_TCP_CLOSE)
 		return 0;
-	o = &st->owner;
-	if (!o->pid) {
-		o->pid = BPF_CORE_READ(task, tgid);
-		o->uid = BPF_CORE_READ(task, cred, uid.val);
-		BPF_CORE_READ_STR_INTO(&o->comm, task, comm);
-	}
-	if (proto == FLOW_IPPROTO_MPTCP) {
-		__u64 cookie = bpf_get_socket_cookie(sk);
+	o.pid = BPF_CORE_READ(task, tgid);
+	o.uid = BPF_CORE_READ(task, cred, uid.val);
+	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
+	key = (__u64)sk;
+	bpf_map_update_elem(&start_owners, &key, &o, BPF_NOEXIST);
+	return 0;
+}
 
-		bpf_map_update_elem(&mptcp_owners, &cookie, o, BPF_NOEXIST);
-	}
+// flowtap_owners runs once at start-up, after flowtap_files, over the TCP
+// sockets of flowtap's network namespace, where the socket pointer is
+// trusted: a socket without an owner gets the one flowtap_files recorded.
+SEC("iter/tcp")
+int flowtap_owners(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	st = bpf_sk_storage_get(&sock_states, tp, 0, 0);
+	if (st && st->owner.pid)
+		return 0;
+	start_owner(tp, (__u64)tp, st);
 	return 0;
 }
 
 // flowtap_subflows runs once at start-up, after flowtap_files, over every
-// TCP socket: an MPTCP subflow (it has no file) without an owner gets the
-// owner of its MPTCP socket. The subflow reaches its MPTCP socket only
-// through plain kernel memory (tcp_sock.is_mptcp, icsk_ulp_data, conn), so
-// the MPTCP socket is found by its cookie in mptcp_owners.
+// TCP socket of flowtap's network namespace: an MPTCP subflow (it has no
+// file) without an owner gets the owner of its MPTCP socket, which
+// flowtap_files recorded under the MPTCP socket's address. The subflow
+// reaches its MPTCP socket only through plain kernel memory
+// (tcp_sock.is_mptcp, icsk_ulp_data, conn). The entry stays: the MPTCP
+// socket's other subflows need it too.
 SEC("iter/tcp")
 int flowtap_subflows(struct bpf_iter__tcp *ctx)
 {
@@ -1240,7 +1324,7 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 	struct sock_state *st;
 	struct tcp_sock *tp;
 	struct sock *msk;
-	__u64 cookie;
+	__u64 key;
 
 	if (!skc)
 		return 0;
@@ -1256,10 +1340,8 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 	msk = BPF_CORE_READ(sf, conn);
 	if (!msk)
 		return 0;
-	cookie = BPF_CORE_READ(msk, __sk_common.skc_cookie.counter);
-	if (!cookie)
-		return 0;
-	mo = bpf_map_lookup_elem(&mptcp_owners, &cookie);
+	key = (__u64)msk;
+	mo = bpf_map_lookup_elem(&start_owners, &key);
 	if (!mo)
 		return 0;
 	st = bpf_sk_storage_get(&sock_states, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -102,20 +102,22 @@ const (
 	flowtapMapDnsTruncated     = "dns_truncated"
 	flowtapMapFlowRecords      = "flow_records"
 	flowtapMapLostRecords      = "lost_records"
-	flowtapMapMptcpOwners      = "mptcp_owners"
 	flowtapMapNosockResets     = "nosock_resets"
 	flowtapMapSockStates       = "sock_states"
+	flowtapMapStartOwners      = "start_owners"
 	flowtapProgFlowtapConnect4 = "flowtap_connect4"
 	flowtapProgFlowtapConnect6 = "flowtap_connect6"
 	flowtapProgFlowtapEgress   = "flowtap_egress"
 	flowtapProgFlowtapFiles    = "flowtap_files"
 	flowtapProgFlowtapIngress  = "flowtap_ingress"
+	flowtapProgFlowtapOwners   = "flowtap_owners"
 	flowtapProgFlowtapReset    = "flowtap_reset"
 	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
 	flowtapProgFlowtapSockops  = "flowtap_sockops"
 	flowtapProgFlowtapState    = "flowtap_state"
 	flowtapProgFlowtapSubflows = "flowtap_subflows"
 	flowtapVarDnsEnabled       = "dns_enabled"
+	flowtapVarMptcpEnabled     = "mptcp_enabled"
 	flowtapVarWakeupQuietNs    = "wakeup_quiet_ns"
 )
 
@@ -166,6 +168,7 @@ type flowtapProgramSpecs struct {
 	FlowtapEgress   *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
 	FlowtapFiles    *ebpf.ProgramSpec `ebpf:"flowtap_files"`
 	FlowtapIngress  *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
+	FlowtapOwners   *ebpf.ProgramSpec `ebpf:"flowtap_owners"`
 	FlowtapReset    *ebpf.ProgramSpec `ebpf:"flowtap_reset"`
 	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
@@ -181,9 +184,9 @@ type flowtapMapSpecs struct {
 	DnsTruncated *ebpf.MapSpec `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.MapSpec `ebpf:"flow_records"`
 	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
-	MptcpOwners  *ebpf.MapSpec `ebpf:"mptcp_owners"`
 	NosockResets *ebpf.MapSpec `ebpf:"nosock_resets"`
 	SockStates   *ebpf.MapSpec `ebpf:"sock_states"`
+	StartOwners  *ebpf.MapSpec `ebpf:"start_owners"`
 }
 
 // flowtapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -191,6 +194,7 @@ type flowtapMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
 	DnsEnabled    *ebpf.VariableSpec `ebpf:"dns_enabled"`
+	MptcpEnabled  *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
 	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -218,9 +222,9 @@ type flowtapMaps struct {
 	DnsTruncated *ebpf.Map `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.Map `ebpf:"flow_records"`
 	LostRecords  *ebpf.Map `ebpf:"lost_records"`
-	MptcpOwners  *ebpf.Map `ebpf:"mptcp_owners"`
 	NosockResets *ebpf.Map `ebpf:"nosock_resets"`
 	SockStates   *ebpf.Map `ebpf:"sock_states"`
+	StartOwners  *ebpf.Map `ebpf:"start_owners"`
 }
 
 func (m *flowtapMaps) Close() error {
@@ -229,9 +233,9 @@ func (m *flowtapMaps) Close() error {
 		m.DnsTruncated,
 		m.FlowRecords,
 		m.LostRecords,
-		m.MptcpOwners,
 		m.NosockResets,
 		m.SockStates,
+		m.StartOwners,
 	)
 }
 
@@ -240,6 +244,7 @@ func (m *flowtapMaps) Close() error {
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
 	DnsEnabled    *ebpf.Variable `ebpf:"dns_enabled"`
+	MptcpEnabled  *ebpf.Variable `ebpf:"mptcp_enabled"`
 	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -252,6 +257,7 @@ type flowtapPrograms struct {
 	FlowtapEgress   *ebpf.Program `ebpf:"flowtap_egress"`
 	FlowtapFiles    *ebpf.Program `ebpf:"flowtap_files"`
 	FlowtapIngress  *ebpf.Program `ebpf:"flowtap_ingress"`
+	FlowtapOwners   *ebpf.Program `ebpf:"flowtap_owners"`
 	FlowtapReset    *ebpf.Program `ebpf:"flowtap_reset"`
 	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
 	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
@@ -266,6 +272,7 @@ func (p *flowtapPrograms) Close() error {
 		p.FlowtapEgress,
 		p.FlowtapFiles,
 		p.FlowtapIngress,
+		p.FlowtapOwners,
 		p.FlowtapReset,
 		p.FlowtapSnapshot,
 		p.FlowtapSockops,

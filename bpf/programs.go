@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -14,6 +15,8 @@ type ProgramInfo struct {
 	Section string
 	// Type is the BPF program type, e.g. "CGroupSKB".
 	Type string
+	// Features are the features the program belongs to (see Features).
+	Features []string
 }
 
 // Programs lists the programs Open loads, sorted by name, from the
@@ -26,7 +29,13 @@ func Programs() ([]ProgramInfo, error) {
 	}
 	out := make([]ProgramInfo, 0, len(spec.Programs))
 	for name, p := range spec.Programs {
-		out = append(out, ProgramInfo{Name: name, Section: p.SectionName, Type: p.Type.String()})
+		info := ProgramInfo{Name: name, Section: p.SectionName, Type: p.Type.String()}
+		for _, f := range featureTable {
+			if slices.Contains(f.Programs, name) {
+				info.Features = append(info.Features, f.Name)
+			}
+		}
+		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

@@ -366,6 +366,11 @@ func snapshotInterval(cfg derive.Config) time.Duration {
 // delivers what is left in the ring buffer.
 func snapshots(ctx context.Context, capture *bpf.Capture, every time.Duration, stop func(), log hclog.Logger) {
 	defer stop()
+	if !capture.Has(bpf.FeatureSnapshots) {
+		// Open said so, once.
+		<-ctx.Done()
+		return
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

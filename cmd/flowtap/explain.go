@@ -61,7 +61,7 @@ func writeExplain(w io.Writer, cat *events.Catalogue, cfg *configs.Config, plan 
 		fmt.Fprintln(tw, "  none: the selection needs nothing from the kernel")
 	}
 	for _, p := range progs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", p.Name, p.Section, p.Type)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\tfeature %s\n", p.Name, p.Section, p.Type, strings.Join(p.Features, ", "))
 	}
 
 	fmt.Fprintln(tw, "\nbase events (from the kernel):")

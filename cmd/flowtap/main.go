@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan())
+	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
 	return root
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
@@ -227,25 +228,7 @@ func TestRunWithoutPrivilegesNamesWhatIsMissing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to an unprivileged user; an unprivileged run is covered by running flowtap as that user")
 	}
-	bin := harness.Binaries(t)
-	// The binaries must be reachable by the unprivileged user.
-	dir, err := os.MkdirTemp("", "flowtap-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	for _, name := range []string{"flowtap", "flowtap-sink-stdout"} {
-		data, err := os.ReadFile(filepath.Join(bin, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := publicCopies(t, harness.Binaries(t), "flowtap", "flowtap-sink-stdout")
 	cmd := exec.Command(filepath.Join(dir, "flowtap"), "run")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -260,4 +243,88 @@ func TestRunWithoutPrivilegesNamesWhatIsMissing(t *testing.T) {
 	if bytes.Contains(out, []byte("configured stdout sink")) {
 		t.Errorf("a sink was started before the privilege check failed:\n%s", out)
 	}
+}
+
+// TestDoctor: 'flowtap doctor' probes every feature on this kernel and
+// says the core runs (exit 0); with a core program the verifier refuses,
+// it names the program and exits 1; without privileges, it names the
+// missing capabilities and exits 1.
+func TestDoctor(t *testing.T) {
+	privtest.Require(t)
+	bin := harness.Binaries(t)
+	out, err := exec.Command(filepath.Join(bin, "flowtap"), "doctor", "--json").Output()
+	if err != nil {
+		t.Fatalf("flowtap doctor --json: %v\n%s", err, out)
+	}
+	var r struct {
+		Kernel   string `json:"kernel"`
+		BTF      bool   `json:"btf"`
+		Cgroup2  string `json:"cgroup2"`
+		CoreOK   bool   `json:"core_ok"`
+		Features []struct {
+			Name      string `json:"name"`
+			Available bool   `json:"available"`
+			Reason    string `json:"reason"`
+		} `json:"features"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("doctor --json is not JSON: %v\n%s", err, out)
+	}
+	if r.Kernel == "" || !r.BTF || r.Cgroup2 == "" || !r.CoreOK || len(r.Features) < 7 {
+		t.Errorf("doctor report %+v: want kernel, BTF, cgroup2, core_ok and 7 features", r)
+	}
+	for _, f := range r.Features {
+		if !f.Available {
+			t.Errorf("feature %s unavailable here: %s", f.Name, f.Reason)
+		}
+	}
+
+	cmd := exec.Command(filepath.Join(bin, "flowtap"), "doctor", "--verifier-log")
+	cmd.Env = append(os.Environ(), bpf.BreakProgramsEnv+"=flowtap_sockops")
+	out, err = cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("doctor with a refused core program: %v, want exit status 1\n%s", err, out)
+	}
+	for _, want := range []string{"UNAVAILABLE (flowtap cannot start)", "program flowtap_sockops", "not a privilege problem", "verifier log of flowtap_sockops", "unreachable insn"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+
+	cmd = exec.Command(filepath.Join(publicCopies(t, bin, "flowtap"), "flowtap"), "doctor")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err = cmd.CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("doctor as nobody: %v, want exit status 1\n%s", err, out)
+	}
+	for _, want := range []string{"lacks CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON", "flowtap cannot run here"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("doctor as nobody lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// publicCopies copies the named binaries from bin into a directory an
+// unprivileged user can reach, removed when the test ends, and returns it.
+func publicCopies(t *testing.T, bin string, names ...string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "flowtap-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

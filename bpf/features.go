@@ -1,0 +1,482 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Names of the capture's features. Each kernel program belongs to one; a
+// feature is available when all its programs load and attach.
+const (
+	// FeatureCore is the flow capture itself: connect() and accept()
+	// (sock_ops, cgroup connect4/6), flow-relevant packets and sockets
+	// that close (cgroup_skb ingress and egress). Without it flowtap does
+	// not start.
+	FeatureCore = "core"
+	// FeatureDNS is DNS capture: the cgroup_skb programs with their DNS
+	// path (UDP and TCP port 53 payloads).
+	FeatureDNS = "dns"
+	// FeatureExistingOwners gives sockets that existed before start their
+	// owning process (iter/task_file, then iter/tcp).
+	FeatureExistingOwners = "existing-owners"
+	// FeatureExistingCloses reports the close of sockets that existed
+	// before start, and records owners of sockets connecting outside the
+	// watched cgroup (tp_btf/inet_sock_set_state).
+	FeatureExistingCloses = "existing-closes"
+	// FeatureMPTCP gives MPTCP subflows their MPTCP socket's owner
+	// (bpf_skc_to_mptcp_sock in the packet programs; iter/tcp at start).
+	FeatureMPTCP = "mptcp"
+	// FeatureNoSocketResets reports packets no socket took that the
+	// kernel answers with a reset: refused attempts
+	// (tp_btf/tcp_send_reset).
+	FeatureNoSocketResets = "nosock-resets"
+	// FeatureSnapshots reports the counters of open sockets on request
+	// (iter/tcp), which keeps idle flows from being evicted and gives
+	// flows still open at shutdown their bytes.
+	FeatureSnapshots = "snapshots"
+)
+
+// MinimumKernel is the oldest Linux release flowtap's core is known to
+// load and run on: the oldest kernel of the kernel matrix (make
+// test-kernels) on which the core passed.
+const MinimumKernel = "5.10"
+
+// ErrFeatureUnavailable is wrapped by the errors of calls that need a
+// feature this capture does not have (see Capture.Features).
+var ErrFeatureUnavailable = errors.New("feature unavailable on this kernel")
+
+// Feature describes one feature of the capture.
+type Feature struct {
+	// Name is one of the Feature* constants.
+	Name string `json:"name"`
+	// Summary says what the feature gives.
+	Summary string `json:"summary"`
+	// Without says what is missing when the feature is unavailable.
+	Without string `json:"without,omitempty"`
+	// Programs are the kernel programs the feature needs.
+	Programs []string `json:"programs"`
+	// Optional features may be unavailable; flowtap starts without them.
+	Optional bool `json:"optional"`
+}
+
+// FeatureStatus is whether one feature is available on this kernel.
+type FeatureStatus struct {
+	Feature
+	// Available is true when every program of the feature loaded (and,
+	// for Open, attached).
+	Available bool `json:"available"`
+	// Program names the program that failed, if one did.
+	Program string `json:"failed_program,omitempty"`
+	// Skipped is true when the feature was not wanted (DNS capture off),
+	// so it was not tried.
+	Skipped bool `json:"skipped,omitempty"`
+	// Reason says why the feature is unavailable, in one line: the
+	// kernel's reason, or why it was not loaded.
+	Reason string `json:"reason,omitempty"`
+	// Err is the whole error, with the verifier's log when the verifier
+	// refused the program (print it with %+v).
+	Err error `json:"-"`
+}
+
+// featureTable lists the features in load order: DNS before the core
+// (the core reuses the packet programs DNS loaded), the core before the
+// optional ones.
+var featureTable = []Feature{
+	{Name: FeatureDNS, Optional: true,
+		Summary:  "DNS queries and answers (UDP and TCP port 53 payloads), for net_packet_dns and src_dns/dst_dns",
+		Without:  "no DNS events; src_dns and dst_dns stay empty",
+		Programs: []string{flowtapProgFlowtapIngress, flowtapProgFlowtapEgress}},
+	{Name: FeatureCore,
+		Summary: "flow capture: connect, accept, SYN, FIN, RST and close of TCP sockets, with the kernel's counters",
+		Programs: []string{flowtapProgFlowtapConnect4, flowtapProgFlowtapConnect6, flowtapProgFlowtapSockops,
+			flowtapProgFlowtapIngress, flowtapProgFlowtapEgress}},
+	{Name: FeatureExistingOwners, Optional: true,
+		Summary:  "owning process of sockets that existed before flowtap started",
+		Without:  "flows of sockets opened before start have no pid, comm or uid",
+		Programs: []string{flowtapProgFlowtapFiles, flowtapProgFlowtapOwners}},
+	{Name: FeatureExistingCloses, Optional: true,
+		Summary:  "close of sockets that existed before flowtap started, with their final counters; owners of sockets connecting outside the watched cgroup",
+		Without:  "flows of sockets opened before start end on FIN both ways or by idle eviction",
+		Programs: []string{flowtapProgFlowtapState}},
+	{Name: FeatureMPTCP, Optional: true,
+		Summary:  "MPTCP subflows carry their MPTCP socket's owner",
+		Without:  "MPTCP subflows a kernel worker opened have no owner",
+		Programs: []string{flowtapProgFlowtapSubflows}},
+	{Name: FeatureNoSocketResets, Optional: true,
+		Summary:  "packets no socket took, answered with a reset: refused attempts (IPv4 and IPv6, any network namespace)",
+		Without:  "refused IPv6 attempts are not reported (IPv4 ones still are, from the reset the cgroup egress program sees)",
+		Programs: []string{flowtapProgFlowtapReset}},
+	{Name: FeatureSnapshots, Optional: true,
+		Summary:  "periodic counters of open sockets",
+		Without:  "idle flows are evicted after the idle timeout; flows open at shutdown end with the counters last seen",
+		Programs: []string{flowtapProgFlowtapSnapshot}},
+}
+
+// Features lists the capture's features in load order.
+func Features() []Feature {
+	out := make([]Feature, len(featureTable))
+	for i, f := range featureTable {
+		f.Programs = slices.Clone(f.Programs)
+		out[i] = f
+	}
+	return out
+}
+
+// BreakProgramsEnv names the environment variable that makes programs
+// fail to load, for tests of the degradation path: a comma-separated list
+// of program names (broken wherever they load) and feature names (their
+// programs broken while that feature loads them: "dns" breaks the packet
+// programs with their DNS path only). The loader appends an instruction
+// no path reaches, so the kernel's verifier really refuses the program.
+const BreakProgramsEnv = "FLOWTAP_TEST_BREAK_PROGRAMS"
+
+// loadOptions are what the loader needs besides the spec.
+type loadOptions struct {
+	// dns loads the packet programs with their DNS path.
+	dns bool
+	// broken are programs made to fail (BreakProgramsEnv).
+	broken map[string]bool
+}
+
+func brokenPrograms() map[string]bool {
+	v := os.Getenv(BreakProgramsEnv)
+	if v == "" {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// loaded are the maps and programs the loader created. Programs of
+// unavailable features stay nil.
+type loaded struct {
+	objs flowtapObjects
+	// data holds the data sections the programs share (.bss).
+	data     *ebpf.Collection
+	features []FeatureStatus
+}
+
+// close releases every map and program.
+func (l *loaded) close() error {
+	var errs []error
+	if err := closeObjects(&l.objs); err != nil {
+		errs = append(errs, err)
+	}
+	if l.data != nil {
+		l.data.Close()
+		l.data = nil
+	}
+	return errors.Join(errs...)
+}
+
+// feature returns the status of feature name.
+func (l *loaded) feature(name string) *FeatureStatus {
+	for i := range l.features {
+		if l.features[i].Name == name {
+			return &l.features[i]
+		}
+	}
+	return nil
+}
+
+// has reports whether feature name is available.
+func (l *loaded) has(name string) bool {
+	f := l.feature(name)
+	return f != nil && f.Available
+}
+
+// programSlot returns where the loaded program name goes in objs.
+func (o *flowtapObjects) programSlot(name string) (**ebpf.Program, error) {
+	v := reflect.ValueOf(&o.flowtapPrograms).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if v.Type().Field(i).Tag.Get("ebpf") == name {
+			return v.Field(i).Addr().Interface().(**ebpf.Program), nil
+		}
+	}
+	return nil, fmt.Errorf("embedded BPF object has no program %s (regenerate with go generate ./bpf/)", name)
+}
+
+// loadFeatures creates the maps, then loads the programs feature by
+// feature: a feature whose program the kernel refuses is marked
+// unavailable, with the reason, and loading goes on (the caller decides
+// what an unavailable core means). The error is for what leaves nothing
+// to load: the maps.
+func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err error) {
+	l := &loaded{}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	mptcp := mptcpHelperProbe()
+	if err := setConst(spec, flowtapVarMptcpEnabled, boolByte(mptcp == nil)); err != nil {
+		return nil, err
+	}
+
+	mapsOnly := spec.Copy()
+	mapsOnly.Programs = nil
+	coll, err := ebpf.NewCollection(mapsOnly)
+	if err != nil {
+		return nil, fmt.Errorf("create BPF maps: %w%s", err, permHint(err))
+	}
+	// Every program shares the maps; each load makes its own copy of
+	// the read-only constants (.rodata), so that DNS can be tried on and
+	// then off.
+	replace := map[string]*ebpf.Map{}
+	for name, m := range coll.Maps {
+		if name != ".rodata" {
+			replace[name] = m
+		}
+	}
+	if err := coll.Assign(&l.objs.flowtapMaps); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("create BPF maps: %w", err)
+	}
+	l.data = coll // what Assign left: the data sections
+
+	for _, f := range featureTable {
+		st := FeatureStatus{Feature: f}
+		switch {
+		case f.Name == FeatureDNS && !opts.dns:
+			st.Skipped = true
+			st.Reason = "not selected (no selected event needs DNS, or DNS capture is off)"
+		case f.Name == FeatureMPTCP && mptcp != nil:
+			st.Reason = mptcp.Error()
+		default:
+			dns := f.Name == FeatureDNS
+			if err := setDNS(spec, dns); err != nil {
+				return nil, err
+			}
+			st.Program, st.Err = l.loadPrograms(spec, f, replace, opts.broken)
+			st.Available = st.Err == nil
+			if st.Err != nil {
+				st.Reason = reasonOf(st.Err)
+			}
+		}
+		l.features = append(l.features, st)
+	}
+	return l, nil
+}
+
+// loadPrograms loads the programs of feature f that are not loaded yet,
+// with the spec's constants as they are now. When one fails, it unloads
+// those it loaded and returns the failing program's name and the error.
+func (l *loaded) loadPrograms(spec *ebpf.CollectionSpec, f Feature, replace map[string]*ebpf.Map, broken map[string]bool) (string, error) {
+	var done []**ebpf.Program
+	for _, name := range f.Programs {
+		slot, err := l.objs.programSlot(name)
+		if err != nil {
+			return name, err
+		}
+		if *slot != nil {
+			continue
+		}
+		p, err := loadProgram(spec, name, replace, broken[name] || broken[f.Name])
+		if err != nil {
+			for _, s := range done {
+				(*s).Close()
+				*s = nil
+			}
+			return name, err
+		}
+		*slot = p
+		done = append(done, slot)
+	}
+	return "", nil
+}
+
+// loadProgram loads one program of spec against the shared maps.
+func loadProgram(spec *ebpf.CollectionSpec, name string, replace map[string]*ebpf.Map, broken bool) (*ebpf.Program, error) {
+	one := spec.Copy()
+	ps := one.Programs[name]
+	if ps == nil {
+		return nil, fmt.Errorf("embedded BPF object has no program %s", name)
+	}
+	one.Programs = map[string]*ebpf.ProgramSpec{name: ps}
+	if broken {
+		// Code no path reaches: the verifier refuses the program.
+		ps.Instructions = append(slices.Clone(ps.Instructions), asm.Mov.Imm(asm.R0, 0), asm.Return())
+	}
+	repl := map[string]*ebpf.Map{}
+	for n, m := range replace {
+		if _, ok := one.Maps[n]; ok {
+			repl[n] = m
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: repl})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(name), nil
+}
+
+// mptcpHelperProbe reports why MPTCP owner lookups cannot run here: nil
+// when the kernel gives cgroup_skb programs bpf_skc_to_mptcp_sock.
+func mptcpHelperProbe() error {
+	err := features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkcToMptcpSock)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return errors.New("the kernel lacks bpf_skc_to_mptcp_sock for cgroup_skb programs (Linux 5.19)")
+	default:
+		return fmt.Errorf("probe bpf_skc_to_mptcp_sock: %w", err)
+	}
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// reasonOf is the one-line reason of a load or attach failure: for a
+// verifier refusal, the verifier's last words.
+func reasonOf(err error) string {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return "the kernel's verifier refused it: " + ve.Error()
+	}
+	return err.Error()
+}
+
+// coreError is the error of a core program the kernel refused: it names
+// the program, says whether this is a missing capability or a kernel too
+// old or different, and how to see the whole verifier log.
+func coreError(st FeatureStatus) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case CheckPrivileges() != nil:
+		// Without CAP_PERFMON the kernel hides helpers (EINVAL) as well
+		// as refusing programs (EPERM): either way the capabilities are
+		// the cause.
+		return fmt.Errorf("load core program: %w (hint: flowtap's programs %s)", st.Err, capabilityAdvice)
+	case errors.As(st.Err, &ve):
+		if missing := missingKernelFeatures(); len(missing) > 0 {
+			return &KernelTooOldError{Program: st.Program, Missing: missing, Err: st.Err}
+		}
+		return fmt.Errorf("load core program: %w (the kernel's verifier refused it; flowtap has the capabilities it needs, so this is not a privilege problem: run 'flowtap doctor --verifier-log' for the whole log and report it with the kernel release)", st.Err)
+	default:
+		return fmt.Errorf("load core program: %w", st.Err)
+	}
+}
+
+// KernelTooOldError says that the running kernel lacks what flowtap's core
+// needs.
+type KernelTooOldError struct {
+	// Program is the core program the kernel refused.
+	Program string
+	// Missing lists what the kernel lacks, each with the release that
+	// brought it.
+	Missing []string
+	// Err is the kernel's refusal.
+	Err error
+}
+
+func (e *KernelTooOldError) Error() string {
+	return fmt.Sprintf("this kernel is too old for flowtap: it needs Linux %s or later; the kernel lacks %s (program %s was refused: %v)",
+		MinimumKernel, strings.Join(e.Missing, ", "), e.Program, e.Err)
+}
+
+func (e *KernelTooOldError) Unwrap() error { return e.Err }
+
+// kernelRequirement is one thing the core needs from the kernel, with a
+// probe of it.
+type kernelRequirement struct {
+	what  string
+	probe func() error
+}
+
+// coreRequirements are what the core programs use, newest first.
+var coreRequirements = []kernelRequirement{
+	{"bpf_skc_to_tcp_sock in sock_ops programs (Linux 5.9)", func() error {
+		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSkcToTcpSock)
+	}},
+	{"bpf_ktime_get_boot_ns (Linux 5.8)", func() error {
+		return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnKtimeGetBootNs)
+	}},
+	{"the BPF ring buffer (Linux 5.8)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
+	{"socket-local storage in cgroup_skb programs (Linux 5.2)", func() error {
+		return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkStorageGet)
+	}},
+}
+
+// missingKernelFeatures probes the core's requirements and lists those
+// the kernel lacks.
+func missingKernelFeatures() []string {
+	var out []string
+	for _, r := range coreRequirements {
+		if err := r.probe(); errors.Is(err, ebpf.ErrNotSupported) {
+			out = append(out, r.what)
+		}
+	}
+	return out
+}
+
+// Features returns the status of each feature of the capture, in load
+// order.
+func (c *Capture) Features() []FeatureStatus {
+	return slices.Clone(c.features)
+}
+
+// Has reports whether the capture has the feature name.
+func (c *Capture) Has(name string) bool { return c.has(name) }
+
+// lose marks feature name unavailable after its programs loaded (an
+// attach or a walk failed) and unloads the programs no other available
+// feature uses.
+func (c *Capture) lose(name string, err error) {
+	f := c.feature(name)
+	if f == nil || !f.Available {
+		return
+	}
+	f.Available, f.Err, f.Reason = false, err, reasonOf(err)
+	if f.Program == "" && len(f.Programs) > 0 {
+		f.Program = f.Programs[0]
+	}
+	for _, p := range f.Programs {
+		if c.usedByOther(name, p) {
+			continue
+		}
+		if slot, err := c.objs.programSlot(p); err == nil && *slot != nil {
+			(*slot).Close()
+			*slot = nil
+		}
+	}
+}
+
+// usedByOther reports whether an available feature other than name needs
+// program prog.
+func (l *loaded) usedByOther(name, prog string) bool {
+	for _, f := range l.features {
+		if f.Name != name && f.Available && slices.Contains(f.Programs, prog) {
+			return true
+		}
+	}
+	return false
+}
+
+// logVerifier logs, at debug level, the whole verifier log of a feature's
+// refused program.
+func logVerifier(log hclog.Logger, f FeatureStatus) {
+	var ve *ebpf.VerifierError
+	if errors.As(f.Err, &ve) {
+		log.Debug("verifier log", "feature", f.Name, "program", f.Program, "log", fmt.Sprintf("%+v", ve))
+	}
+}
