@@ -51,6 +51,28 @@ func buildFleetCount(t *testing.T) string {
 	return bin
 }
 
+// stepLogger returns a t.Logf that prefixes the seconds since the test
+// began.
+func stepLogger(t *testing.T) func(format string, args ...any) {
+	start := time.Now()
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf("%5.1fs: "+format, append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+}
+
+// agentLog returns a logger for the agents (their supervisors and
+// plugins) and what it wrote, which a failed test prints.
+func agentLog(t *testing.T) (*testutil.SyncBuffer, hclog.Logger) {
+	logs := &testutil.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the agents' log:\n%s", logs.String())
+		}
+	})
+	return logs, hclog.New(&hclog.LoggerOptions{Name: "fleet", Output: logs, Level: hclog.Info})
+}
+
 // agent is one flowtap host of a fleet, as far as delivery goes: its
 // supervisor and its real sink plugin process, fed with events of its
 // host name.
@@ -246,21 +268,11 @@ func checkOnce(t *testing.T, seen map[string]map[int64]int, hostName string, n i
 // consumer, reading with a durable pull consumer, counts them all per
 // host.
 func TestJetStreamClusterNodeFailure(t *testing.T) {
-	start := time.Now()
-	logf := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("%5.1fs: "+format, append([]any{time.Since(start).Seconds()}, args...)...)
-	}
+	logf := stepLogger(t)
 	bin, countBin := buildPlugin(t), buildFleetCount(t)
 	c := startCluster(t, 3)
 	str := c.addStream("FLOWTAP", 3, nil, "flowtap.>")
-	logs := &testutil.SyncBuffer{}
-	log := hclog.New(&hclog.LoggerOptions{Name: "fleet", Output: logs, Level: hclog.Info})
-	defer func() {
-		if t.Failed() {
-			t.Logf("agents' log:\n%s", logs.String())
-		}
-	}()
+	logs, log := agentLog(t)
 
 	const perAgent, rate = 24_000, 1_500 // events, events/s per agent
 	cfg := agentConfig{
@@ -402,21 +414,11 @@ func exitStderr(err error) string {
 // everything it had not acknowledged, and everything offered later, is
 // counted as dropped. Every event it acknowledged is in the stream.
 func TestJetStreamClusterNoQuorum(t *testing.T) {
-	start := time.Now()
-	logf := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("%5.1fs: "+format, append([]any{time.Since(start).Seconds()}, args...)...)
-	}
+	logf := stepLogger(t)
 	bin := buildPlugin(t)
 	c := startCluster(t, 3)
 	str := c.addStream("FLOWTAP", 3, nil, "flowtap.>")
-	logs := &testutil.SyncBuffer{}
-	log := hclog.New(&hclog.LoggerOptions{Name: "fleet", Output: logs, Level: hclog.Info})
-	defer func() {
-		if t.Failed() {
-			t.Logf("agent's log:\n%s", logs.String())
-		}
-	}()
+	logs, log := agentLog(t)
 	const queueSize, batchSize, maxAttempts = 1024, 256, 3
 	a := startAgent(t, bin, "web-1", agentConfig{
 		sink:      map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "stream": "FLOWTAP", "timeout": "1s"},

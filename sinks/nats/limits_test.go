@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // TestStreamFullDiscardNew fills a stream the sink created with max_bytes
@@ -22,8 +19,7 @@ import (
 func TestStreamFullDiscardNew(t *testing.T) {
 	bin := buildPlugin(t)
 	c := startCluster(t, 1)
-	logs := &testutil.SyncBuffer{}
-	log := hclog.New(&hclog.LoggerOptions{Name: "agent", Output: logs, Level: hclog.Info})
+	logs, log := agentLog(t)
 	const maxBytes, maxAttempts = 256 << 10, 2
 	a := startAgent(t, bin, "web-1", agentConfig{
 		sink: map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "stream": "FLOWTAP", "create_stream": true,

@@ -15,25 +15,7 @@ import (
 // sink config strictly: every key in it is one the sink knows. (The files
 // it names do not exist here, so it is not configured.)
 func TestSampleConfig(t *testing.T) {
-	cfg, err := configs.Load("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := events.Builtin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Check(cat); err != nil {
-		t.Fatal(err)
-	}
-	sk := cfg.Pipelines[0].Sinks[0]
-	if sk.Plugin != "nats" {
-		t.Fatalf("sample's sink is %q", sk.Plugin)
-	}
-	raw, err := json.Marshal(sk.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := natsSinkConfig(t, "sample.yaml")
 	var c Config
 	if err := sinkconf.Decode(raw, &c, validKeys); err != nil {
 		t.Fatal(err)
@@ -47,22 +29,7 @@ func TestSampleConfig(t *testing.T) {
 // pipeline file loads, and its sink config is valid to the sink; each
 // node's nats-server config passes the server's own check (-t).
 func TestFleetExample(t *testing.T) {
-	cfg, err := configs.Load(filepath.Join(fleetDir, "flowtap.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := events.Builtin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Check(cat); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(cfg.Pipelines[0].Sinks[0].Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := parseConfig(raw)
+	st, err := parseConfig(natsSinkConfig(t, filepath.Join(fleetDir, "flowtap.yaml")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,4 +46,31 @@ func TestFleetExample(t *testing.T) {
 			t.Errorf("nats-server -t -c %s: %v\n%s", conf, err, out)
 		}
 	}
+}
+
+// natsSinkConfig loads the pipeline file at path as flowtap would and
+// returns the config of its first pipeline's first sink, a nats sink, as
+// the plugin gets it.
+func natsSinkConfig(t *testing.T, path string) []byte {
+	t.Helper()
+	cfg, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Check(cat); err != nil {
+		t.Fatal(err)
+	}
+	sk := cfg.Pipelines[0].Sinks[0]
+	if sk.Plugin != "nats" {
+		t.Fatalf("%s: the first sink is %q", path, sk.Plugin)
+	}
+	raw, err := json.Marshal(sk.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
