@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -140,12 +141,9 @@ func (p *publisher) publishAll(ctx context.Context, msgs []message, todo []int, 
 		if todo != nil {
 			i = todo[k]
 		}
-		if err := p.await(ctx, func() bool { return p.open < p.window }); err != nil {
+		if err := p.acquire(ctx); err != nil {
 			return err
 		}
-		p.mu.Lock()
-		p.open++ // before publishing: the acknowledgement may come first
-		p.mu.Unlock()
 		m := &msgs[i]
 		id[0] = m.id
 		p.msg.Subject, p.msg.Reply, p.msg.Header, p.msg.Data = m.subject, replies[i], header, m.body
@@ -154,6 +152,19 @@ func (p *publisher) publishAll(ctx context.Context, msgs []message, todo []int, 
 		}
 	}
 	return nil
+}
+
+// acquire waits until fewer than window messages are in flight, and
+// counts one more, before it is published: its acknowledgement may come
+// first.
+func (p *publisher) acquire(ctx context.Context) error {
+	return p.await(ctx, func() bool {
+		if p.open >= p.window {
+			return false
+		}
+		p.open++
+		return true
+	})
 }
 
 // takeRetries returns the messages to publish again, now unsettled.
@@ -174,7 +185,8 @@ func (p *publisher) begin(n int) []string {
 	p.mu.Lock()
 	p.first = p.next
 	p.next += uint64(n)
-	p.done = append(p.done[:0], make([]bool, n)...)
+	p.done = slices.Grow(p.done[:0], n)[:n]
+	clear(p.done)
 	p.open, p.tally, p.retry = 0, tally{}, nil
 	first := p.first
 	p.mu.Unlock()
@@ -223,6 +235,7 @@ func (p *publisher) end(err error) tally {
 }
 
 // await waits until ready (called with mu held) is true, or ctx ends.
+// ready may change the state it checks only when it returns true.
 func (p *publisher) await(ctx context.Context, ready func() bool) error {
 	for {
 		p.mu.Lock()
