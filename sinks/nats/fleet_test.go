@@ -40,15 +40,21 @@ func buildPlugin(t *testing.T) string {
 func buildFleetCount(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "flowtap-fleet-count")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	goInFleet(t, "build", "-o", bin, ".")
+	return bin
+}
+
+// goInFleet runs the go command in the fleet example's module.
+func goInFleet(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command("go", args...)
 	cmd.Dir = fleetDir
 	// Its own module, not a workspace; -mod=mod lets it follow its
 	// requirements if they moved since its go.mod was tidied.
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build in %s: %v\n%s", fleetDir, err, out)
+		t.Fatalf("go %s in %s: %v\n%s", strings.Join(args, " "), fleetDir, err, out)
 	}
-	return bin
 }
 
 // stepLogger returns a t.Logf that prefixes the seconds since the test

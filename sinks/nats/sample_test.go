@@ -27,8 +27,10 @@ func TestSampleConfig(t *testing.T) {
 
 // TestFleetExample checks the fleet example's configs: the agents'
 // pipeline file loads, and its sink config is valid to the sink; each
-// node's nats-server config passes the server's own check (-t).
+// node's nats-server config passes the server's own check (-t). And it
+// runs the consumer's own tests, in its module.
 func TestFleetExample(t *testing.T) {
+	goInFleet(t, "test", "-count=1", "./...")
 	st, err := parseConfig(natsSinkConfig(t, filepath.Join(fleetDir, "flowtap.yaml")))
 	if err != nil {
 		t.Fatal(err)
