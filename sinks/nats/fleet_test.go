@@ -265,8 +265,9 @@ func checkOnce(t *testing.T, seen map[string]map[int64]int, hostName string, n i
 }
 
 // TestJetStreamClusterNodeFailure runs a fleet of three agents (their
-// supervisors and real sink plugins) publishing at a steady rate into an
-// R3 stream on a three-node cluster of real nats-server processes, and
+// supervisors and real sink plugins) publishing at a steady rate into the
+// R3 stream they create on a three-node cluster of real nats-server
+// processes, and
 // kills nodes under them: the stream's leader (SIGKILL), later started
 // again, then another node, one the agents were connected to. Every
 // event is acknowledged, the stream holds each exactly once (the resent
@@ -277,18 +278,27 @@ func TestJetStreamClusterNodeFailure(t *testing.T) {
 	logf := stepLogger(t)
 	bin, countBin := buildPlugin(t), buildFleetCount(t)
 	c := startCluster(t, 3)
-	str := c.addStream("FLOWTAP", 3, nil, "flowtap.>")
 	logs, log := agentLog(t)
 
+	// The agents create the R3 stream, as in examples/fleet: the first
+	// wins, the others find it.
 	const perAgent, rate = 24_000, 1_500 // events, events/s per agent
 	cfg := agentConfig{
 		sink: map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "stream": "FLOWTAP",
-			"timeout": "3s", "max_in_flight": 256},
+			"create_stream": true, "replicas": 3, "timeout": "3s", "max_in_flight": 256},
 		queueSize: 4096, batchSize: 256, maxAttempts: 100, maxBackoff: time.Second,
 	}
 	var agents []*agent
 	for _, h := range []string{"web-1", "web-2", "db-1.example.com"} {
 		agents = append(agents, startAgent(t, bin, h, cfg, log))
+	}
+	js := c.jetStream()
+	str, err := js.Stream(t.Context(), "FLOWTAP")
+	if err != nil {
+		t.Fatalf("the agents' stream: %v", err)
+	}
+	if r := str.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("the agents created a stream of %d replicas, want 3", r)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -372,7 +382,6 @@ func TestJetStreamClusterNodeFailure(t *testing.T) {
 	}
 
 	// Each event is stored exactly once.
-	js := c.jetStream()
 	if info := streamInfo(t, str); info.State.Msgs != total {
 		t.Errorf("the stream holds %d messages, want %d", info.State.Msgs, total)
 	}
