@@ -1,11 +1,29 @@
 # flowtap — build, generate, test, bench.
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/flowtap/flowtap/internal/buildinfo.Version=$(VERSION)
+# Build information (internal/buildinfo), set at link time: the semantic
+# version from the git tags (internal/release/version.sh), the commit, its
+# time (SOURCE_DATE_EPOCH: also every timestamp in the release artefacts) and
+# whether tracked files are modified. Each can be overridden: make VERSION=v1.2.3.
+VERSION ?= $(shell sh internal/release/version.sh)
+COMMIT  ?= $(shell git rev-parse -q --verify HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+DIRTY   ?= $(shell git rev-parse -q --verify HEAD >/dev/null 2>&1 && { git diff --quiet HEAD -- && echo false || echo true; })
+BUILDINFO = github.com/flowtap/flowtap/internal/buildinfo
+LDFLAGS  = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) \
+	-X $(BUILDINFO).date=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) -X $(BUILDINFO).dirty=$(DIRTY)
+# Release artefacts (tools/README.md): platforms, staging directory for the
+# cross-compiled binaries, output directory.
+RELEASE_PLATFORMS ?= linux/amd64,linux/arm64
+RELEASE_BIN ?= bin/release
+DIST ?= dist
+RELEASE_CMDS = ./cmd/flowtap $(patsubst %,./%,$(wildcard cmd/flowtap-sink-*))
+RELEASE_ARGS = -root $(CURDIR) -version $(VERSION) -commit $(COMMIT) -epoch $(SOURCE_DATE_EPOCH) \
+	-bin $(abspath $(RELEASE_BIN)) -out $(abspath $(DIST)) -platforms $(RELEASE_PLATFORMS)
 # Generated files: bpf2go output and protobuf code. Committed; CI checks sync.
 GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/proto/sink.pb.go plugins/proto/sink_grpc.pb.go
 
-.PHONY: all build run generate check-generated docs check-docs test test-short fuzz bench deps vet clean
+.PHONY: all build run generate check-generated docs check-docs test test-short test-tools fuzz bench deps vet clean \
+	release-bins dist image spdx check-spdx
 
 all: build
 
@@ -44,6 +62,41 @@ vet:
 ## test: every test, privileged ones included (run as root; CI=true makes a missing privilege fail)
 test: vet build
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-tools
+
+## test-tools: vet and test the tools module (release packing, Helm chart and manifests)
+test-tools:
+	cd tools && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
+
+## release-bins: cross-compile flowtap and every sink plugin, static and reproducible, into $(RELEASE_BIN)/<os>_<arch>/
+release-bins:
+	@for p in $$(echo $(RELEASE_PLATFORMS) | tr , ' '); do \
+		os=$${p%/*}; arch=$${p#*/}; out=$(RELEASE_BIN)/$${os}_$${arch}; \
+		echo "build $$p -> $$out"; rm -rf $$out; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false \
+			-ldflags '-s -w $(LDFLAGS)' -o $$out/ $(RELEASE_CMDS) || exit 1; \
+	done
+
+## dist: release archives per platform, a CycloneDX SBOM and SHA256SUMS in $(DIST)/, byte-identical for a commit
+dist: release-bins
+	@test "$(DIRTY)" != true || echo "dist: warning: tracked files are modified: the binaries report 'modified tree: true'" >&2
+	@mkdir -p $(DIST) && rm -f $(DIST)/flowtap_*.tar.gz $(DIST)/flowtap_*_sbom.cdx.json
+	cd tools && $(GO) run ./cmd/flowtap-release dist $(RELEASE_ARGS)
+	@cat $(DIST)/SHA256SUMS
+
+## image: an OCI image archive per platform in $(DIST)/ (static binaries on scratch, non-root), no daemon or registry
+image: release-bins
+	@mkdir -p $(DIST) && rm -f $(DIST)/flowtap_*.oci.tar
+	cd tools && $(GO) run ./cmd/flowtap-release image $(RELEASE_ARGS)
+	@cat $(DIST)/SHA256SUMS
+
+## spdx: add an SPDX-License-Identifier header to every source file that lacks one (FILES=... limits it)
+spdx:
+	cd tools && $(GO) run ./cmd/spdx -root $(CURDIR) -fix $(abspath $(FILES))
+
+## check-spdx: fail on a source file without an SPDX-License-Identifier header
+check-spdx:
+	cd tools && $(GO) run ./cmd/spdx -root $(CURDIR)
 
 ## fuzz: a short run of every fuzz target
 fuzz:
@@ -65,7 +118,9 @@ bench:
 ## deps: the Debian packages that generate and the tests need (root)
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump bpftrace >/dev/null
+	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
 
 clean:
-	rm -rf bin/
+	rm -rf bin/ $(DIST)/

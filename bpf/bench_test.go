@@ -311,8 +311,9 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 		var runs, ns uint64
 		for range rounds {
 			without = append(without, run())
-			// FLOWTAP_DNS=1: with DNS capture (its per-packet cost).
-			c, err := bpf.Open(bpf.Options{CgroupPath: cg.path, DNS: os.Getenv("FLOWTAP_DNS") == "1"})
+			// FLOWTAP_DNS=1: with DNS capture (its per-packet cost);
+			// FLOWTAP_PACKET_FLOWS=1: with the flow packet programs.
+			c, err := bpf.Open(bpf.Options{CgroupPath: cg.path, DNS: os.Getenv("FLOWTAP_DNS") == "1", PacketFlows: os.Getenv("FLOWTAP_PACKET_FLOWS") == "1"})
 			if err != nil {
 				b.Fatalf("Open: %v", err)
 			}

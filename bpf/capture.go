@@ -71,11 +71,16 @@ type Options struct {
 	// Logger receives warnings (lost records) and debug messages. nil means
 	// hclog.NewNullLogger().
 	Logger hclog.Logger
-	// DNS turns on DNS capture: the cgroup skb programs also report UDP
-	// and TCP port 53 payloads (net_packet_dns_base). When false the DNS
-	// path is removed at load time (a load-time constant the verifier
-	// prunes): no DNS instruction runs.
+	// DNS turns on DNS capture: cgroup_skb programs report UDP and TCP
+	// port 53 payloads (net_packet_dns_base). When false they are not
+	// loaded: no per-packet program runs for DNS.
 	DNS bool
+	// PacketFlows records every flow-relevant packet (SYN, SYN-ACK, FIN,
+	// RST) with cgroup_skb programs as net_packet_flow_base, for a
+	// selection that names that event. When false (the default, and the
+	// cheaper) the sock_ops program writes the flows' moments instead and
+	// no per-packet program runs for flows.
+	PacketFlows bool
 }
 
 // Stats are a Capture's counters.
@@ -100,8 +105,8 @@ type Capture struct {
 	*loaded
 	// links are the cgroup attachments; stateLinks the tp_btf ones
 	// (inet_sock_set_state and tcp_send_reset).
-	links      []link.Link
-	stateLinks []link.Link
+	links      []featureLink
+	stateLinks []featureLink
 	reader     *ringbuf.Reader
 	wait       *ringWaiter // where Run waits for the ring
 	dec        decoder
@@ -205,7 +210,7 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err := setConst(spec, flowtapVarWakeupQuietNs, uint64(quietWakeup.Nanoseconds())); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	l, err := loadFeatures(spec, loadOptions{dns: opts.DNS, broken: brokenPrograms()})
+	l, err := loadFeatures(spec, loadOptions{dns: opts.DNS, packetFlows: opts.PacketFlows, broken: brokenPrograms()})
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
@@ -240,7 +245,7 @@ func Open(opts Options) (_ *Capture, err error) {
 			c.lose(t.feature, fmt.Errorf("attach: %w", err))
 			continue
 		}
-		c.stateLinks = append(c.stateLinks, tl)
+		c.stateLinks = append(c.stateLinks, featureLink{t.feature, tl})
 	}
 	// flowtap_owners applies what flowtap_files recorded.
 	for _, w := range []struct {
@@ -260,16 +265,14 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 
 	for _, a := range c.cgroupPrograms() {
-		cl, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.attach, Program: a.prog})
-		if err != nil {
-			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: %w%s", a.name, cgroupPath, err, permHint(err))
+		if a.prog == nil {
+			continue // its feature is not loaded
 		}
-		c.links = append(c.links, cl)
-		// link.AttachCgroup falls back to a legacy attachment on kernels
-		// without cgroup BPF links (before 5.7). Such an attachment
-		// outlives the process if it dies, so refuse it.
-		if _, err := cl.Info(); err != nil {
-			return nil, fmt.Errorf("open flow capture: attach %s program to cgroup %s: the kernel did not create a BPF link (needs Linux 5.7 or later): %w", a.name, cgroupPath, err)
+		if err := c.attachCgroup(a); err != nil {
+			if a.feature == FeatureCore {
+				return nil, fmt.Errorf("open flow capture: %w", err)
+			}
+			c.lose(a.feature, err)
 		}
 	}
 	for _, f := range l.features {
@@ -299,21 +302,47 @@ func Open(opts Options) (_ *Capture, err error) {
 
 // cgroupAttachment is a program and where it attaches to the cgroup.
 type cgroupAttachment struct {
-	prog   *ebpf.Program
-	attach ebpf.AttachType
-	name   string
+	prog    *ebpf.Program
+	attach  ebpf.AttachType
+	name    string
+	feature string
 }
 
 // cgroupPrograms are the programs attached to the cgroup, in attach order:
-// ownership and state callbacks first, packets last.
+// ownership and state callbacks first, packets last. Programs of features
+// that did not load are nil.
 func (c *Capture) cgroupPrograms() []cgroupAttachment {
 	return []cgroupAttachment{
-		{c.objs.FlowtapConnect4, ebpf.AttachCGroupInet4Connect, "connect4"},
-		{c.objs.FlowtapConnect6, ebpf.AttachCGroupInet6Connect, "connect6"},
-		{c.objs.FlowtapSockops, ebpf.AttachCGroupSockOps, "sock_ops"},
-		{c.objs.FlowtapIngress, ebpf.AttachCGroupInetIngress, "ingress"},
-		{c.objs.FlowtapEgress, ebpf.AttachCGroupInetEgress, "egress"},
+		{c.objs.FlowtapConnect4, ebpf.AttachCGroupInet4Connect, "connect4", FeatureCore},
+		{c.objs.FlowtapConnect6, ebpf.AttachCGroupInet6Connect, "connect6", FeatureCore},
+		{c.objs.FlowtapSockops, ebpf.AttachCGroupSockOps, "sock_ops", FeatureCore},
+		{c.objs.FlowtapIngress, ebpf.AttachCGroupInetIngress, "ingress", FeaturePacketFlows},
+		{c.objs.FlowtapEgress, ebpf.AttachCGroupInetEgress, "egress", FeaturePacketFlows},
+		{c.objs.FlowtapDnsIngress, ebpf.AttachCGroupInetIngress, "DNS ingress", FeatureDNS},
+		{c.objs.FlowtapDnsEgress, ebpf.AttachCGroupInetEgress, "DNS egress", FeatureDNS},
 	}
+}
+
+// attachCgroup attaches a to the capture's cgroup with a BPF link.
+func (c *Capture) attachCgroup(a cgroupAttachment) error {
+	cl, err := link.AttachCgroup(link.CgroupOptions{Path: c.cgroupPath, Attach: a.attach, Program: a.prog})
+	if err != nil {
+		return fmt.Errorf("attach %s program to cgroup %s: %w%s", a.name, c.cgroupPath, err, permHint(err))
+	}
+	c.links = append(c.links, featureLink{a.feature, cl})
+	// link.AttachCgroup falls back to a legacy attachment on kernels
+	// without cgroup BPF links (before 5.7). Such an attachment outlives
+	// the process if it dies, so refuse it.
+	if _, err := cl.Info(); err != nil {
+		return fmt.Errorf("attach %s program to cgroup %s: the kernel did not create a BPF link (needs Linux 5.7 or later): %w", a.name, c.cgroupPath, err)
+	}
+	return nil
+}
+
+// featureLink is an attachment and the feature it serves.
+type featureLink struct {
+	feature string
+	link    link.Link
 }
 
 // statePrograms are the tp_btf/inet_sock_set_state programs (one; see
@@ -673,13 +702,13 @@ func (c *Capture) Close() error {
 func (c *Capture) detach() error {
 	var errs []error
 	for _, l := range c.links {
-		if err := l.Close(); err != nil {
+		if err := l.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("detach program: %w", err))
 		}
 	}
 	c.links = nil
 	for _, l := range c.stateLinks {
-		if err := l.Close(); err != nil {
+		if err := l.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("detach tracing program: %w", err))
 		}
 	}

@@ -332,7 +332,7 @@ func tcpStateName(s uint8) string {
 func TestCaptureLoopback(t *testing.T) {
 	privtest.Require(t)
 	logs := &testutil.SyncBuffer{}
-	r := startCapture(t, bpf.Options{Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})})
+	r := startCapture(t, bpf.Options{PacketFlows: true, Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})})
 	cgroupID := ownCgroupID(t)
 	t.Logf("capturing on %s; own cgroup id %d", r.c.CgroupPath(), cgroupID)
 
@@ -493,7 +493,7 @@ func TestCaptureLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IDs: %v", err)
 	}
-	assertAttached(t, r.c.CgroupPath(), ids)
+	assertAttached(t, r.c.CgroupPath(), ids, true)
 	r.stop(t)
 	assertDetached(t, r.c.CgroupPath(), ids)
 	if strings.Contains(logs.String(), "[WARN]") || strings.Contains(logs.String(), "[ERROR]") {
@@ -537,7 +537,7 @@ func attachedPrograms(t *testing.T, cgroupPath string) map[ebpf.ProgramID]bool {
 	return out
 }
 
-func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
+func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, packetFlows bool) {
 	t.Helper()
 	att := attachedPrograms(t, cgroupPath)
 	for _, id := range ids.Programs {
@@ -545,11 +545,18 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 			t.Errorf("program %d is not attached to %s (attached: %v)", id, cgroupPath, att)
 		}
 	}
-	if len(ids.Programs) != 5 || len(ids.Links) != 5 {
-		t.Errorf("capture holds %d cgroup programs and %d links, want 5 and 5", len(ids.Programs), len(ids.Links))
+	// Without packet flows: connect4/6 and sock_ops at the cgroup; the
+	// reset program and the iterators. Packet flows add ingress, egress
+	// and the state program.
+	cgroup, other, otherLinks := 3, 5, 1
+	if packetFlows {
+		cgroup, other, otherLinks = 5, 6, 2
 	}
-	if len(ids.OtherPrograms) != 6 || len(ids.OtherLinks) != 2 {
-		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want 6 (state, reset, 4 iterators) and 2", len(ids.OtherPrograms), len(ids.OtherLinks))
+	if len(ids.Programs) != cgroup || len(ids.Links) != cgroup {
+		t.Errorf("capture holds %d cgroup programs and %d links, want %d and %d", len(ids.Programs), len(ids.Links), cgroup, cgroup)
+	}
+	if len(ids.OtherPrograms) != other || len(ids.OtherLinks) != otherLinks {
+		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want %d and %d", len(ids.OtherPrograms), len(ids.OtherLinks), other, otherLinks)
 	}
 	for _, id := range ids.OtherLinks {
 		l, err := link.NewFromID(id)
@@ -603,7 +610,7 @@ func assertDetached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs) {
 // connection refused by a closed port.
 func TestCaptureObservations(t *testing.T) {
 	privtest.Require(t)
-	r := startCapture(t, scoped(bpf.Options{}))
+	r := startCapture(t, packets(bpf.Options{}))
 
 	t.Run("fin to TIME_WAIT socket", func(t *testing.T) {
 		ln, err := listenTCP("tcp4", "127.0.0.1:0")
@@ -966,7 +973,7 @@ func TestNothingAttachedAfterKill(t *testing.T) {
 			t.Fatalf("helper said %q", line)
 		}
 	}
-	assertAttached(t, cgroupPath, ids)
+	assertAttached(t, cgroupPath, ids, false)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -1201,6 +1208,22 @@ func TestAttachNoOps(t *testing.T) {
 	}
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	// TCX on lo, the candidate per-packet hook: two more links, no
+	// cgroup program.
+	switch n, err = bpf.AttachNoOps(testCgroupPath, "tcx"); {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		t.Logf("no TCX on this kernel (Linux 6.6): %v", err)
+	case err != nil:
+		t.Fatalf("AttachNoOps(tcx): %v", err)
+	default:
+		if got := len(attachedPrograms(t, testCgroupPath)) - len(before); got != 0 {
+			t.Errorf("%d programs more at the cgroup's hooks with tcx, want 0", got)
+		}
+		loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // packets still pass
+		if err := n.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
 	}
 	if _, err := bpf.AttachNoOps(testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
 		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)

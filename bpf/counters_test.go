@@ -69,9 +69,11 @@ var closePatterns = []closePattern{
 // each way — the kernel's sequence-based counters minus the FINs — for
 // several sizes, every close pattern, IPv4 and IPv6; and that the FIN
 // packet records and the packet counts agree with TCP_INFO.
-func TestSocketCounters(t *testing.T) {
+func TestSocketCounters(t *testing.T) { forModes(t, socketCounters) }
+
+func socketCounters(t *testing.T, mode func(bpf.Options) bpf.Options) {
 	privtest.Require(t)
-	r := startCapture(t, scoped(bpf.Options{}))
+	r := startCapture(t, mode(bpf.Options{}))
 	sizes := [][2]int{{0, 0}, {1, 0}, {0, 1}, {1, 1}, {65537, 1 << 20}, {1 << 20, 65537}, {1 << 20, 1 << 20}}
 	for _, network := range []struct{ name, network, addr string }{
 		{"ipv4", "tcp4", "127.0.0.1:0"},

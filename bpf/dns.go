@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/flowtap/flowtap/events"
 )
 
@@ -30,16 +28,6 @@ const (
 	ipprotoTCP = 6
 	ipprotoUDP = 17
 )
-
-// setDNS sets the load-time constant that keeps or removes the DNS path
-// of the cgroup skb programs.
-func setDNS(spec *ebpf.CollectionSpec, on bool) error {
-	var b uint8
-	if on {
-		b = 1
-	}
-	return setConst(spec, flowtapVarDnsEnabled, b)
-}
 
 // dnsTruncatedLocked reads the kernel's DNS truncation counter (the last
 // value read once the capture is closed). c.mu must be held.

@@ -232,28 +232,20 @@ func TestDNSCaptureIPv6ExtensionHeaders(t *testing.T) {
 // packet programs are smaller (the verifier removed the DNS path).
 func TestDNSOff(t *testing.T) {
 	privtest.Require(t)
-	size := func(on bool) (int, *running) {
-		r := startCapture(t, scoped(bpf.Options{DNS: on}))
-		n := 0
-		for _, p := range r.c.PacketPrograms() {
-			info, err := p.Info()
-			if err != nil {
-				t.Fatal(err)
-			}
-			insns, err := info.Instructions()
-			if err != nil {
-				t.Fatalf("program instructions: %v", err)
-			}
-			n += len(insns)
+	attached := func(opts bpf.Options) (int, *running) {
+		r := startCapture(t, scoped(opts))
+		ids, err := r.c.IDs()
+		if err != nil {
+			t.Fatal(err)
 		}
-		return n, r
+		return len(ids.Programs), r
 	}
-	on, ron := size(true)
+	on, ron := attached(bpf.Options{DNS: true})
 	ron.stop(t)
-	off, r := size(false)
-	t.Logf("packet programs: %d instructions with DNS, %d without", on, off)
-	if off >= on {
-		t.Errorf("DNS off: %d instructions, DNS on: %d; want the DNS path removed", off, on)
+	off, r := attached(bpf.Options{})
+	t.Logf("cgroup programs: %d with DNS, %d without", on, off)
+	if on != off+2 || r.c.PacketPrograms() != nil {
+		t.Errorf("cgroup programs: %d with DNS, %d without, packet programs %v; want the two DNS programs only with DNS, no packet program without", on, off, r.c.PacketPrograms())
 	}
 	udpEcho(t, dnsV4)
 	dnsExchange(t, dnsV4, []byte("no dns here"))

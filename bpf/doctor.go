@@ -53,8 +53,8 @@ type CapabilityStatus struct {
 }
 
 // Probe finds out what this kernel and process can do: it loads every
-// program of every feature (DNS included) without attaching any, and
-// unloads them. It needs the same privileges as Open; without them the
+// program of every feature (DNS and packet flows included, the sock_ops
+// program in both its variants) without attaching any, and unloads them. It needs the same privileges as Open; without them the
 // report says which are missing. The error is for a report that could not
 // be made at all.
 func Probe() (*Report, error) {
@@ -91,13 +91,32 @@ func Probe() (*Report, error) {
 		r.CoreError = fmt.Sprintf("remove memlock limit: %v (hint: grant CAP_BPF (or CAP_SYS_ADMIN))", err)
 		return r, nil
 	}
-	l, err := loadFeatures(spec, loadOptions{dns: true, broken: brokenPrograms()})
+	// What a default run loads (flows from sock_ops, DNS), then what a
+	// run that selects net_packet_flow_base loads: the sock_ops program
+	// differs between the two (socket_flows), so both are verified.
+	l, err := loadFeatures(spec.Copy(), loadOptions{dns: true, broken: brokenPrograms()})
 	if err != nil {
 		r.CoreError = err.Error()
 		return r, nil
 	}
 	defer l.close()
-	r.Features = l.features
+	pl, err := loadFeatures(spec.Copy(), loadOptions{packetFlows: true, broken: brokenPrograms()})
+	if err != nil {
+		r.CoreError = err.Error()
+		return r, nil
+	}
+	defer pl.close()
+	for _, f := range l.features {
+		switch f.Name {
+		case FeaturePacketFlows, FeatureExistingCloses:
+			f = *pl.feature(f.Name)
+			if core := pl.feature(FeatureCore); f.Available && !core.Available {
+				f.Available, f.Program, f.Err = false, core.Program, core.Err
+				f.Reason = "the core with packet flows: " + core.Reason
+			}
+		}
+		r.Features = append(r.Features, f)
+	}
 	if core := l.feature(FeatureCore); core.Available {
 		r.CoreOK = true
 	} else {

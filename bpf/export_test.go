@@ -65,6 +65,9 @@ func progID(p *ebpf.Program) (ebpf.ProgramID, error) {
 func (c *Capture) IDs() (AttachedIDs, error) {
 	var ids AttachedIDs
 	for _, a := range c.cgroupPrograms() {
+		if a.prog == nil {
+			continue // its feature is not loaded
+		}
 		id, err := progID(a.prog)
 		if err != nil {
 			return ids, err
@@ -82,14 +85,14 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 		ids.OtherPrograms = append(ids.OtherPrograms, id)
 	}
 	for _, l := range c.links {
-		info, err := l.Info()
+		info, err := l.link.Info()
 		if err != nil {
 			return ids, err
 		}
 		ids.Links = append(ids.Links, info.ID)
 	}
 	for _, l := range c.stateLinks {
-		info, err := l.Info()
+		info, err := l.link.Info()
 		if err != nil {
 			return ids, err
 		}
@@ -114,9 +117,16 @@ func (c *Capture) KernelLost() (uint64, error) {
 	return sum, nil
 }
 
-// PacketPrograms returns the cgroup_skb programs.
+// PacketPrograms returns the cgroup_skb programs the capture loaded (nil
+// without packet flows and DNS).
 func (c *Capture) PacketPrograms() []*ebpf.Program {
-	return []*ebpf.Program{c.objs.FlowtapIngress, c.objs.FlowtapEgress}
+	var out []*ebpf.Program
+	for _, p := range []*ebpf.Program{c.objs.FlowtapIngress, c.objs.FlowtapEgress, c.objs.FlowtapDnsIngress, c.objs.FlowtapDnsEgress} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // StateSkips returns how often the kernel skipped each copy of the state
@@ -124,6 +134,9 @@ func (c *Capture) PacketPrograms() []*ebpf.Program {
 func (c *Capture) StateSkips() ([]uint64, error) {
 	var out []uint64
 	for _, p := range c.statePrograms() {
+		if p == nil {
+			continue // not loaded: flows from sock_ops
+		}
 		st, err := p.Stats()
 		if err != nil {
 			return nil, err

@@ -17,20 +17,28 @@ import (
 // Names of the capture's features. Each kernel program belongs to one; a
 // feature is available when all its programs load and attach.
 const (
-	// FeatureCore is the flow capture itself: connect() and accept()
-	// (sock_ops, cgroup connect4/6), flow-relevant packets and sockets
-	// that close (cgroup_skb ingress and egress). Without it flowtap does
-	// not start.
+	// FeatureCore is the flow capture itself: the sock_ops program
+	// follows the TCP sockets of the cgroup from connect() or accept() to
+	// close and writes the flows' moments (SYN, SYN-ACK, refusal, close
+	// with the kernel's counters); cgroup connect4/6 record who connects.
+	// Without it flowtap does not start.
 	FeatureCore = "core"
-	// FeatureDNS is DNS capture: the cgroup_skb programs with their DNS
-	// path (UDP and TCP port 53 payloads).
+	// FeatureDNS is DNS capture: cgroup_skb programs that report UDP and
+	// TCP port 53 payloads.
 	FeatureDNS = "dns"
+	// FeaturePacketFlows is the record of every flow-relevant packet
+	// (SYN, SYN-ACK, FIN, RST) by cgroup_skb programs, when
+	// net_packet_flow_base is selected by name; the flows are then derived
+	// from the packets rather than from the sock_ops program's moments.
+	FeaturePacketFlows = "packet-flows"
 	// FeatureExistingOwners gives sockets that existed before start their
 	// owning process (iter/task_file, then iter/tcp).
 	FeatureExistingOwners = "existing-owners"
 	// FeatureExistingCloses reports the close of sockets that existed
 	// before start, and records owners of sockets connecting outside the
-	// watched cgroup (tp_btf/inet_sock_set_state).
+	// watched cgroup (tp_btf/inet_sock_set_state). Only the packet flows
+	// use it: flows from sock_ops never begin for sockets from before
+	// start.
 	FeatureExistingCloses = "existing-closes"
 	// FeatureMPTCP gives MPTCP subflows their MPTCP socket's owner
 	// (bpf_skc_to_mptcp_sock in the packet programs; iter/tcp at start).
@@ -87,33 +95,36 @@ type FeatureStatus struct {
 	Err error `json:"-"`
 }
 
-// featureTable lists the features in load order: DNS before the core
-// (the core reuses the packet programs DNS loaded), the core before the
-// optional ones.
+// featureTable lists the features in load order: the packet flows before
+// the core (the sock_ops program writes the flows' moments only without
+// them), the core before the other optional ones.
 var featureTable = []Feature{
 	{Name: FeatureDNS, Optional: true,
 		Summary:  "DNS queries and answers (UDP and TCP port 53 payloads), for net_packet_dns and src_dns/dst_dns",
 		Without:  "no DNS events; src_dns and dst_dns stay empty",
+		Programs: []string{flowtapProgFlowtapDnsIngress, flowtapProgFlowtapDnsEgress}},
+	{Name: FeaturePacketFlows, Optional: true,
+		Summary:  "every flow-relevant packet (SYN, SYN-ACK, FIN, RST) as net_packet_flow_base, from a per-packet hook",
+		Without:  "net_packet_flow_base carries the moments the sock_ops program saw, not packets",
 		Programs: []string{flowtapProgFlowtapIngress, flowtapProgFlowtapEgress}},
 	{Name: FeatureCore,
-		Summary: "flow capture: connect, accept, SYN, FIN, RST and close of TCP sockets, with the kernel's counters",
-		Programs: []string{flowtapProgFlowtapConnect4, flowtapProgFlowtapConnect6, flowtapProgFlowtapSockops,
-			flowtapProgFlowtapIngress, flowtapProgFlowtapEgress}},
+		Summary:  "flow capture: connect, accept, handshake, refusal and close of TCP sockets, with the kernel's counters",
+		Programs: []string{flowtapProgFlowtapConnect4, flowtapProgFlowtapConnect6, flowtapProgFlowtapSockops}},
 	{Name: FeatureExistingOwners, Optional: true,
 		Summary:  "owning process of sockets that existed before flowtap started",
-		Without:  "flows of sockets opened before start have no pid, comm or uid",
+		Without:  "flows of sockets opened before start (a server's listener) have no pid, comm or uid",
 		Programs: []string{flowtapProgFlowtapFiles, flowtapProgFlowtapOwners}},
 	{Name: FeatureExistingCloses, Optional: true,
-		Summary:  "close of sockets that existed before flowtap started, with their final counters; owners of sockets connecting outside the watched cgroup",
-		Without:  "flows of sockets opened before start end on FIN both ways or by idle eviction",
+		Summary:  "with packet flows: close of sockets that existed before flowtap started, with their final counters; owners of sockets connecting outside the watched cgroup",
+		Without:  "with packet flows, sockets opened before start end on FIN both ways or by idle eviction",
 		Programs: []string{flowtapProgFlowtapState}},
 	{Name: FeatureMPTCP, Optional: true,
 		Summary:  "MPTCP subflows carry their MPTCP socket's owner",
 		Without:  "MPTCP subflows a kernel worker opened have no owner",
 		Programs: []string{flowtapProgFlowtapSubflows}},
 	{Name: FeatureNoSocketResets, Optional: true,
-		Summary:  "packets no socket took, answered with a reset: refused attempts (IPv4 and IPv6, any network namespace)",
-		Without:  "refused IPv6 attempts are not reported (IPv4 ones still are, from the reset the cgroup egress program sees)",
+		Summary:  "packets no socket took, answered with a reset: attempts this host refused (IPv4 and IPv6, any network namespace)",
+		Without:  "attempts this host refused are reported by their initiator only, when it is local",
 		Programs: []string{flowtapProgFlowtapReset}},
 	{Name: FeatureSnapshots, Optional: true,
 		Summary:  "periodic counters of open sockets",
@@ -135,16 +146,58 @@ func Features() []Feature {
 // fail to load, for tests of the degradation path: a comma-separated list
 // of program names (broken wherever they load) and feature names (their
 // programs broken while that feature loads them: "dns" breaks the packet
-// programs with their DNS path only). The loader appends an instruction
+// programs). The loader appends an instruction
 // no path reaches, so the kernel's verifier really refuses the program.
 const BreakProgramsEnv = "FLOWTAP_TEST_BREAK_PROGRAMS"
 
 // loadOptions are what the loader needs besides the spec.
 type loadOptions struct {
-	// dns loads the packet programs with their DNS path.
+	// dns loads the DNS programs.
 	dns bool
+	// packetFlows loads the packet programs that record flow packets
+	// (and the state program that goes with them).
+	packetFlows bool
 	// broken are programs made to fail (BreakProgramsEnv).
 	broken map[string]bool
+}
+
+// skip says why feature name is not wanted with these options, or "".
+// packetFlows says whether the packet flows loaded.
+func (o loadOptions) skip(name string, packetFlows bool) string {
+	switch {
+	case name == FeatureDNS && !o.dns:
+		return "not selected (no selected event needs DNS, or DNS capture is off)"
+	case name == FeaturePacketFlows && !o.packetFlows:
+		return "not selected (net_packet_flow_base is not selected by name): flows come from the sock_ops program"
+	case name == FeatureExistingCloses && !packetFlows:
+		return "not needed: without packet flows, sockets from before start begin no flow"
+	}
+	return ""
+}
+
+// PlannedPrograms lists the programs Open loads and attaches (or runs, for
+// the iterators) with opts on a kernel that has every feature, in load
+// order: the hooks a selection costs.
+func PlannedPrograms(opts Options) ([]ProgramInfo, error) {
+	all, err := Programs()
+	if err != nil {
+		return nil, err
+	}
+	lo := loadOptions{dns: opts.DNS, packetFlows: opts.PacketFlows}
+	var out []ProgramInfo
+	for _, f := range featureTable {
+		if lo.skip(f.Name, opts.PacketFlows) != "" {
+			continue
+		}
+		for _, name := range f.Programs {
+			for _, p := range all {
+				if p.Name == name {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 func brokenPrograms() map[string]bool {
@@ -234,8 +287,7 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 		return nil, fmt.Errorf("create BPF maps: %w%s", err, permHint(err))
 	}
 	// Every program shares the maps; each load makes its own copy of
-	// the read-only constants (.rodata), so that DNS can be tried on and
-	// then off.
+	// the read-only constants (.rodata), set as they are when it loads.
 	replace := map[string]*ebpf.Map{}
 	for name, m := range coll.Maps {
 		if name != ".rodata" {
@@ -250,16 +302,20 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 
 	for _, f := range featureTable {
 		st := FeatureStatus{Feature: f}
-		switch {
-		case f.Name == FeatureDNS && !opts.dns:
+		if st.Reason = opts.skip(f.Name, l.has(FeaturePacketFlows)); st.Reason != "" {
 			st.Skipped = true
-			st.Reason = "not selected (no selected event needs DNS, or DNS capture is off)"
+		}
+		switch {
+		case st.Skipped:
 		case f.Name == FeatureMPTCP && mptcp != nil:
 			st.Reason = mptcp.Error()
 		default:
-			dns := f.Name == FeatureDNS
-			if err := setDNS(spec, dns); err != nil {
-				return nil, err
+			if f.Name == FeatureCore {
+				// The sock_ops program writes the flows' moments
+				// unless the packet programs record them.
+				if err := setConst(spec, flowtapVarSocketFlows, boolByte(!l.has(FeaturePacketFlows))); err != nil {
+					return nil, err
+				}
 			}
 			st.Program, st.Err = l.loadPrograms(spec, f, replace, opts.broken)
 			st.Available = st.Err == nil
@@ -450,6 +506,8 @@ func (c *Capture) lose(name string, err error) {
 	if f.Program == "" && len(f.Programs) > 0 {
 		f.Program = f.Programs[0]
 	}
+	c.links = closeLinks(c.links, name)
+	c.stateLinks = closeLinks(c.stateLinks, name)
 	for _, p := range f.Programs {
 		if c.usedByOther(name, p) {
 			continue
@@ -479,4 +537,17 @@ func logVerifier(log hclog.Logger, f FeatureStatus) {
 	if errors.As(f.Err, &ve) {
 		log.Debug("verifier log", "feature", f.Name, "program", f.Program, "log", fmt.Sprintf("%+v", ve))
 	}
+}
+
+// closeLinks detaches the links of feature name and returns the others.
+func closeLinks(links []featureLink, name string) []featureLink {
+	out := links[:0]
+	for _, l := range links {
+		if l.feature == name {
+			l.link.Close()
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }

@@ -115,8 +115,7 @@ func TestOptionalFeatureLost(t *testing.T) {
 	if client.Counters.BytesSent != uint64(len("ping")) || client.Counters.BytesReceived != uint64(len("pong")) {
 		t.Errorf("client counters %+v, want 4 bytes each way", client.Counters)
 	}
-	// A refused attempt still shows: the reset arrives at the client's
-	// socket.
+	// A refused attempt still shows: the reset the client's socket got.
 	refused := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), closedPort(t, "tcp4", "127.0.0.1:0"))
 	from := dialRefused(t, netip.MustParseAddr("127.0.0.1"), refused)
 	if _, ok := r.col.waitFor(waitTimeout, func(evs []events.Event) bool {
@@ -127,8 +126,8 @@ func TestOptionalFeatureLost(t *testing.T) {
 	}
 }
 
-// TestDNSFeatureLost: when the packet programs' DNS path is refused, the
-// capture opens without DNS, with the packet programs of the core.
+// TestDNSFeatureLost: when the DNS programs are refused, the capture opens
+// without DNS, and the flows are still there.
 func TestDNSFeatureLost(t *testing.T) {
 	privtest.Require(t)
 	t.Setenv(bpf.BreakProgramsEnv, bpf.FeatureDNS)
@@ -171,7 +170,7 @@ func TestSnapshotFeatureLost(t *testing.T) {
 // capability hint.
 func TestCoreProgramRefused(t *testing.T) {
 	privtest.Require(t)
-	for _, prog := range []string{"flowtap_sockops", "flowtap_ingress"} {
+	for _, prog := range []string{"flowtap_sockops", "flowtap_connect4"} {
 		t.Run(prog, func(t *testing.T) {
 			t.Setenv(bpf.BreakProgramsEnv, prog)
 			c, err := bpf.Open(scoped(bpf.Options{}))
@@ -203,7 +202,7 @@ func TestFeatureNamesAreStable(t *testing.T) {
 	for _, f := range bpf.Features() {
 		names = append(names, f.Name)
 	}
-	want := []string{"dns", "core", "existing-owners", "existing-closes", "mptcp", "nosock-resets", "snapshots"}
+	want := []string{"dns", "packet-flows", "core", "existing-owners", "existing-closes", "mptcp", "nosock-resets", "snapshots"}
 	if !slices.Equal(names, want) {
 		t.Errorf("features %v, want %v", names, want)
 	}

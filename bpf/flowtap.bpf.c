@@ -1,26 +1,30 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //go:build ignore
 
 // flowtap kernel side.
 //
-//   - cgroup_skb ingress and egress programs report flow-relevant packets
-//     (SYN or RST set; FIN only for sockets sock_ops does not follow) as
-//     records, with the kernel's TCP counters of the socket, and mark the
-//     socket in socket-local storage; other packets cost only the header
-//     reads. They never drop traffic: every
-//     path returns 1 (allow).
+//   - A sock_ops program follows the cgroup's TCP sockets from connect()
+//     or accept() to close: it writes the flow's moments (the SYN a
+//     connect() sends, the SYN-ACK it gets or a listener sends, the SYN a
+//     listener gets, the reset a refused connect() gets) as packet
+//     records, and the socket's close with its final counters; it and
+//     cgroup/connect4/6 record the owner (the task calling listen() or
+//     connect()). No per-packet program runs for flows.
 //   - A tp_btf program on tcp:tcp_send_reset reports packets no socket
 //     took that the kernel answers with a reset (refused attempts).
-//   - A sock_ops program has the kernel report the state changes of the
-//     cgroup's TCP sockets and reports a socket that enters TCP_CLOSE with
-//     its final counters; it and cgroup/connect4/6 record the owner (the
-//     task calling listen() or connect()).
-//   - a tp_btf program on sock:inet_sock_set_state records the owner on
-//     SYN_SENT and LISTEN host-wide, and reports closed sockets the
-//     sock_ops program does not follow (those that existed before flowtap
-//     started).
+//   - cgroup_skb programs, attached only when a selected event needs
+//     packets: flowtap_ingress/egress report every flow-relevant packet
+//     (SYN or RST set; FIN only for sockets sock_ops does not follow), and
+//     the sock_ops program then leaves the flow's moments to them;
+//     flowtap_dns_ingress/egress capture DNS payloads. Other packets cost
+//     only the header reads. They never drop traffic.
+//   - a tp_btf program on sock:inet_sock_set_state (with the packet
+//     programs) records the owner on SYN_SENT and LISTEN host-wide, and
+//     reports closed sockets the sock_ops program does not follow (those
+//     that existed before flowtap started).
 //   - BPF iterators walk existing sockets: task_file (owners of sockets
-//     that existed before flowtap started), tcp (owners of MPTCP subflows;
-//     snapshots of every counted socket).
+//     that existed before flowtap started), tcp (applying those owners;
+//     owners of MPTCP subflows; snapshots of every counted socket).
 //
 // All records are one fixed-size struct in one BPF ring buffer.
 
@@ -37,7 +41,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 
-char __license[] SEC("license") = "Dual MIT/GPL";
+char __license[] SEC("license") = "Dual BSD/GPL";
 
 // Values of flow_record.type.
 #define FLOW_REC_PACKET 1   // a flow-relevant packet (cgroup_skb)
@@ -60,11 +64,14 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 // TCP states (include/net/tcp_states.h).
 #define FLOW_TCP_SYN_SENT 2
+#define FLOW_TCP_FIN_WAIT1 4
 #define FLOW_TCP_CLOSE 7
+#define FLOW_TCP_LAST_ACK 9
 #define FLOW_TCP_LISTEN 10
 
 // Sockets the start-up walk can record owners for (start_owners).
 #define START_OWNERS_MAX (1 << 18)
+#define LISTEN_OWNERS_MAX (1 << 16)
 
 // TCP flags byte (offset 13 of the TCP header).
 #define TCP_FLAG_FIN 0x01
@@ -99,6 +106,10 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	struct {
+		void *net;
+	} skc_net;
+	unsigned long skc_flags; // sk_flags since Linux 6.13
+	struct {
 		__s64 counter;
 	} skc_cookie;
 } __attribute__((preserve_access_index));
@@ -119,6 +130,8 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u16 sk_type;
+	int sk_err;
+	unsigned long sk_flags; // before Linux 6.13
 	struct sock_cgroup_data sk_cgrp_data;
 } __attribute__((preserve_access_index));
 
@@ -158,6 +171,7 @@ struct tcp_sock {
 	__u32 segs_out;
 	__u32 rcv_nxt;
 	__u32 snd_una;
+	__u32 write_seq;
 	__u64 bytes_received;
 	__u64 bytes_acked;
 } __attribute__((preserve_access_index));
@@ -328,6 +342,28 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_owner);
 } start_owners SEC(".maps");
+
+// Owners of the listening sockets that existed when flowtap started, by
+// network namespace and port, filled by flowtap_files with start_owners.
+// An accepted socket is cloned from its listener with the listener's
+// storage, owner included; a listener of another network namespace,
+// which the start-up walk of TCP sockets does not reach, has none, and
+// its accepted sockets get their owner here (sock_ops, passive
+// established). A listener created after start has its own owner, which
+// its children inherit: they never look here.
+struct listen_key {
+	__u64 net; // struct net * of the listener's network namespace
+	__u32 port;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LISTEN_OWNERS_MAX);
+	__type(key, struct listen_key);
+	__type(value, struct sock_owner);
+} listen_owners SEC(".maps");
 
 struct ipv6_ext {
 	__u8 nexthdr;
@@ -550,7 +586,7 @@ struct pkt {
 
 // parse_packet fills p from an IPv4 or IPv6 TCP or UDP packet, walking
 // IPv6 extension headers; it returns -1 for anything else.
-static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p, const int tcp_flags)
 {
 	int off;
 
@@ -569,11 +605,28 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	if (off < 0)
 		return -1;
 	p->off = off;
-	if (p->proto == IPPROTO_TCP)
+	if (tcp_flags && p->proto == IPPROTO_TCP)
 		return load_header(skb, off, &p->tcp, sizeof(p->tcp));
 	// UDP and TCP headers both start with the ports.
 	return load_header(skb, off, &p->tcp, 4);
 }
+
+// socket_flows is set by the loader unless the packet programs record the
+// flow packets themselves (flowtap_ingress/egress, attached when
+// net_packet_flow_base is selected by name): then the sock_ops program
+// writes the flow's moments as packet records, without a per-packet hook.
+// A connect() is the SYN it sends, the active established callback the
+// SYN-ACK it got, a listener's new request socket the SYN it got, the
+// passive established callback the SYN-ACK it sent; a refused connect()
+// is the reset it got. The records carry what the packet programs' would
+// (addresses and ports as on the wire, the socket's cookie, owner and
+// cgroup), and no packet length.
+volatile const __u8 socket_flows = 1;
+
+#define FLOW_ECONNREFUSED 111
+// enum sock_flags: SOCK_DONE, set when the peer's FIN was received in
+// order (tcp_fin).
+#define FLOW_SOCK_DONE 1
 
 // mptcp_enabled is set by the loader when the kernel has
 // bpf_skc_to_mptcp_sock (Linux 5.19): with it 0 the verifier prunes the
@@ -747,11 +800,9 @@ static __always_inline int handle_flow(struct __sk_buff *skb, __u8 direction, co
 	return 1;
 }
 
-// DNS capture: UDP datagrams and TCP segments to or from port 53, with
-// their payload, as a variable-size record in the same ring buffer. The
-// whole path sits behind dns_enabled, a load-time constant the loader sets
-// (Options.DNS): with it 0 the verifier prunes the path as dead code and
-// no DNS instruction runs.
+// DNS capture (flowtap_dns_ingress/egress): UDP datagrams and TCP
+// segments to or from port 53, with their payload, as a variable-size
+// record in the same ring buffer.
 #define FLOW_REC_DNS 5
 #define DNS_PORT 53
 // Largest payload captured: the EDNS(0) buffer size DNS flag day 2020
@@ -761,8 +812,6 @@ static __always_inline int handle_flow(struct __sk_buff *skb, __u8 direction, co
 // copy length's bound to the verifier.
 #define DNS_SCRATCH_SIZE 2048
 #define DNS_FLAG_TRUNCATED 0x01
-
-volatile const __u8 dns_enabled = 0;
 
 // The header of a DNS record, 128 bytes like struct flow_record, with
 // type at the same offset (122) so the reader tells them apart; cap_len
@@ -885,18 +934,17 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 		count_lost();
 }
 
-// handle_packet parses a packet once and hands it to the DNS path (port 53,
-// when DNS capture is on) and to the flow path (TCP). It never drops
-// traffic: it returns 1 (allow) whatever happens.
-static __always_inline int handle_packet(struct __sk_buff *skb, __u8 direction)
+// The packet programs never drop traffic: they return 1 (allow) whatever
+// happens. Two pairs, attached only when a selected event needs them:
+// flowtap_ingress/egress record every flow-relevant packet
+// (net_packet_flow_base selected by name), flowtap_dns_ingress/egress
+// capture DNS. Neither runs more than the header reads for other packets.
+
+static __always_inline int flow_packet(struct __sk_buff *skb, __u8 direction)
 {
 	struct pkt p;
 
-	if (parse_packet(skb, &p) < 0)
-		return 1;
-	if (dns_enabled && (p.tcp.source == bpf_htons(DNS_PORT) || p.tcp.dest == bpf_htons(DNS_PORT)))
-		handle_dns(skb, direction, &p);
-	if (p.proto != IPPROTO_TCP)
+	if (parse_packet(skb, &p, 1) < 0 || p.proto != IPPROTO_TCP)
 		return 1;
 	return handle_flow(skb, direction, &p);
 }
@@ -904,13 +952,42 @@ static __always_inline int handle_packet(struct __sk_buff *skb, __u8 direction)
 SEC("cgroup_skb/ingress")
 int flowtap_ingress(struct __sk_buff *skb)
 {
-	return handle_packet(skb, FLOW_DIR_INGRESS);
+	return flow_packet(skb, FLOW_DIR_INGRESS);
 }
 
 SEC("cgroup_skb/egress")
 int flowtap_egress(struct __sk_buff *skb)
 {
-	return handle_packet(skb, FLOW_DIR_EGRESS);
+	return flow_packet(skb, FLOW_DIR_EGRESS);
+}
+
+// dns_packet reads the IP header and the ports, and leaves unless one of
+// them is 53: only DNS pays for more.
+static __always_inline int dns_packet(struct __sk_buff *skb, __u8 direction)
+{
+	struct pkt p;
+
+	if (parse_packet(skb, &p, 0) < 0)
+		return 1;
+	if (p.tcp.source != bpf_htons(DNS_PORT) && p.tcp.dest != bpf_htons(DNS_PORT))
+		return 1;
+	// DNS over TCP: the data offset says where the payload starts.
+	if (p.proto == IPPROTO_TCP && load_header(skb, p.off, &p.tcp, sizeof(p.tcp)) < 0)
+		return 1;
+	handle_dns(skb, direction, &p);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int flowtap_dns_ingress(struct __sk_buff *skb)
+{
+	return dns_packet(skb, FLOW_DIR_INGRESS);
+}
+
+SEC("cgroup_skb/egress")
+int flowtap_dns_egress(struct __sk_buff *skb)
+{
+	return dns_packet(skb, FLOW_DIR_EGRESS);
 }
 
 // submit_socket writes a closed or snapshot record for a counted socket
@@ -1122,14 +1199,129 @@ int flowtap_reset(__u64 *ctx)
 	return 0;
 }
 
+
+// sock_flags reads sk_flags, which moved into struct sock_common.
+static __always_inline unsigned long sock_flags(struct sock *sk)
+{
+	if (bpf_core_field_exists(struct sock_common, skc_flags))
+		return sk->__sk_common.skc_flags;
+	return sk->sk_flags;
+}
+
+// submit_moment writes a packet record for a moment of a connection that
+// sock_ops saw: src/dst as the packet would carry them (outgoing: local to
+// remote; incoming: remote to local), the socket's state and mark, if it
+// has them.
+static __always_inline void submit_moment(struct bpf_sock_ops *skops, struct sock_state *st, __u8 direction, __u8 flags)
+{
+	struct flow_record *rec;
+	__u32 lport, rport;
+	__u8 *src, *dst;
+
+	if (skops->family != FLOW_AF_INET && skops->family != FLOW_AF_INET6)
+		return;
+	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
+	if (!rec) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->ts_ns = bpf_ktime_get_boot_ns();
+	rec->cookie = bpf_get_socket_cookie(skops);
+	lport = skops->local_port;
+	rport = bpf_ntohl(skops->remote_port) & 0xffff;
+	src = direction == FLOW_DIR_EGRESS ? rec->saddr : rec->daddr;
+	dst = direction == FLOW_DIR_EGRESS ? rec->daddr : rec->saddr;
+	if (skops->family == FLOW_AF_INET) {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memcpy(src, &l, 4);
+		__builtin_memcpy(dst, &r, 4);
+		rec->family = FLOW_AF_INET;
+	} else {
+		__u32 l[4], r[4];
+
+		l[0] = skops->local_ip6[0];
+		l[1] = skops->local_ip6[1];
+		l[2] = skops->local_ip6[2];
+		l[3] = skops->local_ip6[3];
+		r[0] = skops->remote_ip6[0];
+		r[1] = skops->remote_ip6[1];
+		r[2] = skops->remote_ip6[2];
+		r[3] = skops->remote_ip6[3];
+		if (!l[0] && !l[1] && l[2] == bpf_htonl(0xffff)) {
+			// An AF_INET6 socket talking IPv4 (an IPv4-mapped
+			// address): the packets are IPv4.
+			__builtin_memcpy(src, &l[3], 4);
+			__builtin_memcpy(dst, &r[3], 4);
+			rec->family = FLOW_AF_INET;
+		} else {
+			__builtin_memcpy(src, l, 16);
+			__builtin_memcpy(dst, r, 16);
+			rec->family = FLOW_AF_INET6;
+		}
+	}
+	rec->sport = direction == FLOW_DIR_EGRESS ? lport : rport;
+	rec->dport = direction == FLOW_DIR_EGRESS ? rport : lport;
+	rec->type = FLOW_REC_PACKET;
+	rec->direction = direction;
+	rec->tcp_flags = flags;
+	rec->state = skops->state;
+	if (st) {
+		rec->cgroup_id = st->mark.cgroup_id;
+		copy_owner(rec, &st->owner);
+	}
+	submit_record(rec);
+}
+
+// follow marks a full socket that connects or was accepted as counted and
+// followed (its close comes from the state callback), with its cgroup, and
+// returns its state.
+static __always_inline struct sock_state *follow(struct bpf_sock *sk, int connecting)
+{
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return NULL;
+	if (connecting || !st->mark.counted) {
+		// A new connection of this socket (or a child that inherited
+		// nothing of its listener's, whose mark is never set): no mark
+		// from before.
+		__builtin_memset(&st->mark, 0, sizeof(st->mark));
+		st->mark.counted = 1;
+	}
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp && !st->mark.cgroup_id)
+		st->mark.cgroup_id = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
+	if (tp && !connecting && !st->owner.pid) {
+		// The child of a listener from before start that the walk of
+		// TCP sockets did not reach (another network namespace).
+		struct listen_key lk = {};
+		struct sock_owner *o;
+
+		lk.net = (__u64)tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net;
+		lk.port = tp->inet_conn.icsk_inet.sk.__sk_common.skc_num;
+		o = bpf_map_lookup_elem(&listen_owners, &lk);
+		if (o)
+			st->owner = *o;
+	}
+	st->mark.followed = 1;
+	if (connecting)
+		st->mark.syn_out = 1;
+	return st;
+}
+
 // flowtap_sockops records the owner of a listening socket of the cgroup,
 // makes the kernel report every state change of its TCP sockets
 // (BPF_SOCK_OPS_STATE_CB) from the moment they connect or are accepted, and
-// writes the closed record when one enters TCP_CLOSE.
+// writes the closed record when one enters TCP_CLOSE. With socket_flows it
+// also writes the connection's moments as packet records (submit_moment).
 // Unlike the tracing program, cgroup programs are never skipped, so for
-// these sockets the closed record is certain; the tp_btf copies remain for
-// sockets that existed before flowtap started. Whichever runs first writes
-// the record (sock_mark.closed); sock_ops runs first.
+// these sockets the closed record is certain; the tp_btf program remains
+// for sockets that existed before flowtap started. Whichever runs first
+// writes the record (sock_mark.closed); sock_ops runs first.
 SEC("sockops")
 int flowtap_sockops(struct bpf_sock_ops *skops)
 {
@@ -1137,19 +1329,32 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk;
 	struct tcp_counters k;
 	struct tcp_sock *tp;
-	__u32 oldstate;
+	__u32 oldstate, newstate;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		// A new connection of this socket: drop the mark of an earlier
-		// one (the tp_btf program does too, on SYN_SENT).
+		// connect() is sending the SYN.
 		sk = skops->sk;
 		if (sk) {
-			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-			if (st)
-				__builtin_memset(&st->mark, 0, sizeof(st->mark));
+			if (socket_flows) {
+				st = follow(sk, 1);
+				submit_moment(skops, st, FLOW_DIR_EGRESS, TCP_FLAG_SYN);
+			} else {
+				// A new connection of this socket: drop the mark
+				// of an earlier one (the tp_btf program does too,
+				// on SYN_SENT); the SYN's packet record sets it.
+				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+				if (st)
+					__builtin_memset(&st->mark, 0, sizeof(st->mark));
+			}
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_RWND_INIT:
+		// A listener got a SYN and made a request socket for it (not
+		// a full socket; a connecting socket comes here too, full).
+		if (socket_flows && !skops->is_fullsock)
+			submit_moment(skops, NULL, FLOW_DIR_INGRESS, TCP_FLAG_SYN);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		// An accepted socket may close without a flow-relevant packet
@@ -1159,27 +1364,22 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		// from the listener's (the owner), or is created here.
 		sk = skops->sk;
 		if (sk) {
-			st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-			tp = bpf_skc_to_tcp_sock(sk);
-			if (st && !st->mark.counted) {
-				__builtin_memset(&st->mark, 0, sizeof(st->mark));
-				st->mark.counted = 1;
-			}
-			if (st && tp && !st->mark.cgroup_id)
-				st->mark.cgroup_id = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
-			if (st)
-				st->mark.followed = 1;
+			st = follow(sk, 0);
+			if (socket_flows)
+				submit_moment(skops, st, FLOW_DIR_EGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		// The SYN set the mark; from now on the closed record comes
-		// from here.
+		// The SYN-ACK came; from now on the closed record comes from
+		// here.
 		sk = skops->sk;
 		if (sk) {
 			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 			if (st && st->mark.counted)
 				st->mark.followed = 1;
+			if (socket_flows)
+				submit_moment(skops, st, FLOW_DIR_INGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -1196,7 +1396,24 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	oldstate = skops->args[0];
-	if (skops->args[1] != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE)
+	newstate = skops->args[1];
+	if (socket_flows && (newstate == FLOW_TCP_FIN_WAIT1 || newstate == FLOW_TCP_LAST_ACK)) {
+		// close() or shutdown() is sending the FIN: its sequence
+		// number is the socket's write_seq (tcp_send_fin follows the
+		// state change). The packet programs read it off the FIN where
+		// they see FINs.
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (st && tp && st->mark.counted) {
+			st->mark.fin_out_seq = tp->write_seq;
+			st->mark.fin_out = 1;
+		}
+		return 1;
+	}
+	if (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -1208,6 +1425,17 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	if (!tp)
 		return 1;
 	st->mark.closed = 1;
+	if (socket_flows) {
+		// The peer's FIN, received in order (tcp_fin), is in
+		// bytes_received, one past rcv_nxt - 1.
+		if (sock_flags(&tp->inet_conn.icsk_inet.sk) & (1 << FLOW_SOCK_DONE)) {
+			st->mark.fin_in_seq = skops->rcv_nxt - 1;
+			st->mark.fin_in = 1;
+		}
+		// A connect() the peer answered with a reset: the reset it got.
+		if (oldstate == FLOW_TCP_SYN_SENT && tp->inet_conn.icsk_inet.sk.sk_err == FLOW_ECONNREFUSED)
+			submit_moment(skops, st, FLOW_DIR_INGRESS, TCP_FLAG_RST | TCP_FLAG_ACK);
+	}
 	// The state callback runs in tcp_set_state, before the socket is torn
 	// down: the ACK that moved it here has been processed (snd_una,
 	// bytes_acked, rcv_nxt, bytes_received are final).
@@ -1283,6 +1511,13 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
 	key = (__u64)sk;
 	bpf_map_update_elem(&start_owners, &key, &o, BPF_NOEXIST);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == FLOW_TCP_LISTEN) {
+		struct listen_key lk = {};
+
+		lk.net = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net);
+		lk.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		bpf_map_update_elem(&listen_owners, &lk, &o, BPF_NOEXIST);
+	}
 	return 0;
 }
 

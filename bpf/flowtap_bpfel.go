@@ -69,6 +69,13 @@ type flowtapFlowRecord struct {
 	Pad             [2]uint8
 }
 
+type flowtapListenKey struct {
+	_    structs.HostLayout
+	Net  uint64
+	Port uint32
+	Pad  uint32
+}
+
 type flowtapSockOwner struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -98,27 +105,30 @@ type flowtapSockState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	flowtapMapDnsScratch       = "dns_scratch"
-	flowtapMapDnsTruncated     = "dns_truncated"
-	flowtapMapFlowRecords      = "flow_records"
-	flowtapMapLostRecords      = "lost_records"
-	flowtapMapNosockResets     = "nosock_resets"
-	flowtapMapSockStates       = "sock_states"
-	flowtapMapStartOwners      = "start_owners"
-	flowtapProgFlowtapConnect4 = "flowtap_connect4"
-	flowtapProgFlowtapConnect6 = "flowtap_connect6"
-	flowtapProgFlowtapEgress   = "flowtap_egress"
-	flowtapProgFlowtapFiles    = "flowtap_files"
-	flowtapProgFlowtapIngress  = "flowtap_ingress"
-	flowtapProgFlowtapOwners   = "flowtap_owners"
-	flowtapProgFlowtapReset    = "flowtap_reset"
-	flowtapProgFlowtapSnapshot = "flowtap_snapshot"
-	flowtapProgFlowtapSockops  = "flowtap_sockops"
-	flowtapProgFlowtapState    = "flowtap_state"
-	flowtapProgFlowtapSubflows = "flowtap_subflows"
-	flowtapVarDnsEnabled       = "dns_enabled"
-	flowtapVarMptcpEnabled     = "mptcp_enabled"
-	flowtapVarWakeupQuietNs    = "wakeup_quiet_ns"
+	flowtapMapDnsScratch         = "dns_scratch"
+	flowtapMapDnsTruncated       = "dns_truncated"
+	flowtapMapFlowRecords        = "flow_records"
+	flowtapMapListenOwners       = "listen_owners"
+	flowtapMapLostRecords        = "lost_records"
+	flowtapMapNosockResets       = "nosock_resets"
+	flowtapMapSockStates         = "sock_states"
+	flowtapMapStartOwners        = "start_owners"
+	flowtapProgFlowtapConnect4   = "flowtap_connect4"
+	flowtapProgFlowtapConnect6   = "flowtap_connect6"
+	flowtapProgFlowtapDnsEgress  = "flowtap_dns_egress"
+	flowtapProgFlowtapDnsIngress = "flowtap_dns_ingress"
+	flowtapProgFlowtapEgress     = "flowtap_egress"
+	flowtapProgFlowtapFiles      = "flowtap_files"
+	flowtapProgFlowtapIngress    = "flowtap_ingress"
+	flowtapProgFlowtapOwners     = "flowtap_owners"
+	flowtapProgFlowtapReset      = "flowtap_reset"
+	flowtapProgFlowtapSnapshot   = "flowtap_snapshot"
+	flowtapProgFlowtapSockops    = "flowtap_sockops"
+	flowtapProgFlowtapState      = "flowtap_state"
+	flowtapProgFlowtapSubflows   = "flowtap_subflows"
+	flowtapVarMptcpEnabled       = "mptcp_enabled"
+	flowtapVarSocketFlows        = "socket_flows"
+	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
 )
 
 // loadFlowtap returns the embedded CollectionSpec for flowtap.
@@ -163,17 +173,19 @@ type flowtapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapProgramSpecs struct {
-	FlowtapConnect4 *ebpf.ProgramSpec `ebpf:"flowtap_connect4"`
-	FlowtapConnect6 *ebpf.ProgramSpec `ebpf:"flowtap_connect6"`
-	FlowtapEgress   *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
-	FlowtapFiles    *ebpf.ProgramSpec `ebpf:"flowtap_files"`
-	FlowtapIngress  *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
-	FlowtapOwners   *ebpf.ProgramSpec `ebpf:"flowtap_owners"`
-	FlowtapReset    *ebpf.ProgramSpec `ebpf:"flowtap_reset"`
-	FlowtapSnapshot *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
-	FlowtapSockops  *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
-	FlowtapState    *ebpf.ProgramSpec `ebpf:"flowtap_state"`
-	FlowtapSubflows *ebpf.ProgramSpec `ebpf:"flowtap_subflows"`
+	FlowtapConnect4   *ebpf.ProgramSpec `ebpf:"flowtap_connect4"`
+	FlowtapConnect6   *ebpf.ProgramSpec `ebpf:"flowtap_connect6"`
+	FlowtapDnsEgress  *ebpf.ProgramSpec `ebpf:"flowtap_dns_egress"`
+	FlowtapDnsIngress *ebpf.ProgramSpec `ebpf:"flowtap_dns_ingress"`
+	FlowtapEgress     *ebpf.ProgramSpec `ebpf:"flowtap_egress"`
+	FlowtapFiles      *ebpf.ProgramSpec `ebpf:"flowtap_files"`
+	FlowtapIngress    *ebpf.ProgramSpec `ebpf:"flowtap_ingress"`
+	FlowtapOwners     *ebpf.ProgramSpec `ebpf:"flowtap_owners"`
+	FlowtapReset      *ebpf.ProgramSpec `ebpf:"flowtap_reset"`
+	FlowtapSnapshot   *ebpf.ProgramSpec `ebpf:"flowtap_snapshot"`
+	FlowtapSockops    *ebpf.ProgramSpec `ebpf:"flowtap_sockops"`
+	FlowtapState      *ebpf.ProgramSpec `ebpf:"flowtap_state"`
+	FlowtapSubflows   *ebpf.ProgramSpec `ebpf:"flowtap_subflows"`
 }
 
 // flowtapMapSpecs contains maps before they are loaded into the kernel.
@@ -183,6 +195,7 @@ type flowtapMapSpecs struct {
 	DnsScratch   *ebpf.MapSpec `ebpf:"dns_scratch"`
 	DnsTruncated *ebpf.MapSpec `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.MapSpec `ebpf:"flow_records"`
+	ListenOwners *ebpf.MapSpec `ebpf:"listen_owners"`
 	LostRecords  *ebpf.MapSpec `ebpf:"lost_records"`
 	NosockResets *ebpf.MapSpec `ebpf:"nosock_resets"`
 	SockStates   *ebpf.MapSpec `ebpf:"sock_states"`
@@ -193,8 +206,8 @@ type flowtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
-	DnsEnabled    *ebpf.VariableSpec `ebpf:"dns_enabled"`
 	MptcpEnabled  *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
+	SocketFlows   *ebpf.VariableSpec `ebpf:"socket_flows"`
 	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -221,6 +234,7 @@ type flowtapMaps struct {
 	DnsScratch   *ebpf.Map `ebpf:"dns_scratch"`
 	DnsTruncated *ebpf.Map `ebpf:"dns_truncated"`
 	FlowRecords  *ebpf.Map `ebpf:"flow_records"`
+	ListenOwners *ebpf.Map `ebpf:"listen_owners"`
 	LostRecords  *ebpf.Map `ebpf:"lost_records"`
 	NosockResets *ebpf.Map `ebpf:"nosock_resets"`
 	SockStates   *ebpf.Map `ebpf:"sock_states"`
@@ -232,6 +246,7 @@ func (m *flowtapMaps) Close() error {
 		m.DnsScratch,
 		m.DnsTruncated,
 		m.FlowRecords,
+		m.ListenOwners,
 		m.LostRecords,
 		m.NosockResets,
 		m.SockStates,
@@ -243,8 +258,8 @@ func (m *flowtapMaps) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
-	DnsEnabled    *ebpf.Variable `ebpf:"dns_enabled"`
 	MptcpEnabled  *ebpf.Variable `ebpf:"mptcp_enabled"`
+	SocketFlows   *ebpf.Variable `ebpf:"socket_flows"`
 	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -252,23 +267,27 @@ type flowtapVariables struct {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapPrograms struct {
-	FlowtapConnect4 *ebpf.Program `ebpf:"flowtap_connect4"`
-	FlowtapConnect6 *ebpf.Program `ebpf:"flowtap_connect6"`
-	FlowtapEgress   *ebpf.Program `ebpf:"flowtap_egress"`
-	FlowtapFiles    *ebpf.Program `ebpf:"flowtap_files"`
-	FlowtapIngress  *ebpf.Program `ebpf:"flowtap_ingress"`
-	FlowtapOwners   *ebpf.Program `ebpf:"flowtap_owners"`
-	FlowtapReset    *ebpf.Program `ebpf:"flowtap_reset"`
-	FlowtapSnapshot *ebpf.Program `ebpf:"flowtap_snapshot"`
-	FlowtapSockops  *ebpf.Program `ebpf:"flowtap_sockops"`
-	FlowtapState    *ebpf.Program `ebpf:"flowtap_state"`
-	FlowtapSubflows *ebpf.Program `ebpf:"flowtap_subflows"`
+	FlowtapConnect4   *ebpf.Program `ebpf:"flowtap_connect4"`
+	FlowtapConnect6   *ebpf.Program `ebpf:"flowtap_connect6"`
+	FlowtapDnsEgress  *ebpf.Program `ebpf:"flowtap_dns_egress"`
+	FlowtapDnsIngress *ebpf.Program `ebpf:"flowtap_dns_ingress"`
+	FlowtapEgress     *ebpf.Program `ebpf:"flowtap_egress"`
+	FlowtapFiles      *ebpf.Program `ebpf:"flowtap_files"`
+	FlowtapIngress    *ebpf.Program `ebpf:"flowtap_ingress"`
+	FlowtapOwners     *ebpf.Program `ebpf:"flowtap_owners"`
+	FlowtapReset      *ebpf.Program `ebpf:"flowtap_reset"`
+	FlowtapSnapshot   *ebpf.Program `ebpf:"flowtap_snapshot"`
+	FlowtapSockops    *ebpf.Program `ebpf:"flowtap_sockops"`
+	FlowtapState      *ebpf.Program `ebpf:"flowtap_state"`
+	FlowtapSubflows   *ebpf.Program `ebpf:"flowtap_subflows"`
 }
 
 func (p *flowtapPrograms) Close() error {
 	return _FlowtapClose(
 		p.FlowtapConnect4,
 		p.FlowtapConnect6,
+		p.FlowtapDnsEgress,
+		p.FlowtapDnsIngress,
 		p.FlowtapEgress,
 		p.FlowtapFiles,
 		p.FlowtapIngress,

@@ -140,7 +140,7 @@ func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
 		asm.Return(),
 	)
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSKB, License: "Dual MIT/GPL", Instructions: insns})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSKB, License: "Dual BSD/GPL", Instructions: insns})
 	if err != nil {
 		t.Fatalf("load packet counter: %v", err)
 	}

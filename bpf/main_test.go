@@ -92,6 +92,22 @@ func enterOwnCgroup() (restore func() error, err error) {
 
 // scoped returns opts attached to the test process's own cgroup (when
 // TestMain made one).
+// forModes runs test once for each way the capture gets flows: from the
+// sock_ops program's moments (the default), and from the packet programs
+// (packet flows). mode scopes the options and sets the way.
+func forModes(t *testing.T, test func(t *testing.T, mode func(bpf.Options) bpf.Options)) {
+	t.Run("sockets", func(t *testing.T) { test(t, scoped) })
+	t.Run("packets", func(t *testing.T) { test(t, packets) })
+}
+
+// packets is scoped with the packet programs recording every flow
+// packet (net_packet_flow_base selected by name), for the tests of what
+// the packets carry.
+func packets(opts bpf.Options) bpf.Options {
+	opts.PacketFlows = true
+	return scoped(opts)
+}
+
 func scoped(opts bpf.Options) bpf.Options {
 	if opts.CgroupPath == "" {
 		opts.CgroupPath = testCgroupPath

@@ -162,7 +162,13 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 				return Stats{}, err
 			}
 		}
-		capture, err = bpf.Open(bpf.Options{CgroupPath: cgroup, RingBufferSize: opts.RingBufferSize, Logger: log.Named("bpf"), DNS: dnsOn})
+		hooks, err := KernelHooks(plan.Shared, opts.Config.Capture)
+		if err != nil {
+			closeSinks(sinks, nil, log)
+			return Stats{}, fmt.Errorf("config %s: %w", opts.Config.Source, err)
+		}
+		hooks.CgroupPath, hooks.RingBufferSize, hooks.Logger = cgroup, opts.RingBufferSize, log.Named("bpf")
+		capture, err = bpf.Open(hooks)
 		if err != nil {
 			closeSinks(sinks, nil, log)
 			return Stats{}, err

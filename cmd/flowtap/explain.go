@@ -36,11 +36,9 @@ func newExplain() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var progs []bpf.ProgramInfo
-			if plan.Shared.NeedsKernel() {
-				if progs, err = bpf.Programs(); err != nil {
-					return err
-				}
+			progs, err := pipeline.PlannedPrograms(plan.Shared, cfg)
+			if err != nil {
+				return err
 			}
 			return writeExplain(cmd.OutOrStdout(), cat, cfg, plan, progs)
 		},
@@ -56,7 +54,7 @@ func writeExplain(w io.Writer, cat *events.Catalogue, cfg *configs.Config, plan 
 	fmt.Fprintf(tw, "config: %s\n\n", cfg.Source)
 	writeCapture(tw, cfg.Capture)
 
-	fmt.Fprintf(tw, "kernel programs (%s), loaded once for all pipelines:\n", strings.Join(plan.Shared.Producers, ", "))
+	fmt.Fprintf(tw, "kernel programs (%s), loaded once for all pipelines (where the kernel lacks a feature, its programs are left out: see 'flowtap doctor'):\n", strings.Join(plan.Shared.Producers, ", "))
 	if len(progs) == 0 {
 		fmt.Fprintln(tw, "  none: the selection needs nothing from the kernel")
 	}

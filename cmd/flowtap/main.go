@@ -6,7 +6,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -19,6 +21,7 @@ import (
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
 func main() {
@@ -35,7 +38,10 @@ func newRoot() *cobra.Command {
 		Short:         "Watch TCP connections from inside the kernel and deliver them as events",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what 'flowtap version' does.
+		Version: newVersionInfo().text(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
 	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
 	return root
@@ -127,12 +133,49 @@ func newList() *cobra.Command {
 }
 
 func newVersion() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print flowtap's version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), buildinfo.String())
+		Short: "Print flowtap's version, commit, plugin protocol and event schema versions",
+		Long: "Print flowtap's version (a semantic version from the git tag it was built from), the commit\n" +
+			"and its date, whether the tree was modified, the Go toolchain, the sink plugin protocol\n" +
+			"version (plugins/sdk.ProtocolVersion) and the event schema version (events.SchemaVersion).\n" +
+			"'flowtap --version' prints the same.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(newVersionInfo())
+			}
+			_, err := io.WriteString(cmd.OutOrStdout(), newVersionInfo().text())
+			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the versions as a JSON object")
+	return cmd
+}
+
+// versionInfo is what 'flowtap version' prints.
+type versionInfo struct {
+	buildinfo.Info
+	PluginProtocol int    `json:"plugin_protocol"`
+	EventSchema    string `json:"event_schema"`
+}
+
+func newVersionInfo() versionInfo {
+	return versionInfo{Info: buildinfo.Get(), PluginProtocol: sdk.ProtocolVersion, EventSchema: events.SchemaVersion}
+}
+
+// text is the version for people: the version alone on the first line,
+// so that 'flowtap --version | head -1' is the version.
+func (v versionInfo) text() string {
+	return fmt.Sprintf("flowtap %s\n"+
+		"commit:          %s\n"+
+		"commit date:     %s\n"+
+		"modified tree:   %t\n"+
+		"go:              %s %s\n"+
+		"plugin protocol: %d\n"+
+		"event schema:    %s\n",
+		v.Version, v.Commit, v.Date, v.Dirty, v.GoVersion, v.Platform, v.PluginProtocol, v.EventSchema)
 }

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/testutil"
+	"github.com/flowtap/flowtap/pipeline"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -37,10 +39,22 @@ func TestExplainGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The program list comes from the BPF object, which changes with
-	// kernel work: check it against bpf.Programs, and keep it out of the
-	// golden file.
-	progs, err := bpf.Programs()
+	// The program list changes with kernel work: check it against what
+	// the pipeline plans for this config, and keep it out of the golden
+	// file.
+	cat, err := events.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load("../../configs/examples/failed.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pipeline.Resolve(cat, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	progs, err := pipeline.PlannedPrograms(plan.Shared, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,29 +55,45 @@ const synTimeout = 2 * time.Second
 //     A timed-out attempt has no incoming side: its SYNs reach nobody.
 //   - no other flow events for those endpoints, no lost records, and
 //     flowtap exits 0 on SIGINT.
+//
+// It runs once for each set of kernel programs a selection can load: flow
+// events alone (sock_ops and the connect programs, no per-packet program),
+// with DNS capture (the default), and with net_packet_flow_base selected
+// by name (the flows then come from the packet programs).
 func TestGroundTruth(t *testing.T) {
-	groundTruth(t, "ftg", 213, workload.Plan{
-		IPv4: 170, IPv4Mapped: 15, DualStackV4: 15, // 200 IPv4 on the wire
-		IPv6: 185, DualStackV6: 15, // 200 IPv6
-		RefusedIPv4: 20, RefusedIPv6: 20,
-		Netns: workload.NetnsPlan{Conns: 100, Refused: 10, Timeouts: 10},
-	})
+	for i, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"flows", []string{"--events", "flows", "--dns=false"}},
+		{"flows and DNS", []string{"--events", "flows"}},
+		{"packet events", []string{"--events", "flows,net_packet_flow_base"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			groundTruth(t, fmt.Sprintf("ft%d", i), byte(210+i), workload.Plan{
+				IPv4: 170, IPv4Mapped: 15, DualStackV4: 15, // 200 IPv4 on the wire
+				IPv6: 185, DualStackV6: 15, // 200 IPv6
+				RefusedIPv4: 20, RefusedIPv6: 20,
+				Netns: workload.NetnsPlan{Conns: 100, Refused: 10, Timeouts: 10},
+			}, tc.args...)
+		})
+	}
 }
 
 // TestGroundTruthDegraded is TestGroundTruth, smaller, with three optional
-// features whose programs the kernel's verifier refuses (closes of
-// sockets from before start, MPTCP subflow owners, snapshots): flowtap
+// features whose programs the kernel's verifier refuses (DNS capture,
+// MPTCP subflow owners, snapshots): flowtap
 // starts, names each lost feature in one WARN line with its program and
 // the kernel's reason, and the flow events, which need none of them here,
 // are exact.
 func TestGroundTruthDegraded(t *testing.T) {
-	t.Setenv(bpf.BreakProgramsEnv, "flowtap_state,flowtap_subflows,flowtap_snapshot")
+	t.Setenv(bpf.BreakProgramsEnv, "flowtap_dns_ingress,flowtap_subflows,flowtap_snapshot")
 	a := groundTruth(t, "ftd", 214, workload.Plan{
 		IPv4: 30, IPv4Mapped: 5, DualStackV4: 5,
 		IPv6: 35, DualStackV6: 5,
 		RefusedIPv4: 5, RefusedIPv6: 5,
 		Netns: workload.NetnsPlan{Conns: 20, Refused: 4, Timeouts: 2},
-	})
+	}, "--events", "flows")
 	var warns []string
 	for _, line := range strings.Split(a.Log(), "\n") {
 		if strings.Contains(line, "[WARN]") && strings.Contains(line, "feature unavailable") {
@@ -85,7 +101,7 @@ func TestGroundTruthDegraded(t *testing.T) {
 		}
 	}
 	for _, w := range []struct{ feature, program string }{
-		{bpf.FeatureExistingCloses, "flowtap_state"},
+		{bpf.FeatureDNS, "flowtap_dns_ingress"},
 		{bpf.FeatureMPTCP, "flowtap_subflows"},
 		{bpf.FeatureSnapshots, "flowtap_snapshot"},
 	} {
@@ -106,9 +122,9 @@ func TestGroundTruthDegraded(t *testing.T) {
 
 // groundTruth runs the workload plan (with its own servers, and a
 // namespace pair named after prefix and second) against 'flowtap run
-// --events flows' and holds flowtap's events to what the workload did. It
+// args...' and holds flowtap's events to what the workload did. It
 // returns the stopped agent.
-func groundTruth(t *testing.T, prefix string, second byte, plan workload.Plan) *harness.Agent {
+func groundTruth(t *testing.T, prefix string, second byte, plan workload.Plan, args ...string) *harness.Agent {
 	privtest.Require(t)
 	bin := harness.Binaries(t)
 	ctx := context.Background()
@@ -130,7 +146,7 @@ func groundTruth(t *testing.T, prefix string, second byte, plan workload.Plan) *
 	t.Cleanup(func() { srv.Stop() })
 	info := srv.Info()
 
-	args := []string{"--events", "flows", "--output", "json"}
+	args = append(slices.Clone(args), "--output", "json")
 	if strings.Contains(harness.RunHelp(bin), "--syn-timeout") {
 		args = append(args, "--syn-timeout", synTimeout.String())
 	} else {
