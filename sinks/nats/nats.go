@@ -1,6 +1,7 @@
 // Package nats is the NATS sink: it publishes each event as one message,
-// the stdout sink's JSON object, on a subject that may name the event
-// ("flowtap.{event}"). Through JetStream (the default) a batch is
+// the stdout sink's JSON object, on a subject that may name the event and
+// its host ("flowtap.{host}.{event}"). Through JetStream (the default),
+// also into a replicated stream on a cluster, a batch is
 // acknowledged to flowtap only once the stream has stored every message
 // of it; each message carries a Nats-Msg-Id derived from its content, so
 // the copies flowtap resends after a failure are dropped by the stream.
