@@ -25,6 +25,7 @@ import (
 
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/bpftest"
 	"github.com/flowtap/flowtap/internal/privtest"
 	"github.com/flowtap/flowtap/internal/testutil"
 )
@@ -545,12 +546,25 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, packet
 			t.Errorf("program %d is not attached to %s (attached: %v)", id, cgroupPath, att)
 		}
 	}
-	// Without packet flows: connect4/6 and sock_ops at the cgroup; the
-	// reset program and the iterators. Packet flows add ingress, egress
-	// and the state program.
-	cgroup, other, otherLinks := 3, 5, 1
-	if packetFlows {
-		cgroup, other, otherLinks = 5, 6, 2
+	// What the plan attaches (bpf.PlannedPrograms; every feature is
+	// available on the kernels the tests run on): the cgroup programs,
+	// each with its link; the tracing programs (tp_btf, each with its
+	// link) and the iterators (run, no link).
+	planned, err := bpf.PlannedPrograms(bpf.Options{PacketFlows: packetFlows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cgroup, other, otherLinks int
+	for _, p := range planned {
+		switch {
+		case strings.HasPrefix(p.Section, "tp_btf/"):
+			other++
+			otherLinks++
+		case strings.HasPrefix(p.Section, "iter/"):
+			other++
+		default:
+			cgroup++
+		}
 	}
 	if len(ids.Programs) != cgroup || len(ids.Links) != cgroup {
 		t.Errorf("capture holds %d cgroup programs and %d links, want %d and %d", len(ids.Programs), len(ids.Links), cgroup, cgroup)
@@ -1181,8 +1195,12 @@ func wantWoken(t *testing.T, done <-chan error, what string) {
 // hooks, let traffic through, write no record, and are gone after Close.
 func TestAttachNoOps(t *testing.T) {
 	privtest.Require(t)
+	spec, err := bpf.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := attachedPrograms(t, testCgroupPath)
-	n, err := bpf.AttachNoOps(testCgroupPath)
+	n, err := bpftest.AttachNoOps(spec, testCgroupPath)
 	if err != nil {
 		t.Fatalf("AttachNoOps: %v", err)
 	}
@@ -1199,7 +1217,7 @@ func TestAttachNoOps(t *testing.T) {
 	}
 
 	// Narrowed to some hooks: only those.
-	n, err = bpf.AttachNoOps(testCgroupPath, "cgroup_skb", "cgroup/connect4")
+	n, err = bpftest.AttachNoOps(spec, testCgroupPath, "cgroup_skb", "cgroup/connect4")
 	if err != nil {
 		t.Fatalf("AttachNoOps(cgroup_skb, cgroup/connect4): %v", err)
 	}
@@ -1211,7 +1229,7 @@ func TestAttachNoOps(t *testing.T) {
 	}
 	// TCX on lo, the candidate per-packet hook: two more links, no
 	// cgroup program.
-	switch n, err = bpf.AttachNoOps(testCgroupPath, "tcx"); {
+	switch n, err = bpftest.AttachNoOps(spec, testCgroupPath, "tcx"); {
 	case errors.Is(err, ebpf.ErrNotSupported):
 		t.Logf("no TCX on this kernel (Linux 6.6): %v", err)
 	case err != nil:
@@ -1225,7 +1243,7 @@ func TestAttachNoOps(t *testing.T) {
 			t.Fatalf("Close: %v", err)
 		}
 	}
-	if _, err := bpf.AttachNoOps(testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
+	if _, err := bpftest.AttachNoOps(spec, testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
 		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)
 	}
 }

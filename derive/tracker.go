@@ -66,6 +66,24 @@ const (
 	DefaultCloseGrace  = 2 * time.Second
 )
 
+// SnapshotInterval is how often a producer should report its live
+// sockets' counters (net_tcp_socket_base snapshots) to a tracker of this
+// Config: a third of the idle timeout (100 s by default), at least a
+// second. Snapshots exist so that a live connection is never evicted as
+// idle, and a third leaves two missed rounds of margin. The kernel
+// capture (asked by the pipeline) and the pcap replay (in capture time)
+// both follow it, so that a replayed capture derives what the live agent
+// did.
+//
+// The live pipeline used to cap it at a minute "so that counters stay
+// fresh", but counters reach events only when a flow ends: at its close
+// report (final counters), at shutdown (after a last snapshot) or at an
+// eviction; only a flow evicted from a full table ends with counters up
+// to one interval old either way.
+func (c Config) SnapshotInterval() time.Duration {
+	return max(c.withDefaults().IdleTimeout/3, time.Second)
+}
+
 // failedLinger is how long a timed-out attempt is remembered: the kernel
 // retransmits a SYN for about 127 s by default (net.ipv4.tcp_syn_retries
 // = 6), and each retransmission must be known as part of the attempt

@@ -28,10 +28,6 @@ var contextFields = []events.FieldSpec{
 	{Name: FieldCgroupID, Type: "uint64", Doc: "cgroup v2 id of the socket"},
 }
 
-// ContextFields returns the fields every event can be filtered on, besides
-// its own payload fields.
-func ContextFields() []events.FieldSpec { return append([]events.FieldSpec(nil), contextFields...) }
-
 // FieldError is a clause that does not fit the fields of the events it
 // is compiled for: an unknown field, a value of the wrong type, or an
 // operator the field's type has no meaning for.

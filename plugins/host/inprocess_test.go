@@ -16,7 +16,9 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/internal/testutil"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -139,21 +141,21 @@ func (f *fakeSink) Close(context.Context) error {
 	return f.closeErr
 }
 
-// startInProcess serves impl and connects a host Sink to it in this
+// startInProcess serves impl and connects a host Plugin to it in this
 // process, with go-plugin's TestPluginGRPCConn.
-func startInProcess(t testing.TB, impl sdk.Sink) *Sink {
+func startInProcess(t testing.TB, impl sdk.Sink) *Plugin {
 	t.Helper()
 	return startInProcessConfig(t, impl, Config{})
 }
 
 // startInProcessConfig is startInProcess with the limits of cfg; its Name
 // and Names are set here.
-func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Sink {
+func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Plugin {
 	t.Helper()
 	cfg.Name, cfg.Names = "test sink", names
-	client, _ := plugin.TestPluginGRPCConn(t, false, sdk.VersionedPlugins(impl)[sdk.ProtocolVersion])
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{wire.PluginName: sdk.Plugin(impl)})
 	t.Cleanup(func() { _ = client.Close() })
-	raw, err := client.Dispense(sdk.PluginName)
+	raw, err := client.Dispense(wire.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,14 +201,14 @@ func flowEnd() events.Event {
 func sdkEvent(ev events.Event) sdk.Event {
 	fields := []sdk.Field{}
 	if ev.Payload != nil {
-		fields = ev.Payload.AppendFields(nil)
+		fields = testutil.AppendSDKFields(fields, ev.Payload.AppendFields(nil))
 	}
-	return sdk.Event{Timestamp: ev.Timestamp, ID: uint32(ev.ID), Name: names(ev.ID), Context: ev.Context, Fields: fields}
+	return sdk.Event{Timestamp: ev.Timestamp, ID: sdk.ID(ev.ID), Name: names(ev.ID), Context: sdk.Context(ev.Context), Fields: fields}
 }
 
 func TestInProcessInfo(t *testing.T) {
 	s := startInProcess(t, &fakeSink{})
-	if got, want := s.Info(), (sdk.Info{Name: "fake", Version: "1.0"}); got != want {
+	if got, want := s.Info(), (Info{Name: "fake", Version: "1.0"}); got != want {
 		t.Errorf("Info() = %+v, want %+v", got, want)
 	}
 }
@@ -215,11 +217,11 @@ func TestInProcessConfigureErrors(t *testing.T) {
 	fake := &fakeSink{}
 	s := startInProcess(t, fake)
 	err := s.Configure(t.Context(), map[string]any{"bad": 1})
-	var errs sdk.ConfigErrors
+	var errs ConfigErrors
 	if !errors.As(err, &errs) {
-		t.Fatalf("Configure error %v does not unwrap to sdk.ConfigErrors", err)
+		t.Fatalf("Configure error %v does not unwrap to ConfigErrors", err)
 	}
-	want := sdk.ConfigErrors{{Key: "bad", Message: "is bad"}, {Key: "worse", Message: "also"}}
+	want := ConfigErrors{{Key: "bad", Message: "is bad"}, {Key: "worse", Message: "also"}}
 	if !reflect.DeepEqual(errs, want) {
 		t.Errorf("ConfigErrors = %v, want %v", errs, want)
 	}

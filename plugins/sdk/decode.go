@@ -8,7 +8,7 @@ import (
 	"slices"
 	"unsafe"
 
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // minEventLen is the smallest encoded event: its record tag, timestamp,
@@ -22,7 +22,7 @@ const minEventLen = 1 + 8 + 4 + 2
 const maxInterned = 4096
 
 // decoder turns the event encoding (proto.Batch's events, see
-// plugins/proto/README.md) into Events, reusing its memory from batch to
+// plugins/internal/wire/README.md) into Events, reusing its memory from batch to
 // batch. Once warm, decoding a batch allocates nothing:
 //
 //   - string values point into the batch's bytes, which the caller hands
@@ -54,7 +54,7 @@ type decoder struct {
 
 // schema is one schema a batch defined.
 type schema struct {
-	id     uint32
+	id     ID
 	name   string
 	fields []Field
 	// prev holds the strings of the batch's last event of this schema,
@@ -99,14 +99,14 @@ func badError(p int) error {
 // decode decodes one batch. The result is valid until the next call; data
 // must not be modified afterwards, ever (see decoder).
 func (d *decoder) decode(data []byte) ([]Event, error) {
-	if len(data) < proto.HeaderLen {
-		return nil, fmt.Errorf("decode events: %d bytes, shorter than the %d-byte header", len(data), proto.HeaderLen)
+	if len(data) < wire.HeaderLen {
+		return nil, fmt.Errorf("decode events: %d bytes, shorter than the %d-byte header", len(data), wire.HeaderLen)
 	}
-	if data[0] != proto.Layout {
-		return nil, fmt.Errorf("decode events: event encoding layout %d, this SDK decodes layout %d: build the plugin against the host's flowtap plugins/sdk", data[0], proto.Layout)
+	if data[0] != wire.Layout {
+		return nil, fmt.Errorf("decode events: event encoding layout %d, this SDK decodes layout %d: build the plugin against the host's flowtap plugins/sdk", data[0], wire.Layout)
 	}
-	count := binary.LittleEndian.Uint32(data[1:proto.HeaderLen])
-	if uint64(count) > uint64(len(data)-proto.HeaderLen)/minEventLen {
+	count := binary.LittleEndian.Uint32(data[1:wire.HeaderLen])
+	if uint64(count) > uint64(len(data)-wire.HeaderLen)/minEventLen {
 		return nil, fmt.Errorf("decode events: header claims %d events, more than %d bytes can hold", count, len(data))
 	}
 	if cap(d.events) < int(count) {
@@ -131,7 +131,7 @@ func (d *decoder) decode(data []byte) ([]Event, error) {
 // decodeRecords decodes the records of a batch that claims count events,
 // appending to evs and to the fields and strs slabs.
 func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields []Field, strs []string) ([]Event, []Field, []string, error) {
-	p := proto.HeaderLen
+	p := wire.HeaderLen
 	for p < len(data) {
 		start := p
 		var tag uint64
@@ -296,6 +296,9 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	if p < 0 {
 		return p, badError(p)
 	}
+	if id > math.MaxUint16 {
+		return p, fmt.Errorf("event id %d: over 16 bits", id)
+	}
 	if n > uint64(len(data)-p)/2 { // a kind byte and a name length each
 		return p, fmt.Errorf("%d fields: %w", n, badError(badTruncated))
 	}
@@ -324,7 +327,7 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	clear(d.prevStrs[at:])
 	clear(d.prevLists[atList:])
 	d.schemas = append(d.schemas, schema{
-		id:       id,
+		id:       ID(id),
 		name:     d.intern(name),
 		fields:   d.schemaFields[first:len(d.schemaFields):len(d.schemaFields)],
 		prev:     d.prevStrs[at:len(d.prevStrs):len(d.prevStrs)],

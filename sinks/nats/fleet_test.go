@@ -84,7 +84,7 @@ func agentLog(t *testing.T) (*testutil.SyncBuffer, hclog.Logger) {
 // host name.
 type agent struct {
 	host    string
-	sup     *supervise.Sink
+	sup     *supervise.Delivery
 	offered int
 	done    chan struct{} // closed when every event was offered
 }
