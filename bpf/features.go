@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/hashicorp/go-hclog"
 )
@@ -144,8 +145,9 @@ func Features() []Feature {
 
 // HideHelpersEnv names the environment variable that makes the loader's
 // probes report helpers missing (comma-separated names as cilium/ebpf's
-// asm.BuiltinFunc prints them, e.g. FnGetCurrentTaskBtf), for tests of the
-// paths older kernels take on a newer one.
+// asm.BuiltinFunc prints them, e.g. FnGetCurrentTaskBtf, and
+// tcp_send_reset for the no-socket resets), for tests of the paths older
+// kernels take on a newer one.
 const HideHelpersEnv = "FLOWTAP_TEST_HIDE_HELPERS"
 
 // haveHelper is features.HaveProgramHelper, with HideHelpersEnv applied.
@@ -359,6 +361,8 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 		case st.Skipped:
 		case f.Name == FeatureMPTCP && mptcp != nil:
 			st.Reason = mptcp.Error()
+		case f.Name == FeatureNoSocketResets && noSocketResetsTraced() != nil:
+			st.Reason = noSocketResetsTraced().Error()
 		default:
 			if f.Name == FeatureCore {
 				// The sock_ops program writes the flows' moments
@@ -443,6 +447,38 @@ func mptcpHelperProbe() error {
 	default:
 		return fmt.Errorf("probe bpf_skc_to_mptcp_sock: %w", err)
 	}
+}
+
+// noSocketResetsTraced reports why tcp_send_reset does not fire for the
+// resets the kernel sends for packets no socket took: nil where it does.
+// It always fired for sockets' resets, and from Linux 6.10 (which gave the
+// tracepoint its reason argument) also without a socket; before that the
+// program loads and never sees a refused attempt.
+func noSocketResetsTraced() error {
+	if os.Getenv(HideHelpersEnv) != "" && slices.Contains(strings.Split(os.Getenv(HideHelpersEnv), ","), "tcp_send_reset") {
+		return errors.New("no-socket resets hidden by " + HideHelpersEnv)
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("read the kernel's BTF: %w", err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_tcp_send_reset", &td); err != nil {
+		return fmt.Errorf("the kernel has no tcp_send_reset tracepoint: %w", err)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return errors.New("the kernel's tcp_send_reset tracepoint has an unknown shape")
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return errors.New("the kernel's tcp_send_reset tracepoint has an unknown shape")
+	}
+	// void *, sk, skb, reason: the reason came with the no-socket resets.
+	if len(proto.Params) < 4 {
+		return errors.New("this kernel traces the resets of sockets only: tcp_send_reset fires for packets no socket took from Linux 6.10")
+	}
+	return nil
 }
 
 func boolByte(b bool) uint8 {
