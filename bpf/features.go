@@ -56,8 +56,9 @@ const (
 
 // MinimumKernel is the oldest Linux release flowtap's core is known to
 // load and run on: the oldest kernel of the kernel matrix (make
-// test-kernels) on which the core passed.
-const MinimumKernel = "5.10"
+// test-kernels) on which the core passed. Debian 11's 5.10 fails with
+// KernelTooOldError (see coreRequirements); 5.15 to 6.0 are untested.
+const MinimumKernel = "6.1"
 
 // ErrFeatureUnavailable is wrapped by the errors of calls that need a
 // feature this capture does not have (see Capture.Features).
@@ -547,6 +548,9 @@ type kernelRequirement struct {
 
 // coreRequirements are what the core programs use, newest first.
 var coreRequirements = []kernelRequirement{
+	{"a cgroup pointer in struct sock_cgroup_data (Linux 5.15), which the sock_ops program reads a socket's cgroup from", func() error {
+		return kernelStructHas("sock_cgroup_data", "cgroup")
+	}},
 	{"bpf_skc_to_tcp_sock in sock_ops programs (Linux 5.9)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSkcToTcpSock)
 	}},
@@ -557,6 +561,26 @@ var coreRequirements = []kernelRequirement{
 	{"socket-local storage in cgroup_skb programs (Linux 5.2)", func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkStorageGet)
 	}},
+}
+
+// kernelStructHas reports, from the kernel's BTF, whether struct name
+// has a member called member: nil if it has, an error wrapping
+// ebpf.ErrNotSupported if it has not.
+func kernelStructHas(name, member string) error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("read the kernel's BTF: %w", err)
+	}
+	var st *btf.Struct
+	if err := spec.TypeByName(name, &st); err != nil {
+		return fmt.Errorf("struct %s: %w", name, err)
+	}
+	for _, m := range st.Members {
+		if m.Name == member {
+			return nil
+		}
+	}
+	return fmt.Errorf("struct %s has no %s: %w", name, member, ebpf.ErrNotSupported)
 }
 
 // missingKernelFeatures probes the core's requirements and lists those
