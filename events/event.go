@@ -353,6 +353,14 @@ type Flow struct {
 	// when empty, AppendFields renders Src and Dst itself.
 	SrcText string
 	DstText string
+	// FlowID identifies the local endpoint's flow: the same on its begin
+	// and end (and on a failed attempt's one event), different for every
+	// other endpoint and flow of the host (derive.Tracker assigns it).
+	FlowID string
+	// CommunityID is the connection's Community ID v1 (the same for both
+	// endpoints of a connection, and the string Zeek and Suricata give
+	// the same 5-tuple).
+	CommunityID string
 }
 
 // appendFlowFields appends the fields every flow event has, in the order of
@@ -366,6 +374,8 @@ func (f *Flow) appendFlowFields(dst []Field) []Field {
 		Field{"dst_port", Uint(uint64(f.DstPort))},
 		Field{"src_dns", Strings(f.SrcDNS)},
 		Field{"dst_dns", Strings(f.DstDNS)},
+		Field{"flow_id", String(f.FlowID)},
+		Field{"community_id", String(f.CommunityID)},
 	)
 }
 

@@ -163,7 +163,8 @@ func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, 
 
 // trackerConfig is the flow tracker's part of the capture settings.
 func trackerConfig(c configs.Capture) derive.Config {
-	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout}
+	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout,
+		CommunityIDSeed: c.CommunityIDSeed}
 }
 
 // newLogger builds flowtap's log from the config's log settings.

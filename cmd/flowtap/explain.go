@@ -150,7 +150,8 @@ func writeCapture(w io.Writer, c configs.Capture) {
 		}
 	}
 	fmt.Fprintf(w, "  dns.enabled:\t%s\n", dns)
-	fmt.Fprintf(w, "  dns.cache_size:\t%s\n\n", orDefault(c.DNS.CacheSize, dnscache.DefaultSize, c.DNS.CacheSize == 0))
+	fmt.Fprintf(w, "  dns.cache_size:\t%s\n", orDefault(c.DNS.CacheSize, dnscache.DefaultSize, c.DNS.CacheSize == 0))
+	fmt.Fprintf(w, "  community_id_seed:\t%d\n\n", c.CommunityIDSeed)
 }
 
 // emitted says whether any pipeline receives a base event itself.
