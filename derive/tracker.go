@@ -510,6 +510,7 @@ func mergeContext(ctx *events.Context, next events.Context) {
 	}
 	if next.PID != 0 {
 		ctx.PID, ctx.UID, ctx.Comm = next.PID, next.UID, next.Comm
+		ctx.PPID, ctx.ProcessStart, ctx.Exe = next.PPID, next.ProcessStart, next.Exe
 	}
 	if next.HostName != "" {
 		ctx.HostName = next.HostName

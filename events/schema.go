@@ -40,6 +40,11 @@ func (c *Catalogue) WriteSchema(w io.Writer) error {
 		f := ct.Field(i)
 		fmt.Fprintf(&b, "context %s %s\n", f.Name, f.Type)
 	}
+	wt := reflect.TypeFor[Workload]()
+	for i := range wt.NumField() {
+		f := wt.Field(i)
+		fmt.Fprintf(&b, "context Workload.%s %s\n", f.Name, f.Type)
+	}
 	for _, d := range c.defs {
 		fmt.Fprintf(&b, "event %d %s %s sets=%s", d.ID, d.Name, d.Version, strings.Join(d.Sets, ","))
 		if d.Internal {
