@@ -17,6 +17,7 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/filter"
+	"github.com/flowtap/flowtap/identity"
 	"github.com/flowtap/flowtap/replay"
 )
 
@@ -187,6 +188,16 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	var mu sync.Mutex
 	host, _ := os.Hostname()
 	r := newRouter(plan, sinks, host)
+	if capture != nil {
+		enricher, err := startIdentity(opts.Config.Capture.Workload, log.Named("identity"))
+		if err != nil {
+			log.Warn("workload identity is off", "error", err)
+		}
+		if enricher != nil {
+			r.enrich = enricher
+			defer enricher.stop()
+		}
+	}
 	var dns *dnsStage
 	if dnsOn {
 		// Whether a pipeline selects net_packet_dns can change on reload.
@@ -416,6 +427,9 @@ func names(cat *events.Catalogue, ids []events.ID) []string {
 type router struct {
 	routes []route
 	host   string
+	// enrich fills each event's workload and process fields; nil when
+	// workload identity is off.
+	enrich *runningIdentity
 	match  events.Event // the event being matched against a filter
 }
 
@@ -441,6 +455,9 @@ func newRouter(plan *Plan, sinks []*sink, host string) *router {
 
 func (r *router) route(ev events.Event) {
 	ev.Context.HostName = r.host
+	if r.enrich != nil {
+		r.enrich.Enrich(&ev.Context, ev.Timestamp)
+	}
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !rt.plan.Emits(ev.ID) && !(ev.ID == events.IDRecordsLost && rt.plan.NeedsKernel()) {
@@ -474,4 +491,38 @@ func (r *router) flush() {
 			}
 		}
 	}
+}
+
+// runningIdentity is the workload identity enricher and its resolver's
+// stop.
+type runningIdentity struct {
+	*identity.Enricher
+	cancel context.CancelFunc
+}
+
+// stop stops the resolver and closes the runtimes' connections.
+func (ri *runningIdentity) stop() {
+	ri.cancel()
+	ri.Close()
+}
+
+// startIdentity starts workload identity as capture.workload says: nil
+// when it is turned off. The cgroup ids the kernel reports are the
+// cgroup2 mount's, whichever subtree the capture watches.
+func startIdentity(cfg configs.Workload, log hclog.Logger) (*runningIdentity, error) {
+	if cfg.Enabled != nil && !*cfg.Enabled {
+		return nil, nil
+	}
+	root, err := bpf.FindCgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	rts, err := identity.Runtimes(identity.Sockets{Containerd: cfg.ContainerdSocket, Docker: cfg.DockerSocket, Podman: cfg.PodmanSocket})
+	if err != nil {
+		return nil, err
+	}
+	e := identity.New(identity.Options{CgroupRoot: root, Runtimes: rts, PodLabels: cfg.PodLabels, CacheSize: cfg.CacheSize, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Start(ctx)
+	return &runningIdentity{Enricher: e, cancel: cancel}, nil
 }
