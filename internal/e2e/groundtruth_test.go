@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/derive/communityid"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
 	"github.com/flowtap/flowtap/internal/workload"
@@ -53,6 +54,10 @@ const synTimeout = 2 * time.Second
 //     SYN with the RST). No process owns a closed port's answer, so its
 //     context is not checked, except that it must not be the client's.
 //     A timed-out attempt has no incoming side: its SYNs reach nobody.
+//   - flow identity: an endpoint's begin and end carry the same flow_id
+//     (incoming ones too), no other endpoint's events carry it, and each
+//     event carries its connection's community_id (Community ID v1, seed
+//     0, computed here independently of the agent's tracker).
 //   - no other flow events for those endpoints, no lost records, and
 //     flowtap exits 0 on SIGINT.
 //
@@ -445,7 +450,45 @@ func compare(want map[flowKey]expected, got []harness.Event, ours func(harness.E
 		}
 		checkEvent(d, cat, k, w, evs[0], rep)
 	}
+	checkJoins(d, byKey, want)
 	return d, checked
+}
+
+// checkJoins checks the flow identity of the workload's events: each
+// endpoint's begin and end carry one flow_id, which no other endpoint's
+// events carry (incoming ones included), and every event of a connection
+// carries its Community ID. Tuples the workload used more than once are
+// left out: which begin an end joins is then not known from the tuple.
+func checkJoins(d *diff, byKey map[flowKey][]harness.Event, want map[flowKey]expected) {
+	owner := map[string]flowKey{} // flow_id -> the endpoint it names
+	for k, evs := range byKey {
+		w, ok := want[k]
+		if !ok || w.n != 1 || len(evs) != 1 {
+			continue
+		}
+		ev := evs[0]
+		cat := fmt.Sprintf("%s %s %s", k.event, k.dir, w.kind)
+		if wantCID := (communityid.Hasher{}).TCP(k.src.Addr(), k.dst.Addr(), k.src.Port(), k.dst.Port()); ev.Fields.CommunityID != wantCID {
+			d.add(cat+": community_id", fmt.Sprintf("%s got %q want %q", k, ev.Fields.CommunityID, wantCID))
+		}
+		id := ev.Fields.FlowID
+		if id == "" {
+			d.add(cat+": flow_id missing", k.String())
+			continue
+		}
+		endpoint := flowKey{dir: k.dir, src: k.src, dst: k.dst}
+		if prev, seen := owner[id]; seen && prev != endpoint {
+			d.add(cat+": flow_id shared by two endpoints", fmt.Sprintf("%s %s and %s %s: %s", prev.dir, prev, k.dir, k, id))
+		}
+		owner[id] = endpoint
+		if k.event != evBegin {
+			continue
+		}
+		end := byKey[flowKey{evEnd, k.dir, k.src, k.dst}]
+		if len(end) == 1 && end[0].Fields.FlowID != id {
+			d.add(cat+": begin and end carry different flow_ids", fmt.Sprintf("%s begin %s end %s", k, id, end[0].Fields.FlowID))
+		}
+	}
 }
 
 // checkEvent compares one event's fields with what it must say.

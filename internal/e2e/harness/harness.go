@@ -113,6 +113,8 @@ type Fields struct {
 	PacketsReceived uint64   `json:"packets_received"`
 	CloseReason     string   `json:"close_reason"`
 	Reason          string   `json:"reason"`
+	FlowID          string   `json:"flow_id"`
+	CommunityID     string   `json:"community_id"`
 	Lost            uint64   `json:"lost"`
 	LostTotal       uint64   `json:"lost_total"`
 	// net_packet_dns
