@@ -256,7 +256,7 @@ func Open(opts Options) (_ *Capture, err error) {
 		{FeatureExistingOwners, c.objs.FlowtapOwners},
 		{FeatureMPTCP, c.objs.FlowtapSubflows},
 	} {
-		if !l.has(w.feature) {
+		if !l.has(w.feature) || w.prog == nil {
 			continue
 		}
 		if err := runIter(w.prog); err != nil {

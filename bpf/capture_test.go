@@ -551,12 +551,25 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, packet
 			t.Errorf("program %d is not attached to %s (attached: %v)", id, cgroupPath, att)
 		}
 	}
-	// Without packet flows: connect4/6 and sock_ops at the cgroup; the
-	// reset program and the iterators. Packet flows add ingress, egress
-	// and the state program.
-	cgroup, other, otherLinks := 3, 5, 1
-	if packetFlows {
-		cgroup, other, otherLinks = 5, 6, 2
+	// What the plan attaches (bpf.PlannedPrograms; every feature is
+	// available on the kernels the tests run on): the cgroup programs,
+	// each with its link; the tracing programs (tp_btf, each with its
+	// link) and the iterators (run, no link).
+	planned, err := bpf.PlannedPrograms(bpf.Options{PacketFlows: packetFlows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cgroup, other, otherLinks int
+	for _, p := range planned {
+		switch {
+		case strings.HasPrefix(p.Section, "tp_btf/"):
+			other++
+			otherLinks++
+		case strings.HasPrefix(p.Section, "iter/"):
+			other++
+		default:
+			cgroup++
+		}
 	}
 	if len(ids.Programs) != cgroup || len(ids.Links) != cgroup {
 		t.Errorf("capture holds %d cgroup programs and %d links, want %d and %d", len(ids.Programs), len(ids.Links), cgroup, cgroup)
@@ -1214,6 +1227,22 @@ func TestAttachNoOps(t *testing.T) {
 	}
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	// TCX on lo, the candidate per-packet hook: two more links, no
+	// cgroup program.
+	switch n, err = bpf.AttachNoOps(testCgroupPath, "tcx"); {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		t.Logf("no TCX on this kernel (Linux 6.6): %v", err)
+	case err != nil:
+		t.Fatalf("AttachNoOps(tcx): %v", err)
+	default:
+		if got := len(attachedPrograms(t, testCgroupPath)) - len(before); got != 0 {
+			t.Errorf("%d programs more at the cgroup's hooks with tcx, want 0", got)
+		}
+		loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // packets still pass
+		if err := n.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
 	}
 	if _, err := bpf.AttachNoOps(testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
 		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)

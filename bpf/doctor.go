@@ -106,14 +106,21 @@ func Probe() (*Report, error) {
 		return r, nil
 	}
 	defer pl.close()
+	// A feature counts as available when every variant of it loaded.
 	for _, f := range l.features {
-		switch f.Name {
-		case FeaturePacketFlows, FeatureExistingCloses:
-			f = *pl.feature(f.Name)
-			if core := pl.feature(FeatureCore); f.Available && !core.Available {
-				f.Available, f.Program, f.Err = false, core.Program, core.Err
-				f.Reason = "the core with packet flows: " + core.Reason
+		p := *pl.feature(f.Name)
+		if f.Name == FeaturePacketFlows {
+			// Packet flows need the core in its packet variant.
+			if core := pl.feature(FeatureCore); p.Available && !core.Available {
+				p.Available, p.Program, p.Err, p.Reason = false, core.Program, core.Err, core.Reason
 			}
+		}
+		switch {
+		case f.Skipped && (p.Available || !p.Skipped):
+			f = p
+		case (f.Available || f.Skipped) && !p.Available && !p.Skipped:
+			f = p
+			f.Reason = "with packet flows: " + f.Reason
 		}
 		r.Features = append(r.Features, f)
 	}

@@ -157,6 +157,9 @@ type loadOptions struct {
 	// packetFlows loads the packet programs that record flow packets
 	// (and the state program that goes with them).
 	packetFlows bool
+	// sockopsOwner: the sock_ops program may read the current task, so
+	// it records the caller of connect() and listen() itself (probed).
+	sockopsOwner bool
 	// broken are programs made to fail (BreakProgramsEnv).
 	broken map[string]bool
 }
@@ -171,8 +174,31 @@ func (o loadOptions) skip(name string, packetFlows bool) string {
 		return "not selected (net_packet_flow_base is not selected by name): flows come from the sock_ops program"
 	case name == FeatureExistingCloses && !packetFlows:
 		return "not needed: without packet flows, sockets from before start begin no flow"
+	case name == FeatureMPTCP && !packetFlows:
+		return "not used without packet flows: further MPTCP subflows a kernel worker opens have no owner"
 	}
 	return ""
+}
+
+// programs are the programs of feature f these options load. Flows from
+// sock_ops need no cgroup connect program when the sock_ops program can
+// read the caller of connect() itself, and no socket-local storage for
+// the owners of sockets from before start: their listeners' owners are
+// enough (listen_owners, filled by flowtap_files).
+func (o loadOptions) programs(f Feature, packetFlows bool) []string {
+	if packetFlows {
+		return f.Programs
+	}
+	var out []string
+	for _, p := range f.Programs {
+		switch {
+		case p == flowtapProgFlowtapOwners:
+		case o.sockopsOwner && (p == flowtapProgFlowtapConnect4 || p == flowtapProgFlowtapConnect6):
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // PlannedPrograms lists the programs Open loads and attaches (or runs, for
@@ -183,13 +209,13 @@ func PlannedPrograms(opts Options) ([]ProgramInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo := loadOptions{dns: opts.DNS, packetFlows: opts.PacketFlows}
+	lo := loadOptions{dns: opts.DNS, packetFlows: opts.PacketFlows, sockopsOwner: true}
 	var out []ProgramInfo
 	for _, f := range featureTable {
 		if lo.skip(f.Name, opts.PacketFlows) != "" {
 			continue
 		}
-		for _, name := range f.Programs {
+		for _, name := range lo.programs(f, opts.PacketFlows) {
 			for _, p := range all {
 				if p.Name == name {
 					out = append(out, p)
@@ -279,6 +305,10 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 	if err := setConst(spec, flowtapVarMptcpEnabled, boolByte(mptcp == nil)); err != nil {
 		return nil, err
 	}
+	opts.sockopsOwner = features.HaveProgramHelper(ebpf.SockOps, asm.FnGetCurrentTaskBtf) == nil
+	if err := setConst(spec, flowtapVarSockopsOwner, boolByte(opts.sockopsOwner)); err != nil {
+		return nil, err
+	}
 
 	mapsOnly := spec.Copy()
 	mapsOnly.Programs = nil
@@ -317,7 +347,7 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 					return nil, err
 				}
 			}
-			st.Program, st.Err = l.loadPrograms(spec, f, replace, opts.broken)
+			st.Program, st.Err = l.loadPrograms(spec, f, opts.programs(f, l.has(FeaturePacketFlows)), replace, opts.broken)
 			st.Available = st.Err == nil
 			if st.Err != nil {
 				st.Reason = reasonOf(st.Err)
@@ -328,12 +358,12 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 	return l, nil
 }
 
-// loadPrograms loads the programs of feature f that are not loaded yet,
+// loadPrograms loads the named programs of feature f that are not loaded yet,
 // with the spec's constants as they are now. When one fails, it unloads
 // those it loaded and returns the failing program's name and the error.
-func (l *loaded) loadPrograms(spec *ebpf.CollectionSpec, f Feature, replace map[string]*ebpf.Map, broken map[string]bool) (string, error) {
+func (l *loaded) loadPrograms(spec *ebpf.CollectionSpec, f Feature, names []string, replace map[string]*ebpf.Map, broken map[string]bool) (string, error) {
 	var done []**ebpf.Program
-	for _, name := range f.Programs {
+	for _, name := range names {
 		slot, err := l.objs.programSlot(name)
 		if err != nil {
 			return name, err

@@ -170,7 +170,7 @@ func TestSnapshotFeatureLost(t *testing.T) {
 // capability hint.
 func TestCoreProgramRefused(t *testing.T) {
 	privtest.Require(t)
-	for _, prog := range []string{"flowtap_sockops", "flowtap_connect4"} {
+	for _, prog := range []string{"flowtap_sockops"} {
 		t.Run(prog, func(t *testing.T) {
 			t.Setenv(bpf.BreakProgramsEnv, prog)
 			c, err := bpf.Open(scoped(bpf.Options{}))

@@ -416,6 +416,31 @@ func wantOwner(t *testing.T, what string, ev events.Event, pid, uid uint32, comm
 	}
 }
 
+// wantSocketOwner checks the owner a socket record (closed, snapshot)
+// stands for. With packet flows the record carries it. Flows from
+// sock_ops keep no per-socket state, so their socket records carry none:
+// the owner is on the first record the socket sent, its SYN (or SYN-ACK,
+// accepted), which the tracker keeps it from; evs are the records so far.
+func wantSocketOwner(t *testing.T, packetFlows bool, what string, evs []events.Event, ev events.Event, pid, uid uint32, comm string) {
+	t.Helper()
+	if packetFlows {
+		wantOwner(t, what, ev, pid, uid, comm)
+		return
+	}
+	s := ev.Payload.(*events.TCPSocketBase)
+	if ev.Context.PID != 0 {
+		t.Errorf("%s: owner pid %d on a socket record of flows from sock_ops, which keep none", what, ev.Context.PID)
+	}
+	for _, e := range evs {
+		p, ok := e.Payload.(*events.PacketFlowBase)
+		if ok && p.Direction == events.Egress && p.Flags.Has(events.FlagSYN) && p.SrcPort == s.LocalPort && p.DstPort == s.RemotePort {
+			wantOwner(t, what+" (its first record)", e, pid, uid, comm)
+			return
+		}
+	}
+	t.Errorf("%s: no SYN or SYN-ACK record of socket %d -> %d", what, s.LocalPort, s.RemotePort)
+}
+
 // tcpPair is one established loopback connection.
 type tcpPair struct {
 	client, server             *net.TCPConn
@@ -561,6 +586,7 @@ func TestSnapshot(t *testing.T) { forModes(t, snapshot) }
 
 func snapshot(t *testing.T, mode func(bpf.Options) bpf.Options) {
 	privtest.Require(t)
+	packetFlows := mode(bpf.Options{}).PacketFlows
 	r := startCapture(t, mode(bpf.Options{}))
 	ln, err := listenTCP("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -614,7 +640,7 @@ func snapshot(t *testing.T, mode func(bpf.Options) bpf.Options) {
 		if s.Local != netip.MustParseAddr("127.0.0.1") || s.Remote != netip.MustParseAddr("127.0.0.1") {
 			t.Errorf("%s snapshot addresses %v -> %v", x.who, s.Local, s.Remote)
 		}
-		wantOwner(t, x.who+" snapshot", x.ev, uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
+		wantSocketOwner(t, packetFlows, x.who+" snapshot", r.col.snapshot(), x.ev, uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
 	}
 	// The listener has no counters, so no snapshot.
 	for _, ev := range r.col.snapshot() {
@@ -645,6 +671,7 @@ func TestCloseRecords(t *testing.T) { forModes(t, closeRecords) }
 
 func closeRecords(t *testing.T, mode func(bpf.Options) bpf.Options) {
 	privtest.Require(t)
+	packetFlows := mode(bpf.Options{}).PacketFlows
 	r := startCapture(t, mode(bpf.Options{}))
 	type pattern struct {
 		name string
@@ -723,7 +750,7 @@ func closeRecords(t *testing.T, mode func(bpf.Options) bpf.Options) {
 					if s.Counters.BytesSent == 0 || s.Counters.BytesReceived == 0 {
 						t.Errorf("%s closed record without counters: %+v", x.who, s.Counters)
 					}
-					wantOwner(t, x.who+" closed record", ev, uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
+					wantSocketOwner(t, packetFlows, x.who+" closed record", evs, ev, uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
 					wantLoopback := netip.MustParseAddr("127.0.0.1")
 					if network.network == "tcp6" {
 						wantLoopback = netip.IPv6Loopback()
@@ -786,7 +813,7 @@ func closeRecords(t *testing.T, mode func(bpf.Options) bpf.Options) {
 		if s.Counters.PacketsSent == 0 || s.Counters.BytesSent != 0 {
 			t.Errorf("refused socket counters %+v, want packets sent > 0 and no payload", s.Counters)
 		}
-		wantOwner(t, "refused socket", recs[0], uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
+		wantSocketOwner(t, packetFlows, "refused socket", evs, recs[0], uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t))
 	})
 	// The tp_btf copies cover for each other: on a busy host each is
 	// sometimes skipped (the exact counts above prove none of ours was
@@ -841,8 +868,8 @@ func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 			t.Fatal("no egress SYN from the child")
 		}
 		wantOwner(t, "child's SYN", syn, h.pid(), nobody, helperComm)
-		wantOwner(t, "child's closed record", socketRecs(evs, events.SocketClosed, cp, sp)[0], h.pid(), nobody, helperComm)
-		wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
+		wantSocketOwner(t, packetFlows, "child's closed record", evs, socketRecs(evs, events.SocketClosed, cp, sp)[0], h.pid(), nobody, helperComm)
+		wantSocketOwner(t, packetFlows, "accepted socket's closed record", evs, socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
 	})
 
 	for _, tc := range []struct {
@@ -888,8 +915,8 @@ func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 				t.Fatal("no egress FIN from the child")
 			}
 			wantOwner(t, "child's FIN", fin, h.pid(), nobody, helperComm)
-			wantOwner(t, "child's closed record", socketRecs(evs, events.SocketClosed, cp, sp)[0], h.pid(), nobody, helperComm)
-			wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
+			wantSocketOwner(t, packetFlows, "child's closed record", evs, socketRecs(evs, events.SocketClosed, cp, sp)[0], h.pid(), nobody, helperComm)
+			wantSocketOwner(t, packetFlows, "accepted socket's closed record", evs, socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
 		})
 	}
 
@@ -942,8 +969,8 @@ func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 				}
 				wantOwner(t, w.what, ev, h.pid(), nobody, helperComm)
 			}
-			wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], h.pid(), nobody, helperComm)
-			wantOwner(t, "client's closed record", socketRecs(evs, events.SocketClosed, cp, sp)[0], self, selfUID, comm)
+			wantSocketOwner(t, packetFlows, "accepted socket's closed record", evs, socketRecs(evs, events.SocketClosed, sp, cp)[0], h.pid(), nobody, helperComm)
+			wantSocketOwner(t, packetFlows, "client's closed record", evs, socketRecs(evs, events.SocketClosed, cp, sp)[0], self, selfUID, comm)
 		})
 	}
 
@@ -984,7 +1011,7 @@ func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 				t.Fatalf("no record %v", want)
 			}
 			wantOwner(t, "listener's first record", ev, h.pid(), 0, helperComm)
-			wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], h.pid(), 0, helperComm)
+			wantSocketOwner(t, packetFlows, "accepted socket's closed record", evs, socketRecs(evs, events.SocketClosed, sp, cp)[0], h.pid(), 0, helperComm)
 		})
 	}
 
@@ -1026,7 +1053,7 @@ func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 		t.Logf("listener fd cookie %d, SYN-ACK cookie %d; accepted fd cookie %d, its closed record's cookie %d (the listener's differ when it is MPTCP: the fd is the MPTCP socket, the records carry its TCP subflow listener's); records:%s",
 			fdCookie, synack.Context.SocketCookie, acceptedCookie, closed.Context.SocketCookie, dump(portEvents(evs, [2]uint16{cp, sp})))
 		wantOwner(t, "SYN-ACK", synack, self, selfUID, comm)
-		wantOwner(t, "accepted socket's closed record", socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
+		wantSocketOwner(t, packetFlows, "accepted socket's closed record", evs, socketRecs(evs, events.SocketClosed, sp, cp)[0], self, selfUID, comm)
 	})
 }
 

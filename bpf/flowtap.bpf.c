@@ -65,9 +65,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // TCP states (include/net/tcp_states.h).
 #define FLOW_TCP_SYN_SENT 2
 #define FLOW_TCP_FIN_WAIT1 4
+#define FLOW_TCP_FIN_WAIT2 5
 #define FLOW_TCP_CLOSE 7
 #define FLOW_TCP_LAST_ACK 9
 #define FLOW_TCP_LISTEN 10
+#define FLOW_TCP_CLOSING 11
 
 // Sockets the start-up walk can record owners for (start_owners).
 #define START_OWNERS_MAX (1 << 18)
@@ -170,6 +172,7 @@ struct inet_connection_sock {
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
 	_Bool is_mptcp;
+	__u8 bpf_sock_ops_cb_flags;
 	__u32 segs_in;
 	__u32 segs_out;
 	__u32 rcv_nxt;
@@ -1009,19 +1012,45 @@ int flowtap_dns_egress(struct __sk_buff *skb)
 	return dns_packet(skb, FLOW_DIR_EGRESS);
 }
 
-// submit_socket writes a closed or snapshot record for a counted socket
-// tp whose state is st. All reads are direct loads through the socket's
-// BTF pointer.
-static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, struct sock_state *st,
-					  const struct tcp_counters *k, __u8 type, __u8 state)
+// sock_family returns a socket's address family, AF_INET or AF_INET6, or
+// 0 for any other.
+static __always_inline __u16 sock_family(struct tcp_sock *tp)
+{
+	__u16 family = tp->inet_conn.icsk_inet.sk.__sk_common.skc_family;
+
+	return family == FLOW_AF_INET || family == FLOW_AF_INET6 ? family : 0;
+}
+
+// fill_socket fills rec's addresses, ports and family from a socket of
+// that family: local in saddr/sport, remote in daddr/dport. All reads are
+// direct loads through the socket's BTF pointer.
+static __always_inline void fill_socket(struct flow_record *rec, struct tcp_sock *tp, __u16 family)
 {
 	struct inet_sock *inet = &tp->inet_conn.icsk_inet;
 	struct sock_common *skc = &inet->sk.__sk_common;
+
+	if (family == FLOW_AF_INET) {
+		*(__be32 *)rec->saddr = skc->skc_rcv_saddr;
+		*(__be32 *)rec->daddr = skc->skc_daddr;
+	} else {
+		__builtin_memcpy(rec->saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(rec->daddr, &skc->skc_v6_daddr, 16);
+	}
+	rec->sport = bpf_ntohs(inet->inet_sport);
+	rec->dport = bpf_ntohs(skc->skc_dport);
+	rec->family = family;
+}
+
+// submit_socket writes a closed or snapshot record for a counted socket
+// tp whose state is st.
+static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, struct sock_state *st,
+					  const struct tcp_counters *k, __u8 type, __u8 state)
+{
 	struct flow_record *rec;
 	__u16 family;
 
-	family = skc->skc_family;
-	if (family != FLOW_AF_INET && family != FLOW_AF_INET6)
+	family = sock_family(tp);
+	if (!family)
 		return;
 	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
 	if (!rec) {
@@ -1033,16 +1062,7 @@ static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, str
 	rec->cookie = cookie;
 	copy_counters(rec, &st->mark, k);
 	copy_owner(rec, &st->owner);
-	if (family == FLOW_AF_INET) {
-		*(__be32 *)rec->saddr = skc->skc_rcv_saddr;
-		*(__be32 *)rec->daddr = skc->skc_daddr;
-	} else {
-		__builtin_memcpy(rec->saddr, &skc->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(rec->daddr, &skc->skc_v6_daddr, 16);
-	}
-	rec->sport = bpf_ntohs(inet->inet_sport);
-	rec->dport = bpf_ntohs(skc->skc_dport);
-	rec->family = family;
+	fill_socket(rec, tp, family);
 	rec->type = type;
 	rec->state = state;
 	submit_record(rec);
@@ -1249,11 +1269,45 @@ static __always_inline unsigned long sock_flags(struct sock *sk)
 	return sk->sk_flags;
 }
 
+// sockops_owner is set by the loader when sock_ops programs may read the
+// current task (bpf_get_current_task_btf): connect() and listen() then
+// record their caller from the sock_ops program itself, and the cgroup
+// connect programs are not needed for flows.
+volatile const __u8 sockops_owner = 0;
+
+// current_owner fills o with the current task: the caller of connect()
+// or listen().
+static __always_inline void current_owner(struct sock_owner *o)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = task->tgid;
+	o->uid = task->cred->uid.val;
+	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
+	o->start_ns = task->group_leader->start_boottime;
+	o->ppid = task->real_parent->tgid;
+}
+
+// sock_cgroup returns the cgroup v2 id of a full socket.
+static __always_inline __u64 sock_cgroup(struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
+}
+
+// listen_key_of fills the key of tp's network namespace and local port.
+static __always_inline void listen_key_of(struct tcp_sock *tp, struct listen_key *lk)
+{
+	lk->net = (__u64)tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net;
+	lk->port = tp->inet_conn.icsk_inet.sk.__sk_common.skc_num;
+}
+
 // submit_moment writes a packet record for a moment of a connection that
 // sock_ops saw: src/dst as the packet would carry them (outgoing: local to
-// remote; incoming: remote to local), the socket's state and mark, if it
-// has them.
-static __always_inline void submit_moment(struct bpf_sock_ops *skops, struct sock_state *st, __u8 direction, __u8 flags)
+// remote; incoming: remote to local), the socket's state, and its owner
+// and cgroup where known (the tracker keeps an endpoint's context from
+// its first record that has it).
+static __always_inline void submit_moment(struct bpf_sock_ops *skops, const struct sock_owner *o, __u64 cgroup_id,
+					  __u8 direction, __u8 flags)
 {
 	struct flow_record *rec;
 	__u32 lport, rport;
@@ -1308,17 +1362,15 @@ static __always_inline void submit_moment(struct bpf_sock_ops *skops, struct soc
 	rec->direction = direction;
 	rec->tcp_flags = flags;
 	rec->state = skops->state;
-	if (st) {
-		rec->cgroup_id = st->mark.cgroup_id;
-		copy_owner(rec, &st->owner);
-	}
+	rec->cgroup_id = cgroup_id;
+	copy_owner(rec, o);
 	submit_record(rec);
 }
 
-// follow marks a full socket that connects or was accepted as counted and
-// followed (its close comes from the state callback), with its cgroup, and
-// returns its state.
-static __always_inline struct sock_state *follow(struct bpf_sock *sk, int connecting)
+// follow marks a full socket that was accepted (packet flows) as counted
+// and followed (its close comes from the state callback), with its
+// cgroup, and returns its state.
+static __always_inline struct sock_state *follow(struct bpf_sock *sk)
 {
 	struct sock_state *st;
 	struct tcp_sock *tp;
@@ -1326,46 +1378,154 @@ static __always_inline struct sock_state *follow(struct bpf_sock *sk, int connec
 	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return NULL;
-	if (connecting || !st->mark.counted) {
-		// A new connection of this socket (or a child that inherited
-		// nothing of its listener's, whose mark is never set): no mark
-		// from before.
+	if (!st->mark.counted) {
+		// A child inherits nothing of its listener's mark (never
+		// set): no mark from before.
 		__builtin_memset(&st->mark, 0, sizeof(st->mark));
 		st->mark.counted = 1;
 	}
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (tp && !st->mark.cgroup_id)
-		st->mark.cgroup_id = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
-	if (tp && !connecting && !st->owner.pid) {
+		st->mark.cgroup_id = sock_cgroup(tp);
+	if (tp && !st->owner.pid) {
 		// The child of a listener from before start that the walk of
 		// TCP sockets did not reach (another network namespace).
 		struct listen_key lk = {};
 		struct sock_owner *o;
 
-		lk.net = (__u64)tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net;
-		lk.port = tp->inet_conn.icsk_inet.sk.__sk_common.skc_num;
+		listen_key_of(tp, &lk);
 		o = bpf_map_lookup_elem(&listen_owners, &lk);
 		if (o)
 			st->owner = *o;
 	}
 	st->mark.followed = 1;
-	if (connecting)
-		st->mark.syn_out = 1;
 	return st;
 }
 
-// flowtap_sockops records the owner of a listening socket of the cgroup,
-// makes the kernel report every state change of its TCP sockets
-// (BPF_SOCK_OPS_STATE_CB) from the moment they connect or are accepted, and
-// writes the closed record when one enters TCP_CLOSE. With socket_flows it
-// also writes the connection's moments as packet records (submit_moment).
-// Unlike the tracing program, cgroup programs are never skipped, so for
-// these sockets the closed record is certain; the tp_btf program remains
-// for sockets that existed before flowtap started. Whichever runs first
-// writes the record (sock_mark.closed); sock_ops runs first.
+// The sock_ops callback flag that marks a socket that connected (it sent
+// the SYN, which its bytes_acked counts): BPF_SOCK_OPS_RTO_CB_FLAG, which
+// costs a callback only on a retransmission timeout and leaves flowtap's
+// socket-local storage out of the flows from sock_ops altogether.
+#define FLOW_CONNECTOR_FLAG BPF_SOCK_OPS_RTO_CB_FLAG
+
+// socket_connect handles connect() sending the SYN, with flows from
+// sock_ops: the SYN record, with the caller as owner.
+static __always_inline void socket_connect(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct sock_owner o = {};
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	if (sockops_owner) {
+		current_owner(&o);
+	} else {
+		// The cgroup connect programs recorded it.
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		if (st)
+			o = st->owner;
+	}
+	submit_moment(skops, &o, sock_cgroup(tp), FLOW_DIR_EGRESS, TCP_FLAG_SYN);
+}
+
+// socket_accepted handles a connection a listener accepted, with flows
+// from sock_ops: the SYN-ACK record, with the listener's owner (from
+// listen_owners: no socket-local storage, so none to clone to children).
+static __always_inline void socket_accepted(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct listen_key lk = {};
+	struct sock_owner *o;
+	struct tcp_sock *tp;
+
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	listen_key_of(tp, &lk);
+	o = bpf_map_lookup_elem(&listen_owners, &lk);
+	submit_moment(skops, o, sock_cgroup(tp), FLOW_DIR_EGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
+}
+
+// payload_only takes the SYN and FINs out of a followed socket's
+// bytes_acked (sent) and bytes_received (recv), which count sequence
+// numbers, from the socket alone (flows from sock_ops keep no mark): the
+// SYN it sent is in bytes_acked once answered (it connected:
+// FLOW_CONNECTOR_FLAG in its callback flags); the FIN it sent is in
+// bytes_acked once acknowledged (state is one after sending a FIN, and
+// everything up to write_seq, the FIN's end, is acknowledged); the FIN it
+// received is in bytes_received (SOCK_DONE: tcp_fin runs for a FIN
+// received in order).
+static __always_inline void payload_only(struct tcp_sock *tp, __u32 cb_flags, __u32 state, __u32 snd_una,
+					 __u64 *sent, __u64 *recv)
+{
+	if ((cb_flags & FLOW_CONNECTOR_FLAG) && *sent)
+		(*sent)--;
+	if ((state == FLOW_TCP_FIN_WAIT1 || state == FLOW_TCP_FIN_WAIT2 || state == FLOW_TCP_CLOSING ||
+	     state == FLOW_TCP_LAST_ACK) &&
+	    snd_una == tp->write_seq && *sent)
+		(*sent)--;
+	if ((sock_flags(&tp->inet_conn.icsk_inet.sk) & (1 << FLOW_SOCK_DONE)) && *recv)
+		(*recv)--;
+}
+
+// socket_closed writes the closed record of a socket followed with flows
+// from sock_ops, from its counters alone (payload_only).
+static __always_inline void socket_closed(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u32 oldstate)
+{
+	struct flow_record *rec;
+	struct tcp_sock *tp;
+	__u64 sent, recv;
+	__u16 family;
+
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || !(family = sock_family(tp)))
+		return;
+	// A connect() the peer answered with a reset: the reset it got.
+	if (oldstate == FLOW_TCP_SYN_SENT && tp->inet_conn.icsk_inet.sk.sk_err == FLOW_ECONNREFUSED)
+		submit_moment(skops, NULL, 0, FLOW_DIR_INGRESS, TCP_FLAG_RST | TCP_FLAG_ACK);
+	// The state callback runs in tcp_set_state, before the socket is torn
+	// down: the ACK that moved it here has been processed.
+	sent = skops->bytes_acked;
+	recv = skops->bytes_received;
+	payload_only(tp, skops->bpf_sock_ops_cb_flags, oldstate, skops->snd_una, &sent, &recv);
+	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
+	if (!rec) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->ts_ns = bpf_ktime_get_boot_ns();
+	rec->cookie = bpf_get_socket_cookie(skops);
+	rec->bytes_sent = sent;
+	rec->bytes_received = recv;
+	rec->packets_sent = skops->segs_out;
+	rec->packets_received = skops->segs_in;
+	rec->cgroup_id = sock_cgroup(tp);
+	fill_socket(rec, tp, family);
+	rec->type = FLOW_REC_CLOSED;
+	rec->state = oldstate;
+	submit_record(rec);
+}
+
+// flowtap_sockops follows the cgroup's TCP sockets from connect() or
+// accept() (it asks the kernel for their state changes,
+// BPF_SOCK_OPS_STATE_CB) to close, and records the owner of a listening
+// socket. With socket_flows it writes the connection's moments as packet
+// records and the close from the socket's counters, and uses no
+// socket-local storage (an allocation per socket, and one more for every
+// child cloned from a listener that has it, was the largest part of what
+// the BPF side cost a short connection). With packet flows it marks the
+// sockets it follows in their storage and writes their closed records,
+// while the packet programs write the moments. Unlike the tracing
+// program, cgroup programs are never skipped, so for these sockets the
+// closed record is certain; the tp_btf program remains for sockets that
+// existed before flowtap started. Whichever runs first writes the record
+// (sock_mark.closed); sock_ops runs first.
 SEC("sockops")
 int flowtap_sockops(struct bpf_sock_ops *skops)
 {
+	struct sock_owner o = {};
 	struct sock_state *st;
 	struct bpf_sock *sk;
 	struct tcp_counters k;
@@ -1376,51 +1536,56 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		// connect() is sending the SYN.
 		sk = skops->sk;
-		if (sk) {
-			if (socket_flows) {
-				st = follow(sk, 1);
-				submit_moment(skops, st, FLOW_DIR_EGRESS, TCP_FLAG_SYN);
-			} else {
-				// A new connection of this socket: drop the mark
-				// of an earlier one (the tp_btf program does too,
-				// on SYN_SENT); the SYN's packet record sets it.
-				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-				if (st)
-					__builtin_memset(&st->mark, 0, sizeof(st->mark));
-			}
+		if (!sk)
+			return 1;
+		if (socket_flows) {
+			socket_connect(skops, sk);
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG | FLOW_CONNECTOR_FLAG);
+			return 1;
 		}
+		// A new connection of this socket: drop the mark of an earlier
+		// one (the tp_btf program does too, on SYN_SENT); the SYN's
+		// packet record sets it.
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		if (st)
+			__builtin_memset(&st->mark, 0, sizeof(st->mark));
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_RWND_INIT:
 		// A listener got a SYN and made a request socket for it (not
 		// a full socket; a connecting socket comes here too, full).
 		if (socket_flows && !skops->is_fullsock)
-			submit_moment(skops, NULL, FLOW_DIR_INGRESS, TCP_FLAG_SYN);
+			submit_moment(skops, NULL, 0, FLOW_DIR_INGRESS, TCP_FLAG_SYN);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		// An accepted socket may close without a flow-relevant packet
-		// of its own passing the cgroup_skb programs before (an abort
-		// sends its RST after the state change): mark it now, with the
-		// cgroup it inherited from its listener. Its state was cloned
-		// from the listener's (the owner), or is created here.
 		sk = skops->sk;
 		if (sk) {
-			st = follow(sk, 0);
 			if (socket_flows)
-				submit_moment(skops, st, FLOW_DIR_EGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
+				socket_accepted(skops, sk);
+			else
+				// An accepted socket may close without a
+				// flow-relevant packet of its own passing the
+				// cgroup_skb programs before (an abort sends its
+				// RST after the state change): mark it now, with
+				// the cgroup it inherited from its listener. Its
+				// state was cloned from the listener's (the
+				// owner), or is created here.
+				follow(sk);
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		// The SYN-ACK came; from now on the closed record comes from
-		// here.
+		// The SYN-ACK came.
+		if (socket_flows) {
+			submit_moment(skops, NULL, 0, FLOW_DIR_INGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
+			return 1;
+		}
+		// From now on the closed record comes from here.
 		sk = skops->sk;
 		if (sk) {
 			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 			if (st && st->mark.counted)
 				st->mark.followed = 1;
-			if (socket_flows)
-				submit_moment(skops, st, FLOW_DIR_INGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -1428,8 +1593,36 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		// listen() runs in the caller (the tp_btf program records the
 		// same on LISTEN, but it can be skipped).
 		sk = skops->sk;
-		if (sk)
-			set_owner_current(sk);
+		if (!sk)
+			return 1;
+		if (socket_flows) {
+			// Its children find it here by network namespace and
+			// port.
+			struct listen_key lk = {};
+
+			tp = bpf_skc_to_tcp_sock(sk);
+			if (!tp)
+				return 1;
+			if (sockops_owner) {
+				current_owner(&o);
+			} else {
+				o.pid = bpf_get_current_pid_tgid() >> 32;
+				o.uid = (__u32)bpf_get_current_uid_gid();
+				bpf_get_current_comm(o.comm, sizeof(o.comm));
+				// The process start and parent, if the tp_btf
+				// program (which ran first, on LISTEN) recorded
+				// them.
+				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+				if (st && st->owner.pid == o.pid) {
+					o.start_ns = st->owner.start_ns;
+					o.ppid = st->owner.ppid;
+				}
+			}
+			listen_key_of(tp, &lk);
+			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
+			return 1;
+		}
+		set_owner_current(sk);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		break;
@@ -1438,27 +1631,15 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	}
 	oldstate = skops->args[0];
 	newstate = skops->args[1];
-	if (socket_flows && (newstate == FLOW_TCP_FIN_WAIT1 || newstate == FLOW_TCP_LAST_ACK)) {
-		// close() or shutdown() is sending the FIN: its sequence
-		// number is the socket's write_seq (tcp_send_fin follows the
-		// state change). The packet programs read it off the FIN where
-		// they see FINs.
-		sk = skops->sk;
-		if (!sk)
-			return 1;
-		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-		tp = bpf_skc_to_tcp_sock(sk);
-		if (st && tp && st->mark.counted) {
-			st->mark.fin_out_seq = tp->write_seq;
-			st->mark.fin_out = 1;
-		}
-		return 1;
-	}
 	if (newstate != FLOW_TCP_CLOSE || oldstate == FLOW_TCP_CLOSE)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
 		return 1;
+	if (socket_flows) {
+		socket_closed(skops, sk, oldstate);
+		return 1;
+	}
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || !st->mark.counted || st->mark.closed)
 		return 1;
@@ -1466,20 +1647,6 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	if (!tp)
 		return 1;
 	st->mark.closed = 1;
-	if (socket_flows) {
-		// The peer's FIN, received in order (tcp_fin), is in
-		// bytes_received, one past rcv_nxt - 1.
-		if (sock_flags(&tp->inet_conn.icsk_inet.sk) & (1 << FLOW_SOCK_DONE)) {
-			st->mark.fin_in_seq = skops->rcv_nxt - 1;
-			st->mark.fin_in = 1;
-		}
-		// A connect() the peer answered with a reset: the reset it got.
-		if (oldstate == FLOW_TCP_SYN_SENT && tp->inet_conn.icsk_inet.sk.sk_err == FLOW_ECONNREFUSED)
-			submit_moment(skops, st, FLOW_DIR_INGRESS, TCP_FLAG_RST | TCP_FLAG_ACK);
-	}
-	// The state callback runs in tcp_set_state, before the socket is torn
-	// down: the ACK that moved it here has been processed (snd_una,
-	// bytes_acked, rcv_nxt, bytes_received are final).
 	k.bytes_acked = skops->bytes_acked;
 	k.bytes_received = skops->bytes_received;
 	k.segs_out = skops->segs_out;
@@ -1627,6 +1794,40 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
+// snapshot_followed writes a snapshot record of a socket the sock_ops
+// program follows (flows from sock_ops: its state callback flag is set).
+static __always_inline void snapshot_followed(struct tcp_sock *tp)
+{
+	struct flow_record *rec;
+	__u64 sent, recv;
+	__u16 family;
+	__u8 state;
+
+	if (!(tp->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG) || !(family = sock_family(tp)))
+		return;
+	state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
+	sent = tp->bytes_acked;
+	recv = tp->bytes_received;
+	payload_only(tp, tp->bpf_sock_ops_cb_flags, state, tp->snd_una, &sent, &recv);
+	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
+	if (!rec) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->ts_ns = bpf_ktime_get_boot_ns();
+	rec->cookie = bpf_get_socket_cookie(tp);
+	rec->bytes_sent = sent;
+	rec->bytes_received = recv;
+	rec->packets_sent = tp->segs_out;
+	rec->packets_received = tp->segs_in;
+	rec->cgroup_id = sock_cgroup(tp);
+	fill_socket(rec, tp, family);
+	rec->type = FLOW_REC_SNAPSHOT;
+	rec->state = state;
+	submit_record(rec);
+}
+
 // flowtap_snapshot reports every counted TCP socket with its current
 // counters and state.
 SEC("iter/tcp")
@@ -1642,6 +1843,10 @@ int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
+	if (socket_flows) {
+		snapshot_followed(tp);
+		return 0;
+	}
 	st = bpf_sk_storage_get(&sock_states, tp, 0, 0);
 	if (!st || !st->mark.counted)
 		return 0;

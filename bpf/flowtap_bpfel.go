@@ -137,6 +137,7 @@ const (
 	flowtapProgFlowtapSubflows   = "flowtap_subflows"
 	flowtapVarMptcpEnabled       = "mptcp_enabled"
 	flowtapVarSocketFlows        = "socket_flows"
+	flowtapVarSockopsOwner       = "sockops_owner"
 	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
 )
 
@@ -217,6 +218,7 @@ type flowtapMapSpecs struct {
 type flowtapVariableSpecs struct {
 	MptcpEnabled  *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
 	SocketFlows   *ebpf.VariableSpec `ebpf:"socket_flows"`
+	SockopsOwner  *ebpf.VariableSpec `ebpf:"sockops_owner"`
 	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -269,6 +271,7 @@ func (m *flowtapMaps) Close() error {
 type flowtapVariables struct {
 	MptcpEnabled  *ebpf.Variable `ebpf:"mptcp_enabled"`
 	SocketFlows   *ebpf.Variable `ebpf:"socket_flows"`
+	SockopsOwner  *ebpf.Variable `ebpf:"sockops_owner"`
 	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 
@@ -24,11 +25,25 @@ import (
 // ("cgroup_skb/ingress", "sockops", "tp_btf/inet_sock_set_state", ...)
 // starts with one of them ("cgroup_skb" takes both directions), so that
 // each hook's share can be measured; a prefix that matches no hook is an
-// error naming the hooks there are.
+// error naming the hooks there are. The section "tcx" is a candidate
+// flowtap does not use: a TC program on the loopback interface, ingress
+// and egress (TCX links, Linux 6.6), the alternative per-packet hook for
+// DNS whose cost the floor compares with cgroup_skb's.
 func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 	spec, err := loadFlowtap()
 	if err != nil {
 		return nil, fmt.Errorf("attach no-op programs: read embedded BPF object: %w", err)
+	}
+	var n noOps
+	if i := slices.Index(sections, "tcx"); i >= 0 {
+		sections = slices.Delete(slices.Clone(sections), i, i+1)
+		if err := n.attachTCX("lo"); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("attach no-op programs: %w", err)
+		}
+		if len(sections) == 0 {
+			return &n, nil
+		}
 	}
 	var hooks []*ebpf.ProgramSpec
 	seen := map[string]bool{}
@@ -47,9 +62,9 @@ func AttachNoOps(cgroupPath string, sections ...string) (io.Closer, error) {
 	}
 	hooks, err = hooksMatching(hooks, sections)
 	if err != nil {
+		n.Close()
 		return nil, fmt.Errorf("attach no-op programs: %w", err)
 	}
-	var n noOps
 	for _, p := range hooks {
 		ret := int32(1) // cgroup programs: allow
 		if p.Type == ebpf.Tracing {
@@ -103,6 +118,32 @@ func hooksMatching(hooks []*ebpf.ProgramSpec, prefixes []string) ([]*ebpf.Progra
 		}
 	}
 	return out, nil
+}
+
+// attachTCX attaches a TC program that lets every packet pass to both
+// directions of interface ifname.
+func (n *noOps) attachTCX(ifname string) error {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("tcx on %s: %w", ifname, err)
+	}
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "noop_tcx", Type: ebpf.SchedCLS, License: "Dual BSD/GPL",
+			// TCX_NEXT (-1): on to the next program, or the default.
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+		})
+		if err != nil {
+			return fmt.Errorf("tcx: load: %w", err)
+		}
+		n.progs = append(n.progs, prog)
+		l, err := link.AttachTCX(link.TCXOptions{Interface: iface.Index, Program: prog, Attach: at})
+		if err != nil {
+			return fmt.Errorf("tcx on %s (needs Linux 6.6): %w", ifname, err)
+		}
+		n.links = append(n.links, l)
+	}
+	return nil
 }
 
 // noOps are the programs and links AttachNoOps made.

@@ -85,14 +85,14 @@ func TestGroundTruth(t *testing.T) {
 	}
 }
 
-// TestGroundTruthDegraded is TestGroundTruth, smaller, with three optional
+// TestGroundTruthDegraded is TestGroundTruth, smaller, with two optional
 // features whose programs the kernel's verifier refuses (DNS capture,
-// MPTCP subflow owners, snapshots): flowtap
+// snapshots): flowtap
 // starts, names each lost feature in one WARN line with its program and
 // the kernel's reason, and the flow events, which need none of them here,
 // are exact.
 func TestGroundTruthDegraded(t *testing.T) {
-	t.Setenv(bpf.BreakProgramsEnv, "flowtap_dns_ingress,flowtap_subflows,flowtap_snapshot")
+	t.Setenv(bpf.BreakProgramsEnv, "flowtap_dns_ingress,flowtap_snapshot")
 	a := groundTruth(t, "ftd", 214, workload.Plan{
 		IPv4: 30, IPv4Mapped: 5, DualStackV4: 5,
 		IPv6: 35, DualStackV6: 5,
@@ -107,7 +107,6 @@ func TestGroundTruthDegraded(t *testing.T) {
 	}
 	for _, w := range []struct{ feature, program string }{
 		{bpf.FeatureDNS, "flowtap_dns_ingress"},
-		{bpf.FeatureMPTCP, "flowtap_subflows"},
 		{bpf.FeatureSnapshots, "flowtap_snapshot"},
 	} {
 		n := 0
@@ -120,8 +119,8 @@ func TestGroundTruthDegraded(t *testing.T) {
 			t.Errorf("%d WARN lines name feature %s, program %s and the verifier's refusal, want 1; WARN lines:\n%s", n, w.feature, w.program, strings.Join(warns, "\n"))
 		}
 	}
-	if len(warns) != 3 {
-		t.Errorf("%d 'feature unavailable' WARN lines, want 3:\n%s", len(warns), strings.Join(warns, "\n"))
+	if len(warns) != 2 {
+		t.Errorf("%d 'feature unavailable' WARN lines, want 2:\n%s", len(warns), strings.Join(warns, "\n"))
 	}
 }
 

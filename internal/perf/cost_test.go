@@ -80,7 +80,7 @@ type phaseCost struct {
 // used during it. The statistics cost every BPF program on the host some
 // time of their own, so this runs apart from the phases the ratio comes
 // from.
-func measureCost(b *testing.B, bin string, phase func()) phaseCost {
+func measureCost(b *testing.B, bin string, args []string, phase func()) phaseCost {
 	b.Helper()
 	before, err := programIDs()
 	if err != nil {
@@ -91,7 +91,7 @@ func measureCost(b *testing.B, bin string, phase func()) phaseCost {
 		b.Fatalf("enable BPF run-time statistics: %v", err)
 	}
 	defer closeQuietly(stats)
-	a := startFlowtap(b, bin)
+	a := startFlowtapWith(b, bin, args)
 	defer a.Stop(b)
 	p0, err := programStats(before)
 	if err != nil {
@@ -132,6 +132,14 @@ func (c phaseCost) reportPerUnit(b *testing.B, n int, unit string) {
 			p.name, float64(p.runs)/float64(n), unit, float64(p.runtime.Nanoseconds())/float64(p.runs), per(p.runtime), unit))
 	}
 	b.Logf("BPF programs, with run-time statistics on (they add a little to each run):\n\t%s", strings.Join(lines, "\n\t"))
+}
+
+// reportPrograms reports each program's run time per unit of work as
+// bpf-<program>-us/<unit>.
+func (c phaseCost) reportPrograms(b *testing.B, n int, unit string) {
+	for _, p := range c.programs {
+		b.ReportMetric(float64(p.runtime.Nanoseconds())/1e3/float64(n), "bpf-"+p.name+"-us/"+unit)
+	}
 }
 
 // reportShares reports, for a workload that used work CPU time with

@@ -43,13 +43,31 @@ func TestMain(m *testing.M) {
 }
 
 // flowtapArgs is the agent under test: the flows set, as JSON, to the
-// stdout sink.
+// stdout sink, with DNS capture (the default).
 var flowtapArgs = []string{"--events", "flows", "--output", "json"}
 
-// startFlowtap starts flowtap with its output to /dev/null.
+// flowsOnlyArgs is flowtapArgs without DNS capture: flow events alone,
+// which load no per-packet program.
+var flowsOnlyArgs = append(slices.Clone(flowtapArgs), "--dns=false")
+
+// startFlowtap starts flowtap with flowtapArgs and its output to /dev/null.
 func startFlowtap(b *testing.B, bin string) *harness.Agent {
 	b.Helper()
-	return harness.StartWith(b, bin, harness.Options{Args: flowtapArgs, DiscardStdout: true})
+	return startFlowtapWith(b, bin, flowtapArgs)
+}
+
+// startFlowtapWith starts flowtap with args and its output to /dev/null.
+func startFlowtapWith(b *testing.B, bin string, args []string) *harness.Agent {
+	b.Helper()
+	return harness.StartWith(b, bin, harness.Options{Args: args, DiscardStdout: true})
+}
+
+// flowtapSide is flowtap with args as a side of interleaveSides.
+func flowtapSide(b *testing.B, name, bin string, args []string) side {
+	return side{name, func() sideRunner {
+		a := startFlowtapWith(b, bin, args)
+		return sideRunner{func() time.Duration { return treeCPU(a.PID()) }, func() { a.Stop(b) }}
+	}}
 }
 
 // requireTool skips (fails in CI) when a program the benchmark drives is
@@ -269,7 +287,7 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 	// 1 / CPU per byte: the estimate is the CPU iperf3 would use without
 	// flowtap over what it and flowtap use with it.
 	var iperfCPU time.Duration
-	cost := measureCost(b, bin, func() {
+	cost := measureCost(b, bin, flowtapArgs, func() {
 		s0 := procCPU(srv.Process.Pid)
 		run()
 		iperfCPU = clientCPU + procCPU(srv.Process.Pid) - s0
@@ -278,26 +296,58 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 }
 
 // BenchmarkShortConnections measures short connections per second over
-// loopback (connect, send one byte, close) with flowtap running and
-// without (see interleave), each sample shortConnsPerPhase connections as
-// fast as they go. It reports the ratio of the mean rates (target ≥ 0.95)
-// and the rates.
+// loopback (connect, send one byte, close) without any agent and with each
+// of three beside the workload, interleaved (interleaveSides), each sample
+// shortConnsPerPhase connections as fast as they go:
+//
+//   - flows: flowtap with flow events alone (--dns=false), which loads no
+//     per-packet program; its ratio is figure 2 (target ≥ 0.95);
+//   - dns: flowtap's default selection, DNS capture on (target ≥ 0.92);
+//   - peer: a bpftrace tcplife-style script on sock:inet_sock_set_state
+//     (startPeer); flowtap's ratio must be at least the peer's minus 0.03.
+//
+// It reports each side's ratio of mean rates (ratio, ratio-dns,
+// ratio-peer), the rates, and the CPU each used. Then, in one more phase
+// with flows and the kernel's BPF run-time statistics on, where flowtap's
+// cost goes: its BPF programs per connection (in all and each program) and
+// its processes (flowtap and sink) per connection and per flow event (a
+// loopback connection makes four: a begin and an end for each end).
 func BenchmarkShortConnections(b *testing.B) {
 	privtest.Require(b)
 	bin := harness.Binaries(b)
 	phase := shortConnPhase(b, newShortConns(b))
 	phase() // warm-up: listener, source addresses, TIME_WAIT build-up
-	with, without, cores := interleave(b, bin, 8, 1, phase)
-	report(b, with, without, cores, mean, "conns/s", 1)
+	without, with := interleaveSides(b, 8, phase, []side{
+		flowtapSide(b, "flows", bin, flowsOnlyArgs),
+		flowtapSide(b, "dns", bin, flowtapArgs),
+		peerSide(b),
+	})
+	wo := mean(without)
+	b.ReportMetric(wo, "conns/s-without")
+	b.ReportMetric((slices.Max(without)-slices.Min(without))/wo, "spread")
+	for name, w := range with {
+		suffix := "-" + name
+		if name == "flows" {
+			suffix = "" // figure 2: the plain names
+			b.ReportMetric(mean(w.samples), "conns/s-with")
+			b.ReportMetric(w.cores, "flowtap-cores")
+		} else {
+			b.ReportMetric(mean(w.samples), "conns/s"+suffix)
+			b.ReportMetric(w.cores, "cores"+suffix)
+		}
+		b.ReportMetric(mean(w.samples)/wo, "ratio"+suffix)
+	}
 	// Where flowtap's share goes, per connection: one more phase, apart.
 	// Both ends of the connections are this process.
 	var work time.Duration
-	cost := measureCost(b, bin, func() {
+	cost := measureCost(b, bin, flowsOnlyArgs, func() {
 		c0 := procCPU(os.Getpid())
 		phase()
 		work = procCPU(os.Getpid()) - c0
 	})
 	cost.reportPerUnit(b, shortConnsPerPhase, "conn")
+	cost.reportPrograms(b, shortConnsPerPhase, "conn")
+	b.ReportMetric(float64(cost.user.Nanoseconds())/1e3/float64(4*shortConnsPerPhase), "user-us/event")
 	cost.reportShares(b, work)
 }
 

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -141,6 +142,31 @@ func perConn(m map[string]float64) string {
 	return fmt.Sprintf("; per connection: BPF programs %.1f µs, flowtap and sink %.1f µs", k, u)
 }
 
+// programCosts lists the bpf-<program>-us/conn metrics, costliest first.
+func programCosts(m map[string]float64) string {
+	type prog struct {
+		name string
+		us   float64
+	}
+	var ps []prog
+	for k, v := range m {
+		if name, ok := strings.CutPrefix(k, "bpf-"); ok {
+			if name, ok = strings.CutSuffix(name, "-us/conn"); ok {
+				ps = append(ps, prog{name, v})
+			}
+		}
+	}
+	if len(ps) == 0 {
+		return "per program not reported"
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].us > ps[j].us || ps[i].us == ps[j].us && ps[i].name < ps[j].name })
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = fmt.Sprintf("%s %.2f", p.name, p.us)
+	}
+	return strings.Join(parts, ", ") + " µs/conn"
+}
+
 // row is one line of the table.
 type row struct {
 	figure, result, target, verdict string
@@ -203,6 +229,27 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 			fmt.Sprintf("%s  (%.0f vs %.0f conn/s; machine's own spread %.0f%%; flowtap %.2f cores%s%s)",
 				headline, m["conns/s-with"], m["conns/s-without"], 100*m["spread"], m["flowtap-cores"], perConn(m), shares(m)),
 			"≥ 0.95", verdict(met)})
+	}
+	fig = "2c. short connections/s, flowtap's default selection (DNS on)"
+	if b, done := status(fig, "BenchmarkShortConnections", "≥ 0.92", "ratio-dns"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; flowtap %.2f cores)", m["ratio-dns"], m["conns/s-dns"], m["conns/s-without"], m["cores-dns"]),
+			"≥ 0.92", verdict(m["ratio-dns"] >= 0.92)})
+	}
+	fig = "2d. the peer: bpftrace tcplife on sock:inet_sock_set_state"
+	if b, done := status(fig, "BenchmarkShortConnections", "2 ≥ peer - 0.03", "ratio-peer", "ratio"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; bpftrace %.2f cores); flowtap's %.3f is %+.3f from it", m["ratio-peer"], m["conns/s-peer"], m["conns/s-without"], m["cores-peer"], m["ratio"], m["ratio"]-m["ratio-peer"]),
+			"2 ≥ peer - 0.03", verdict(m["ratio"] >= m["ratio-peer"]-0.03)})
+	}
+	fig = "2e. where flows cost: user space per flow event, BPF per connection"
+	if b, done := status(fig, "BenchmarkShortConnections", "user ≤ 1.5 µs/event", "user-us/event"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("flowtap and sink %.2f µs/event; BPF %s", m["user-us/event"], programCosts(m)),
+			"user ≤ 1.5 µs/event", verdict(m["user-us/event"] <= 1.5)})
 	}
 	fig = "2b. floor under 2: no-op programs at flowtap's hooks"
 	if b, done := status(fig, "BenchmarkShortConnectionsHookFloor", "none", "ratio", "hook-us/conn"); !done {
