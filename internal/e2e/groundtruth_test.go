@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -460,7 +461,12 @@ func compare(want map[flowKey]expected, got []harness.Event, ours func(harness.E
 // left out: which begin an end joins is then not known from the tuple.
 func checkJoins(d *diff, byKey map[flowKey][]harness.Event, want map[flowKey]expected) {
 	owner := map[string]flowKey{} // flow_id -> the endpoint it names
-	for k, evs := range byKey {
+	keys := slices.Collect(maps.Keys(byKey))
+	slices.SortFunc(keys, func(a, b flowKey) int {
+		return strings.Compare(a.event+" "+a.dir+" "+a.String(), b.event+" "+b.dir+" "+b.String())
+	})
+	for _, k := range keys {
+		evs := byKey[k]
 		w, ok := want[k]
 		if !ok || w.n != 1 || len(evs) != 1 {
 			continue
@@ -621,6 +627,9 @@ func TestCompareNamesEachProblem(t *testing.T) {
 		s, d := ap(src), ap(dst)
 		f.ConnDirection, f.Src, f.Dst, f.SrcPort, f.DstPort = dir, s.Addr().String(), d.Addr().String(), s.Port(), d.Port()
 		f.SrcDNS, f.DstDNS = []string{}, []string{}
+		// One flow_id per endpoint, the community_id of the tuple.
+		f.FlowID = dir + " " + src + " " + dst
+		f.CommunityID = (communityid.Hasher{}).TCP(s.Addr(), d.Addr(), s.Port(), d.Port())
 		return harness.Event{Timestamp: now, Event: name, Fields: f,
 			Context: harness.Context{SocketCookie: 1, CgroupID: 1, PID: pid, Comm: comm}}
 	}
@@ -649,6 +658,8 @@ func TestCompareNamesEachProblem(t *testing.T) {
 	bad[5] = ev(evFailed, "incoming", "[::1]:40001", "[::1]:9", 10, "", harness.Fields{Reason: "timeout"})
 	bad = slices.Delete(bad, 6, 7)                                                          // timeout missing
 	bad = append(bad, ev(evBegin, "outgoing", "127.0.0.1:1", s, 10, "x", harness.Fields{})) // unexpected
+	bad[4].Fields.CommunityID = "1:AAAAAAAAAAAAAAAAAAAAAAAAAAA="                            // wrong hash
+	bad[5].Fields.FlowID = bad[4].Fields.FlowID                                             // another endpoint's flow_id
 	d, _ := compare(want, bad, all, rep)
 	for _, cat := range []string{
 		"net_flow_tcp_begin outgoing ipv4: context.pid",
@@ -660,13 +671,21 @@ func TestCompareNamesEachProblem(t *testing.T) {
 		"net_flow_tcp_failed incoming ipv6 refused: context.pid is the client's",
 		"net_flow_tcp_failed outgoing netns timeout: missing",
 		"net_flow_tcp_begin outgoing: unexpected",
+		"net_flow_tcp_failed outgoing ipv6 refused: community_id",
+		"net_flow_tcp_failed outgoing ipv6 refused: flow_id shared by two endpoints",
 	} {
 		if d.cats[cat] == nil {
 			t.Errorf("no %q in the diff:\n%s", cat, d)
 		}
 	}
-	if len(d.cats) != 9 {
-		t.Errorf("%d categories, want 9:\n%s", len(d.cats), d)
+	if len(d.cats) != 11 {
+		t.Errorf("%d categories, want 11:\n%s", len(d.cats), d)
+	}
+	// An end whose flow_id is not its begin's.
+	split := slices.Clone(good)
+	split[2].Fields.FlowID = "another"
+	if d, _ := compare(want, split, all, rep); d.cats["net_flow_tcp_begin outgoing ipv4: begin and end carry different flow_ids"] == nil {
+		t.Errorf("a begin and end with two flow_ids passed:\n%s", d)
 	}
 }
 

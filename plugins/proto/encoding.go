@@ -27,7 +27,7 @@ import (
 
 // Layout is the version of the event encoding this package writes, the
 // first byte of Batch.events.
-const Layout = 1
+const Layout = 2
 
 // HeaderLen is the length of the encoding's header: the layout byte and
 // the event count.
@@ -107,8 +107,37 @@ type schema struct {
 	// i's value if it is a list.
 	prev     []string
 	prevList [][]string
-	prevGen  uint64
+	// prevLabels is the last event's pod labels, prevWorkload its
+	// workload (the workload is sent as "the same" when it is the very
+	// same).
+	prevLabels   []string
+	prevWorkload *events.Workload
+	prevGen      uint64
 }
+
+// The context's strings that may repeat: their slots in schema.prev,
+// before the fields' (prev[ctxStrings+i] is field i's).
+const (
+	slotComm = iota
+	slotHost
+	slotExe
+	slotContainerID
+	slotContainerRuntime
+	slotContainerName
+	slotContainerImage
+	slotPodName
+	slotPodNamespace
+	slotPodUID
+	ctxStrings
+)
+
+// Workload tags of the event encoding (README.md).
+const (
+	workloadUnknown = 0
+	workloadHost    = 1
+	workloadFull    = 2
+	workloadSame    = 3
+)
 
 // Start begins a batch, writing into buf's memory (buf's contents are
 // discarded; nil is fine).
@@ -132,6 +161,7 @@ func (e *Encoder) Finish() []byte {
 	for _, sc := range e.defined { // keep no event's memory alive
 		clear(sc.prev)
 		clear(sc.prevList)
+		sc.prevLabels, sc.prevWorkload = nil, nil
 		sc.prevGen = 0
 	}
 	b := e.buf
@@ -198,7 +228,7 @@ func (e *Encoder) undo(mark, ndefined int, sc *schema) {
 // garbage collector marks, each pointer written costs a write barrier.
 func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fields []events.Field, check bool) bool {
 	kinds, names, prev, prevList := sc.kinds, sc.names, sc.prev, sc.prevList
-	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != 2+len(fields) || len(prevList) != len(fields) {
+	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != ctxStrings+len(fields) || len(prevList) != len(fields) {
 		return false
 	}
 	b, hasPrev := e.appendHead(sc, timestamp, c)
@@ -211,7 +241,7 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 		}
 		switch kind {
 		case events.KindString:
-			b = appendRepeated(b, f.Value.Str, &prev[2+i], hasPrev)
+			b = appendRepeated(b, f.Value.Str, &prev[ctxStrings+i], hasPrev)
 		case events.KindUint:
 			b = appendUvarint(b, f.Value.Uint)
 		case events.KindInt:
@@ -249,9 +279,37 @@ func (e *Encoder) appendHead(sc *schema, timestamp int64, c *events.Context) ([]
 	b = appendUvarint(b, c.CgroupID)
 	b = appendUvarint(b, uint64(c.PID))
 	b = appendUvarint(b, uint64(c.UID))
-	b = appendRepeated(b, c.Comm, &sc.prev[0], hasPrev)
-	b = appendRepeated(b, c.HostName, &sc.prev[1], hasPrev)
+	b = appendRepeated(b, c.Comm, &sc.prev[slotComm], hasPrev)
+	b = appendRepeated(b, c.HostName, &sc.prev[slotHost], hasPrev)
+	b = appendUvarint(b, uint64(c.PPID))
+	b = appendUvarint(b, uint64(c.ProcessStart<<1)^uint64(c.ProcessStart>>63))
+	b = appendRepeated(b, c.Exe, &sc.prev[slotExe], hasPrev)
+	b = appendWorkload(b, sc, c.Workload, hasPrev)
 	return b, hasPrev
+}
+
+// appendWorkload appends the workload of an event of schema sc.
+func appendWorkload(b []byte, sc *schema, w *events.Workload, hasPrev bool) []byte {
+	switch {
+	case w == nil:
+		return append(b, workloadUnknown)
+	case w == sc.prevWorkload && hasPrev:
+		return append(b, workloadSame)
+	case w.ContainerID == "":
+		sc.prevWorkload = w
+		return append(b, workloadHost)
+	}
+	sc.prevWorkload = w
+	b = append(b, workloadFull)
+	p := sc.prev
+	b = appendRepeated(b, w.ContainerID, &p[slotContainerID], hasPrev)
+	b = appendRepeated(b, w.ContainerRuntime, &p[slotContainerRuntime], hasPrev)
+	b = appendRepeated(b, w.ContainerName, &p[slotContainerName], hasPrev)
+	b = appendRepeated(b, w.ContainerImage, &p[slotContainerImage], hasPrev)
+	b = appendRepeated(b, w.PodName, &p[slotPodName], hasPrev)
+	b = appendRepeated(b, w.PodNamespace, &p[slotPodNamespace], hasPrev)
+	b = appendRepeated(b, w.PodUID, &p[slotPodUID], hasPrev)
+	return appendRepeatedList(b, events.Strings(w.PodLabels).Strings, &sc.prevLabels, hasPrev)
 }
 
 // appendRepeatedList appends l as an rlist: 0 if l is the very list
@@ -306,7 +364,7 @@ func (e *Encoder) schemaFor(id uint32, name string, fields []events.Field) *sche
 	sc := &schema{
 		id: id, name: name,
 		names: make([]string, len(fields)), kinds: make([]events.Kind, len(fields)),
-		prev: make([]string, 2+len(fields)), prevList: make([][]string, len(fields)),
+		prev: make([]string, ctxStrings+len(fields)), prevList: make([][]string, len(fields)),
 	}
 	def := appendUvarint(nil, uint64(id))
 	def = appendString(def, name)

@@ -8,13 +8,14 @@ import (
 	"slices"
 	"unsafe"
 
+	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/proto"
 )
 
 // minEventLen is the smallest encoded event: its record tag, timestamp,
 // four context numbers and two context strings, and no fields. It bounds
 // how many events a batch of a given length can claim to hold.
-const minEventLen = 1 + 8 + 4 + 2
+const minEventLen = 1 + 8 + 4 + 2 + 4
 
 // maxInterned bounds the table of interned event and field names. A
 // host sends a few dozen; the bound only stops a faulty one from growing
@@ -64,7 +65,30 @@ type schema struct {
 	prev     []string
 	prevList [][]string
 	seen     bool
+	// prevLabels and prevWorkload are the last event's pod labels and
+	// workload, which the next may repeat.
+	prevLabels   []string
+	prevWorkload *events.Workload
 }
+
+// The context's strings that may repeat, in their slots of schema.prev
+// (the fields' follow: prev[ctxStrings+i] is field i's).
+const (
+	slotComm = iota
+	slotHost
+	slotExe
+	slotContainerID
+	slotContainerRuntime
+	slotContainerName
+	slotContainerImage
+	slotPodName
+	slotPodNamespace
+	slotPodUID
+	ctxStrings
+)
+
+// hostWorkload is the Workload of every event of a socket of no container.
+var hostWorkload = &events.Workload{}
 
 // noFields is the Fields of an event without fields: never nil, and with
 // no capacity, so nothing can write through it.
@@ -78,6 +102,7 @@ const (
 	badUint32                // a number over 32 bits where 32 are the most
 	badBool                  // a bool other than 0 or 1
 	badRepeat                // a repeated value with no earlier event to repeat
+	badWorkload              // a workload tag other than 0-3
 	badPos                   // the smallest bad position
 )
 
@@ -92,6 +117,8 @@ func badError(p int) error {
 		return errors.New("bool is neither 0 nor 1")
 	case badRepeat:
 		return errors.New("repeats a value of the previous event of its schema, but it is the first")
+	case badWorkload:
+		return errors.New("workload tag is not 0 (unknown), 1 (host), 2 (container) or 3 (same)")
 	}
 	return errors.New("truncated")
 }
@@ -176,15 +203,24 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		c.CgroupID, p = readUvarint(data, p)
 		c.PID, p = readUint32(data, p)
 		c.UID, p = readUint32(data, p)
-		var comm, host string
-		comm, p = readRepeated(data, p, sc, 0)
-		host, p = readRepeated(data, p, sc, 1)
+		var comm, host, exe string
+		comm, p = readRepeated(data, p, sc, slotComm)
+		host, p = readRepeated(data, p, sc, slotHost)
 		if !samePointer(c.Comm, comm) {
 			c.Comm = comm
 		}
 		if !samePointer(c.HostName, host) {
 			c.HostName = host
 		}
+		c.PPID, p = readUint32(data, p)
+		var zz uint64
+		zz, p = readUvarint(data, p)
+		c.ProcessStart = int64(zz>>1) ^ -int64(zz&1)
+		exe, p = readRepeated(data, p, sc, slotExe)
+		if !samePointer(c.Exe, exe) {
+			c.Exe = exe
+		}
+		c.Workload, p = readWorkload(data, p, sc)
 
 		n := len(sc.fields)
 		if n == 0 {
@@ -223,7 +259,7 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 				switch kind {
 				case KindString:
 					var s string
-					s, p = readRepeated(data, p, sc, 2+j)
+					s, p = readRepeated(data, p, sc, ctxStrings+j)
 					if !samePointer(v.Str, s) {
 						v.Str = s
 					}
@@ -319,7 +355,7 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	// pointing at the array that held it then, which nothing overwrites.
 	nf := len(d.schemaFields) - first
 	at, atList := len(d.prevStrs), len(d.prevLists)
-	d.prevStrs = slices.Grow(d.prevStrs, 2+nf)[:at+2+nf]
+	d.prevStrs = slices.Grow(d.prevStrs, ctxStrings+nf)[:at+ctxStrings+nf]
 	d.prevLists = slices.Grow(d.prevLists, nf)[:atList+nf]
 	clear(d.prevStrs[at:])
 	clear(d.prevLists[atList:])
@@ -429,6 +465,80 @@ func readRepeated(data []byte, p int, sc *schema, slot int) (string, int) {
 		sc.prev[slot] = s
 	}
 	return s, p
+}
+
+// readWorkload reads an event's workload (plugins/proto README): unknown,
+// the host, a container's, or the same as the previous event's of sc.
+func readWorkload(data []byte, p int, sc *schema) (*events.Workload, int) {
+	if p < 0 {
+		return nil, p
+	}
+	if p >= len(data) {
+		return nil, badTruncated
+	}
+	tag := data[p]
+	p++
+	switch tag {
+	case 0:
+		return nil, p
+	case 1:
+		sc.prevWorkload = hostWorkload
+		return hostWorkload, p
+	case 3:
+		if !sc.seen || sc.prevWorkload == nil {
+			return nil, badRepeat
+		}
+		return sc.prevWorkload, p
+	case 2:
+	default:
+		return nil, badWorkload
+	}
+	w := &events.Workload{}
+	w.ContainerID, p = readRepeated(data, p, sc, slotContainerID)
+	w.ContainerRuntime, p = readRepeated(data, p, sc, slotContainerRuntime)
+	w.ContainerName, p = readRepeated(data, p, sc, slotContainerName)
+	w.ContainerImage, p = readRepeated(data, p, sc, slotContainerImage)
+	w.PodName, p = readRepeated(data, p, sc, slotPodName)
+	w.PodNamespace, p = readRepeated(data, p, sc, slotPodNamespace)
+	w.PodUID, p = readRepeated(data, p, sc, slotPodUID)
+	w.PodLabels, p = readLabels(data, p, sc)
+	if p < 0 {
+		return nil, p
+	}
+	sc.prevWorkload = w
+	return w, p
+}
+
+// readLabels reads the pod labels of a workload: an rlist.
+func readLabels(data []byte, p int, sc *schema) ([]string, int) {
+	var k uint64
+	k, p = readUvarint(data, p)
+	switch {
+	case p < 0:
+		return nil, p
+	case k == 0:
+		if !sc.seen {
+			return nil, badRepeat
+		}
+		return sc.prevLabels, p
+	case k-1 > uint64(len(data)-p): // each string takes a byte at least
+		return nil, badTruncated
+	}
+	if k == 1 {
+		sc.prevLabels = nil // no labels: nil, as the host had them
+		return nil, p
+	}
+	l := make([]string, 0, k-1)
+	for range k - 1 {
+		var b []byte
+		b, p = readBytes(data, p)
+		if p < 0 {
+			return nil, p
+		}
+		l = append(l, string(b))
+	}
+	sc.prevLabels = l
+	return l, p
 }
 
 // samePointer reports whether a and b are the same string in memory: the

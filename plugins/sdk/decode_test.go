@@ -249,6 +249,7 @@ func TestDecodeErrors(t *testing.T) {
 		b = append(b, 1)                             // event of schema 0
 		b = append(b, make([]byte, 8)...)            // timestamp
 		b = append(b, 0, 0, 0, 0, 1, 1)              // context, comm and host name empty
+		b = append(b, 0, 0, 1, 0)                    // ppid, process start, exe empty, workload unknown
 		return append(b, value...)
 	}
 	for _, tc := range []struct {
@@ -261,7 +262,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"count too high", withCount(valid, 3), "header claims 3"},
 		{"count absurd", withCount(valid, math.MaxUint32), "more than"},
 		{"count too low", withCount(valid, 1), "more events than"},
-		{"unknown schema", []byte{proto.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
+		{"unknown schema", []byte{proto.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
 		{"unknown kind", oneField(6), "unknown kind 6"},
 		{"bool 2", oneField(proto.WireKindBool, 2), "bool"},
 		{"varint overflow", oneField(proto.WireKindUint, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
@@ -274,11 +275,16 @@ func TestDecodeErrors(t *testing.T) {
 		}(), "32 bits"},
 		{"repeat in a first event", func() []byte {
 			b := oneField(proto.WireKindString, 1)
-			b[len(b)-3] = 0 // the comm repeats
+			b[len(b)-7] = 0 // the comm repeats
 			return b
 		}(), "it is the first"},
 		{"repeated list in a first event", oneField(proto.WireKindStrings, 0), "it is the first"},
 		{"repeated string in a first event", oneField(proto.WireKindString, 0), "it is the first"},
+		{"unknown workload tag", func() []byte {
+			b := oneField(proto.WireKindString, 1)
+			b[len(b)-2] = 7 // the workload tag
+			return b
+		}(), "workload tag"},
 		{"fields longer than data", []byte{proto.Layout, 0, 0, 0, 0, 0, 1, 1, 'e', 100, 1, 'f'}, "100 fields"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -513,9 +519,10 @@ func TestDecodeRepeats(t *testing.T) {
 		t.Error("a repeated list shares memory with the previous event's")
 	}
 	// The second event is all repeats: its record is its tag, timestamp,
-	// four one-byte numbers, and a byte per string, list and number.
+	// four one-byte numbers, a byte per string, list and number, and the
+	// context's ppid, process start, exe and workload, a byte each.
 	one := len(encode(t, evs[0]))
-	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3 {
+	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3+4 {
 		t.Errorf("a repeated event takes %d bytes", two-one)
 	}
 }
@@ -540,5 +547,44 @@ func TestDecodeReuseClearsStale(t *testing.T) {
 				t.Fatalf("event %d:\n got %+v\nwant %+v", i, got[i], batch[i])
 			}
 		}
+	}
+}
+
+// TestDecodeWorkload: the process and workload context round-trips in
+// every form the encoding has: unknown, host, a container's (with pod and
+// labels), the very same workload again (one byte), and a container's
+// after another's (its strings repeated where equal).
+func TestDecodeWorkload(t *testing.T) {
+	pod := &events.Workload{ContainerID: strings.Repeat("3f", 32), ContainerRuntime: "containerd", ContainerName: "web",
+		ContainerImage: "localhost/web:1", PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b",
+		PodLabels: []string{"app=web", "tier=front"}}
+	other := &events.Workload{ContainerID: strings.Repeat("aa", 32), ContainerRuntime: "containerd", ContainerName: "db",
+		ContainerImage: "localhost/db:1", PodName: "web-0", PodNamespace: "payments", PodUID: pod.PodUID}
+	host := &events.Workload{}
+	ev := func(w *events.Workload, exe string) Event {
+		return Event{ID: 1001, Name: "net_flow_tcp_begin", Timestamp: 5,
+			Context: Context{PID: 7, PPID: 1, ProcessStart: -3, Exe: exe, Comm: "app", Workload: w},
+			Fields:  []Field{{Name: "dst", Value: events.String("10.0.0.1")}}}
+	}
+	evs := []Event{ev(nil, ""), ev(host, "/usr/bin/curl"), ev(pod, "/app"), ev(pod, "/app"), ev(other, "/db"), ev(nil, "/db")}
+	data := encode(t, evs...)
+	var d decoder
+	got, err := d.decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if !reflect.DeepEqual(got[i].Context, evs[i].Context) {
+			t.Errorf("event %d context:\n got %+v (workload %+v)\nwant %+v (workload %+v)", i, got[i].Context, got[i].Context.Workload, evs[i].Context, evs[i].Context.Workload)
+		}
+	}
+	if got[2].Context.Workload != got[3].Context.Workload {
+		t.Error("the same workload twice decoded into two")
+	}
+	// The same workload again costs one byte more than no workload.
+	same := len(encode(t, evs[2], evs[3])) - len(encode(t, evs[2]))
+	none := len(encode(t, evs[0], evs[0])) - len(encode(t, evs[0]))
+	if same != none {
+		t.Errorf("a repeated workload takes %d bytes, an unknown one %d", same, none)
 	}
 }
