@@ -20,10 +20,12 @@ import (
 
 // ProtocolVersion is the version of the sink protocol (plugins/proto) this
 // SDK speaks. It changes only when a host and a plugin built against
-// different versions could no longer understand each other. Version 2
-// sends each batch in the binary event encoding of plugins/proto;
-// version 1 sent a protobuf message per event and per field.
-const ProtocolVersion = 2
+// different versions could no longer understand each other. Version 3
+// adds the process and workload context to the event encoding (layout 2);
+// version 2 sent each batch in the binary event encoding of
+// plugins/proto (layout 1); version 1 sent a protobuf message per event
+// and per field.
+const ProtocolVersion = 3
 
 // PluginName is the name the sink is dispensed under in the go-plugin
 // plugin set.
