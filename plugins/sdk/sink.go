@@ -125,6 +125,11 @@ var (
 // no other import.
 type Context = events.Context
 
+// Workload is the container and pod of an event's socket
+// (Context.Workload: nil while not known; an empty ContainerID for the
+// host). It is events.Workload, re-exported.
+type Workload = events.Workload
+
 // Field is one named, typed value of an event.
 type Field = events.Field
 

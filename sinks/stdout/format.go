@@ -40,6 +40,7 @@ func appendJSONEventKeys(b []byte, ev *sdk.Event, keys *jsonKeys) []byte {
 	b = appendJSONString(b, c.Comm)
 	b = append(b, `,"host_name":`...)
 	b = appendJSONString(b, c.HostName)
+	b = appendJSONProcess(b, c)
 	b = append(b, `},"fields":{`...)
 	if k := keys.lookup(ev); k != nil {
 		for i := range ev.Fields {
@@ -54,6 +55,48 @@ func appendJSONEventKeys(b []byte, ev *sdk.Event, keys *jsonKeys) []byte {
 	}
 	return append(b, "}}\n"...)
 }
+
+// appendJSONProcess appends the owner's lineage and the workload: ppid,
+// process_start, exe, then the container and pod fields, "" (and
+// pod_labels {}) for a socket of no container or one not known yet.
+func appendJSONProcess(b []byte, c *sdk.Context) []byte {
+	b = append(b, `,"ppid":`...)
+	b = strconv.AppendUint(b, uint64(c.PPID), 10)
+	b = append(b, `,"process_start":`...)
+	b = strconv.AppendInt(b, c.ProcessStart, 10)
+	b = append(b, `,"exe":`...)
+	b = appendJSONString(b, c.Exe)
+	w := c.Workload
+	if w == nil {
+		w = &noWorkload
+	}
+	for _, kv := range [...]struct{ key, val string }{
+		{`,"container_id":`, w.ContainerID},
+		{`,"container_runtime":`, w.ContainerRuntime},
+		{`,"container_name":`, w.ContainerName},
+		{`,"container_image":`, w.ContainerImage},
+		{`,"pod_name":`, w.PodName},
+		{`,"pod_namespace":`, w.PodNamespace},
+		{`,"pod_uid":`, w.PodUID},
+	} {
+		b = append(b, kv.key...)
+		b = appendJSONString(b, kv.val)
+	}
+	b = append(b, `,"pod_labels":{`...)
+	for i, l := range w.PodLabels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, v, _ := strings.Cut(l, "=")
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, v)
+	}
+	return append(b, '}')
+}
+
+// noWorkload stands for a workload not known.
+var noWorkload sdk.Workload
 
 // appendJSONKey appends the name of field i of an event as a key: with
 // the comma that separates it from field i-1, and its colon.
@@ -223,11 +266,14 @@ const (
 	eventWidth = 20 // len("net_packet_flow_base")
 	commWidth  = 15 // the kernel's TASK_COMM_LEN without its NUL
 	pidWidth   = 7
+	wlWidth    = 16 // a pod name, or a short container id (12)
 	colSep     = "  "
 )
 
 // tableFormatter formats events as aligned columns for people: TIME,
-// EVENT, COMM, PID, then the fields as name=value pairs. An event with
+// EVENT, COMM, PID, WORKLOAD (the pod's name, else the container's short
+// id, "host" for no container, "-" while not known), then the fields as
+// name=value pairs. An event with
 // src, dst, src_port and dst_port fields (the flow events) starts its
 // details with "src:src_port -> dst:dst_port". Empty strings and empty
 // lists are left out of the details.
@@ -244,6 +290,8 @@ func (t tableFormatter) appendHeader(b []byte) []byte {
 	b = appendPadded(b, "COMM", commWidth)
 	b = append(b, colSep...)
 	b = appendLeftPad(b, "PID", pidWidth)
+	b = append(b, colSep...)
+	b = appendPadded(b, "WORKLOAD", wlWidth)
 	b = append(b, colSep...)
 	b = append(b, "DETAILS"...)
 	return append(b, '\n')
@@ -282,6 +330,20 @@ func (t tableFormatter) appendEvent(b []byte, ev *sdk.Event) []byte {
 		b = append(b, ' ')
 	}
 	b = append(b, digits...)
+	b = append(b, colSep...)
+
+	col = len(b)
+	switch w := ev.Context.Workload; {
+	case w == nil:
+		b = append(b, '-')
+	case w.PodName != "":
+		b = appendText(b, w.PodName)
+	case w.ContainerID != "":
+		b = appendText(b, w.ShortID())
+	default:
+		b = append(b, "host"...)
+	}
+	b = pad(b, col, wlWidth)
 	b = append(b, colSep...)
 
 	details := len(b)

@@ -62,11 +62,26 @@ func TestJSONEvent(t *testing.T) {
 	)
 	got := string(appendJSONEvent(nil, &ev))
 	want := `{"timestamp":1700000000123456789,"event":"net_flow_tcp_begin",` +
-		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box"},` +
+		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box",` +
+		`"ppid":0,"process_start":0,"exe":"","container_id":"","container_runtime":"","container_name":"","container_image":"",` +
+		`"pod_name":"","pod_namespace":"","pod_uid":"","pod_labels":{}},` +
 		`"fields":{"conn_direction":"outgoing","src":"10.0.0.1","dst":"93.184.216.34","src_port":43210,"dst_port":443,` +
 		`"src_dns":[],"dst_dns":["example.com","www.example.com"],"delta":-7,"ok":true,"unknown":null}}` + "\n"
 	if got != want {
 		t.Errorf("appendJSONEvent:\n got %s\nwant %s", got, want)
+	}
+	ev.Context.PPID, ev.Context.ProcessStart, ev.Context.Exe = 1, 1700000000000000000, "/usr/bin/curl"
+	ev.Context.Workload = &sdk.Workload{ContainerID: "c", ContainerRuntime: "containerd", ContainerName: "web", ContainerImage: "localhost/web:1",
+		PodName: "web-0", PodNamespace: "payments", PodUID: "u", PodLabels: []string{"app=web", "tier=a=b"}}
+	ev.Fields = nil
+	got = string(appendJSONEvent(nil, &ev))
+	want = `{"timestamp":1700000000123456789,"event":"net_flow_tcp_begin",` +
+		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box",` +
+		`"ppid":1,"process_start":1700000000000000000,"exe":"/usr/bin/curl","container_id":"c","container_runtime":"containerd",` +
+		`"container_name":"web","container_image":"localhost/web:1","pod_name":"web-0","pod_namespace":"payments","pod_uid":"u",` +
+		`"pod_labels":{"app":"web","tier":"a=b"}},"fields":{}}` + "\n"
+	if got != want {
+		t.Errorf("appendJSONEvent with a workload:\n got %s\nwant %s", got, want)
 	}
 	var v map[string]any
 	if err := json.Unmarshal([]byte(got), &v); err != nil {
@@ -207,17 +222,28 @@ func TestTableAlignment(t *testing.T) {
 	out += string(tf.appendEvent(nil, &ev))
 	out += string(tf.appendEvent(nil, &v6))
 	out += string(tf.appendEvent(nil, &other))
+	pod, ctr, host := flowEvent(), flowEvent(), flowEvent()
+	pod.Context.Workload = &sdk.Workload{ContainerID: strings.Repeat("3f", 32), PodName: "web-0"}
+	ctr.Context.Workload = &sdk.Workload{ContainerID: strings.Repeat("3f", 32)}
+	host.Context.Workload = &sdk.Workload{}
+	for _, e := range []*sdk.Event{&pod, &ctr, &host} {
+		e.Fields = e.Fields[:5]
+		out += string(tf.appendEvent(nil, e))
+	}
 	want := "" +
-		"TIME             EVENT                 COMM                 PID  DETAILS\n" +
-		"22:13:20.123456  net_flow_tcp_begin    curl                1234  10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing dst_dns=[example.com,www.example.com]\n" +
-		"22:13:20.123456  net_flow_tcp_end      a-much-longer-c  4194304  [2001:db8::1]:55555 -> [::1]:22 conn_direction=incoming\n" +
-		"00:00:00.000000  event_7               -                      -  note=\"has space\" n=-1\n"
+		"TIME             EVENT                 COMM                 PID  WORKLOAD          DETAILS\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  -                 10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing dst_dns=[example.com,www.example.com]\n" +
+		"22:13:20.123456  net_flow_tcp_end      a-much-longer-c  4194304  -                 [2001:db8::1]:55555 -> [::1]:22 conn_direction=incoming\n" +
+		"00:00:00.000000  event_7               -                      -  -                 note=\"has space\" n=-1\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  web-0             10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  3f3f3f3f3f3f      10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  host              10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n"
 	if out != want {
 		t.Errorf("table:\n%s\nwant:\n%s", out, want)
 	}
 	// Every column starts at the same offset on every line.
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	for _, col := range []string{"EVENT", "COMM", "DETAILS"} {
+	for _, col := range []string{"EVENT", "COMM", "WORKLOAD", "DETAILS"} {
 		at := strings.Index(lines[0], col)
 		for _, l := range lines[1:] {
 			if l[at-2:at] != "  " || l[at] == ' ' {
