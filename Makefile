@@ -121,6 +121,8 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump bpftrace >/dev/null
 	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
+	@# workload identity tests: containerd (with ctr and its runc shim) and Docker Engine, started by the tests themselves
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd docker.io >/dev/null
 
 clean:
 	rm -rf bin/ $(DIST)/
