@@ -310,3 +310,35 @@ func BenchmarkSinkWriteJSON(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestJSONContextKeysAreDocumented: the JSON context has exactly the
+// keys events.ContextFields documents (flowtap list, the manual pages),
+// in its order.
+func TestJSONContextKeysAreDocumented(t *testing.T) {
+	ev := flowEvent()
+	line := appendJSONEvent(nil, &ev)
+	var obj struct {
+		Context json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(line, &obj); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj.Context))
+	var keys []string
+	dec.Token() // {
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for _, f := range events.ContextFields() {
+		want = append(want, f.Name)
+	}
+	if strings.Join(keys, " ") != strings.Join(want, " ") {
+		t.Errorf("JSON context keys\n %v\ndocumented\n %v", keys, want)
+	}
+}
