@@ -9,15 +9,17 @@
 // number (1 byte), a zero pad byte and, for protocols with ports (TCP,
 // UDP, SCTP), the source and destination ports (2 bytes each, network
 // order). The endpoints are ordered first so that both directions of a
-// flow hash alike: the one with the smaller address comes first, or with
-// the smaller port when the addresses are equal. ICMP's type/code
-// treatment is not implemented: flowtap reports TCP flows only.
+// flow hash alike: the one with the smaller address comes first, or, when
+// the addresses are equal, the one with the smaller port as Zeek and
+// Suricata compare ports (see portLess). ICMP's type/code treatment is not
+// implemented: flowtap reports TCP flows only.
 package communityid
 
 import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 )
 
@@ -51,7 +53,7 @@ func (h Hasher) Sum(proto uint8, src, dst netip.Addr, srcPort, dstPort uint16) (
 		return [sha1.Size]byte{}, false
 	}
 	// The smaller endpoint first: by address, then by port.
-	if c := src.Compare(dst); c > 0 || c == 0 && srcPort > dstPort {
+	if c := src.Compare(dst); c > 0 || c == 0 && portLess(dstPort, srcPort) {
 		src, dst = dst, src
 		srcPort, dstPort = dstPort, srcPort
 	}
@@ -84,6 +86,15 @@ func (h Hasher) ID(proto uint8, src, dst netip.Addr, srcPort, dstPort uint16) st
 func (h Hasher) TCP(src, dst netip.Addr, srcPort, dstPort uint16) string {
 	return h.ID(ProtoTCP, src, dst, srcPort, dstPort)
 }
+
+// portLess orders the ports of two endpoints with equal addresses (every
+// loopback connection) as Zeek and Suricata do: both compare the ports in
+// network byte order held in a host integer, which on the little-endian
+// hosts they run on (x86-64, arm64) compares the ports with their bytes
+// swapped. The specification's Python reference compares the numbers
+// instead, and gets other hashes for some such flows (an open question of
+// the specification); flowtap gives Zeek's and Suricata's, on any host.
+func portLess(a, b uint16) bool { return bits.ReverseBytes16(a) < bits.ReverseBytes16(b) }
 
 // hasPorts reports whether the protocol's ports are part of the hash.
 func hasPorts(proto uint8) bool {
