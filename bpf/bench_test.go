@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
@@ -115,11 +116,11 @@ func rateHelper(out *bufio.Writer) {
 // the records (decoding them, nothing more): it
 // reports the connection rate reached, records per second, records lost
 // and the peak ring buffer fill. FLOWTAP_RING_BYTES sets the ring size
-// (default: DefaultRingBufferSize); FLOWTAP_RATE and FLOWTAP_SECONDS the
+// (default: limits.DefaultRingBufferSize); FLOWTAP_RATE and FLOWTAP_SECONDS the
 // load. One iteration is one whole run, so use -benchtime=1x.
 func BenchmarkConnectionRate(b *testing.B) {
 	privtest.Require(b)
-	ring := bpf.DefaultRingBufferSize
+	ring := limits.DefaultRingBufferSize
 	if v := os.Getenv("FLOWTAP_RING_BYTES"); v != "" {
 		ring, _ = strconv.Atoi(v)
 	}

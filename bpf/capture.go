@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"os"
 	"reflect"
 	"sync"
@@ -19,17 +18,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
-
-// DefaultRingBufferSize is the ring buffer size in bytes that Open uses
-// when Options.RingBufferSize is 0: 32 MiB, about 220,000 records of 152
-// bytes (144 and an 8-byte header), over a second of 20,000 new
-// connections per second (see README.md, "Ring buffer size").
-const DefaultRingBufferSize = 32 << 20
-
-// MaxRingBufferSize is the largest ring buffer size Open accepts (1 GiB).
-const MaxRingBufferSize = 1 << 30
 
 // checkPrivileges is CheckPrivileges; tests replace it to confirm that the
 // kernel refuses what CheckPrivileges refuses.
@@ -65,8 +56,8 @@ type Options struct {
 	// /proc/mounts, i.e. the whole host.
 	CgroupPath string
 	// RingBufferSize is the kernel ring buffer size in bytes: a power of two
-	// and a multiple of the page size, at most MaxRingBufferSize. 0 means
-	// DefaultRingBufferSize.
+	// and a multiple of the page size, at most limits.MaxRingBufferSize. 0
+	// means limits.DefaultRingBufferSize.
 	RingBufferSize int
 	// Logger receives warnings (lost records) and debug messages. nil means
 	// hclog.NewNullLogger().
@@ -91,7 +82,7 @@ type Stats struct {
 	// write because the ring buffer was full.
 	Lost uint64
 	// DNSTruncated is the number of DNS payloads longer than the kernel
-	// captures (DNSMaxPayload), reported truncated.
+	// captures (limits.DNSMaxPayload), reported truncated.
 	DNSTruncated uint64
 }
 
@@ -130,31 +121,6 @@ type Capture struct {
 	closeErr   error
 }
 
-// ValidateRingBufferSize reports whether size (bytes) is usable as the ring
-// buffer size: a power of two, a multiple of the page size, and at most
-// MaxRingBufferSize. 0 is not valid here; Open maps it to the default.
-func ValidateRingBufferSize(size int) error {
-	page := os.Getpagesize()
-	switch {
-	case size <= 0:
-		return fmt.Errorf("invalid ring buffer size %d: must be positive", size)
-	case size > MaxRingBufferSize:
-		return fmt.Errorf("invalid ring buffer size %d: at most %d bytes (1 GiB) allowed", size, MaxRingBufferSize)
-	case size%page != 0 || bits.OnesCount(uint(size)) != 1:
-		return fmt.Errorf("invalid ring buffer size %d: must be a power of two multiple of the page size %d (e.g. %d)", size, page, nextRingSize(size, page))
-	}
-	return nil
-}
-
-// nextRingSize returns the smallest valid ring buffer size >= size.
-func nextRingSize(size, page int) int {
-	n := page
-	for n < size && n < MaxRingBufferSize {
-		n <<= 1
-	}
-	return n
-}
-
 // Open checks privileges, loads the flowtap programs and maps, attaches
 // the tp_btf programs, walks the sockets that already exist to record
 // their owners, attaches the cgroup programs (connect4/6, sock_ops, then
@@ -168,9 +134,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 	size := opts.RingBufferSize
 	if size == 0 {
-		size = DefaultRingBufferSize
+		size = limits.DefaultRingBufferSize
 	}
-	if err := ValidateRingBufferSize(size); err != nil {
+	if err := limits.ValidateRingBufferSize(size); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
 	logger := opts.Logger
@@ -345,12 +311,6 @@ type featureLink struct {
 	link    link.Link
 }
 
-// statePrograms are the tp_btf/inet_sock_set_state programs (one; see
-// flowtap.bpf.c).
-func (c *Capture) statePrograms() []*ebpf.Program {
-	return []*ebpf.Program{c.objs.FlowtapState}
-}
-
 // runIter runs a BPF iterator program once, to the end. The programs write
 // no text; they act (storage, ring buffer records) on every element.
 func runIter(prog *ebpf.Program) error {
@@ -450,24 +410,19 @@ func (c *Capture) Now() int64 {
 	return ts.Nano() + c.dec.bootToWall
 }
 
-// Run reads the ring buffer and hands every record, decoded into a
-// net_packet_flow_base or net_tcp_socket_base event, to emit (called from
-// Run's goroutine, one event at a time). It blocks until ctx is done
-// (records already in the ring buffer are delivered first) or Close is
-// called, and then returns nil.
+// run reads the ring buffer and hands every record, decoded into a
+// net_packet_flow_base, net_tcp_socket_base or net_packet_dns_base event,
+// to emit (called from run's goroutine, one event at a time), and calls
+// drained each time the ring buffer holds nothing more to read, before it
+// waits. It blocks until ctx is done (records already in the ring buffer
+// are delivered first) or Close is called, and then returns nil.
 //
 // While it runs it checks the kernel's lost-record counter about once a
 // second, and once more before returning (unless Close ended it): when
 // the counter grew it logs a warning and emits a flowtap_records_lost
 // event (events.RecordsLost) with the number lost since its previous check
-// and the interval. Only one Run may be active at a time; Run on a closed
+// and the interval. Only one run may be active at a time; run on a closed
 // Capture returns nil at once.
-func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
-	return c.run(ctx, emit, func() {})
-}
-
-// run is Run, calling drained each time the ring buffer holds nothing
-// more to read, before it waits.
 func (c *Capture) run(ctx context.Context, emit func(events.Event), drained func()) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("run flow capture: Run is already active on this Capture")
@@ -484,12 +439,14 @@ func (c *Capture) run(ctx context.Context, emit func(events.Event), drained func
 	return err
 }
 
-// RunBatches is Run with the events handed over in batches: emit gets up
+// RunBatches reads the ring buffer until ctx is done or Close is called,
+// as described at run, and hands the events over in batches: emit gets up
 // to max events at a time (max <= 0 means 256), whenever that many are
-// ready or the ring buffer holds nothing more to read, so a consumer on
-// another goroutine is woken once per batch rather than once per event.
-// emit owns the slice it gets; RunBatches never touches it again. A
-// consumer done with a batch may hand it back with Recycle, to be reused.
+// ready or the ring buffer holds nothing more to read. emit runs on
+// RunBatches' goroutine (the pipeline derives and routes right there, a
+// batch at a time); it owns the slice it gets, which RunBatches never
+// touches again. A consumer done with a batch may hand it back with
+// Recycle, to be reused.
 func (c *Capture) RunBatches(ctx context.Context, max int, emit func([]events.Event)) error {
 	if max <= 0 {
 		max = 256

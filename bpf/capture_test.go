@@ -25,6 +25,7 @@ import (
 
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/bpftest"
 	"github.com/flowtap/flowtap/internal/privtest"
 	"github.com/flowtap/flowtap/internal/testutil"
 )
@@ -1200,8 +1201,12 @@ func wantWoken(t *testing.T, done <-chan error, what string) {
 // hooks, let traffic through, write no record, and are gone after Close.
 func TestAttachNoOps(t *testing.T) {
 	privtest.Require(t)
+	spec, err := bpf.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := attachedPrograms(t, testCgroupPath)
-	n, err := bpf.AttachNoOps(testCgroupPath)
+	n, err := bpftest.AttachNoOps(spec, testCgroupPath)
 	if err != nil {
 		t.Fatalf("AttachNoOps: %v", err)
 	}
@@ -1218,7 +1223,7 @@ func TestAttachNoOps(t *testing.T) {
 	}
 
 	// Narrowed to some hooks: only those.
-	n, err = bpf.AttachNoOps(testCgroupPath, "cgroup_skb", "cgroup/connect4")
+	n, err = bpftest.AttachNoOps(spec, testCgroupPath, "cgroup_skb", "cgroup/connect4")
 	if err != nil {
 		t.Fatalf("AttachNoOps(cgroup_skb, cgroup/connect4): %v", err)
 	}
@@ -1230,7 +1235,7 @@ func TestAttachNoOps(t *testing.T) {
 	}
 	// TCX on lo, the candidate per-packet hook: two more links, no
 	// cgroup program.
-	switch n, err = bpf.AttachNoOps(testCgroupPath, "tcx"); {
+	switch n, err = bpftest.AttachNoOps(spec, testCgroupPath, "tcx"); {
 	case errors.Is(err, ebpf.ErrNotSupported):
 		t.Logf("no TCX on this kernel (Linux 6.6): %v", err)
 	case err != nil:
@@ -1244,7 +1249,7 @@ func TestAttachNoOps(t *testing.T) {
 			t.Fatalf("Close: %v", err)
 		}
 	}
-	if _, err := bpf.AttachNoOps(testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
+	if _, err := bpftest.AttachNoOps(spec, testCgroupPath, "kprobe"); err == nil || !strings.Contains(err.Error(), "sockops") {
 		t.Errorf("AttachNoOps(kprobe): %v, want an error naming the hooks there are", err)
 	}
 }

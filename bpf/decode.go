@@ -70,7 +70,7 @@ func carve[T any](slab *[]T, on bool) *T {
 	return p
 }
 
-// Decode turns one ring buffer record into an event: a packet record into
+// decode turns one ring buffer record into an event: a packet record into
 // a net_packet_flow_base event (*events.PacketFlowBase), a no-socket reset
 // record into the same with NoSocket set and Direction Ingress (the
 // incoming packet no socket took), a closed-socket or
@@ -81,16 +81,11 @@ func carve[T any](slab *[]T, on bool) *T {
 // wall-clock nanoseconds since the Unix epoch. Addresses are kept in the
 // form the kernel gave (an IPv4-mapped IPv6 address stays mapped).
 //
-// Decode rejects records of the wrong size, of an unknown type, with an
+// decode rejects records of the wrong size, of an unknown type, with an
 // unknown address family, or packet records with an unknown direction.
-// Fields that do not apply to a record's type are ignored. It allocates
+// Fields that do not apply to a record's type are ignored. With slabs off it allocates
 // the event payload and the owner's task name, if any (Capture's reader
-// interns the names instead).
-func Decode(raw []byte, bootToWall int64) (events.Event, error) {
-	d := decoder{bootToWall: bootToWall}
-	return d.decode(raw)
-}
-
+// carves payloads from slabs and interns the names).
 func (d *decoder) decode(raw []byte) (events.Event, error) {
 	if len(raw) >= recordSize && raw[recordTypeOffset] == recordTypeDNS {
 		return d.decodeDNS(raw)

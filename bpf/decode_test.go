@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
 
@@ -121,7 +122,7 @@ func TestRecordLayout(t *testing.T) {
 		entries uint32
 		flags   uint32
 	}{
-		{flowtapMapFlowRecords, ebpf.RingBuf, DefaultRingBufferSize, 0},
+		{flowtapMapFlowRecords, ebpf.RingBuf, limits.DefaultRingBufferSize, 0},
 		{flowtapMapLostRecords, ebpf.PerCPUArray, 1, 0},
 		// Counters are per socket and not inherited by accepted
 		// children; owners are.

@@ -4,13 +4,9 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
-
-// DNSMaxPayload is the most DNS payload bytes the kernel captures per
-// packet (DNS_MAX_PAYLOAD in flowtap.bpf.c): longer payloads are captured
-// truncated and counted (Stats.DNSTruncated).
-const DNSMaxPayload = 1232
 
 // recordTypeOffset is the offset of the type byte, the same in struct
 // flow_record and struct dns_record (TestRecordLayout pins both).
@@ -58,8 +54,8 @@ func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
 	}
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), dnsHeaderSize), raw)
 	payload := raw[dnsHeaderSize:]
-	if int(rec.CapLen) != len(payload) || rec.CapLen > DNSMaxPayload || rec.CapLen > rec.MsgLen {
-		return events.Event{}, fmt.Errorf("decode dns record: %d payload bytes, header says %d captured of %d (at most %d)", len(payload), rec.CapLen, rec.MsgLen, DNSMaxPayload)
+	if int(rec.CapLen) != len(payload) || rec.CapLen > limits.DNSMaxPayload || rec.CapLen > rec.MsgLen {
+		return events.Event{}, fmt.Errorf("decode dns record: %d payload bytes, header says %d captured of %d (at most %d)", len(payload), rec.CapLen, rec.MsgLen, limits.DNSMaxPayload)
 	}
 	p := &events.PacketDNSBase{
 		DNSPacket:   events.DNSPacket{SrcPort: rec.Sport, DstPort: rec.Dport},

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
@@ -143,8 +144,8 @@ func TestDNSCapture(t *testing.T) {
 		t.Fatalf("want 4 more DNS records, got:\n%s", dump(evs))
 	}
 	for _, p := range dnsRecords(evs)[4:] {
-		if !p.Truncated || len(p.Payload) != bpf.DNSMaxPayload || p.Length != 3000 || !bytes.Equal(p.Payload, big[:bpf.DNSMaxPayload]) {
-			t.Errorf("long record: truncated=%v len=%d length=%d, want the first %d of 3000 bytes", p.Truncated, len(p.Payload), p.Length, bpf.DNSMaxPayload)
+		if !p.Truncated || len(p.Payload) != limits.DNSMaxPayload || p.Length != 3000 || !bytes.Equal(p.Payload, big[:limits.DNSMaxPayload]) {
+			t.Errorf("long record: truncated=%v len=%d length=%d, want the first %d of 3000 bytes", p.Truncated, len(p.Payload), p.Length, limits.DNSMaxPayload)
 		}
 	}
 	if got := r.c.Stats().DNSTruncated - before; got != 4 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 )
 
@@ -56,8 +57,8 @@ func TestDNSRecordLayout(t *testing.T) {
 	if err := spec.Types.TypeByName("dns_scratch", &sc); err != nil {
 		t.Fatal(err)
 	}
-	if int(sc.Size) < dnsHeaderSize+DNSMaxPayload {
-		t.Errorf("dns_scratch is %d bytes, smaller than header and %d payload bytes", sc.Size, DNSMaxPayload)
+	if int(sc.Size) < dnsHeaderSize+limits.DNSMaxPayload {
+		t.Errorf("dns_scratch is %d bytes, smaller than header and %d payload bytes", sc.Size, limits.DNSMaxPayload)
 	}
 }
 
@@ -108,7 +109,7 @@ func TestDecodeDNSRejects(t *testing.T) {
 		want string
 	}{
 		{"payload shorter than cap_len", with(func(*flowtapDnsRecord) {}, 1), "header says 2 captured"},
-		{"cap_len beyond the maximum", with(func(r *flowtapDnsRecord) { r.CapLen, r.MsgLen = DNSMaxPayload+1, 5000 }, DNSMaxPayload+1), "at most"},
+		{"cap_len beyond the maximum", with(func(r *flowtapDnsRecord) { r.CapLen, r.MsgLen = limits.DNSMaxPayload+1, 5000 }, limits.DNSMaxPayload+1), "at most"},
 		{"cap_len beyond msg_len", with(func(r *flowtapDnsRecord) { r.MsgLen = 1 }, 2), "captured of 1"},
 		{"family", with(func(r *flowtapDnsRecord) { r.Family = 3 }, 2), "unknown address family 3"},
 		{"direction", with(func(r *flowtapDnsRecord) { r.Direction = 0 }, 2), "unknown direction 0"},
@@ -125,7 +126,7 @@ func checkDNSDecode(t *testing.T, raw []byte, bootToWall int64, ev events.Event,
 	var h flowtapDnsRecord
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&h)), dnsHeaderSize), raw)
 	pl := len(raw) - dnsHeaderSize
-	valid := int(h.CapLen) == pl && pl <= DNSMaxPayload && h.CapLen <= h.MsgLen &&
+	valid := int(h.CapLen) == pl && pl <= limits.DNSMaxPayload && h.CapLen <= h.MsgLen &&
 		(h.Family == recordAFInet || h.Family == recordAFInet6) &&
 		(h.Direction == recordDirIngress || h.Direction == recordDirEgress) &&
 		(h.Proto == ipprotoUDP || h.Proto == ipprotoTCP)

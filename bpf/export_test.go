@@ -1,11 +1,14 @@
 package bpf
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/flowtap/flowtap/events"
 )
 
 // Test-only access to internals for the privileged tests, which live in
@@ -74,7 +77,7 @@ func (c *Capture) IDs() (AttachedIDs, error) {
 		}
 		ids.Programs = append(ids.Programs, id)
 	}
-	for _, p := range append(c.statePrograms(), c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
+	for _, p := range append([]*ebpf.Program{c.objs.FlowtapState}, c.objs.FlowtapReset, c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot) {
 		if p == nil {
 			continue // its feature is unavailable
 		}
@@ -133,7 +136,7 @@ func (c *Capture) PacketPrograms() []*ebpf.Program {
 // program (it was already running on the CPU).
 func (c *Capture) StateSkips() ([]uint64, error) {
 	var out []uint64
-	for _, p := range c.statePrograms() {
+	for _, p := range []*ebpf.Program{c.objs.FlowtapState} {
 		if p == nil {
 			continue // not loaded: flows from sock_ops
 		}
@@ -195,3 +198,19 @@ func NoQuietWakeups(t interface{ Cleanup(func()) }) {
 	quietWakeup = 1 << 62 // about 146 years: never
 	t.Cleanup(func() { quietWakeup = old })
 }
+
+// Run is RunBatches one event at a time: the tests read records as they
+// come.
+func (c *Capture) Run(ctx context.Context, emit func(events.Event)) error {
+	return c.run(ctx, emit, func() {})
+}
+
+// Decode decodes one record as Capture's reader does (see decoder.decode),
+// allocating what the reader carves from slabs or interns.
+func Decode(raw []byte, bootToWall int64) (events.Event, error) {
+	d := decoder{bootToWall: bootToWall}
+	return d.decode(raw)
+}
+
+// Spec is the embedded object's collection spec, for bpftest.AttachNoOps.
+func Spec() (*ebpf.CollectionSpec, error) { return loadFlowtap() }

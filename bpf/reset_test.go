@@ -93,10 +93,10 @@ func TestNoSocketReset(t *testing.T) {
 	r := startCapture(t, scoped(bpf.Options{}))
 	check := func(t *testing.T, src, dst netip.AddrPort, flags events.TCPFlags) {
 		t.Helper()
-		evs, _ := r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(noSocketRecs(evs, src, dst)) > 0 })
+		r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(noSocketRecs(evs, src, dst)) > 0 })
 		// Give a duplicate a bounded chance to show up.
 		time.Sleep(200 * time.Millisecond)
-		evs = r.col.snapshot()
+		evs := r.col.snapshot()
 		recs := noSocketRecs(evs, src, dst)
 		if len(recs) != 1 {
 			t.Fatalf("%d no-socket records for %v -> %v, want exactly 1:%s", len(recs), src, dst, dump(evs[max(0, len(evs)-20):]))

@@ -16,8 +16,11 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
-	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/naming"
+	"github.com/flowtap/flowtap/plugins/supervise"
+	"github.com/flowtap/flowtap/sinks"
 )
 
 //go:embed default.yaml
@@ -106,14 +109,14 @@ type Pipeline struct {
 	// "-name" to exclude (see events.ParseSelection).
 	Events []string `mapstructure:"events"`
 	// Filter keeps only the events it matches; "" keeps all.
-	Filter string `mapstructure:"filter"`
-	Sinks  []Sink `mapstructure:"sinks"`
+	Filter string       `mapstructure:"filter"`
+	Sinks  []SinkConfig `mapstructure:"sinks"`
 }
 
-// Sink names a sink plugin and the configuration handed to its Configure.
-type Sink struct {
-	// Plugin is a built-in sink's name (e.g. "stdout") or a path to a
-	// plugin binary.
+// SinkConfig names a sink plugin and the configuration handed to its Configure.
+type SinkConfig struct {
+	// Plugin is a built-in sink's name (sinks.Names: stdout, file,
+	// webhook, nats) or a path to a plugin binary.
 	Plugin string         `mapstructure:"plugin"`
 	Config map[string]any `mapstructure:"config"`
 	// SHA256, when set, pins the plugin binary: its SHA-256 (hex) must
@@ -126,7 +129,7 @@ type Sink struct {
 	// OnFailure is what happens when the plugin keeps failing after its
 	// restarts: "stop" (flowtap stops with an error; the default) or
 	// "disable" (this sink is dropped, the others go on).
-	OnFailure string `mapstructure:"on_failure"`
+	OnFailure supervise.OnFailure `mapstructure:"on_failure"`
 }
 
 // Queue is a sink's bounded queue.
@@ -134,8 +137,8 @@ type Queue struct {
 	// Size is the most events waiting; 0 means the default.
 	Size int `mapstructure:"size"`
 	// Policy is what a full queue does: "block" (the default),
-	// "drop_newest" or "drop_oldest".
-	Policy string `mapstructure:"policy"`
+	// "drop_newest" or "drop_oldest" (supervise.Policies).
+	Policy supervise.Policy `mapstructure:"policy"`
 }
 
 // Restart is a sink plugin's restart policy.
@@ -218,10 +221,8 @@ func decode(v *viper.Viper, source string) (*Config, error) {
 
 // Valid values of the enumerated keys.
 var (
-	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
-	logFormats      = []string{"text", "json"}
-	queuePolicies   = []string{"block", "drop_newest", "drop_oldest"}
-	failurePolicies = []string{"stop", "disable"}
+	logLevels  = []string{"trace", "debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
 )
 
 // Validate checks every value that can be checked without the event
@@ -237,8 +238,8 @@ func (c *Config) Validate() error {
 		ps.add(f, "", "capture.cgroup", "%q is not an absolute path: name a cgroup v2 directory such as /sys/fs/cgroup/myapp, or leave it out for the whole host", cp.Cgroup)
 	}
 	if cp.RingBufferSize != 0 {
-		if err := bpf.ValidateRingBufferSize(cp.RingBufferSize); err != nil {
-			ps.add(f, "", "capture.ring_buffer_size", "%v (or 0 for the default, %d)", err, bpf.DefaultRingBufferSize)
+		if err := limits.ValidateRingBufferSize(cp.RingBufferSize); err != nil {
+			ps.add(f, "", "capture.ring_buffer_size", "%v (or 0 for the default, %d)", err, limits.DefaultRingBufferSize)
 		}
 	}
 	nonNegative := func(key string, n int64, what string) {
@@ -282,9 +283,9 @@ func (c *Config) Validate() error {
 		switch {
 		case name == "":
 			name = fmt.Sprintf("#%d", i)
-			ps.add(f, name, key("name"), "empty: give every pipeline a name (letters, digits, '-', '_')")
-		case !validName(name):
-			ps.add(f, name, key("name"), "use letters, digits, '-' and '_' only")
+			ps.add(f, name, key("name"), "empty: give every pipeline a name (%s)", naming.Rule)
+		case !naming.Valid(name):
+			ps.add(f, name, key("name"), "use %s only", naming.Rule)
 		case seen[name]:
 			ps.add(f, name, key("name"), "used by an earlier pipeline: names must be unique")
 		}
@@ -298,7 +299,7 @@ func (c *Config) Validate() error {
 		for j, s := range p.Sinks {
 			sk := func(k string) string { return fmt.Sprintf("pipelines[%d].sinks[%d].%s", i, j, k) }
 			if strings.TrimSpace(s.Plugin) == "" {
-				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (stdout, file, webhook, nats) or the path to a plugin binary")
+				ps.add(f, name, sk("plugin"), "empty: name a built-in sink (%s) or the path to a plugin binary", strings.Join(sinks.Names(), ", "))
 			}
 			if s.SHA256 != "" && !isSHA256(s.SHA256) {
 				ps.add(f, name, sk("sha256"), "%q is not a SHA-256: write the 64 hex digits sha256sum prints for the plugin binary", s.SHA256)
@@ -306,7 +307,7 @@ func (c *Config) Validate() error {
 			if s.Queue.Size < 0 {
 				ps.add(f, name, sk("queue.size"), "%d is negative: give the most events waiting, or 0 for the default", s.Queue.Size)
 			}
-			oneOf(name, sk("queue.policy"), s.Queue.Policy, queuePolicies)
+			oneOf(name, sk("queue.policy"), string(s.Queue.Policy), names(supervise.Policies()))
 			if s.Restart.MaxAttempts < 0 {
 				ps.add(f, name, sk("restart.max_attempts"), "%d is negative: give how many restarts to try, or 0 for the default", s.Restart.MaxAttempts)
 			}
@@ -315,21 +316,19 @@ func (c *Config) Validate() error {
 			} else if s.Restart.MaxBackoff > 0 && s.Restart.InitialBackoff > s.Restart.MaxBackoff {
 				ps.add(f, name, sk("restart.initial_backoff"), "%v is longer than max_backoff %v", s.Restart.InitialBackoff, s.Restart.MaxBackoff)
 			}
-			oneOf(name, sk("on_failure"), s.OnFailure, failurePolicies)
+			oneOf(name, sk("on_failure"), string(s.OnFailure), names(supervise.OnFailures()))
 		}
 	}
 	return ps.Err()
 }
 
-// validName reports whether a pipeline name is made of letters, digits,
-// '-' and '_'.
-func validName(s string) bool {
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
+// names are the values of a string type, as strings.
+func names[T ~string](values []T) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = string(v)
 	}
-	return s != ""
+	return out
 }
 
 func isSHA256(s string) bool {

@@ -48,7 +48,7 @@ func TestLoadFormats(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []Pipeline{{Name: "p", Events: []string{"net_flow_tcp_begin"}, Sinks: []Sink{{Plugin: "stdout", Config: map[string]any{"format": "json"}}}}}
+			want := []Pipeline{{Name: "p", Events: []string{"net_flow_tcp_begin"}, Sinks: []SinkConfig{{Plugin: "stdout", Config: map[string]any{"format": "json"}}}}}
 			if !reflect.DeepEqual(c.Pipelines, want) {
 				t.Fatalf("got %+v, want %+v", c.Pipelines, want)
 			}
@@ -188,7 +188,7 @@ pipelines:
 		t.Errorf("log = %+v", c.Log)
 	}
 	s := c.Pipelines[0].Sinks[0]
-	wantSink := Sink{Plugin: "stdout", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Queue: Queue{Size: 100, Policy: "drop_oldest"},
+	wantSink := SinkConfig{Plugin: "stdout", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Queue: Queue{Size: 100, Policy: "drop_oldest"},
 		Restart: Restart{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}, OnFailure: "disable"}
 	if !reflect.DeepEqual(s, wantSink) || c.Pipelines[0].Filter != "dst_port=443" {
 		t.Errorf("pipeline = %+v", c.Pipelines[0])

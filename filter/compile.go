@@ -53,10 +53,6 @@ var workloadFields = map[string]func(*events.Workload) string{
 	"pod_uid":           func(w *events.Workload) string { return w.PodUID },
 }
 
-// ContextFields returns the fields every event can be filtered on, besides
-// its own payload fields.
-func ContextFields() []events.FieldSpec { return append([]events.FieldSpec(nil), contextFields...) }
-
 // FieldError is a clause that does not fit the fields of the events it
 // is compiled for: an unknown field, a value of the wrong type, or an
 // operator the field's type has no meaning for.

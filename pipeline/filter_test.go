@@ -32,7 +32,7 @@ func TestRouterAppliesFilters(t *testing.T) {
 	}
 	s0, got0 := testSink(0)
 	s1, got1 := testSink(1)
-	sinks := []*sink{s0, s1}
+	sinks := []*target{s0, s1}
 	r := newRouter(plan, sinks, "h")
 	for _, ev := range []events.Event{
 		begin(events.Incoming, "192.0.2.1", 22),   // privileged, all
@@ -58,7 +58,7 @@ func TestReloadKeepsUnchangedPipelines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdout := []configs.Sink{{Plugin: "stdout"}}
+	stdout := []configs.SinkConfig{{Plugin: "stdout"}}
 	old := &configs.Config{Source: "old", Pipelines: []configs.Pipeline{
 		{Name: "keep", Events: []string{"flows"}, Sinks: stdout},
 		{Name: "drop", Events: []string{"flows"}, Sinks: stdout},
@@ -73,7 +73,7 @@ func TestReloadKeepsUnchangedPipelines(t *testing.T) {
 		{Name: "keep", Events: []string{"net_flow_tcp_begin"}, Filter: "dst_port=22", Sinks: stdout},
 	}}
 	rl := newReloader(Options{Config: old, Catalogue: cat, Load: func() (*configs.Config, error) { return next, nil }},
-		plan, []*sink{keep, drop}, true, hclog.NewNullLogger())
+		plan, []*target{keep, drop}, true, hclog.NewNullLogger())
 	sw, err := rl.prepare(t.Context(), next)
 	if err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ func TestResolveSharesOnePlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := &configs.Config{Source: "test", Pipelines: []configs.Pipeline{
-		{Name: "begins", Events: []string{"net_flow_tcp_begin"}, Sinks: []configs.Sink{{Plugin: "stdout"}}},
-		{Name: "ends", Events: []string{"flows", "-net_flow_tcp_begin"}, Sinks: []configs.Sink{{Plugin: "stdout"}}},
+		{Name: "begins", Events: []string{"net_flow_tcp_begin"}, Sinks: []configs.SinkConfig{{Plugin: "stdout"}}},
+		{Name: "ends", Events: []string{"flows", "-net_flow_tcp_begin"}, Sinks: []configs.SinkConfig{{Plugin: "stdout"}}},
 	}}
 	p, err := Resolve(cat, cfg)
 	if err != nil {

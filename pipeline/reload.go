@@ -16,7 +16,8 @@ import (
 // Reloading (SIGHUP): the reloader goroutine re-reads the config
 // (Options.Load), resolves it, and starts the sinks of new or changed
 // pipelines, all while events keep flowing; then it hands the main loop a
-// swap, which the loop applies between two events. A pipeline that keeps
+// swap, which the loop applies between two derivation steps (batches or
+// ticks), under the stage's lock: no event is routed by half a swap. A pipeline that keeps
 // its name and its sinks keeps its running sinks and their queues and only
 // changes selection and filter, so it loses nothing; a removed pipeline's
 // sinks stop receiving, drain what they hold and close; the capture and
@@ -25,10 +26,10 @@ import (
 // swap is a prepared configuration for the main loop to switch to.
 type swap struct {
 	routes  []route
-	sinks   []*sink // every sink after the swap
-	added   []*sink // started: to watch
-	removed []*sink // to drain and close
-	tracker bool    // the new plan needs the flow tracker
+	sinks   []*target    // every sink after the swap
+	added   []*target    // started: to watch
+	removed []*target    // to drain and close
+	plan    *events.Plan // the new shared plan: the derivers it needs turn on
 	applied chan struct{}
 }
 
@@ -40,14 +41,14 @@ type reloader struct {
 	dns     bool // DNS capture runs
 	current *configs.Config
 	// running maps pipeline names to their sinks.
-	running map[string][]*sink
+	running map[string][]*target
 	swaps   chan *swap
 	done    chan struct{}
 }
 
-func newReloader(opts Options, plan *Plan, sinks []*sink, kernel bool, log hclog.Logger) *reloader {
+func newReloader(opts Options, plan *Plan, sinks []*target, kernel bool, log hclog.Logger) *reloader {
 	rl := &reloader{opts: opts, log: log, kernel: kernel, current: opts.Config,
-		running: map[string][]*sink{}, swaps: make(chan *swap), done: make(chan struct{})}
+		running: map[string][]*target{}, swaps: make(chan *swap), done: make(chan struct{})}
 	for _, s := range sinks {
 		name := plan.Pipelines[s.pipeline].Config.Name
 		rl.running[name] = append(rl.running[name], s)
@@ -113,7 +114,7 @@ func (rl *reloader) reload(ctx context.Context) {
 		rl.log.SetLevel(level)
 	}
 	rl.current = cfg
-	rl.running = map[string][]*sink{}
+	rl.running = map[string][]*target{}
 	for i, rt := range sw.routes {
 		rl.running[cfg.Pipelines[i].Name] = rt.sinks
 	}
@@ -145,7 +146,10 @@ func (rl *reloader) prepare(ctx context.Context, cfg *configs.Config) (*swap, er
 	if err := rl.checkDNS(plan.Shared, cfg); err != nil {
 		return nil, err
 	}
-	oldSinks := map[string][]configs.Sink{}
+	if err := checkDerivers(plan.Shared); err != nil {
+		return nil, err
+	}
+	oldSinks := map[string][]configs.SinkConfig{}
 	for _, p := range rl.current.Pipelines {
 		oldSinks[p.Name] = p.Sinks
 	}
@@ -164,9 +168,9 @@ func (rl *reloader) prepare(ctx context.Context, cfg *configs.Config) (*swap, er
 	if err != nil {
 		return nil, err
 	}
-	sw := &swap{added: added, tracker: plan.Shared.Needs(events.DeriverFlowTracker), applied: make(chan struct{})}
+	sw := &swap{added: added, plan: plan.Shared, applied: make(chan struct{})}
 	sw.routes = make([]route, len(plan.Pipelines))
-	keep := map[*sink]bool{}
+	keep := map[*target]bool{}
 	for i, pp := range plan.Pipelines {
 		sw.routes[i] = route{plan: pp.Plan, filter: pp.Filter}
 	}
@@ -204,12 +208,12 @@ type retirer struct {
 // retire closes s (the router no longer sends to it) in the background:
 // it delivers what it holds and its plugin closes. A failure while it
 // drains is logged, and stops nothing.
-func (rt *retirer) retire(s *sink, log hclog.Logger) {
+func (rt *retirer) retire(s *target, log hclog.Logger) {
 	s.retired.Store(true)
 	rt.wg.Add(1)
 	go func() {
 		defer rt.wg.Done()
-		st, _ := closeSinks([]*sink{s}, nil, log)
+		st, _ := closeSinks([]*target{s}, nil, log)
 		rt.mu.Lock()
 		rt.retired = append(rt.retired, st...)
 		rt.mu.Unlock()

@@ -24,8 +24,8 @@ func TestRouterDeliversBySelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sinks []*sink
-	gotEvents := map[*sink]*[]events.Event{}
+	var sinks []*target
+	gotEvents := map[*target]*[]events.Event{}
 	for i := range cfg.Pipelines {
 		for j := 0; j < 2; j++ { // two sinks per pipeline
 			s, got := testSink(i)
@@ -70,7 +70,7 @@ func TestRouterDeliversBySelection(t *testing.T) {
 
 // testSink returns a sink of the given pipeline that keeps what the router
 // hands it, in the slice it also returns.
-func testSink(pipeline int) (*sink, *[]events.Event) {
+func testSink(pipeline int) (*target, *[]events.Event) {
 	got := &[]events.Event{}
-	return &sink{pipeline: pipeline, enqueue: func(evs []events.Event) { *got = append(*got, evs...) }}, got
+	return &target{pipeline: pipeline, enqueue: func(evs []events.Event) { *got = append(*got, evs...) }}, got
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/supervise"
@@ -33,13 +33,13 @@ type SinkStats struct {
 // ends, for all sinks together; what is not delivered by then is dropped.
 const sinkCloseTimeout = 60 * time.Second
 
-// sink is one configured sink of a pipeline: a supervised plugin.
-type sink struct {
+// target is one configured sink of a pipeline, as the router sees it: a supervised plugin.
+type target struct {
 	label     string
 	pipeline  int
 	stats     SinkStats
-	onFailure string
-	sup       *supervise.Sink
+	onFailure supervise.OnFailure
+	sup       delivery
 	// enqueue offers events to the sink's queue (sup.EnqueueBatch).
 	enqueue func([]events.Event)
 	// pending are the events routed to the sink in the current
@@ -48,6 +48,34 @@ type sink struct {
 	// retired: a reload removed the sink; its failure stops nothing.
 	retired atomic.Bool
 }
+
+// delivery is what the pipeline needs of a sink's supervised delivery
+// (supervise.Delivery); the package's tests stand in for it.
+type delivery interface {
+	// EnqueueBatch offers events to the sink's queue.
+	EnqueueBatch(evs []events.Event)
+	// Failed is closed when the supervisor gives up; Err says why.
+	Failed() <-chan struct{}
+	Err() error
+	Counters() supervise.Counters
+	// Close delivers what is queued and ends the plugin.
+	Close(ctx context.Context) error
+}
+
+// startDelivery starts one sink's supervised delivery.
+type startDelivery func(ctx context.Context, cfg supervise.Config) (delivery, error)
+
+// superviseStart is startDelivery with the real supervisor and plugin.
+func superviseStart(ctx context.Context, cfg supervise.Config) (delivery, error) {
+	s, err := supervise.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Interface guard: a supervised sink is a delivery.
+var _ delivery = (*supervise.Delivery)(nil)
 
 // outputFile is the file sink plugins print to directly: the process's
 // standard output, or the Stdout option when it is a file. Any other
@@ -62,17 +90,16 @@ func outputFile(w io.Writer) *os.File {
 
 // startSinks starts every sink of every pipeline, each behind its
 // supervisor. A sink that cannot start fails the whole start.
-func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*sink, error) {
-	var sinks []*sink
+func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger) ([]*target, error) {
+	start := opts.startDelivery
+	if start == nil {
+		start = superviseStart
+	}
+	var sinks []*target
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
-			policy, err := supervise.ParsePolicy(sc.Queue.Policy)
-			if err != nil {
-				closeSinks(sinks, nil, log)
-				return nil, fmt.Errorf("start %s: queue: %w", label, err)
-			}
-			sup, err := supervise.Start(ctx, supervise.Config{
+			sup, err := start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
 					Name:   label,
@@ -86,7 +113,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				},
 				SinkConfig:     sc.Config,
 				QueueSize:      sc.Queue.Size,
-				Policy:         policy,
+				Policy:         sc.Queue.Policy,
 				BatchSize:      opts.BatchSize,
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,
@@ -98,11 +125,8 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				closeSinks(sinks, nil, log)
 				return nil, fmt.Errorf("start %s: %w", label, err)
 			}
-			onFailure := sc.OnFailure
-			if onFailure == "" {
-				onFailure = configs.OnFailureStop
-			}
-			sinks = append(sinks, &sink{
+			onFailure := cmp.Or(sc.OnFailure, supervise.Stop)
+			sinks = append(sinks, &target{
 				label:     label,
 				pipeline:  i,
 				stats:     SinkStats{Pipeline: pp.Config.Name, Index: j, Plugin: sc.Plugin},
@@ -118,7 +142,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 // watchSinks applies each sink's on_failure policy when it gives up:
 // "stop" ends the run with the sink's error, "disable" drops the sink and
 // lets the others go on. It returns when ctx ends.
-func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc, log hclog.Logger) {
+func watchSinks(ctx context.Context, sinks []*target, stop context.CancelCauseFunc, log hclog.Logger) {
 	for _, s := range sinks {
 		go func() {
 			select {
@@ -128,7 +152,7 @@ func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc
 					log.Error("retired sink failed while draining", "sink", s.label, "error", s.sup.Err())
 					return
 				}
-				if s.onFailure == configs.OnFailureDisable {
+				if s.onFailure == supervise.Disable {
 					log.Error("sink disabled after repeated failures (on_failure: disable): its events are dropped, the other sinks go on",
 						"sink", s.label, "error", s.sup.Err())
 					return
@@ -144,7 +168,7 @@ func watchSinks(ctx context.Context, sinks []*sink, stop context.CancelCauseFunc
 // counters and returns their totals, and the errors of sinks whose
 // failure stops the run, except reported (the error that already stopped
 // it). A disabled sink's failure was logged when it happened.
-func closeSinks(sinks []*sink, reported error, log hclog.Logger) ([]SinkStats, error) {
+func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), sinkCloseTimeout)
 	defer cancel()
 	// Close them all at once: each drains its own queue.
@@ -168,7 +192,7 @@ func closeSinks(sinks []*sink, reported error, log hclog.Logger) ([]SinkStats, e
 			st.Failed = err.Error()
 			switch {
 			case reported != nil && errors.Is(reported, err):
-			case s.sup.Err() != nil && s.onFailure == configs.OnFailureDisable:
+			case s.sup.Err() != nil && s.onFailure == supervise.Disable:
 			default:
 				failed = append(failed, fmt.Errorf("close %s: %w", s.label, err))
 			}

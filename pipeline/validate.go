@@ -11,7 +11,6 @@ import (
 
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/plugins/host"
-	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
 // sinkCheckTimeout bounds starting one plugin, configuring it and closing
@@ -40,8 +39,8 @@ func CheckSinks(ctx context.Context, cfg *configs.Config, log hclog.Logger) conf
 			if err == nil {
 				continue
 			}
-			var many sdk.ConfigErrors
-			var one sdk.ConfigError
+			var many host.ConfigErrors
+			var one host.ConfigError
 			switch {
 			case errors.As(err, &many):
 				for _, e := range many {
@@ -65,7 +64,7 @@ func configKey(sink, key string) string {
 }
 
 // checkSink starts one plugin, configures it and closes it.
-func checkSink(ctx context.Context, s configs.Sink, label string, log hclog.Logger) error {
+func checkSink(ctx context.Context, s configs.SinkConfig, label string, log hclog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, sinkCheckTimeout)
 	defer cancel()
 	client, err := host.Start(ctx, host.Config{

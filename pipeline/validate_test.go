@@ -68,7 +68,7 @@ func TestExamplesPluginsAccept(t *testing.T) {
 					if _, ok := s.Config["path"]; ok {
 						s.Config["path"] = filepath.Join(tmp, p.Name+".out")
 					}
-					one := &configs.Config{Source: path, Pipelines: []configs.Pipeline{{Name: p.Name, Events: p.Events, Filter: p.Filter, Sinks: []configs.Sink{s}}}}
+					one := &configs.Config{Source: path, Pipelines: []configs.Pipeline{{Name: p.Name, Events: p.Events, Filter: p.Filter, Sinks: []configs.SinkConfig{s}}}}
 					if ps := CheckSinks(context.Background(), one, nil); len(ps) > 0 {
 						t.Errorf("pipelines[%d].sinks[%d]: %v", i, j, ps)
 					}
@@ -86,7 +86,7 @@ func TestExamplesPluginsAccept(t *testing.T) {
 // that a plugin that cannot be found is a problem of its plugin key.
 func TestCheckSinksReportsEveryKey(t *testing.T) {
 	buildSinkPlugins(t)
-	cfg := &configs.Config{Source: "test.yaml", Pipelines: []configs.Pipeline{{Name: "p", Events: []string{"flows"}, Sinks: []configs.Sink{
+	cfg := &configs.Config{Source: "test.yaml", Pipelines: []configs.Pipeline{{Name: "p", Events: []string{"flows"}, Sinks: []configs.SinkConfig{
 		{Plugin: "stdout", Config: map[string]any{"format": "xml", "colour": true}},
 		{Plugin: "no-such-sink"},
 		{Plugin: "stdout", Config: map[string]any{"format": "json"}},

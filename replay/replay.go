@@ -17,7 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
 )
@@ -26,10 +26,6 @@ import (
 // waits that long after FIN both ways (or a RST) for the socket's close
 // report, which a capture never has, so there is nothing to wait for.
 const CloseGrace = time.Nanosecond
-
-// DefaultSnapshotEvery is Options.SnapshotEvery's default: a third of the
-// flow tracker's default idle timeout, as the live pipeline snapshots.
-const DefaultSnapshotEvery = derive.DefaultIdleTimeout / 3
 
 // maxLogged is how many bad packets are logged; the rest are counted.
 const maxLogged = 10
@@ -61,7 +57,8 @@ type Options struct {
 	// SnapshotEvery is how often (capture time) the producer reports its
 	// open connections' counters as net_tcp_socket_base snapshots, as the
 	// live pipeline asks the kernel to: this keeps live connections from
-	// idle eviction. Default DefaultSnapshotEvery.
+	// idle eviction. Default: derive.Config's SnapshotInterval
+	// for the default idle timeout (100 s), as the live pipeline.
 	SnapshotEvery time.Duration
 	// MaxConns bounds the connections whose counters are kept; the least
 	// recently seen is dropped beyond it. Default derive.DefaultMaxFlows.
@@ -128,7 +125,7 @@ type Producer struct {
 // New returns a Producer that reads a capture file from in.
 func New(in io.Reader, opts Options) *Producer {
 	if opts.SnapshotEvery <= 0 {
-		opts.SnapshotEvery = DefaultSnapshotEvery
+		opts.SnapshotEvery = derive.Config{}.SnapshotInterval()
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = derive.DefaultMaxFlows
@@ -303,7 +300,7 @@ func (p *Producer) packet(pk *Packet) {
 func (p *Producer) hook(dir events.PacketDirection, c *connState, end int, ts int64) {
 	d := &p.pkt
 	if p.opts.DNS && (d.sport == 53 || d.dport == 53) && d.payloadLen > 0 {
-		captured := d.payload[:min(len(d.payload), bpf.DNSMaxPayload)]
+		captured := d.payload[:min(len(d.payload), limits.DNSMaxPayload)]
 		ev := &events.PacketDNSBase{
 			DNSPacket: events.DNSPacket{Direction: dir, Proto: events.DNSOverUDP, Src: d.src, Dst: d.dst, SrcPort: d.sport, DstPort: d.dport},
 			Length:    d.payloadLen,

@@ -3,9 +3,6 @@
 // by hand. See sinks/file for its configuration.
 package main
 
-import (
-	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/file"
-)
+import "github.com/flowtap/flowtap/sinks"
 
-func main() { sdk.Serve(file.New()) }
+func main() { sinks.Serve("file") }

@@ -3,9 +3,6 @@
 // meant to be run by hand. See sinks/nats for its configuration.
 package main
 
-import (
-	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/nats"
-)
+import "github.com/flowtap/flowtap/sinks"
 
-func main() { sdk.Serve(nats.New()) }
+func main() { sinks.Serve("nats") }

@@ -3,9 +3,6 @@
 // by hand. See sinks/stdout for its configuration and output.
 package main
 
-import (
-	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
-)
+import "github.com/flowtap/flowtap/sinks"
 
-func main() { sdk.Serve(stdout.New()) }
+func main() { sinks.Serve("stdout") }

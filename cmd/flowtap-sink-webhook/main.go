@@ -3,9 +3,6 @@
 // to be run by hand. See sinks/webhook for its configuration.
 package main
 
-import (
-	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/webhook"
-)
+import "github.com/flowtap/flowtap/sinks"
 
-func main() { sdk.Serve(webhook.New()) }
+func main() { sinks.Serve("webhook") }

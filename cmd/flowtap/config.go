@@ -50,7 +50,7 @@ func (o *overrides) registerSelection(f *pflag.FlagSet) {
 // registerCapture adds the flags that override capture settings (run).
 func (o *overrides) registerCapture(f *pflag.FlagSet) {
 	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach to (config: capture.cgroup; default: the cgroup v2 mount from /proc/mounts)")
-	f.IntVar(&o.ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (config: capture.ring_buffer_size; default: bpf.DefaultRingBufferSize)")
+	f.IntVar(&o.ringBuffer, "ring-buffer-size", 0, "BPF ring buffer size in bytes, a power-of-two multiple of the page size (config: capture.ring_buffer_size; default: 32 MiB)")
 	o.registerDerivation(f)
 }
 
@@ -159,12 +159,6 @@ func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, 
 	}
 	log.Debug("config valid, sink configs accepted by their plugins", "pipelines", len(cfg.Pipelines))
 	return nil
-}
-
-// trackerConfig is the flow tracker's part of the capture settings.
-func trackerConfig(c configs.Capture) derive.Config {
-	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout,
-		CommunityIDSeed: c.CommunityIDSeed}
 }
 
 // newLogger builds flowtap's log from the config's log settings.

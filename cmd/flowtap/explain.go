@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/derive/dnscache"
@@ -138,7 +139,7 @@ func writeCapture(w io.Writer, c configs.Capture) {
 	}
 	fmt.Fprintln(w, "capture (flags > FLOWTAP_* environment > config file > defaults):")
 	fmt.Fprintf(w, "  cgroup:\t%s\n", cgroup)
-	fmt.Fprintf(w, "  ring_buffer_size:\t%s\n", orDefault(c.RingBufferSize, bpf.DefaultRingBufferSize, c.RingBufferSize == 0))
+	fmt.Fprintf(w, "  ring_buffer_size:\t%s\n", orDefault(c.RingBufferSize, limits.DefaultRingBufferSize, c.RingBufferSize == 0))
 	fmt.Fprintf(w, "  flow_table_size:\t%s\n", orDefault(c.FlowTableSize, derive.DefaultMaxFlows, c.FlowTableSize == 0))
 	fmt.Fprintf(w, "  flow_idle_timeout:\t%s\n", orDefault(c.FlowIdleTimeout, derive.DefaultIdleTimeout, c.FlowIdleTimeout == 0))
 	fmt.Fprintf(w, "  syn_timeout:\t%s\n", orDefault(c.SYNTimeout, derive.DefaultSYNTimeout, c.SYNTimeout == 0))

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
 	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks"
 )
 
 func main() {
@@ -32,7 +34,6 @@ func main() {
 }
 
 func newRoot() *cobra.Command {
-	var logLevel string
 	root := &cobra.Command{
 		Use:           "flowtap",
 		Short:         "Watch TCP connections from inside the kernel and deliver them as events",
@@ -42,7 +43,9 @@ func newRoot() *cobra.Command {
 		Version: newVersionInfo().text(),
 	}
 	root.SetVersionTemplate("{{.Version}}")
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
+	// Read through the flag set (Lookup), where a given flag overrides
+	// the config's log.level.
+	root.PersistentFlags().String("log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
 	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
 	return root
 }
@@ -97,7 +100,6 @@ func newRun() *cobra.Command {
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log,
-				CgroupPath: cfg.Capture.Cgroup, RingBufferSize: cfg.Capture.RingBufferSize, Tracker: trackerConfig(cfg.Capture),
 				Reload: reloadSignals(ctx),
 				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
 			})
@@ -112,12 +114,15 @@ func newRun() *cobra.Command {
 }
 
 func newList() *cobra.Command {
-	var asJSON bool
+	var asJSON, builtinSinks bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the events flowtap can produce, with their sets and fields",
+		Short: "List the events flowtap can produce, with their sets and fields (--sinks: the built-in sinks and their keys)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if builtinSinks {
+				return listSinks(cmd.OutOrStdout(), asJSON)
+			}
 			cat, err := events.Builtin()
 			if err != nil {
 				return err
@@ -128,8 +133,52 @@ func newList() *cobra.Command {
 			return cat.WriteListTable(cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalogue as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the catalogue (or the sinks) as JSON")
+	cmd.Flags().BoolVar(&builtinSinks, "sinks", false, "list the built-in sinks and their config keys instead of the events")
 	return cmd
+}
+
+// listSinks prints every built-in sink with its config keys (from the
+// sink's config struct), their types and which are secret.
+func listSinks(w io.Writer, asJSON bool) error {
+	type key struct {
+		Name   string `json:"name"`
+		Type   string `json:"type"`
+		Secret bool   `json:"secret,omitempty"`
+	}
+	type sink struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+		Keys        []key  `json:"keys"`
+	}
+	var out []sink
+	for _, b := range sinks.Builtins() {
+		s := sink{Name: b.Name, Description: b.Description}
+		for _, k := range b.Keys() {
+			s.Keys = append(s.Keys, key{Name: k.Name, Type: k.Type, Secret: k.Secret})
+		}
+		out = append(out, s)
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, s := range out {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintf(tw, "%s: %s\n", s.Name, s.Description)
+		for _, k := range s.Keys {
+			if k.Secret {
+				fmt.Fprintf(tw, "  %s\t%s\tsecret: never shown\n", k.Name, k.Type)
+			} else {
+				fmt.Fprintf(tw, "  %s\t%s\n", k.Name, k.Type)
+			}
+		}
+	}
+	return tw.Flush()
 }
 
 func newVersion() *cobra.Command {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -174,5 +175,41 @@ func TestReplayRefusesBadArguments(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("flowtap %v: error %v, want one containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestListSinks: `flowtap list --sinks` lists every built-in sink with
+// its config keys, secret ones marked; --json gives the same as JSON.
+func TestListSinks(t *testing.T) {
+	out, err := run(t, "list", "--sinks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stdout: ", "\n  format    string\n", "file: ", "  max_size_mb  number\n",
+		"webhook: ", "  retry.max_attempts ", "  headers ", "nats: ", "  servers ", "  token ", "secret: never shown"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list --sinks lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = run(t, "list", "--sinks", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []struct {
+		Name string
+		Keys []struct {
+			Name   string
+			Secret bool
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("list --sinks --json: %v\n%s", err, out)
+	}
+	var names []string
+	for _, s := range list {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "stdout,file,webhook,nats" || len(list[3].Keys) == 0 {
+		t.Errorf("sinks %v", list)
 	}
 }

@@ -58,7 +58,7 @@ func newReplay() *cobra.Command {
 				return err
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
-				Config: cfg, Catalogue: cat, Logger: log, Tracker: trackerConfig(cfg.Capture),
+				Config: cfg, Catalogue: cat, Logger: log,
 				Replay: &pipeline.Replay{Name: name, Input: in, Local: prefixes},
 			})
 			return err

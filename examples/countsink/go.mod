@@ -2,10 +2,11 @@ module example.com/flowtap-sink-count
 
 go 1.26.0
 
-require github.com/flowtap/flowtap v0.0.0-00010101000000-000000000000
+require github.com/flowtap/flowtap/plugins/sdk v0.0.0-00010101000000-000000000000
 
 require (
 	github.com/fatih/color v1.13.0 // indirect
+	github.com/flowtap/flowtap/plugins/internal/wire v0.0.0-00010101000000-000000000000 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
@@ -14,13 +15,17 @@ require (
 	github.com/mattn/go-isatty v0.0.17 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
-	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-// This example builds against the flowtap source around it. A sink of
-// your own would require a released flowtap version instead.
-replace github.com/flowtap/flowtap => ../..
+// This example builds against the SDK source beside it (and the wire
+// module the SDK shares with flowtap). A sink of your own requires a
+// released SDK version instead, and no replace directives.
+replace (
+	github.com/flowtap/flowtap/plugins/internal/wire => ../../plugins/internal/wire
+	github.com/flowtap/flowtap/plugins/sdk => ../../plugins/sdk
+)

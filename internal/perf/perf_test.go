@@ -29,9 +29,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/flowtap/flowtap/bpf"
+	"github.com/flowtap/flowtap/internal/bpftest"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
@@ -367,7 +369,7 @@ func shortConnPhase(b *testing.B, s *shortConns) func() float64 {
 // cost before any flowtap code runs: the floor under figure 2. It makes
 // short connections as BenchmarkShortConnections does, with, on the "with"
 // side, programs that do nothing attached where flowtap attaches its own
-// (bpf.AttachNoOps: cgroup_skb ingress and egress, sock_ops and
+// (bpftest.AttachNoOps: cgroup_skb ingress and egress, sock_ops and
 // connect4/6 on flowtap's default cgroup, the tracepoints host-wide)
 // instead of flowtap.
 //
@@ -388,6 +390,11 @@ func shortConnPhase(b *testing.B, s *shortConns) func() float64 {
 func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 	privtest.Require(b)
 	cgroup, err := bpf.FindCgroup2Mount()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The object the agent embeds, as built in this tree.
+	spec, err := ebpf.LoadCollectionSpec("../../bpf/flowtap_bpfel.o")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -415,7 +422,7 @@ func BenchmarkShortConnectionsHookFloor(b *testing.B) {
 		return float64(n) / d.Seconds()
 	}
 	with, without, _ := interleaveWith(b, floorRounds, 1, sample, func() (func() time.Duration, func()) {
-		n, err := bpf.AttachNoOps(cgroup, hooks...)
+		n, err := bpftest.AttachNoOps(spec, cgroup, hooks...)
 		if err != nil {
 			b.Fatal(err)
 		}

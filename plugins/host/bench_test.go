@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -150,7 +151,7 @@ func BenchmarkWriteAcrossPlugin(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
-			var s *Sink
+			var s *Plugin
 			if tc.bin == "" {
 				s = startInProcess(b, discardSink{})
 			} else {
@@ -287,24 +288,26 @@ func benchWriteInProcess(b *testing.B, n int, pre bool) {
 // sdkConverter turns events into sdk.Events in reused memory, as the SDK
 // hands them to a sink.
 type sdkConverter struct {
-	events []sdk.Event
-	fields []events.Field
+	events  []sdk.Event
+	fields  []events.Field
+	sfields []sdk.Field
 }
 
 func (c *sdkConverter) convert(evs []events.Event, name func(events.ID) string) []sdk.Event {
-	c.events, c.fields = c.events[:0], c.fields[:0]
+	c.events, c.fields, c.sfields = c.events[:0], c.fields[:0], c.sfields[:0]
 	for i := range evs {
 		ev := &evs[i]
 		first := len(c.fields)
 		if ev.Payload != nil {
 			c.fields = ev.Payload.AppendFields(c.fields)
 		}
+		c.sfields = testutil.AppendSDKFields(c.sfields, c.fields[first:])
 		c.events = append(c.events, sdk.Event{
 			Timestamp: ev.Timestamp,
-			ID:        uint32(ev.ID),
+			ID:        sdk.ID(ev.ID),
 			Name:      name(ev.ID),
-			Context:   ev.Context,
-			Fields:    c.fields[first:len(c.fields):len(c.fields)],
+			Context:   testutil.SDKContext(ev.Context),
+			Fields:    c.sfields[first:len(c.sfields):len(c.sfields)],
 		})
 	}
 	return c.events

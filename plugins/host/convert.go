@@ -5,17 +5,17 @@ import (
 	"math"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/host/internal/encode"
 )
 
 // batchEncoder turns a batch of events into the messages of the Write
 // stream: each a proto.Batch's events in the event encoding
-// (plugins/proto/README.md), at most limit bytes long. A batch that does
+// (plugins/internal/wire/README.md), at most limit bytes long. A batch that does
 // not fit in one message is split between events. Once warm, encoding a
 // batch allocates nothing: the encoder caches event shapes and names, and
 // the message buffers are reused from batch to batch.
 type batchEncoder struct {
-	enc proto.Encoder
+	enc encode.Encoder
 	// parts are the encoded messages of the current batch; first[i] is
 	// the index of part i's first event. bufs keeps every buffer made so
 	// far, for reuse.

@@ -1,13 +1,13 @@
 // Package host runs flowtap sink plugins: it finds a plugin binary, starts
 // it with hashicorp/go-plugin, and drives the sink protocol
-// (plugins/proto): Info, Configure, Write with acknowledgements, Close.
+// (plugins/internal/wire): Info, Configure, Write with acknowledgements, Close.
 //
-// Events cross to the plugin in the event encoding of plugins/proto, a
+// Events cross to the plugin in the event encoding of plugins/internal/wire, a
 // few messages in flight at a time: Write sends a batch and waits for its
 // acknowledgement; WriteAsync and Flush let the caller prepare the next
 // batch while the plugin handles the last.
 //
-// One Sink is one plugin process. The host does not restart a plugin that
+// One Plugin is one plugin process. The host does not restart a plugin that
 // dies; a Write then fails with an error saying so, and the caller decides
 // (plugins/supervise restarts it and resends what was not acknowledged).
 //
@@ -40,9 +40,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/internal/grpcopt"
-	"github.com/flowtap/flowtap/plugins/proto"
-	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/grpcopt"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 )
 
 // DefaultStartTimeout bounds how long Start waits for a plugin's handshake
@@ -58,7 +58,7 @@ var (
 	// ErrRejected: the sink's Write returned an error, so it did not
 	// accept the batch. The plugin is healthy; retrying may succeed.
 	ErrRejected = errors.New("batch rejected by sink")
-	// ErrClosed: the Sink was used after Close.
+	// ErrClosed: the Plugin was used after Close.
 	ErrClosed = errors.New("sink is closed")
 	// ErrTooLarge: an event of the batch is too large to travel in a
 	// message of its own (see Config.MaxBatchBytes). Nothing of the batch
@@ -92,7 +92,7 @@ type Config struct {
 	// (go-plugin's SyncStdout). Nil means os.Stdout.
 	Stdout io.Writer
 	// Output, when set, is handed to the plugin as a file of its own (fd 3,
-	// announced in sdk.OutputFDEnv): sinks that print for people write
+	// announced in wire.OutputFDEnv): sinks that print for people write
 	// there directly through sdk.Output, rather than through go-plugin's
 	// forwarding of the plugin's stdout over gRPC, which costs a copy and
 	// a round of syscalls on both sides per write. Nil: sdk.Output falls
@@ -110,7 +110,7 @@ type Config struct {
 	// stream. A batch that encodes to more travels as several messages,
 	// which the sink sees as several Writes; a single event larger than
 	// this fails its Write with ErrTooLarge. 0 means
-	// DefaultMaxBatchBytes; the most is sdk.MaxBatchBytes, the cap of the
+	// DefaultMaxBatchBytes; the most is wire.MaxBatchBytes, the cap of the
 	// plugin's gRPC server.
 	MaxBatchBytes int
 	// MaxInFlight bounds how many messages may be sent and not yet
@@ -132,7 +132,7 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBatchBytes
 	}
-	maxBytes = max(min(maxBytes, sdk.MaxBatchBytes)-envelopeBytes, proto.HeaderLen)
+	maxBytes = max(min(maxBytes, wire.MaxBatchBytes)-envelopeBytes, wire.HeaderLen)
 	maxInFlight = cfg.MaxInFlight
 	if maxInFlight <= 0 {
 		maxInFlight = DefaultMaxInFlight
@@ -140,9 +140,9 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 	return maxBytes, maxInFlight
 }
 
-// Sink is a running sink plugin. Its methods may be called from several
+// Plugin is a running sink plugin. Its methods may be called from several
 // goroutines; calls are serialised.
-type Sink struct {
+type Plugin struct {
 	label  string // Config.Name, for errors and logs
 	path   string // the plugin binary
 	logger hclog.Logger
@@ -153,7 +153,7 @@ type Sink struct {
 	pid        int              // the plugin process; 0 in-process
 	grpcConn   *grpc.ClientConn // for health checks; nil in-process
 	rpc        proto.SinkClient
-	info       sdk.Info
+	info       Info
 
 	stdout, stderr *stdioWriter // nil when the plugin runs in-process
 	drainToken     []byte
@@ -220,11 +220,11 @@ type writeStream struct {
 }
 
 // Start resolves and launches the plugin, completes the go-plugin
-// handshake, and checks that the plugin speaks sdk.ProtocolVersion. ctx
+// handshake, and checks that the plugin speaks wire.ProtocolVersion. ctx
 // bounds only the start: if it ends first the process is killed. The
 // plugin process is killed if the host dies (Pdeathsig); the caller must
-// Close the Sink to end it otherwise.
-func Start(ctx context.Context, cfg Config) (*Sink, error) {
+// Close the Plugin to end it otherwise.
+func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	label := cfg.Name
 	if label == "" {
 		label = cfg.Plugin
@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 
 	token := newDrainToken()
-	s := &Sink{
+	s := &Plugin{
 		label:      label,
 		path:       path,
 		logger:     logger,
@@ -272,13 +272,13 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	// keeps its threads for the life of the process unless a goroutine
 	// locked to one ends.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Env = []string{sdk.LogLevelEnv + "=" + logLevel(logger)}
+	cmd.Env = []string{wire.LogLevelEnv + "=" + logLevel(logger)}
 	if cfg.ValidateOnly {
-		cmd.Env = append(cmd.Env, sdk.ValidateOnlyEnv+"=1")
+		cmd.Env = append(cmd.Env, wire.ValidateOnlyEnv+"=1")
 	}
 	if cfg.Output != nil {
 		cmd.ExtraFiles = []*os.File{cfg.Output} // fd 3 in the plugin
-		cmd.Env = append(cmd.Env, sdk.OutputFDEnv+"=3")
+		cmd.Env = append(cmd.Env, wire.OutputFDEnv+"=3")
 	}
 
 	tail := &stderrTail{}
@@ -286,15 +286,17 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		startTimeout = max(min(time.Until(deadline), startTimeout), time.Millisecond)
 	}
-	// Older protocol versions are offered only so that a plugin speaking
-	// one completes the handshake and can be told what is wrong, rather
-	// than failing it with go-plugin's generic message.
-	versions := sdk.VersionedPlugins(nil)
-	for v := 1; v < sdk.ProtocolVersion; v++ {
-		versions[v] = plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}}
+	// Other protocol versions, older and newer, are offered only so that
+	// a plugin speaking one completes go-plugin's negotiation: the host
+	// then decides by the negotiated version, and says what is wrong.
+	versions := wire.VersionedPlugins(nil)
+	for v := 1; v <= offeredVersions; v++ {
+		if v != wire.ProtocolVersion {
+			versions[v] = plugin.PluginSet{wire.PluginName: &wire.GRPCPlugin{}}
+		}
 	}
 	s.client = plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
+		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: versions,
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -308,7 +310,7 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	})
 	stopWatch := context.AfterFunc(ctx, procCancel)
 
-	fail := func(what string, err error) (*Sink, error) {
+	fail := func(what string, err error) (*Plugin, error) {
 		stopWatch()
 		s.kill()
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -318,9 +320,6 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	rpcClient, err := s.client.Client()
 	if err != nil {
-		if strings.Contains(err.Error(), "incompatible API version") {
-			return fail("protocol version", fmt.Errorf("plugin speaks a sink protocol this host does not (it speaks %d): update flowtap or build the plugin against this flowtap's plugins/sdk: %w", sdk.ProtocolVersion, err))
-		}
 		if strings.Contains(err.Error(), "Failed to read any lines") || strings.Contains(err.Error(), "exited before we could connect") {
 			// Kill waits for go-plugin's goroutine reading the
 			// plugin's stderr: the tail is complete after it.
@@ -340,10 +339,10 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	if gc, ok := rpcClient.(*plugin.GRPCClient); ok {
 		s.grpcConn = gc.Conn
 	}
-	if v := s.client.NegotiatedVersion(); v != sdk.ProtocolVersion {
-		return fail("protocol version", fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion))
+	if err := checkVersion(s.client.NegotiatedVersion()); err != nil {
+		return fail("protocol version", err)
 	}
-	raw, err := rpcClient.Dispense(sdk.PluginName)
+	raw, err := rpcClient.Dispense(wire.PluginName)
 	if err != nil {
 		return fail("dispense sink", err)
 	}
@@ -364,9 +363,9 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 
 // newInProcess wraps a sink client whose server runs without a process of
 // its own (go-plugin's TestPluginGRPCConn), for tests.
-func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Sink, error) {
+func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Plugin, error) {
 	label := cfg.Name
-	s := &Sink{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
+	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 	if err := s.init(ctx, rpc); err != nil {
 		return nil, fmt.Errorf("start sink %q: info: %w", label, err)
@@ -375,17 +374,35 @@ func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Sink,
 }
 
 // init asks the plugin for its Info and checks its protocol version.
-func (s *Sink) init(ctx context.Context, rpc proto.SinkClient) error {
+func (s *Plugin) init(ctx context.Context, rpc proto.SinkClient) error {
 	resp, err := rpc.Info(ctx, &proto.InfoRequest{})
 	if err != nil {
 		return err
 	}
-	if v := resp.GetProtocolVersion(); v != sdk.ProtocolVersion {
-		return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, sdk.ProtocolVersion)
+	if err := checkVersion(int(resp.GetProtocolVersion())); err != nil {
+		return err
 	}
 	s.rpc = rpc
-	s.info = sdk.Info{Name: resp.GetName(), Version: resp.GetVersion()}
+	s.info = Info{Name: resp.GetName(), Version: resp.GetVersion()}
 	return nil
+}
+
+// offeredVersions is the highest protocol version the host offers in the
+// go-plugin handshake (all of 1 to it): a plugin speaking any of them gets
+// as far as checkVersion, which says which side to rebuild. A plugin
+// speaking a version above it fails go-plugin's negotiation itself.
+const offeredVersions = 32
+
+// checkVersion refuses a plugin that speaks protocol version v, unless v
+// is the host's, saying which side is older.
+func checkVersion(v int) error {
+	switch {
+	case v == wire.ProtocolVersion:
+		return nil
+	case v > wire.ProtocolVersion:
+		return fmt.Errorf("plugin speaks sink protocol version %d, newer than this host's %d: update flowtap, or build the plugin against this flowtap's plugins/sdk", v, wire.ProtocolVersion)
+	}
+	return fmt.Errorf("plugin speaks sink protocol version %d, this host speaks %d: rebuild the plugin against this flowtap's plugins/sdk", v, wire.ProtocolVersion)
 }
 
 // logLevel names the level of l for the plugin, so it does not send lines
@@ -398,13 +415,52 @@ func logLevel(l hclog.Logger) string {
 	return level.String()
 }
 
+// Info is what a plugin says about itself.
+type Info struct {
+	// Name is the sink's short name, e.g. "stdout".
+	Name string
+	// Version is the sink's own version, free-form.
+	Version string
+}
+
+// ConfigError is one problem a plugin found with one key of its
+// configuration (the SDK's sdk.ConfigError, as it arrives).
+type ConfigError struct {
+	// Key names the configuration key; "" when the problem is not about
+	// one key.
+	Key string
+	// Message says what is wrong.
+	Message string
+}
+
+// Error returns "key: message", or the message alone when Key is empty.
+func (e ConfigError) Error() string {
+	if e.Key == "" {
+		return e.Message
+	}
+	return e.Key + ": " + e.Message
+}
+
+// ConfigErrors are the problems a plugin found with its configuration,
+// one per key.
+type ConfigErrors []ConfigError
+
+// Error joins the problems with "; ".
+func (es ConfigErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
 // Info returns what the plugin said about itself at Start.
-func (s *Sink) Info() sdk.Info { return s.info }
+func (s *Plugin) Info() Info { return s.info }
 
 // Configure sends the sink its configuration, JSON-encoded; nil means an
 // empty object. If the sink rejects it, the error lists every problem as
-// "key: message" and unwraps (errors.As) to sdk.ConfigErrors.
-func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
+// "key: message" and unwraps (errors.As) to ConfigErrors.
+func (s *Plugin) Configure(ctx context.Context, config map[string]any) error {
 	if config == nil {
 		config = map[string]any{}
 	}
@@ -430,9 +486,9 @@ func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 	if len(resp.GetErrors()) == 0 {
 		return nil
 	}
-	errs := make(sdk.ConfigErrors, len(resp.GetErrors()))
+	errs := make(ConfigErrors, len(resp.GetErrors()))
 	for i, e := range resp.GetErrors() {
-		errs[i] = sdk.ConfigError{Key: e.GetKey(), Message: e.GetMessage()}
+		errs[i] = ConfigError{Key: e.GetKey(), Message: e.GetMessage()}
 	}
 	return fmt.Errorf("configure sink %q: %w", s.label, errs)
 }
@@ -454,7 +510,7 @@ func (s *Sink) Configure(ctx context.Context, config map[string]any) error {
 // what its own acknowledgement needs (they are acknowledged in order, so
 // they are settled too: their done functions run, their failures wait for
 // Flush).
-func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
+func (s *Plugin) Write(ctx context.Context, batch []events.Event) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("write to sink %q: %w", s.label, err)
 	}
@@ -485,7 +541,7 @@ func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 // ctx bounds the call, not the batch's journey: if ctx ends while the call
 // waits for the plugin, the stream breaks and every batch in flight fails
 // with ctx's error, as in Write.
-func (s *Sink) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
+func (s *Plugin) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("write to sink %q: %w", s.label, err)
 	}
@@ -499,7 +555,7 @@ func (s *Sink) WriteAsync(ctx context.Context, batch []events.Event, done func(e
 // WriteAsync batch since the previous Flush, or nil if the sink accepted
 // them all. If ctx ends first, the stream breaks and the batches still in
 // flight fail with ctx's error.
-func (s *Sink) Flush(ctx context.Context) error {
+func (s *Plugin) Flush(ctx context.Context) error {
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("flush sink %q: %w", s.label, err)
 	}
@@ -523,7 +579,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 // has answered it. It returns the batch's state once something of it was
 // sent (its outcome then reaches done), else an error. The caller holds
 // the lock.
-func (s *Sink) write(ctx context.Context, batch []events.Event, done func(error), async bool) (*batchState, error) {
+func (s *Plugin) write(ctx context.Context, batch []events.Event, done func(error), async bool) (*batchState, error) {
 	if s.closed {
 		return nil, fmt.Errorf("write to sink %q: %w", s.label, ErrClosed)
 	}
@@ -591,7 +647,7 @@ func (s *Sink) write(ctx context.Context, batch []events.Event, done func(error)
 // watch makes the end of ctx break ws, and returns the function that
 // stops watching: if ctx has ended by then, ws is broken even if the call
 // completed, so it is dropped and whatever is still in flight on it fails.
-func (s *Sink) watch(ctx context.Context, ws *writeStream) (stop func()) {
+func (s *Plugin) watch(ctx context.Context, ws *writeStream) (stop func()) {
 	if ctx.Done() == nil {
 		return func() {}
 	}
@@ -606,7 +662,7 @@ func (s *Sink) watch(ctx context.Context, ws *writeStream) (stop func()) {
 
 // settleOne waits for the next acknowledgement or the end of the stream,
 // and settles what it decides. There must be a message in flight.
-func (s *Sink) settleOne(ctx context.Context) {
+func (s *Plugin) settleOne(ctx context.Context) {
 	ws := s.ws
 	select {
 	case a := <-ws.acks:
@@ -622,7 +678,7 @@ func (s *Sink) settleOne(ctx context.Context) {
 }
 
 // ack settles the oldest message in flight with the plugin's answer.
-func (s *Sink) ack(ctx context.Context, a *proto.Ack) {
+func (s *Plugin) ack(ctx context.Context, a *proto.Ack) {
 	p := s.pending[0]
 	if got := a.GetSeq(); got != p.seq {
 		s.streamFailed(ctx, fmt.Errorf("protocol error: plugin acknowledged message %d, expected %d", got, p.seq))
@@ -645,7 +701,7 @@ func (s *Sink) ack(ctx context.Context, a *proto.Ack) {
 }
 
 // rejection is the error of a batch whose part the sink rejected.
-func (s *Sink) rejection(b *batchState, part int, msg string) error {
+func (s *Plugin) rejection(b *batchState, part int, msg string) error {
 	if b.first == nil {
 		return fmt.Errorf("write batch %d to sink %q: %w: %s", b.num, s.label, ErrRejected, msg)
 	}
@@ -674,7 +730,7 @@ func (e *partError) Error() string {
 func (e *partError) Unwrap() error { return e.err }
 
 // finish settles batch b with err.
-func (s *Sink) finish(b *batchState, err error) {
+func (s *Plugin) finish(b *batchState, err error) {
 	b.finished = true
 	if b.async && err != nil && s.asyncErr == nil {
 		s.asyncErr = err
@@ -686,7 +742,7 @@ func (s *Sink) finish(b *batchState, err error) {
 
 // streamFailed drops the broken Write stream, fails every message in
 // flight on it, and returns why the stream failed. err is what ended it.
-func (s *Sink) streamFailed(ctx context.Context, err error) error {
+func (s *Plugin) streamFailed(ctx context.Context, err error) error {
 	s.dropStream()
 	cause := s.failureCause(ctx, err)
 	s.lastCause = cause
@@ -702,7 +758,7 @@ func (s *Sink) streamFailed(ctx context.Context, err error) error {
 }
 
 // failureCause explains why a Write stream failed with err.
-func (s *Sink) failureCause(ctx context.Context, err error) error {
+func (s *Plugin) failureCause(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
@@ -717,7 +773,7 @@ func (s *Sink) failureCause(ctx context.Context, err error) error {
 	}
 	if status.Code(err) == codes.ResourceExhausted {
 		return fmt.Errorf("the plugin refused a message as too large, lower MaxBatchBytes (now %d; the plugin accepts %d): %w",
-			s.maxBytes+envelopeBytes, sdk.MaxBatchBytes, err)
+			s.maxBytes+envelopeBytes, wire.MaxBatchBytes, err)
 	}
 	if err == io.EOF {
 		err = errors.New("plugin ended the write stream")
@@ -727,7 +783,7 @@ func (s *Sink) failureCause(ctx context.Context, err error) error {
 
 // transportError adds that the plugin process has exited, when it has:
 // gRPC's own error then only says the connection is gone.
-func (s *Sink) transportError(err error) error {
+func (s *Plugin) transportError(err error) error {
 	if s.client != nil && s.client.Exited() {
 		return fmt.Errorf("plugin process exited: %w", err)
 	}
@@ -735,7 +791,7 @@ func (s *Sink) transportError(err error) error {
 }
 
 // writeStream returns the open Write stream, opening one if needed.
-func (s *Sink) writeStream() (*writeStream, error) {
+func (s *Plugin) writeStream() (*writeStream, error) {
 	if s.ws != nil {
 		return s.ws, nil
 	}
@@ -779,7 +835,7 @@ func (s *Sink) writeStream() (*writeStream, error) {
 // acknowledgement of those in flight and for the plugin to end the
 // stream. It returns the failures of WriteAsync batches not yet reported
 // by Flush.
-func (s *Sink) finishStream(ctx context.Context) error {
+func (s *Plugin) finishStream(ctx context.Context) error {
 	if ws := s.ws; ws != nil {
 		_ = ws.stream.CloseSend()
 		if len(s.pending) > 0 {
@@ -804,7 +860,7 @@ func (s *Sink) finishStream(ctx context.Context) error {
 
 // setAbort registers how to break the call in flight (nil: none). If Close
 // has begun, abort is called at once.
-func (s *Sink) setAbort(abort context.CancelFunc) {
+func (s *Plugin) setAbort(abort context.CancelFunc) {
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
 	s.abort = abort
@@ -814,7 +870,7 @@ func (s *Sink) setAbort(abort context.CancelFunc) {
 }
 
 // dropStream ends the Write stream, if one is open.
-func (s *Sink) dropStream() {
+func (s *Plugin) dropStream() {
 	if s.ws == nil {
 		return
 	}
@@ -833,7 +889,7 @@ func (s *Sink) dropStream() {
 // in flight (a Write waiting for its acknowledgement, say) is aborted.
 // Close may be called more than once; later calls return the first
 // call's result.
-func (s *Sink) Close(ctx context.Context) error {
+func (s *Plugin) Close(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 	default:
@@ -876,7 +932,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // waitDrained waits until the drain token has come through stdout and
 // stderr, bounded by ctx and drainTimeout.
-func (s *Sink) waitDrained(ctx context.Context) {
+func (s *Plugin) waitDrained(ctx context.Context) {
 	if s.stdout == nil {
 		return
 	}
@@ -898,7 +954,7 @@ func (s *Sink) waitDrained(ctx context.Context) {
 // kill stops the process (go-plugin asks it to shut down, then kills it
 // after two seconds), waits for it and its log stream, and stops the stdio
 // forwarding. It is a no-op for an in-process plugin and when repeated.
-func (s *Sink) kill() {
+func (s *Plugin) kill() {
 	if s.client == nil {
 		return
 	}
@@ -909,7 +965,7 @@ func (s *Sink) kill() {
 }
 
 // acquire takes the call lock, unless ctx ends first.
-func (s *Sink) acquire(ctx context.Context) error {
+func (s *Plugin) acquire(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 		return nil
@@ -918,10 +974,10 @@ func (s *Sink) acquire(ctx context.Context) error {
 	}
 }
 
-func (s *Sink) release() { <-s.sem }
+func (s *Plugin) release() { <-s.sem }
 
 // eventName is the wire name of an event ID.
-func (s *Sink) eventName(id events.ID) string {
+func (s *Plugin) eventName(id events.ID) string {
 	if s.names != nil {
 		if name := s.names(id); name != "" {
 			return name
@@ -932,14 +988,14 @@ func (s *Sink) eventName(id events.ID) string {
 
 // PID returns the plugin's process ID; 0 when the plugin runs in the
 // host's process (tests).
-func (s *Sink) PID() int { return s.pid }
+func (s *Plugin) PID() int { return s.pid }
 
 // Ping checks that the plugin process answers, bounded by ctx: go-plugin's
 // gRPC health service, served by the plugin apart from the sink's own
 // calls, so a sink busy in a long Write still answers. A plugin that does
 // not answer before ctx ends is hung (or stopped). Ping does not wait for
-// the Sink's other calls.
-func (s *Sink) Ping(ctx context.Context) error {
+// the Plugin's other calls.
+func (s *Plugin) Ping(ctx context.Context) error {
 	var err error
 	if s.grpcConn != nil {
 		_, err = grpc_health_v1.NewHealthClient(s.grpcConn).Check(ctx,
@@ -956,8 +1012,8 @@ func (s *Sink) Ping(ctx context.Context) error {
 // Kill ends the plugin process at once (SIGKILL), without asking the sink
 // to close, and breaks any call in flight: for a plugin that is hung or
 // must be replaced. Batches not acknowledged fail. Close must still be
-// called to release the Sink; it then returns quickly.
-func (s *Sink) Kill() {
+// called to release the Plugin; it then returns quickly.
+func (s *Plugin) Kill() {
 	if s.procCancel != nil {
 		s.procCancel() // exec.CommandContext sends SIGKILL
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/testutil"
-	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
 const (
@@ -302,7 +301,7 @@ func TestStdoutPluginConfigErrors(t *testing.T) {
 	}
 	defer s.Close(ctx)
 	err = s.Configure(ctx, map[string]any{"format": "xml", "colour": true})
-	var errs sdk.ConfigErrors
+	var errs ConfigErrors
 	if !errors.As(err, &errs) || len(errs) != 2 {
 		t.Fatalf("Configure = %v, want two ConfigErrors", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/flowtap/flowtap/internal/naming"
 )
 
 // BinaryPrefix is how a built-in sink's plugin binary is named: the sink
@@ -35,8 +37,8 @@ func Resolve(plugin string) (string, error) {
 		}
 		return path, nil
 	}
-	if !validName(plugin) {
-		return "", fmt.Errorf("resolve sink plugin %q: not a sink name (letters, digits, '-' and '_') nor a path (containing '/')", plugin)
+	if !naming.Valid(plugin) {
+		return "", fmt.Errorf("resolve sink plugin %q: not a sink name (%s) nor a path (containing '/')", plugin, naming.Rule)
 	}
 	bin := BinaryPrefix + plugin
 
@@ -74,16 +76,4 @@ func checkExecutable(path string) error {
 		return fmt.Errorf("%s is not executable (chmod +x it)", path)
 	}
 	return nil
-}
-
-// validName reports whether name may be part of a binary name.
-func validName(name string) bool {
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-		default:
-			return false
-		}
-	}
-	return name != ""
 }

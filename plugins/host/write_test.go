@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -16,7 +17,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/internal/testutil"
+	"github.com/flowtap/flowtap/plugins/host/internal/encode"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -353,7 +356,7 @@ func TestEncodeReuse(t *testing.T) {
 // TestEncoderSchemaCacheBound: a producer whose field lists keep changing
 // does not grow the schema cache without end.
 func TestEncoderSchemaCacheBound(t *testing.T) {
-	var enc proto.Encoder
+	var enc encode.Encoder
 	enc.Start(nil)
 	for i := range 5000 {
 		f := []events.Field{{Name: fmt.Sprint("f", i), Value: events.Uint(1)}}
@@ -398,15 +401,36 @@ func TestPluginLargeBatch(t *testing.T) {
 // TestStartOldProtocol: a plugin speaking an older protocol version is
 // refused at Start, with an error that says what to do.
 func TestStartOldProtocol(t *testing.T) {
-	bin := buildPlugin(t, "./testdata/oldprotocol")
+	bin := buildPlugin(t, "./testdata/otherprotocol")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	_, err := Start(ctx, Config{Name: "p / old", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
 	if err == nil {
 		t.Fatal("Start of a version 1 plugin succeeded")
 	}
-	want := fmt.Sprintf("plugin speaks sink protocol version 1, this host speaks %d: rebuild the plugin", sdk.ProtocolVersion)
+	want := fmt.Sprintf("plugin speaks sink protocol version 1, this host speaks %d: rebuild the plugin", wire.ProtocolVersion)
 	for _, w := range []string{`start sink "p / old"`, want} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+}
+
+// TestStartNewProtocol: a plugin speaking a newer protocol version than
+// the host's completes go-plugin's negotiation (the host offers it) and is
+// refused by its negotiated version, with an error that says which side
+// to update.
+func TestStartNewProtocol(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "flowtap-sink-newprotocol")
+	testutil.BuildBinary(t, "./testdata/otherprotocol", bin, "-ldflags", "-X main.version=3")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err := Start(ctx, Config{Name: "p / new", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
+	if err == nil {
+		t.Fatal("Start of a version 3 plugin succeeded")
+	}
+	want := fmt.Sprintf("plugin speaks sink protocol version 3, newer than this host's %d: update flowtap", wire.ProtocolVersion)
+	for _, w := range []string{`start sink "p / new"`, "protocol version: ", want} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %q", err, w)
 		}

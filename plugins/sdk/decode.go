@@ -8,8 +8,7 @@ import (
 	"slices"
 	"unsafe"
 
-	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // minEventLen is the smallest encoded event: its record tag, timestamp,
@@ -23,7 +22,7 @@ const minEventLen = 1 + 8 + 4 + 2 + 4
 const maxInterned = 4096
 
 // decoder turns the event encoding (proto.Batch's events, see
-// plugins/proto/README.md) into Events, reusing its memory from batch to
+// plugins/internal/wire/README.md) into Events, reusing its memory from batch to
 // batch. Once warm, decoding a batch allocates nothing:
 //
 //   - string values point into the batch's bytes, which the caller hands
@@ -55,20 +54,21 @@ type decoder struct {
 
 // schema is one schema a batch defined.
 type schema struct {
-	id     uint32
+	id     ID
 	name   string
 	fields []Field
 	// prev holds the strings of the batch's last event of this schema,
-	// which a later one may repeat: prev[0] its comm, prev[1] its host
-	// name, prev[2+i] field i's string; prevList[i] field i's list. seen
+	// which a later one may repeat: the context's (slotComm, ...), then
+	// prev[ctxStrings+i] field i's string; prevList[i] field i's list. seen
 	// says there was such an event.
 	prev     []string
 	prevList [][]string
 	seen     bool
-	// prevLabels and prevWorkload are the last event's pod labels and
-	// workload, which the next may repeat.
-	prevLabels   []string
-	prevWorkload *events.Workload
+	// prevLabels are the pod labels of the last event with a
+	// container's workload; prevTag the workload tag (host or container)
+	// the next may repeat.
+	prevLabels []string
+	prevTag    byte
 }
 
 // The context's strings that may repeat, in their slots of schema.prev
@@ -87,9 +87,6 @@ const (
 	ctxStrings
 )
 
-// hostWorkload is the Workload of every event of a socket of no container.
-var hostWorkload = &events.Workload{}
-
 // noFields is the Fields of an event without fields: never nil, and with
 // no capacity, so nothing can write through it.
 var noFields = []Field{}
@@ -102,7 +99,7 @@ const (
 	badUint32                // a number over 32 bits where 32 are the most
 	badBool                  // a bool other than 0 or 1
 	badRepeat                // a repeated value with no earlier event to repeat
-	badWorkload              // a workload tag other than 0-3
+	badWorkload              // a workload tag the layout does not have
 	badPos                   // the smallest bad position
 )
 
@@ -115,10 +112,10 @@ func badError(p int) error {
 		return errors.New("number does not fit in 32 bits")
 	case badBool:
 		return errors.New("bool is neither 0 nor 1")
+	case badWorkload:
+		return errors.New("workload tag is not 0 (unknown), 1 (host), 2 (container) or 3 (the same)")
 	case badRepeat:
 		return errors.New("repeats a value of the previous event of its schema, but it is the first")
-	case badWorkload:
-		return errors.New("workload tag is not 0 (unknown), 1 (host), 2 (container) or 3 (same)")
 	}
 	return errors.New("truncated")
 }
@@ -126,14 +123,14 @@ func badError(p int) error {
 // decode decodes one batch. The result is valid until the next call; data
 // must not be modified afterwards, ever (see decoder).
 func (d *decoder) decode(data []byte) ([]Event, error) {
-	if len(data) < proto.HeaderLen {
-		return nil, fmt.Errorf("decode events: %d bytes, shorter than the %d-byte header", len(data), proto.HeaderLen)
+	if len(data) < wire.HeaderLen {
+		return nil, fmt.Errorf("decode events: %d bytes, shorter than the %d-byte header", len(data), wire.HeaderLen)
 	}
-	if data[0] != proto.Layout {
-		return nil, fmt.Errorf("decode events: event encoding layout %d, this SDK decodes layout %d: build the plugin against the host's flowtap plugins/sdk", data[0], proto.Layout)
+	if data[0] != wire.Layout {
+		return nil, fmt.Errorf("decode events: event encoding layout %d, this SDK decodes layout %d: build the plugin against the host's flowtap plugins/sdk", data[0], wire.Layout)
 	}
-	count := binary.LittleEndian.Uint32(data[1:proto.HeaderLen])
-	if uint64(count) > uint64(len(data)-proto.HeaderLen)/minEventLen {
+	count := binary.LittleEndian.Uint32(data[1:wire.HeaderLen])
+	if uint64(count) > uint64(len(data)-wire.HeaderLen)/minEventLen {
 		return nil, fmt.Errorf("decode events: header claims %d events, more than %d bytes can hold", count, len(data))
 	}
 	if cap(d.events) < int(count) {
@@ -158,7 +155,7 @@ func (d *decoder) decode(data []byte) ([]Event, error) {
 // decodeRecords decodes the records of a batch that claims count events,
 // appending to evs and to the fields and strs slabs.
 func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields []Field, strs []string) ([]Event, []Field, []string, error) {
-	p := proto.HeaderLen
+	p := wire.HeaderLen
 	for p < len(data) {
 		start := p
 		var tag uint64
@@ -203,7 +200,7 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		c.CgroupID, p = readUvarint(data, p)
 		c.PID, p = readUint32(data, p)
 		c.UID, p = readUint32(data, p)
-		var comm, host, exe string
+		var comm, host string
 		comm, p = readRepeated(data, p, sc, slotComm)
 		host, p = readRepeated(data, p, sc, slotHost)
 		if !samePointer(c.Comm, comm) {
@@ -212,15 +209,7 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		if !samePointer(c.HostName, host) {
 			c.HostName = host
 		}
-		c.PPID, p = readUint32(data, p)
-		var zz uint64
-		zz, p = readUvarint(data, p)
-		c.ProcessStart = int64(zz>>1) ^ -int64(zz&1)
-		exe, p = readRepeated(data, p, sc, slotExe)
-		if !samePointer(c.Exe, exe) {
-			c.Exe = exe
-		}
-		c.Workload, p = readWorkload(data, p, sc)
+		p = readProcess(data, p, sc, c)
 
 		n := len(sc.fields)
 		if n == 0 {
@@ -332,6 +321,9 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	if p < 0 {
 		return p, badError(p)
 	}
+	if id > math.MaxUint16 {
+		return p, fmt.Errorf("event id %d: over 16 bits", id)
+	}
 	if n > uint64(len(data)-p)/2 { // a kind byte and a name length each
 		return p, fmt.Errorf("%d fields: %w", n, badError(badTruncated))
 	}
@@ -360,7 +352,7 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	clear(d.prevStrs[at:])
 	clear(d.prevLists[atList:])
 	d.schemas = append(d.schemas, schema{
-		id:       id,
+		id:       ID(id),
 		name:     d.intern(name),
 		fields:   d.schemaFields[first:len(d.schemaFields):len(d.schemaFields)],
 		prev:     d.prevStrs[at:len(d.prevStrs):len(d.prevStrs)],
@@ -467,49 +459,75 @@ func readRepeated(data []byte, p int, sc *schema, slot int) (string, int) {
 	return s, p
 }
 
-// readWorkload reads an event's workload (plugins/proto README): unknown,
-// the host, a container's, or the same as the previous event's of sc.
-func readWorkload(data []byte, p int, sc *schema) (*events.Workload, int) {
+// readProcess reads the owner's parent, start and executable and the
+// workload (wire.Workload* tags) into c.
+func readProcess(data []byte, p int, sc *schema, c *Context) int {
+	c.PPID, p = readUint32(data, p)
+	var zz uint64
+	zz, p = readUvarint(data, p)
+	c.ProcessStart = int64(zz>>1) ^ -int64(zz&1)
+	var exe string
+	exe, p = readRepeated(data, p, sc, slotExe)
+	if !samePointer(c.Exe, exe) {
+		c.Exe = exe
+	}
 	if p < 0 {
-		return nil, p
+		return p
 	}
 	if p >= len(data) {
-		return nil, badTruncated
+		return badTruncated
 	}
 	tag := data[p]
 	p++
-	switch tag {
-	case 0:
-		return nil, p
-	case 1:
-		sc.prevWorkload = hostWorkload
-		return hostWorkload, p
-	case 3:
-		if !sc.seen || sc.prevWorkload == nil {
-			return nil, badRepeat
+	if tag == wire.WorkloadSame {
+		if !sc.seen || sc.prevTag == 0 {
+			return badRepeat
 		}
-		return sc.prevWorkload, p
-	case 2:
+		tag = sc.prevTag
+		if tag == wire.WorkloadContainer {
+			setWorkload(c, sc.prev[slotContainerID:slotPodUID+1], sc.prevLabels)
+			return p
+		}
+	}
+	switch tag {
+	case wire.WorkloadUnknown, wire.WorkloadHost:
+		setWorkload(c, nil, nil)
+		c.Host = tag == wire.WorkloadHost
+		if tag == wire.WorkloadHost {
+			sc.prevTag = tag
+		}
+		return p
+	case wire.WorkloadContainer:
 	default:
-		return nil, badWorkload
+		return badWorkload
 	}
-	w := &events.Workload{}
-	w.ContainerID, p = readRepeated(data, p, sc, slotContainerID)
-	w.ContainerRuntime, p = readRepeated(data, p, sc, slotContainerRuntime)
-	w.ContainerName, p = readRepeated(data, p, sc, slotContainerName)
-	w.ContainerImage, p = readRepeated(data, p, sc, slotContainerImage)
-	w.PodName, p = readRepeated(data, p, sc, slotPodName)
-	w.PodNamespace, p = readRepeated(data, p, sc, slotPodNamespace)
-	w.PodUID, p = readRepeated(data, p, sc, slotPodUID)
-	w.PodLabels, p = readLabels(data, p, sc)
+	for slot := slotContainerID; slot <= slotPodUID; slot++ {
+		_, p = readRepeated(data, p, sc, slot)
+	}
+	var labels []string
+	labels, p = readLabels(data, p, sc)
 	if p < 0 {
-		return nil, p
+		return p
 	}
-	sc.prevWorkload = w
-	return w, p
+	sc.prevTag, sc.prevLabels = tag, labels
+	setWorkload(c, sc.prev[slotContainerID:slotPodUID+1], labels)
+	return p
 }
 
-// readLabels reads the pod labels of a workload: an rlist.
+// setWorkload sets c's container fields from the strings of the slots
+// slotContainerID..slotPodUID (nil: none) and the labels.
+func setWorkload(c *Context, s []string, labels []string) {
+	c.Host = false
+	if s == nil {
+		s = make([]string, slotPodUID+1-slotContainerID) // no allocation: it does not escape
+	}
+	c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage = s[0], s[1], s[2], s[3]
+	c.PodName, c.PodNamespace, c.PodUID = s[4], s[5], s[6]
+	c.PodLabels = labels
+}
+
+// readLabels reads the pod labels of a container's workload: an rlist,
+// copied (strings alias the batch, the list does not).
 func readLabels(data []byte, p int, sc *schema) ([]string, int) {
 	var k uint64
 	k, p = readUvarint(data, p)
@@ -521,12 +539,10 @@ func readLabels(data []byte, p int, sc *schema) ([]string, int) {
 			return nil, badRepeat
 		}
 		return sc.prevLabels, p
+	case k == 1:
+		return nil, p
 	case k-1 > uint64(len(data)-p): // each string takes a byte at least
 		return nil, badTruncated
-	}
-	if k == 1 {
-		sc.prevLabels = nil // no labels: nil, as the host had them
-		return nil, p
 	}
 	l := make([]string, 0, k-1)
 	for range k - 1 {
@@ -535,9 +551,8 @@ func readLabels(data []byte, p int, sc *schema) ([]string, int) {
 		if p < 0 {
 			return nil, p
 		}
-		l = append(l, string(b))
+		l = append(l, unsafe.String(unsafe.SliceData(b), len(b)))
 	}
-	sc.prevLabels = l
 	return l, p
 }
 

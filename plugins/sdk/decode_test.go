@@ -15,14 +15,34 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
+	wireenc "github.com/flowtap/flowtap/plugins/sdk/internal/encode"
 )
 
-// encode encodes evs as one batch with proto.Encoder, the host's encoder.
+// testEncoder is the SDK's test encoder (internal/encode) for Events.
+// The host's own encoder writes the same format; its in-process tests
+// (plugins/host) decode with this SDK.
+type testEncoder struct {
+	wireenc.Encoder
+	fields []wireenc.Field
+}
+
+// Append adds ev's parts to the batch (encode.Encoder.Append).
+func (e *testEncoder) Append(limit int, id ID, name string, ts int64, c *Context, fields []Field) bool {
+	e.fields = e.fields[:0]
+	for _, f := range fields {
+		v := f.Value
+		e.fields = append(e.fields, wireenc.Field{Name: f.Name, Value: wireenc.Value{Kind: wireenc.Kind(v.Kind), Str: v.Str, Uint: v.Uint, Int: v.Int, Bool: v.Bool, Strings: v.Strings}})
+	}
+	ec := wireenc.Context(*c)
+	return e.Encoder.Append(limit, uint16(id), name, ts, &ec, e.fields)
+}
+
+// encode encodes evs as one batch with the test encoder.
 func encode(tb testing.TB, evs ...Event) []byte {
 	tb.Helper()
-	var enc proto.Encoder
+	var enc testEncoder
 	enc.Start(nil)
 	for i := range evs {
 		ev := &evs[i]
@@ -37,27 +57,27 @@ func encode(tb testing.TB, evs ...Event) []byte {
 func allKindsEvent() Event {
 	return Event{
 		Timestamp: math.MinInt64,
-		ID:        math.MaxUint32,
+		ID:        math.MaxUint16,
 		Name:      "all_kinds",
 		Context: Context{
 			SocketCookie: math.MaxUint64, CgroupID: 1, PID: math.MaxUint32, UID: 0,
 			Comm: "名前\x00\xff", HostName: "höst",
 		},
 		Fields: []Field{
-			{Name: "s", Value: events.String("x \"y\"\n")},
-			{Name: "empty", Value: events.String("")},
-			{Name: "u", Value: events.Uint(math.MaxUint64)},
-			{Name: "u0", Value: events.Uint(0)},
-			{Name: "i", Value: events.Int(math.MinInt64)},
-			{Name: "imax", Value: events.Int(math.MaxInt64)},
-			{Name: "ineg", Value: events.Int(-1)},
-			{Name: "t", Value: events.Bool(true)},
-			{Name: "f", Value: events.Bool(false)},
-			{Name: "l", Value: events.Strings([]string{"a", "", "ü"})},
-			{Name: "none", Value: events.Strings(nil)},
+			{Name: "s", Value: String("x \"y\"\n")},
+			{Name: "empty", Value: String("")},
+			{Name: "u", Value: Uint(math.MaxUint64)},
+			{Name: "u0", Value: Uint(0)},
+			{Name: "i", Value: Int(math.MinInt64)},
+			{Name: "imax", Value: Int(math.MaxInt64)},
+			{Name: "ineg", Value: Int(-1)},
+			{Name: "t", Value: Bool(true)},
+			{Name: "f", Value: Bool(false)},
+			{Name: "l", Value: Strings([]string{"a", "", "ü"})},
+			{Name: "none", Value: Strings(nil)},
 			{Name: "invalid", Value: Value{}},
-			{Name: "", Value: events.Uint(7)},
-			{Name: "ключ 🔑", Value: events.String("значение 🔒")},
+			{Name: "", Value: Uint(7)},
+			{Name: "ключ 🔑", Value: String("значение 🔒")},
 		},
 	}
 }
@@ -69,9 +89,9 @@ func TestDecodeRoundTrip(t *testing.T) {
 		hugeList[i] = string(rune('a' + i%26))
 	}
 	flow := Event{Timestamp: 1, ID: 1002, Name: "net_flow_tcp_end", Fields: []Field{
-		{Name: "src", Value: events.String("10.0.0.1")},
-		{Name: "dst_dns", Value: events.Strings([]string{"example.com"})},
-		{Name: "bytes_sent", Value: events.Uint(1 << 40)},
+		{Name: "src", Value: String("10.0.0.1")},
+		{Name: "dst_dns", Value: Strings([]string{"example.com"})},
+		{Name: "bytes_sent", Value: Uint(1 << 40)},
 	}}
 	for _, tc := range []struct {
 		name string
@@ -80,21 +100,21 @@ func TestDecodeRoundTrip(t *testing.T) {
 		{"all kinds", []Event{allKindsEvent()}},
 		{"zero event", []Event{{}}},
 		{"no fields", []Event{{ID: 3, Name: "x", Fields: []Field{}}}},
-		{"huge string", []Event{{Name: "h", Fields: []Field{{Name: "s", Value: events.String(huge)}}, Context: Context{Comm: huge}}}},
-		{"huge list", []Event{{Name: "h", Fields: []Field{{Name: "l", Value: events.Strings(hugeList)}}}}},
+		{"huge string", []Event{{Name: "h", Fields: []Field{{Name: "s", Value: String(huge)}}, Context: Context{Comm: huge}}}},
+		{"huge list", []Event{{Name: "h", Fields: []Field{{Name: "l", Value: Strings(hugeList)}}}}},
 		// Shapes interleave: each schema is defined once and then reused.
 		{"shapes", []Event{flow, allKindsEvent(), flow, {}, allKindsEvent(), flow}},
 		// Same ID and name, another shape: a schema of its own.
 		{"same id, other kinds", []Event{flow, {Timestamp: 1, ID: 1002, Name: "net_flow_tcp_end", Fields: []Field{
-			{Name: "src", Value: events.Uint(1)},
-			{Name: "dst_dns", Value: events.Strings(nil)},
-			{Name: "bytes_sent", Value: events.Uint(1)},
+			{Name: "src", Value: Uint(1)},
+			{Name: "dst_dns", Value: Strings(nil)},
+			{Name: "bytes_sent", Value: Uint(1)},
 		}}, flow}},
 		// Same ID, name and kinds, another field name.
 		{"same id, other names", []Event{flow, {Timestamp: 1, ID: 1002, Name: "net_flow_tcp_end", Fields: []Field{
-			{Name: "src", Value: events.String("10.0.0.1")},
-			{Name: "src_dns", Value: events.Strings([]string{"example.com"})},
-			{Name: "bytes_sent", Value: events.Uint(1 << 40)},
+			{Name: "src", Value: String("10.0.0.1")},
+			{Name: "src_dns", Value: Strings([]string{"example.com"})},
+			{Name: "bytes_sent", Value: Uint(1 << 40)},
 		}}, flow}},
 		// IDs 1 and 17 share the encoder's recent-schema slot.
 		{"colliding ids", []Event{{ID: 1, Name: "a"}, {ID: 17, Name: "b"}, {ID: 1, Name: "a"}, {ID: 17, Name: "b"}}},
@@ -127,13 +147,13 @@ func TestDecodeSchemasOncePerBatch(t *testing.T) {
 	ev := allKindsEvent()
 	one := len(encode(t, ev))
 	two := len(encode(t, ev, ev))
-	var enc proto.Encoder
+	var enc testEncoder
 	enc.Start(nil)
 	enc.Append(math.MaxInt, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields)
 	afterSchema := enc.Len()
 	enc.Append(math.MaxInt, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields)
 	perEvent := enc.Len() - afterSchema
-	if two-one != perEvent || perEvent >= one-proto.HeaderLen {
+	if two-one != perEvent || perEvent >= one-wire.HeaderLen {
 		t.Errorf("1 event: %d bytes, 2 events: %d, second event alone %d: the schema is repeated", one, two, perEvent)
 	}
 	// A new batch defines it again.
@@ -147,7 +167,7 @@ func TestDecodeSchemasOncePerBatch(t *testing.T) {
 func TestEncoderLimit(t *testing.T) {
 	ev := allKindsEvent()
 	one := len(encode(t, ev))
-	var enc proto.Encoder
+	var enc testEncoder
 	enc.Start(nil)
 	if !enc.Append(one, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields) {
 		t.Fatal("an event exactly at the limit does not fit")
@@ -162,7 +182,7 @@ func TestEncoderLimit(t *testing.T) {
 	// A refused event that defined a schema leaves it undefined: the next
 	// batch defines it again.
 	enc.Start(nil)
-	if enc.Append(proto.HeaderLen+3, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields) {
+	if enc.Append(wire.HeaderLen+3, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields) {
 		t.Fatal("event fits in 3 bytes")
 	}
 	enc.Start(nil)
@@ -177,8 +197,8 @@ func TestEncoderLimit(t *testing.T) {
 // are interned, and reuse from batch to batch.
 func TestDecodeMemory(t *testing.T) {
 	var d decoder
-	a := Event{ID: 1, Name: "one", Fields: []Field{{Name: "s", Value: events.String("a")}, {Name: "l", Value: events.Strings([]string{"x", "y"})}}}
-	b := Event{ID: 2, Name: "two", Fields: []Field{{Name: "s", Value: events.String("b")}, {Name: "l", Value: events.Strings([]string{"z"})}}}
+	a := Event{ID: 1, Name: "one", Fields: []Field{{Name: "s", Value: String("a")}, {Name: "l", Value: Strings([]string{"x", "y"})}}}
+	b := Event{ID: 2, Name: "two", Fields: []Field{{Name: "s", Value: String("b")}, {Name: "l", Value: Strings([]string{"z"})}}}
 	evs, err := d.decode(encode(t, a, b))
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +211,7 @@ func TestDecodeMemory(t *testing.T) {
 	kept, keptName := evs[1].Fields[0].Value.Str, evs[1].Name
 
 	firstField := &d.fields[:1][0]
-	c := Event{ID: 2, Name: "two", Fields: []Field{{Name: "s", Value: events.String("c")}, {Name: "l", Value: events.Strings(nil)}}}
+	c := Event{ID: 2, Name: "two", Fields: []Field{{Name: "s", Value: String("c")}, {Name: "l", Value: Strings(nil)}}}
 	data := encode(t, c)
 	evs, err = d.decode(data)
 	if err != nil {
@@ -244,7 +264,7 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	// A schema of one field of the given kind, then an event of it.
 	oneField := func(kind byte, value ...byte) []byte {
-		b := []byte{proto.Layout, 1, 0, 0, 0}
+		b := []byte{wire.Layout, 1, 0, 0, 0}
 		b = append(b, 0, 1, 1, 'e', 1, kind, 1, 'f') // schema 0: id 1, "e", field "f"
 		b = append(b, 1)                             // event of schema 0
 		b = append(b, make([]byte, 8)...)            // timestamp
@@ -262,30 +282,30 @@ func TestDecodeErrors(t *testing.T) {
 		{"count too high", withCount(valid, 3), "header claims 3"},
 		{"count absurd", withCount(valid, math.MaxUint32), "more than"},
 		{"count too low", withCount(valid, 1), "more events than"},
-		{"unknown schema", []byte{proto.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
+		{"unknown schema", []byte{wire.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
 		{"unknown kind", oneField(6), "unknown kind 6"},
-		{"bool 2", oneField(proto.WireKindBool, 2), "bool"},
-		{"varint overflow", oneField(proto.WireKindUint, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
-		{"list longer than data", oneField(proto.WireKindStrings, 100, 1, 'a'), "truncated"},
-		{"string longer than data", oneField(proto.WireKindString, 100, 'a'), "truncated"},
+		{"bool 2", oneField(wire.KindBool, 2), "bool"},
+		{"varint overflow", oneField(wire.KindUint, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
+		{"list longer than data", oneField(wire.KindStrings, 100, 1, 'a'), "truncated"},
+		{"string longer than data", oneField(wire.KindString, 100, 'a'), "truncated"},
 		{"pid over 32 bits", func() []byte {
-			b := []byte{proto.Layout, 1, 0, 0, 0, 0, 1, 1, 'e', 0, 1}
+			b := []byte{wire.Layout, 1, 0, 0, 0, 0, 1, 1, 'e', 0, 1}
 			b = append(b, make([]byte, 8)...)
 			return append(b, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0)
 		}(), "32 bits"},
 		{"repeat in a first event", func() []byte {
-			b := oneField(proto.WireKindString, 1)
+			b := oneField(wire.KindString, 1)
 			b[len(b)-7] = 0 // the comm repeats
 			return b
 		}(), "it is the first"},
-		{"repeated list in a first event", oneField(proto.WireKindStrings, 0), "it is the first"},
-		{"repeated string in a first event", oneField(proto.WireKindString, 0), "it is the first"},
+		{"repeated list in a first event", oneField(wire.KindStrings, 0), "it is the first"},
+		{"repeated string in a first event", oneField(wire.KindString, 0), "it is the first"},
 		{"unknown workload tag", func() []byte {
-			b := oneField(proto.WireKindString, 1)
+			b := oneField(wire.KindString, 1)
 			b[len(b)-2] = 7 // the workload tag
 			return b
 		}(), "workload tag"},
-		{"fields longer than data", []byte{proto.Layout, 0, 0, 0, 0, 0, 1, 1, 'e', 100, 1, 'f'}, "100 fields"},
+		{"fields longer than data", []byte{wire.Layout, 0, 0, 0, 0, 0, 1, 1, 'e', 100, 1, 'f'}, "100 fields"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var d decoder
@@ -308,8 +328,8 @@ func TestDecodeErrors(t *testing.T) {
 // decodes re-encodes to a batch that decodes to the same events.
 func FuzzDecode(f *testing.F) {
 	f.Add(encode(f, allKindsEvent(), Event{}, allKindsEvent()))
-	f.Add(encode(f, Event{Name: "x", Fields: []Field{{Name: "l", Value: events.Strings([]string{"a"})}}}))
-	f.Add([]byte{proto.Layout, 0, 0, 0, 0})
+	f.Add(encode(f, Event{Name: "x", Fields: []Field{{Name: "l", Value: Strings([]string{"a"})}}}))
+	f.Add([]byte{wire.Layout, 0, 0, 0, 0})
 	// A batch of other shapes, decoded first into the memory the input
 	// is then decoded into: what it leaves there must not show.
 	dirtyEv := allKindsEvent()
@@ -343,9 +363,9 @@ func FuzzDecode(f *testing.F) {
 // with InvalidArgument, and the sink never sees it.
 func TestWriteBadBatch(t *testing.T) {
 	rec := &recorder{}
-	client, _ := plugin.TestPluginGRPCConn(t, false, VersionedPlugins(rec)[ProtocolVersion])
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{wire.PluginName: Plugin(rec)})
 	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(PluginName)
+	raw, err := client.Dispense(wire.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +378,7 @@ func TestWriteBadBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&proto.Batch{Seq: 1, Events: []byte{proto.Layout, 1}}); err != nil {
+	if err := stream.Send(&proto.Batch{Seq: 1, Events: []byte{wire.Layout, 1}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = stream.Recv()
@@ -375,9 +395,9 @@ func TestWriteBadBatch(t *testing.T) {
 // strings point into memory that gRPC never reuses.
 func TestStringsOutliveBatch(t *testing.T) {
 	keep := &keeper{}
-	client, _ := plugin.TestPluginGRPCConn(t, false, VersionedPlugins(keep)[ProtocolVersion])
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{wire.PluginName: Plugin(keep)})
 	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(PluginName)
+	raw, err := client.Dispense(wire.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +411,7 @@ func TestStringsOutliveBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, v := range []string{"first-value", "other-value", "third-value"} {
-		ev := Event{Name: "e", Context: Context{Comm: v}, Fields: []Field{{Name: "s", Value: events.String(v)}}}
+		ev := Event{Name: "e", Context: Context{Comm: v}, Fields: []Field{{Name: "s", Value: String(v)}}}
 		if err := stream.Send(&proto.Batch{Seq: uint64(i + 1), Events: encode(t, ev)}); err != nil {
 			t.Fatal(err)
 		}
@@ -428,19 +448,19 @@ func BenchmarkDecode(b *testing.B) {
 			Name:      "net_flow_tcp_end",
 			Context:   Context{SocketCookie: 1 << 30, CgroupID: 8812, PID: 1000, UID: 1000, Comm: "curl", HostName: "node-7.prod.example.internal"},
 			Fields: []Field{
-				{Name: "conn_direction", Value: events.String("outgoing")},
-				{Name: "src", Value: events.String("10.1.2.3")},
-				{Name: "dst", Value: events.String("93.184.216.34")},
-				{Name: "src_port", Value: events.Uint(40000)},
-				{Name: "dst_port", Value: events.Uint(443)},
-				{Name: "src_dns", Value: events.Strings(nil)},
-				{Name: "dst_dns", Value: events.Strings([]string{"api.example.com"})},
-				{Name: "duration_ns", Value: events.Uint(1_500_000)},
-				{Name: "bytes_sent", Value: events.Uint(512)},
-				{Name: "bytes_received", Value: events.Uint(48_000)},
-				{Name: "packets_sent", Value: events.Uint(6)},
-				{Name: "packets_received", Value: events.Uint(40)},
-				{Name: "close_reason", Value: events.String("fin")},
+				{Name: "conn_direction", Value: String("outgoing")},
+				{Name: "src", Value: String("10.1.2.3")},
+				{Name: "dst", Value: String("93.184.216.34")},
+				{Name: "src_port", Value: Uint(40000)},
+				{Name: "dst_port", Value: Uint(443)},
+				{Name: "src_dns", Value: Strings(nil)},
+				{Name: "dst_dns", Value: Strings([]string{"api.example.com"})},
+				{Name: "duration_ns", Value: Uint(1_500_000)},
+				{Name: "bytes_sent", Value: Uint(512)},
+				{Name: "bytes_received", Value: Uint(48_000)},
+				{Name: "packets_sent", Value: Uint(6)},
+				{Name: "packets_received", Value: Uint(40)},
+				{Name: "close_reason", Value: String("fin")},
 			},
 		}
 	}
@@ -464,14 +484,14 @@ func unsafeData(s string) uintptr { return uintptr(unsafe.Pointer(unsafe.StringD
 func TestEncodeUnknownKind(t *testing.T) {
 	ev := Event{Name: "e", Fields: []Field{
 		{Name: "odd", Value: Value{Kind: 99, Str: "x", Uint: 1}},
-		{Name: "after", Value: events.Uint(7)},
+		{Name: "after", Value: Uint(7)},
 	}}
 	var d decoder
 	got, err := d.decode(encode(t, ev, ev))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Field{{Name: "odd"}, {Name: "after", Value: events.Uint(7)}}
+	want := []Field{{Name: "odd"}, {Name: "after", Value: Uint(7)}}
 	for _, g := range got {
 		if !reflect.DeepEqual(g.Fields, want) {
 			t.Errorf("fields = %+v, want %+v", g.Fields, want)
@@ -485,13 +505,13 @@ func TestEncodeUnknownKind(t *testing.T) {
 func TestDecodeRepeats(t *testing.T) {
 	mk := func(comm, dst string, dns []string) Event {
 		return Event{ID: 1002, Name: "end", Context: Context{Comm: comm, HostName: "node-7.prod.example.internal"}, Fields: []Field{
-			{Name: "dst", Value: events.String(dst)},
-			{Name: "dns", Value: events.Strings(dns)},
-			{Name: "n", Value: events.Uint(1)},
+			{Name: "dst", Value: String(dst)},
+			{Name: "dns", Value: Strings(dns)},
+			{Name: "n", Value: Uint(1)},
 		}}
 	}
 	ab, a := []string{"a.example", "b.example"}, []string{"a.example"}
-	other := Event{ID: 7, Name: "other", Context: Context{Comm: "curl", HostName: "elsewhere"}, Fields: []Field{{Name: "dst", Value: events.String("x")}}}
+	other := Event{ID: 7, Name: "other", Context: Context{Comm: "curl", HostName: "elsewhere"}, Fields: []Field{{Name: "dst", Value: String("x")}}}
 	evs := []Event{
 		mk("curl", "10.0.0.1", ab),
 		mk("curl", "10.0.0.1", ab), // all repeated
@@ -519,8 +539,7 @@ func TestDecodeRepeats(t *testing.T) {
 		t.Error("a repeated list shares memory with the previous event's")
 	}
 	// The second event is all repeats: its record is its tag, timestamp,
-	// four one-byte numbers, a byte per string, list and number, and the
-	// context's ppid, process start, exe and workload, a byte each.
+	// four one-byte numbers, and a byte per string, list and number.
 	one := len(encode(t, evs[0]))
 	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3+4 {
 		t.Errorf("a repeated event takes %d bytes", two-one)
@@ -551,40 +570,33 @@ func TestDecodeReuseClearsStale(t *testing.T) {
 }
 
 // TestDecodeWorkload: the process and workload context round-trips in
-// every form the encoding has: unknown, host, a container's (with pod and
-// labels), the very same workload again (one byte), and a container's
-// after another's (its strings repeated where equal).
+// each of its forms: not known, the host, a container's (with pod and
+// labels), the same container again, another container of the pod.
 func TestDecodeWorkload(t *testing.T) {
-	pod := &events.Workload{ContainerID: strings.Repeat("3f", 32), ContainerRuntime: "containerd", ContainerName: "web",
-		ContainerImage: "localhost/web:1", PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b",
-		PodLabels: []string{"app=web", "tier=front"}}
-	other := &events.Workload{ContainerID: strings.Repeat("aa", 32), ContainerRuntime: "containerd", ContainerName: "db",
-		ContainerImage: "localhost/db:1", PodName: "web-0", PodNamespace: "payments", PodUID: pod.PodUID}
-	host := &events.Workload{}
-	ev := func(w *events.Workload, exe string) Event {
-		return Event{ID: 1001, Name: "net_flow_tcp_begin", Timestamp: 5,
-			Context: Context{PID: 7, PPID: 1, ProcessStart: -3, Exe: exe, Comm: "app", Workload: w},
-			Fields:  []Field{{Name: "dst", Value: events.String("10.0.0.1")}}}
+	labels := []string{"app=web", "tier=front"}
+	pod := Context{PID: 7, PPID: 1, ProcessStart: -3, Exe: "/app", Comm: "app",
+		ContainerID: strings.Repeat("3f", 32), ContainerRuntime: "containerd", ContainerName: "web", ContainerImage: "localhost/web:1",
+		PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b", PodLabels: labels}
+	other := pod
+	other.ContainerID, other.ContainerName, other.ContainerImage, other.PodLabels = strings.Repeat("aa", 32), "db", "localhost/db:1", nil
+	host := Context{PID: 9, Exe: "/usr/bin/curl", Comm: "curl", Host: true}
+	unknown := Context{PID: 9, Comm: "curl"}
+	var evs []Event
+	for _, c := range []Context{unknown, host, pod, pod, other, host, unknown} {
+		evs = append(evs, Event{ID: 1001, Name: "net_flow_tcp_begin", Timestamp: 5, Context: c,
+			Fields: []Field{{Name: "dst", Value: String("10.0.0.1")}}})
 	}
-	evs := []Event{ev(nil, ""), ev(host, "/usr/bin/curl"), ev(pod, "/app"), ev(pod, "/app"), ev(other, "/db"), ev(nil, "/db")}
-	data := encode(t, evs...)
 	var d decoder
-	got, err := d.decode(data)
+	got, err := d.decode(encode(t, evs...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range evs {
 		if !reflect.DeepEqual(got[i].Context, evs[i].Context) {
-			t.Errorf("event %d context:\n got %+v (workload %+v)\nwant %+v (workload %+v)", i, got[i].Context, got[i].Context.Workload, evs[i].Context, evs[i].Context.Workload)
+			t.Errorf("event %d:\n got %+v\nwant %+v", i, got[i].Context, evs[i].Context)
 		}
 	}
-	if got[2].Context.Workload != got[3].Context.Workload {
-		t.Error("the same workload twice decoded into two")
-	}
-	// The same workload again costs one byte more than no workload.
-	same := len(encode(t, evs[2], evs[3])) - len(encode(t, evs[2]))
-	none := len(encode(t, evs[0], evs[0])) - len(encode(t, evs[0]))
-	if same != none {
-		t.Errorf("a repeated workload takes %d bytes, an unknown one %d", same, none)
+	if got[2].Context.ShortID() != strings.Repeat("3f", 6) {
+		t.Errorf("short id %q", got[2].Context.ShortID())
 	}
 }

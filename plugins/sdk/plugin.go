@@ -1,8 +1,6 @@
 package sdk
 
 import (
-	"context"
-	"errors"
 	"io"
 	"os"
 	"runtime/debug"
@@ -14,79 +12,23 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	"github.com/flowtap/flowtap/plugins/internal/grpcopt"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/grpcopt"
 )
 
-// ProtocolVersion is the version of the sink protocol (plugins/proto) this
-// SDK speaks. It changes only when a host and a plugin built against
-// different versions could no longer understand each other. Version 3
-// adds the process and workload context to the event encoding (layout 2);
-// version 2 sent each batch in the binary event encoding of
-// plugins/proto (layout 1); version 1 sent a protobuf message per event
-// and per field.
-const ProtocolVersion = 3
+// ProtocolVersion is the version of the sink protocol this SDK speaks
+// (plugins/internal/wire). It changes only when a host and a plugin built
+// against different versions could no longer understand each other: the
+// host then refuses the plugin at start, saying which side to rebuild.
+// Version 2 sends each batch in a binary event encoding; version 1 sent a
+// protobuf message per event and per field.
+const ProtocolVersion = wire.ProtocolVersion
 
-// PluginName is the name the sink is dispensed under in the go-plugin
-// plugin set.
-const PluginName = "sink"
-
-// MaxBatchBytes is the largest message a plugin accepts on its Write
-// stream. The host splits larger batches into messages of at most its own
-// limit (4 MiB unless configured), which may not exceed this one.
-const MaxBatchBytes = 64 << 20
-
-// LogLevelEnv is the environment variable the host sets to the level of
-// its own logger (an hclog level name, e.g. "info"), so a plugin does not
-// produce log lines the host would drop. Serve reads it; the default is
-// "info".
-const LogLevelEnv = "FLOWTAP_PLUGIN_LOG_LEVEL"
-
-// Handshake is the go-plugin handshake between the flowtap host and a sink
-// plugin. The magic cookie is not a security measure: it lets a plugin
-// binary started by hand explain that it is a plugin instead of hanging.
-var Handshake = plugin.HandshakeConfig{
-	// ProtocolVersion is left zero: VersionedPlugins carries the versions.
-	MagicCookieKey:   "FLOWTAP_SINK_PLUGIN",
-	MagicCookieValue: "e3c1a9b4-flowtap-sink-v1",
-}
-
-// VersionedPlugins returns the go-plugin plugin sets, by protocol version,
-// for serving s. The host passes nil: its side only dispenses clients.
-// It is a function rather than a shared map so that no caller can modify
-// another's plugin set.
-func VersionedPlugins(s Sink) map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{
-		ProtocolVersion: {PluginName: &GRPCPlugin{Impl: s}},
-	}
-}
-
-// GRPCPlugin is the go-plugin binding of Sink over gRPC. On the plugin side
-// GRPCServer serves Impl; on the host side GRPCClient returns the raw
-// proto.SinkClient, which the flowtap host (plugins/host) wraps.
-type GRPCPlugin struct {
-	// NetRPCUnsupportedPlugin refuses go-plugin's older net/rpc transport.
-	plugin.NetRPCUnsupportedPlugin
-	// Impl is the sink to serve; nil on the host side.
-	Impl Sink
-}
-
-// Interface guard: GRPCPlugin is a go-plugin gRPC plugin.
-var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
-
-// GRPCServer registers the Sink service for Impl on s.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.Impl == nil {
-		return errors.New("serve sink: GRPCPlugin.Impl is nil")
-	}
-	proto.RegisterSinkServer(s, newServer(p.Impl))
-	return nil
-}
-
-// GRPCClient returns a proto.SinkClient on conn.
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return proto.NewSinkClient(conn), nil
-}
+// Plugin returns s as the go-plugin plugin Serve serves, for harnesses
+// that run a sink in the test's own process (sdktest does, with
+// go-plugin's TestPluginGRPCConn, under the name "sink"). A plugin's main
+// calls Serve instead.
+func Plugin(s Sink) plugin.Plugin { return &wire.GRPCPlugin{Impl: newServer(s)} }
 
 // Serve serves s to the flowtap host and returns when the host has closed
 // the plugin. It is all a plugin's main function needs to do:
@@ -99,7 +41,7 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *g
 // than by the host, Serve prints that the binary is a plugin and exits
 // with status 1.
 func Serve(s Sink) {
-	level := hclog.LevelFromString(os.Getenv(LogLevelEnv))
+	level := hclog.LevelFromString(os.Getenv(wire.LogLevelEnv))
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
@@ -114,10 +56,10 @@ func Serve(s Sink) {
 	pluginLogger.Store(&logger)
 	tuneGC()
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  Handshake,
-		VersionedPlugins: VersionedPlugins(s),
+		HandshakeConfig:  wire.Handshake,
+		VersionedPlugins: wire.VersionedPlugins(newServer(s)),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpcopt.ServerOptions(MaxBatchBytes)...)...)
+			return grpc.NewServer(append(opts, grpcopt.ServerOptions(wire.MaxBatchBytes)...)...)
 		},
 		Logger: logger,
 	})
@@ -138,23 +80,14 @@ func tuneGC() {
 	}
 }
 
-// ValidateOnlyEnv names the environment variable through which the host
-// says it started the plugin only to check a configuration (flowtap
-// config validate, and the check before a run or a reload): see
-// ValidateOnly.
-const ValidateOnlyEnv = "FLOWTAP_VALIDATE_ONLY"
-
 // ValidateOnly reports whether the host started this plugin only to check
-// its configuration. Configure should then validate without side effects
+// its configuration (flowtap config validate, and the check before a run
+// or a reload). Configure should then validate without side effects
 // (create no file or directory, open no connection) and report what would
 // fail; no Write follows, only Close.
 func ValidateOnly() bool {
-	return os.Getenv(ValidateOnlyEnv) == "1"
+	return os.Getenv(wire.ValidateOnlyEnv) == "1"
 }
-
-// OutputFDEnv names the environment variable through which the host
-// tells a plugin which file descriptor is its output (see Output).
-const OutputFDEnv = "FLOWTAP_OUTPUT_FD"
 
 // Output returns where a sink that prints for people (like the stdout
 // sink) should write: the host's own standard output, handed to the
@@ -165,7 +98,7 @@ const OutputFDEnv = "FLOWTAP_OUTPUT_FD"
 // before acknowledging a batch, so output is complete when Write returns.
 func Output() io.Writer {
 	outputOnce.Do(func() {
-		if fd, err := strconv.Atoi(os.Getenv(OutputFDEnv)); err == nil && fd > 2 {
+		if fd, err := strconv.Atoi(os.Getenv(wire.OutputFDEnv)); err == nil && fd > 2 {
 			if f := os.NewFile(uintptr(fd), "flowtap-output"); f != nil {
 				output = f
 				return

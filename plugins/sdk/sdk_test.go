@@ -11,12 +11,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flowtap/flowtap/events"
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 )
 
 func TestEventField(t *testing.T) {
-	ev := Event{Fields: []Field{{Name: "a", Value: events.Uint(1)}, {Name: "b", Value: events.String("x")}}}
+	ev := Event{Fields: []Field{{Name: "a", Value: Uint(1)}, {Name: "b", Value: String("x")}}}
 	if v, ok := ev.Field("b"); !ok || v.Kind != KindString || v.Str != "x" {
 		t.Errorf("Field(b) = %v, %v", v, ok)
 	}
@@ -82,9 +82,9 @@ func (r *recorder) Close(context.Context) error {
 // checks that the sink only ever sees the order Sink promises.
 func TestServerLifecycle(t *testing.T) {
 	rec := &recorder{}
-	client, _ := plugin.TestPluginGRPCConn(t, false, VersionedPlugins(rec)[ProtocolVersion])
+	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{wire.PluginName: Plugin(rec)})
 	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(PluginName)
+	raw, err := client.Dispense(wire.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 )
 
 // maxDrainToken bounds the drain token a host may ask the plugin to echo.

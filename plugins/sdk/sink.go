@@ -8,14 +8,17 @@
 //
 // The host starts the program, configures the sink, writes batches to it and
 // closes it; see Sink for the rules each side keeps. This package is the
-// only flowtap package a sink needs to import.
+// only flowtap package a sink needs to import, and its module
+// (github.com/flowtap/flowtap/plugins/sdk) the only flowtap module: its
+// types are its own, not flowtap's internal event model (README.md lists
+// the stability promise).
 package sdk
 
 import (
 	"context"
 	"strings"
 
-	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // Sink is a destination for flowtap events. The host drives it through
@@ -120,47 +123,122 @@ var (
 	_ error = ConfigErrors{}
 )
 
-// Context says which socket, cgroup and process an event belongs to. Zero
-// values mean "not known". It is events.Context, re-exported so a sink needs
-// no other import.
-type Context = events.Context
+// ID is the catalogue ID of an event's definition: flowtap's event IDs
+// are 16 bits.
+type ID uint16
 
-// Workload is the container and pod of an event's socket
-// (Context.Workload: nil while not known; an empty ContainerID for the
-// host). It is events.Workload, re-exported.
-type Workload = events.Workload
+// Context says which socket, cgroup and process an event belongs to. Zero
+// values mean "not known".
+type Context struct {
+	// SocketCookie is the kernel's socket cookie: it identifies one
+	// socket for the life of the host.
+	SocketCookie uint64
+	// CgroupID is the cgroup v2 id of the socket's cgroup.
+	CgroupID uint64
+	// PID, UID and Comm are the socket's owning process, its user and its
+	// command name.
+	PID  uint32
+	UID  uint32
+	Comm string
+	// HostName names the host the event happened on.
+	HostName string
+	// PPID is the owner's parent process id; ProcessStart when the owner
+	// process started (ns since the Unix epoch: PID and ProcessStart name
+	// one process even after its pid is reused); Exe its executable's
+	// path.
+	PPID         uint32
+	ProcessStart int64
+	Exe          string
+	// The workload the socket belongs to. Host is true for a socket of
+	// no container; ContainerID is the full container id of a
+	// container's. Both are empty while flowtap does not know yet (the
+	// first events of a new cgroup). The other fields are what the
+	// container runtime says, empty where it says nothing (no runtime
+	// reachable, not a Kubernetes container).
+	Host             bool
+	ContainerID      string
+	ContainerRuntime string
+	ContainerName    string
+	ContainerImage   string
+	PodName          string
+	PodNamespace     string
+	PodUID           string
+	// PodLabels are the selected pod labels (capture.workload.pod_labels)
+	// as "key=value", sorted by key.
+	PodLabels []string
+}
+
+// ShortID returns the first 12 digits of ContainerID, as docker and
+// podman print it, or "".
+func (c *Context) ShortID() string {
+	if len(c.ContainerID) < 12 {
+		return ""
+	}
+	return c.ContainerID[:12]
+}
 
 // Field is one named, typed value of an event.
-type Field = events.Field
-
-// Value is a typed field value: exactly the member that Kind names is set.
-type Value = events.Value
+type Field struct {
+	Name  string
+	Value Value
+}
 
 // Kind is the type of a field value.
-type Kind = events.Kind
+type Kind uint8
 
-// Field value kinds.
+// Field value kinds. Their numbers are the event encoding's kind codes.
 const (
 	// KindInvalid marks a value whose type the host did not send.
-	KindInvalid = events.KindInvalid
+	KindInvalid Kind = wire.KindInvalid
 	// KindString: Value.Str is set.
-	KindString = events.KindString
+	KindString Kind = wire.KindString
 	// KindUint: Value.Uint is set.
-	KindUint = events.KindUint
+	KindUint Kind = wire.KindUint
 	// KindInt: Value.Int is set.
-	KindInt = events.KindInt
+	KindInt Kind = wire.KindInt
 	// KindBool: Value.Bool is set.
-	KindBool = events.KindBool
+	KindBool Kind = wire.KindBool
 	// KindStrings: Value.Strings is set, never nil (an empty list is []).
-	KindStrings = events.KindStrings
+	KindStrings Kind = wire.KindStrings
 )
+
+// Value is a typed field value: exactly the member that Kind names is set.
+type Value struct {
+	Kind    Kind
+	Str     string
+	Uint    uint64
+	Int     int64
+	Bool    bool
+	Strings []string
+}
+
+// String returns a value of kind KindString.
+func String(s string) Value { return Value{Kind: KindString, Str: s} }
+
+// Uint returns a value of kind KindUint.
+func Uint(u uint64) Value { return Value{Kind: KindUint, Uint: u} }
+
+// Int returns a value of kind KindInt.
+func Int(i int64) Value { return Value{Kind: KindInt, Int: i} }
+
+// Bool returns a value of kind KindBool.
+func Bool(b bool) Value { return Value{Kind: KindBool, Bool: b} }
+
+// Strings returns a value of kind KindStrings; a nil list becomes an
+// empty one.
+func Strings(l []string) Value {
+	if l == nil {
+		l = []string{}
+	}
+	return Value{Kind: KindStrings, Strings: l}
+}
 
 // Event is one flowtap event as a sink receives it.
 type Event struct {
 	// Timestamp is nanoseconds since the Unix epoch (wall clock).
 	Timestamp int64
 	// ID is the catalogue ID of the event's definition.
-	ID uint32
+	ID ID
 	// Name is the catalogue name, e.g. "net_flow_tcp_begin".
 	Name string
 	// Context says where the event came from.

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -74,9 +75,10 @@ func BenchmarkSupervisedSink(b *testing.B) {
 // inProcess is a Plugin that converts each batch as the SDK hands it to a
 // sink and gives it to a discarding sdk.Sink, in this process.
 type inProcess struct {
-	evs    []sdk.Event
-	fields []events.Field
-	sink   discard
+	evs     []sdk.Event
+	fields  []events.Field
+	sfields []sdk.Field
+	sink    discard
 }
 
 type discard struct{}
@@ -87,15 +89,16 @@ func (discard) Write(context.Context, []sdk.Event) error { return nil }
 func (discard) Close(context.Context) error              { return nil }
 
 func (p *inProcess) WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error {
-	p.evs, p.fields = p.evs[:0], p.fields[:0]
+	p.evs, p.fields, p.sfields = p.evs[:0], p.fields[:0], p.sfields[:0]
 	for i := range batch {
 		ev := &batch[i]
 		first := len(p.fields)
 		if ev.Payload != nil {
 			p.fields = ev.Payload.AppendFields(p.fields)
 		}
-		p.evs = append(p.evs, sdk.Event{Timestamp: ev.Timestamp, ID: uint32(ev.ID), Name: names(ev.ID),
-			Context: ev.Context, Fields: p.fields[first:len(p.fields):len(p.fields)]})
+		p.sfields = testutil.AppendSDKFields(p.sfields, p.fields[first:])
+		p.evs = append(p.evs, sdk.Event{Timestamp: ev.Timestamp, ID: sdk.ID(ev.ID), Name: names(ev.ID),
+			Context: testutil.SDKContext(ev.Context), Fields: p.sfields[first:len(p.sfields):len(p.sfields)]})
 	}
 	err := p.sink.Write(ctx, p.evs)
 	if done != nil {

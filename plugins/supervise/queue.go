@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -22,16 +21,25 @@ const (
 	DropOldest Policy = "drop_oldest"
 )
 
-// ParsePolicy returns the policy named s; "" is Block.
-func ParsePolicy(s string) (Policy, error) {
-	switch p := Policy(s); p {
-	case "":
-		return Block, nil
-	case Block, DropNewest, DropOldest:
-		return p, nil
-	}
-	return "", fmt.Errorf("unknown queue policy %q (valid: block, drop_newest, drop_oldest)", s)
-}
+// Policies lists the queue policies, the default first. Config
+// validation (package configs) and Start accept exactly these.
+func Policies() []Policy { return []Policy{Block, DropNewest, DropOldest} }
+
+// OnFailure is what the owner of a sink does once its supervisor has
+// given up on it (Failed): the pipeline applies it.
+type OnFailure string
+
+// Failure policies.
+const (
+	// Stop stops flowtap with the sink's error (the default).
+	Stop OnFailure = "stop"
+	// Disable drops the failed sink, and its events; the other sinks go
+	// on.
+	Disable OnFailure = "disable"
+)
+
+// OnFailures lists the failure policies, the default first.
+func OnFailures() []OnFailure { return []OnFailure{Stop, Disable} }
 
 // queue is a bounded FIFO of events between the router and a sink's
 // worker. push applies the policy when it is full; pop never waits.

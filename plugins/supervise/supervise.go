@@ -4,9 +4,9 @@
 // backoff when the plugin crashes or hangs, and at-least-once delivery
 // across restarts (what was not acknowledged is sent again).
 //
-// One Sink is one configured sink of a pipeline. The router calls
-// Enqueue for each event; a worker goroutine batches the queue into
-// host.Sink.WriteAsync calls. When the plugin fails (it exits, its
+// One Delivery is one configured sink of a pipeline. The router calls
+// EnqueueBatch with each derivation step's events; a worker goroutine batches the queue into
+// host.Plugin.WriteAsync calls. When the plugin fails (it exits, its
 // stream breaks, a batch is not acknowledged within AckTimeout, a health
 // check goes unanswered, or the sink rejects a batch), the worker waits,
 // restarts the plugin if it is broken, and resends every batch not
@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ const (
 )
 
 // Plugin is a running sink plugin as the supervisor drives it;
-// *host.Sink implements it.
+// *host.Plugin implements it.
 type Plugin interface {
 	WriteAsync(ctx context.Context, batch []events.Event, done func(error)) error
 	Flush(ctx context.Context) error
@@ -59,8 +60,8 @@ type Plugin interface {
 	PID() int
 }
 
-// Interface guard: the host's Sink is a Plugin.
-var _ Plugin = (*host.Sink)(nil)
+// Interface guard: the host's running plugin is a Plugin.
+var _ Plugin = (*host.Plugin)(nil)
 
 // Config configures a supervised sink. Zero values mean the defaults.
 type Config struct {
@@ -94,7 +95,7 @@ type Config struct {
 	// that takes longer counts as hung, and is killed and restarted.
 	AckTimeout time.Duration
 	// HealthInterval is how often an idle plugin is health-checked
-	// (host.Sink.Ping, bounded by AckTimeout).
+	// (host.Plugin.Ping, bounded by AckTimeout).
 	HealthInterval time.Duration
 
 	// Logger receives the supervisor's own log lines. Nil: hclog.Default().
@@ -173,10 +174,10 @@ type Counters struct {
 	Restarts uint64
 }
 
-// Sink is a supervised sink plugin. Enqueue and EnqueueBatch may be called
-// from one goroutine at a time (the router); Counters, Failed, Err and PID from
-// any.
-type Sink struct {
+// Delivery is a supervised sink plugin: the delivery of one configured
+// sink's events. EnqueueBatch may be called from one goroutine at a time
+// (the router); Counters, Failed, Err and PID from any.
+type Delivery struct {
 	cfg Config
 	log hclog.Logger
 	q   *queue
@@ -215,16 +216,16 @@ type batchBuf struct {
 // Start launches and configures the plugin and starts delivering to it.
 // A plugin that cannot start now (a missing binary, a rejected config)
 // fails Start: restarts are for plugins that worked.
-func Start(ctx context.Context, cfg Config) (*Sink, error) {
+func Start(ctx context.Context, cfg Config) (*Delivery, error) {
 	cfg = cfg.withDefaults()
-	if _, err := ParsePolicy(string(cfg.Policy)); err != nil {
-		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
+	if !slices.Contains(Policies(), cfg.Policy) {
+		return nil, fmt.Errorf("sink %s: unknown queue policy %q (valid: %v)", cfg.Name, cfg.Policy, Policies())
 	}
 	p, err := cfg.Launch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{
+	s := &Delivery{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		p:        p,
@@ -239,17 +240,15 @@ func Start(ctx context.Context, cfg Config) (*Sink, error) {
 	return s, nil
 }
 
-// Enqueue offers ev to the sink's queue, which applies its policy when
-// full: Block waits for room, the drop policies never wait.
-func (s *Sink) Enqueue(ev events.Event) { s.q.push(ev) }
-
-// EnqueueBatch is Enqueue for each event of evs, in order, with one lock
-// of the queue for all of them: the router queues what a batch of kernel
-// records derived at once. The sink keeps no reference to evs.
-func (s *Sink) EnqueueBatch(evs []events.Event) { s.q.pushAll(evs) }
+// EnqueueBatch offers the events of evs, in order, to the sink's queue,
+// with one lock of the queue for all of them: the router queues what a
+// batch of kernel records derived at once. The queue applies its policy
+// when full: Block waits for room, the drop policies never wait. The sink
+// keeps no reference to evs.
+func (s *Delivery) EnqueueBatch(evs []events.Event) { s.q.pushAll(evs) }
 
 // Counters returns the sink's counters so far.
-func (s *Sink) Counters() Counters {
+func (s *Delivery) Counters() Counters {
 	return Counters{
 		Queued:           s.queued.Load(),
 		Sent:             s.sent.Load(),
@@ -262,10 +261,10 @@ func (s *Sink) Counters() Counters {
 }
 
 // Failed is closed when the sink has given up on its plugin; Err says why.
-func (s *Sink) Failed() <-chan struct{} { return s.failed }
+func (s *Delivery) Failed() <-chan struct{} { return s.failed }
 
 // Err returns why the sink failed, or nil.
-func (s *Sink) Err() error {
+func (s *Delivery) Err() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	return s.err
@@ -273,14 +272,14 @@ func (s *Sink) Err() error {
 
 // PID returns the process ID of the current plugin process (0 while none
 // runs).
-func (s *Sink) PID() int { return int(s.pid.Load()) }
+func (s *Delivery) PID() int { return int(s.pid.Load()) }
 
 // Close ends the sink: no more events are taken, the queue is delivered
 // (restarting the plugin if needed), every batch acknowledged, and the
 // plugin closed. If ctx ends first, what is not delivered is dropped and
 // the plugin is killed. It returns the sink's failure, if it failed, or
 // the plugin's Close error.
-func (s *Sink) Close(ctx context.Context) error {
+func (s *Delivery) Close(ctx context.Context) error {
 	s.q.close()
 	select {
 	case <-s.done:
@@ -294,7 +293,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // run is the worker: it batches the queue into writes until the queue is
 // closed and drained, then closes the plugin.
-func (s *Sink) run() {
+func (s *Delivery) run() {
 	defer close(s.done)
 	size := s.cfg.BatchSize
 	s.batch = make([]events.Event, 0, size)
@@ -351,7 +350,7 @@ func (s *Sink) run() {
 
 // send writes the batch being filled, and recovers from any failure. It
 // returns false when the sink has given up.
-func (s *Sink) send() bool {
+func (s *Delivery) send() bool {
 	b := s.newBuf()
 	b.evs = append(b.evs, s.batch...)
 	clear(s.batch)
@@ -361,7 +360,7 @@ func (s *Sink) send() bool {
 }
 
 // write sends b on the current plugin; its outcome arrives in settled.
-func (s *Sink) write(b *batchBuf) {
+func (s *Delivery) write(b *batchBuf) {
 	n := uint64(len(b.evs))
 	if b.resend {
 		s.retried.Add(n)
@@ -395,7 +394,7 @@ func (s *Sink) write(b *batchBuf) {
 
 // settled receives a batch's outcome. It runs inside a call on the plugin,
 // on the worker goroutine.
-func (s *Sink) settled(b *batchBuf, err error) {
+func (s *Delivery) settled(b *batchBuf, err error) {
 	delete(s.inflight, b)
 	if err == nil {
 		s.acked.Add(uint64(len(b.evs)))
@@ -412,7 +411,7 @@ func (s *Sink) settled(b *batchBuf, err error) {
 // noteCallError records the failure of a Flush: its batches have
 // reported theirs through settled already, unless the call itself failed
 // (ctx ended before it could start).
-func (s *Sink) noteCallError(err error) {
+func (s *Delivery) noteCallError(err error) {
 	if err != nil && s.failure == nil && len(s.retry) == 0 {
 		s.fail(err)
 	}
@@ -420,14 +419,14 @@ func (s *Sink) noteCallError(err error) {
 
 // flushInflight asks the plugin to settle the batches in flight, waiting
 // AckTimeout at most, and notes a failed call.
-func (s *Sink) flushInflight() {
+func (s *Delivery) flushInflight() {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
 	defer cancel()
 	s.noteCallError(s.p.Flush(ctx))
 }
 
 // fail records a failure; recover handles it.
-func (s *Sink) fail(err error) {
+func (s *Delivery) fail(err error) {
 	if s.failure == nil {
 		s.failure = err
 	}
@@ -437,7 +436,7 @@ func (s *Sink) fail(err error) {
 // waits, restarts the plugin if it is broken, and resends every batch not
 // acknowledged, until they are sent or the sink gives up. It returns false
 // when the sink has given up (or is being abandoned).
-func (s *Sink) recover() bool {
+func (s *Delivery) recover() bool {
 	for s.failure != nil {
 		err := s.failure
 		s.failure = nil
@@ -505,7 +504,7 @@ func (s *Sink) recover() bool {
 }
 
 // backoff is the wait before the current attempt.
-func (s *Sink) backoff() time.Duration {
+func (s *Delivery) backoff() time.Duration {
 	d := s.cfg.InitialBackoff
 	for i := 1; i < s.attempts && d < s.cfg.MaxBackoff; i++ {
 		d *= 2
@@ -515,7 +514,7 @@ func (s *Sink) backoff() time.Duration {
 
 // kill ends the current plugin at once; what it had in flight fails into
 // the retry list, as batches that may have reached the sink.
-func (s *Sink) kill() {
+func (s *Delivery) kill() {
 	p := s.p
 	s.p = nil
 	s.pid.Store(0)
@@ -535,7 +534,7 @@ func (s *Sink) kill() {
 
 // finish delivers the last partial batch, settles everything, and closes
 // the plugin.
-func (s *Sink) finish() {
+func (s *Delivery) finish() {
 	if len(s.batch) > 0 && !s.send() {
 		return
 	}
@@ -564,7 +563,7 @@ func (s *Sink) finish() {
 
 // giveUp fails the sink: its plugin is killed, and everything it had not
 // acknowledged, and everything queued or offered from now on, is dropped.
-func (s *Sink) giveUp(err error) {
+func (s *Delivery) giveUp(err error) {
 	s.setErr(fmt.Errorf("sink %s: plugin failed %d times in a row (max_attempts %d), giving up: %w",
 		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
 	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
@@ -573,14 +572,14 @@ func (s *Sink) giveUp(err error) {
 }
 
 // abandon stops delivering because Close ran out of time.
-func (s *Sink) abandon(err error) {
+func (s *Delivery) abandon(err error) {
 	s.log.Error("sink shutdown timed out: dropping what was not delivered", "sink", s.cfg.Name, "error", err)
 	s.drop()
 }
 
 // drop kills the plugin (if any) and counts everything not acknowledged
 // as dropped.
-func (s *Sink) drop() {
+func (s *Delivery) drop() {
 	if s.p != nil {
 		s.kill()
 	}
@@ -593,7 +592,7 @@ func (s *Sink) drop() {
 	s.q.disable()
 }
 
-func (s *Sink) setErr(err error) {
+func (s *Delivery) setErr(err error) {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	if s.err == nil {
@@ -602,7 +601,7 @@ func (s *Sink) setErr(err error) {
 }
 
 // newBuf returns an empty batch buffer.
-func (s *Sink) newBuf() *batchBuf {
+func (s *Delivery) newBuf() *batchBuf {
 	if n := len(s.free); n > 0 {
 		b := s.free[n-1]
 		s.free = s.free[:n-1]
@@ -612,7 +611,7 @@ func (s *Sink) newBuf() *batchBuf {
 }
 
 // putBuf recycles b.
-func (s *Sink) putBuf(b *batchBuf) {
+func (s *Delivery) putBuf(b *batchBuf) {
 	clear(b.evs)
 	b.evs, b.uncertain, b.resend = b.evs[:0], false, false
 	s.free = append(s.free, b)

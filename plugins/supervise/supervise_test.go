@@ -87,7 +87,7 @@ func event(i int) events.Event {
 }
 
 // start starts a supervised sink of bin with sink config sc.
-func start(t *testing.T, cfg Config, bin string, sc map[string]any) *Sink {
+func start(t *testing.T, cfg Config, bin string, sc map[string]any) *Delivery {
 	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = t.Name()
@@ -123,7 +123,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // deliver offers events 1 to n to s, then closes it.
-func deliver(t *testing.T, s *Sink, n int) {
+func deliver(t *testing.T, s *Delivery, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
 		s.Enqueue(event(i))
@@ -133,7 +133,7 @@ func deliver(t *testing.T, s *Sink, n int) {
 	}
 }
 
-func closeSink(t *testing.T, s *Sink) error {
+func closeSink(t *testing.T, s *Delivery) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

@@ -7,7 +7,6 @@ package file
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,14 +15,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
+	"github.com/flowtap/flowtap/sinks/internal/sinkconf"
 )
 
 // Version is the file sink's version, reported in its Info.
@@ -225,65 +224,52 @@ func repairTail(path string) (int64, error) {
 
 // parseConfig validates a file sink config.
 func parseConfig(config []byte) (Config, time.Duration, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(config, &raw); err != nil {
-		return Config{}, 0, sdk.ConfigError{Message: "config is not a JSON object: " + err.Error()}
-	}
 	cfg := Config{MaxSizeMB: DefaultMaxSizeMB, Fsync: FsyncBatch}
 	var maxAge time.Duration
-	var errs sdk.ConfigErrors
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf(format, args...)})
-	}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, key := range keys {
-		v := raw[key]
+	var p sinkconf.Problems
+	hasPath := false
+	err := p.DecodeEach(config, &cfg, func(key string, v json.RawMessage, err error) {
 		switch key {
 		case "path":
-			if json.Unmarshal(v, &cfg.Path) != nil || cfg.Path == "" {
-				bad(key, "must be a non-empty string: the file to write")
+			hasPath = true
+			if err != nil || cfg.Path == "" {
+				p.Add(key, "must be a non-empty string: the file to write")
 			}
 		case "max_size_mb":
-			if json.Unmarshal(v, &cfg.MaxSizeMB) != nil || cfg.MaxSizeMB <= 0 {
-				bad(key, "must be a whole number of megabytes, 1 or more, not %s", v)
+			if err != nil || cfg.MaxSizeMB <= 0 {
+				p.Add(key, "must be a whole number of megabytes, 1 or more, not %s", v)
 			}
 		case "max_age":
-			var d string
-			if json.Unmarshal(v, &d) != nil {
-				bad(key, "must be a duration string such as \"24h\", not %s", v)
-				continue
+			if err != nil {
+				p.Add(key, "must be a duration string such as \"24h\", not %s", v)
+				return
 			}
-			var err error
-			if maxAge, err = time.ParseDuration(d); err != nil || maxAge < 0 {
-				bad(key, "must be a duration such as \"24h\" or \"30m\", not %q", d)
+			var perr error
+			if maxAge, perr = time.ParseDuration(cfg.MaxAge); perr != nil || maxAge < 0 {
+				p.Add(key, "must be a duration such as \"24h\" or \"30m\", not %q", cfg.MaxAge)
 			}
-			cfg.MaxAge = d
 		case "max_backups":
-			if json.Unmarshal(v, &cfg.MaxBackups) != nil || cfg.MaxBackups < 0 {
-				bad(key, "must be a whole number, 0 (keep all) or more, not %s", v)
+			if err != nil || cfg.MaxBackups < 0 {
+				p.Add(key, "must be a whole number, 0 (keep all) or more, not %s", v)
 			}
 		case "compress":
-			if json.Unmarshal(v, &cfg.Compress) != nil {
-				bad(key, "must be true or false, not %s", v)
+			if err != nil {
+				p.Add(key, "must be true or false, not %s", v)
 			}
 		case "fsync":
-			if json.Unmarshal(v, &cfg.Fsync) != nil || (cfg.Fsync != FsyncBatch && cfg.Fsync != FsyncNever) {
-				bad(key, "must be %q (sync after every batch) or %q, not %s", FsyncBatch, FsyncNever, v)
+			if err != nil || (cfg.Fsync != FsyncBatch && cfg.Fsync != FsyncNever) {
+				p.Add(key, "must be %q (sync after every batch) or %q, not %s", FsyncBatch, FsyncNever, v)
 			}
-		default:
-			bad(key, "unknown key (valid keys: compress, fsync, max_age, max_backups, max_size_mb, path)")
 		}
+	})
+	if err != nil {
+		return Config{}, 0, err
 	}
-	if _, ok := raw["path"]; !ok {
-		bad("path", "missing: set the file to write, e.g. /var/log/flowtap/events.jsonl")
+	if !hasPath {
+		p.Add("path", "missing: set the file to write, e.g. /var/log/flowtap/events.jsonl")
 	}
-	if len(errs) > 0 {
-		slices.SortStableFunc(errs, func(a, b sdk.ConfigError) int { return cmp.Compare(a.Key, b.Key) })
-		return Config{}, 0, errs
+	if err := p.Err(); err != nil {
+		return Config{}, 0, err
 	}
 	return cfg, maxAge, nil
 }
@@ -303,7 +289,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	}
 	s.buf = s.buf[:0]
 	for i := range batch {
-		s.buf = stdout.AppendJSON(s.buf, &batch[i])
+		s.buf = jsonl.Append(s.buf, &batch[i])
 		if len(s.buf) >= chunk {
 			if err := s.write(); err != nil {
 				return err

@@ -225,7 +225,7 @@ func TestFileRepairsTornLastLine(t *testing.T) {
 // TestFileValidateOnly: when the host only checks a configuration, the
 // sink says whether the file could be written and creates nothing.
 func TestFileValidateOnly(t *testing.T) {
-	t.Setenv(sdk.ValidateOnlyEnv, "1")
+	sdktest.SetValidateOnly(t)
 	dir := t.TempDir()
 	regular := filepath.Join(dir, "regular")
 	if err := os.WriteFile(regular, nil, 0o600); err != nil {

@@ -39,10 +39,6 @@ const EventToken = "{event}"
 // it publishes, so only a batch cut off in the middle lands there.
 const reconnectBufSize = 8 << 20
 
-// validKeys lists the top-level keys, for the error about an unknown one.
-const validKeys = "servers, subject, jetstream, stream, create_stream, max_age, max_bytes, duplicate_window, " +
-	"timeout, connect_timeout, max_in_flight, user, password, token, creds_file, nkey_seed_file, tls, headers"
-
 // Config is the NATS sink's configuration, as it appears in the pipeline
 // file under the sink's "config".
 type Config struct {
@@ -87,9 +83,9 @@ type Config struct {
 	MaxInFlight int `json:"max_in_flight"`
 	// User and Password authenticate with a user name and password.
 	User     string `json:"user"`
-	Password string `json:"password"`
+	Password string `json:"password" sinkconf:"secret"`
 	// Token authenticates with a token.
-	Token string `json:"token"`
+	Token string `json:"token" sinkconf:"secret"`
 	// CredsFile authenticates with a credentials file (a user JWT and its
 	// NKey seed, as nsc writes it).
 	CredsFile string `json:"creds_file"`
@@ -137,7 +133,7 @@ type settings struct {
 // the files the config names, and connects to nothing.
 func parseConfig(config []byte) (*settings, error) {
 	var cfg Config
-	if err := sinkconf.Decode(config, &cfg, validKeys); err != nil {
+	if err := sinkconf.Decode(config, &cfg); err != nil {
 		return nil, err
 	}
 	var p sinkconf.Problems

@@ -121,7 +121,7 @@ func TestConfigErrors(t *testing.T) {
 // naming a server where nothing listens passes, and problems are still
 // reported.
 func TestValidateOnly(t *testing.T) {
-	t.Setenv(sdk.ValidateOnlyEnv, "1")
+	sdktest.SetValidateOnly(t)
 	ok := map[string]any{"servers": []string{deadServer}, "subject": "flowtap.{event}", "stream": "FLOWTAP", "create_stream": true,
 		"max_age": "1h", "creds_file": credsFile(t)}
 	if err := sdktest.New(t, New()).Configure(ok); err != nil {

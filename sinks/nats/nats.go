@@ -13,6 +13,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,7 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 // Version is the NATS sink's version, reported in its Info.
@@ -152,10 +154,26 @@ func connectError(st *settings, err error) string {
 		hint = "the server requires TLS: use tls:// URLs, and tls.ca_file for a private CA"
 	case errors.Is(err, natsgo.ErrSecureConnWanted):
 		hint = "the server does not offer TLS: use nats:// URLs and no tls settings, or enable TLS on the server"
-	case strings.Contains(err.Error(), "x509") || strings.Contains(err.Error(), "tls:"):
+	case isTLSError(err):
 		hint = "TLS failed: check tls.ca_file (the CA that signed the server's certificate), tls.server_name and the client certificate"
 	}
 	return fmt.Sprintf("connect to %s (within %s each): %v: %s", strings.Join(st.servers, ", "), st.connectTimeout, err, hint)
+}
+
+// isTLSError reports whether err comes from the TLS handshake: a server
+// certificate that does not verify (unknown CA, wrong name, expired), or
+// an alert or a record the peer sent that is not TLS.
+func isTLSError(err error) bool {
+	var (
+		verify  *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		alert   tls.AlertError
+		record  tls.RecordHeaderError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) ||
+		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &record)
 }
 
 // pattern is the subject with EventToken as the wildcard "*": every
@@ -338,7 +356,7 @@ func (s *Sink) messages(batch []sdk.Event) ([]natsgo.Msg, error) {
 	data := make([]byte, 0, s.sizeHint)
 	ends := make([]int, len(batch))
 	for i := range batch {
-		data = stdout.AppendJSON(data, &batch[i])
+		data = jsonl.Append(data, &batch[i])
 		ends[i] = len(data) - 1 // without the newline
 	}
 	s.sizeHint = len(data) + len(data)/8

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowtap/flowtap/plugins/sdk/sdktest"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 func TestPublishesEventsOnTheirSubjects(t *testing.T) {
@@ -34,7 +34,7 @@ func TestPublishesEventsOnTheirSubjects(t *testing.T) {
 			t.Errorf("message %d on %q, want %q", i, m.Subject, want)
 		}
 		// The body is the stdout sink's JSON object, without its newline.
-		line := stdout.AppendJSON(nil, ev)
+		line := jsonl.Append(nil, ev)
 		if want := string(line[:len(line)-1]); string(m.Data) != want {
 			t.Errorf("message %d:\n got %s\nwant %s", i, m.Data, want)
 		}

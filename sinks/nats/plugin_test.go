@@ -56,7 +56,7 @@ func TestNATSPlugin(t *testing.T) {
 	go func() {
 		defer close(produced)
 		for i := 1; i <= offered; i++ {
-			s.Enqueue(flowBegin(i))
+			s.EnqueueBatch([]events.Event{flowBegin(i)})
 		}
 	}()
 	// Kill the plugin once a third of the events are acknowledged.

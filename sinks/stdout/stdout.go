@@ -10,11 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"text/template"
 	"time"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
+	"github.com/flowtap/flowtap/sinks/internal/sinkconf"
 )
 
 // Version is the stdout sink's version, reported in its Info.
@@ -42,8 +43,8 @@ type Sink struct {
 	// batch, or once it holds flushBytes. It is reused from batch to
 	// batch; line is one event's template output.
 	buf, line []byte
-	keys      jsonKeys // the json format's rendered field names
-	header    bool     // the table header has been written
+	keys      jsonl.Keys // the json format's rendered field names
+	header    bool       // the table header has been written
 }
 
 // flushBytes is how much formatted output the sink collects before it
@@ -76,63 +77,64 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 	return nil
 }
 
+// Config is the stdout sink's configuration, as it appears in the
+// pipeline file under the sink's "config".
+type Config struct {
+	// Format is "table" (the default), "json" or "template".
+	Format string `json:"format"`
+	// Template is the Go text/template source that format "template"
+	// executes for each event (see TemplateEvent).
+	Template string `json:"template"`
+}
+
 // parseConfig validates a stdout sink config and returns the format and,
 // for format "template", the parsed template. It reports every problem,
 // one sdk.ConfigError per key.
 func parseConfig(config []byte) (string, *template.Template, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(config, &raw); err != nil {
-		return "", nil, sdk.ConfigError{Message: "config is not a JSON object: " + err.Error()}
-	}
-	format := FormatTable
+	cfg := Config{Format: FormatTable}
 	var tmpl *template.Template
-	var errs sdk.ConfigErrors
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, key := range keys {
+	var p sinkconf.Problems
+	hasTemplate := false
+	err := p.DecodeEach(config, &cfg, func(key string, raw json.RawMessage, err error) {
 		switch key {
 		case "format":
-			var f string
-			if err := json.Unmarshal(raw[key], &f); err != nil {
-				errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf("must be a string, one of %q, %q, %q", FormatJSON, FormatTable, FormatTemplate)})
-				continue
+			if string(raw) == "null" {
+				cfg.Format = "" // null is no format, not the default
 			}
-			switch f {
-			case FormatJSON, FormatTable, FormatTemplate:
-				format = f
-			default:
-				errs = append(errs, sdk.ConfigError{Key: key, Message: fmt.Sprintf("unknown format %q (valid: %s, %s, %s)", f, FormatJSON, FormatTable, FormatTemplate)})
+			switch {
+			case err != nil:
+				p.Add(key, "must be a string, one of %q, %q, %q", FormatJSON, FormatTable, FormatTemplate)
+			case cfg.Format != FormatJSON && cfg.Format != FormatTable && cfg.Format != FormatTemplate:
+				p.Add(key, "unknown format %q (valid: %s, %s, %s)", cfg.Format, FormatJSON, FormatTable, FormatTemplate)
+				cfg.Format = FormatTable
 			}
 		case "template":
-			var src string
-			if err := json.Unmarshal(raw[key], &src); err != nil || src == "" {
-				errs = append(errs, sdk.ConfigError{Key: key, Message: "must be a non-empty string: Go text/template source, e.g. \"{{.Time}} {{.Name}} {{.Field \\\"dst\\\"}}\""})
-				continue
+			hasTemplate = true
+			if err != nil || cfg.Template == "" {
+				p.Add(key, "must be a non-empty string: Go text/template source, e.g. \"{{.Time}} {{.Name}} {{.Field \\\"dst\\\"}}\"")
+				return
 			}
-			t, err := parseTemplate(src)
+			t, err := parseTemplate(cfg.Template)
 			if err != nil {
-				errs = append(errs, sdk.ConfigError{Key: key, Message: err.Error()})
-				continue
+				p.Add(key, "%s", err.Error())
+				return
 			}
 			tmpl = t
-		default:
-			errs = append(errs, sdk.ConfigError{Key: key, Message: "unknown key (valid keys: format, template)"})
 		}
+	})
+	if err != nil {
+		return "", nil, err
 	}
-	_, hasTemplate := raw["template"]
 	switch {
-	case format == FormatTemplate && !hasTemplate:
-		errs = append(errs, sdk.ConfigError{Key: "template", Message: "missing: format \"template\" needs a template"})
-	case format != FormatTemplate && hasTemplate:
-		errs = append(errs, sdk.ConfigError{Key: "template", Message: fmt.Sprintf("is only used with format \"template\", not %q", format)})
+	case cfg.Format == FormatTemplate && !hasTemplate:
+		p.Add("template", "missing: format \"template\" needs a template")
+	case cfg.Format != FormatTemplate && hasTemplate:
+		p.Add("template", "is only used with format \"template\", not %q", cfg.Format)
 	}
-	if len(errs) > 0 {
-		return "", nil, errs
+	if err := p.Err(); err != nil {
+		return "", nil, err
 	}
-	return format, tmpl, nil
+	return cfg.Format, tmpl, nil
 }
 
 // Write implements sdk.Sink: it formats the batch and writes it. If
@@ -150,7 +152,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	for i := range batch {
 		switch s.format {
 		case FormatJSON:
-			b = appendJSONEventKeys(b, &batch[i], &s.keys)
+			b = s.keys.Append(b, &batch[i])
 		case FormatTemplate:
 			var err error
 			if s.line, err = executeTemplate(s.tmpl, s.line[:0], &batch[i]); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -23,6 +24,7 @@ func TestParseConfig(t *testing.T) {
 		{config: `{"format":"json"}`, format: FormatJSON},
 		{config: `{"format":"xml"}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "xml" (valid: json, table, template)`}}},
 		{config: `{"format":1}`, errs: sdk.ConfigErrors{{Key: "format", Message: `must be a string, one of "json", "table", "template"`}}},
+		{config: `{"format":null}`, errs: sdk.ConfigErrors{{Key: "format", Message: `unknown format "" (valid: json, table, template)`}}},
 		{config: `{"format":"template","template":"{{.Name}}"}`, format: FormatTemplate},
 		{config: `{"format":"template"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `missing: format "template" needs a template`}}},
 		{config: `{"template":"{{.Name}}"}`, errs: sdk.ConfigErrors{{Key: "template", Message: `is only used with format "template", not "table"`}}},
@@ -68,7 +70,7 @@ func TestWriteFlushesEveryBatch(t *testing.T) {
 	if err := s.Configure(t.Context(), []byte(`{"format":"json"}`)); err != nil {
 		t.Fatal(err)
 	}
-	batch := []sdk.Event{flowEvent(), flowEvent()}
+	batch := []sdk.Event{testutil.SDKFlowBegin(), testutil.SDKFlowBegin()}
 	if err := s.Write(t.Context(), batch); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestTableHeaderOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if err := s.Write(t.Context(), []sdk.Event{flowEvent()}); err != nil {
+		if err := s.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -105,11 +107,11 @@ func TestWriteErrorIsNotSticky(t *testing.T) {
 	if err := s.Configure(t.Context(), []byte(`{"format":"json"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(t.Context(), []sdk.Event{flowEvent()}); err == nil {
+	if err := s.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err == nil {
 		t.Fatal("Write to a failing stdout succeeded")
 	}
 	w.fail = false
-	if err := s.Write(t.Context(), []sdk.Event{flowEvent()}); err != nil {
+	if err := s.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err != nil {
 		t.Fatalf("Write after stdout recovered: %v", err)
 	}
 	if n := strings.Count(w.buf.String(), "\n"); n != 1 {
@@ -118,7 +120,7 @@ func TestWriteErrorIsNotSticky(t *testing.T) {
 }
 
 func TestWriteBeforeConfigure(t *testing.T) {
-	if err := New().Write(t.Context(), []sdk.Event{flowEvent()}); err == nil {
+	if err := New().Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err == nil {
 		t.Error("Write before Configure succeeded")
 	}
 	if err := New().Close(t.Context()); err != nil {
@@ -140,7 +142,7 @@ func TestStdoutLookedUpAtWrite(t *testing.T) {
 	defer r.Close()
 	orig := os.Stdout
 	os.Stdout = w
-	err = s.Write(t.Context(), []sdk.Event{flowEvent()})
+	err = s.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()})
 	os.Stdout = orig
 	w.Close()
 	if err != nil {
@@ -175,7 +177,7 @@ func TestTemplateFormat(t *testing.T) {
 	if err := s.Configure(t.Context(), []byte(`{"format":"template","template":`+strconv.Quote(tmpl)+`}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(t.Context(), []sdk.Event{flowEvent()}); err != nil {
+	if err := s.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err != nil {
 		t.Fatal(err)
 	}
 	want := "22:13:20 net_flow_tcp_begin curl[1234] -> 93.184.216.34:443 dns=example.com,www.example.com |\n"
@@ -188,7 +190,7 @@ func TestTemplateFormat(t *testing.T) {
 	if err := s2.Configure(t.Context(), []byte(`{"format":"template","template":"{{.Nope}}"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.Write(t.Context(), []sdk.Event{flowEvent()}); err == nil || !strings.Contains(err.Error(), "net_flow_tcp_begin") {
+	if err := s2.Write(t.Context(), []sdk.Event{testutil.SDKFlowBegin()}); err == nil || !strings.Contains(err.Error(), "net_flow_tcp_begin") {
 		t.Errorf("Write with a failing template = %v", err)
 	}
 }

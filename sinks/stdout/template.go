@@ -25,7 +25,7 @@ type TemplateEvent struct {
 	// Name is the event's name, e.g. "net_flow_tcp_begin"; ID its
 	// catalogue ID.
 	Name string
-	ID   uint32
+	ID   sdk.ID
 	// Context is the event's context: .Context.PID, .Context.Comm,
 	// .Context.UID, .Context.HostName, .Context.CgroupID,
 	// .Context.SocketCookie.

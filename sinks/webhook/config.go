@@ -24,8 +24,9 @@ const (
 type Config struct {
 	// URL receives the POSTs (http or https; required).
 	URL string `json:"url"`
-	// Headers are added to every request, e.g. an Authorization header.
-	Headers map[string]string `json:"headers"`
+	// Headers are added to every request, e.g. an Authorization header:
+	// secret, as they may carry credentials.
+	Headers map[string]string `json:"headers" sinkconf:"secret"`
 	// BatchSize is the most events in one POST; a larger batch from
 	// flowtap is posted in several. Default 500.
 	BatchSize int `json:"batch_size"`
@@ -76,7 +77,7 @@ type settings struct {
 // parseConfig validates config, reporting every problem by key.
 func parseConfig(config []byte) (*settings, error) {
 	var cfg Config
-	if err := sinkconf.Decode(config, &cfg, "url, headers, batch_size, timeout, retry, tls"); err != nil {
+	if err := sinkconf.Decode(config, &cfg); err != nil {
 		return nil, err
 	}
 	var p sinkconf.Problems

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
-	"github.com/flowtap/flowtap/sinks/stdout"
+	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
 
 // Version is the webhook sink's version, reported in its Info.
@@ -76,7 +76,7 @@ func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 			if i > 0 {
 				s.body = append(s.body, ',')
 			}
-			line := stdout.AppendJSON(s.body, &part[i])
+			line := jsonl.Append(s.body, &part[i])
 			s.body = line[:len(line)-1] // without the newline
 		}
 		s.body = append(s.body, ']')

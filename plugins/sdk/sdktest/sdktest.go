@@ -25,8 +25,10 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
-	"github.com/flowtap/flowtap/plugins/proto"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
+	"github.com/flowtap/flowtap/plugins/internal/wire/proto"
 	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/plugins/sdk/internal/encode"
 )
 
 // Timeout bounds every call the Harness makes.
@@ -37,7 +39,8 @@ const Timeout = 30 * time.Second
 type Harness struct {
 	tb     testing.TB
 	client proto.SinkClient
-	enc    proto.Encoder
+	enc    encode.Encoder
+	fields []encode.Field
 	seq    uint64
 }
 
@@ -46,9 +49,9 @@ type Harness struct {
 // called then; call Close to test it).
 func New(tb testing.TB, s sdk.Sink) *Harness {
 	tb.Helper()
-	client, _ := plugin.TestPluginGRPCConn(tb, false, sdk.VersionedPlugins(s)[sdk.ProtocolVersion])
+	client, _ := plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{wire.PluginName: sdk.Plugin(s)})
 	tb.Cleanup(func() { _ = client.Close() })
-	raw, err := client.Dispense(sdk.PluginName)
+	raw, err := client.Dispense(wire.PluginName)
 	if err != nil {
 		tb.Fatalf("sdktest: dispense sink: %v", err)
 	}
@@ -127,7 +130,13 @@ func (h *Harness) Write(batch ...sdk.Event) error {
 	h.enc.Start(nil)
 	for i := range batch {
 		ev := &batch[i]
-		h.enc.Append(math.MaxInt, ev.ID, ev.Name, ev.Timestamp, &ev.Context, ev.Fields)
+		c := encode.Context(ev.Context)
+		h.fields = h.fields[:0]
+		for _, f := range ev.Fields {
+			h.fields = append(h.fields, encode.Field{Name: f.Name, Value: encode.Value{
+				Kind: encode.Kind(f.Value.Kind), Str: f.Value.Str, Uint: f.Value.Uint, Int: f.Value.Int, Bool: f.Value.Bool, Strings: f.Value.Strings}})
+		}
+		h.enc.Append(math.MaxInt, uint16(ev.ID), ev.Name, ev.Timestamp, &c, h.fields)
 	}
 	data := h.enc.Finish()
 	ctx, cancel := h.ctx()
@@ -212,4 +221,13 @@ func F(name string, v any) sdk.Field {
 		panic(fmt.Sprintf("sdktest.F(%q): unsupported value type %T", name, v))
 	}
 	return sdk.Field{Name: name, Value: val}
+}
+
+// SetValidateOnly makes sdk.ValidateOnly report true for the rest of the
+// test, as when flowtap starts a plugin only to check its configuration
+// (flowtap config validate): a sink's tests use it to check that its
+// Configure then creates nothing and connects nowhere. It sets an
+// environment variable (tb.Setenv), so the test may not run in parallel.
+func SetValidateOnly(tb testing.TB) {
+	tb.Setenv(wire.ValidateOnlyEnv, "1")
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
@@ -39,11 +40,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "broken: cannot start: no licence")
 		os.Exit(2)
 	case "cookie":
-		hs := sdk.Handshake
+		hs := wire.Handshake
 		hs.MagicCookieKey, hs.MagicCookieValue = "SOME_OTHER_APP_PLUGIN", "x"
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig:  hs,
-			VersionedPlugins: sdk.VersionedPlugins(nop{}),
+			VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: sdk.Plugin(nop{})}},
 			GRPCServer:       plugin.DefaultGRPCServer,
 		})
 	case "garbled":
