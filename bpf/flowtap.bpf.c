@@ -280,10 +280,9 @@ struct tcp_counters {
 	__u32 rcv_nxt;
 };
 
-// The process a socket belongs to (pid 0: not known). start_ns and ppid
-// come from the task itself, which only the tracing programs can read:
-// set_owner_current (the cgroup programs) leaves them to the tp_btf
-// program, which runs for the same connect() or listen() (0: not known).
+// The process a socket belongs to (pid 0: not known), with its start
+// and parent (0: not known), which only programs that can read the task
+// fill: current_owner, the tp_btf program, the start-up walk.
 struct sock_owner {
 	__u32 pid;
 	__u32 uid;
@@ -817,6 +816,10 @@ static __always_inline int handle_flow(struct __sk_buff *skb, __u8 direction, co
 	return 1;
 }
 
+// netns_cookie_skb is set by the loader when cgroup_skb programs may call
+// bpf_get_netns_cookie (Linux 6.13); DNS records carry 0 otherwise.
+volatile const __u8 netns_cookie_skb = 0;
+
 // DNS capture (flowtap_dns_ingress/egress): UDP datagrams and TCP
 // segments to or from port 53, with their payload, as a variable-size
 // record in the same ring buffer.
@@ -920,7 +923,8 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 	s->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	s->hdr.cookie = bpf_get_socket_cookie(skb);
 	s->hdr.cgroup_id = bpf_skb_cgroup_id(skb);
-	s->hdr.netns_cookie = bpf_get_netns_cookie(skb);
+	if (netns_cookie_skb)
+		s->hdr.netns_cookie = bpf_get_netns_cookie(skb);
 	s->hdr.msg_len = plen;
 	s->hdr.cap_len = cap;
 	sk = skb->sk;
@@ -1068,10 +1072,38 @@ static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, str
 	submit_record(rec);
 }
 
+// sockops_owner is set by the loader when sock_ops programs may read the
+// current task (bpf_get_current_task_btf): connect() and listen() then
+// record their caller from the sock_ops program itself, and the cgroup
+// connect programs are not needed for flows.
+volatile const __u8 sockops_owner = 0;
+
+// current_owner fills o with the current task: the caller of connect()
+// or listen().
+static __always_inline void current_owner(struct sock_owner *o)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = task->tgid;
+	o->uid = task->cred->uid.val;
+	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
+	o->start_ns = task->group_leader->start_boottime;
+	o->ppid = task->real_parent->tgid;
+}
+
+// set_lineage records the owner's process start and parent from task, the
+// owner: the thread group leader's start (what /proc/PID/stat reports for
+// the process) and the real parent's tgid.
+static __always_inline void set_lineage(struct sock_owner *o, struct task_struct *task)
+{
+	o->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	o->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
 // set_owner_current makes the current task the owner of sk. The cgroup
 // programs cannot read the task, so start_ns and ppid stay as they are for
-// the same process (the tp_btf program may have set them already) and
-// are cleared for another.
+// the same process (the tp_btf program adds them) and are cleared for
+// another.
 static __always_inline void set_owner_current(void *sk)
 {
 	struct sock_state *st;
@@ -1087,15 +1119,6 @@ static __always_inline void set_owner_current(void *sk)
 	st->owner.pid = pid;
 	st->owner.uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(st->owner.comm, sizeof(st->owner.comm));
-}
-
-// set_lineage records the owner's process start and parent from task, the
-// owner: the thread group leader's start (what /proc/PID/stat reports for
-// the process) and the real parent's tgid.
-static __always_inline void set_lineage(struct sock_owner *o, struct task_struct *task)
-{
-	o->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	o->ppid = BPF_CORE_READ(task, real_parent, tgid);
 }
 
 // handle_state follows TCP state changes. Entering SYN_SENT (connect())
@@ -1126,6 +1149,30 @@ static __always_inline int handle_state(__u64 *ctx)
 	if (newstate == FLOW_TCP_SYN_SENT || newstate == FLOW_TCP_LISTEN) {
 		if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
 			return 0;
+		if (socket_flows) {
+			// Flows from sock_ops, on a kernel where sock_ops
+			// cannot read the current task: a listener's owner,
+			// for its children (connect4/6 record connectors').
+			struct listen_key lk = {};
+			struct sock_owner o = {};
+
+			task = bpf_get_current_task_btf();
+			if (task->flags & FLOW_PF_KTHREAD)
+				return 0;
+			if (newstate != FLOW_TCP_LISTEN) {
+				// connect4/6 recorded the connector, without
+				// its process start and parent.
+				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+				if (st && st->owner.pid == task->tgid && !st->owner.start_ns)
+					set_lineage(&st->owner, task);
+				return 0;
+			}
+			current_owner(&o);
+			lk.net = (__u64)sk->__sk_common.skc_net.net;
+			lk.port = sk->__sk_common.skc_num;
+			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
+			return 0;
+		}
 		// A new connection, or a listener (whose mark must stay unset:
 		// its children are cloned from it): no mark from before.
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
@@ -1135,7 +1182,7 @@ static __always_inline int handle_state(__u64 *ctx)
 		if (task->flags & FLOW_PF_KTHREAD)
 			return 0;
 		// Inside the cgroup connect4/6 or sock_ops set this owner
-		// already, without its start and parent.
+		// already, maybe without its start and parent.
 		if (!st || st->owner.pid != bpf_get_current_pid_tgid() >> 32) {
 			set_owner_current(sk);
 			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
@@ -1146,7 +1193,7 @@ static __always_inline int handle_state(__u64 *ctx)
 			set_lineage(&st->owner, task);
 		return 0;
 	}
-	if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
+	if (socket_flows || (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP))
 		return 0;
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	// A socket from before start that closes without its owner applied:
@@ -1267,25 +1314,6 @@ static __always_inline unsigned long sock_flags(struct sock *sk)
 	if (bpf_core_field_exists(struct sock_common, skc_flags))
 		return sk->__sk_common.skc_flags;
 	return sk->sk_flags;
-}
-
-// sockops_owner is set by the loader when sock_ops programs may read the
-// current task (bpf_get_current_task_btf): connect() and listen() then
-// record their caller from the sock_ops program itself, and the cgroup
-// connect programs are not needed for flows.
-volatile const __u8 sockops_owner = 0;
-
-// current_owner fills o with the current task: the caller of connect()
-// or listen().
-static __always_inline void current_owner(struct sock_owner *o)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	o->pid = task->tgid;
-	o->uid = task->cred->uid.val;
-	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
-	o->start_ns = task->group_leader->start_boottime;
-	o->ppid = task->real_parent->tgid;
 }
 
 // sock_cgroup returns the cgroup v2 id of a full socket.
@@ -1595,6 +1623,11 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		sk = skops->sk;
 		if (!sk)
 			return 1;
+		// Only where sock_ops may read the current task; elsewhere the
+		// state program records it on LISTEN.
+		if (!sockops_owner)
+			return 1;
+		current_owner(&o);
 		if (socket_flows) {
 			// Its children find it here by network namespace and
 			// port.
@@ -1603,26 +1636,13 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 			tp = bpf_skc_to_tcp_sock(sk);
 			if (!tp)
 				return 1;
-			if (sockops_owner) {
-				current_owner(&o);
-			} else {
-				o.pid = bpf_get_current_pid_tgid() >> 32;
-				o.uid = (__u32)bpf_get_current_uid_gid();
-				bpf_get_current_comm(o.comm, sizeof(o.comm));
-				// The process start and parent, if the tp_btf
-				// program (which ran first, on LISTEN) recorded
-				// them.
-				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-				if (st && st->owner.pid == o.pid) {
-					o.start_ns = st->owner.start_ns;
-					o.ppid = st->owner.ppid;
-				}
-			}
 			listen_key_of(tp, &lk);
 			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
 			return 1;
 		}
-		set_owner_current(sk);
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st)
+			st->owner = o;
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		break;
