@@ -58,8 +58,8 @@ type schema struct {
 	name   string
 	fields []Field
 	// prev holds the strings of the batch's last event of this schema,
-	// which a later one may repeat: the context's (slotComm, ...), then
-	// prev[ctxStrings+i] field i's string; prevList[i] field i's list. seen
+	// which a later one may repeat: the context's (wire.SlotComm, ...), then
+	// prev[wire.CtxStrings+i] field i's string; prevList[i] field i's list. seen
 	// says there was such an event.
 	prev     []string
 	prevList [][]string
@@ -70,22 +70,6 @@ type schema struct {
 	prevLabels []string
 	prevTag    byte
 }
-
-// The context's strings that may repeat, in their slots of schema.prev
-// (the fields' follow: prev[ctxStrings+i] is field i's).
-const (
-	slotComm = iota
-	slotHost
-	slotExe
-	slotContainerID
-	slotContainerRuntime
-	slotContainerName
-	slotContainerImage
-	slotPodName
-	slotPodNamespace
-	slotPodUID
-	ctxStrings
-)
 
 // noFields is the Fields of an event without fields: never nil, and with
 // no capacity, so nothing can write through it.
@@ -201,8 +185,8 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		c.PID, p = readUint32(data, p)
 		c.UID, p = readUint32(data, p)
 		var comm, host string
-		comm, p = readRepeated(data, p, sc, slotComm)
-		host, p = readRepeated(data, p, sc, slotHost)
+		comm, p = readRepeated(data, p, sc, wire.SlotComm)
+		host, p = readRepeated(data, p, sc, wire.SlotHost)
 		if !samePointer(c.Comm, comm) {
 			c.Comm = comm
 		}
@@ -248,7 +232,7 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 				switch kind {
 				case KindString:
 					var s string
-					s, p = readRepeated(data, p, sc, ctxStrings+j)
+					s, p = readRepeated(data, p, sc, wire.CtxStrings+j)
 					if !samePointer(v.Str, s) {
 						v.Str = s
 					}
@@ -347,7 +331,7 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	// pointing at the array that held it then, which nothing overwrites.
 	nf := len(d.schemaFields) - first
 	at, atList := len(d.prevStrs), len(d.prevLists)
-	d.prevStrs = slices.Grow(d.prevStrs, ctxStrings+nf)[:at+ctxStrings+nf]
+	d.prevStrs = slices.Grow(d.prevStrs, wire.CtxStrings+nf)[:at+wire.CtxStrings+nf]
 	d.prevLists = slices.Grow(d.prevLists, nf)[:atList+nf]
 	clear(d.prevStrs[at:])
 	clear(d.prevLists[atList:])
@@ -467,7 +451,7 @@ func readProcess(data []byte, p int, sc *schema, c *Context) int {
 	zz, p = readUvarint(data, p)
 	c.ProcessStart = int64(zz>>1) ^ -int64(zz&1)
 	var exe string
-	exe, p = readRepeated(data, p, sc, slotExe)
+	exe, p = readRepeated(data, p, sc, wire.SlotExe)
 	if !samePointer(c.Exe, exe) {
 		c.Exe = exe
 	}
@@ -485,7 +469,7 @@ func readProcess(data []byte, p int, sc *schema, c *Context) int {
 		}
 		tag = sc.prevTag
 		if tag == wire.WorkloadContainer {
-			setWorkload(c, sc.prev[slotContainerID:slotPodUID+1], sc.prevLabels)
+			setWorkload(c, sc.prev[wire.SlotContainerID:wire.SlotPodUID+1], sc.prevLabels)
 			return p
 		}
 	}
@@ -501,7 +485,7 @@ func readProcess(data []byte, p int, sc *schema, c *Context) int {
 	default:
 		return badWorkload
 	}
-	for slot := slotContainerID; slot <= slotPodUID; slot++ {
+	for slot := wire.SlotContainerID; slot <= wire.SlotPodUID; slot++ {
 		_, p = readRepeated(data, p, sc, slot)
 	}
 	var labels []string
@@ -510,16 +494,16 @@ func readProcess(data []byte, p int, sc *schema, c *Context) int {
 		return p
 	}
 	sc.prevTag, sc.prevLabels = tag, labels
-	setWorkload(c, sc.prev[slotContainerID:slotPodUID+1], labels)
+	setWorkload(c, sc.prev[wire.SlotContainerID:wire.SlotPodUID+1], labels)
 	return p
 }
 
 // setWorkload sets c's container fields from the strings of the slots
-// slotContainerID..slotPodUID (nil: none) and the labels.
+// wire.SlotContainerID..wire.SlotPodUID (nil: none) and the labels.
 func setWorkload(c *Context, s []string, labels []string) {
 	c.Host = false
 	if s == nil {
-		s = make([]string, slotPodUID+1-slotContainerID) // no allocation: it does not escape
+		s = make([]string, wire.SlotPodUID+1-wire.SlotContainerID) // no allocation: it does not escape
 	}
 	c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage = s[0], s[1], s[2], s[3]
 	c.PodName, c.PodNamespace, c.PodUID = s[4], s[5], s[6]

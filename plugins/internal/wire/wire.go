@@ -74,6 +74,23 @@ const (
 	HeaderLen = 5
 )
 
+// The context's strings that an event may send as repeats of the
+// previous event's of its schema, numbered as the encoder and the decoder
+// keep them; the fields' strings follow (field i's is CtxStrings+i).
+const (
+	SlotComm = iota
+	SlotHost
+	SlotExe
+	SlotContainerID
+	SlotContainerRuntime
+	SlotContainerName
+	SlotContainerImage
+	SlotPodName
+	SlotPodNamespace
+	SlotPodUID
+	CtxStrings
+)
+
 // Workload tags of the event encoding: what follows an event's exe.
 const (
 	WorkloadUnknown   = 0 // not known (yet)

@@ -2,6 +2,7 @@ package encode
 
 import (
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // The typed path. Most events a host sends are flow events, and building
@@ -83,7 +84,7 @@ func (e *Encoder) AppendPayload(limit int, id uint32, name string, timestamp int
 // appendEvent would with p.AppendFields.
 func (e *Encoder) appendTyped(sc *schema, timestamp int64, c *events.Context, p events.Payload) {
 	b, hasPrev := e.appendHead(sc, timestamp, c)
-	prev, prevList := sc.prev[ctxStrings:], sc.prevList
+	prev, prevList := sc.prev[wire.CtxStrings:], sc.prevList
 	switch p := p.(type) {
 	case *events.FlowBegin:
 		b = appendFlow(b, &p.Flow, prev, prevList, hasPrev)

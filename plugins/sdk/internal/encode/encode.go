@@ -32,21 +32,6 @@ type Context struct {
 	PodLabels              []string
 }
 
-// Slots of the context's strings in schema.prev; the fields' follow.
-const (
-	slotComm = iota
-	slotHost
-	slotExe
-	slotContainerID
-	slotContainerRuntime
-	slotContainerName
-	slotContainerImage
-	slotPodName
-	slotPodNamespace
-	slotPodUID
-	ctxStrings
-)
-
 // Field is one named value.
 type Field struct {
 	Name  string
@@ -130,16 +115,16 @@ func (e *Encoder) Append(limit int, id uint16, name string, ts int64, c *Context
 	b = uvarint(b, c.CgroupID)
 	b = uvarint(b, uint64(c.PID))
 	b = uvarint(b, uint64(c.UID))
-	b = sc.str(b, slotComm, c.Comm)
-	b = sc.str(b, slotHost, c.HostName)
+	b = sc.str(b, wire.SlotComm, c.Comm)
+	b = sc.str(b, wire.SlotHost, c.HostName)
 	b = uvarint(b, uint64(c.PPID))
 	b = uvarint(b, uint64(c.ProcessStart<<1)^uint64(c.ProcessStart>>63))
-	b = sc.str(b, slotExe, c.Exe)
+	b = sc.str(b, wire.SlotExe, c.Exe)
 	switch {
 	case c.ContainerID != "":
 		b = append(b, wire.WorkloadContainer)
 		for i, s := range [...]string{c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage, c.PodName, c.PodNamespace, c.PodUID} {
-			b = sc.str(b, slotContainerID+i, s)
+			b = sc.str(b, wire.SlotContainerID+i, s)
 		}
 		b = sc.labels(b, c.PodLabels)
 	case c.Host:
@@ -151,7 +136,7 @@ func (e *Encoder) Append(limit int, id uint16, name string, ts int64, c *Context
 		v := &fields[i].Value
 		switch sc.kinds[i] {
 		case KindString:
-			b = sc.str(b, ctxStrings+i, v.Str)
+			b = sc.str(b, wire.CtxStrings+i, v.Str)
 		case KindUint:
 			b = uvarint(b, v.Uint)
 		case KindInt:
@@ -185,7 +170,7 @@ func (e *Encoder) schemaFor(id uint16, name string, fields []Field) (*schema, in
 			return sc, i
 		}
 	}
-	sc := &schema{id: id, name: name, prev: make([]string, ctxStrings+len(fields)), prevList: make([][]string, len(fields))}
+	sc := &schema{id: id, name: name, prev: make([]string, wire.CtxStrings+len(fields)), prevList: make([][]string, len(fields))}
 	e.buf = append(e.buf, 0)
 	e.buf = uvarint(e.buf, uint64(id))
 	e.buf = str(e.buf, name)
