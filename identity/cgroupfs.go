@@ -5,7 +5,6 @@ package identity
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -29,9 +28,6 @@ type cgroupIndex struct {
 	// maxDirs bounds a walk.
 	maxDirs int
 }
-
-// errNotFound says a cgroup id was not found: the cgroup is gone.
-var errNotFound = errors.New("not found")
 
 func newCgroupIndex(root, procRoot string, maxDirs int) *cgroupIndex {
 	return &cgroupIndex{root: root, procRoot: procRoot, maxDirs: maxDirs}
