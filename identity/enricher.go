@@ -52,9 +52,16 @@ type Enricher struct {
 	opts Options
 	log  hclog.Logger
 
-	// The hot path's state: one map lookup per cgroup and per process.
-	cgroups map[uint64]cgroupEntry
-	procs   map[uint32]procEntry
+	// The hot path's state: one map lookup per cgroup and per process,
+	// none when the event's cgroup or process is the previous event's
+	// (lastCG, lastProc: the last entries found complete; apply clears
+	// them, since an answer can change an entry).
+	cgroups  map[uint64]cgroupEntry
+	procs    map[uint32]procEntry
+	lastCG   uint64
+	lastW    *events.Workload
+	lastPID  uint32
+	lastProc procEntry
 
 	requests chan request
 	answers  chan answer
@@ -150,9 +157,16 @@ func New(opts Options) *Enricher {
 // Enrich fills c from the caches and asks the resolver for what they
 // lack. now is the event's time (ns since the Unix epoch).
 func (e *Enricher) Enrich(c *events.Context, now int64) {
-	e.drain()
-	if c.CgroupID != 0 && e.opts.CgroupRoot != "" {
+	if len(e.answers) > 0 {
+		e.drain()
+	}
+	if c.CgroupID != 0 && c.CgroupID == e.lastCG {
+		c.Workload = e.lastW
+	} else if c.CgroupID != 0 && e.opts.CgroupRoot != "" {
 		g, ok := e.cgroups[c.CgroupID]
+		if ok && g.w != nil && g.askAt == 0 {
+			e.lastCG, e.lastW = c.CgroupID, g.w
+		}
 		c.Workload = g.w
 		if !ok || g.askAt != 0 && now >= g.askAt {
 			if e.ask(request{cgroup: c.CgroupID, pid: c.PID}) {
@@ -167,8 +181,21 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 	if c.PID == 0 {
 		return
 	}
+	if p := &e.lastProc; c.PID == e.lastPID && p.key == c.ProcessStart && p.expires == 0 {
+		c.Exe = p.exe
+		if c.PPID == 0 {
+			c.PPID = p.ppid
+		}
+		if c.ProcessStart == 0 {
+			c.ProcessStart = p.start
+		}
+		return
+	}
 	p, ok := e.procs[c.PID]
 	if ok && p.key == c.ProcessStart && p.known && (p.expires == 0 || now < p.expires) {
+		if p.expires == 0 {
+			e.lastPID, e.lastProc = c.PID, p
+		}
 		c.Exe = p.exe
 		if c.PPID == 0 {
 			c.PPID = p.ppid
@@ -215,6 +242,7 @@ func (e *Enricher) drain() {
 }
 
 func (e *Enricher) apply(a answer) {
+	e.lastCG, e.lastPID = 0, 0 // an answer may change what they hold
 	if a.cgroup != 0 {
 		g, ok := e.cgroups[a.cgroup]
 		if !ok || a.workload == nil {
