@@ -15,6 +15,7 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/derive/dnscache"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/identity"
 	"github.com/flowtap/flowtap/pipeline"
 )
 
@@ -152,7 +153,23 @@ func writeCapture(w io.Writer, c configs.Capture) {
 	}
 	fmt.Fprintf(w, "  dns.enabled:\t%s\n", dns)
 	fmt.Fprintf(w, "  dns.cache_size:\t%s\n", orDefault(c.DNS.CacheSize, dnscache.DefaultSize, c.DNS.CacheSize == 0))
-	fmt.Fprintf(w, "  community_id_seed:\t%d\n\n", c.CommunityIDSeed)
+	fmt.Fprintf(w, "  community_id_seed:\t%d\n", c.CommunityIDSeed)
+	wl := c.Workload
+	if wl.Enabled != nil && !*wl.Enabled {
+		fmt.Fprintf(w, "  workload:\toff: no container, pod or executable on events\n\n")
+		return
+	}
+	sock := func(p, def string) string {
+		if p == "" {
+			return def + " (default)"
+		}
+		return p
+	}
+	fmt.Fprintf(w, "  workload.containerd_socket:\t%s\n", sock(wl.ContainerdSocket, identity.DefaultContainerdSocket))
+	fmt.Fprintf(w, "  workload.docker_socket:\t%s\n", sock(wl.DockerSocket, identity.DefaultDockerSocket))
+	fmt.Fprintf(w, "  workload.podman_socket:\t%s\n", sock(wl.PodmanSocket, identity.DefaultPodmanSocket))
+	fmt.Fprintf(w, "  workload.pod_labels:\t%s\n", strings.Join(wl.PodLabels, ", "))
+	fmt.Fprintf(w, "  workload.cache_size:\t%s\n\n", orDefault(wl.CacheSize, identity.DefaultCacheSize, wl.CacheSize == 0))
 }
 
 // emitted says whether any pipeline receives a base event itself.
