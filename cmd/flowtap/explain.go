@@ -165,11 +165,10 @@ func writeCapture(w io.Writer, c configs.Capture) {
 		}
 		return p
 	}
-	fmt.Fprintf(w, "  workload.containerd_socket:\t%s\n", sock(wl.ContainerdSocket, identity.DefaultContainerdSocket))
-	fmt.Fprintf(w, "  workload.docker_socket:\t%s\n", sock(wl.DockerSocket, identity.DefaultDockerSocket))
-	fmt.Fprintf(w, "  workload.podman_socket:\t%s\n", sock(wl.PodmanSocket, identity.DefaultPodmanSocket))
-	fmt.Fprintf(w, "  workload.pod_labels:\t%s\n", strings.Join(wl.PodLabels, ", "))
-	fmt.Fprintf(w, "  workload.cache_size:\t%s\n\n", orDefault(wl.CacheSize, identity.DefaultCacheSize, wl.CacheSize == 0))
+	fmt.Fprintf(w, "  workload:\tcontainerd %s, docker %s, podman %s; pod_labels [%s]; cache_size %s\n\n",
+		sock(wl.ContainerdSocket, identity.DefaultContainerdSocket), sock(wl.DockerSocket, identity.DefaultDockerSocket),
+		sock(wl.PodmanSocket, identity.DefaultPodmanSocket), strings.Join(wl.PodLabels, ", "),
+		orDefault(wl.CacheSize, identity.DefaultCacheSize, wl.CacheSize == 0))
 }
 
 // emitted says whether any pipeline receives a base event itself.
