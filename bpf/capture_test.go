@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,6 +403,20 @@ func TestCaptureLoopback(t *testing.T) {
 			}
 			t.Logf("records for %v <-> %v (cookies: client %d, listener %d, accepted %d):%s",
 				c.client, c.server, c.clientCookie, c.listenerCookie, c.acceptedCookie, dump(mine))
+			// The accepted socket's SYN-ACK moment from sock_ops (no
+			// length) stands in where the kernel's cgroup egress does
+			// not see an IPv6 listener's SYN-ACK (Debian's 6.1): the
+			// packets alone are checked below.
+			mine, moments := splitMoments(mine)
+			if len(moments) != 1 {
+				t.Errorf("%d sock_ops moments, want the accepted socket's SYN-ACK:%s", len(moments), dump(moments))
+			}
+			if _, ok := find(mine, pkt{events.Egress, sp, cp, events.FlagSYN | events.FlagACK}); !ok {
+				t.Logf("this kernel's cgroup egress did not see the listener's SYN-ACK; the sock_ops moment stands in")
+				want = slices.DeleteFunc(want, func(w expect) bool {
+					return w.dir == events.Egress && w.flags == events.FlagSYN|events.FlagACK
+				})
+			}
 
 			for _, w := range want {
 				ev, _ := find(mine, w.pkt)
@@ -1311,4 +1326,17 @@ func procStart(t *testing.T) int64 {
 		t.Fatal(err)
 	}
 	return time.Now().UnixNano() - ts.Nano() + ticks*10_000_000
+}
+
+// splitMoments separates the sock_ops moments (records without a packet
+// length) from the packet records.
+func splitMoments(evs []events.Event) (packets, moments []events.Event) {
+	for _, ev := range evs {
+		if p, ok := ev.Payload.(*events.PacketFlowBase); ok && p.Length == 0 {
+			moments = append(moments, ev)
+			continue
+		}
+		packets = append(packets, ev)
+	}
+	return packets, moments
 }

@@ -914,10 +914,14 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 		cap = DNS_MAX_PAYLOAD;
 		s->hdr.flags = DNS_FLAG_TRUNCATED;
 	}
-	// A no-op (cap <= DNS_MAX_PAYLOAD) that proves the bound to the
-	// verifier; in asm so the compiler cannot drop it.
+	// A no-op (1 <= cap <= DNS_MAX_PAYLOAD) that proves both bounds to
+	// the verifier, in a form every kernel's follows (6.1's lost a
+	// separate cap == 0 check on the copy the call used); in asm so the
+	// compiler cannot drop it.
+	cap -= 1;
 	asm volatile("%[c] &= %[m]" : [c] "+r"(cap) : [m] "i"(DNS_SCRATCH_SIZE - 1));
-	if (cap == 0 || bpf_skb_load_bytes(skb, off, s->data, cap) < 0)
+	cap += 1;
+	if (bpf_skb_load_bytes(skb, off, s->data, cap) < 0)
 		return;
 
 	s->hdr.ts_ns = bpf_ktime_get_boot_ns();
@@ -1588,9 +1592,9 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sk = skops->sk;
 		if (sk) {
-			if (socket_flows)
+			if (socket_flows) {
 				socket_accepted(skops, sk);
-			else
+			} else {
 				// An accepted socket may close without a
 				// flow-relevant packet of its own passing the
 				// cgroup_skb programs before (an abort sends its
@@ -1598,7 +1602,14 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 				// the cgroup it inherited from its listener. Its
 				// state was cloned from the listener's (the
 				// owner), or is created here.
-				follow(sk);
+				st = follow(sk);
+				// The handshake's end as a moment too: some
+				// kernels' cgroup egress does not see an IPv6
+				// listener's SYN-ACK (Debian's 6.1). The tracker
+				// begins an endpoint once, whichever comes first.
+				submit_moment(skops, st ? &st->owner : NULL, st ? st->mark.cgroup_id : 0,
+					      FLOW_DIR_EGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
+			}
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
