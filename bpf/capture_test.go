@@ -424,6 +424,7 @@ func TestCaptureLoopback(t *testing.T) {
 					t.Errorf("%v: cookie %d, want the %s socket's %d", w.pkt, ev.Context.SocketCookie, w.who, w.cookie)
 				}
 			}
+			selfStart := procStart(t)
 			for _, ev := range mine {
 				p := ev.Payload.(*events.PacketFlowBase)
 				if p.Flags&(events.FlagSYN|events.FlagFIN|events.FlagRST) == 0 {
@@ -446,6 +447,11 @@ func TestCaptureLoopback(t *testing.T) {
 				// connect(), the accepted socket inherits it.
 				if x := ev.Context; x.PID != uint32(os.Getpid()) || x.UID != uint32(os.Getuid()) || x.Comm != selfComm(t) {
 					t.Errorf("%v: owner %d/%d/%q, want this process %d/%d/%q", p, x.PID, x.UID, x.Comm, os.Getpid(), os.Getuid(), selfComm(t))
+				}
+				// The tp_btf program records the owner's parent and
+				// start; /proc says the start to 10 ms.
+				if x := ev.Context; x.PPID != uint32(os.Getppid()) || x.ProcessStart < selfStart-20e6 || x.ProcessStart > selfStart+20e6 {
+					t.Errorf("%v: owner's parent %d and start %d, want %d and %d (from /proc, ±20 ms)", p, x.PPID, x.ProcessStart, os.Getppid(), selfStart)
 				}
 				if ev.Context.CgroupID == 0 {
 					t.Errorf("zero cgroup id: %v", p)
@@ -1300,6 +1306,26 @@ func TestNowIsTheRecordsClock(t *testing.T) {
 				ev.Timestamp, before, after, time.Duration(min(ev.Timestamp-before, after-ev.Timestamp)))
 		}
 	}
+}
+
+// procStart returns when this process started, ns since the Unix epoch, as
+// /proc/self/stat says it (clock ticks of 10 ms since boot).
+func procStart(t *testing.T) int64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Now().UnixNano() - ts.Nano() + ticks*10_000_000
 }
 
 // splitMoments separates the sock_ops moments (records without a packet
