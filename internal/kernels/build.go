@@ -55,7 +55,7 @@ var bpfTests = []string{
 	"TestProgramParsing",           // packet parsing through BPF_PROG_TEST_RUN
 	"TestCaptureLoopback",          // core and packet-flows: handshake records, IPv4, IPv6, extension headers
 	"TestCloseRecords",             // core: one closed record per socket (sock_ops, tp_btf)
-	"TestOwnership/sockets",        // existing-owners, existing-closes, mptcp (the same programs in both capture modes)
+	"TestOwnership/packets",        // existing-owners, and existing-closes and mptcp, which load with packet flows only
 	"TestSnapshot",                 // snapshots
 	"TestNoSocketReset",            // nosock-resets, also between network namespaces over veth
 	"TestDNSCapture",               // dns
