@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -123,6 +124,19 @@ type Config struct {
 	// learns so through sdk.ValidateOnly and configures without side
 	// effects.
 	ValidateOnly bool
+	// RunAs is the user and group the plugin runs as; nil keeps flowtap's
+	// own (see DefaultIdentity for what flowtap's config uses when a sink
+	// sets none). Either way the plugin holds no capability.
+	RunAs *Identity
+	// SocketDir is the private directory in which each plugin gets a
+	// directory of its own for its go-plugin socket (see
+	// NewSocketDir); "" means the system's temporary directory. The
+	// plugin's directory is removed when the plugin is killed.
+	SocketDir string
+	// AckTimeout, when set, tells the plugin how long the host waits for
+	// a batch's acknowledgement (sdk.AckTimeout), so that a sink can keep
+	// its own retries within it.
+	AckTimeout time.Duration
 }
 
 // limits returns the message size and in-flight limits of cfg, defaults
@@ -224,6 +238,10 @@ type writeStream struct {
 // bounds only the start: if it ends first the process is killed. The
 // plugin process is killed if the host dies (Pdeathsig); the caller must
 // Close the Plugin to end it otherwise.
+//
+// The plugin holds no privilege (see launch.go): no capabilities,
+// NoNewPrivs, and the user Config.RunAs. Its binary must pass the checks
+// of openTrusted, and the descriptor that was checked is what executes.
 func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	label := cfg.Name
 	if label == "" {
@@ -233,9 +251,28 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start sink %q: %w", label, err)
 	}
-	if err := verifyBinary(path, cfg.SHA256, os.Geteuid()); err != nil {
+	launch, err := getLauncher()
+	if err != nil {
 		return nil, fmt.Errorf("start sink %q: %w", label, err)
 	}
+	cred, err := credential(cfg.RunAs)
+	if err != nil {
+		return nil, fmt.Errorf("start sink %q: %w", label, err)
+	}
+	socketGroup := ""
+	if cred != nil && cfg.RunAs.UID != uint32(os.Geteuid()) {
+		// The plugin makes its socket usable by its group only; flowtap
+		// joins that group to reach it.
+		if err := joinGroup(cfg.RunAs.GID); err != nil {
+			return nil, fmt.Errorf("start sink %q: %w", label, err)
+		}
+		socketGroup = strconv.FormatUint(uint64(cfg.RunAs.GID), 10)
+	}
+	bin, err := openTrusted(path, cfg.SHA256, os.Geteuid())
+	if err != nil {
+		return nil, fmt.Errorf("start sink %q: %w", label, err)
+	}
+	defer bin.Close()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = hclog.Default()
@@ -267,14 +304,16 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	procCtx, procCancel := context.WithCancel(context.Background())
 	s.procCancel = procCancel
 	cmd := exec.CommandContext(procCtx, path)
-	// The plugin dies with the host, even when the host is SIGKILLed.
-	// (Pdeathsig fires when the thread that started the child exits; Go
-	// keeps its threads for the life of the process unless a goroutine
-	// locked to one ends.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The plugin dies with the host, even when the host is SIGKILLed:
+	// Pdeathsig fires when the thread that started the child exits, and
+	// the launcher thread lives as long as the process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	cmd.Env = []string{wire.LogLevelEnv + "=" + logLevel(logger)}
 	if cfg.ValidateOnly {
 		cmd.Env = append(cmd.Env, wire.ValidateOnlyEnv+"=1")
+	}
+	if cfg.AckTimeout > 0 {
+		cmd.Env = append(cmd.Env, wire.AckTimeoutEnv+"="+cfg.AckTimeout.String())
 	}
 	if cfg.Output != nil {
 		cmd.ExtraFiles = []*os.File{cfg.Output} // fd 3 in the plugin
@@ -298,7 +337,18 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	s.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: versions,
-		Cmd:              cmd,
+		// go-plugin makes a directory of its own for the plugin's
+		// socket, in SocketDir (private to flowtap), and removes it
+		// when the plugin is killed, whatever killed it.
+		// go-plugin hands the runner a command of its own, with the
+		// environment it sets (handshake, certificate, socket
+		// directory); the plugin gets that and ours, ours last.
+		RunnerFunc: func(_ hclog.Logger, c *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd.Env = append(c.Env, cmd.Env...)
+			cmd.Stdin = c.Stdin
+			return newProcRunner(cmd, path, bin, launch)
+		},
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: cfg.SocketDir, Group: socketGroup},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Managed:          false,
 		AutoMTLS:         true,
