@@ -27,6 +27,9 @@ type Options struct {
 	// Stdout and Stderr receive the sink plugins' standard streams; nil
 	// means the process's own.
 	Stdout, Stderr io.Writer
+	// SocketDir is the private directory of the plugins' sockets
+	// (host.NewSocketDir); "" means the system's temporary directory.
+	SocketDir string
 	// BatchSize is the most events handed to a sink in one Write;
 	// FlushInterval bounds how long an event waits in a partial batch.
 	// Zero means supervise's defaults (DefaultBatchSize,
@@ -41,6 +44,11 @@ type Options struct {
 	// (Config.Check), or its problems. See reload.go.
 	Reload <-chan struct{}
 	Load   func() (*configs.Config, error)
+	// Started, when set, is called once everything has started (the
+	// kernel programs loaded and attached, the sinks running), before the
+	// first event: flowtap drops the privileges it no longer needs there.
+	// An error stops the run.
+	Started func() error
 	// Replay, when set, takes the base events from a capture file instead
 	// of the kernel: no BPF program loads and no privilege is needed, the
 	// flow tracker's clock follows the capture's timestamps, and Run
@@ -184,6 +192,13 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 	watchSinks(r.watchCtx, r.sinks, r.cancel, r.log)
 	r.rl = newReloader(opts, plan, r.sinks, plan.Shared.NeedsKernel() && opts.Replay == nil, r.log)
 	r.rl.dns = dnsOn
+	if opts.Started != nil {
+		if err := opts.Started(); err != nil {
+			r.stopWatching()
+			r.prod.close(&r.stats)
+			return nil, err
+		}
+	}
 	return r, nil
 }
 

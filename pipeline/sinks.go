@@ -99,9 +99,16 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
+			id, err := runAs(sc)
+			if err != nil {
+				closeSinks(sinks, nil, log)
+				return nil, fmt.Errorf("start %s: %w", label, err)
+			}
 			sup, err := start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
+					RunAs:     id,
+					SocketDir: opts.SocketDir,
 					Name:   label,
 					Plugin: sc.Plugin,
 					Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
@@ -114,6 +121,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				SinkConfig:     sc.Config,
 				QueueSize:      sc.Queue.Size,
 				Policy:         sc.Queue.Policy,
+				DrainTimeout:   sc.Queue.DrainTimeout,
 				BatchSize:      opts.BatchSize,
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,

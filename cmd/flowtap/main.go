@@ -22,6 +22,7 @@ import (
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
 	"github.com/flowtap/flowtap/sinks"
 )
@@ -67,11 +68,15 @@ func newRun() *cobra.Command {
 			"Stop with Ctrl-C or SIGTERM: open flows get their end, sinks flush, and flowtap exits 0.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cat, cfg, err := o.loadBuiltin(cmd)
+			cat, err := events.Builtin()
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log, os.Stderr)
+			logCfg := configs.Log{}
+			if cfg, _ := o.loadPartial(cmd, cat); cfg != nil {
+				logCfg = cfg.Log
+			}
+			log := newLogger(logCfg, os.Stderr)
 			gc := gctune.Apply()
 			log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
 				"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
@@ -84,7 +89,18 @@ func newRun() *cobra.Command {
 				stop()
 				log.Info("stopping: draining the sinks (signal again to exit at once)")
 			})()
-			if err := preflight(ctx, cat, cfg, true, log); err != nil {
+			sockets, err := host.NewSocketDir()
+			if err != nil {
+				return err
+			}
+			defer sockets.Remove()
+			// The thread plugins start from drops its bounding set now,
+			// while flowtap may (CAP_SETPCAP).
+			if err := host.PrepareLauncher(); err != nil {
+				return err
+			}
+			cat, cfg, err := preflight(ctx, cmd, &o, true, sockets.Path, log)
+			if err != nil {
 				return err
 			}
 			if cpuProfile != "" {
@@ -99,9 +115,12 @@ func newRun() *cobra.Command {
 				defer pprof.StopCPUProfile()
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
-				Config: cfg, Catalogue: cat, Logger: log,
+				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path,
 				Reload: reloadSignals(ctx),
-				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
+				Load: func() (*configs.Config, error) {
+					return o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: sockets.Path})
+				},
+				Started: func() error { return dropPrivileges(log) },
 			})
 			return err
 		},

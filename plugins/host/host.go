@@ -67,6 +67,36 @@ var (
 	ErrTooLarge = errors.New("event too large for the sink protocol")
 )
 
+// PartialError is the rejection of a batch some of whose events may
+// already have reached the sink's destination: parts of it the sink
+// accepted, or what the sink said may have arrived
+// (sdk.PartialWriteError). Sending the batch again may duplicate them.
+type PartialError struct {
+	// Err is the rejection; it wraps ErrRejected.
+	Err error
+	// MaybeDelivered is how many events of the batch may have arrived.
+	MaybeDelivered int
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%v (%d events of the batch may have reached the destination)", e.Err, e.MaybeDelivered)
+}
+
+// Unwrap returns Err.
+func (e *PartialError) Unwrap() error { return e.Err }
+
+// MaybeDelivered returns how many events of a failed batch may have
+// reached the sink's destination, as far as the sink said (PartialError);
+// 0 when it said nothing. A batch that failed because the plugin died or
+// hung may have arrived whole, whatever this says.
+func MaybeDelivered(err error) int {
+	var pe *PartialError
+	if errors.As(err, &pe) {
+		return pe.MaybeDelivered
+	}
+	return 0
+}
+
 // DefaultMaxBatchBytes is the default Config.MaxBatchBytes: gRPC's own
 // default message cap, about 30,000 flow events.
 const DefaultMaxBatchBytes = 4 << 20
@@ -137,6 +167,11 @@ type Config struct {
 	// a batch's acknowledgement (sdk.AckTimeout), so that a sink can keep
 	// its own retries within it.
 	AckTimeout time.Duration
+	// OnDuplicates, when set, is called with the events of a batch the
+	// sink says it may have delivered more than once while handling it
+	// (sdk.NoteDuplicates). It is called like WriteAsync's done: inside a
+	// call on the Plugin, with the Plugin locked.
+	OnDuplicates func(n int)
 }
 
 // limits returns the message size and in-flight limits of cfg, defaults
@@ -157,10 +192,12 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 // Plugin is a running sink plugin. Its methods may be called from several
 // goroutines; calls are serialised.
 type Plugin struct {
-	label  string // Config.Name, for errors and logs
-	path   string // the plugin binary
-	logger hclog.Logger
-	names  func(events.ID) string
+	label string // Config.Name, for errors and logs
+	path  string // the plugin binary
+	// onDuplicates is Config.OnDuplicates.
+	onDuplicates func(n int)
+	logger       hclog.Logger
+	names        func(events.ID) string
 
 	client     *plugin.Client // nil when the plugin runs in-process (tests)
 	procCancel context.CancelFunc
@@ -218,6 +255,10 @@ type batchState struct {
 	left     int   // parts not yet acknowledged
 	rejected int   // parts the sink rejected
 	err      error // the first rejection
+	// maybe counts the events that may have reached the sink's
+	// destination: those of parts it accepted, and those it said may
+	// have arrived of parts it rejected.
+	maybe    int
 	done     func(error)
 	async    bool // written by WriteAsync: a failure goes to asyncErr
 	finished bool
@@ -288,14 +329,15 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 
 	token := newDrainToken()
 	s := &Plugin{
-		label:      label,
-		path:       path,
-		logger:     logger,
-		names:      cfg.Names,
-		stdout:     newStdioWriter(stdout, token),
-		stderr:     newStdioWriter(stderr, token),
-		drainToken: token,
-		sem:        make(chan struct{}, 1),
+		label:        label,
+		path:         path,
+		logger:       logger,
+		names:        cfg.Names,
+		onDuplicates: cfg.OnDuplicates,
+		stdout:       newStdioWriter(stdout, token),
+		stderr:       newStdioWriter(stderr, token),
+		drainToken:   token,
+		sem:          make(chan struct{}, 1),
 	}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 
@@ -415,7 +457,7 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 // its own (go-plugin's TestPluginGRPCConn), for tests.
 func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Plugin, error) {
 	label := cfg.Name
-	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
+	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, onDuplicates: cfg.OnDuplicates, sem: make(chan struct{}, 1)}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 	if err := s.init(ctx, rpc); err != nil {
 		return nil, fmt.Errorf("start sink %q: info: %w", label, err)
@@ -744,6 +786,12 @@ func (s *Plugin) ack(ctx context.Context, a *proto.Ack) {
 		if b.err == nil {
 			b.err = s.rejection(b, p.part, msg)
 		}
+		b.maybe += min(int(a.GetMaybeDelivered()), b.partEvents(p.part))
+	} else {
+		b.maybe += b.partEvents(p.part)
+	}
+	if d := a.GetDuplicates(); d > 0 && s.onDuplicates != nil {
+		s.onDuplicates(min(int(d), b.partEvents(p.part)))
 	}
 	if b.left == 0 && !b.finished {
 		s.finish(b, b.err)
@@ -779,9 +827,24 @@ func (e *partError) Error() string {
 
 func (e *partError) Unwrap() error { return e.err }
 
+// partEvents is how many events part k of b holds.
+func (b *batchState) partEvents(k int) int {
+	if b.first == nil {
+		return b.events
+	}
+	end := b.events
+	if k+1 < len(b.first) {
+		end = b.first[k+1]
+	}
+	return end - b.first[k]
+}
+
 // finish settles batch b with err.
 func (s *Plugin) finish(b *batchState, err error) {
 	b.finished = true
+	if err != nil && b.maybe > 0 && errors.Is(err, ErrRejected) {
+		err = &PartialError{Err: err, MaybeDelivered: min(b.maybe, b.events)}
+	}
 	if b.async && err != nil && s.asyncErr == nil {
 		s.asyncErr = err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,7 +58,7 @@ func newSocketDir(base string) (*SocketDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check the plugin socket directory %s: %w", base, err)
 	}
-	if !fi.IsDir() || fi.Sys().(*unix.Stat_t).Uid != uint32(os.Geteuid()) {
+	if !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
 		return nil, fmt.Errorf("the plugin socket directory %s is not a directory owned by flowtap's user (uid %d): remove it, or set RUNTIME_DIRECTORY to a directory of flowtap's own", base, os.Geteuid())
 	}
 	if err := os.Chmod(base, 0o711); err != nil {

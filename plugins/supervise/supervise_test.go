@@ -515,8 +515,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 		return ts
 	}
 	for _, policy := range []Policy{DropNewest, DropOldest} {
-		var q1, d1, q2, d2 atomic.Uint64
-		one, all := newQueue(8, 4, policy, &q1, &d1), newQueue(8, 4, policy, &q2, &d2)
+		var q1, d1, l1, q2, d2, l2 atomic.Uint64
+		one, all := newQueue(8, 4, policy, &q1, &d1, &l1), newQueue(8, 4, policy, &q2, &d2, &l2)
 		for _, ev := range evs {
 			one.push(ev)
 		}
@@ -526,8 +526,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 				policy, a, q1.Load(), d1.Load(), b, q2.Load(), d2.Load())
 		}
 	}
-	var queued, dropped atomic.Uint64
-	q := newQueue(4, 4, Block, &queued, &dropped)
+	var queued, dropped, lost atomic.Uint64
+	q := newQueue(4, 4, Block, &queued, &dropped, &lost)
 	got := make(chan []int64)
 	go func() {
 		var ts []int64

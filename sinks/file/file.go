@@ -222,6 +222,14 @@ func repairTail(path string) (int64, error) {
 	return size - keep, nil
 }
 
+// CheckConfig reports every problem of a file sink config without
+// touching the file system: what flowtap checks in its own process
+// before any plugin starts (flowtap config validate).
+func CheckConfig(config []byte) error {
+	_, _, err := parseConfig(config)
+	return err
+}
+
 // parseConfig validates a file sink config.
 func parseConfig(config []byte) (Config, time.Duration, error) {
 	cfg := Config{MaxSizeMB: DefaultMaxSizeMB, Fsync: FsyncBatch}

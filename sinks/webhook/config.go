@@ -74,6 +74,14 @@ type settings struct {
 	tls            *tls.Config
 }
 
+// CheckConfig reports every problem of a webhook sink config without
+// contacting the endpoint: what flowtap checks in its own process before
+// any plugin starts (flowtap config validate).
+func CheckConfig(config []byte) error {
+	_, err := parseConfig(config)
+	return err
+}
+
 // parseConfig validates config, reporting every problem by key.
 func parseConfig(config []byte) (*settings, error) {
 	var cfg Config
