@@ -125,6 +125,10 @@ type Queue struct {
 	// Policy is what a full queue does: "block" (the default),
 	// "drop_newest" or "drop_oldest" (supervise.Policies).
 	Policy supervise.Policy `mapstructure:"policy"`
+	// BatchSize is the most events handed to the sink in one Write; 0
+	// means the default (supervise.DefaultBatchSize, 2048). A sink whose
+	// destination takes little at a time (a small disk) wants less.
+	BatchSize int `mapstructure:"batch_size"`
 	// DrainTimeout bounds how long flowtap waits at shutdown for the sink
 	// to deliver what it holds; what is left then is lost, logged as
 	// such, and makes flowtap's exit status non-zero. 0 means the default
@@ -346,6 +350,9 @@ func (c *Config) Validate() error {
 				ps.add(f, name, sk("queue.size"), "%d is negative: give the most events waiting, or 0 for the default", s.Queue.Size)
 			}
 			oneOf(name, sk("queue.policy"), string(s.Queue.Policy), names(supervise.Policies()))
+			if s.Queue.BatchSize < 0 {
+				ps.add(f, name, sk("queue.batch_size"), "%d is negative: give the most events per write, or 0 for the default", s.Queue.BatchSize)
+			}
 			if s.Queue.DrainTimeout < 0 {
 				ps.add(f, name, sk("queue.drain_timeout"), "%v is negative: give how long shutdown waits for the sink, e.g. 60s, or 0 for the default", s.Queue.DrainTimeout)
 			}

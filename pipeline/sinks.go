@@ -122,7 +122,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 				QueueSize:      sc.Queue.Size,
 				Policy:         sc.Queue.Policy,
 				DrainTimeout:   sc.Queue.DrainTimeout,
-				BatchSize:      opts.BatchSize,
+				BatchSize:      cmp.Or(sc.Queue.BatchSize, opts.BatchSize),
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,
 				InitialBackoff: sc.Restart.InitialBackoff,
@@ -208,7 +208,7 @@ func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats,
 		stats[i] = st
 		c := st.Counters
 		log.Info("sink counters", "sink", s.label, "queued", c.Queued, "sent", c.Sent, "acked", c.Acked,
-			"retried", c.Retried, "dropped", c.Dropped, "duplicates_resent", c.DuplicatesResent,
+			"retried", c.Retried, "dropped", c.Dropped, "lost", c.Lost, "duplicates_resent", c.DuplicatesResent,
 			"restarts", c.Restarts, "failed", st.Failed != "")
 	}
 	return stats, errors.Join(failed...)

@@ -45,6 +45,9 @@ func Binaries(tb testing.TB) string {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		// As 'make build': without cgo, flowtap can drop its
+		// capabilities on every thread (internal/privdrop).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build ./cmd/...: %w\n%s", err, out)
