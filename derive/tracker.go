@@ -114,7 +114,20 @@ type Stats struct {
 	Failed       uint64 // failed events emitted
 	EvictedIdle  uint64 // connections evicted by the idle timeout
 	EvictedFull  uint64 // connections evicted because the table was full
-	CloseMissing uint64 // endpoints that ended without their socket's close report
+	// EvictedReused: connections ended because a new connection began
+	// on the same addresses and ports while they were open (their close
+	// was never seen).
+	EvictedReused uint64
+	CloseMissing  uint64 // endpoints that ended without their socket's close report
+	// LossMarkers: lost-record markers (events.RecordsLost) seen.
+	LossMarkers uint64
+	// Unresolved: attempts that got no SYN-ACK in time while records
+	// were being lost: not reported as failed, since the answer may be
+	// what was lost. The socket's close report decides, if one comes.
+	Unresolved uint64
+	// Incomplete: ends marked incomplete (records of the flow may have
+	// been lost).
+	Incomplete uint64
 }
 
 // connKey identifies a TCP connection independently of packet direction:
@@ -189,7 +202,15 @@ type conn struct {
 	// that the initiator's retransmitted SYNs and its socket's close
 	// report are known to belong to it, until that report or
 	// failedLinger.
-	failed    bool
+	failed bool
+	// lossy: records were lost while the connection was tracked, so any
+	// of its records may be missing: its ends are marked incomplete, and
+	// a missing SYN-ACK is not taken for a timeout.
+	lossy bool
+	// unresolved: the attempt timed out while lossy, and was not
+	// reported; like failed, it stays until its close report (which
+	// decides) or failedLinger.
+	unresolved bool
 	closingTS int64 // when FIN both ways or RST was seen; 0 while open
 	lastSeen  int64
 
@@ -300,6 +321,20 @@ func (t *Tracker) Handle(ev events.Event) {
 		t.packet(ev, p)
 	case *events.TCPSocketBase:
 		t.socket(ev, p)
+	case *events.RecordsLost:
+		t.recordsLost()
+	}
+}
+
+// recordsLost marks every connection tracked now: records were lost while
+// it was open (the marker comes once the loss is counted, after the
+// records around it), so any of its records may be missing. A connection
+// not tracked yet whose first records were lost is never tracked, and
+// nothing is derived from it.
+func (t *Tracker) recordsLost() {
+	t.stats.LossMarkers++
+	for c := t.head; c != nil; c = c.next {
+		c.lossy = true
 	}
 }
 
@@ -344,7 +379,10 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 	case syn && !p.Flags.Has(events.FlagACK):
 		if c != nil && (c.initiator != src || c.begun() && !c.synRetransmit()) {
 			// The 4-tuple is reused: the old connection closed without
-			// us seeing it end (e.g. its records were lost).
+			// us seeing it end (e.g. its records were lost). Its end is
+			// an eviction, counted, and incomplete: its close is missing.
+			t.stats.EvictedReused++
+			c.lossy = true
 			t.finishAll(c, ev.Timestamp, events.CloseEvicted)
 			c = nil
 		}
@@ -445,6 +483,28 @@ func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 		t.remove(c)
 		return
 	}
+	if c.unresolved && !ep.begun && !ep.ended {
+		// An attempt that timed out while records were lost: its
+		// socket's last state says what happened.
+		if dir == events.Outgoing && s.State == tcpSynSent {
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout)
+			ep.ended = true
+		} else if s.State != tcpSynSent && s.State != tcpSynRecv && s.State != tcpListen {
+			// It was established: its begin was among the records
+			// lost. Report the flow, incomplete.
+			ep.begun, ep.beginTS = true, ep.synTS
+			t.emitBegin(c, dir, ep.synTS)
+			reason := events.CloseFIN
+			if c.rst || abortive(s.State) {
+				reason = events.CloseRST
+			}
+			t.finish(c, dir, ev.Timestamp, reason)
+		}
+		if !c.open() && (c.out.ended || !c.out.local) && (c.in.ended || !c.in.local) {
+			t.remove(c)
+		}
+		return
+	}
 	switch {
 	case ep.begun && !ep.ended:
 		reason := events.CloseFIN
@@ -535,6 +595,15 @@ func (t *Tracker) Tick(now int64) {
 		if c.gen != d.gen || t.conns[c.key] != c || c.begun() {
 			continue
 		}
+		if c.lossy {
+			// No SYN-ACK was seen, but records were lost meanwhile: the
+			// SYN-ACK may be among them. Not a failure until its
+			// socket's close report says so.
+			t.stats.Unresolved++
+			c.unresolved = true
+			t.failures = append(t.failures, deadline{c, c.gen, now + int64(failedLinger)})
+			continue
+		}
 		// No SYN-ACK in time: each local side of the attempt failed.
 		if c.out.local && !c.out.ended {
 			c.out.ended = true
@@ -553,7 +622,7 @@ func (t *Tracker) Tick(now int64) {
 	for len(t.failures) > 0 && t.failures[0].at <= now {
 		d := t.failures[0]
 		t.failures = t.failures[1:]
-		if c := d.c; c.gen == d.gen && t.conns[c.key] == c && c.failed {
+		if c := d.c; c.gen == d.gen && t.conns[c.key] == c && (c.failed || c.unresolved && !c.open()) {
 			t.remove(c)
 		}
 	}
@@ -771,9 +840,12 @@ func (t *Tracker) finish(c *conn, dir events.ConnDirection, ts int64, reason eve
 		dur = uint64(ts - ep.beginTS)
 	}
 	t.stats.Ended++
+	if c.lossy {
+		t.stats.Incomplete++
+	}
 	t.emit(events.Event{
 		ID: events.IDNetFlowTCPEnd, Timestamp: ts, Context: ep.ctx,
-		Payload: &events.FlowEnd{Flow: t.flow(c, dir), DurationNs: dur, Counters: ep.counters, Reason: reason},
+		Payload: &events.FlowEnd{Flow: t.flow(c, dir), DurationNs: dur, Counters: ep.counters, Reason: reason, Incomplete: c.lossy},
 	})
 }
 
