@@ -24,6 +24,22 @@ import (
 	"github.com/flowtap/flowtap/internal/testutil"
 )
 
+// sharedDir returns a new directory that the sink plugins, which run as
+// an unprivileged user when the tests run as root, may write: unlike
+// t.TempDir, whose parent only root may enter. It is removed at the end.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "flowtap-e2e-sink-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // mountTmpfs mounts a tmpfs of size (e.g. "600k"), writable by everyone
 // (the file sink's plugin runs as an unprivileged user), and unmounts it
 // when the test ends.

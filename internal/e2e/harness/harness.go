@@ -137,6 +137,8 @@ type Options struct {
 	DiscardStdout bool
 	// ReadyTimeout bounds the wait for "capture started". Default 60s.
 	ReadyTimeout time.Duration
+	// Env is added to flowtap's environment.
+	Env []string
 }
 
 // Agent is a running 'flowtap run'.
@@ -167,6 +169,9 @@ func StartWith(tb testing.TB, bin string, opts Options) *Agent {
 	a := &Agent{ready: make(chan struct{}), done: make(chan struct{}), exited: make(chan error, 1)}
 	a.cmd = exec.Command(filepath.Join(bin, "flowtap"), append([]string{"run"}, opts.Args...)...)
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if len(opts.Env) > 0 {
+		a.cmd.Env = append(os.Environ(), opts.Env...)
+	}
 	var stdout io.ReadCloser
 	if !opts.DiscardStdout {
 		var err error
@@ -299,6 +304,19 @@ func (a *Agent) Bad() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.bad...)
+}
+
+// WaitLog waits up to limit for a log line containing s, and reports
+// whether one came.
+func (a *Agent) WaitLog(s string, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(a.Log(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Stop sends SIGINT and waits (at most 30s) for flowtap to exit; anything
