@@ -45,6 +45,13 @@ type Config struct {
 	// which carries the final counters, before it ends without it.
 	// Default 2s.
 	CloseGrace time.Duration
+	// LossGrace is how long after its SYN timeout an attempt still waits
+	// before it is reported as failed, for a lost-record marker
+	// (events.RecordsLost) to say its SYN-ACK may have been lost: the
+	// kernel capture counts lost records about once a second. 0 (the
+	// default): no wait, for producers that lose nothing (a capture
+	// file); the pipeline sets DefaultLossGrace for the kernel's.
+	LossGrace time.Duration
 	// Names fills src_dns and dst_dns; nil leaves them empty. It is
 	// called on the tracker's goroutine only.
 	Names Resolver
@@ -64,6 +71,9 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	DefaultSYNTimeout  = 10 * time.Second
 	DefaultCloseGrace  = 2 * time.Second
+	// DefaultLossGrace is the LossGrace for the kernel capture: twice
+	// the interval at which it counts lost records.
+	DefaultLossGrace = 2 * time.Second
 )
 
 // SnapshotInterval is how often a producer should report its live
@@ -263,6 +273,9 @@ type deadline struct {
 type Tracker struct {
 	cfg   Config
 	conns map[connKey]*conn
+	// lossUntil is the end of the latest window records were lost in
+	// (events.RecordsLost.To); 0 before any loss.
+	lossUntil int64
 	emit  func(events.Event)
 	stats Stats
 	gen   uint64
@@ -322,17 +335,20 @@ func (t *Tracker) Handle(ev events.Event) {
 	case *events.TCPSocketBase:
 		t.socket(ev, p)
 	case *events.RecordsLost:
-		t.recordsLost()
+		t.recordsLost(p)
 	}
 }
 
 // recordsLost marks every connection tracked now: records were lost while
-// it was open (the marker comes once the loss is counted, after the
-// records around it), so any of its records may be missing. A connection
-// not tracked yet whose first records were lost is never tracked, and
-// nothing is derived from it.
-func (t *Tracker) recordsLost() {
+// it was open, so any of its records may be missing. The marker may come
+// before records written earlier than the lost ones (the capture counts
+// losses while it drains the ring), so a connection first seen later
+// with a record stamped within the loss window (up to the marker's To) is
+// marked too (seen). A connection whose every record was lost is never
+// tracked, and nothing is derived from it.
+func (t *Tracker) recordsLost(p *events.RecordsLost) {
 	t.stats.LossMarkers++
+	t.lossUntil = max(t.lossUntil, p.To)
 	for c := t.head; c != nil; c = c.next {
 		c.lossy = true
 	}
@@ -703,7 +719,7 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 	} else {
 		c = new(conn)
 	}
-	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts,
+	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts, lossy: t.lossUntil != 0 && ts <= t.lossUntil,
 		initText: t.addrText(initiator.Addr()), respText: t.addrText(responder.Addr())}
 	t.conns[key] = c
 	t.pushBack(c)
@@ -743,10 +759,14 @@ func (t *Tracker) addrText(a netip.Addr) string {
 	return e.text
 }
 
-// seen moves c to the back of the LRU list.
+// seen moves c to the back of the LRU list, and marks it lossy if ts is
+// within a window records were lost in.
 func (t *Tracker) seen(c *conn, ts int64) {
 	if ts > c.lastSeen {
 		c.lastSeen = ts
+	}
+	if t.lossUntil != 0 && ts <= t.lossUntil {
+		c.lossy = true
 	}
 	if t.tail == c {
 		return

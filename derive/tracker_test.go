@@ -113,8 +113,11 @@ func parseLine(line string, n int) (events.Event, error) {
 		if err != nil {
 			return ev, err
 		}
-		ev.ID, ev.Payload = events.IDRecordsLost, &events.RecordsLost{Lost: n, Total: n}
-		return ev, parseOptions(f[2:], &ev.Context, &events.Counters{}, &ev.Timestamp)
+		p := &events.RecordsLost{Lost: n, Total: n}
+		ev.ID, ev.Payload = events.IDRecordsLost, p
+		err = parseOptions(f[2:], &ev.Context, &events.Counters{}, &ev.Timestamp)
+		p.From, p.To = ev.Timestamp, ev.Timestamp
+		return ev, err
 	case "egress", "ingress":
 		if f[2] != ">" {
 			return ev, fmt.Errorf("packet %q: want SRC > DST", line)

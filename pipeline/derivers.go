@@ -77,7 +77,7 @@ var derivers = []deriverSpec{
 		new:  newDNSDeriver,
 	},
 	{
-		name:   events.DeriverFlowTracker,
+		name: events.DeriverFlowTracker,
 		// Lost-record markers too: while records are lost, the tracker
 		// must not take a missing record for a timeout.
 		inputs: []events.ID{events.IDNetPacketFlowBase, events.IDNetTCPSocketBase, events.IDRecordsLost},

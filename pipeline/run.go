@@ -145,6 +145,11 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		return nil, fmt.Errorf("config %s: %w", opts.Config.Source, err)
 	}
 	tracker := trackerConfig(capture)
+	if opts.Replay == nil && opts.producer == nil {
+		// The kernel capture reports lost records about once a second:
+		// an attempt waits that long more before it is reported failed.
+		tracker.LossGrace = derive.DefaultLossGrace
+	}
 	selected := names(opts.Catalogue, plan.Shared.Emit)
 	switch {
 	case opts.producer != nil:
