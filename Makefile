@@ -25,7 +25,7 @@ GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/internal/wire/prot
 # host and the SDK share, the sink SDK, and the example third-party sink
 # (tools/ is the release tooling's, with its own targets). `go test ./...`
 # at the root covers the first only; vet, test and fuzz walk all four.
-MODULES := . plugins/internal/wire plugins/sdk examples/countsink
+MODULES := . plugins/internal/wire plugins/sdk examples/countsink examples/fleet
 
 .PHONY: all build run generate check-generated docs check-docs test test-short test-tools fuzz bench deps vet clean \
 	release-bins dist image spdx check-spdx
@@ -131,6 +131,13 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump bpftrace >/dev/null
 	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
+	@# workload identity tests: containerd (with ctr and its runc shim) and Docker Engine, started by the tests themselves
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd docker.io >/dev/null
+	@# community_id against Suricata's: suricata 7 from bookworm-backports, through a private sources list (the system's stay as they are)
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && mkdir -p "$$d/lists/partial" && \
+	printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' >"$$d/sources.list" && \
+	o="-o Dir::Etc::sourcelist=$$d/sources.list -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists=$$d/lists" && \
+	apt-get $$o update -qq && DEBIAN_FRONTEND=noninteractive apt-get $$o install -y -qq -t bookworm-backports suricata >/dev/null
 
 clean:
 	rm -rf bin/ $(DIST)/

@@ -36,6 +36,9 @@ type flowtapDnsRecord struct {
 	Proto       uint8
 	Flags       uint8
 	Pad         [2]uint8
+	StartNs     uint64
+	Ppid        uint32
+	Pad2        uint32
 }
 
 type flowtapDnsScratch struct {
@@ -67,6 +70,9 @@ type flowtapFlowRecord struct {
 	TcpFlags        uint8
 	State           uint8
 	Pad             [2]uint8
+	StartNs         uint64
+	Ppid            uint32
+	Pad2            uint32
 }
 
 type flowtapListenKey struct {
@@ -77,10 +83,13 @@ type flowtapListenKey struct {
 }
 
 type flowtapSockOwner struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Uid  uint32
-	Comm [16]uint8
+	_       structs.HostLayout
+	Pid     uint32
+	Uid     uint32
+	Comm    [16]uint8
+	StartNs uint64
+	Ppid    uint32
+	Pad     uint32
 }
 
 type flowtapSockState struct {
@@ -127,6 +136,7 @@ const (
 	flowtapProgFlowtapState      = "flowtap_state"
 	flowtapProgFlowtapSubflows   = "flowtap_subflows"
 	flowtapVarMptcpEnabled       = "mptcp_enabled"
+	flowtapVarNetnsCookieSkb     = "netns_cookie_skb"
 	flowtapVarSocketFlows        = "socket_flows"
 	flowtapVarSockopsOwner       = "sockops_owner"
 	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
@@ -207,10 +217,11 @@ type flowtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
-	MptcpEnabled  *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
-	SocketFlows   *ebpf.VariableSpec `ebpf:"socket_flows"`
-	SockopsOwner  *ebpf.VariableSpec `ebpf:"sockops_owner"`
-	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
+	MptcpEnabled   *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
+	NetnsCookieSkb *ebpf.VariableSpec `ebpf:"netns_cookie_skb"`
+	SocketFlows    *ebpf.VariableSpec `ebpf:"socket_flows"`
+	SockopsOwner   *ebpf.VariableSpec `ebpf:"sockops_owner"`
+	WakeupQuietNs  *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapObjects contains all objects after they have been loaded into the kernel.
@@ -260,10 +271,11 @@ func (m *flowtapMaps) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
-	MptcpEnabled  *ebpf.Variable `ebpf:"mptcp_enabled"`
-	SocketFlows   *ebpf.Variable `ebpf:"socket_flows"`
-	SockopsOwner  *ebpf.Variable `ebpf:"sockops_owner"`
-	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
+	MptcpEnabled   *ebpf.Variable `ebpf:"mptcp_enabled"`
+	NetnsCookieSkb *ebpf.Variable `ebpf:"netns_cookie_skb"`
+	SocketFlows    *ebpf.Variable `ebpf:"socket_flows"`
+	SockopsOwner   *ebpf.Variable `ebpf:"sockops_owner"`
+	WakeupQuietNs  *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapPrograms contains all programs after they have been loaded into the kernel.
