@@ -80,7 +80,7 @@ func Drop(keep []int) ([]int, error) {
 		return nil
 	}
 	if data[unix.CAP_SETPCAP/32].Effective&(1<<(unix.CAP_SETPCAP%32)) != 0 {
-		for c := 0; c <= lastCap(); c++ {
+		for c := 0; c <= LastCap(); c++ {
 			if mask[c/32]&(1<<(uint(c)%32)) != 0 {
 				continue
 			}
@@ -104,8 +104,9 @@ func Drop(keep []int) ([]int, error) {
 	return kept, nil
 }
 
-// lastCap is the highest capability number the kernel knows.
-func lastCap() int {
+// LastCap is the highest capability number the kernel knows
+// (/proc/sys/kernel/cap_last_cap; 63 if it cannot be read).
+func LastCap() int {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
@@ -117,8 +118,9 @@ func lastCap() int {
 
 // Status is what /proc/<pid>/status says of a process's privileges.
 type Status struct {
-	// UID is the real, effective, saved and file-system uid.
-	UID []string
+	// UID and GID are the real, effective, saved and file-system uid and
+	// gid; Groups the supplementary groups.
+	UID, GID, Groups []string
 	// Inh, Prm, Eff, Bnd and Amb are the capability sets, as masks.
 	Inh, Prm, Eff, Bnd, Amb uint64
 	// NoNewPrivs is the NoNewPrivs flag.
@@ -145,6 +147,10 @@ func ReadStatus(pid string) (Status, error) {
 		switch k {
 		case "Uid":
 			st.UID = strings.Fields(v)
+		case "Gid":
+			st.GID = strings.Fields(v)
+		case "Groups":
+			st.Groups = strings.Fields(v)
 		case "CapInh":
 			mask(&st.Inh)
 		case "CapPrm":

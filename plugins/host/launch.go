@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowtap/flowtap/internal/privdrop"
 )
 
 // Plugins hold no privilege. Every plugin process is started from one
@@ -218,7 +220,7 @@ func isolateThread() (kept bool, err error) {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return false, fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	for c := 0; c <= lastCap(); c++ {
+	for c := 0; c <= privdrop.LastCap(); c++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				kept = true
@@ -239,17 +241,6 @@ func isolateThread() (kept bool, err error) {
 		return kept, fmt.Errorf("clear inheritable capabilities: %w", err)
 	}
 	return kept, nil
-}
-
-// lastCap is the highest capability number the kernel knows.
-func lastCap() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			return n
-		}
-	}
-	return 63
 }
 
 // credential returns the SysProcAttr credential that switches a child to

@@ -1,7 +1,6 @@
 package host
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,27 +15,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/flowtap/flowtap/internal/privdrop"
 	"github.com/flowtap/flowtap/internal/privtest"
 )
-
-// procStatus reads the fields of /proc/<pid>/status.
-func procStatus(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok {
-			out[k] = strings.TrimSpace(v)
-		}
-	}
-	return out
-}
 
 // TestPluginHoldsNoPrivilege starts a real plugin as root and reads its
 // /proc/<pid>/status: no capability in any set (bounding and ambient
@@ -66,29 +47,29 @@ func TestPluginHoldsNoPrivilege(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close(ctx)
-			st := procStatus(t, s.PID())
-			for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
-				if st[k] != "0000000000000000" {
-					t.Errorf("%s = %s, want 0000000000000000", k, st[k])
-				}
+			st, err := privdrop.ReadStatus(fmt.Sprint(s.PID()))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if st["NoNewPrivs"] != "1" {
-				t.Errorf("NoNewPrivs = %q, want 1", st["NoNewPrivs"])
+			if st.Inh|st.Prm|st.Eff|st.Bnd|st.Amb != 0 {
+				t.Errorf("capabilities inh %#x prm %#x eff %#x bnd %#x amb %#x, want none in any set", st.Inh, st.Prm, st.Eff, st.Bnd, st.Amb)
 			}
-			uids, gids := strings.Fields(st["Uid"]), strings.Fields(st["Gid"])
+			if !st.NoNewPrivs {
+				t.Error("NoNewPrivs is not set")
+			}
 			if tc.runAs != nil {
 				want := fmt.Sprint(tc.runAs.UID)
-				if len(uids) != 4 || uids[0] == "0" || uids[0] != want || uids[1] != want || uids[2] != want {
-					t.Errorf("Uid = %q, want %s in every place", st["Uid"], want)
+				if len(st.UID) != 4 || st.UID[0] == "0" || st.UID[0] != want || st.UID[1] != want || st.UID[2] != want {
+					t.Errorf("Uid = %v, want %s in every place", st.UID, want)
 				}
-				if len(gids) != 4 || gids[0] != fmt.Sprint(tc.runAs.GID) {
-					t.Errorf("Gid = %q, want %d", st["Gid"], tc.runAs.GID)
+				if len(st.GID) != 4 || st.GID[0] != fmt.Sprint(tc.runAs.GID) {
+					t.Errorf("Gid = %v, want %d", st.GID, tc.runAs.GID)
 				}
-				if st["Groups"] != "" {
-					t.Errorf("Groups = %q, want none", st["Groups"])
+				if len(st.Groups) != 0 {
+					t.Errorf("Groups = %v, want none", st.Groups)
 				}
 			}
-			t.Logf("plugin %d: Uid %s, CapEff %s, CapBnd %s, NoNewPrivs %s", s.PID(), st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"])
+			t.Logf("plugin %d: Uid %v, CapEff %#x, CapBnd %#x, NoNewPrivs %v", s.PID(), st.UID, st.Eff, st.Bnd, st.NoNewPrivs)
 			if err := s.Configure(ctx, map[string]any{}); err != nil {
 				t.Fatal(err)
 			}
