@@ -21,6 +21,13 @@ import (
 //     the plugin's group to reach its socket.
 //   - CAP_KILL: a plugin running as another user is killed (SIGKILL) when
 //     it hangs, is replaced, or outlives its Close.
+//   - CAP_SYS_PTRACE: the workload identity (package identity) reads
+//     /proc/<pid>/exe, the exe of every event's context, and the kernel
+//     lets only a process holding every capability of the one it looks at,
+//     or CAP_SYS_PTRACE, read it: without it, processes with capabilities
+//     (a container's root, most daemons) would lose their exe. flowtap
+//     never ptraces; an exe taken from the kernel programs, as comm is,
+//     would let it go.
 //
 // Nothing else: reading the ring buffer, the lost-record counter, asking
 // the kernel for socket snapshots (the iterator's link is created at
@@ -28,7 +35,7 @@ import (
 // (TestDroppedPrivileges in internal/e2e runs a capture through all of
 // them). A flowtap that is not root keeps none of these: its plugins run
 // as its own user.
-var keptCapabilities = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL}
+var keptCapabilities = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL, unix.CAP_SYS_PTRACE}
 
 // dropPrivileges drops every capability flowtap no longer needs (see
 // keptCapabilities) and logs what it keeps.

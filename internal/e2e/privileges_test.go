@@ -19,12 +19,13 @@ import (
 )
 
 // keptCaps are the capabilities a root flowtap keeps once its programs
-// are attached: CAP_KILL, CAP_SETGID, CAP_SETUID (cmd/flowtap
-// keptCapabilities says why).
-const keptCaps = 1<<5 | 1<<6 | 1<<7
+// are attached: CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SYS_PTRACE
+// (cmd/flowtap keptCapabilities says why).
+const keptCaps = 1<<5 | 1<<6 | 1<<7 | 1<<19
 
 // TestDroppedPrivileges: once its programs are attached, a root flowtap's
-// /proc/<pid>/status shows only CAP_KILL, CAP_SETGID and CAP_SETUID, in
+// /proc/<pid>/status shows only CAP_KILL, CAP_SETGID, CAP_SETUID and
+// CAP_SYS_PTRACE, in
 // every set, no ambient or inheritable capability, and NoNewPrivs; its
 // sink plugins run as an unprivileged user with no capability at all and
 // NoNewPrivs. What flowtap dropped it did not need: a connection held
@@ -48,7 +49,7 @@ func TestDroppedPrivileges(t *testing.T) {
 	}
 	t.Logf("flowtap %d: Uid %v CapEff %s CapBnd %s NoNewPrivs %v", a.PID(), st.UID, privdrop.Caps(st.Eff), privdrop.Caps(st.Bnd), st.NoNewPrivs)
 	if st.Eff != keptCaps || st.Prm != keptCaps || st.Bnd != keptCaps || st.Inh != 0 || st.Amb != 0 || !st.NoNewPrivs {
-		t.Errorf("flowtap keeps Eff %v Prm %v Bnd %v Inh %v Amb %v NoNewPrivs %v; want only CAP_KILL, CAP_SETGID, CAP_SETUID and NoNewPrivs",
+		t.Errorf("flowtap keeps Eff %v Prm %v Bnd %v Inh %v Amb %v NoNewPrivs %v; want only CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SYS_PTRACE and NoNewPrivs",
 			privdrop.Caps(st.Eff), privdrop.Caps(st.Prm), privdrop.Caps(st.Bnd), privdrop.Caps(st.Inh), privdrop.Caps(st.Amb), st.NoNewPrivs)
 	}
 	plugins := children(a.PID())

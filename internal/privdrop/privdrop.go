@@ -30,14 +30,15 @@ var ErrCgo = errors.New("cannot change the capabilities of every thread in a bin
 
 // Names of the capabilities flowtap may keep, for messages.
 var Names = map[int]string{
-	unix.CAP_SETGID:    "CAP_SETGID",
-	unix.CAP_SETUID:    "CAP_SETUID",
-	unix.CAP_KILL:      "CAP_KILL",
-	unix.CAP_SETPCAP:   "CAP_SETPCAP",
-	unix.CAP_BPF:       "CAP_BPF",
-	unix.CAP_PERFMON:   "CAP_PERFMON",
-	unix.CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
-	unix.CAP_NET_ADMIN: "CAP_NET_ADMIN",
+	unix.CAP_SETGID:     "CAP_SETGID",
+	unix.CAP_SETUID:     "CAP_SETUID",
+	unix.CAP_KILL:       "CAP_KILL",
+	unix.CAP_SETPCAP:    "CAP_SETPCAP",
+	unix.CAP_BPF:        "CAP_BPF",
+	unix.CAP_PERFMON:    "CAP_PERFMON",
+	unix.CAP_SYS_ADMIN:  "CAP_SYS_ADMIN",
+	unix.CAP_NET_ADMIN:  "CAP_NET_ADMIN",
+	unix.CAP_SYS_PTRACE: "CAP_SYS_PTRACE",
 }
 
 // Name returns the name of capability c ("CAP_KILL", or "cap N").
