@@ -126,12 +126,12 @@ func (c Config) withDefaults() Config {
 
 // Stats are the tracker's counters.
 type Stats struct {
-	Flows        int    // connections tracked now
-	Begun        uint64 // begin events emitted
-	Ended        uint64 // end events emitted
-	Failed       uint64 // failed events emitted
-	EvictedIdle  uint64 // connections evicted by the idle timeout
-	EvictedFull  uint64 // connections evicted because the table was full
+	Flows       int    // connections tracked now
+	Begun       uint64 // begin events emitted
+	Ended       uint64 // end events emitted
+	Failed      uint64 // failed events emitted
+	EvictedIdle uint64 // connections evicted by the idle timeout
+	EvictedFull uint64 // connections evicted because the table was full
 	// EvictedReused: connections ended because a new connection began
 	// on the same addresses and ports while they were open (their close
 	// was never seen).
@@ -234,8 +234,8 @@ type conn struct {
 	// reported; like failed, it stays until its close report (which
 	// decides) or failedLinger.
 	unresolved bool
-	closingTS int64 // when FIN both ways or RST was seen; 0 while open
-	lastSeen  int64
+	closingTS  int64 // when FIN both ways or RST was seen; 0 while open
+	lastSeen   int64
 
 	// Intrusive list ordered by lastSeen, oldest first.
 	prev, next *conn
@@ -289,11 +289,11 @@ type Tracker struct {
 	// lossUntil is the end of the latest window records were lost in
 	// (events.RecordsLost.To); 0 before any loss.
 	lossUntil int64
-	emit  func(events.Event)
-	stats Stats
-	gen   uint64
-	ids   flowIDs
-	cid   communityid.Hasher
+	emit      func(events.Event)
+	stats     Stats
+	gen       uint64
+	ids       flowIDs
+	cid       communityid.Hasher
 
 	// lru holds every connection, least recently seen first.
 	head, tail *conn
