@@ -376,7 +376,7 @@ func (s *Delivery) run() {
 			} else if time.Since(lastHealth) >= s.cfg.HealthInterval {
 				lastHealth = time.Now()
 				ctx, cancel := s.ackContext()
-				err := s.hung(ctx, s.p.Ping(ctx))
+				err := s.hung(s.p.Ping(ctx))
 				cancel()
 				if err != nil {
 					s.fail(err)
@@ -411,8 +411,8 @@ func (s *Delivery) write(b *batchBuf) {
 	// In flight before the call: its outcome may arrive within it.
 	s.inflight[b] = struct{}{}
 	ctx, cancel := s.ackContext()
-	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, s.hung(ctx, err)) })
-	err = s.hung(ctx, err)
+	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, s.hung(err)) })
+	err = s.hung(err)
 	cancel()
 	if err != nil {
 		delete(s.inflight, b) // nothing of it was sent; done is not called
@@ -460,9 +460,12 @@ func (s *Delivery) ackContext() (context.Context, context.CancelFunc) {
 }
 
 // hung turns the end of an ackContext's deadline into the error that says
-// what it means: the plugin did not acknowledge within AckTimeout.
-func (s *Delivery) hung(ctx context.Context, err error) error {
-	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) || s.ctx.Err() != nil {
+// what it means: the plugin did not acknowledge within AckTimeout. Every
+// call on the plugin that waits for it is bounded by an ackContext, whose
+// deadline a batch's failure carries even when it is settled in a later
+// call; the worker's own context ends by cancellation, not a deadline.
+func (s *Delivery) hung(err error) error {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrHung) || s.ctx.Err() != nil {
 		return err
 	}
 	return fmt.Errorf("not acknowledged within %s: %w (%w)", seconds(s.cfg.AckTimeout), ErrHung, err)
@@ -487,7 +490,7 @@ func (s *Delivery) noteCallError(err error) {
 func (s *Delivery) flushInflight() {
 	ctx, cancel := s.ackContext()
 	defer cancel()
-	s.noteCallError(s.hung(ctx, s.p.Flush(ctx)))
+	s.noteCallError(s.hung(s.p.Flush(ctx)))
 }
 
 // fail records a failure; recover handles it.
@@ -520,7 +523,7 @@ func (s *Delivery) recover() bool {
 			// The plugin is healthy and refused a batch: settle the
 			// others in flight, and retry on the same plugin.
 			ctx, cancel := s.ackContext()
-			ferr := s.hung(ctx, s.p.Flush(ctx))
+			ferr := s.hung(s.p.Flush(ctx))
 			cancel()
 			if ferr != nil && !errors.Is(ferr, host.ErrRejected) {
 				broken = true
