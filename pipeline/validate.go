@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -72,8 +73,13 @@ func CheckSinks(ctx context.Context, cfg *configs.Config, opts CheckOptions) con
 			if builtin {
 				err = checkBuiltin(b, s.Config, samples(cat, p.Events))
 			}
+			runsAs := ""
 			if err == nil && opts.StartPlugins {
 				err = checkSink(ctx, s, fmt.Sprintf("pipeline %q sink %d (%s)", p.Name, j, s.Plugin), opts.SocketDir, log)
+				if id, _ := runAs(s); id != nil && id.UID != uint32(os.Geteuid()) {
+					// A path it cannot write is often why: say whose.
+					runsAs = fmt.Sprintf(" (the plugin runs as %s: see run_as)", id)
+				}
 			}
 			if err == nil {
 				continue
@@ -85,10 +91,10 @@ func CheckSinks(ctx context.Context, cfg *configs.Config, opts CheckOptions) con
 			switch {
 			case errors.As(err, &many):
 				for _, e := range many {
-					add(configKey(key, e.Key), fmt.Sprintf("rejected by the %s plugin: %s", s.Plugin, e.Message))
+					add(configKey(key, e.Key), fmt.Sprintf("rejected by the %s plugin: %s%s", s.Plugin, e.Message, runsAs))
 				}
 			case errors.As(err, &one):
-				add(configKey(key, one.Key), fmt.Sprintf("rejected by the %s plugin: %s", s.Plugin, one.Message))
+				add(configKey(key, one.Key), fmt.Sprintf("rejected by the %s plugin: %s%s", s.Plugin, one.Message, runsAs))
 			case errors.As(err, &sdkMany):
 				for _, e := range sdkMany {
 					add(configKey(key, e.Key), fmt.Sprintf("rejected by the %s sink: %s", s.Plugin, e.Message))
