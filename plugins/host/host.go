@@ -348,8 +348,11 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	cmd := exec.CommandContext(procCtx, path)
 	// The plugin dies with the host, even when the host is SIGKILLed:
 	// Pdeathsig fires when the thread that started the child exits, and
-	// the launcher thread lives as long as the process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
+	// the launcher thread lives as long as the process. Its own process
+	// group keeps the signals meant for flowtap's group (a terminal's,
+	// timeout(1)'s SIGTERM) from killing it before flowtap has drained
+	// it: flowtap stops its plugins itself.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred, Setpgid: true}
 	cmd.Env = []string{wire.LogLevelEnv + "=" + logLevel(logger)}
 	if cfg.ValidateOnly {
 		cmd.Env = append(cmd.Env, wire.ValidateOnlyEnv+"=1")
