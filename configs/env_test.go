@@ -54,8 +54,8 @@ func TestEnvKeys(t *testing.T) {
 			t.Errorf("EnvKeys()[%s] = %q, want %q", env, keys[env], key)
 		}
 	}
-	if len(keys) != 9 {
-		t.Errorf("EnvKeys has %d keys, want 9: %v", len(keys), keys)
+	if len(keys) != 11 {
+		t.Errorf("EnvKeys has %d keys, want 11: %v", len(keys), keys)
 	}
 }
 
