@@ -174,15 +174,57 @@ type Counters struct {
 	Restarts uint64
 }
 
+// State is where a sink's delivery stands (Delivery.State): what the
+// metrics (flowtap_sink_up, flowtap_sink_state) and readiness report.
+type State int32
+
+// States of a Delivery.
+const (
+	// Up: the plugin runs and the last batch it settled, or the last
+	// health check, succeeded (also the state from Start until the first
+	// batch).
+	Up State = iota
+	// Retrying: the plugin failed (it crashed, hung, broke its stream or
+	// rejected a batch) and the supervisor is restarting it or resending,
+	// within restart.max_attempts. It is Up again once a batch is
+	// acknowledged, a health check passes, or a restarted plugin has
+	// nothing to resend.
+	Retrying
+	// Failed: the supervisor gave up (Failed is closed, Err says why);
+	// everything offered from now on is dropped.
+	Failed
+	// Closed: Close delivered what it could and ended the plugin.
+	Closed
+)
+
+// States lists every State, in order.
+func States() []State { return []State{Up, Retrying, Failed, Closed} }
+
+// String is the state's name: up, retrying, failed or closed.
+func (st State) String() string {
+	switch st {
+	case Up:
+		return "up"
+	case Retrying:
+		return "retrying"
+	case Failed:
+		return "failed"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("state(%d)", int32(st))
+}
+
 // Delivery is a supervised sink plugin: the delivery of one configured
 // sink's events. EnqueueBatch may be called from one goroutine at a time
-// (the router); Counters, Failed, Err and PID from any.
+// (the router); Counters, State, QueueDepth, Failed, Err and PID from any.
 type Delivery struct {
 	cfg Config
 	log hclog.Logger
 	q   *queue
 
 	queued, sent, acked, retried, dropped, dups, restarts atomic.Uint64
+	state                                                 atomic.Int32
 
 	// ctx is the worker's; Close cancels it when its own deadline passes.
 	ctx    context.Context
@@ -257,6 +299,29 @@ func (s *Delivery) Counters() Counters {
 		Dropped:          s.dropped.Load(),
 		DuplicatesResent: s.dups.Load(),
 		Restarts:         s.restarts.Load(),
+	}
+}
+
+// State returns where the delivery stands now.
+func (s *Delivery) State() State { return State(s.state.Load()) }
+
+// QueueDepth returns how many events wait in the sink's queue.
+func (s *Delivery) QueueDepth() int { return s.q.len() }
+
+// QueueCapacity returns the most events the sink's queue holds.
+func (s *Delivery) QueueCapacity() int { return s.cfg.QueueSize }
+
+// setState moves to st unless the delivery has failed or closed: those
+// are final.
+func (s *Delivery) setState(st State) {
+	for {
+		cur := s.state.Load()
+		if State(cur) == Failed || State(cur) == Closed || State(cur) == st {
+			return
+		}
+		if s.state.CompareAndSwap(cur, int32(st)) {
+			return
+		}
 	}
 }
 
@@ -339,6 +404,8 @@ func (s *Delivery) run() {
 				cancel()
 				if err != nil {
 					s.fail(err)
+				} else if s.failure == nil && len(s.retry) == 0 {
+					s.setState(Up)
 				}
 				if !s.recover() {
 					return
@@ -400,6 +467,7 @@ func (s *Delivery) settled(b *batchBuf, err error) {
 		s.acked.Add(uint64(len(b.evs)))
 		s.attempts = 0
 		s.putBuf(b)
+		s.setState(Up)
 		return
 	}
 	b.resend = true
@@ -446,10 +514,15 @@ func (s *Delivery) recover() bool {
 			s.abandon(err)
 			return false
 		}
+		if errors.Is(err, host.ErrOutputClosed) {
+			s.outputClosed(err)
+			return false
+		}
 		if s.attempts > s.cfg.MaxAttempts {
 			s.giveUp(err)
 			return false
 		}
+		s.setState(Retrying)
 		broken := s.p == nil || !errors.Is(err, host.ErrRejected)
 		if !broken {
 			// The plugin is healthy and refused a batch: settle the
@@ -489,6 +562,9 @@ func (s *Delivery) recover() bool {
 			s.pid.Store(int64(p.PID()))
 			s.restarts.Add(1)
 			s.log.Info("sink plugin restarted", "sink", s.cfg.Name, "pid", p.PID(), "resending_batches", len(s.retry))
+			if len(s.retry) == 0 {
+				s.setState(Up) // nothing waits for an acknowledgement
+			}
 		}
 		retry := s.retry
 		s.retry = nil
@@ -559,6 +635,7 @@ func (s *Delivery) finish() {
 		s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
 	}
 	s.pid.Store(0)
+	s.setState(Closed)
 }
 
 // giveUp fails the sink: its plugin is killed, and everything it had not
@@ -568,6 +645,21 @@ func (s *Delivery) giveUp(err error) {
 		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
 	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
 	s.drop()
+	s.state.Store(int32(Failed))
+	close(s.failed)
+}
+
+// outputClosed ends the sink whose output (flowtap's standard output)
+// lost its reader: no retry can write there. It ends like a sink that
+// gave up (Failed, Err wrapping host.ErrOutputClosed, what it holds
+// dropped), but it is no error of the plugin's, so it is logged at INFO:
+// the pipeline stops flowtap quietly, as a Unix tool whose output was
+// closed.
+func (s *Delivery) outputClosed(err error) {
+	s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
+	s.log.Info("sink output closed: dropping what the sink holds", "sink", s.cfg.Name)
+	s.drop()
+	s.state.Store(int32(Failed))
 	close(s.failed)
 }
 
@@ -575,6 +667,7 @@ func (s *Delivery) giveUp(err error) {
 func (s *Delivery) abandon(err error) {
 	s.log.Error("sink shutdown timed out: dropping what was not delivered", "sink", s.cfg.Name, "error", err)
 	s.drop()
+	s.setState(Closed)
 }
 
 // drop kills the plugin (if any) and counts everything not acknowledged
