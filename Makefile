@@ -25,7 +25,7 @@ GENERATED := bpf/flowtap_bpfel.go bpf/flowtap_bpfel.o plugins/internal/wire/prot
 # host and the SDK share, the sink SDK, and the example third-party sink
 # (tools/ is the release tooling's, with its own targets). `go test ./...`
 # at the root covers the first only; vet, test and fuzz walk all four.
-MODULES := . plugins/internal/wire plugins/sdk examples/countsink
+MODULES := . plugins/internal/wire plugins/sdk examples/countsink examples/fleet
 
 .PHONY: all build run generate check-generated docs check-docs test test-short test-tools fuzz bench deps vet clean \
 	release-bins dist image spdx check-spdx

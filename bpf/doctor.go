@@ -116,6 +116,9 @@ func Probe() (*Report, error) {
 			}
 		}
 		switch {
+		case f.Name == FeatureCore:
+			// A default run's core; the packet variant's failure is
+			// packet-flows'.
 		case f.Skipped && (p.Available || !p.Skipped):
 			f = p
 		case (f.Available || f.Skipped) && !p.Available && !p.Skipped:

@@ -115,8 +115,8 @@ var featureTable = []Feature{
 		Without:  "flows of sockets opened before start (a server's listener) have no pid, comm or uid",
 		Programs: []string{flowtapProgFlowtapFiles, flowtapProgFlowtapOwners}},
 	{Name: FeatureExistingCloses, Optional: true,
-		Summary:  "with packet flows: close of sockets that existed before flowtap started, with their final counters; owners of sockets connecting outside the watched cgroup",
-		Without:  "with packet flows, sockets opened before start end on FIN both ways or by idle eviction",
+		Summary:  "with packet flows: close of sockets that existed before flowtap started, with their final counters, and owners of sockets connecting outside the watched cgroup; where sock_ops cannot read the current task (before Linux 6.x): listeners' owners",
+		Without:  "with packet flows, sockets opened before start end on FIN both ways or by idle eviction; where sock_ops cannot read the current task, accepted connections have no owner",
 		Programs: []string{flowtapProgFlowtapState}},
 	{Name: FeatureMPTCP, Optional: true,
 		Summary:  "MPTCP subflows carry their MPTCP socket's owner",
@@ -140,6 +140,22 @@ func Features() []Feature {
 		out[i] = f
 	}
 	return out
+}
+
+// HideHelpersEnv names the environment variable that makes the loader's
+// probes report helpers missing (comma-separated names as cilium/ebpf's
+// asm.BuiltinFunc prints them, e.g. FnGetCurrentTaskBtf), for tests of the
+// paths older kernels take on a newer one.
+const HideHelpersEnv = "FLOWTAP_TEST_HIDE_HELPERS"
+
+// haveHelper is features.HaveProgramHelper, with HideHelpersEnv applied.
+func haveHelper(pt ebpf.ProgramType, fn asm.BuiltinFunc) error {
+	for _, n := range strings.Split(os.Getenv(HideHelpersEnv), ",") {
+		if strings.TrimSpace(n) == fn.String() {
+			return fmt.Errorf("%s hidden by %s: %w", fn, HideHelpersEnv, ebpf.ErrNotSupported)
+		}
+	}
+	return features.HaveProgramHelper(pt, fn)
 }
 
 // BreakProgramsEnv names the environment variable that makes programs
@@ -172,8 +188,8 @@ func (o loadOptions) skip(name string, packetFlows bool) string {
 		return "not selected (no selected event needs DNS, or DNS capture is off)"
 	case name == FeaturePacketFlows && !o.packetFlows:
 		return "not selected (net_packet_flow_base is not selected by name): flows come from the sock_ops program"
-	case name == FeatureExistingCloses && !packetFlows:
-		return "not needed: without packet flows, sockets from before start begin no flow"
+	case name == FeatureExistingCloses && !packetFlows && o.sockopsOwner:
+		return "not needed: without packet flows, sockets from before start begin no flow, and sock_ops records listeners' owners"
 	case name == FeatureMPTCP && !packetFlows:
 		return "not used without packet flows: further MPTCP subflows a kernel worker opens have no owner"
 	}
@@ -305,8 +321,12 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 	if err := setConst(spec, flowtapVarMptcpEnabled, boolByte(mptcp == nil)); err != nil {
 		return nil, err
 	}
-	opts.sockopsOwner = features.HaveProgramHelper(ebpf.SockOps, asm.FnGetCurrentTaskBtf) == nil
+	opts.sockopsOwner = haveHelper(ebpf.SockOps, asm.FnGetCurrentTaskBtf) == nil
 	if err := setConst(spec, flowtapVarSockopsOwner, boolByte(opts.sockopsOwner)); err != nil {
+		return nil, err
+	}
+	netnsCookie := haveHelper(ebpf.CGroupSKB, asm.FnGetNetnsCookie) == nil
+	if err := setConst(spec, flowtapVarNetnsCookieSkb, boolByte(netnsCookie)); err != nil {
 		return nil, err
 	}
 
@@ -414,7 +434,7 @@ func loadProgram(spec *ebpf.CollectionSpec, name string, replace map[string]*ebp
 // mptcpHelperProbe reports why MPTCP owner lookups cannot run here: nil
 // when the kernel gives cgroup_skb programs bpf_skc_to_mptcp_sock.
 func mptcpHelperProbe() error {
-	err := features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkcToMptcpSock)
+	err := haveHelper(ebpf.CGroupSKB, asm.FnSkcToMptcpSock)
 	switch {
 	case err == nil:
 		return nil

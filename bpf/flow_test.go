@@ -840,6 +840,15 @@ func stateNames(states []uint8) []string {
 // task name.
 func TestOwnership(t *testing.T) { forModes(t, ownership) }
 
+// TestOwnershipWithoutSockopsTask is TestOwnership's flows from sock_ops
+// as on a kernel whose sock_ops programs may not read the current task
+// (before Linux 6.x): the cgroup connect programs record connectors and
+// the state program listeners.
+func TestOwnershipWithoutSockopsTask(t *testing.T) {
+	t.Setenv(bpf.HideHelpersEnv, "FnGetCurrentTaskBtf")
+	ownership(t, scoped)
+}
+
 func ownership(t *testing.T, mode func(bpf.Options) bpf.Options) {
 	privtest.Require(t)
 	self, selfUID, comm := uint32(os.Getpid()), uint32(os.Getuid()), selfComm(t)

@@ -803,6 +803,10 @@ static __always_inline int handle_flow(struct __sk_buff *skb, __u8 direction, co
 	return 1;
 }
 
+// netns_cookie_skb is set by the loader when cgroup_skb programs may call
+// bpf_get_netns_cookie (Linux 6.13); DNS records carry 0 otherwise.
+volatile const __u8 netns_cookie_skb = 0;
+
 // DNS capture (flowtap_dns_ingress/egress): UDP datagrams and TCP
 // segments to or from port 53, with their payload, as a variable-size
 // record in the same ring buffer.
@@ -903,7 +907,8 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 	s->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	s->hdr.cookie = bpf_get_socket_cookie(skb);
 	s->hdr.cgroup_id = bpf_skb_cgroup_id(skb);
-	s->hdr.netns_cookie = bpf_get_netns_cookie(skb);
+	if (netns_cookie_skb)
+		s->hdr.netns_cookie = bpf_get_netns_cookie(skb);
 	s->hdr.msg_len = plen;
 	s->hdr.cap_len = cap;
 	sk = skb->sk;
@@ -1049,6 +1054,23 @@ static __always_inline void submit_socket(struct tcp_sock *tp, __u64 cookie, str
 	submit_record(rec);
 }
 
+// sockops_owner is set by the loader when sock_ops programs may read the
+// current task (bpf_get_current_task_btf): connect() and listen() then
+// record their caller from the sock_ops program itself, and the cgroup
+// connect programs are not needed for flows.
+volatile const __u8 sockops_owner = 0;
+
+// current_owner fills o with the current task: the caller of connect()
+// or listen().
+static __always_inline void current_owner(struct sock_owner *o)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	o->pid = task->tgid;
+	o->uid = task->cred->uid.val;
+	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
+}
+
 // set_owner_current makes the current task the owner of sk.
 static __always_inline void set_owner_current(void *sk)
 {
@@ -1090,6 +1112,22 @@ static __always_inline int handle_state(__u64 *ctx)
 	if (newstate == FLOW_TCP_SYN_SENT || newstate == FLOW_TCP_LISTEN) {
 		if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
 			return 0;
+		if (socket_flows) {
+			// Flows from sock_ops, on a kernel where sock_ops
+			// cannot read the current task: a listener's owner,
+			// for its children (connect4/6 record connectors').
+			struct listen_key lk = {};
+			struct sock_owner o = {};
+
+			task = bpf_get_current_task_btf();
+			if (newstate != FLOW_TCP_LISTEN || task->flags & FLOW_PF_KTHREAD)
+				return 0;
+			current_owner(&o);
+			lk.net = (__u64)sk->__sk_common.skc_net.net;
+			lk.port = sk->__sk_common.skc_num;
+			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
+			return 0;
+		}
 		// A new connection, or a listener (whose mark must stay unset:
 		// its children are cloned from it): no mark from before.
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
@@ -1105,7 +1143,7 @@ static __always_inline int handle_state(__u64 *ctx)
 		set_owner_current(sk);
 		return 0;
 	}
-	if (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP)
+	if (socket_flows || (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP))
 		return 0;
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	// A socket from before start that closes without its owner applied:
@@ -1226,23 +1264,6 @@ static __always_inline unsigned long sock_flags(struct sock *sk)
 	if (bpf_core_field_exists(struct sock_common, skc_flags))
 		return sk->__sk_common.skc_flags;
 	return sk->sk_flags;
-}
-
-// sockops_owner is set by the loader when sock_ops programs may read the
-// current task (bpf_get_current_task_btf): connect() and listen() then
-// record their caller from the sock_ops program itself, and the cgroup
-// connect programs are not needed for flows.
-volatile const __u8 sockops_owner = 0;
-
-// current_owner fills o with the current task: the caller of connect()
-// or listen().
-static __always_inline void current_owner(struct sock_owner *o)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	o->pid = task->tgid;
-	o->uid = task->cred->uid.val;
-	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
 }
 
 // sock_cgroup returns the cgroup v2 id of a full socket.
@@ -1552,6 +1573,11 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 		sk = skops->sk;
 		if (!sk)
 			return 1;
+		// Only where sock_ops may read the current task; elsewhere the
+		// state program records it on LISTEN.
+		if (!sockops_owner)
+			return 1;
+		current_owner(&o);
 		if (socket_flows) {
 			// Its children find it here by network namespace and
 			// port.
@@ -1560,18 +1586,13 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 			tp = bpf_skc_to_tcp_sock(sk);
 			if (!tp)
 				return 1;
-			if (sockops_owner) {
-				current_owner(&o);
-			} else {
-				o.pid = bpf_get_current_pid_tgid() >> 32;
-				o.uid = (__u32)bpf_get_current_uid_gid();
-				bpf_get_current_comm(o.comm, sizeof(o.comm));
-			}
 			listen_key_of(tp, &lk);
 			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
 			return 1;
 		}
-		set_owner_current(sk);
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st)
+			st->owner = o;
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		break;

@@ -127,6 +127,7 @@ const (
 	flowtapProgFlowtapState      = "flowtap_state"
 	flowtapProgFlowtapSubflows   = "flowtap_subflows"
 	flowtapVarMptcpEnabled       = "mptcp_enabled"
+	flowtapVarNetnsCookieSkb     = "netns_cookie_skb"
 	flowtapVarSocketFlows        = "socket_flows"
 	flowtapVarSockopsOwner       = "sockops_owner"
 	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
@@ -207,10 +208,11 @@ type flowtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowtapVariableSpecs struct {
-	MptcpEnabled  *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
-	SocketFlows   *ebpf.VariableSpec `ebpf:"socket_flows"`
-	SockopsOwner  *ebpf.VariableSpec `ebpf:"sockops_owner"`
-	WakeupQuietNs *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
+	MptcpEnabled   *ebpf.VariableSpec `ebpf:"mptcp_enabled"`
+	NetnsCookieSkb *ebpf.VariableSpec `ebpf:"netns_cookie_skb"`
+	SocketFlows    *ebpf.VariableSpec `ebpf:"socket_flows"`
+	SockopsOwner   *ebpf.VariableSpec `ebpf:"sockops_owner"`
+	WakeupQuietNs  *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapObjects contains all objects after they have been loaded into the kernel.
@@ -260,10 +262,11 @@ func (m *flowtapMaps) Close() error {
 //
 // It can be passed to loadFlowtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowtapVariables struct {
-	MptcpEnabled  *ebpf.Variable `ebpf:"mptcp_enabled"`
-	SocketFlows   *ebpf.Variable `ebpf:"socket_flows"`
-	SockopsOwner  *ebpf.Variable `ebpf:"sockops_owner"`
-	WakeupQuietNs *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
+	MptcpEnabled   *ebpf.Variable `ebpf:"mptcp_enabled"`
+	NetnsCookieSkb *ebpf.Variable `ebpf:"netns_cookie_skb"`
+	SocketFlows    *ebpf.Variable `ebpf:"socket_flows"`
+	SockopsOwner   *ebpf.Variable `ebpf:"sockops_owner"`
+	WakeupQuietNs  *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 
 // flowtapPrograms contains all programs after they have been loaded into the kernel.

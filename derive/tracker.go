@@ -521,7 +521,7 @@ func (t *Tracker) closing(c *conn, ts int64) {
 		return
 	}
 	c.closingTS = ts
-	t.closings = append(t.closings, deadline{c, c.gen, ts + int64(t.cfg.CloseGrace)})
+	t.closings = t.enqueue(t.closings, deadline{c, c.gen, ts + int64(t.cfg.CloseGrace)})
 }
 
 // Tick advances the tracker's clock to now (ns since the Unix epoch):
@@ -548,7 +548,7 @@ func (t *Tracker) Tick(now int64) {
 		// default, for about two minutes): those belong to this attempt,
 		// which must not start again and fail once more.
 		c.failed = true
-		t.failures = append(t.failures, deadline{c, c.gen, now + int64(failedLinger)})
+		t.failures = t.enqueue(t.failures, deadline{c, c.gen, now + int64(failedLinger)})
 	}
 	for len(t.failures) > 0 && t.failures[0].at <= now {
 		d := t.failures[0]
@@ -638,8 +638,29 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 		initText: t.addrText(initiator.Addr()), respText: t.addrText(responder.Addr())}
 	t.conns[key] = c
 	t.pushBack(c)
-	t.handshakes = append(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
+	t.handshakes = t.enqueue(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
 	return c
+}
+
+// enqueue appends d to the deadline queue q. Entries stay queued until
+// their deadline even when their connection is gone (removed, its conn
+// reused for another), which Tick skips: at a high connection rate a SYN
+// timeout's worth of them would outgrow MaxFlows. When q holds twice the
+// table's bound, enqueue drops the entries whose connection is gone, so
+// the queues, like the table, stay bounded by MaxFlows whatever the rate.
+// The order of the rest, and so the queue's, is kept.
+func (t *Tracker) enqueue(q []deadline, d deadline) []deadline {
+	if len(q) >= 2*max(t.cfg.MaxFlows, 1024) {
+		live := q[:0]
+		for _, e := range q {
+			if e.c.gen == e.gen && t.conns[e.c.key] == e.c {
+				live = append(live, e)
+			}
+		}
+		clear(q[len(live):])
+		q = live
+	}
+	return append(q, d)
 }
 
 // addrText is events.AddrText(a), from the cache when it has a.

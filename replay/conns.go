@@ -60,6 +60,10 @@ type connState struct {
 	established bool // a SYN-ACK was seen
 	closed      bool // FIN both ways, or RST
 	elem        *list.Element
+	// forgetAt is when a closed connection is forgotten (capture time);
+	// closedElem is its place in the table's FIFO of closed connections.
+	forgetAt   int64
+	closedElem *list.Element
 }
 
 // open reports whether the connection was established and has not closed.
@@ -82,20 +86,17 @@ func (c *connState) state(i int) uint8 {
 	return stateEstablished
 }
 
-// lingering is a closed connection and when to forget it.
-type lingering struct {
-	c  *connState
-	at int64
-}
-
 // connTable holds the connections whose SYN was seen, least recently seen
-// first, at most max of them.
+// first, at most max of them: those closed on the wire too, while they
+// linger. Memory therefore stays bounded by max whatever the capture.
 type connTable struct {
-	max    int
-	m      map[connKey]*connState
-	lru    list.List
-	closed []lingering // FIFO by time of close
-	open   int         // connections that are open()
+	max int
+	m   map[connKey]*connState
+	lru list.List
+	// closed holds the closed connections still lingering, by time of
+	// close; remove takes a connection out of it too.
+	closed list.List
+	open   int // connections that are open()
 	// evicted counts connections dropped because the table was full;
 	// outOfWindow segments whose payload was not counted.
 	evicted, outOfWindow uint64
@@ -104,6 +105,7 @@ type connTable struct {
 func newConnTable(max int) *connTable {
 	t := &connTable{max: max, m: make(map[connKey]*connState)}
 	t.lru.Init()
+	t.closed.Init()
 	return t
 }
 
@@ -204,6 +206,10 @@ func (t *connTable) insert(key connKey, from int, p *packet) *connState {
 }
 
 func (t *connTable) remove(c *connState) {
+	if c.closedElem != nil {
+		t.closed.Remove(c.closedElem)
+		c.closedElem = nil
+	}
 	if t.m[c.key] != c {
 		return
 	}
@@ -218,21 +224,19 @@ func (t *connTable) remove(c *connState) {
 func (t *connTable) close(c *connState, ts int64) {
 	if !c.closed {
 		c.closed = true
-		t.closed = append(t.closed, lingering{c, ts + closedLinger})
+		c.forgetAt = ts + closedLinger
+		c.closedElem = t.closed.PushBack(c)
 	}
 }
 
-// forget drops the closed connections whose linger ended by ts.
+// forget drops the closed connections whose linger ended by ts. They are
+// in the order of the capture, whose time hardly ever runs back: the front
+// is all that is due.
 func (t *connTable) forget(ts int64) {
-	n := 0
-	for n < len(t.closed) && t.closed[n].at <= ts {
-		t.remove(t.closed[n].c) // a no-op if a new connection took its key
-		n++
-	}
-	// Entries are appended in the order of the capture, whose time
-	// hardly ever runs back: the front is all that is due.
-	t.closed = t.closed[n:]
-	if len(t.closed) == 0 {
-		t.closed = nil
+	for e := t.closed.Front(); e != nil && e.Value.(*connState).forgetAt <= ts; e = t.closed.Front() {
+		t.remove(e.Value.(*connState))
 	}
 }
+
+// len returns the number of connections the table holds.
+func (t *connTable) len() int { return len(t.m) }

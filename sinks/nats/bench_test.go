@@ -1,54 +1,164 @@
 package nats
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
+	"github.com/flowtap/flowtap/plugins/host"
+	"github.com/flowtap/flowtap/plugins/sdk"
+	"github.com/flowtap/flowtap/plugins/supervise"
 )
 
-// BenchmarkWrite is the sink's Write of batches of 2048 flow events (the
-// supervisor's default batch) into an embedded server on loopback: with
-// JetStream, each message stored in a file-backed stream and
-// acknowledged; on core NATS, published and flushed. It reports events/s.
+// BenchmarkWrite is the sink's Write of batches of flow events into real
+// nats-server processes on loopback (built from go.mod's module, as the
+// cluster tests do): with JetStream into a file-backed stream of one
+// replica on one server (R1) and of three replicas on a three-node
+// cluster (R3), each Write returning once the stream acknowledged every
+// message; and on core NATS, published and flushed. Batch sizes and
+// in-flight windows vary; it reports events/s, and the CPU time per event
+// of the sink (this process) and of the servers.
 //
-//	go test -run '^$' -bench BenchmarkWrite -benchtime 50x ./sinks/nats/
+//	go test -run '^$' -bench BenchmarkWrite -benchtime 5s ./sinks/nats/
 func BenchmarkWrite(b *testing.B) {
-	const batch = 2048
-	// Servers and sinks are set up here, so that what they log comes
-	// before the benchmarks' result lines, not inside them.
-	sinks := map[string]*Sink{}
-	for _, js := range []bool{true, false} {
-		ts := startServer(b, func(o *server.Options) { o.JetStream = js })
-		cfg := map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "jetstream": js}
-		if js {
-			ts.addStream("FLOWTAP", "flowtap.>")
-			cfg["stream"] = "FLOWTAP"
-		}
-		raw, _ := json.Marshal(cfg)
-		s := New()
-		if err := s.Configure(b.Context(), raw); err != nil {
+	// batch size, in-flight window: flowtap's batch is 2048 events.
+	shapes := [][2]int{{512, 1024}, {2048, 256}, {2048, 1024}, {2048, 4096}, {8192, 4096}}
+	for _, tc := range []struct {
+		name     string
+		nodes    int
+		replicas int // 0: core NATS
+		shapes   [][2]int
+	}{
+		{"R1", 1, 1, shapes},
+		{"R3", 3, 3, shapes},
+		{"core", 1, 0, [][2]int{{2048, 0}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := startCluster(b, tc.nodes)
+			for _, sh := range tc.shapes {
+				batch, window := sh[0], sh[1]
+				name := fmt.Sprintf("batch=%d/window=%d", batch, window)
+				if tc.replicas == 0 {
+					name = fmt.Sprintf("batch=%d", batch)
+				}
+				b.Run(name, func(b *testing.B) { benchWrite(b, c, tc.replicas, batch, window) })
+			}
+		})
+	}
+}
+
+// benchWrite writes batches of batch events into a new stream of
+// replicas (0: core NATS) on c, window messages in flight.
+func benchWrite(b *testing.B, c *natsCluster, replicas, batch, window int) {
+	cfg := map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}"}
+	if window > 0 {
+		cfg["max_in_flight"] = window
+	}
+	if replicas > 0 {
+		str := c.addStream("BENCH", replicas, nil, "flowtap.>")
+		defer func() { _ = c.jetStream().DeleteStream(b.Context(), str.CachedInfo().Config.Name) }()
+		cfg["stream"] = "BENCH"
+	} else {
+		cfg["jetstream"] = false
+	}
+	raw, _ := json.Marshal(cfg)
+	s := New()
+	if err := s.Configure(b.Context(), raw); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close(b.Context()) }()
+	evs := flowEvents(1, batch)
+	for i := range evs {
+		evs[i].Context.HostName = "bench-host"
+	}
+	next := 0 // events written so far: each new, or the stream drops it
+	selfCPU, serverCPU := processCPU(os.Getpid()), c.cpu()
+	b.ReportAllocs()
+	for b.Loop() {
+		renumber(evs, next)
+		next += batch
+		if err := s.Write(b.Context(), evs); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { _ = s.Close(b.Context()) })
-		sinks[map[bool]string{true: "jetstream", false: "core"}[js]] = s
 	}
-	evs := flowEvents(1, batch)
-	next := 0 // events written so far, across runs: the stream drops repeats
-	for _, mode := range []string{"jetstream", "core"} {
-		b.Run(mode, func(b *testing.B) {
-			s := sinks[mode]
-			b.ReportAllocs()
+	events := float64(b.N * batch)
+	b.ReportMetric(events/b.Elapsed().Seconds(), "events/s")
+	// CPU time per event, of the sink (this process) and of the servers:
+	// on a shared machine a steadier figure than events/s.
+	b.ReportMetric(float64(processCPU(os.Getpid())-selfCPU)/float64(time.Microsecond)/events, "sink-cpu-µs/event")
+	b.ReportMetric(float64(c.cpu()-serverCPU)/float64(time.Microsecond)/events, "server-cpu-µs/event")
+}
+
+// renumber gives evs the timestamps after next, so that each is an event
+// the stream has not seen.
+func renumber(evs []sdk.Event, next int) {
+	for j := range evs {
+		evs[j].Timestamp = int64(next + j + 1)
+	}
+}
+
+// BenchmarkPlugin is delivery as an agent does it: flowtap's supervisor
+// hands batches of 2048 events (its default) over gRPC to the real sink
+// plugin process, which writes them into an R1 or R3 stream on real
+// nats-server processes. It reports events/s from the first event
+// offered to the last acknowledged, and the CPU time per event of the
+// agent side (this process), the plugin and the servers.
+//
+//	go test -run '^$' -bench BenchmarkPlugin -benchtime 5s ./sinks/nats/
+func BenchmarkPlugin(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), pluginName)
+	testutil.BuildBinary(b, "github.com/flowtap/flowtap/cmd/flowtap-sink-nats", bin)
+	cat, err := events.Builtin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name            string
+		nodes, replicas int
+	}{{"R1", 1, 1}, {"R3", 3, 3}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := startCluster(b, tc.nodes)
+			c.addStream("BENCH", tc.replicas, nil, "flowtap.>")
+			sup, err := supervise.Start(b.Context(), supervise.Config{
+				Name:       "nats",
+				Host:       host.Config{Plugin: bin, Logger: hclog.NewNullLogger(), Names: cat.Name},
+				SinkConfig: map[string]any{"servers": c.urls(), "subject": "flowtap.{host}.{event}", "stream": "BENCH"},
+				Logger:     hclog.NewNullLogger(),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = sup.Close(context.Background()) }()
+			const batch = supervise.DefaultBatchSize
+			evs := make([]events.Event, batch)
+			next := 0
+			start, selfCPU, serverCPU, pluginCPU := time.Now(), processCPU(os.Getpid()), c.cpu(), processCPU(sup.PID())
 			for b.Loop() {
 				for j := range evs {
-					evs[j].Timestamp = int64(next + j + 1)
+					evs[j] = fleetEvent("bench-host", next+j+1)
 				}
 				next += batch
-				if err := s.Write(b.Context(), evs); err != nil {
-					b.Fatal(err)
-				}
+				sup.EnqueueBatch(evs)
 			}
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			for sup.Counters().Acked < uint64(next) {
+				if cn := sup.Counters(); cn.Dropped > 0 {
+					b.Fatalf("dropped: %+v", cn)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			elapsed, n := time.Since(start), float64(next)
+			b.ReportMetric(n/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(processCPU(os.Getpid())-selfCPU)/float64(time.Microsecond)/n, "agent-cpu-µs/event")
+			b.ReportMetric(float64(processCPU(sup.PID())-pluginCPU)/float64(time.Microsecond)/n, "plugin-cpu-µs/event")
+			b.ReportMetric(float64(c.cpu()-serverCPU)/float64(time.Microsecond)/n, "server-cpu-µs/event")
 		})
 	}
 }

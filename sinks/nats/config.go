@@ -34,6 +34,13 @@ const MaxTimeout = 25 * time.Second
 // replaces.
 const EventToken = "{event}"
 
+// HostToken is the placeholder in "subject" that each event's host name
+// replaces (as HostSubjectToken spells it).
+const HostToken = "{host}"
+
+// MaxReplicas is the most replicas a JetStream stream can have.
+const MaxReplicas = 5
+
 // reconnectBufSize bounds what the connection buffers while it is
 // reconnecting (nats.go's default): Write waits for the connection before
 // it publishes, so only a batch cut off in the middle lands there.
@@ -47,8 +54,9 @@ type Config struct {
 	Servers []string `json:"servers"`
 	// Subject is the subject each event is published on (required).
 	// "{event}", standing for a whole token, is replaced by the event's
-	// name: "flowtap.{event}" publishes net_flow_tcp_end events on
-	// "flowtap.net_flow_tcp_end".
+	// name, and "{host}" by its host name: "flowtap.{host}.{event}"
+	// publishes the net_flow_tcp_end events of host web-1 on
+	// "flowtap.web-1.net_flow_tcp_end".
 	Subject string `json:"subject"`
 	// JetStream publishes through JetStream and waits for every
 	// message's acknowledgement (the default, nil, is true). false
@@ -58,15 +66,22 @@ type Config struct {
 	// start. Optional: without it, some stream must capture it.
 	Stream string `json:"stream"`
 	// CreateStream creates Stream, capturing the subject, when it does
-	// not exist, with MaxAge, MaxBytes and DuplicateWindow. An existing
-	// stream is never changed.
+	// not exist, with Replicas, MaxAge, MaxBytes, Discard and
+	// DuplicateWindow. An existing stream is never changed.
 	CreateStream bool `json:"create_stream"`
+	// Replicas is how many servers of a cluster store each message of a
+	// created stream, 1 to 5 (default 1). With create_stream only.
+	Replicas int `json:"replicas"`
 	// MaxAge is how long a created stream keeps a message (Go duration;
 	// default "24h"). With create_stream only.
 	MaxAge string `json:"max_age"`
 	// MaxBytes bounds a created stream's size; the oldest messages go
 	// first. 0 (the default) is no bound. With create_stream only.
 	MaxBytes int64 `json:"max_bytes"`
+	// Discard says what a created stream does at its MaxBytes: "old"
+	// (the default) drops the oldest messages, "new" refuses new ones,
+	// and the sink's writes fail. With create_stream only.
+	Discard string `json:"discard"`
 	// DuplicateWindow is how long a created stream remembers message
 	// ids to drop resent copies (Go duration; default "2m"). With
 	// create_stream only.
@@ -117,8 +132,10 @@ type settings struct {
 	jetstream       bool
 	stream          string
 	createStream    bool
+	replicas        int
 	maxAge          time.Duration
 	maxBytes        int64
+	discard         jetstream.DiscardPolicy
 	duplicateWindow time.Duration
 	timeout         time.Duration
 	connectTimeout  time.Duration
@@ -140,7 +157,7 @@ func parseConfig(config []byte) (*settings, error) {
 	st := &settings{
 		jetstream: cfg.JetStream == nil || *cfg.JetStream,
 		stream:    cfg.Stream, createStream: cfg.CreateStream, maxBytes: cfg.MaxBytes,
-		maxAge: DefaultMaxAge, duplicateWindow: DefaultDuplicateWindow,
+		replicas: cmp.Or(cfg.Replicas, 1), maxAge: DefaultMaxAge, duplicateWindow: DefaultDuplicateWindow,
 		timeout: DefaultTimeout, connectTimeout: DefaultConnectTimeout,
 		maxInFlight: cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight),
 	}
@@ -195,18 +212,20 @@ func parseServers(p *sinkconf.Problems, servers []string) []string {
 }
 
 // checkSubject checks the subject template: tokens separated by dots,
-// none empty, no wildcards or white space, and EventToken, if present,
-// standing for a whole token.
+// none empty, no wildcards or white space, and EventToken and HostToken,
+// if present, each standing for a whole token.
 func checkSubject(subject string) error {
 	if subject == "" {
 		return fmt.Errorf("missing: set the subject to publish on, e.g. \"flowtap.%s\"", EventToken)
 	}
 	for tok := range strings.SplitSeq(subject, ".") {
-		if strings.Contains(tok, EventToken) && tok != EventToken {
-			return fmt.Errorf("%q: %s must be a whole token (between dots), as in \"flowtap.%s\"", subject, EventToken, EventToken)
-		}
-		if tok == EventToken {
+		if tok == EventToken || tok == HostToken {
 			continue
+		}
+		for _, ph := range []string{EventToken, HostToken} {
+			if strings.Contains(tok, ph) {
+				return fmt.Errorf("%q: %s must be a whole token (between dots), as in \"flowtap.%s.%s\"", subject, ph, HostToken, EventToken)
+			}
 		}
 		if err := checkToken(tok); err != nil {
 			return fmt.Errorf("%q: %w", subject, err)
@@ -243,7 +262,8 @@ func parseStream(p *sinkconf.Problems, cfg *Config, st *settings) {
 		p.Add("create_stream", "name the stream to create in stream")
 	}
 	if !cfg.CreateStream {
-		for key, set := range map[string]bool{"max_age": cfg.MaxAge != "", "max_bytes": cfg.MaxBytes != 0, "duplicate_window": cfg.DuplicateWindow != ""} {
+		for key, set := range map[string]bool{"replicas": cfg.Replicas != 0, "max_age": cfg.MaxAge != "", "max_bytes": cfg.MaxBytes != 0,
+			"discard": cfg.Discard != "", "duplicate_window": cfg.DuplicateWindow != ""} {
 			if set {
 				p.Add(key, "applies to a stream the sink creates: set create_stream: true (an existing stream is never changed)")
 			}
@@ -253,6 +273,17 @@ func parseStream(p *sinkconf.Problems, cfg *Config, st *settings) {
 	p.Duration("duplicate_window", cfg.DuplicateWindow, &st.duplicateWindow)
 	if cfg.MaxBytes < 0 {
 		p.Add("max_bytes", "must be 0 (no bound) or more, not %d", cfg.MaxBytes)
+	}
+	if cfg.Replicas < 0 || cfg.Replicas > MaxReplicas {
+		p.Add("replicas", "must be 1 to %d, not %d (3 survives the loss of one server)", MaxReplicas, cfg.Replicas)
+	}
+	switch cfg.Discard {
+	case "", "old":
+		st.discard = jetstream.DiscardOld
+	case "new":
+		st.discard = jetstream.DiscardNew
+	default:
+		p.Add("discard", "%q is not old or new: old drops the oldest messages when the stream is full, new refuses new ones", cfg.Discard)
 	}
 	if st.duplicateWindow > st.maxAge {
 		p.Add("duplicate_window", "%s is longer than max_age %s", st.duplicateWindow, st.maxAge)

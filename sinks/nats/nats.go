@@ -1,6 +1,7 @@
 // Package nats is the NATS sink: it publishes each event as one message,
-// the stdout sink's JSON object, on a subject that may name the event
-// ("flowtap.{event}"). Through JetStream (the default) a batch is
+// the stdout sink's JSON object, on a subject that may name the event and
+// its host ("flowtap.{host}.{event}"). Through JetStream (the default),
+// also into a replicated stream on a cluster, a batch is
 // acknowledged to flowtap only once the stream has stored every message
 // of it; each message carries a Nats-Msg-Id derived from its content, so
 // the copies flowtap resends after a failure are dropped by the stream.
@@ -43,10 +44,32 @@ const reconnectPoll = 10 * time.Millisecond
 type Sink struct {
 	st       *settings
 	nc       *natsgo.Conn
-	js       jetstream.JetStream
-	closed   chan struct{}     // closed once the connection is closed
-	subjects map[string]string // event name -> subject
-	sizeHint int               // bytes of JSON in the last batch
+	js       jetstream.JetStream // for the stream's checks
+	pub      *publisher          // publishes through JetStream
+	closed   chan struct{}       // closed once the connection is closed
+	subjects map[subjectKey]string
+	header   natsgo.Header // the static headers, and Nats-Msg-Id
+	// data and msgs are the formatted batch, reused from batch to batch:
+	// nats.go copies a message before PublishMsg returns.
+	data   []byte
+	msgs   []message
+	totals totals
+	// failing is set while batches fail, so that the cause is logged
+	// once when it begins and once when it ends.
+	failing bool
+}
+
+// subjectKey is what a subject depends on: the event's host and name.
+type subjectKey struct{ host, event string }
+
+// totals count the sink's messages over its life (one plugin process),
+// logged at Close.
+type totals struct {
+	batches    uint64 // batches written successfully
+	failed     uint64 // batches that failed
+	stored     uint64 // messages the stream stored
+	duplicates uint64 // messages the stream already held (resent copies)
+	refused    uint64 // messages the stream refused or did not acknowledge in time
 }
 
 // Interface guard: Sink is a flowtap sink.
@@ -69,7 +92,8 @@ func (s *Sink) Configure(ctx context.Context, config []byte) error {
 		return err
 	}
 	s.st = st
-	s.subjects = map[string]string{}
+	s.subjects = map[subjectKey]string{}
+	s.header = maps.Clone(st.headers)
 	if sdk.ValidateOnly() {
 		return nil
 	}
@@ -83,7 +107,8 @@ func (s *Sink) Configure(ctx context.Context, config []byte) error {
 		}
 	}
 	sdk.Logger().Info("configured NATS sink", "server", s.nc.ConnectedUrlRedacted(), "subject", st.subject,
-		"jetstream", st.jetstream, "stream", st.stream, "timeout", st.timeout, "auth", cmp.Or(st.authName, "none"))
+		"jetstream", st.jetstream, "stream", st.stream, "timeout", st.timeout, "max_in_flight", st.maxInFlight,
+		"auth", cmp.Or(st.authName, "none"))
 	return nil
 }
 
@@ -132,10 +157,10 @@ func (s *Sink) connect() error {
 	}
 	s.nc = nc
 	if st.jetstream {
-		s.js, err = jetstream.New(nc,
-			jetstream.WithPublishAsyncMaxPending(st.maxInFlight),
-			jetstream.WithPublishAsyncTimeout(st.timeout),
-			jetstream.WithDefaultTimeout(st.timeout))
+		s.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(st.timeout))
+		if err == nil {
+			s.pub, err = newPublisher(nc, st.maxInFlight)
+		}
 		if err != nil {
 			nc.Close()
 			return fmt.Errorf("set up JetStream: %w", err)
@@ -176,10 +201,10 @@ func isTLSError(err error) bool {
 		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &record)
 }
 
-// pattern is the subject with EventToken as the wildcard "*": every
-// subject the sink may publish on.
+// pattern is the subject with EventToken and HostToken as the wildcard
+// "*": every subject the sink may publish on.
 func (st *settings) pattern() string {
-	return strings.ReplaceAll(st.subject, EventToken, "*")
+	return strings.NewReplacer(EventToken, "*", HostToken, "*").Replace(st.subject)
 }
 
 // checkStream checks that a stream captures every subject the sink
@@ -239,7 +264,8 @@ func (s *Sink) createStream(ctx context.Context, pattern string) (jetstream.Stre
 		Subjects:    []string{pattern},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
+		Discard:     st.discard,
+		Replicas:    st.replicas,
 		MaxAge:      st.maxAge,
 		MaxBytes:    cmp.Or(st.maxBytes, -1),
 		Duplicates:  st.duplicateWindow,
@@ -250,8 +276,8 @@ func (s *Sink) createStream(ctx context.Context, pattern string) (jetstream.Stre
 	if err != nil {
 		return nil, sdk.ConfigError{Key: "stream", Message: fmt.Sprintf("create stream %q: %v", st.stream, err)}
 	}
-	sdk.Logger().Info("created JetStream stream", "stream", st.stream, "subject", pattern,
-		"max_age", st.maxAge, "max_bytes", st.maxBytes, "duplicate_window", st.duplicateWindow)
+	sdk.Logger().Info("created JetStream stream", "stream", st.stream, "subject", pattern, "replicas", st.replicas,
+		"max_age", st.maxAge, "max_bytes", st.maxBytes, "discard", st.discard, "duplicate_window", st.duplicateWindow)
 	return str, nil
 }
 
@@ -311,16 +337,17 @@ func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 		deadline = d
 	}
 	if err := s.waitConnected(ctx, deadline); err != nil {
-		return fmt.Errorf("publish %d events to NATS: %w", len(batch), err)
+		return s.failed(fmt.Errorf("publish %d events to NATS: %w", len(batch), err))
 	}
-	msgs, err := s.messages(batch)
-	if err != nil {
+	if err := s.format(batch); err != nil {
 		return fmt.Errorf("publish %d events to NATS: %w", len(batch), err)
 	}
 	if !s.st.jetstream {
-		return s.publishCore(msgs, deadline)
+		return s.publishCore(deadline)
 	}
-	return s.publishJetStream(ctx, msgs, deadline)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return s.publishJetStream(ctx)
 }
 
 // waitConnected waits until the connection is up, at most until deadline:
@@ -349,141 +376,204 @@ func (s *Sink) waitConnected(ctx context.Context, deadline time.Time) error {
 	return nil
 }
 
-// messages formats batch as messages: each the event's JSON, on its
-// subject, with the static headers and a Nats-Msg-Id. They own their
-// memory: a message may be resent by the client after Write returns.
-func (s *Sink) messages(batch []sdk.Event) ([]natsgo.Msg, error) {
-	data := make([]byte, 0, s.sizeHint)
-	ends := make([]int, len(batch))
+// format formats batch into s.msgs: each event's JSON, on its subject,
+// with its Nats-Msg-Id. The bodies share one buffer, and the ids one
+// string.
+func (s *Sink) format(batch []sdk.Event) error {
+	data := s.data[:0]
+	s.msgs = s.msgs[:0]
 	for i := range batch {
-		data = jsonl.Append(data, &batch[i])
-		ends[i] = len(data) - 1 // without the newline
-	}
-	s.sizeHint = len(data) + len(data)/8
-	msgs := make([]natsgo.Msg, len(batch))
-	start := 0
-	for i := range batch {
-		subject, err := s.subject(batch[i].Name)
+		ev := &batch[i]
+		subject, err := s.subject(ev)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		body := data[start:ends[i]:ends[i]]
-		start = ends[i] + 1
-		h := make(natsgo.Header, len(s.st.headers)+1)
-		maps.Copy(h, s.st.headers)
-		h[jetstream.MsgIDHeader] = []string{MsgID(body)}
-		msgs[i] = natsgo.Msg{Subject: subject, Data: body, Header: h}
+		start := len(data)
+		data = jsonl.Append(data, ev)
+		data = data[:len(data)-1] // without the newline
+		s.msgs = append(s.msgs, message{subject: subject, body: data[start:len(data):len(data)]})
 	}
-	return msgs, nil
+	if cap(data) > cap(s.data) {
+		// The buffer grew: the bodies point into the new one.
+		s.data = data
+	}
+	ids := make([]byte, 0, len(s.msgs)*msgIDLen)
+	for i := range s.msgs {
+		ids = appendMsgID(ids, s.msgs[i].body)
+	}
+	all := string(ids)
+	for i := range s.msgs {
+		s.msgs[i].id = all[i*msgIDLen : (i+1)*msgIDLen]
+	}
+	return nil
 }
+
+// msgIDLen is the length of a Nats-Msg-Id: 128 bits in unpadded base64.
+const msgIDLen = 22
 
 // MsgID is the Nats-Msg-Id of a message whose body is the event's JSON:
 // the first 128 bits of its SHA-256, in unpadded base64url (22
 // characters). The same event resent by flowtap has the same JSON, and so
 // the same id.
 func MsgID(body []byte) string {
-	sum := sha256.Sum256(body)
-	return base64.RawURLEncoding.EncodeToString(sum[:16])
+	return string(appendMsgID(nil, body))
 }
 
-// subject returns the subject of events named name.
-func (s *Sink) subject(name string) (string, error) {
-	if subj, ok := s.subjects[name]; ok {
+// appendMsgID appends body's MsgID to b.
+func appendMsgID(b, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return base64.RawURLEncoding.AppendEncode(b, sum[:16])
+}
+
+// subject returns the subject of ev: the configured one with its host
+// and event name in place of HostToken and EventToken.
+func (s *Sink) subject(ev *sdk.Event) (string, error) {
+	key := subjectKey{ev.Context.HostName, ev.Name}
+	if subj, ok := s.subjects[key]; ok {
 		return subj, nil
 	}
 	subj := s.st.subject
 	if strings.Contains(subj, EventToken) {
-		err := checkToken(name)
-		if err == nil && strings.Contains(name, ".") {
+		err := checkToken(ev.Name)
+		if err == nil && strings.Contains(ev.Name, ".") {
 			err = errors.New("it holds a dot")
 		}
 		if err != nil {
-			return "", fmt.Errorf("event name %q cannot stand for %s in subject %q: %w", name, EventToken, subj, err)
+			return "", fmt.Errorf("event name %q cannot stand for %s in subject %q: %w", ev.Name, EventToken, subj, err)
 		}
-		subj = strings.ReplaceAll(subj, EventToken, name)
+		subj = strings.ReplaceAll(subj, EventToken, ev.Name)
 	}
-	s.subjects[name] = subj
+	subj = strings.ReplaceAll(subj, HostToken, HostSubjectToken(ev.Context.HostName))
+	if len(s.subjects) >= maxSubjects {
+		clear(s.subjects) // a bound, for a sink fed by ever new host names
+	}
+	s.subjects[key] = subj
 	return subj, nil
 }
 
-// publishCore publishes msgs on core NATS and flushes the connection.
-func (s *Sink) publishCore(msgs []natsgo.Msg, deadline time.Time) error {
+// maxSubjects bounds the cache of subjects.
+const maxSubjects = 4096
+
+// HostSubjectToken is the subject token that stands for host name h in
+// place of HostToken: h with each character a token cannot hold (dot,
+// wildcard, white space, control character) replaced by "_", or "_" for
+// an unknown (empty) host name. "web-1.example.com" becomes
+// "web-1_example_com"; the message's JSON keeps the name as it is.
+func HostSubjectToken(h string) string {
+	if h == "" {
+		return "_"
+	}
+	if !strings.ContainsFunc(h, badTokenRune) {
+		return h
+	}
+	b := []byte(h)
+	for i, c := range b {
+		if badTokenRune(rune(c)) { // never a byte of a multi-byte character
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// badTokenRune reports whether r cannot be part of a subject token.
+func badTokenRune(r rune) bool {
+	return r <= ' ' || r == 0x7f || r == '.' || r == '*' || r == '>'
+}
+
+// publishCore publishes the formatted batch on core NATS and flushes the
+// connection.
+func (s *Sink) publishCore(deadline time.Time) error {
+	msgs := s.msgs
+	id := []string{""}
+	s.header[jetstream.MsgIDHeader] = id
+	var m natsgo.Msg
 	for i := range msgs {
-		if err := s.nc.PublishMsg(&msgs[i]); err != nil {
-			return fmt.Errorf("publish %d events to NATS: %d of %d not published: %w", len(msgs), len(msgs)-i, len(msgs), err)
+		id[0] = msgs[i].id
+		m = natsgo.Msg{Subject: msgs[i].subject, Header: s.header, Data: msgs[i].body}
+		if err := s.nc.PublishMsg(&m); err != nil {
+			return s.failed(fmt.Errorf("publish %d events to NATS: %d of %d not published: %w", len(msgs), len(msgs)-i, len(msgs), err))
 		}
 	}
 	wait := time.Until(deadline)
 	if wait <= 0 {
-		return fmt.Errorf("publish %d events to NATS: no time left to flush within %s", len(msgs), s.st.timeout)
+		return s.failed(fmt.Errorf("publish %d events to NATS: no time left to flush within %s", len(msgs), s.st.timeout))
 	}
 	if err := s.nc.FlushTimeout(wait); err != nil {
-		return fmt.Errorf("publish %d events to NATS: flush: %w", len(msgs), err)
+		return s.failed(fmt.Errorf("publish %d events to NATS: flush: %w", len(msgs), err))
 	}
+	s.succeeded()
 	return nil
 }
 
-// publishJetStream publishes msgs through JetStream, at most maxInFlight
-// unacknowledged at a time, and waits for every acknowledgement.
-func (s *Sink) publishJetStream(ctx context.Context, msgs []natsgo.Msg, deadline time.Time) error {
-	var fails failures
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
-	for i := range msgs {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			fails.add(len(msgs)-i, fmt.Errorf("not published within %s", s.st.timeout))
-			break
-		}
-		f, err := s.js.PublishMsgAsync(&msgs[i], jetstream.WithStallWait(wait))
-		if err != nil {
-			fails.add(1, err)
-			continue
-		}
-		futures = append(futures, f)
+// publishJetStream publishes the formatted batch through JetStream, at
+// most max_in_flight messages unacknowledged at a time, and waits for
+// every acknowledgement, until ctx ends.
+func (s *Sink) publishJetStream(ctx context.Context) error {
+	n := len(s.msgs)
+	// After a failed batch, and until one succeeds, a batch nobody
+	// receives fails at once: the first rode out a short outage (a leader
+	// election) for up to timeout, and flowtap's backoff paces the rest.
+	t := s.pub.send(ctx, s.msgs, s.header, !s.failing)
+	s.totals.stored += uint64(t.stored)
+	s.totals.duplicates += uint64(t.duplicates)
+	if t.duplicates > 0 {
+		sdk.Logger().Debug("the stream already held some events of the batch (a batch sent again)", "duplicates", t.duplicates, "events", n)
 	}
-	wctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	duplicates := 0
-	for _, f := range futures {
-		ack, err := settle(wctx, f)
-		switch {
-		case err != nil:
-			fails.add(1, err)
-		case ack.Duplicate:
-			duplicates++
-		}
+	if t.fails.n > 0 {
+		s.totals.refused += uint64(t.fails.n)
+		return s.failed(fmt.Errorf("publish %d events to NATS JetStream: %d of %d not stored: %s", n, t.fails.n, n, t.fails.describe(s.hint)))
 	}
-	if duplicates > 0 {
-		sdk.Logger().Debug("the stream already held some events of the batch (a batch sent again)", "duplicates", duplicates, "events", len(msgs))
-	}
-	if fails.n > 0 {
-		return fmt.Errorf("publish %d events to NATS JetStream: %d of %d not stored: %s", len(msgs), fails.n, len(msgs), fails)
-	}
+	s.succeeded()
 	return nil
+}
+
+// failed counts a failed batch and logs the failure when it begins a
+// series; it returns err.
+func (s *Sink) failed(err error) error {
+	s.totals.failed++
+	if !s.failing {
+		s.failing = true
+		sdk.Logger().Error("NATS does not take the events; flowtap will send them again", "error", err)
+	}
+	return err
+}
+
+// succeeded counts a batch written, and logs the end of a series of
+// failures.
+func (s *Sink) succeeded() {
+	s.totals.batches++
+	if s.failing {
+		s.failing = false
+		sdk.Logger().Info("NATS takes the events again", "stored", s.totals.stored, "failed_batches", s.totals.failed)
+	}
 }
 
 // errNoAck is the failure of a message whose acknowledgement did not come
 // in time.
 var errNoAck = errors.New("no acknowledgement in time")
 
-// settle waits for f's acknowledgement, until ctx ends.
-func settle(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
-	// An outcome that is already there wins over a context that ended.
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		return nil, err
-	default:
+// JetStream error codes the sink explains (nats-server's errors.json).
+const (
+	errCodeStoreFailed           jetstream.ErrorCode = 10077 // a stream limit with discard new
+	errCodeInsufficientResources jetstream.ErrorCode = 10023 // the server's storage is full
+)
+
+// hint says what to do about a failed message's error, or "".
+func (s *Sink) hint(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed:
+		return fmt.Sprintf("the stream is full and, with discard new, refuses new messages: raise its max_bytes or max_msgs, shorten its max_age, or let it drop the oldest with nats stream edit %s --discard old", cmp.Or(s.st.stream, "STREAM"))
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources:
+		return "the server's JetStream storage is full: raise max_file_store on the servers, or free disk space"
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return "an event is larger than the stream's max_msg_size: raise it"
+	case errors.Is(err, natsgo.ErrNoResponders):
+		return "no server takes the subject: the stream has no leader (a cluster lost its quorum), was deleted, or JetStream is not available"
+	case errors.Is(err, errNoAck):
+		return "the stream may have no leader (a node failed, or a cluster lost its quorum), or it is overloaded"
 	}
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", errNoAck, ctx.Err())
-	}
+	return ""
 }
 
 // failures counts failed messages by cause.
@@ -491,23 +581,29 @@ type failures struct {
 	n      int
 	causes []string
 	counts map[string]int
+	errs   map[string]error // the first error of each cause
 }
 
 // add counts n messages failed with err.
 func (f *failures) add(n int, err error) {
 	if f.counts == nil {
-		f.counts = map[string]int{}
+		f.counts, f.errs = map[string]int{}, map[string]error{}
 	}
 	msg := err.Error()
 	if _, ok := f.counts[msg]; !ok {
 		f.causes = append(f.causes, msg)
+		f.errs[msg] = err
 	}
 	f.counts[msg] += n
 	f.n += n
 }
 
 // String lists the causes with their counts, the first few only.
-func (f failures) String() string {
+func (f failures) String() string { return f.describe(nil) }
+
+// describe lists the causes with their counts, the first few only, each
+// followed by its hint, if hint gives one.
+func (f failures) describe(hint func(error) string) string {
 	const most = 3
 	var b strings.Builder
 	for i, c := range f.causes {
@@ -519,6 +615,11 @@ func (f failures) String() string {
 			b.WriteString("; ")
 		}
 		fmt.Fprintf(&b, "%d: %s", f.counts[c], c)
+		if hint != nil {
+			if h := hint(f.errs[c]); h != "" {
+				fmt.Fprintf(&b, ": %s", h)
+			}
+		}
 	}
 	return b.String()
 }
@@ -532,6 +633,14 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	nc := s.nc
 	s.nc = nil
+	t := s.totals
+	if s.pub != nil {
+		sdk.Logger().Info("NATS sink totals", "batches", t.batches, "failed_batches", t.failed, "stored", t.stored,
+			"duplicates", t.duplicates, "not_stored", t.refused, "late_acks", s.pub.lateAcks())
+		s.pub.close()
+	} else {
+		sdk.Logger().Info("NATS sink totals", "batches", t.batches, "failed_batches", t.failed)
+	}
 	ctx, cancel := context.WithTimeout(ctx, closeTimeout)
 	defer cancel()
 	err := nc.Drain()

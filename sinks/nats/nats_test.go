@@ -55,6 +55,28 @@ func TestPublishesEventsOnTheirSubjects(t *testing.T) {
 	}
 }
 
+// TestHostSubject puts each event on flowtap.<host>.<event>, its host
+// name made a token.
+func TestHostSubject(t *testing.T) {
+	ts := startServer(t, nil)
+	str := ts.addStream("FLOWTAP", "flowtap.>")
+	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{host}.{event}", "stream": "FLOWTAP"})
+	evs := flowEvents(1, 4)
+	for i, host := range []string{"web-1", "db-1.example.com", "", "web-1"} {
+		evs[i].Context.HostName = host
+	}
+	if err := h.Write(evs...); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"flowtap.web-1.net_flow_tcp_begin", "flowtap.db-1_example_com.net_flow_tcp_end",
+		"flowtap._.net_flow_tcp_begin", "flowtap.web-1.net_flow_tcp_end"}
+	for i, m := range streamMsgs(t, str) {
+		if m.Subject != want[i] {
+			t.Errorf("message %d on %q, want %q", i, m.Subject, want[i])
+		}
+	}
+}
+
 func TestFixedSubject(t *testing.T) {
 	ts := startServer(t, nil)
 	str := ts.addStream("ALL", "events")
@@ -205,5 +227,45 @@ func TestClose(t *testing.T) {
 	}
 	if d := time.Since(start); d > closeTimeout+time.Second {
 		t.Errorf("Close with the server gone took %s", d)
+	}
+}
+
+// TestNoResponders deletes the stream under the sink: nobody receives
+// its messages. A batch publishes them again until its timeout, so it
+// succeeds once the stream is back within it (as after a leader
+// election); a batch that fails says why, and the sink goes on failing
+// until the stream is back.
+func TestNoResponders(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addStream("FLOWTAP", "flowtap.>")
+	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "stream": "FLOWTAP", "timeout": "10s"})
+	js := ts.jetStream()
+	if err := js.DeleteStream(t.Context(), "FLOWTAP"); err != nil {
+		t.Fatal(err)
+	}
+	written := make(chan error, 1)
+	go func() { written <- h.Write(flowEvents(1, 50)...) }()
+	time.Sleep(300 * time.Millisecond) // the batch is being published again by now
+	str := ts.addStream("FLOWTAP", "flowtap.>")
+	if err := <-written; err != nil {
+		t.Fatalf("Write while the stream came back: %v", err)
+	}
+	if n := storedCount(t, str); n != 50 {
+		t.Fatalf("stream holds %d messages, want 50", n)
+	}
+
+	h2 := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "stream": "FLOWTAP", "timeout": "500ms"})
+	if err := js.DeleteStream(t.Context(), "FLOWTAP"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // patient, then failing at once
+		err := h2.Write(flowEvents(51, 10)...)
+		if err == nil || !strings.Contains(err.Error(), "10 of 10 not stored: 10: nats: no responders available for request: no server takes the subject") {
+			t.Fatalf("Write without the stream = %v", err)
+		}
+	}
+	ts.addStream("FLOWTAP", "flowtap.>")
+	if err := h2.Write(flowEvents(51, 10)...); err != nil {
+		t.Fatalf("Write with the stream back: %v", err)
 	}
 }

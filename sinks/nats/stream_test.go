@@ -33,6 +33,8 @@ func TestStreamCheck(t *testing.T) {
 		{"no stream captures the subject", "nowhere.{event}", "",
 			"subject: no JetStream stream captures nowhere.*: create one (nats stream add FLOWTAP --subjects 'nowhere.*'), or name one in stream with create_stream: true, or set jetstream: false"},
 		{"some stream captures the subject", "other.{event}", "", ""},
+		{"named stream captures every host's events", "other.{host}.{event}", "OTHER", ""},
+		{"named stream captures one token only", "flowtap.{host}.{event}", "ENDS", `stream: stream "ENDS" captures flowtap.net_flow_tcp_end, not every subject of flowtap.*.*`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := sdktest.New(t, New())
@@ -54,7 +56,7 @@ func TestStreamCheck(t *testing.T) {
 func TestCreateStream(t *testing.T) {
 	ts := startServer(t, nil)
 	cfg := map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}.v1", "stream": "FLOWTAP", "create_stream": true,
-		"max_age": "1h", "max_bytes": 1 << 20, "duplicate_window": "30s"}
+		"max_age": "1h", "max_bytes": 1 << 20, "duplicate_window": "30s", "discard": "new", "replicas": 1}
 	h := configured(t, cfg)
 	if err := h.Write(flowEvents(1, 3)...); err != nil {
 		t.Fatal(err)
@@ -65,14 +67,14 @@ func TestCreateStream(t *testing.T) {
 	}
 	c := str.CachedInfo().Config
 	if strings.Join(c.Subjects, ",") != "flowtap.*.v1" || c.MaxAge != time.Hour || c.MaxBytes != 1<<20 || c.Duplicates != 30*time.Second ||
-		c.Storage != jetstream.FileStorage || c.Discard != jetstream.DiscardOld {
+		c.Storage != jetstream.FileStorage || c.Discard != jetstream.DiscardNew || c.Replicas != 1 {
 		t.Errorf("created stream: %+v", c)
 	}
 	if n := storedCount(t, str); n != 3 {
 		t.Errorf("stream holds %d messages, want 3", n)
 	}
 	// A second sink with other limits finds the stream and changes nothing.
-	cfg["max_age"], cfg["max_bytes"] = "2h", 0
+	cfg["max_age"], cfg["max_bytes"], cfg["discard"] = "2h", 0, "old"
 	configured(t, cfg)
 	c2 := streamInfo(t, str).Config
 	if c2.MaxAge != time.Hour || c2.MaxBytes != 1<<20 {

@@ -283,6 +283,17 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 			"≥ 2 M/s", verdict(m["events/s"] >= 2e6)})
 	}
 
+	fig = "6. flowtap replay, 200,000 connections (2 M packets), JSON to /dev/null"
+	if b, done := status(fig, "BenchmarkReplayEndToEnd", "≥ 2.5 M packets/s", "packets/s"); !done {
+		m := b.metrics
+		peer := "Suricata not installed"
+		if v, ok := m["suricata-packets/s"]; ok {
+			peer = fmt.Sprintf("Suricata %.2f M/s on one core", v/1e6)
+		}
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.2f M packets/s (flowtap %.1f s CPU, %.0f MiB peak RSS; %s)", m["packets/s"]/1e6, m["flowtap-cpu-s"], m["flowtap-max-rss-MiB"], peer),
+			"≥ 2.5 M packets/s", verdict(m["packets/s"] >= 2.5e6)})
+	}
 	fig = "5. idle: no TCP traffic to watch"
 	if b, done := status(fig, "BenchmarkIdle", "none", "cpu-ms/s", "wakeups/s"); !done {
 		m := b.metrics
