@@ -658,6 +658,20 @@ func (s *Delivery) giveUp(err error) {
 func (s *Delivery) outputClosed(err error) {
 	s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
 	s.log.Info("sink output closed: dropping what the sink holds", "sink", s.cfg.Name)
+	if p := s.p; p != nil {
+		// The plugin is healthy: close it rather than kill it (a killed
+		// plugin is an error in the host's log).
+		s.p = nil
+		s.pid.Store(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.Close(ctx) // settles the batches in flight (settled)
+		cancel()
+		s.failure = nil
+		for b := range s.inflight {
+			delete(s.inflight, b)
+			s.retry = append(s.retry, b)
+		}
+	}
 	s.drop()
 	s.state.Store(int32(Failed))
 	close(s.failed)
