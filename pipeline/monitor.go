@@ -201,11 +201,11 @@ func (s Snapshot) NotReady() []NotReady {
 		nr := NotReady{Component: "sink", Pipeline: k.Pipeline, Sink: k.Name, State: k.State.String()}
 		switch k.State {
 		case supervise.Retrying:
-			nr.Reason = fmt.Sprintf("the %s plugin failed and is being restarted or its batches resent", k.Plugin)
+			nr.Reason = "its plugin failed: restarting it or resending its batches"
 		case supervise.Failed:
-			nr.Reason = fmt.Sprintf("the %s sink failed: its events are dropped: %s", k.Plugin, k.Err)
+			nr.Reason = "it gave up, its events are dropped: " + k.Err
 		default:
-			nr.Reason = fmt.Sprintf("the %s sink is %s", k.Plugin, k.State)
+			nr.Reason = "it is " + k.State.String()
 		}
 		out = append(out, nr)
 	}
