@@ -131,6 +131,10 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump bpftrace >/dev/null
 	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
+	@# metrics tests: Debian's prometheus and promtool, unpacked rather than installed (the package
+	@# starts a Prometheus service on :9090, which no test wants); the tests start their own
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && cd "$$tmp" && apt-get download -qq prometheus && \
+		dpkg-deb -x prometheus_*.deb root && install -m 0755 root/usr/bin/prometheus root/usr/bin/promtool /usr/local/bin/
 
 clean:
 	rm -rf bin/ $(DIST)/

@@ -339,15 +339,15 @@ func (c *Config) Validate() error {
 }
 
 // CheckListenAddr checks a HOST:PORT address to listen on, such as
-// metrics.listen and --metrics-addr take: a port is required, a host is
-// optional (":9464" listens on every address).
+// metrics.listen and --metrics-addr take: a port is required (0 picks a
+// free one), a host is optional (":9464" listens on every address).
 func CheckListenAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not HOST:PORT: write e.g. 127.0.0.1:9464, or :9464 for every address", addr)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("%q: the port %q is not a number from 1 to 65535", addr, port)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: the port %q is not a number from 0 to 65535 (0: any free port, logged)", addr, port)
 	}
 	if strings.ContainsAny(host, " /") {
 		return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
