@@ -209,6 +209,18 @@ func TestPrometheusScrapesFlowtap(t *testing.T) {
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
+	// 'flowtap status' against the live agent.
+	status := exec.Command(filepath.Join(bin, "flowtap"), "status", "--addr", target, "--interval", "1s")
+	out, err := status.CombinedOutput()
+	if err != nil {
+		t.Errorf("flowtap status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"at " + base + ": ready\n", "\nuptime:", "\nevents:", "\nrecords lost:   0\n",
+		"\nflows tracked:", "  default   stdout  up     0 of 8,192"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("flowtap status lacks %q:\n%s", want, out)
+		}
+	}
 	if !strings.Contains(a.Log(), "stats: interval=") {
 		t.Errorf("no stats line in flowtap's log:\n%s", a.Log())
 	}
