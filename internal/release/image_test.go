@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +98,9 @@ func unmountBelow(dir string) {
 // and network namespaces, the host's cgroup tree and BTF mounted. A
 // loopback connection the test makes on the host must come out as flow
 // events carrying the test's own PID; flowtap must hold exactly the three
-// capabilities and its sink plugin none; SIGINT must drain and exit 0.
+// capabilities and its sink plugin none; /healthz, /readyz and /metrics
+// must answer on --metrics-addr (the manifests' probes and scrape); SIGINT
+// must drain and exit 0.
 func TestImageUnderPodman(t *testing.T) {
 	privtest.Require(t)
 	tmp := t.TempDir()
@@ -125,6 +128,9 @@ func TestImageUnderPodman(t *testing.T) {
 	}
 
 	name := fmt.Sprintf("flowtap-test-%d", os.Getpid())
+	// The endpoints the DaemonSet's probes and scrape annotations use, on
+	// the host's loopback (host network).
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-t", "0", name).Run() })
 	cmd := pm.cmd("run", "--rm", "--name", name,
 		"--pid=host", "--network=host",
@@ -136,7 +142,7 @@ func TestImageUnderPodman(t *testing.T) {
 		// raise these limits to podman's defaults.
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 		"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
-		image, "run", "--output", "json")
+		image, "run", "--output", "json", "--metrics-addr", metricsAddr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	agent := startAgent(t, cmd)
 
@@ -150,8 +156,47 @@ func TestImageUnderPodman(t *testing.T) {
 	// and PID namespaces.
 	begin := agent.waitFlow(t, loopbackConnection(t))
 	t.Logf("begin from the host's loopback connection: %v", begin)
+	checkEndpoints(t, "http://"+metricsAddr)
 	// SIGINT reaches flowtap through podman's signal proxy.
 	agent.stop(t, cmd.Process.Pid)
+}
+
+// freePort returns a loopback TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkEndpoints: the image's flowtap answers the probes of the
+// Kubernetes manifests (/healthz, /readyz: 200 once the capture is
+// attached and its sink up) and serves its metrics on /metrics.
+func checkEndpoints(t *testing.T, base string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"status": "ready"`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "flowtap_build_info{") ||
+		!strings.Contains(body, `flowtap_sink_up{pipeline="default",sink="stdout"} 1`) || !strings.Contains(body, "flowtap_capture_attached 1") {
+		t.Errorf("/metrics: %d, lacks flowtap_build_info, the stdout sink up or the capture attached:\n%s", code, body)
+	}
 }
 
 // loopbackConnection makes one TCP connection on the host's loopback,

@@ -4,6 +4,7 @@ package release
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,8 +161,8 @@ func TestSystemdUnitContract(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
 	}
-	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") {
-		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/", got)
+	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") || !strings.Contains(got, "--metrics-addr 127.0.0.1:9464") {
+		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/ or serve metrics on 127.0.0.1:9464", got)
 	}
 	if got := strings.Fields(one("SystemCallFilter")); !slices.Contains(got, "bpf") || !slices.Contains(got, "@system-service") {
 		t.Errorf("SystemCallFilter %v: want @system-service and bpf", got)
@@ -258,10 +259,13 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
+	// As the unit: metrics on loopback (a free port here), asked for
+	// below so that serving them is in the trace too.
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "--",
 		setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
 		"--inh-caps="+capList, "--ambient-caps="+capList, "--bounding-set="+capList, "--no-new-privs",
-		filepath.Join(dir, "flowtap"), "run", "--output", "json")
+		filepath.Join(dir, "flowtap"), "run", "--output", "json", "--metrics-addr", metricsAddr)
 	// The unit's PrivateTmp=: a /tmp of its own for the plugins' sockets.
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o1777); err != nil {
@@ -291,6 +295,7 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 
 	port := loopbackConnection(t)
 	agent.waitFlow(t, port)
+	checkEndpoints(t, "http://"+metricsAddr)
 	agent.stop(t, flowtap)
 
 	data, err := os.ReadFile(trace)
