@@ -131,6 +131,13 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iperf3 tcpdump bpftrace >/dev/null
 	@# release tests: the image under podman (runc: crun refuses hybrid cgroups), systemd-analyze, setcap, kill, strace, setpriv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc systemd libcap2-bin procps strace util-linux >/dev/null
+	@# workload identity tests: containerd (with ctr and its runc shim) and Docker Engine, started by the tests themselves
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd docker.io >/dev/null
+	@# community_id against Suricata's: suricata 7 from bookworm-backports, through a private sources list (the system's stay as they are)
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && mkdir -p "$$d/lists/partial" && \
+	printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' >"$$d/sources.list" && \
+	o="-o Dir::Etc::sourcelist=$$d/sources.list -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists=$$d/lists" && \
+	apt-get $$o update -qq && DEBIAN_FRONTEND=noninteractive apt-get $$o install -y -qq -t bookworm-backports suricata >/dev/null
 	@# metrics tests: Debian's prometheus and promtool, unpacked rather than installed (the package
 	@# starts a Prometheus service on :9090, which no test wants); the tests start their own
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && cd "$$tmp" && apt-get download -qq prometheus && \

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,6 +403,20 @@ func TestCaptureLoopback(t *testing.T) {
 			}
 			t.Logf("records for %v <-> %v (cookies: client %d, listener %d, accepted %d):%s",
 				c.client, c.server, c.clientCookie, c.listenerCookie, c.acceptedCookie, dump(mine))
+			// The accepted socket's SYN-ACK moment from sock_ops (no
+			// length) stands in where the kernel's cgroup egress does
+			// not see an IPv6 listener's SYN-ACK (Debian's 6.1): the
+			// packets alone are checked below.
+			mine, moments := splitMoments(mine)
+			if len(moments) != 1 {
+				t.Errorf("%d sock_ops moments, want the accepted socket's SYN-ACK:%s", len(moments), dump(moments))
+			}
+			if _, ok := find(mine, pkt{events.Egress, sp, cp, events.FlagSYN | events.FlagACK}); !ok {
+				t.Logf("this kernel's cgroup egress did not see the listener's SYN-ACK; the sock_ops moment stands in")
+				want = slices.DeleteFunc(want, func(w expect) bool {
+					return w.dir == events.Egress && w.flags == events.FlagSYN|events.FlagACK
+				})
+			}
 
 			for _, w := range want {
 				ev, _ := find(mine, w.pkt)
@@ -409,6 +424,7 @@ func TestCaptureLoopback(t *testing.T) {
 					t.Errorf("%v: cookie %d, want the %s socket's %d", w.pkt, ev.Context.SocketCookie, w.who, w.cookie)
 				}
 			}
+			selfStart := procStart(t)
 			for _, ev := range mine {
 				p := ev.Payload.(*events.PacketFlowBase)
 				if p.Flags&(events.FlagSYN|events.FlagFIN|events.FlagRST) == 0 {
@@ -431,6 +447,11 @@ func TestCaptureLoopback(t *testing.T) {
 				// connect(), the accepted socket inherits it.
 				if x := ev.Context; x.PID != uint32(os.Getpid()) || x.UID != uint32(os.Getuid()) || x.Comm != selfComm(t) {
 					t.Errorf("%v: owner %d/%d/%q, want this process %d/%d/%q", p, x.PID, x.UID, x.Comm, os.Getpid(), os.Getuid(), selfComm(t))
+				}
+				// The tp_btf program records the owner's parent and
+				// start; /proc says the start to 10 ms.
+				if x := ev.Context; x.PPID != uint32(os.Getppid()) || x.ProcessStart < selfStart-20e6 || x.ProcessStart > selfStart+20e6 {
+					t.Errorf("%v: owner's parent %d and start %d, want %d and %d (from /proc, ±20 ms)", p, x.PPID, x.ProcessStart, os.Getppid(), selfStart)
 				}
 				if ev.Context.CgroupID == 0 {
 					t.Errorf("zero cgroup id: %v", p)
@@ -494,11 +515,19 @@ func TestCaptureLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IDs: %v", err)
 	}
-	assertAttached(t, r.c.CgroupPath(), ids, true)
+	assertAttached(t, r.c.CgroupPath(), ids, r.c.Attachments())
 	r.stop(t)
 	assertDetached(t, r.c.CgroupPath(), ids)
-	if strings.Contains(logs.String(), "[WARN]") || strings.Contains(logs.String(), "[ERROR]") {
-		t.Errorf("unexpected warnings:\n%s", logs)
+	// A feature this kernel lacks is named in one WARN line; nothing else
+	// warns.
+	var warns []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if (strings.Contains(line, "[WARN]") || strings.Contains(line, "[ERROR]")) && !strings.Contains(line, "feature unavailable") {
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) > 0 {
+		t.Errorf("unexpected warnings:\n%s", strings.Join(warns, "\n"))
 	}
 }
 
@@ -538,7 +567,7 @@ func attachedPrograms(t *testing.T, cgroupPath string) map[ebpf.ProgramID]bool {
 	return out
 }
 
-func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, packetFlows bool) {
+func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, want bpf.Attachments) {
 	t.Helper()
 	att := attachedPrograms(t, cgroupPath)
 	for _, id := range ids.Programs {
@@ -546,31 +575,14 @@ func assertAttached(t *testing.T, cgroupPath string, ids bpf.AttachedIDs, packet
 			t.Errorf("program %d is not attached to %s (attached: %v)", id, cgroupPath, att)
 		}
 	}
-	// What the plan attaches (bpf.PlannedPrograms; every feature is
-	// available on the kernels the tests run on): the cgroup programs,
-	// each with its link; the tracing programs (tp_btf, each with its
-	// link) and the iterators (run, no link).
-	planned, err := bpf.PlannedPrograms(bpf.Options{PacketFlows: packetFlows})
-	if err != nil {
-		t.Fatal(err)
+	// What the capture loaded: the cgroup programs, each with its link;
+	// the tracing programs (tp_btf, each with its link) and the iterators
+	// (run, no link).
+	if len(ids.Programs) != want.Cgroup || len(ids.Links) != want.Cgroup {
+		t.Errorf("capture holds %d cgroup programs and %d links, want %d and %d", len(ids.Programs), len(ids.Links), want.Cgroup, want.Cgroup)
 	}
-	var cgroup, other, otherLinks int
-	for _, p := range planned {
-		switch {
-		case strings.HasPrefix(p.Section, "tp_btf/"):
-			other++
-			otherLinks++
-		case strings.HasPrefix(p.Section, "iter/"):
-			other++
-		default:
-			cgroup++
-		}
-	}
-	if len(ids.Programs) != cgroup || len(ids.Links) != cgroup {
-		t.Errorf("capture holds %d cgroup programs and %d links, want %d and %d", len(ids.Programs), len(ids.Links), cgroup, cgroup)
-	}
-	if len(ids.OtherPrograms) != other || len(ids.OtherLinks) != otherLinks {
-		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want %d and %d", len(ids.OtherPrograms), len(ids.OtherLinks), other, otherLinks)
+	if len(ids.OtherPrograms) != want.Other || len(ids.OtherLinks) != want.OtherLinks {
+		t.Errorf("capture holds %d tracing/iterator programs and %d tracing links, want %d and %d", len(ids.OtherPrograms), len(ids.OtherLinks), want.Other, want.OtherLinks)
 	}
 	for _, id := range ids.OtherLinks {
 		l, err := link.NewFromID(id)
@@ -895,6 +907,8 @@ func TestHelperProcess(t *testing.T) {
 			return
 		}
 		fmt.Fprintf(out, "cgroup %s\n", c.CgroupPath())
+		w := c.Attachments()
+		fmt.Fprintf(out, "want %d %d %d\n", w.Cgroup, w.Other, w.OtherLinks)
 		for _, id := range ids.Programs {
 			fmt.Fprintf(out, "program %d\n", id)
 		}
@@ -950,6 +964,7 @@ func TestNothingAttachedAfterKill(t *testing.T) {
 	// The helper lists its cgroup and IDs, one per line, then "end".
 	var ids bpf.AttachedIDs
 	var cgroupPath string
+	var want bpf.Attachments
 	rd := bufio.NewReader(stdout)
 	for {
 		line, err := rd.ReadString('\n')
@@ -964,6 +979,12 @@ func TestNothingAttachedAfterKill(t *testing.T) {
 		}
 		if kind == "cgroup" {
 			cgroupPath = val
+			continue
+		}
+		if kind == "want" {
+			if _, err := fmt.Sscanf(val, "%d %d %d", &want.Cgroup, &want.Other, &want.OtherLinks); err != nil {
+				t.Fatalf("helper said %q", line)
+			}
 			continue
 		}
 		id, err := strconv.ParseUint(val, 10, 32)
@@ -987,7 +1008,7 @@ func TestNothingAttachedAfterKill(t *testing.T) {
 			t.Fatalf("helper said %q", line)
 		}
 	}
-	assertAttached(t, cgroupPath, ids, false)
+	assertAttached(t, cgroupPath, ids, want)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -1285,4 +1306,37 @@ func TestNowIsTheRecordsClock(t *testing.T) {
 				ev.Timestamp, before, after, time.Duration(min(ev.Timestamp-before, after-ev.Timestamp)))
 		}
 	}
+}
+
+// procStart returns when this process started, ns since the Unix epoch, as
+// /proc/self/stat says it (clock ticks of 10 ms since boot).
+func procStart(t *testing.T) int64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Now().UnixNano() - ts.Nano() + ticks*10_000_000
+}
+
+// splitMoments separates the sock_ops moments (records without a packet
+// length) from the packet records.
+func splitMoments(evs []events.Event) (packets, moments []events.Event) {
+	for _, ev := range evs {
+		if p, ok := ev.Payload.(*events.PacketFlowBase); ok && p.Length == 0 {
+			moments = append(moments, ev)
+			continue
+		}
+		packets = append(packets, ev)
+	}
+	return packets, moments
 }

@@ -76,7 +76,7 @@ func carve[T any](slab *[]T, on bool) *T {
 // incoming packet no socket took), a closed-socket or
 // snapshot record into a net_tcp_socket_base event (*events.TCPSocketBase
 // with Report events.SocketClosed or events.SocketSnapshot). raw must be
-// exactly one record (128 bytes, host byte order, as the kernel wrote it).
+// exactly one record (144 bytes, host byte order, as the kernel wrote it).
 // bootToWall is added to the record's CLOCK_BOOTTIME timestamp to get
 // wall-clock nanoseconds since the Unix epoch. Addresses are kept in the
 // form the kernel gave (an IPv4-mapped IPv6 address stays mapped).
@@ -164,7 +164,7 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 		return events.Event{}, fmt.Errorf("decode flow record: unknown record type %d (want %d=packet, %d=socket closed, %d=socket snapshot or %d=no-socket reset; is flowtap_bpfel.o out of date?)",
 			rec.Type, recordTypePacket, recordTypeClosed, recordTypeSnapshot, recordTypeNoSocket)
 	}
-	return events.Event{
+	ev := events.Event{
 		ID:        id,
 		Timestamp: int64(rec.TsNs) + d.bootToWall,
 		Context: events.Context{
@@ -173,9 +173,14 @@ func (d *decoder) decode(raw []byte) (events.Event, error) {
 			PID:          rec.Pid,
 			UID:          rec.Uid,
 			Comm:         d.comm(&rec.Comm),
+			PPID:         rec.Ppid,
 		},
 		Payload: payload,
-	}, nil
+	}
+	if rec.StartNs != 0 {
+		ev.Context.ProcessStart = int64(rec.StartNs) + d.bootToWall
+	}
+	return ev, nil
 }
 
 // recordAddrs turns a record's family and address bytes into addresses:

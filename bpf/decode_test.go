@@ -82,8 +82,8 @@ func TestRecordLayout(t *testing.T) {
 	if got, want := int(st.Size), recordSize; got != want {
 		t.Fatalf("C struct flow_record is %d bytes, Go flowtapFlowRecord is %d", got, want)
 	}
-	if recordSize != 128 {
-		t.Errorf("record size = %d, the README documents 128", recordSize)
+	if recordSize != 144 {
+		t.Errorf("record size = %d, the README documents 144", recordSize)
 	}
 	gt := reflect.TypeOf(flowtapFlowRecord{})
 	var goFields []reflect.StructField
@@ -110,7 +110,7 @@ func TestRecordLayout(t *testing.T) {
 		t.Errorf("implicit tail padding: fields end at %d, struct is %d bytes", end, recordSize)
 	}
 	// The offsets the README documents.
-	for name, off := range map[string]uintptr{"BytesSent": 24, "Saddr": 56, "Comm": 88, "Pid": 104, "Len": 112, "Family": 120, "Type": 122, "State": 125} {
+	for name, off := range map[string]uintptr{"BytesSent": 24, "Saddr": 56, "Comm": 88, "Pid": 104, "Len": 112, "Family": 120, "Type": 122, "State": 125, "StartNs": 128, "Ppid": 136} {
 		if f, ok := gt.FieldByName(name); !ok || f.Offset != off {
 			t.Errorf("%s at offset %d, the README documents %d", name, f.Offset, off)
 		}
@@ -240,26 +240,28 @@ func TestDecodeFieldsFromKnownBytes(t *testing.T) {
 	// Hand-written bytes, independent of the generated struct.
 	le := binary.LittleEndian
 	base := func(typ byte) []byte {
-		raw := make([]byte, 128)
-		le.PutUint64(raw[0:], 5_000_000_000) // ts_ns
-		le.PutUint64(raw[8:], 77)            // cookie
-		le.PutUint64(raw[16:], 1)            // cgroup_id
-		le.PutUint64(raw[24:], 100)          // bytes_sent
-		le.PutUint64(raw[32:], 200)          // bytes_received
-		le.PutUint64(raw[40:], 3)            // packets_sent
-		le.PutUint64(raw[48:], 4)            // packets_received
-		copy(raw[56:], []byte{127, 0, 0, 1}) // saddr
-		copy(raw[72:], []byte{127, 0, 0, 2}) // daddr
-		copy(raw[88:], "nginx\x00junk")      // comm: NUL-terminated
-		le.PutUint32(raw[104:], 4321)        // pid
-		le.PutUint32(raw[108:], 33)          // uid
-		le.PutUint16(raw[116:], 8080)        // sport
-		le.PutUint16(raw[118:], 40000)       // dport
-		le.PutUint16(raw[120:], 2)           // family
-		raw[122] = typ                       // type
+		raw := make([]byte, 144)
+		le.PutUint64(raw[0:], 5_000_000_000)   // ts_ns
+		le.PutUint64(raw[8:], 77)              // cookie
+		le.PutUint64(raw[16:], 1)              // cgroup_id
+		le.PutUint64(raw[24:], 100)            // bytes_sent
+		le.PutUint64(raw[32:], 200)            // bytes_received
+		le.PutUint64(raw[40:], 3)              // packets_sent
+		le.PutUint64(raw[48:], 4)              // packets_received
+		copy(raw[56:], []byte{127, 0, 0, 1})   // saddr
+		copy(raw[72:], []byte{127, 0, 0, 2})   // daddr
+		copy(raw[88:], "nginx\x00junk")        // comm: NUL-terminated
+		le.PutUint32(raw[104:], 4321)          // pid
+		le.PutUint32(raw[108:], 33)            // uid
+		le.PutUint16(raw[116:], 8080)          // sport
+		le.PutUint16(raw[118:], 40000)         // dport
+		le.PutUint16(raw[120:], 2)             // family
+		raw[122] = typ                         // type
+		le.PutUint64(raw[128:], 3_000_000_000) // start_ns: 3 s after boot
+		le.PutUint32(raw[136:], 17)            // ppid
 		return raw
 	}
-	ctx := events.Context{SocketCookie: 77, CgroupID: 1, PID: 4321, UID: 33, Comm: "nginx"}
+	ctx := events.Context{SocketCookie: 77, CgroupID: 1, PID: 4321, UID: 33, Comm: "nginx", PPID: 17, ProcessStart: 3_000_000_010}
 	counters := events.Counters{BytesSent: 100, BytesReceived: 200, PacketsSent: 3, PacketsReceived: 4}
 
 	pkt := base(1)
@@ -335,10 +337,10 @@ func TestDecodeRejects(t *testing.T) {
 		raw  []byte
 		want string
 	}{
-		{"nil", nil, "got 0 bytes, want 128"},
-		{"short", encodeRecord(&good)[:127], "got 127 bytes"},
-		{"long", append(encodeRecord(&good), 0), "got 129 bytes"},
-		{"old 72-byte record", encodeRecord(&good)[:72], "got 72 bytes, want 128"},
+		{"nil", nil, "got 0 bytes, want 144"},
+		{"short", encodeRecord(&good)[:143], "got 143 bytes"},
+		{"long", append(encodeRecord(&good), 0), "got 145 bytes"},
+		{"old 72-byte record", encodeRecord(&good)[:72], "got 72 bytes, want 144"},
 		{"zero type", with(func(r *flowtapFlowRecord) { r.Type = 0 }), "unknown record type 0"},
 		{"unknown type", with(func(r *flowtapFlowRecord) { r.Type = 6 }), "unknown record type 6"},
 		{"no-socket record, unknown family", with(func(r *flowtapFlowRecord) { r.Type, r.Family = recordTypeNoSocket, 3 }), "unknown address family 3"},
@@ -443,7 +445,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(encodeRecord(&r), int64(0))
 	}
 	f.Add([]byte{}, int64(-5))
-	f.Add(bytes.Repeat([]byte{0xff}, 128), int64(1<<62))
+	f.Add(bytes.Repeat([]byte{0xff}, 144), int64(1<<62))
 	for _, raw := range dnsSeeds() {
 		f.Add(raw, int64(7))
 	}

@@ -79,7 +79,7 @@ func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
 	default:
 		return events.Event{}, fmt.Errorf("decode dns record: unknown transport %d (want 6=TCP or 17=UDP)", rec.Proto)
 	}
-	return events.Event{
+	ev := events.Event{
 		ID:        events.IDNetPacketDNSBase,
 		Timestamp: int64(rec.TsNs) + d.bootToWall,
 		Context: events.Context{
@@ -88,7 +88,12 @@ func (d *decoder) decodeDNS(raw []byte) (events.Event, error) {
 			PID:          rec.Pid,
 			UID:          rec.Uid,
 			Comm:         d.comm(&rec.Comm),
+			PPID:         rec.Ppid,
 		},
 		Payload: p,
-	}, nil
+	}
+	if rec.StartNs != 0 {
+		ev.Context.ProcessStart = int64(rec.StartNs) + d.bootToWall
+	}
+	return ev, nil
 }

@@ -214,3 +214,30 @@ func Decode(raw []byte, bootToWall int64) (events.Event, error) {
 
 // Spec is the embedded object's collection spec, for bpftest.AttachNoOps.
 func Spec() (*ebpf.CollectionSpec, error) { return loadFlowtap() }
+
+// Attachments counts what a capture should hold attached: its loaded
+// cgroup programs (each with a link), its tracing and iterator programs,
+// and the tracing programs' links.
+type Attachments struct{ Cgroup, Other, OtherLinks int }
+
+// Attachments counts c's loaded programs by kind.
+func (c *Capture) Attachments() Attachments {
+	var a Attachments
+	for _, g := range c.cgroupPrograms() {
+		if g.prog != nil {
+			a.Cgroup++
+		}
+	}
+	for _, p := range []*ebpf.Program{c.objs.FlowtapState, c.objs.FlowtapReset} {
+		if p != nil {
+			a.Other++
+			a.OtherLinks++
+		}
+	}
+	for _, p := range []*ebpf.Program{c.objs.FlowtapFiles, c.objs.FlowtapOwners, c.objs.FlowtapSubflows, c.objs.FlowtapSnapshot} {
+		if p != nil {
+			a.Other++
+		}
+	}
+	return a
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/hashicorp/go-hclog"
 )
@@ -55,8 +56,9 @@ const (
 
 // MinimumKernel is the oldest Linux release flowtap's core is known to
 // load and run on: the oldest kernel of the kernel matrix (make
-// test-kernels) on which the core passed.
-const MinimumKernel = "5.10"
+// test-kernels) on which the core passed. Debian 11's 5.10 fails with
+// KernelTooOldError (see coreRequirements); 5.15 to 6.0 are untested.
+const MinimumKernel = "6.1"
 
 // ErrFeatureUnavailable is wrapped by the errors of calls that need a
 // feature this capture does not have (see Capture.Features).
@@ -144,8 +146,9 @@ func Features() []Feature {
 
 // HideHelpersEnv names the environment variable that makes the loader's
 // probes report helpers missing (comma-separated names as cilium/ebpf's
-// asm.BuiltinFunc prints them, e.g. FnGetCurrentTaskBtf), for tests of the
-// paths older kernels take on a newer one.
+// asm.BuiltinFunc prints them, e.g. FnGetCurrentTaskBtf, and
+// tcp_send_reset for the no-socket resets), for tests of the paths older
+// kernels take on a newer one.
 const HideHelpersEnv = "FLOWTAP_TEST_HIDE_HELPERS"
 
 // haveHelper is features.HaveProgramHelper, with HideHelpersEnv applied.
@@ -359,6 +362,8 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 		case st.Skipped:
 		case f.Name == FeatureMPTCP && mptcp != nil:
 			st.Reason = mptcp.Error()
+		case f.Name == FeatureNoSocketResets && noSocketResetsTraced() != nil:
+			st.Reason = noSocketResetsTraced().Error()
 		default:
 			if f.Name == FeatureCore {
 				// The sock_ops program writes the flows' moments
@@ -445,6 +450,38 @@ func mptcpHelperProbe() error {
 	}
 }
 
+// noSocketResetsTraced reports why tcp_send_reset does not fire for the
+// resets the kernel sends for packets no socket took: nil where it does.
+// It always fired for sockets' resets, and from Linux 6.10 (which gave the
+// tracepoint its reason argument) also without a socket; before that the
+// program loads and never sees a refused attempt.
+func noSocketResetsTraced() error {
+	if os.Getenv(HideHelpersEnv) != "" && slices.Contains(strings.Split(os.Getenv(HideHelpersEnv), ","), "tcp_send_reset") {
+		return errors.New("no-socket resets hidden by " + HideHelpersEnv)
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("read the kernel's BTF: %w", err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_tcp_send_reset", &td); err != nil {
+		return fmt.Errorf("the kernel has no tcp_send_reset tracepoint: %w", err)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return errors.New("the kernel's tcp_send_reset tracepoint has an unknown shape")
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return errors.New("the kernel's tcp_send_reset tracepoint has an unknown shape")
+	}
+	// void *, sk, skb, reason: the reason came with the no-socket resets.
+	if len(proto.Params) < 4 {
+		return errors.New("this kernel traces the resets of sockets only: tcp_send_reset fires for packets no socket took from Linux 6.10")
+	}
+	return nil
+}
+
 func boolByte(b bool) uint8 {
 	if b {
 		return 1
@@ -511,6 +548,9 @@ type kernelRequirement struct {
 
 // coreRequirements are what the core programs use, newest first.
 var coreRequirements = []kernelRequirement{
+	{"a cgroup pointer in struct sock_cgroup_data (Linux 5.15), which the sock_ops program reads a socket's cgroup from", func() error {
+		return kernelStructHas("sock_cgroup_data", "cgroup")
+	}},
 	{"bpf_skc_to_tcp_sock in sock_ops programs (Linux 5.9)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSkcToTcpSock)
 	}},
@@ -521,6 +561,26 @@ var coreRequirements = []kernelRequirement{
 	{"socket-local storage in cgroup_skb programs (Linux 5.2)", func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkStorageGet)
 	}},
+}
+
+// kernelStructHas reports, from the kernel's BTF, whether struct name
+// has a member called member: nil if it has, an error wrapping
+// ebpf.ErrNotSupported if it has not.
+func kernelStructHas(name, member string) error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("read the kernel's BTF: %w", err)
+	}
+	var st *btf.Struct
+	if err := spec.TypeByName(name, &st); err != nil {
+		return fmt.Errorf("struct %s: %w", name, err)
+	}
+	for _, m := range st.Members {
+		if m.Name == member {
+			return nil
+		}
+	}
+	return fmt.Errorf("struct %s has no %s: %w", name, member, ebpf.ErrNotSupported)
 }
 
 // missingKernelFeatures probes the core's requirements and lists those

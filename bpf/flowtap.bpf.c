@@ -159,6 +159,9 @@ struct task_struct {
 	int tgid;
 	const struct cred *cred;
 	char comm[16];
+	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	__u64 start_boottime; // since Linux 5.5
 } __attribute__((preserve_access_index));
 
 struct inet_connection_sock {
@@ -237,6 +240,9 @@ struct flow_record {
 	__u8 tcp_flags; // packet records: TCP flags byte; 0 otherwise
 	__u8 state;     // TCP state: now, or before TCP_CLOSE for closed records
 	__u8 pad[2];
+	__u64 start_ns; // owner process's start, CLOCK_BOOTTIME ns (0 if not known)
+	__u32 ppid;     // owner's parent process id (0 if not known)
+	__u32 pad2;
 };
 
 // Per-socket mark: "flowtap counts this socket". The counters themselves
@@ -274,11 +280,16 @@ struct tcp_counters {
 	__u32 rcv_nxt;
 };
 
-// The process a socket belongs to (pid 0: not known).
+// The process a socket belongs to (pid 0: not known), with its start
+// and parent (0: not known), which only programs that can read the task
+// fill: current_owner, the tp_btf program, the start-up walk.
 struct sock_owner {
 	__u32 pid;
 	__u32 uid;
 	__u8 comm[16];
+	__u64 start_ns; // the process's start (its group leader's), CLOCK_BOOTTIME
+	__u32 ppid;
+	__u32 pad;
 };
 
 // Everything flowtap keeps per socket, in one socket-local storage: one
@@ -438,6 +449,8 @@ static __always_inline void copy_owner(struct flow_record *rec, const struct soc
 	rec->pid = o->pid;
 	rec->uid = o->uid;
 	__builtin_memcpy(rec->comm, o->comm, sizeof(rec->comm));
+	rec->start_ns = o->start_ns;
+	rec->ppid = o->ppid;
 }
 
 // copy_counters fills the record's counters from the kernel's: payload
@@ -820,7 +833,7 @@ volatile const __u8 netns_cookie_skb = 0;
 #define DNS_SCRATCH_SIZE 2048
 #define DNS_FLAG_TRUNCATED 0x01
 
-// The header of a DNS record, 128 bytes like struct flow_record, with
+// The header of a DNS record, 144 bytes like struct flow_record, with
 // type at the same offset (122) so the reader tells them apart; cap_len
 // payload bytes follow it.
 struct dns_record {
@@ -845,6 +858,9 @@ struct dns_record {
 	__u8 proto;     // IPPROTO_UDP or IPPROTO_TCP
 	__u8 flags;     // DNS_FLAG_*
 	__u8 pad[2];
+	__u64 start_ns; // as in struct flow_record
+	__u32 ppid;
+	__u32 pad2;
 };
 
 struct dns_scratch {
@@ -898,10 +914,14 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 		cap = DNS_MAX_PAYLOAD;
 		s->hdr.flags = DNS_FLAG_TRUNCATED;
 	}
-	// A no-op (cap <= DNS_MAX_PAYLOAD) that proves the bound to the
-	// verifier; in asm so the compiler cannot drop it.
+	// A no-op (1 <= cap <= DNS_MAX_PAYLOAD) that proves both bounds to
+	// the verifier, in a form every kernel's follows (6.1's lost a
+	// separate cap == 0 check on the copy the call used); in asm so the
+	// compiler cannot drop it.
+	cap -= 1;
 	asm volatile("%[c] &= %[m]" : [c] "+r"(cap) : [m] "i"(DNS_SCRATCH_SIZE - 1));
-	if (cap == 0 || bpf_skb_load_bytes(skb, off, s->data, cap) < 0)
+	cap += 1;
+	if (bpf_skb_load_bytes(skb, off, s->data, cap) < 0)
 		return;
 
 	s->hdr.ts_ns = bpf_ktime_get_boot_ns();
@@ -921,6 +941,8 @@ static __always_inline void handle_dns(struct __sk_buff *skb, __u8 direction, co
 			s->hdr.pid = st->owner.pid;
 			s->hdr.uid = st->owner.uid;
 			__builtin_memcpy(s->hdr.comm, st->owner.comm, sizeof(s->hdr.comm));
+			s->hdr.start_ns = st->owner.start_ns;
+			s->hdr.ppid = st->owner.ppid;
 		}
 	}
 	if (p->family == FLOW_AF_INET) {
@@ -1069,17 +1091,36 @@ static __always_inline void current_owner(struct sock_owner *o)
 	o->pid = task->tgid;
 	o->uid = task->cred->uid.val;
 	__builtin_memcpy(o->comm, task->comm, sizeof(o->comm));
+	o->start_ns = task->group_leader->start_boottime;
+	o->ppid = task->real_parent->tgid;
 }
 
-// set_owner_current makes the current task the owner of sk.
+// set_lineage records the owner's process start and parent from task, the
+// owner: the thread group leader's start (what /proc/PID/stat reports for
+// the process) and the real parent's tgid.
+static __always_inline void set_lineage(struct sock_owner *o, struct task_struct *task)
+{
+	o->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	o->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
+// set_owner_current makes the current task the owner of sk. The cgroup
+// programs cannot read the task, so start_ns and ppid stay as they are for
+// the same process (the tp_btf program adds them) and are cleared for
+// another.
 static __always_inline void set_owner_current(void *sk)
 {
 	struct sock_state *st;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 
 	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return;
-	st->owner.pid = bpf_get_current_pid_tgid() >> 32;
+	if (st->owner.pid != pid) {
+		st->owner.start_ns = 0;
+		st->owner.ppid = 0;
+	}
+	st->owner.pid = pid;
 	st->owner.uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(st->owner.comm, sizeof(st->owner.comm));
 }
@@ -1120,8 +1161,16 @@ static __always_inline int handle_state(__u64 *ctx)
 			struct sock_owner o = {};
 
 			task = bpf_get_current_task_btf();
-			if (newstate != FLOW_TCP_LISTEN || task->flags & FLOW_PF_KTHREAD)
+			if (task->flags & FLOW_PF_KTHREAD)
 				return 0;
+			if (newstate != FLOW_TCP_LISTEN) {
+				// connect4/6 recorded the connector, without
+				// its process start and parent.
+				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+				if (st && st->owner.pid == task->tgid && !st->owner.start_ns)
+					set_lineage(&st->owner, task);
+				return 0;
+			}
 			current_owner(&o);
 			lk.net = (__u64)sk->__sk_common.skc_net.net;
 			lk.port = sk->__sk_common.skc_num;
@@ -1137,10 +1186,15 @@ static __always_inline int handle_state(__u64 *ctx)
 		if (task->flags & FLOW_PF_KTHREAD)
 			return 0;
 		// Inside the cgroup connect4/6 or sock_ops set this owner
-		// already.
-		if (st && st->owner.pid == bpf_get_current_pid_tgid() >> 32)
-			return 0;
-		set_owner_current(sk);
+		// already, maybe without its start and parent.
+		if (!st || st->owner.pid != bpf_get_current_pid_tgid() >> 32) {
+			set_owner_current(sk);
+			st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+			if (!st)
+				return 0;
+		}
+		if (!st->owner.start_ns)
+			set_lineage(&st->owner, task);
 		return 0;
 	}
 	if (socket_flows || (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP))
@@ -1538,9 +1592,9 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sk = skops->sk;
 		if (sk) {
-			if (socket_flows)
+			if (socket_flows) {
 				socket_accepted(skops, sk);
-			else
+			} else {
 				// An accepted socket may close without a
 				// flow-relevant packet of its own passing the
 				// cgroup_skb programs before (an abort sends its
@@ -1548,7 +1602,14 @@ int flowtap_sockops(struct bpf_sock_ops *skops)
 				// the cgroup it inherited from its listener. Its
 				// state was cloned from the listener's (the
 				// owner), or is created here.
-				follow(sk);
+				st = follow(sk);
+				// The handshake's end as a moment too: some
+				// kernels' cgroup egress does not see an IPv6
+				// listener's SYN-ACK (Debian's 6.1). The tracker
+				// begins an endpoint once, whichever comes first.
+				submit_moment(skops, st ? &st->owner : NULL, st ? st->mark.cgroup_id : 0,
+					      FLOW_DIR_EGRESS, TCP_FLAG_SYN | TCP_FLAG_ACK);
+			}
 		}
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -1687,6 +1748,7 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 	o.pid = BPF_CORE_READ(task, tgid);
 	o.uid = BPF_CORE_READ(task, cred, uid.val);
 	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
+	set_lineage(&o, task);
 	key = (__u64)sk;
 	bpf_map_update_elem(&start_owners, &key, &o, BPF_NOEXIST);
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == FLOW_TCP_LISTEN) {

@@ -36,6 +36,9 @@ type flowtapDnsRecord struct {
 	Proto       uint8
 	Flags       uint8
 	Pad         [2]uint8
+	StartNs     uint64
+	Ppid        uint32
+	Pad2        uint32
 }
 
 type flowtapDnsScratch struct {
@@ -67,6 +70,9 @@ type flowtapFlowRecord struct {
 	TcpFlags        uint8
 	State           uint8
 	Pad             [2]uint8
+	StartNs         uint64
+	Ppid            uint32
+	Pad2            uint32
 }
 
 type flowtapListenKey struct {
@@ -77,10 +83,13 @@ type flowtapListenKey struct {
 }
 
 type flowtapSockOwner struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Uid  uint32
-	Comm [16]uint8
+	_       structs.HostLayout
+	Pid     uint32
+	Uid     uint32
+	Comm    [16]uint8
+	StartNs uint64
+	Ppid    uint32
+	Pad     uint32
 }
 
 type flowtapSockState struct {

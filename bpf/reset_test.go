@@ -91,6 +91,13 @@ func dialRefused(t *testing.T, local netip.Addr, dst netip.AddrPort) netip.AddrP
 func TestNoSocketReset(t *testing.T) {
 	privtest.Require(t)
 	r := startCapture(t, scoped(bpf.Options{}))
+	if !r.c.Has(bpf.FeatureNoSocketResets) {
+		for _, f := range r.c.Features() {
+			if f.Name == bpf.FeatureNoSocketResets {
+				t.Skipf("kernel feature missing: %s", f.Reason)
+			}
+		}
+	}
 	check := func(t *testing.T, src, dst netip.AddrPort, flags events.TCPFlags) {
 		t.Helper()
 		r.col.waitFor(waitTimeout, func(evs []events.Event) bool { return len(noSocketRecs(evs, src, dst)) > 0 })

@@ -60,6 +60,34 @@ type Capture struct {
 	SYNTimeout time.Duration `mapstructure:"syn_timeout"`
 	// DNS configures the DNS cache that fills src_dns and dst_dns.
 	DNS DNS `mapstructure:"dns"`
+	// CommunityIDSeed is the seed of the flow events' community_id
+	// (Community ID v1). Zeek and Suricata default to 0; tools that join
+	// on it must use the same seed.
+	CommunityIDSeed uint16 `mapstructure:"community_id_seed"`
+	// Workload configures the container, pod and process identity that
+	// events carry.
+	Workload Workload `mapstructure:"workload"`
+}
+
+// Workload configures workload identity: which container runtimes are
+// asked for names, images and pods, and what is reported.
+type Workload struct {
+	// Enabled turns workload identity off when false: no cgroup or /proc
+	// lookups, no runtime clients. Nil (unset) means on.
+	Enabled *bool `mapstructure:"enabled"`
+	// ContainerdSocket, DockerSocket and PodmanSocket are the runtimes'
+	// API sockets: "" means the runtime's default path, "none" not to ask
+	// that runtime. A runtime that does not answer is skipped (container
+	// ids are still reported).
+	ContainerdSocket string `mapstructure:"containerd_socket"`
+	DockerSocket     string `mapstructure:"docker_socket"`
+	PodmanSocket     string `mapstructure:"podman_socket"`
+	// PodLabels are the pod labels reported in pod_labels (exact keys,
+	// e.g. app or app.kubernetes.io/name); empty means none.
+	PodLabels []string `mapstructure:"pod_labels"`
+	// CacheSize bounds the cgroups, containers and processes remembered;
+	// 0 means the default.
+	CacheSize int `mapstructure:"cache_size"`
 }
 
 // DNS configures DNS capture and the name cache.
@@ -269,6 +297,16 @@ func (c *Config) Validate() error {
 	nonNegative("capture.flow_idle_timeout", int64(cp.FlowIdleTimeout), "a duration such as 5m")
 	nonNegative("capture.syn_timeout", int64(cp.SYNTimeout), "a duration such as 5s")
 	nonNegative("capture.dns.cache_size", int64(cp.DNS.CacheSize), "the most names cached")
+	nonNegative("capture.workload.cache_size", int64(cp.Workload.CacheSize), "the most cgroups, containers and processes remembered")
+	for _, k := range []struct{ key, path string }{
+		{"capture.workload.containerd_socket", cp.Workload.ContainerdSocket},
+		{"capture.workload.docker_socket", cp.Workload.DockerSocket},
+		{"capture.workload.podman_socket", cp.Workload.PodmanSocket},
+	} {
+		if k.path != "" && k.path != "none" && !filepath.IsAbs(k.path) {
+			ps.add(f, "", k.key, "%q is not an absolute path: name the runtime's API socket, \"none\" not to ask it, or leave it out for the default", k.path)
+		}
+	}
 	oneOf := func(pipeline, key, val string, valid []string) {
 		if val != "" && !slices.Contains(valid, val) {
 			hint := ""

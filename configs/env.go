@@ -108,6 +108,20 @@ func (c *Config) setKey(key, text string) error {
 			return fmt.Errorf("%q is not a whole number", text)
 		}
 		v.SetInt(int64(n))
+	case v.Kind() == reflect.Uint16:
+		n, err := strconv.ParseUint(text, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number from 0 to 65535", text)
+		}
+		v.SetUint(n)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		var list []string
+		for item := range strings.SplitSeq(text, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+		v.Set(reflect.ValueOf(list))
 	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(text)
 		if err != nil {

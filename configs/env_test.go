@@ -54,8 +54,21 @@ func TestEnvKeys(t *testing.T) {
 			t.Errorf("EnvKeys()[%s] = %q, want %q", env, keys[env], key)
 		}
 	}
-	if len(keys) != 11 {
-		t.Errorf("EnvKeys has %d keys, want 11: %v", len(keys), keys)
+	if len(keys) != 18 {
+		t.Errorf("EnvKeys has %d keys, want 18: %v", len(keys), keys)
+	}
+}
+
+func TestEnvSeedAndLabels(t *testing.T) {
+	var c Config
+	if ps := c.ApplyEnv([]string{"FLOWTAP_CAPTURE_COMMUNITY_ID_SEED=7", "FLOWTAP_CAPTURE_WORKLOAD_POD_LABELS=app, tier"}); len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	if c.Capture.CommunityIDSeed != 7 || strings.Join(c.Capture.Workload.PodLabels, "|") != "app|tier" {
+		t.Errorf("seed %d, labels %q", c.Capture.CommunityIDSeed, c.Capture.Workload.PodLabels)
+	}
+	if ps := c.ApplyEnv([]string{"FLOWTAP_CAPTURE_COMMUNITY_ID_SEED=70000"}); len(ps) != 1 || !strings.Contains(ps[0].Error(), "0 to 65535") {
+		t.Errorf("seed 70000: %v", ps)
 	}
 }
 

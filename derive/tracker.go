@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/flowtap/flowtap/derive/communityid"
 	"github.com/flowtap/flowtap/events"
 )
 
@@ -48,6 +49,13 @@ type Config struct {
 	// Names fills src_dns and dst_dns; nil leaves them empty. It is
 	// called on the tracker's goroutine only.
 	Names Resolver
+	// CommunityIDSeed is the seed of community_id (Community ID v1);
+	// Zeek's and Suricata's default is 0.
+	CommunityIDSeed uint16
+	// FlowIDSeed keys the flow_id sequence (see flowid.go); 0 draws a
+	// random key, as a running flowtap does. Tests set one to get the
+	// same identifiers every run.
+	FlowIDSeed uint64
 }
 
 // Resolver names IP addresses from the DNS answers the host saw; the DNS
@@ -167,6 +175,9 @@ type endpoint struct {
 	// srcDNS and dstDNS are the names looked up at the begin; the end
 	// carries the same.
 	srcDNS, dstDNS []string
+	// flowID is the endpoint's flow_id, given when its first event is
+	// emitted.
+	flowID string
 }
 
 // conn is the tracker's state for one connection. Endpoints are keyed by
@@ -180,11 +191,13 @@ type conn struct {
 	// initText and respText are the addresses rendered once per
 	// connection, not once per event.
 	initText, respText string
-	out                endpoint // the initiator, when it is local
-	in                 endpoint // the responder, when it is local
-	finInit            bool     // the initiator sent a FIN
-	finResp            bool     // the responder sent a FIN
-	rst                bool     // a reset was seen
+	// communityID is computed with the first event of the connection.
+	communityID string
+	out         endpoint // the initiator, when it is local
+	in          endpoint // the responder, when it is local
+	finInit     bool     // the initiator sent a FIN
+	finResp     bool     // the responder sent a FIN
+	rst         bool     // a reset was seen
 	// failed: the attempt timed out and was reported. The conn stays, so
 	// that the initiator's retransmitted SYNs and its socket's close
 	// report are known to belong to it, until that report or
@@ -245,6 +258,8 @@ type Tracker struct {
 	emit  func(events.Event)
 	stats Stats
 	gen   uint64
+	ids   flowIDs
+	cid   communityid.Hasher
 
 	// lru holds every connection, least recently seen first.
 	head, tail *conn
@@ -279,7 +294,8 @@ const maxFree = 4096
 // NewTracker returns a tracker that hands every derived event to emit.
 // The tracker never touches an event after emitting it.
 func NewTracker(cfg Config, emit func(events.Event)) *Tracker {
-	return &Tracker{cfg: cfg.withDefaults(), conns: make(map[connKey]*conn), emit: emit}
+	return &Tracker{cfg: cfg.withDefaults(), conns: make(map[connKey]*conn), emit: emit,
+		ids: newFlowIDs(cfg.FlowIDSeed), cid: communityid.Hasher{Seed: cfg.CommunityIDSeed}}
 }
 
 // Stats returns the tracker's counters.
@@ -323,7 +339,11 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 				mergeContext(&ctx, ev.Context)
 				t.seen(c, ev.Timestamp)
 			}
-			t.emitFailed(ev.Timestamp, src, dst, events.Incoming, ctx, events.FailRefused)
+			var ep *endpoint
+			if c != nil && c.initiator == src {
+				ep = &c.in
+			}
+			t.emitFailed(ev.Timestamp, src, dst, events.Incoming, ctx, events.FailRefused, c, ep)
 		}
 		return
 	}
@@ -408,11 +428,11 @@ func (t *Tracker) refused(c *conn, ev events.Event, src netip.AddrPort) {
 	if src == c.responder {
 		if c.out.local && !c.out.ended {
 			c.out.ended = true
-			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailRefused)
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailRefused, c, &c.out)
 		}
 		if c.in.local && !c.in.ended {
 			c.in.ended = true
-			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailRefused)
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailRefused, c, &c.in)
 		}
 	}
 	// An initiator resetting its own attempt is not a refusal; either way
@@ -457,7 +477,7 @@ func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 		}
 	case !ep.begun && !ep.ended && dir == events.Outgoing && s.State == tcpSynSent:
 		// connect() gave up before any answer came.
-		t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout)
+		t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout, c, ep)
 		ep.ended = true
 		if !c.open() {
 			t.remove(c)
@@ -508,6 +528,7 @@ func mergeContext(ctx *events.Context, next events.Context) {
 	}
 	if next.PID != 0 {
 		ctx.PID, ctx.UID, ctx.Comm = next.PID, next.UID, next.Comm
+		ctx.PPID, ctx.ProcessStart, ctx.Exe = next.PPID, next.ProcessStart, next.Exe
 	}
 	if next.HostName != "" {
 		ctx.HostName = next.HostName
@@ -538,11 +559,11 @@ func (t *Tracker) Tick(now int64) {
 		// No SYN-ACK in time: each local side of the attempt failed.
 		if c.out.local && !c.out.ended {
 			c.out.ended = true
-			t.emitFailed(now, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailTimeout)
+			t.emitFailed(now, c.initiator, c.responder, events.Outgoing, c.out.ctx, events.FailTimeout, c, &c.out)
 		}
 		if c.in.local && !c.in.ended {
 			c.in.ended = true
-			t.emitFailed(now, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailTimeout)
+			t.emitFailed(now, c.initiator, c.responder, events.Incoming, c.in.ctx, events.FailTimeout, c, &c.in)
 		}
 		// The initiator goes on retransmitting its SYN (the kernel's
 		// default, for about two minutes): those belong to this attempt,
@@ -740,16 +761,35 @@ func (t *Tracker) finishAll(c *conn, ts int64, reason events.CloseReason) int {
 func (t *Tracker) flow(c *conn, dir events.ConnDirection) events.Flow {
 	ep := c.endpoint(dir)
 	return events.Flow{
-		SrcDNS:    ep.srcDNS,
-		DstDNS:    ep.dstDNS,
-		Direction: dir,
-		Src:       c.initiator.Addr(),
-		Dst:       c.responder.Addr(),
-		SrcPort:   c.initiator.Port(),
-		DstPort:   c.responder.Port(),
-		SrcText:   c.initText,
-		DstText:   c.respText,
+		SrcDNS:      ep.srcDNS,
+		DstDNS:      ep.dstDNS,
+		Direction:   dir,
+		Src:         c.initiator.Addr(),
+		Dst:         c.responder.Addr(),
+		SrcPort:     c.initiator.Port(),
+		DstPort:     c.responder.Port(),
+		SrcText:     c.initText,
+		DstText:     c.respText,
+		FlowID:      t.flowID(ep),
+		CommunityID: t.communityID(c),
 	}
+}
+
+// flowID returns the endpoint's flow_id, giving it one on first use.
+func (t *Tracker) flowID(ep *endpoint) string {
+	if ep.flowID == "" {
+		ep.flowID = t.ids.id()
+	}
+	return ep.flowID
+}
+
+// communityID returns the connection's community_id, computing it on
+// first use: once per connection, not once per event.
+func (t *Tracker) communityID(c *conn) string {
+	if c.communityID == "" {
+		c.communityID = t.cid.TCP(c.initiator.Addr(), c.responder.Addr(), c.initiator.Port(), c.responder.Port())
+	}
+	return c.communityID
 }
 
 func (t *Tracker) emitBegin(c *conn, dir events.ConnDirection, ts int64) {
@@ -777,20 +817,37 @@ func (t *Tracker) finish(c *conn, dir events.ConnDirection, ts int64, reason eve
 	})
 }
 
-func (t *Tracker) emitFailed(ts int64, initiator, responder netip.AddrPort, dir events.ConnDirection, ctx events.Context, reason events.FailReason) {
+// emitFailed reports a failed attempt of the local endpoint ep of c; c and
+// ep are nil for an attempt no connection was kept for (a SYN to a closed
+// port).
+func (t *Tracker) emitFailed(ts int64, initiator, responder netip.AddrPort, dir events.ConnDirection, ctx events.Context,
+	reason events.FailReason, c *conn, ep *endpoint) {
 	t.stats.Failed++
+	var flowID, cid string
+	if ep != nil {
+		flowID = t.flowID(ep)
+	} else {
+		flowID = t.ids.id()
+	}
+	if c != nil {
+		cid = t.communityID(c)
+	} else {
+		cid = t.cid.TCP(initiator.Addr(), responder.Addr(), initiator.Port(), responder.Port())
+	}
 	t.emit(events.Event{
 		ID: events.IDNetFlowTCPFailed, Timestamp: ts, Context: ctx,
 		Payload: &events.FlowFailed{Flow: events.Flow{
-			Direction: dir,
-			Src:       initiator.Addr(),
-			Dst:       responder.Addr(),
-			SrcPort:   initiator.Port(),
-			DstPort:   responder.Port(),
-			SrcDNS:    t.names(initiator.Addr(), ctx.CgroupID, ts),
-			DstDNS:    t.names(responder.Addr(), ctx.CgroupID, ts),
-			SrcText:   t.addrText(initiator.Addr()),
-			DstText:   t.addrText(responder.Addr()),
+			Direction:   dir,
+			Src:         initiator.Addr(),
+			Dst:         responder.Addr(),
+			SrcPort:     initiator.Port(),
+			DstPort:     responder.Port(),
+			SrcDNS:      t.names(initiator.Addr(), ctx.CgroupID, ts),
+			DstDNS:      t.names(responder.Addr(), ctx.CgroupID, ts),
+			SrcText:     t.addrText(initiator.Addr()),
+			DstText:     t.addrText(responder.Addr()),
+			FlowID:      flowID,
+			CommunityID: cid,
 		}, Reason: reason},
 	})
 }

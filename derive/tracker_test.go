@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowtap/flowtap/derive/communityid"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/testutil"
 )
@@ -210,7 +211,17 @@ func runGolden(t *testing.T, input string) ([]string, *Tracker) {
 	defer file.Close()
 	var got []string
 	var tr *Tracker
-	emit := func(ev events.Event) { got = append(got, formatEvent(t, ev)) }
+	ids := newIDCheck()
+	shutdown := false
+	defer func() {
+		if shutdown {
+			ids.done(t)
+		}
+	}()
+	emit := func(ev events.Event) {
+		got = append(got, formatEvent(t, ev))
+		ids.check(t, ev)
+	}
 	sc := bufio.NewScanner(file)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -241,6 +252,7 @@ func runGolden(t *testing.T, input string) ([]string, *Tracker) {
 				tr.Tick(at)
 			} else {
 				tr.Close(at)
+				shutdown = true
 			}
 			continue
 		}
@@ -494,5 +506,100 @@ func TestNextDeadline(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// idCheck holds the flow identity of derived events against its contract:
+// every flow event has a flow_id and the community_id of its 5-tuple; a
+// begin's flow_id is on no other begin and on exactly the end of the same
+// endpoint (direction and 5-tuple); a failed attempt's is on nothing else.
+type idCheck struct {
+	seen map[string]idUse
+}
+
+type idUse struct {
+	key        string // direction and 5-tuple
+	begin, end bool
+	failed     bool
+}
+
+func newIDCheck() *idCheck { return &idCheck{seen: map[string]idUse{}} }
+
+func (c *idCheck) check(t *testing.T, ev events.Event) {
+	t.Helper()
+	f := flowOf(ev.Payload)
+	if f == nil {
+		return
+	}
+	if len(f.FlowID) != 16 || strings.Trim(f.FlowID, "0123456789abcdef") != "" {
+		t.Fatalf("flow_id %q is not 16 hex digits", f.FlowID)
+	}
+	if want := (communityid.Hasher{}).TCP(f.Src, f.Dst, f.SrcPort, f.DstPort); f.CommunityID != want {
+		t.Fatalf("community_id %q, want %q", f.CommunityID, want)
+	}
+	key := fmt.Sprintf("%s %s:%d %s:%d", f.Direction, f.SrcField(), f.SrcPort, f.DstField(), f.DstPort)
+	u, dup := c.seen[f.FlowID]
+	switch ev.Payload.(type) {
+	case *events.FlowBegin:
+		if dup {
+			t.Fatalf("begin %s: flow_id %s already used by %+v", key, f.FlowID, u)
+		}
+		u = idUse{key: key, begin: true}
+	case *events.FlowEnd:
+		if !dup || !u.begin || u.end || u.key != key {
+			t.Fatalf("end %s: flow_id %s does not name one begin of this endpoint (%+v, seen %v)", key, f.FlowID, u, dup)
+		}
+		u.end = true
+	case *events.FlowFailed:
+		if dup {
+			t.Fatalf("failed %s: flow_id %s already used by %+v", key, f.FlowID, u)
+		}
+		u = idUse{key: key, failed: true}
+	}
+	c.seen[f.FlowID] = u
+}
+
+// done checks that every begin had its end, once the tracker was closed.
+func (c *idCheck) done(t *testing.T) {
+	for id, u := range c.seen {
+		if u.begin && !u.end {
+			t.Errorf("flow_id %s: begin %s without an end", id, u.key)
+		}
+	}
+}
+
+func TestFlowIDSeed(t *testing.T) {
+	a, b, r := newFlowIDs(7), newFlowIDs(7), newFlowIDs(0)
+	seen := map[string]bool{}
+	for i := 0; i < 10000; i++ {
+		x, y := a.id(), b.id()
+		if x != y {
+			t.Fatalf("one seed, two sequences: %s and %s", x, y)
+		}
+		if seen[x] {
+			t.Fatalf("flow_id %s handed out twice", x)
+		}
+		seen[x] = true
+		if z := r.id(); z == x {
+			t.Fatalf("a random key gave the seeded sequence's %s", z)
+		}
+	}
+}
+
+// TestMix64IsABijection checks that mix64 is undone by its inverse on a
+// sample, which proves that it never maps two inputs to one output.
+func TestMix64IsABijection(t *testing.T) {
+	inv := func(x uint64) uint64 {
+		x ^= x>>31 ^ x>>62
+		x *= 0x319642b2d24d8ec3 // inverse of 0x94d049bb133111eb mod 2^64
+		x ^= x>>27 ^ x>>54
+		x *= 0x96de1b173f119089 // inverse of 0xbf58476d1ce4e5b9
+		x ^= x>>30 ^ x>>60
+		return x
+	}
+	for _, x := range []uint64{0, 1, 2, 1 << 63, ^uint64(0), 0x0123456789abcdef} {
+		if got := inv(mix64(x)); got != x {
+			t.Fatalf("inverse(mix64(%#x)) = %#x", x, got)
+		}
 	}
 }

@@ -52,6 +52,8 @@ var flowFields = []FieldSpec{
 	{"dst_port", "uint16", "TCP port of the responder"},
 	{"src_dns", "[]string", "domain names this host resolved to src, from the DNS cache (empty when none)"},
 	{"dst_dns", "[]string", "domain names this host resolved to dst, from the DNS cache (empty when none)"},
+	{"flow_id", "string", "identifier of this local endpoint's flow, 16 hex digits: the same on its begin and end (or on its one failed event), different for every other flow and endpoint of this host (a loopback connection's two endpoints have two); joins an end to its begin"},
+	{"community_id", "string", "Community ID v1 of the connection ('1:' and a base64 SHA-1 of the seeded, ordered 5-tuple): the same for both endpoints, and the string Zeek and Suricata compute for it (capture.community_id_seed, default 0)"},
 }
 
 // flowDeps are the base events every flow event is derived from. The DNS
@@ -97,7 +99,7 @@ func BuiltinDefinitions() []Definition {
 		{
 			ID:           IDNetFlowTCPBegin,
 			Name:         NameNetFlowTCPBegin,
-			Version:      "1.0.0",
+			Version:      "1.1.0",
 			Description:  "A TCP connection's handshake completed, as one local endpoint saw it: 'outgoing' when a local socket sent the SYN and received the SYN-ACK, 'incoming' when a local listener received the SYN and sent the SYN-ACK. Fires once per local socket endpoint; a loopback connection yields two.",
 			Sets:         []string{SetNetworkEvents, SetFlows},
 			Fields:       fields(flowFields, []FieldSpec{{"handshake_ns", "uint64", "nanoseconds from the first SYN to the SYN-ACK as the local endpoint saw them: connection latency for outgoing flows, the server's answer time for incoming ones"}}),
@@ -113,7 +115,7 @@ func BuiltinDefinitions() []Definition {
 		{
 			ID:          IDNetFlowTCPEnd,
 			Name:        NameNetFlowTCPEnd,
-			Version:     "1.0.0",
+			Version:     "1.1.0",
 			Description: "A TCP connection that began ended: FIN in both directions, RST, eviction from the flow table, or flowtap stopping. Exactly one per begun flow and local endpoint, with the same orientation as its begin, its duration and the local endpoint's byte and packet counts. A half-close is not an end.",
 			Sets:        []string{SetNetworkEvents, SetFlows},
 			Fields: fields(flowFields,
@@ -132,7 +134,7 @@ func BuiltinDefinitions() []Definition {
 		{
 			ID:           IDNetFlowTCPFailed,
 			Name:         NameNetFlowTCPFailed,
-			Version:      "1.0.0",
+			Version:      "1.1.0",
 			Description:  "A TCP connection attempt that never established, as one local endpoint saw it: 'refused' when an RST answered the SYN, 'timeout' when no SYN-ACK came in time. Outgoing for local connects; incoming for attempts against this host, so a port scan shows up.",
 			Sets:         []string{SetNetworkEvents, SetFlows},
 			Fields:       fields(flowFields, []FieldSpec{{"reason", "string", "refused (RST answered the SYN) or timeout (no SYN-ACK within the configured time)"}}),

@@ -59,6 +59,55 @@ type Context struct {
 	UID          uint32
 	Comm         string
 	HostName     string
+	// PPID is the owner's parent process id, as it was when the socket
+	// got its owner.
+	PPID uint32
+	// ProcessStart is when the owner process started (ns since the Unix
+	// epoch): PID and ProcessStart together name one process, even after
+	// its pid is reused.
+	ProcessStart int64
+	// Exe is the path of the owner's executable.
+	Exe string
+	// Workload is the container and pod the socket's cgroup belongs to:
+	// nil while not known, a Workload without ContainerID for the host.
+	// A Workload is shared by many events and never modified.
+	Workload *Workload
+}
+
+// Workload is the container (and Kubernetes pod) a socket belongs to.
+// Fields a container runtime did not say (no runtime reachable, not a
+// Kubernetes container) are empty.
+type Workload struct {
+	// ContainerID is the full 64-hex-digit container id; "" for the host.
+	ContainerID string
+	// ContainerRuntime is docker, containerd, cri-o or podman.
+	ContainerRuntime string
+	// ContainerName is the runtime's name for the container (for a
+	// Kubernetes container: its name in the pod spec).
+	ContainerName string
+	// ContainerImage is the image the container runs, as the runtime
+	// names it (e.g. docker.io/library/nginx:1.27).
+	ContainerImage string
+	// PodName, PodNamespace and PodUID name the Kubernetes pod.
+	PodName      string
+	PodNamespace string
+	PodUID       string
+	// PodLabels are the pod's labels selected by
+	// capture.workload.pod_labels, as "key=value", sorted by key.
+	PodLabels []string
+}
+
+// Host reports whether w is known and no container's: the socket belongs
+// to a process on the host.
+func (w *Workload) Host() bool { return w != nil && w.ContainerID == "" }
+
+// ShortID returns the first 12 digits of the container id, as docker
+// and podman print it.
+func (w *Workload) ShortID() string {
+	if w == nil || len(w.ContainerID) < 12 {
+		return ""
+	}
+	return w.ContainerID[:12]
 }
 
 // Payload is the typed body of an event. AppendFields appends the payload's
@@ -353,6 +402,14 @@ type Flow struct {
 	// when empty, AppendFields renders Src and Dst itself.
 	SrcText string
 	DstText string
+	// FlowID identifies the local endpoint's flow: the same on its begin
+	// and end (and on a failed attempt's one event), different for every
+	// other endpoint and flow of the host (derive.Tracker assigns it).
+	FlowID string
+	// CommunityID is the connection's Community ID v1 (the same for both
+	// endpoints of a connection, and the string Zeek and Suricata give
+	// the same 5-tuple).
+	CommunityID string
 }
 
 // appendFlowFields appends the fields every flow event has, in the order of
@@ -366,6 +423,8 @@ func (f *Flow) appendFlowFields(dst []Field) []Field {
 		Field{"dst_port", Uint(uint64(f.DstPort))},
 		Field{"src_dns", Strings(f.SrcDNS)},
 		Field{"dst_dns", Strings(f.DstDNS)},
+		Field{"flow_id", String(f.FlowID)},
+		Field{"community_id", String(f.CommunityID)},
 	)
 }
 

@@ -64,6 +64,12 @@ func (c *Catalogue) WriteListTable(w io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, strings.Join(d.Sets, ","), strings.Join(fields, ", "), deps)
 	}
+	ctx := ContextFields()
+	fields := make([]string, len(ctx))
+	for i, f := range ctx {
+		fields[i] = f.Name + " " + f.Type
+	}
+	fmt.Fprintf(tw, "(context of every event)\t-\t%s\t-\n", strings.Join(fields, ", "))
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write event list: %w", err)
 	}

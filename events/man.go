@@ -50,7 +50,11 @@ func (c *Catalogue) WriteMan(w io.Writer, name string) error {
 	for _, f := range d.Fields {
 		fmt.Fprintf(&b, "**%s** (*%s*)\n: %s\n\n", f.Name, f.Type, upperFirst(f.Doc))
 	}
-	b.WriteString("Every event also carries its context: timestamp, socket cookie, cgroup id, the owning process (pid, comm, uid) where it is known, and the host name. Filters can test the fields above and pid, uid, comm and cgroup_id (see `flowtap run --filter`).\n\n")
+	b.WriteString("## CONTEXT\n\n")
+	b.WriteString("Every event also carries its timestamp and context: the socket, its owning process where it is known, the host, and the workload (container and Kubernetes pod) where the socket belongs to one. Filters can test the fields above and pid, uid, comm, cgroup_id, ppid, exe, the container and pod fields, and host=true|false (see `flowtap run --filter`).\n\n")
+	for _, f := range ContextFields() {
+		fmt.Fprintf(&b, "**%s** (*%s*)\n: %s\n\n", f.Name, f.Type, upperFirst(f.Doc))
+	}
 
 	b.WriteString("## DEPENDENCIES\n\n")
 	if d.Source == SourceKernel {

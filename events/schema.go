@@ -26,7 +26,7 @@ import (
 // Each Definition also has its own Version, for changes to that one event.
 // TestSchemaVersion holds the schema against testdata/schema.golden and
 // refuses a changed schema under an unchanged SchemaVersion.
-const SchemaVersion = "1.0.0"
+const SchemaVersion = "1.1.0"
 
 // WriteSchema writes the parts of the catalogue that SchemaVersion versions,
 // one line each, in a stable order: the context fields, then every event
@@ -39,6 +39,11 @@ func (c *Catalogue) WriteSchema(w io.Writer) error {
 	for i := range ct.NumField() {
 		f := ct.Field(i)
 		fmt.Fprintf(&b, "context %s %s\n", f.Name, f.Type)
+	}
+	wt := reflect.TypeFor[Workload]()
+	for i := range wt.NumField() {
+		f := wt.Field(i)
+		fmt.Fprintf(&b, "context Workload.%s %s\n", f.Name, f.Type)
 	}
 	for _, d := range c.defs {
 		fmt.Fprintf(&b, "event %d %s %s sets=%s", d.ID, d.Name, d.Version, strings.Join(d.Sets, ","))

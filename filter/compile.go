@@ -18,6 +18,9 @@ const (
 	FieldUID      = "uid"
 	FieldComm     = "comm"
 	FieldCgroupID = "cgroup_id"
+	FieldPPID     = "ppid"
+	FieldExe      = "exe"
+	FieldHost     = "host"
 )
 
 // contextFields are the fields every event has, with their types.
@@ -26,6 +29,28 @@ var contextFields = []events.FieldSpec{
 	{Name: FieldUID, Type: "uint32", Doc: "user id of the socket's owner"},
 	{Name: FieldComm, Type: "string", Doc: "command name of the socket's owner"},
 	{Name: FieldCgroupID, Type: "uint64", Doc: "cgroup v2 id of the socket"},
+	{Name: FieldPPID, Type: "uint32", Doc: "parent process id of the socket's owner"},
+	{Name: FieldExe, Type: "string", Doc: "executable path of the socket's owner"},
+	{Name: FieldHost, Type: "bool", Doc: "true: the socket belongs to no container; false: to a container (neither while not known)"},
+	{Name: "container_id", Type: "string", Doc: "full id of the socket's container (a glob such as 3f4c0b5e8a9d* matches a short id)"},
+	{Name: "container_runtime", Type: "string", Doc: "docker, containerd, cri-o or podman"},
+	{Name: "container_name", Type: "string", Doc: "the container's name, as its runtime (or the pod spec) names it"},
+	{Name: "container_image", Type: "string", Doc: "the container's image"},
+	{Name: "pod_name", Type: "string", Doc: "Kubernetes pod name"},
+	{Name: "pod_namespace", Type: "string", Doc: "Kubernetes pod namespace"},
+	{Name: "pod_uid", Type: "string", Doc: "Kubernetes pod uid"},
+}
+
+// workloadFields read the workload's string fields; false when the event's
+// socket is not known to be a container's.
+var workloadFields = map[string]func(*events.Workload) string{
+	"container_id":      func(w *events.Workload) string { return w.ContainerID },
+	"container_runtime": func(w *events.Workload) string { return w.ContainerRuntime },
+	"container_name":    func(w *events.Workload) string { return w.ContainerName },
+	"container_image":   func(w *events.Workload) string { return w.ContainerImage },
+	"pod_name":          func(w *events.Workload) string { return w.PodName },
+	"pod_namespace":     func(w *events.Workload) string { return w.PodNamespace },
+	"pod_uid":           func(w *events.Workload) string { return w.PodUID },
 }
 
 // FieldError is a clause that does not fit the fields of the events it
@@ -256,8 +281,32 @@ func (c *compiler) compile(n node, d *events.Definition) pred {
 // clause compiles one clause for one event definition. For OpNe it
 // returns the positive (=) predicate; compile negates it.
 func (c *compiler) clause(cl *clause, d *events.Definition) pred {
+	if get, ok := workloadFields[cl.field]; ok {
+		m, ok := c.strings(cl, nil, false)
+		if !ok {
+			return constPred(false)
+		}
+		return &ctxStrPred{m: m, get: func(ctx *events.Context) (string, bool) {
+			if ctx.Workload == nil || ctx.Workload.ContainerID == "" {
+				return "", false
+			}
+			return get(ctx.Workload), true
+		}}
+	}
 	switch cl.field {
-	case FieldPID, FieldUID, FieldCgroupID:
+	case FieldExe:
+		m, ok := c.strings(cl, nil, false)
+		if !ok {
+			return constPred(false)
+		}
+		return &ctxStrPred{m: m, get: func(ctx *events.Context) (string, bool) { return ctx.Exe, ctx.Exe != "" }}
+	case FieldHost:
+		want, ok := c.bools(cl)
+		if !ok {
+			return constPred(false)
+		}
+		return &hostPred{want: want}
+	case FieldPID, FieldUID, FieldCgroupID, FieldPPID:
 		max := uint64(math.MaxUint32)
 		if cl.field == FieldCgroupID {
 			max = math.MaxUint64
@@ -304,21 +353,9 @@ func (c *compiler) clause(cl *clause, d *events.Definition) pred {
 		}
 		return &intPred{idx: idx, r: r}
 	case "bool":
-		if !c.eqOnly(cl, spec.Type) {
+		want, ok := c.bools(cl)
+		if !ok {
 			return constPred(false)
-		}
-		var want [2]bool
-		for _, v := range cl.values {
-			b, err := strconv.ParseBool(v)
-			if err != nil || v != "true" && v != "false" {
-				c.fail(cl, "value %q is not a bool (valid: true, false)", v)
-				return constPred(false)
-			}
-			if b {
-				want[1] = true
-			} else {
-				want[0] = true
-			}
 		}
 		return &boolPred{idx: idx, want: want}
 	case "string":
@@ -569,7 +606,7 @@ func cost(p pred) int {
 		return sumCost(p)
 	case *notPred:
 		return cost(p.x)
-	case *flowDNSPred, *commPred, *typedEnumPred:
+	case *flowDNSPred, *commPred, *typedEnumPred, *ctxStrPred:
 		return 4
 	case *uintPred, *intPred, *boolPred, *strPred, *strsPred, *addrTextPred:
 		return 8
@@ -591,4 +628,24 @@ func maxUint(bits int) uint64 {
 		return math.MaxUint64
 	}
 	return 1<<bits - 1
+}
+
+// bools reads the values of a bool clause: want[1] when true is among
+// them, want[0] when false is.
+func (c *compiler) bools(cl *clause) (want [2]bool, ok bool) {
+	if !c.eqOnly(cl, "bool") {
+		return want, false
+	}
+	for _, v := range cl.values {
+		if v != "true" && v != "false" {
+			c.fail(cl, "value %q is not a bool (valid: true, false)", v)
+			return want, false
+		}
+		if v == "true" {
+			want[1] = true
+		} else {
+			want[0] = true
+		}
+	}
+	return want, true
 }

@@ -214,6 +214,61 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+func TestMatchWorkload(t *testing.T) {
+	const id = "3f4c0b5e8a9d7c6b1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d"
+	pod := &events.Workload{ContainerID: id, ContainerRuntime: "containerd", ContainerName: "web",
+		ContainerImage: "docker.io/library/nginx:1.27", PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b"}
+	plain := &events.Workload{ContainerID: strings.Repeat("a", 64), ContainerRuntime: "docker", ContainerName: "db", ContainerImage: "localhost/db:1"}
+	begin := func(ctx events.Context) events.Event {
+		return events.Event{ID: events.IDNetFlowTCPBegin, Context: ctx,
+			Payload: &events.FlowBegin{Flow: flow(events.Outgoing, "10.0.0.1", "10.0.0.2", 1, 80)}}
+	}
+	evs := map[string]events.Event{
+		"pod":     begin(events.Context{Workload: pod, Exe: "/usr/sbin/nginx", PPID: 1}),
+		"plain":   begin(events.Context{Workload: plain, Exe: "/app"}),
+		"host":    begin(events.Context{Workload: &events.Workload{}, Exe: "/usr/bin/curl", PPID: 900}),
+		"unknown": begin(events.Context{}),
+	}
+	tests := []struct{ expr, want string }{
+		{`pod_namespace=payments`, "pod"},
+		{`pod_namespace=pay*`, "pod"},
+		{`pod_namespace!=payments`, "host plain unknown"},
+		{`pod_name=web-?`, "pod"},
+		{`pod_uid=6f1d2c3b-*`, "pod"},
+		{`container_id=3f4c0b5e8a9d*`, "pod"},
+		{`container_id=*`, "plain pod"},
+		{`container_name=db,web`, "plain pod"},
+		{`container_image=*/nginx:*`, "pod"},
+		{`container_runtime=docker`, "plain"},
+		{`host=true`, "host"},
+		{`host=false`, "plain pod"},
+		{`host=true,false`, "host plain pod"},
+		{`not host=true`, "plain pod unknown"},
+		{`exe=/usr/*`, "host pod"},
+		{`ppid=900`, "host"},
+		{`host=false and not pod_namespace=kube-system`, "plain pod"},
+	}
+	for _, tt := range tests {
+		f, err := New(tt.expr, flowDefs(t))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.expr, err)
+		}
+		var got []string
+		for _, name := range []string{"host", "plain", "pod", "unknown"} {
+			ev := evs[name]
+			if f.Match(&ev) {
+				got = append(got, name)
+			}
+		}
+		if g := strings.Join(got, " "); g != tt.want {
+			t.Errorf("%s: matched %q, want %q", tt.expr, g, tt.want)
+		}
+	}
+	if _, err := New(`host=yes`, flowDefs(t)); err == nil || !strings.Contains(err.Error(), "not a bool") {
+		t.Errorf("host=yes: %v", err)
+	}
+}
+
 // opaque hides a payload's type, so a filter can only read the fields it
 // renders.
 type opaque struct{ p events.Payload }

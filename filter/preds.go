@@ -209,6 +209,8 @@ func (p *ctxUintPred) match(ev *events.Event, _ *scratch) bool {
 		v = uint64(ev.Context.PID)
 	case FieldUID:
 		v = uint64(ev.Context.UID)
+	case FieldPPID:
+		v = uint64(ev.Context.PPID)
 	default:
 		v = ev.Context.CgroupID
 	}
@@ -219,6 +221,33 @@ func (p *ctxUintPred) match(ev *events.Event, _ *scratch) bool {
 type commPred struct{ m strMatcher }
 
 func (p *commPred) match(ev *events.Event, _ *scratch) bool { return p.m.match(ev.Context.Comm) }
+
+// ctxStrPred matches a string context field; false when the event lacks
+// it.
+type ctxStrPred struct {
+	m   strMatcher
+	get func(*events.Context) (string, bool)
+}
+
+func (p *ctxStrPred) match(ev *events.Event, _ *scratch) bool {
+	v, ok := p.get(&ev.Context)
+	return ok && p.m.match(v)
+}
+
+// hostPred matches host: true for a socket of no container, false for a
+// container's; neither while the workload is not known.
+type hostPred struct{ want [2]bool }
+
+func (p *hostPred) match(ev *events.Event, _ *scratch) bool {
+	w := ev.Context.Workload
+	if w == nil {
+		return false
+	}
+	if w.ContainerID == "" {
+		return p.want[1]
+	}
+	return p.want[0]
+}
 
 // flowDirPred matches conn_direction on flow payloads without rendering
 // it; generic handles any other payload with the field.

@@ -11,6 +11,9 @@ import (
 type router struct {
 	routes []route
 	host   string
+	// enrich fills each event's workload and process fields before the
+	// filters see it; nil when workload identity is off.
+	enrich *runningIdentity
 	match  events.Event // the event being matched against a filter
 }
 
@@ -36,6 +39,9 @@ func newRouter(plan *Plan, sinks []*target, host string) *router {
 
 func (r *router) route(ev events.Event) {
 	ev.Context.HostName = r.host
+	if r.enrich != nil {
+		r.enrich.Enrich(&ev.Context, ev.Timestamp)
+	}
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if !rt.plan.Emits(ev.ID) && !(ev.ID == events.IDRecordsLost && rt.plan.NeedsKernel()) {

@@ -111,7 +111,8 @@ type run struct {
 	rl           *reloader
 	stopReload   context.CancelFunc
 	retiring     retirer
-	produced     chan error // the producer's end
+	produced     chan error       // the producer's end
+	identity     *runningIdentity // nil: workload identity is off
 	errs         []error
 }
 
@@ -183,11 +184,21 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		if r.prod, err = openKernel(hooks, tracker.SnapshotInterval(), selected, r.log); err != nil {
 			return nil, err
 		}
+		// The kernel's events name cgroups and processes of this host:
+		// workload identity describes them.
+		if r.identity, err = startIdentity(capture.Workload, r.log.Named("identity")); err != nil {
+			r.log.Warn("workload identity is off", "error", err)
+		}
 	}
 	host, _ := os.Hostname()
+	rt := newRouter(plan, r.sinks, host)
+	if r.identity != nil {
+		rt.enrich = r.identity
+	}
 	env := &deriveEnv{tracker: tracker, dns: dnsOn, dnsCacheSize: capture.DNS.CacheSize, dnsStats: opts.DNSStats, log: r.log}
-	if r.stage, err = newStage(plan.Shared, newRouter(plan, r.sinks, host), env, r.prod.eventClock(), &r.stats, idBound(opts.Catalogue)); err != nil {
+	if r.stage, err = newStage(plan.Shared, rt, env, r.prod.eventClock(), &r.stats, idBound(opts.Catalogue)); err != nil {
 		r.prod.close(&r.stats)
+		r.identity.stop()
 		return nil, err
 	}
 	r.watchCtx, r.stopWatching = context.WithCancel(r.ctx)
@@ -261,6 +272,7 @@ func (r *run) shutdown() (Stats, error) {
 	defer r.mon.setPhase(PhaseStopped)
 	r.mon.setPhase(PhaseStopping)
 	r.stage.close(r.prod.end())
+	r.identity.stop()
 	r.stopReload()
 	<-r.rl.done
 	r.stopWatching() // a sink failing while it drains is reported by closeSinks
@@ -315,7 +327,8 @@ func printsToStdout(cfg *configs.Config) bool {
 
 // trackerConfig is the flow tracker's part of the capture settings.
 func trackerConfig(c configs.Capture) derive.Config {
-	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout}
+	return derive.Config{MaxFlows: c.FlowTableSize, IdleTimeout: c.FlowIdleTimeout, SYNTimeout: c.SYNTimeout,
+		CommunityIDSeed: c.CommunityIDSeed}
 }
 
 func names(cat *events.Catalogue, ids []events.ID) []string {

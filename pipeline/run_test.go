@@ -408,3 +408,39 @@ func TestDeriverTable(t *testing.T) {
 		t.Errorf("unknown deriver: %v, want an error naming it", err)
 	}
 }
+
+// TestRunReloadKeepsFlowIDs: the flow tracker outlives a reload, so a
+// flow begun before it ends after it with the same flow_id.
+func TestRunReloadKeepsFlowIDs(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	prod := newFakeProducer(false, 5e9)
+	sinks := &fakeSinks{}
+	logs := &testutil.SyncBuffer{}
+	reload := make(chan struct{}, 1)
+	next := pipelineConfig("next", flowsTo("flows", "flows"), flowsTo("begins", "net_flow_tcp_begin"))
+	wait := startRun(t, ctx, Options{
+		Config:   pipelineConfig("first", flowsTo("flows", "flows")),
+		Logger:   hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
+		Reload:   reload,
+		Load:     func() (*configs.Config, error) { return next, nil },
+		producer: prod, startDelivery: sinks.start,
+	})
+	prod.feed <- handshake(1e9)
+	d := func() *fakeDelivery { return sinks.of(t, "flows") }
+	eventually(t, "the begin", func() bool { return len(d().ids()) == 1 })
+	reload <- struct{}{}
+	eventually(t, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
+	cancel()
+	if _, err := wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got := d().got
+	if len(got) != 2 {
+		t.Fatalf("sink got %v, want the begin and its end", d().ids())
+	}
+	b, e := got[0].Payload.(*events.FlowBegin), got[1].Payload.(*events.FlowEnd)
+	if b.FlowID == "" || b.FlowID != e.FlowID || b.CommunityID != e.CommunityID {
+		t.Errorf("begin flow_id %q community_id %q, end %q %q: want the same", b.FlowID, b.CommunityID, e.FlowID, e.CommunityID)
+	}
+}

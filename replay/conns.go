@@ -237,6 +237,3 @@ func (t *connTable) forget(ts int64) {
 		t.remove(e.Value.(*connState))
 	}
 }
-
-// len returns the number of connections the table holds.
-func (t *connTable) len() int { return len(t.m) }

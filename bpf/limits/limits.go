@@ -12,8 +12,8 @@ import (
 )
 
 // DefaultRingBufferSize is the ring buffer size in bytes that bpf.Open
-// uses when its RingBufferSize is 0: 32 MiB, about 246,000 records of 136
-// bytes (128 and an 8-byte header), over a second of 20,000 new
+// uses when its RingBufferSize is 0: 32 MiB, about 220,000 records of 152
+// bytes (144 and an 8-byte header), over a second of 20,000 new
 // connections per second (see bpf/README.md, "Ring buffer size").
 const DefaultRingBufferSize = 32 << 20
 

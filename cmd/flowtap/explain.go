@@ -15,6 +15,7 @@ import (
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/derive/dnscache"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/identity"
 	"github.com/flowtap/flowtap/pipeline"
 )
 
@@ -151,7 +152,23 @@ func writeCapture(w io.Writer, c configs.Capture) {
 		}
 	}
 	fmt.Fprintf(w, "  dns.enabled:\t%s\n", dns)
-	fmt.Fprintf(w, "  dns.cache_size:\t%s\n\n", orDefault(c.DNS.CacheSize, dnscache.DefaultSize, c.DNS.CacheSize == 0))
+	fmt.Fprintf(w, "  dns.cache_size:\t%s\n", orDefault(c.DNS.CacheSize, dnscache.DefaultSize, c.DNS.CacheSize == 0))
+	fmt.Fprintf(w, "  community_id_seed:\t%d\n", c.CommunityIDSeed)
+	wl := c.Workload
+	if wl.Enabled != nil && !*wl.Enabled {
+		fmt.Fprintf(w, "  workload:\toff: no container, pod or executable on events\n\n")
+		return
+	}
+	sock := func(p, def string) string {
+		if p == "" {
+			return def + " (default)"
+		}
+		return p
+	}
+	fmt.Fprintf(w, "  workload:\tcontainerd %s, docker %s, podman %s; pod_labels [%s]; cache_size %s\n\n",
+		sock(wl.ContainerdSocket, identity.DefaultContainerdSocket), sock(wl.DockerSocket, identity.DefaultDockerSocket),
+		sock(wl.PodmanSocket, identity.DefaultPodmanSocket), strings.Join(wl.PodLabels, ", "),
+		orDefault(wl.CacheSize, identity.DefaultCacheSize, wl.CacheSize == 0))
 }
 
 // emitted says whether any pipeline receives a base event itself.

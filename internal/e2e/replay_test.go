@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,4 +349,85 @@ func TestReplayMatchesLive(t *testing.T) {
 	if t.Failed() {
 		t.Logf("replay log:\n%s\nlive log:\n%s", log, a.Log())
 	}
+}
+
+// TestCommunityIDMatchesSuricata replays the committed captures through
+// flowtap and through Suricata (Debian's, from bookworm-backports; make
+// deps installs it) and holds every community_id flowtap gives a
+// connection to the one Suricata's eve.json gives the same flow: the same
+// string for the same 5-tuple, as the Community ID specification means.
+func TestCommunityIDMatchesSuricata(t *testing.T) {
+	suricata, err := exec.LookPath("suricata")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("suricata is not installed (make deps installs it from bookworm-backports): %v", err)
+		}
+		t.Skipf("suricata is not installed, so flowtap's community_id is not compared with Suricata's (make deps installs it): %v", err)
+	}
+	bin := harness.Binaries(t)
+	compared := 0
+	for _, name := range []string{"loopback_ipv4.pcap", "ipv6_ext.pcap", "refused.pcap", "retransmit_vlan.pcap"} {
+		file, err := filepath.Abs(filepath.Join("..", "..", "replay", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, log, err := replayCmd(t, bin, nil, file, "--output", "json")
+		if err != nil {
+			t.Fatalf("flowtap replay %s: %v\n%s", name, err, log)
+		}
+		// Suricata with its stock configuration (it needs the stock
+		// flow, flow-timeouts and stream sections), no rules, Community
+		// ID on in its eve log (outputs[1] is eve-log).
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := exec.CommandContext(ctx, suricata, "-c", "/etc/suricata/suricata.yaml", "-r", file, "-l", dir, "-k", "none",
+			"-S", "/dev/null", "--runmode", "single", "--set", "outputs.1.eve-log.community-id=true").CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("suricata -r %s: %v\n%s", name, err, out)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, "eve.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := map[string]string{} // "addr port addr port" (either order) -> community_id
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var r struct {
+				EventType   string `json:"event_type"`
+				Proto       string `json:"proto"`
+				SrcIP       string `json:"src_ip"`
+				SrcPort     int    `json:"src_port"`
+				DestIP      string `json:"dest_ip"`
+				DestPort    int    `json:"dest_port"`
+				CommunityID string `json:"community_id"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("eve.json: %v: %s", err, line)
+			}
+			if r.EventType != "flow" || r.Proto != "TCP" {
+				continue
+			}
+			// eve.json writes IPv6 addresses in full.
+			src, dst := netip.MustParseAddr(r.SrcIP).String(), netip.MustParseAddr(r.DestIP).String()
+			theirs[fmt.Sprintf("%s %d %s %d", src, r.SrcPort, dst, r.DestPort)] = r.CommunityID
+			theirs[fmt.Sprintf("%s %d %s %d", dst, r.DestPort, src, r.SrcPort)] = r.CommunityID
+		}
+		for _, ev := range evs {
+			f := ev.Fields
+			key := fmt.Sprintf("%s %d %s %d", f.Src, f.SrcPort, f.Dst, f.DstPort)
+			cid, ok := theirs[key]
+			if !ok {
+				t.Errorf("%s: Suricata has no flow %s (flowtap's %s %s)", name, key, ev.Event, f.CommunityID)
+				continue
+			}
+			if f.CommunityID != cid {
+				t.Errorf("%s: %s %s: flowtap community_id %q, Suricata %q", name, ev.Event, key, f.CommunityID, cid)
+			}
+			compared++
+		}
+	}
+	if compared == 0 {
+		t.Fatal("no flow event to compare")
+	}
+	t.Logf("%d flow events' community_id equal to Suricata's", compared)
 }

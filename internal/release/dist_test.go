@@ -21,6 +21,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/sdk"
 )
 
 // TestVersionScript walks a repository through the cases of version.sh
@@ -258,7 +261,7 @@ func checkArchive(t *testing.T, root, arch string) {
 	}
 	head := git(t, root, "rev-parse", "HEAD")
 	for _, want := range []string{"flowtap v0.1.0\n", "commit:          " + head + "\n", "commit date:     2026-12-05T20:00:00Z\n",
-		"modified tree:   false\n", "linux/" + arch, fmt.Sprintf("plugin protocol: %d\n", 2), "event schema:    1.0.0\n"} {
+		"modified tree:   false\n", "linux/" + arch, fmt.Sprintf("plugin protocol: %d\n", sdk.ProtocolVersion), "event schema:    " + events.SchemaVersion + "\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("flowtap --version lacks %q:\n%s", want, out)
 		}

@@ -47,3 +47,17 @@ func SDKFlowBegin() sdk.Event {
 		},
 	}
 }
+
+// SDKContext converts an event's context to the SDK's, as the encoding
+// carries it: the workload's fields flattened, Host for a known socket of
+// no container.
+func SDKContext(c events.Context) sdk.Context {
+	out := sdk.Context{SocketCookie: c.SocketCookie, CgroupID: c.CgroupID, PID: c.PID, UID: c.UID, Comm: c.Comm,
+		HostName: c.HostName, PPID: c.PPID, ProcessStart: c.ProcessStart, Exe: c.Exe}
+	if w := c.Workload; w != nil {
+		out.Host = w.ContainerID == ""
+		out.ContainerID, out.ContainerRuntime, out.ContainerName, out.ContainerImage = w.ContainerID, w.ContainerRuntime, w.ContainerName, w.ContainerImage
+		out.PodName, out.PodNamespace, out.PodUID, out.PodLabels = w.PodName, w.PodNamespace, w.PodUID, w.PodLabels
+	}
+	return out
+}

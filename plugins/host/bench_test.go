@@ -306,7 +306,7 @@ func (c *sdkConverter) convert(evs []events.Event, name func(events.ID) string) 
 			Timestamp: ev.Timestamp,
 			ID:        sdk.ID(ev.ID),
 			Name:      name(ev.ID),
-			Context:   sdk.Context(ev.Context),
+			Context:   testutil.SDKContext(ev.Context),
 			Fields:    c.sfields[first:len(c.sfields):len(c.sfields)],
 		})
 	}

@@ -166,11 +166,19 @@ func startInProcessConfig(t testing.TB, impl sdk.Sink, cfg Config) *Plugin {
 	return s
 }
 
+// podWorkload is shared by every flowBegin, as the enricher shares one
+// Workload among a container's events: the encoding sends it once per
+// run of events and then as "the same".
+var podWorkload = &events.Workload{ContainerID: strings.Repeat("3f", 32), ContainerRuntime: "containerd", ContainerName: "client",
+	ContainerImage: "localhost/client:1", PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b",
+	PodLabels: []string{"app=web"}}
+
 func flowBegin() events.Event {
 	return events.Event{
 		ID:        events.IDNetFlowTCPBegin,
 		Timestamp: 1700000000000000001,
-		Context:   events.Context{SocketCookie: 99, CgroupID: 7, PID: 1234, UID: 1000, Comm: "curl", HostName: "box"},
+		Context: events.Context{SocketCookie: 99, CgroupID: 7, PID: 1234, UID: 1000, Comm: "curl", HostName: "box",
+			PPID: 1, ProcessStart: 1699999999000000000, Exe: "/usr/bin/curl", Workload: podWorkload},
 		Payload: &events.FlowBegin{Flow: events.Flow{
 			Direction: events.Outgoing,
 			Src:       netip.MustParseAddr("10.0.0.1"),
@@ -186,7 +194,7 @@ func flowEnd() events.Event {
 	return events.Event{
 		ID:        events.IDNetFlowTCPEnd,
 		Timestamp: 1700000000000000002,
-		Context:   events.Context{Comm: "sshd", PID: 1},
+		Context:   events.Context{Comm: "sshd", PID: 1, Workload: &events.Workload{}},
 		Payload: &events.FlowEnd{Flow: events.Flow{
 			Direction: events.Incoming,
 			Src:       netip.MustParseAddr("::ffff:192.0.2.1"),
@@ -203,7 +211,7 @@ func sdkEvent(ev events.Event) sdk.Event {
 	if ev.Payload != nil {
 		fields = testutil.AppendSDKFields(fields, ev.Payload.AppendFields(nil))
 	}
-	return sdk.Event{Timestamp: ev.Timestamp, ID: sdk.ID(ev.ID), Name: names(ev.ID), Context: sdk.Context(ev.Context), Fields: fields}
+	return sdk.Event{Timestamp: ev.Timestamp, ID: sdk.ID(ev.ID), Name: names(ev.ID), Context: testutil.SDKContext(ev.Context), Fields: fields}
 }
 
 func TestInProcessInfo(t *testing.T) {
@@ -252,6 +260,7 @@ func TestInProcessWrite(t *testing.T) {
 		{flowBegin(), flowEnd()},
 		{{ID: idAllKinds, Timestamp: -1, Payload: allKinds{idAllKinds}}, {ID: 77}},
 		{flowEnd()},
+		{flowBegin(), flowBegin(), flowEnd(), flowBegin(), {ID: 77}},
 	}
 	for _, b := range batches {
 		if err := s.Write(t.Context(), b); err != nil {
@@ -287,8 +296,15 @@ func TestInProcessWrite(t *testing.T) {
 	if v, _ := fake.batches[0][1].Field("src"); v.Str != "192.0.2.1" {
 		t.Errorf("mapped IPv4 src = %q", v.Str)
 	}
-	if s.seq != 3 {
-		t.Errorf("seq = %d after 3 batches", s.seq)
+	if s.seq != uint64(len(batches)) {
+		t.Errorf("seq = %d after %d batches", s.seq, len(batches))
+	}
+	// The workload of a container's events, and the host's.
+	if c := fake.batches[3][1].Context; c.PodNamespace != "payments" || c.ContainerID != podWorkload.ContainerID || c.Exe != "/usr/bin/curl" || c.Host {
+		t.Errorf("pod event's context: %+v", c)
+	}
+	if c := fake.batches[3][2].Context; !c.Host || c.ContainerID != "" {
+		t.Errorf("host event's context: %+v", c)
 	}
 	if err := s.Close(t.Context()); err != nil {
 		t.Fatal(err)

@@ -421,15 +421,16 @@ func TestStartOldProtocol(t *testing.T) {
 // refused by its negotiated version, with an error that says which side
 // to update.
 func TestStartNewProtocol(t *testing.T) {
+	newer := wire.ProtocolVersion + 1
 	bin := filepath.Join(t.TempDir(), "flowtap-sink-newprotocol")
-	testutil.BuildBinary(t, "./testdata/otherprotocol", bin, "-ldflags", "-X main.version=3")
+	testutil.BuildBinary(t, "./testdata/otherprotocol", bin, "-ldflags", fmt.Sprintf("-X main.version=%d", newer))
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	_, err := Start(ctx, Config{Name: "p / new", Plugin: bin, Logger: hclog.NewNullLogger(), Stdout: io.Discard})
 	if err == nil {
-		t.Fatal("Start of a version 3 plugin succeeded")
+		t.Fatalf("Start of a version %d plugin succeeded", newer)
 	}
-	want := fmt.Sprintf("plugin speaks sink protocol version 3, newer than this host's %d: update flowtap", wire.ProtocolVersion)
+	want := fmt.Sprintf("plugin speaks sink protocol version %d, newer than this host's %d: update flowtap", newer, wire.ProtocolVersion)
 	for _, w := range []string{`start sink "p / new"`, "protocol version: ", want} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q lacks %q", err, w)

@@ -14,7 +14,7 @@ import (
 // minEventLen is the smallest encoded event: its record tag, timestamp,
 // four context numbers and two context strings, and no fields. It bounds
 // how many events a batch of a given length can claim to hold.
-const minEventLen = 1 + 8 + 4 + 2
+const minEventLen = 1 + 8 + 4 + 2 + 4
 
 // maxInterned bounds the table of interned event and field names. A
 // host sends a few dozen; the bound only stops a faulty one from growing
@@ -58,12 +58,17 @@ type schema struct {
 	name   string
 	fields []Field
 	// prev holds the strings of the batch's last event of this schema,
-	// which a later one may repeat: prev[0] its comm, prev[1] its host
-	// name, prev[2+i] field i's string; prevList[i] field i's list. seen
+	// which a later one may repeat: the context's (wire.SlotComm, ...), then
+	// prev[wire.CtxStrings+i] field i's string; prevList[i] field i's list. seen
 	// says there was such an event.
 	prev     []string
 	prevList [][]string
 	seen     bool
+	// prevLabels are the pod labels of the last event with a
+	// container's workload; prevTag the workload tag (host or container)
+	// the next may repeat.
+	prevLabels []string
+	prevTag    byte
 }
 
 // noFields is the Fields of an event without fields: never nil, and with
@@ -78,6 +83,7 @@ const (
 	badUint32                // a number over 32 bits where 32 are the most
 	badBool                  // a bool other than 0 or 1
 	badRepeat                // a repeated value with no earlier event to repeat
+	badWorkload              // a workload tag the layout does not have
 	badPos                   // the smallest bad position
 )
 
@@ -90,6 +96,8 @@ func badError(p int) error {
 		return errors.New("number does not fit in 32 bits")
 	case badBool:
 		return errors.New("bool is neither 0 nor 1")
+	case badWorkload:
+		return errors.New("workload tag is not 0 (unknown), 1 (host), 2 (container) or 3 (the same)")
 	case badRepeat:
 		return errors.New("repeats a value of the previous event of its schema, but it is the first")
 	}
@@ -177,14 +185,15 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 		c.PID, p = readUint32(data, p)
 		c.UID, p = readUint32(data, p)
 		var comm, host string
-		comm, p = readRepeated(data, p, sc, 0)
-		host, p = readRepeated(data, p, sc, 1)
+		comm, p = readRepeated(data, p, sc, wire.SlotComm)
+		host, p = readRepeated(data, p, sc, wire.SlotHost)
 		if !samePointer(c.Comm, comm) {
 			c.Comm = comm
 		}
 		if !samePointer(c.HostName, host) {
 			c.HostName = host
 		}
+		p = readProcess(data, p, sc, c)
 
 		n := len(sc.fields)
 		if n == 0 {
@@ -223,7 +232,7 @@ func (d *decoder) decodeRecords(data []byte, count uint32, evs []Event, fields [
 				switch kind {
 				case KindString:
 					var s string
-					s, p = readRepeated(data, p, sc, 2+j)
+					s, p = readRepeated(data, p, sc, wire.CtxStrings+j)
 					if !samePointer(v.Str, s) {
 						v.Str = s
 					}
@@ -322,7 +331,7 @@ func (d *decoder) readSchema(data []byte, p int) (int, error) {
 	// pointing at the array that held it then, which nothing overwrites.
 	nf := len(d.schemaFields) - first
 	at, atList := len(d.prevStrs), len(d.prevLists)
-	d.prevStrs = slices.Grow(d.prevStrs, 2+nf)[:at+2+nf]
+	d.prevStrs = slices.Grow(d.prevStrs, wire.CtxStrings+nf)[:at+wire.CtxStrings+nf]
 	d.prevLists = slices.Grow(d.prevLists, nf)[:atList+nf]
 	clear(d.prevStrs[at:])
 	clear(d.prevLists[atList:])
@@ -432,6 +441,103 @@ func readRepeated(data []byte, p int, sc *schema, slot int) (string, int) {
 		sc.prev[slot] = s
 	}
 	return s, p
+}
+
+// readProcess reads the owner's parent, start and executable and the
+// workload (wire.Workload* tags) into c.
+func readProcess(data []byte, p int, sc *schema, c *Context) int {
+	c.PPID, p = readUint32(data, p)
+	var zz uint64
+	zz, p = readUvarint(data, p)
+	c.ProcessStart = int64(zz>>1) ^ -int64(zz&1)
+	var exe string
+	exe, p = readRepeated(data, p, sc, wire.SlotExe)
+	if !samePointer(c.Exe, exe) {
+		c.Exe = exe
+	}
+	if p < 0 {
+		return p
+	}
+	if p >= len(data) {
+		return badTruncated
+	}
+	tag := data[p]
+	p++
+	if tag == wire.WorkloadSame {
+		if !sc.seen || sc.prevTag == 0 {
+			return badRepeat
+		}
+		tag = sc.prevTag
+		if tag == wire.WorkloadContainer {
+			setWorkload(c, sc.prev[wire.SlotContainerID:wire.SlotPodUID+1], sc.prevLabels)
+			return p
+		}
+	}
+	switch tag {
+	case wire.WorkloadUnknown, wire.WorkloadHost:
+		setWorkload(c, nil, nil)
+		c.Host = tag == wire.WorkloadHost
+		if tag == wire.WorkloadHost {
+			sc.prevTag = tag
+		}
+		return p
+	case wire.WorkloadContainer:
+	default:
+		return badWorkload
+	}
+	for slot := wire.SlotContainerID; slot <= wire.SlotPodUID; slot++ {
+		_, p = readRepeated(data, p, sc, slot)
+	}
+	var labels []string
+	labels, p = readLabels(data, p, sc)
+	if p < 0 {
+		return p
+	}
+	sc.prevTag, sc.prevLabels = tag, labels
+	setWorkload(c, sc.prev[wire.SlotContainerID:wire.SlotPodUID+1], labels)
+	return p
+}
+
+// setWorkload sets c's container fields from the strings of the slots
+// wire.SlotContainerID..wire.SlotPodUID (nil: none) and the labels.
+func setWorkload(c *Context, s []string, labels []string) {
+	c.Host = false
+	if s == nil {
+		s = make([]string, wire.SlotPodUID+1-wire.SlotContainerID) // no allocation: it does not escape
+	}
+	c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage = s[0], s[1], s[2], s[3]
+	c.PodName, c.PodNamespace, c.PodUID = s[4], s[5], s[6]
+	c.PodLabels = labels
+}
+
+// readLabels reads the pod labels of a container's workload: an rlist,
+// copied (strings alias the batch, the list does not).
+func readLabels(data []byte, p int, sc *schema) ([]string, int) {
+	var k uint64
+	k, p = readUvarint(data, p)
+	switch {
+	case p < 0:
+		return nil, p
+	case k == 0:
+		if !sc.seen {
+			return nil, badRepeat
+		}
+		return sc.prevLabels, p
+	case k == 1:
+		return nil, p
+	case k-1 > uint64(len(data)-p): // each string takes a byte at least
+		return nil, badTruncated
+	}
+	l := make([]string, 0, k-1)
+	for range k - 1 {
+		var b []byte
+		b, p = readBytes(data, p)
+		if p < 0 {
+			return nil, p
+		}
+		l = append(l, unsafe.String(unsafe.SliceData(b), len(b)))
+	}
+	return l, p
 }
 
 // samePointer reports whether a and b are the same string in memory: the

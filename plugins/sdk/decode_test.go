@@ -269,6 +269,7 @@ func TestDecodeErrors(t *testing.T) {
 		b = append(b, 1)                             // event of schema 0
 		b = append(b, make([]byte, 8)...)            // timestamp
 		b = append(b, 0, 0, 0, 0, 1, 1)              // context, comm and host name empty
+		b = append(b, 0, 0, 1, 0)                    // ppid, process start, exe empty, workload unknown
 		return append(b, value...)
 	}
 	for _, tc := range []struct {
@@ -281,7 +282,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"count too high", withCount(valid, 3), "header claims 3"},
 		{"count absurd", withCount(valid, math.MaxUint32), "more than"},
 		{"count too low", withCount(valid, 1), "more events than"},
-		{"unknown schema", []byte{wire.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
+		{"unknown schema", []byte{wire.Layout, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "schema 4 is not defined"},
 		{"unknown kind", oneField(6), "unknown kind 6"},
 		{"bool 2", oneField(wire.KindBool, 2), "bool"},
 		{"varint overflow", oneField(wire.KindUint, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
@@ -294,11 +295,16 @@ func TestDecodeErrors(t *testing.T) {
 		}(), "32 bits"},
 		{"repeat in a first event", func() []byte {
 			b := oneField(wire.KindString, 1)
-			b[len(b)-3] = 0 // the comm repeats
+			b[len(b)-7] = 0 // the comm repeats
 			return b
 		}(), "it is the first"},
 		{"repeated list in a first event", oneField(wire.KindStrings, 0), "it is the first"},
 		{"repeated string in a first event", oneField(wire.KindString, 0), "it is the first"},
+		{"unknown workload tag", func() []byte {
+			b := oneField(wire.KindString, 1)
+			b[len(b)-2] = 7 // the workload tag
+			return b
+		}(), "workload tag"},
 		{"fields longer than data", []byte{wire.Layout, 0, 0, 0, 0, 0, 1, 1, 'e', 100, 1, 'f'}, "100 fields"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -535,7 +541,7 @@ func TestDecodeRepeats(t *testing.T) {
 	// The second event is all repeats: its record is its tag, timestamp,
 	// four one-byte numbers, and a byte per string, list and number.
 	one := len(encode(t, evs[0]))
-	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3 {
+	if two := len(encode(t, evs[0], evs[1])); two-one != 1+8+4+2+3+4 {
 		t.Errorf("a repeated event takes %d bytes", two-one)
 	}
 }
@@ -560,5 +566,37 @@ func TestDecodeReuseClearsStale(t *testing.T) {
 				t.Fatalf("event %d:\n got %+v\nwant %+v", i, got[i], batch[i])
 			}
 		}
+	}
+}
+
+// TestDecodeWorkload: the process and workload context round-trips in
+// each of its forms: not known, the host, a container's (with pod and
+// labels), the same container again, another container of the pod.
+func TestDecodeWorkload(t *testing.T) {
+	labels := []string{"app=web", "tier=front"}
+	pod := Context{PID: 7, PPID: 1, ProcessStart: -3, Exe: "/app", Comm: "app",
+		ContainerID: strings.Repeat("3f", 32), ContainerRuntime: "containerd", ContainerName: "web", ContainerImage: "localhost/web:1",
+		PodName: "web-0", PodNamespace: "payments", PodUID: "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b", PodLabels: labels}
+	other := pod
+	other.ContainerID, other.ContainerName, other.ContainerImage, other.PodLabels = strings.Repeat("aa", 32), "db", "localhost/db:1", nil
+	host := Context{PID: 9, Exe: "/usr/bin/curl", Comm: "curl", Host: true}
+	unknown := Context{PID: 9, Comm: "curl"}
+	var evs []Event
+	for _, c := range []Context{unknown, host, pod, pod, other, host, unknown} {
+		evs = append(evs, Event{ID: 1001, Name: "net_flow_tcp_begin", Timestamp: 5, Context: c,
+			Fields: []Field{{Name: "dst", Value: String("10.0.0.1")}}})
+	}
+	var d decoder
+	got, err := d.decode(encode(t, evs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if !reflect.DeepEqual(got[i].Context, evs[i].Context) {
+			t.Errorf("event %d:\n got %+v\nwant %+v", i, got[i].Context, evs[i].Context)
+		}
+	}
+	if got[2].Context.ShortID() != strings.Repeat("3f", 6) {
+		t.Errorf("short id %q", got[2].Context.ShortID())
 	}
 }

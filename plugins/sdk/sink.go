@@ -142,6 +142,39 @@ type Context struct {
 	Comm string
 	// HostName names the host the event happened on.
 	HostName string
+	// PPID is the owner's parent process id; ProcessStart when the owner
+	// process started (ns since the Unix epoch: PID and ProcessStart name
+	// one process even after its pid is reused); Exe its executable's
+	// path.
+	PPID         uint32
+	ProcessStart int64
+	Exe          string
+	// The workload the socket belongs to. Host is true for a socket of
+	// no container; ContainerID is the full container id of a
+	// container's. Both are empty while flowtap does not know yet (the
+	// first events of a new cgroup). The other fields are what the
+	// container runtime says, empty where it says nothing (no runtime
+	// reachable, not a Kubernetes container).
+	Host             bool
+	ContainerID      string
+	ContainerRuntime string
+	ContainerName    string
+	ContainerImage   string
+	PodName          string
+	PodNamespace     string
+	PodUID           string
+	// PodLabels are the selected pod labels (capture.workload.pod_labels)
+	// as "key=value", sorted by key.
+	PodLabels []string
+}
+
+// ShortID returns the first 12 digits of ContainerID, as docker and
+// podman print it, or "".
+func (c *Context) ShortID() string {
+	if len(c.ContainerID) < 12 {
+		return ""
+	}
+	return c.ContainerID[:12]
 }
 
 // Field is one named, typed value of an event.

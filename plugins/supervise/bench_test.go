@@ -98,7 +98,7 @@ func (p *inProcess) WriteAsync(ctx context.Context, batch []events.Event, done f
 		}
 		p.sfields = testutil.AppendSDKFields(p.sfields, p.fields[first:])
 		p.evs = append(p.evs, sdk.Event{Timestamp: ev.Timestamp, ID: sdk.ID(ev.ID), Name: names(ev.ID),
-			Context: sdk.Context(ev.Context), Fields: p.sfields[first:len(p.sfields):len(p.sfields)]})
+			Context: testutil.SDKContext(ev.Context), Fields: p.sfields[first:len(p.sfields):len(p.sfields)]})
 	}
 	err := p.sink.Write(ctx, p.evs)
 	if done != nil {

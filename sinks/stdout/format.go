@@ -20,11 +20,14 @@ const (
 	eventWidth = 20 // len("net_packet_flow_base")
 	commWidth  = 15 // the kernel's TASK_COMM_LEN without its NUL
 	pidWidth   = 7
+	wlWidth    = 16 // a pod name, or a short container id (12)
 	colSep     = "  "
 )
 
 // tableFormatter formats events as aligned columns for people: TIME,
-// EVENT, COMM, PID, then the fields as name=value pairs. An event with
+// EVENT, COMM, PID, WORKLOAD (the pod's name, else the container's short
+// id, "host" for no container, "-" while not known), then the fields as
+// name=value pairs. An event with
 // src, dst, src_port and dst_port fields (the flow events) starts its
 // details with "src:src_port -> dst:dst_port". Empty strings and empty
 // lists are left out of the details.
@@ -41,6 +44,8 @@ func (t tableFormatter) appendHeader(b []byte) []byte {
 	b = appendPadded(b, "COMM", commWidth)
 	b = append(b, colSep...)
 	b = appendLeftPad(b, "PID", pidWidth)
+	b = append(b, colSep...)
+	b = appendPadded(b, "WORKLOAD", wlWidth)
 	b = append(b, colSep...)
 	b = append(b, "DETAILS"...)
 	return append(b, '\n')
@@ -79,6 +84,20 @@ func (t tableFormatter) appendEvent(b []byte, ev *sdk.Event) []byte {
 		b = append(b, ' ')
 	}
 	b = append(b, digits...)
+	b = append(b, colSep...)
+
+	col = len(b)
+	switch c := &ev.Context; {
+	case c.PodName != "":
+		b = appendText(b, c.PodName)
+	case c.ContainerID != "":
+		b = appendText(b, c.ShortID())
+	case c.Host:
+		b = append(b, "host"...)
+	default:
+		b = append(b, '-')
+	}
+	b = pad(b, col, wlWidth)
 	b = append(b, colSep...)
 
 	details := len(b)

@@ -33,17 +33,28 @@ func TestTableAlignment(t *testing.T) {
 	out += string(tf.appendEvent(nil, &ev))
 	out += string(tf.appendEvent(nil, &v6))
 	out += string(tf.appendEvent(nil, &other))
+	pod, ctr, host := testutil.SDKFlowBegin(), testutil.SDKFlowBegin(), testutil.SDKFlowBegin()
+	pod.Context.ContainerID, pod.Context.PodName = strings.Repeat("3f", 32), "web-0"
+	ctr.Context.ContainerID = strings.Repeat("3f", 32)
+	host.Context.Host = true
+	for _, e := range []*sdk.Event{&pod, &ctr, &host} {
+		e.Fields = e.Fields[:5]
+		out += string(tf.appendEvent(nil, e))
+	}
 	want := "" +
-		"TIME             EVENT                 COMM                 PID  DETAILS\n" +
-		"22:13:20.123456  net_flow_tcp_begin    curl                1234  10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing dst_dns=[example.com,www.example.com]\n" +
-		"22:13:20.123456  net_flow_tcp_end      a-much-longer-c  4194304  [2001:db8::1]:55555 -> [::1]:22 conn_direction=incoming\n" +
-		"00:00:00.000000  event_7               -                      -  note=\"has space\" n=-1\n"
+		"TIME             EVENT                 COMM                 PID  WORKLOAD          DETAILS\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  -                 10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing dst_dns=[example.com,www.example.com]\n" +
+		"22:13:20.123456  net_flow_tcp_end      a-much-longer-c  4194304  -                 [2001:db8::1]:55555 -> [::1]:22 conn_direction=incoming\n" +
+		"00:00:00.000000  event_7               -                      -  -                 note=\"has space\" n=-1\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  web-0             10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  3f3f3f3f3f3f      10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n" +
+		"22:13:20.123456  net_flow_tcp_begin    curl                1234  host              10.0.0.1:43210 -> 93.184.216.34:443 conn_direction=outgoing\n"
 	if out != want {
 		t.Errorf("table:\n%s\nwant:\n%s", out, want)
 	}
 	// Every column starts at the same offset on every line.
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	for _, col := range []string{"EVENT", "COMM", "DETAILS"} {
+	for _, col := range []string{"EVENT", "COMM", "WORKLOAD", "DETAILS"} {
 		at := strings.Index(lines[0], col)
 		for _, l := range lines[1:] {
 			if l[at-2:at] != "  " || l[at] == ' ' {
@@ -67,7 +78,7 @@ func TestTableHumanUnits(t *testing.T) {
 		{Name: "reason_ns", Value: sdk.String("not a number")},
 	}}
 	got := string(tf.appendEvent(nil, &ev))
-	want := "00:00:00.000000  net_flow_tcp_end      -                      -  " +
+	want := "00:00:00.000000  net_flow_tcp_end      -                      -  -                 " +
 		"duration=1.5ms handshake=123µs bytes_sent=934 B bytes_received=1.2 MiB packets_sent=12345 ns=5 reason_ns=\"not a number\"\n"
 	if got != want {
 		t.Errorf("table line:\n%q\nwant:\n%q", got, want)

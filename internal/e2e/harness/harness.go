@@ -92,6 +92,18 @@ type Context struct {
 	UID          int    `json:"uid"`
 	Comm         string `json:"comm"`
 	HostName     string `json:"host_name"`
+	PPID         int    `json:"ppid"`
+	ProcessStart int64  `json:"process_start"`
+	Exe          string `json:"exe"`
+	// The workload: "" for the host (and while not known).
+	ContainerID      string            `json:"container_id"`
+	ContainerRuntime string            `json:"container_runtime"`
+	ContainerName    string            `json:"container_name"`
+	ContainerImage   string            `json:"container_image"`
+	PodName          string            `json:"pod_name"`
+	PodNamespace     string            `json:"pod_namespace"`
+	PodUID           string            `json:"pod_uid"`
+	PodLabels        map[string]string `json:"pod_labels"`
 }
 
 // Fields are the fields of the flow events, net_packet_dns and
@@ -113,6 +125,8 @@ type Fields struct {
 	PacketsReceived uint64   `json:"packets_received"`
 	CloseReason     string   `json:"close_reason"`
 	Reason          string   `json:"reason"`
+	FlowID          string   `json:"flow_id"`
+	CommunityID     string   `json:"community_id"`
 	Lost            uint64   `json:"lost"`
 	LostTotal       uint64   `json:"lost_total"`
 	// net_packet_dns

@@ -22,10 +22,11 @@ import (
 // ProtocolVersion is the version of the sink protocol (proto/sink.proto
 // and the event encoding) that the host and the SDK speak. It changes
 // only when a host and a plugin built against different versions could
-// no longer understand each other. Version 2 sends each batch in the
-// binary event encoding; version 1 sent a protobuf message per event and
-// per field.
-const ProtocolVersion = 2
+// no longer understand each other. Version 3 adds the owner's parent,
+// start and executable and the workload to every event (layout 2);
+// version 2 sent each batch in the binary event encoding (layout 1);
+// version 1 sent a protobuf message per event and per field.
+const ProtocolVersion = 3
 
 // PluginName is the name the sink is dispensed under in the go-plugin
 // plugin set.
@@ -67,10 +68,35 @@ var Handshake = plugin.HandshakeConfig{
 const (
 	// Layout is the version of the event encoding, the first byte of
 	// Batch.events.
-	Layout = 1
+	Layout = 2
 	// HeaderLen is the length of the header: the layout byte and the
 	// event count.
 	HeaderLen = 5
+)
+
+// The context's strings that an event may send as repeats of the
+// previous event's of its schema, numbered as the encoder and the decoder
+// keep them; the fields' strings follow (field i's is CtxStrings+i).
+const (
+	SlotComm = iota
+	SlotHost
+	SlotExe
+	SlotContainerID
+	SlotContainerRuntime
+	SlotContainerName
+	SlotContainerImage
+	SlotPodName
+	SlotPodNamespace
+	SlotPodUID
+	CtxStrings
+)
+
+// Workload tags of the event encoding: what follows an event's exe.
+const (
+	WorkloadUnknown   = 0 // not known (yet)
+	WorkloadHost      = 1 // the host: no container
+	WorkloadContainer = 2 // a container's: its strings and pod labels follow
+	WorkloadSame      = 3 // the same as the previous event's of its schema
 )
 
 // Kind codes of field values in the event encoding.

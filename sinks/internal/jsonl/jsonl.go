@@ -5,6 +5,7 @@ package jsonl
 
 import (
 	"strconv"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 
@@ -48,6 +49,7 @@ func appendEvent(b []byte, ev *sdk.Event, keys *Keys) []byte {
 	b = AppendString(b, c.Comm)
 	b = append(b, `,"host_name":`...)
 	b = AppendString(b, c.HostName)
+	b = appendProcess(b, c)
 	b = append(b, `},"fields":{`...)
 	if k := keys.lookup(ev); k != nil {
 		for i := range ev.Fields {
@@ -61,6 +63,41 @@ func appendEvent(b []byte, ev *sdk.Event, keys *Keys) []byte {
 		b = appendValue(b, ev.Fields[i].Value)
 	}
 	return append(b, "}}\n"...)
+}
+
+// appendProcess appends the owner's lineage and the workload: ppid,
+// process_start, exe, then the container and pod fields ("" and
+// pod_labels {} for a socket of no container, or one not known yet).
+func appendProcess(b []byte, c *sdk.Context) []byte {
+	b = append(b, `,"ppid":`...)
+	b = strconv.AppendUint(b, uint64(c.PPID), 10)
+	b = append(b, `,"process_start":`...)
+	b = strconv.AppendInt(b, c.ProcessStart, 10)
+	b = append(b, `,"exe":`...)
+	b = AppendString(b, c.Exe)
+	for _, kv := range [...]struct{ key, val string }{
+		{`,"container_id":`, c.ContainerID},
+		{`,"container_runtime":`, c.ContainerRuntime},
+		{`,"container_name":`, c.ContainerName},
+		{`,"container_image":`, c.ContainerImage},
+		{`,"pod_name":`, c.PodName},
+		{`,"pod_namespace":`, c.PodNamespace},
+		{`,"pod_uid":`, c.PodUID},
+	} {
+		b = append(b, kv.key...)
+		b = AppendString(b, kv.val)
+	}
+	b = append(b, `,"pod_labels":{`...)
+	for i, l := range c.PodLabels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, v, _ := strings.Cut(l, "=")
+		b = AppendString(b, k)
+		b = append(b, ':')
+		b = AppendString(b, v)
+	}
+	return append(b, '}')
 }
 
 // appendKey appends the name of field i of an event as a key: with

@@ -3,9 +3,11 @@ package jsonl
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -34,7 +36,9 @@ func TestJSONEvent(t *testing.T) {
 	)
 	got := string(Append(nil, &ev))
 	want := `{"timestamp":1700000000123456789,"event":"net_flow_tcp_begin",` +
-		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box"},` +
+		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box",` +
+		`"ppid":0,"process_start":0,"exe":"","container_id":"","container_runtime":"","container_name":"","container_image":"",` +
+		`"pod_name":"","pod_namespace":"","pod_uid":"","pod_labels":{}},` +
 		`"fields":{"conn_direction":"outgoing","src":"10.0.0.1","dst":"93.184.216.34","src_port":43210,"dst_port":443,` +
 		`"src_dns":[],"dst_dns":["example.com","www.example.com"],"delta":-7,"ok":true,"unknown":null}}` + "\n"
 	if got != want {
@@ -43,6 +47,52 @@ func TestJSONEvent(t *testing.T) {
 	var v map[string]any
 	if err := json.Unmarshal([]byte(got), &v); err != nil {
 		t.Fatalf("not valid JSON: %v", err)
+	}
+	c := &ev.Context
+	c.PPID, c.ProcessStart, c.Exe = 1, 1700000000000000000, "/usr/bin/curl"
+	c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage = "c", "containerd", "web", "localhost/web:1"
+	c.PodName, c.PodNamespace, c.PodUID, c.PodLabels = "web-0", "payments", "u", []string{"app=web", "tier=a=b"}
+	ev.Fields = nil
+	got = string(Append(nil, &ev))
+	want = `{"timestamp":1700000000123456789,"event":"net_flow_tcp_begin",` +
+		`"context":{"socket_cookie":18446744073709551615,"cgroup_id":4242,"pid":1234,"uid":1000,"comm":"curl","host_name":"box",` +
+		`"ppid":1,"process_start":1700000000000000000,"exe":"/usr/bin/curl","container_id":"c","container_runtime":"containerd",` +
+		`"container_name":"web","container_image":"localhost/web:1","pod_name":"web-0","pod_namespace":"payments","pod_uid":"u",` +
+		`"pod_labels":{"app":"web","tier":"a=b"}},"fields":{}}` + "\n"
+	if got != want {
+		t.Errorf("with a workload:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestJSONContextKeysAreDocumented: the JSON context has exactly the
+// keys events.ContextFields documents (flowtap list, the manual pages),
+// in its order.
+func TestJSONContextKeysAreDocumented(t *testing.T) {
+	ev := testutil.SDKFlowBegin()
+	line := Append(nil, &ev)
+	var obj struct {
+		Context json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(line, &obj); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj.Context))
+	var keys []string
+	dec.Token() // {
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for _, f := range events.ContextFields() {
+		want = append(want, f.Name)
+	}
+	if strings.Join(keys, " ") != strings.Join(want, " ") {
+		t.Errorf("JSON context keys\n %v\ndocumented\n %v", keys, want)
 	}
 }
 

@@ -88,12 +88,17 @@ type schema struct {
 	gen   uint64 // the batch that last defined it
 	index uint64 // its index in that batch
 	// prev holds the strings of the batch's last event of this schema,
-	// when prevGen is the batch's gen: prev[0] its comm, prev[1] its host
-	// name, prev[2+i] field i's value if it is a string; prevList[i] field
+	// when prevGen is the batch's gen: the context's strings (wire.SlotComm,
+	// ...), prev[wire.CtxStrings+i] field i's value if it is a string; prevList[i] field
 	// i's value if it is a list.
 	prev     []string
 	prevList [][]string
-	prevGen  uint64
+	// prevLabels is the last event's pod labels, prevWorkload its
+	// workload (the workload is sent as "the same" when it is the very
+	// same).
+	prevLabels   []string
+	prevWorkload *events.Workload
+	prevGen      uint64
 }
 
 // Start begins a batch, writing into buf's memory (buf's contents are
@@ -118,6 +123,7 @@ func (e *Encoder) Finish() []byte {
 	for _, sc := range e.defined { // keep no event's memory alive
 		clear(sc.prev)
 		clear(sc.prevList)
+		sc.prevLabels, sc.prevWorkload = nil, nil
 		sc.prevGen = 0
 	}
 	b := e.buf
@@ -184,7 +190,7 @@ func (e *Encoder) undo(mark, ndefined int, sc *schema) {
 // garbage collector marks, each pointer written costs a write barrier.
 func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fields []events.Field, check bool) bool {
 	kinds, names, prev, prevList := sc.kinds, sc.names, sc.prev, sc.prevList
-	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != 2+len(fields) || len(prevList) != len(fields) {
+	if len(kinds) != len(fields) || len(names) != len(fields) || len(prev) != wire.CtxStrings+len(fields) || len(prevList) != len(fields) {
 		return false
 	}
 	b, hasPrev := e.appendHead(sc, timestamp, c)
@@ -197,7 +203,7 @@ func (e *Encoder) appendEvent(sc *schema, timestamp int64, c *events.Context, fi
 		}
 		switch kind {
 		case events.KindString:
-			b = appendRepeated(b, f.Value.Str, &prev[2+i], hasPrev)
+			b = appendRepeated(b, f.Value.Str, &prev[wire.CtxStrings+i], hasPrev)
 		case events.KindUint:
 			b = appendUvarint(b, f.Value.Uint)
 		case events.KindInt:
@@ -235,9 +241,38 @@ func (e *Encoder) appendHead(sc *schema, timestamp int64, c *events.Context) ([]
 	b = appendUvarint(b, c.CgroupID)
 	b = appendUvarint(b, uint64(c.PID))
 	b = appendUvarint(b, uint64(c.UID))
-	b = appendRepeated(b, c.Comm, &sc.prev[0], hasPrev)
-	b = appendRepeated(b, c.HostName, &sc.prev[1], hasPrev)
+	b = appendRepeated(b, c.Comm, &sc.prev[wire.SlotComm], hasPrev)
+	b = appendRepeated(b, c.HostName, &sc.prev[wire.SlotHost], hasPrev)
+	b = appendUvarint(b, uint64(c.PPID))
+	b = appendUvarint(b, uint64(c.ProcessStart<<1)^uint64(c.ProcessStart>>63))
+	b = appendRepeated(b, c.Exe, &sc.prev[wire.SlotExe], hasPrev)
+	b = appendWorkload(b, sc, c.Workload, hasPrev)
 	return b, hasPrev
+}
+
+// appendWorkload appends the workload of an event of schema sc
+// (wire.Workload* tags).
+func appendWorkload(b []byte, sc *schema, w *events.Workload, hasPrev bool) []byte {
+	switch {
+	case w == nil:
+		return append(b, wire.WorkloadUnknown)
+	case w == sc.prevWorkload && hasPrev:
+		return append(b, wire.WorkloadSame)
+	case w.ContainerID == "":
+		sc.prevWorkload = w
+		return append(b, wire.WorkloadHost)
+	}
+	sc.prevWorkload = w
+	b = append(b, wire.WorkloadContainer)
+	p := sc.prev
+	b = appendRepeated(b, w.ContainerID, &p[wire.SlotContainerID], hasPrev)
+	b = appendRepeated(b, w.ContainerRuntime, &p[wire.SlotContainerRuntime], hasPrev)
+	b = appendRepeated(b, w.ContainerName, &p[wire.SlotContainerName], hasPrev)
+	b = appendRepeated(b, w.ContainerImage, &p[wire.SlotContainerImage], hasPrev)
+	b = appendRepeated(b, w.PodName, &p[wire.SlotPodName], hasPrev)
+	b = appendRepeated(b, w.PodNamespace, &p[wire.SlotPodNamespace], hasPrev)
+	b = appendRepeated(b, w.PodUID, &p[wire.SlotPodUID], hasPrev)
+	return appendRepeatedList(b, events.Strings(w.PodLabels).Strings, &sc.prevLabels, hasPrev)
 }
 
 // appendRepeatedList appends l as an rlist: 0 if l is the very list
@@ -292,7 +327,7 @@ func (e *Encoder) schemaFor(id uint32, name string, fields []events.Field) *sche
 	sc := &schema{
 		id: id, name: name,
 		names: make([]string, len(fields)), kinds: make([]events.Kind, len(fields)),
-		prev: make([]string, 2+len(fields)), prevList: make([][]string, len(fields)),
+		prev: make([]string, wire.CtxStrings+len(fields)), prevList: make([][]string, len(fields)),
 	}
 	def := appendUvarint(nil, uint64(id))
 	def = appendString(def, name)

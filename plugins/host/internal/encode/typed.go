@@ -2,6 +2,7 @@ package encode
 
 import (
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/internal/wire"
 )
 
 // The typed path. Most events a host sends are flow events, and building
@@ -28,7 +29,7 @@ const (
 
 // flowFields is how many fields events.Flow contributes, before those of
 // the event type.
-const flowFields = 7
+const flowFields = 9
 
 // typedFields is how many fields each typed payload has.
 var typedFields = [...]int{
@@ -83,7 +84,7 @@ func (e *Encoder) AppendPayload(limit int, id uint32, name string, timestamp int
 // appendEvent would with p.AppendFields.
 func (e *Encoder) appendTyped(sc *schema, timestamp int64, c *events.Context, p events.Payload) {
 	b, hasPrev := e.appendHead(sc, timestamp, c)
-	prev, prevList := sc.prev[2:], sc.prevList
+	prev, prevList := sc.prev[wire.CtxStrings:], sc.prevList
 	switch p := p.(type) {
 	case *events.FlowBegin:
 		b = appendFlow(b, &p.Flow, prev, prevList, hasPrev)
@@ -105,7 +106,8 @@ func (e *Encoder) appendTyped(sc *schema, timestamp int64, c *events.Context, p 
 
 // appendFlow appends the values of the fields events.Flow contributes,
 // in their order: conn_direction, src, dst, src_port, dst_port, src_dns,
-// dst_dns. prev and prevList are the schema's, from the first field on.
+// dst_dns, flow_id, community_id. prev and prevList are the schema's, from
+// the first field on.
 func appendFlow(b []byte, f *events.Flow, prev []string, prevList [][]string, hasPrev bool) []byte {
 	b = appendRepeated(b, f.Direction.String(), &prev[0], hasPrev)
 	b = appendRepeated(b, f.SrcField(), &prev[1], hasPrev)
@@ -113,5 +115,7 @@ func appendFlow(b []byte, f *events.Flow, prev []string, prevList [][]string, ha
 	b = appendUvarint(b, uint64(f.SrcPort))
 	b = appendUvarint(b, uint64(f.DstPort))
 	b = appendRepeatedList(b, events.Strings(f.SrcDNS).Strings, &prevList[5], hasPrev)
-	return appendRepeatedList(b, events.Strings(f.DstDNS).Strings, &prevList[6], hasPrev)
+	b = appendRepeatedList(b, events.Strings(f.DstDNS).Strings, &prevList[6], hasPrev)
+	b = appendRepeated(b, f.FlowID, &prev[7], hasPrev)
+	return appendRepeated(b, f.CommunityID, &prev[8], hasPrev)
 }

@@ -18,6 +18,18 @@ type Context struct {
 	SocketCookie, CgroupID uint64
 	PID, UID               uint32
 	Comm, HostName         string
+	PPID                   uint32
+	ProcessStart           int64
+	Exe                    string
+	Host                   bool
+	ContainerID            string
+	ContainerRuntime       string
+	ContainerName          string
+	ContainerImage         string
+	PodName                string
+	PodNamespace           string
+	PodUID                 string
+	PodLabels              []string
 }
 
 // Field is one named value.
@@ -59,13 +71,14 @@ type Encoder struct {
 // schema is one event shape defined in the batch, with the strings of
 // its last event, which the next one may repeat.
 type schema struct {
-	id       uint16
-	name     string
-	names    []string
-	kinds    []Kind
-	prev     []string   // comm, host name, then each field's string
-	prevList [][]string // each field's list
-	hasPrev  bool
+	id         uint16
+	name       string
+	names      []string
+	kinds      []Kind
+	prev       []string   // the context's strings (slot*), then each field's string
+	prevList   [][]string // each field's list
+	prevLabels []string
+	hasPrev    bool
 }
 
 // Start begins a batch, writing into buf's memory.
@@ -95,19 +108,35 @@ func (e *Encoder) Append(limit int, id uint16, name string, ts int64, c *Context
 	sc, index := e.schemaFor(id, name, fields)
 	saved := *sc
 	saved.prev, saved.prevList = append([]string(nil), sc.prev...), append([][]string(nil), sc.prevList...)
+	saved.prevLabels = sc.prevLabels
 	b := uvarint(e.buf, uint64(index)+1)
 	b = binary.LittleEndian.AppendUint64(b, uint64(ts))
 	b = uvarint(b, c.SocketCookie)
 	b = uvarint(b, c.CgroupID)
 	b = uvarint(b, uint64(c.PID))
 	b = uvarint(b, uint64(c.UID))
-	b = sc.str(b, 0, c.Comm)
-	b = sc.str(b, 1, c.HostName)
+	b = sc.str(b, wire.SlotComm, c.Comm)
+	b = sc.str(b, wire.SlotHost, c.HostName)
+	b = uvarint(b, uint64(c.PPID))
+	b = uvarint(b, uint64(c.ProcessStart<<1)^uint64(c.ProcessStart>>63))
+	b = sc.str(b, wire.SlotExe, c.Exe)
+	switch {
+	case c.ContainerID != "":
+		b = append(b, wire.WorkloadContainer)
+		for i, s := range [...]string{c.ContainerID, c.ContainerRuntime, c.ContainerName, c.ContainerImage, c.PodName, c.PodNamespace, c.PodUID} {
+			b = sc.str(b, wire.SlotContainerID+i, s)
+		}
+		b = sc.labels(b, c.PodLabels)
+	case c.Host:
+		b = append(b, wire.WorkloadHost)
+	default:
+		b = append(b, wire.WorkloadUnknown)
+	}
 	for i := range fields {
 		v := &fields[i].Value
 		switch sc.kinds[i] {
 		case KindString:
-			b = sc.str(b, 2+i, v.Str)
+			b = sc.str(b, wire.CtxStrings+i, v.Str)
 		case KindUint:
 			b = uvarint(b, v.Uint)
 		case KindInt:
@@ -141,7 +170,7 @@ func (e *Encoder) schemaFor(id uint16, name string, fields []Field) (*schema, in
 			return sc, i
 		}
 	}
-	sc := &schema{id: id, name: name, prev: make([]string, 2+len(fields)), prevList: make([][]string, len(fields))}
+	sc := &schema{id: id, name: name, prev: make([]string, wire.CtxStrings+len(fields)), prevList: make([][]string, len(fields))}
 	e.buf = append(e.buf, 0)
 	e.buf = uvarint(e.buf, uint64(id))
 	e.buf = str(e.buf, name)
@@ -182,6 +211,19 @@ func (sc *schema) str(b []byte, i int, s string) []byte {
 	}
 	sc.prev[i] = s
 	return append(uvarint(b, uint64(len(s))+1), s...)
+}
+
+// labels appends the pod labels as an rlist.
+func (sc *schema) labels(b []byte, l []string) []byte {
+	if sc.hasPrev && len(l) == len(sc.prevLabels) && unsafe.SliceData(l) == unsafe.SliceData(sc.prevLabels) {
+		return append(b, 0)
+	}
+	sc.prevLabels = l
+	b = uvarint(b, uint64(len(l))+1)
+	for _, s := range l {
+		b = str(b, s)
+	}
+	return b
 }
 
 // list appends l as an rlist for field i.

@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package identity
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/flowtap/flowtap/events"
+)
+
+// Options configure an Enricher. Zero values take the defaults.
+type Options struct {
+	// CgroupRoot is the cgroup2 mount the events' cgroup ids belong to.
+	// Required for container identity; "" leaves Workload unset.
+	CgroupRoot string
+	// ProcRoot is the proc file system; default /proc.
+	ProcRoot string
+	// Runtimes are asked, in order, for the names, images and pods of
+	// containers. None: container ids and pod uids only.
+	Runtimes []Runtime
+	// PodLabels are the label keys reported in pod_labels.
+	PodLabels []string
+	// CacheSize bounds each cache (cgroups, containers, processes).
+	// Default DefaultCacheSize.
+	CacheSize int
+	// Logger receives the resolver's log lines.
+	Logger hclog.Logger
+}
+
+// DefaultCacheSize bounds the caches by default.
+const DefaultCacheSize = 16384
+
+// Enricher fills the workload and process fields of events' contexts
+// (Context.Workload, Exe, and PPID and ProcessStart where the kernel left
+// them out) from caches, and resolves what the caches lack on a goroutine
+// of its own: the hot path never waits for a file, a directory walk or a
+// runtime's API. A context the caches cannot fill yet stays as it is (its
+// Workload nil) and a later event of the same cgroup or process gets the
+// answer, usually within milliseconds.
+//
+// Enrich is for one goroutine (the derivation's); Start and Close for
+// another. The caches are the hot path's own: answers come back over a
+// channel that Enrich drains, so a lookup takes no lock.
+type Enricher struct {
+	opts Options
+	log  hclog.Logger
+
+	// The hot path's state: one map lookup per cgroup and per process,
+	// none when the event's cgroup or process is the previous event's
+	// (lastCG, lastProc: the last entries found complete; apply clears
+	// them, since an answer can change an entry).
+	cgroups  map[uint64]cgroupEntry
+	procs    map[uint32]procEntry
+	lastCG   uint64
+	lastW    *events.Workload
+	lastPID  uint32
+	lastProc procEntry
+
+	requests chan request
+	answers  chan answer
+	done     chan struct{}
+	stats    stats
+}
+
+// cgroupEntry is a cgroup's workload, and when to ask for it again.
+type cgroupEntry struct {
+	w *events.Workload // nil: asked for, not known yet
+	// askAt is when to ask the resolver again (0: never): for a cgroup
+	// not known yet, or a container no runtime described yet.
+	askAt int64
+}
+
+// procEntry is what Enrich fills a context with for a process. The map is
+// keyed by pid; key is the start time the entry was asked for (0 when the
+// kernel did not give one), so a reused pid misses.
+type procEntry struct {
+	key   int64
+	ppid  uint32
+	start int64 // ns since the Unix epoch, from /proc
+	exe   string
+	// known: the resolver answered; askAt: when to ask again while not.
+	known bool
+	askAt int64
+	// expires is when an entry keyed without a start time must be read
+	// again (0: never): its pid may be reused.
+	expires int64
+}
+
+type request struct {
+	cgroup uint64 // or 0
+	pid    uint32
+	start  int64
+	proc   bool
+}
+
+type answer struct {
+	cgroup   uint64
+	workload *events.Workload // nil: not found (yet)
+	// partial: a container no runtime described (yet): used, and asked
+	// for again after retryAfter.
+	partial bool
+	pid     uint32
+	entry   procEntry
+}
+
+// Stats are an Enricher's counters.
+type Stats struct {
+	// Asked counts lookups handed to the resolver; Dropped those not
+	// handed because its queue was full (asked again at a later sight).
+	Asked, Dropped uint64
+	// Walks counts walks of the cgroup2 mount; RuntimeErrors failed
+	// runtime API calls other than "no such container".
+	Walks, RuntimeErrors uint64
+}
+
+type stats struct {
+	asked, dropped, walks, runtimeErrors atomic.Uint64
+}
+
+// hostWorkload is the Workload of every cgroup that is no container's.
+var hostWorkload = &events.Workload{}
+
+// retryAfter is how long an unanswered lookup waits before it is asked
+// again.
+const retryAfter = int64(time.Second)
+
+// procTTL is how long a process entry keyed without a start time is used.
+const procTTL = int64(10 * time.Second)
+
+// New returns an Enricher; Start starts its resolver.
+func New(opts Options) *Enricher {
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Enricher{
+		opts: opts, log: log,
+		cgroups: map[uint64]cgroupEntry{}, procs: map[uint32]procEntry{},
+		requests: make(chan request, 1024), answers: make(chan answer, 1024),
+		done: make(chan struct{}),
+	}
+}
+
+// Enrich fills c from the caches and asks the resolver for what they
+// lack. now is the event's time (ns since the Unix epoch).
+func (e *Enricher) Enrich(c *events.Context, now int64) {
+	if len(e.answers) > 0 {
+		e.drain()
+	}
+	if c.CgroupID != 0 && c.CgroupID == e.lastCG {
+		c.Workload = e.lastW
+	} else if c.CgroupID != 0 && e.opts.CgroupRoot != "" {
+		g, ok := e.cgroups[c.CgroupID]
+		if ok && g.w != nil && g.askAt == 0 {
+			e.lastCG, e.lastW = c.CgroupID, g.w
+		}
+		c.Workload = g.w
+		if !ok || g.askAt != 0 && now >= g.askAt {
+			if e.ask(request{cgroup: c.CgroupID, pid: c.PID}) {
+				if !ok && len(e.cgroups) >= e.opts.CacheSize {
+					evictOne(e.cgroups)
+				}
+				g.askAt = now + retryAfter
+				e.cgroups[c.CgroupID] = g
+			}
+		}
+	}
+	if c.PID == 0 {
+		return
+	}
+	if p := &e.lastProc; c.PID == e.lastPID && p.key == c.ProcessStart && p.expires == 0 {
+		c.Exe = p.exe
+		if c.PPID == 0 {
+			c.PPID = p.ppid
+		}
+		if c.ProcessStart == 0 {
+			c.ProcessStart = p.start
+		}
+		return
+	}
+	p, ok := e.procs[c.PID]
+	if ok && p.key == c.ProcessStart && p.known && (p.expires == 0 || now < p.expires) {
+		if p.expires == 0 {
+			e.lastPID, e.lastProc = c.PID, p
+		}
+		c.Exe = p.exe
+		if c.PPID == 0 {
+			c.PPID = p.ppid
+		}
+		if c.ProcessStart == 0 {
+			c.ProcessStart = p.start
+		}
+		return
+	}
+	if ok && p.key == c.ProcessStart && !p.known && now < p.askAt {
+		return // asked, not answered yet
+	}
+	if e.ask(request{proc: true, pid: c.PID, start: c.ProcessStart}) {
+		if !ok && len(e.procs) >= e.opts.CacheSize {
+			evictOne(e.procs)
+		}
+		e.procs[c.PID] = procEntry{key: c.ProcessStart, askAt: now + retryAfter}
+	}
+}
+
+// ask hands r to the resolver without waiting; false when its queue is
+// full.
+func (e *Enricher) ask(r request) bool {
+	select {
+	case e.requests <- r:
+		e.stats.asked.Add(1)
+		return true
+	default:
+		e.stats.dropped.Add(1)
+		return false
+	}
+}
+
+// drain applies the resolver's answers.
+func (e *Enricher) drain() {
+	for {
+		select {
+		case a := <-e.answers:
+			e.apply(a)
+		default:
+			return
+		}
+	}
+}
+
+func (e *Enricher) apply(a answer) {
+	e.lastCG, e.lastPID = 0, 0 // an answer may change what they hold
+	if a.cgroup != 0 {
+		g, ok := e.cgroups[a.cgroup]
+		if !ok || a.workload == nil {
+			return // evicted meanwhile, or still unknown: asked again at askAt
+		}
+		g.w = a.workload
+		if !a.partial {
+			g.askAt = 0
+		}
+		e.cgroups[a.cgroup] = g
+		return
+	}
+	if p, ok := e.procs[a.pid]; ok && p.key == a.entry.key {
+		a.entry.known = true
+		e.procs[a.pid] = a.entry
+	}
+}
+
+// evictOne removes an entry of m, one the map's iteration order picks.
+func evictOne[K comparable, V any](m map[K]V) {
+	for k := range m {
+		delete(m, k)
+		return
+	}
+}
+
+// Stats returns the counters; safe from any goroutine.
+func (e *Enricher) Stats() Stats {
+	s := &e.stats
+	return Stats{Asked: s.asked.Load(), Dropped: s.dropped.Load(), Walks: s.walks.Load(), RuntimeErrors: s.runtimeErrors.Load()}
+}
+
+// Start runs the resolver until ctx ends or Close. It first checks which
+// runtimes answer and logs one INFO line naming the sockets tried.
+func (e *Enricher) Start(ctx context.Context) {
+	r := &resolver{e: e, containers: map[string]*containerEntry{},
+		index: newCgroupIndex(e.opts.CgroupRoot, e.opts.ProcRoot, 1<<20)}
+	r.checkRuntimes(ctx)
+	go func() {
+		defer close(e.done)
+		r.run(ctx)
+	}()
+}
+
+// Close stops the resolver (its context must end too, or Close waits for
+// it) and closes the runtimes' connections.
+func (e *Enricher) Close() {
+	<-e.done
+	for _, rt := range e.opts.Runtimes {
+		rt.Close()
+	}
+}
+
+// resolver answers lookups on its own goroutine.
+type resolver struct {
+	e          *Enricher
+	index      *cgroupIndex
+	lastWalk   time.Time
+	live       []Runtime // runtimes that answered
+	containers map[string]*containerEntry
+}
+
+// containerEntry is a container's metadata, or when asking failed.
+type containerEntry struct {
+	info    ContainerInfo
+	runtime string
+	sandbox map[string]string
+	found   bool
+	asked   time.Time
+}
+
+// minWalkInterval bounds how often the cgroup2 mount is walked.
+const minWalkInterval = 200 * time.Millisecond
+
+// checkRuntimes pings each runtime and logs which answered.
+func (r *resolver) checkRuntimes(ctx context.Context) {
+	if len(r.e.opts.Runtimes) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var tried, live []string
+	for _, rt := range r.e.opts.Runtimes {
+		tried = append(tried, rt.Name()+" "+rt.Socket())
+		if err := rt.Ping(ctx); err != nil {
+			r.e.log.Debug("container runtime does not answer", "runtime", rt.Name(), "socket", rt.Socket(), "error", err)
+			continue
+		}
+		r.live = append(r.live, rt)
+		live = append(live, rt.Name())
+	}
+	if len(live) == 0 {
+		r.e.log.Info("no container runtime answers: containers get their ids from cgroup paths, no names, images or pods",
+			"tried", strings.Join(tried, ", "))
+		return
+	}
+	r.e.log.Info("container runtimes", "answering", strings.Join(live, ", "), "tried", strings.Join(tried, ", "))
+}
+
+func (r *resolver) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q := <-r.e.requests:
+			var a answer
+			if q.proc {
+				a = r.process(q)
+			} else {
+				a = r.cgroup(ctx, q)
+			}
+			select {
+			case r.e.answers <- a:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// process reads a process's parent, start time and executable. A process
+// whose start time differs from the one the kernel gave is another
+// process that reused the pid: nothing of it is reported.
+func (r *resolver) process(q request) answer {
+	entry := procEntry{key: q.start}
+	info, err := readProc(r.e.opts.ProcRoot, q.pid)
+	if err == nil {
+		start := bootToWall() + int64(info.startTicks)*clockTick
+		if q.start == 0 || absDiff(start, q.start) <= 2*clockTick {
+			entry.ppid, entry.exe, entry.start = info.ppid, info.exe, start
+		}
+	}
+	if q.start == 0 {
+		entry.expires = time.Now().UnixNano() + procTTL
+	}
+	return answer{pid: q.pid, entry: entry}
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// bootToWall is the offset from CLOCK_BOOTTIME to the wall clock, now.
+func bootToWall() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Now().UnixNano() - ts.Nano()
+}
+
+// cgroup resolves a cgroup id to its workload.
+func (r *resolver) cgroup(ctx context.Context, q request) answer {
+	path, ok := r.index.fromProcess(q.pid, q.cgroup)
+	if !ok {
+		path, ok = r.index.byID[q.cgroup]
+	}
+	if !ok && time.Since(r.lastWalk) >= minWalkInterval {
+		r.lastWalk = time.Now()
+		r.e.stats.walks.Add(1)
+		if err := r.index.walk(); err != nil {
+			r.e.log.Warn("workload identity: cannot read cgroups", "error", err)
+		}
+		path, ok = r.index.byID[q.cgroup]
+	}
+	if !ok {
+		// Gone, or created after the walk: unknown for now; Enrich
+		// asks again after retryAfter.
+		return answer{cgroup: q.cgroup}
+	}
+	info := ParseCgroupPath(path)
+	if info.ContainerID == "" {
+		return answer{cgroup: q.cgroup, workload: hostWorkload}
+	}
+	w := &events.Workload{ContainerID: info.ContainerID, ContainerRuntime: info.Runtime, PodUID: info.PodUID}
+	c := r.container(ctx, info)
+	if c != nil && c.found {
+		describe(w, c.runtime, c.info, c.sandbox, r.e.opts.PodLabels)
+	}
+	// Asked again while runtimes answer but none knew the container yet.
+	return answer{cgroup: q.cgroup, workload: w, partial: len(r.live) > 0 && (c == nil || !c.found)}
+}
+
+// containerRetry is how long a container no runtime knew is not asked for
+// again.
+const containerRetry = time.Second
+
+// container asks the runtimes about a container, the one its path names
+// first, and caches the answer.
+func (r *resolver) container(ctx context.Context, info CgroupInfo) *containerEntry {
+	if c, ok := r.containers[info.ContainerID]; ok && (c.found || time.Since(c.asked) < containerRetry) {
+		return c
+	}
+	if len(r.live) == 0 {
+		return nil
+	}
+	c := &containerEntry{asked: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, rt := range r.ordered(info.Runtime) {
+		ci, err := rt.Container(ctx, info.ContainerID)
+		if errors.Is(err, ErrNoContainer) {
+			continue
+		}
+		if err != nil {
+			r.e.stats.runtimeErrors.Add(1)
+			r.e.log.Debug("container runtime lookup failed", "runtime", rt.Name(), "container", info.ContainerID, "error", err)
+			continue
+		}
+		c.info, c.runtime, c.found = ci, rt.Name(), true
+		if ci.SandboxID != "" && len(r.e.opts.PodLabels) > 0 {
+			if sb, err := rt.Container(ctx, ci.SandboxID); err == nil {
+				c.sandbox = sb.Labels
+			}
+		}
+		break
+	}
+	if len(r.containers) >= r.e.opts.CacheSize {
+		evictOne(r.containers)
+	}
+	r.containers[info.ContainerID] = c
+	return c
+}
+
+// ordered returns the live runtimes, the one named first.
+func (r *resolver) ordered(name string) []Runtime {
+	out := make([]Runtime, 0, len(r.live))
+	for _, rt := range r.live {
+		if rt.Name() == name {
+			out = append(out, rt)
+		}
+	}
+	for _, rt := range r.live {
+		if rt.Name() != name {
+			out = append(out, rt)
+		}
+	}
+	return out
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package identity
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/flowtap/flowtap/events"
+)
+
+const testID = "3f4c0b5e8a9d7c6b1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d"
+
+// fakeCgroupTree makes directories in the shapes of a cgroup2 mount: the
+// index reads ids as directory inode numbers, as on cgroup v2, so any
+// directory tree stands for one. It returns the root and the ids of a
+// Kubernetes container's cgroup and of a host service's.
+func fakeCgroupTree(t testing.TB) (root string, container, host uint64) {
+	root = t.TempDir()
+	cpath := filepath.Join(root, "kubepods.slice", "kubepods-burstable.slice",
+		"kubepods-burstable-pod6f1d2c3b_4a59_4e8f_9b7a_0c1d2e3f4a5b.slice", "cri-containerd-"+testID+".scope")
+	hpath := filepath.Join(root, "system.slice", "sshd.service")
+	for _, p := range []string{cpath, hpath} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := inode(cpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := inode(hpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, c, h
+}
+
+// enrichUntil enriches a copy of c until done says it is filled, or fails
+// after 5 s.
+func enrichUntil(t *testing.T, e *Enricher, c events.Context, done func(*events.Context) bool) events.Context {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := c
+		e.Enrich(&got, time.Now().UnixNano())
+		if done(&got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not enriched within 5 s: %+v (workload %+v)", got, got.Workload)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func startEnricher(t *testing.T, opts Options) *Enricher {
+	e := New(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Start(ctx)
+	t.Cleanup(func() { cancel(); e.Close() })
+	return e
+}
+
+func TestEnrichWorkloadFromCgroupTree(t *testing.T) {
+	root, cid, hid := fakeCgroupTree(t)
+	e := startEnricher(t, Options{CgroupRoot: root})
+
+	c := events.Context{CgroupID: cid}
+	first := c
+	e.Enrich(&first, time.Now().UnixNano())
+	if first.Workload != nil {
+		t.Fatalf("first sight filled from an empty cache: %+v", first.Workload)
+	}
+	got := enrichUntil(t, e, c, func(c *events.Context) bool { return c.Workload != nil })
+	w := got.Workload
+	if w.ContainerID != testID || w.ContainerRuntime != RuntimeContainerd || w.PodUID != "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b" || w.Host() {
+		t.Errorf("container cgroup: %+v", w)
+	}
+	if w.ShortID() != testID[:12] {
+		t.Errorf("short id %q", w.ShortID())
+	}
+	h := enrichUntil(t, e, events.Context{CgroupID: hid}, func(c *events.Context) bool { return c.Workload != nil })
+	if !h.Workload.Host() {
+		t.Errorf("host cgroup: %+v", h.Workload)
+	}
+	// A cgroup that does not exist stays unknown, and is not walked for
+	// again and again.
+	gone := events.Context{CgroupID: 1 << 60}
+	for range 50 {
+		g := gone
+		e.Enrich(&g, time.Now().UnixNano())
+		if g.Workload != nil {
+			t.Fatalf("unknown cgroup got %+v", g.Workload)
+		}
+	}
+	if s := e.Stats(); s.Walks > 3 {
+		t.Errorf("%d walks of the cgroup tree for one unknown id", s.Walks)
+	}
+}
+
+func TestEnrichProcess(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := readProc("/proc", uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bootToWall() + int64(info.startTicks)*clockTick
+	e := startEnricher(t, Options{})
+
+	// The kernel gave the start time: /proc's must agree.
+	got := enrichUntil(t, e, events.Context{PID: uint32(os.Getpid()), ProcessStart: start},
+		func(c *events.Context) bool { return c.Exe != "" })
+	if got.Exe != exe || got.PPID != uint32(os.Getppid()) {
+		t.Errorf("exe %q ppid %d, want %q %d", got.Exe, got.PPID, exe, os.Getppid())
+	}
+	// No start time from the kernel: /proc gives it.
+	got = enrichUntil(t, e, events.Context{PID: uint32(os.Getpid())}, func(c *events.Context) bool { return c.Exe != "" })
+	if got.ProcessStart != start && absDiff(got.ProcessStart, start) > clockTick {
+		t.Errorf("start %d, want %d", got.ProcessStart, start)
+	}
+	// A start time that is not this process's: the pid was reused, and
+	// nothing of the process now holding it is reported.
+	stale := events.Context{PID: uint32(os.Getpid()), ProcessStart: start - int64(time.Hour)}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		g := stale
+		e.Enrich(&g, time.Now().UnixNano())
+		if g.Exe != "" || g.PPID != 0 {
+			t.Fatalf("a reused pid got the new process's details: %+v", g)
+		}
+		if p := e.procs[stale.PID]; p.known && p.key == stale.ProcessStart {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A command name with spaces and parentheses.
+	line := "4242 (my (odd) app) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 0\n"
+	p, err := parseStat([]byte(line))
+	if err != nil || p.ppid != 17 || p.startTicks != 123456 {
+		t.Errorf("parseStat: %+v, %v", p, err)
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 2"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("parseStat(%q) accepted", bad)
+		}
+	}
+}
+
+// BenchmarkEnrichWarm is the per-event cost of enrichment with a warm
+// cache: a container socket's context with its process, both cached. Its
+// "none" case is the same loop without Enrich (copying the context): what
+// enrichment adds is the difference.
+func BenchmarkEnrichWarm(b *testing.B) {
+	b.Run("enrich", benchEnrich(true))
+	b.Run("none", benchEnrich(false))
+	b.Run("enrich-64", benchEnrichSpread(true))
+	b.Run("none-64", benchEnrichSpread(false))
+}
+
+// benchEnrichSpread is benchEnrich over 64 cgroups and processes in
+// turn, so that every event looks its cgroup and process up in the maps.
+func benchEnrichSpread(on bool) func(*testing.B) {
+	return func(b *testing.B) {
+		e := New(Options{CgroupRoot: "/sys/fs/cgroup"})
+		var ctxs [64]events.Context
+		for i := range ctxs {
+			id, pid, start := uint64(1000+i), uint32(4000+i), int64(1_700_000_000_000_000_000+i)
+			e.cgroups[id] = cgroupEntry{w: &events.Workload{ContainerID: testID, ContainerRuntime: RuntimeContainerd}}
+			e.procs[pid] = procEntry{key: start, known: true, ppid: 1, start: start, exe: "/usr/bin/app"}
+			ctxs[i] = events.Context{CgroupID: id, PID: pid, ProcessStart: start, PPID: 1}
+		}
+		now := time.Now().UnixNano()
+		b.ReportAllocs()
+		var sink events.Context
+		i := 0
+		for b.Loop() {
+			ctx := ctxs[i&63]
+			i++
+			if on {
+				e.Enrich(&ctx, now)
+			}
+			sink = ctx
+		}
+		if on && sink.Exe != "/usr/bin/app" {
+			b.Fatalf("not enriched: %+v", sink)
+		}
+	}
+}
+
+func benchEnrich(on bool) func(*testing.B) {
+	return func(b *testing.B) { benchmarkEnrich(b, on) }
+}
+
+func benchmarkEnrich(b *testing.B, on bool) {
+	root, cid, _ := fakeCgroupTree(b)
+	e := New(Options{CgroupRoot: root})
+	e.cgroups[cid] = cgroupEntry{w: &events.Workload{ContainerID: testID, ContainerRuntime: RuntimeContainerd}}
+	e.procs[4242] = procEntry{key: 1_700_000_000_000_000_000, known: true, ppid: 1, start: 1_700_000_000_000_000_000, exe: "/usr/bin/app"}
+	c := events.Context{CgroupID: cid, PID: 4242, ProcessStart: 1_700_000_000_000_000_000, PPID: 1}
+	now := time.Now().UnixNano()
+	b.ReportAllocs()
+	var sink events.Context
+	for b.Loop() {
+		ctx := c
+		if on {
+			e.Enrich(&ctx, now)
+		}
+		sink = ctx
+	}
+	if on && sink.Exe != "/usr/bin/app" {
+		b.Fatalf("not enriched: %+v", sink)
+	}
+}
