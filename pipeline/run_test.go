@@ -52,10 +52,10 @@ func (f *fakeProducer) run(ctx context.Context, emit func([]events.Event)) error
 	}
 }
 
-func (f *fakeProducer) recycle([]events.Event) {}
-func (f *fakeProducer) now() int64             { return f.clock.Load() }
-func (f *fakeProducer) eventClock() bool       { return f.file }
-func (f *fakeProducer) end() int64             { return f.endAt }
+func (f *fakeProducer) recycle([]events.Event)   {}
+func (f *fakeProducer) now() int64               { return f.clock.Load() }
+func (f *fakeProducer) eventClock() bool         { return f.file }
+func (f *fakeProducer) end() int64               { return f.endAt }
 func (f *fakeProducer) status(cs *CaptureStatus) { cs.Source = "fake" }
 func (f *fakeProducer) close(*Stats) error {
 	f.closed.Store(true)
