@@ -63,7 +63,7 @@ type deriveEnv struct {
 	// lock.
 	report   func(func(*Snapshot))
 	addCache func(name string, stats func() CacheStats)
-	log    hclog.Logger
+	log      hclog.Logger
 }
 
 // derivers is the deriver table, one entry per Definition.Deriver of the
