@@ -34,32 +34,6 @@ import (
 // Prometheus scraping it, promtool on its exposition, /readyz turning 503
 // and back, and 'flowtap run | head -1'.
 
-// needTool finds a program 'make deps' installs: in CI its absence fails
-// the test; elsewhere the test is skipped.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (make deps installs it)", name)
-	}
-	t.Skipf("%s is not installed (make deps installs it)", name)
-	return ""
-}
-
-// freePort returns a loopback TCP port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // testCgroup creates a cgroup v2 directory for the test's workload and
 // returns its path and an open descriptor (for CLONE_INTO_CGROUP); both
 // go when the test ends.
@@ -145,7 +119,7 @@ func sampleValue(exposition []byte, name, labels string) (float64, bool) {
 // cgroup). promtool check metrics passes on flowtap's /metrics.
 func TestPrometheusScrapesFlowtap(t *testing.T) {
 	privtest.Require(t)
-	promBin, promtool := needTool(t, "prometheus"), needTool(t, "promtool")
+	promBin, promtool := testutil.NeedTool(t, "prometheus"), testutil.NeedTool(t, "promtool")
 	began := time.Now()
 	bin := harness.Binaries(t)
 	cg, cgFD := testCgroup(t, "metrics")
@@ -155,7 +129,7 @@ func TestPrometheusScrapesFlowtap(t *testing.T) {
 	base := agentMetrics(t, a)
 	target := strings.TrimPrefix(base, "http://")
 
-	promPort := freePort(t)
+	promPort := testutil.FreePort(t)
 	prom := startPrometheus(t, promBin, target, promPort)
 
 	// The workload, in the cgroup from its first instruction on
@@ -381,7 +355,7 @@ func TestReadyzTurnsAndRecovers(t *testing.T) {
 `, endpoint)
 	}
 	cfg := writeConfig(t, config(bad))
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 
 	// Ask /readyz from before flowtap starts until it is ready.
@@ -494,7 +468,7 @@ func httpServer(t *testing.T, h http.HandlerFunc) string {
 // retrying the stdout sink and without an ERROR line.
 func TestRunPipedIntoHead(t *testing.T) {
 	privtest.Require(t)
-	bash := needTool(t, "bash")
+	bash := testutil.NeedTool(t, "bash")
 	bin := harness.Binaries(t)
 	ln := loopback(t)
 	errLog := filepath.Join(t.TempDir(), "stderr")

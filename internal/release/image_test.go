@@ -23,21 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// needTool finds a program the test needs: 'make deps' installs it, so in
-// CI its absence fails the test; elsewhere the test is skipped.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (make deps installs it)", name)
-	}
-	t.Skipf("%s is not installed (make deps installs it)", name)
-	return ""
-}
-
 // The capabilities the image's flowtap must end up with, and no more:
 // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
 const wantCaps = 1<<12 | 1<<38 | 1<<39
@@ -51,8 +36,8 @@ type podman struct {
 }
 
 func newPodman(t *testing.T, dir string) *podman {
-	p := &podman{bin: needTool(t, "podman")}
-	needTool(t, "runc")
+	p := &podman{bin: testutil.NeedTool(t, "podman")}
+	testutil.NeedTool(t, "runc")
 	p.base = []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"), "--tmpdir", filepath.Join(dir, "tmp"),
 		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"}
 	return p
@@ -130,7 +115,7 @@ func TestImageUnderPodman(t *testing.T) {
 	name := fmt.Sprintf("flowtap-test-%d", os.Getpid())
 	// The endpoints the DaemonSet's probes and scrape annotations use, on
 	// the host's loopback (host network).
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-t", "0", name).Run() })
 	cmd := pm.cmd("run", "--rm", "--name", name,
 		"--pid=host", "--network=host",
@@ -159,17 +144,6 @@ func TestImageUnderPodman(t *testing.T) {
 	checkEndpoints(t, "http://"+metricsAddr)
 	// SIGINT reaches flowtap through podman's signal proxy.
 	agent.stop(t, cmd.Process.Pid)
-}
-
-// freePort returns a loopback TCP port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // checkEndpoints: the image's flowtap answers the probes of the

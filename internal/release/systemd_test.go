@@ -90,7 +90,7 @@ func verify(t *testing.T, analyze, flowtap string, unit []byte) []string {
 // flowtap installed where it says, and has something to say about a
 // misspelt key, so the check can fail.
 func TestSystemdUnitVerifies(t *testing.T) {
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	unit, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestSystemdUnitContract(t *testing.T) {
 		t.Errorf("RestrictAddressFamilies %v", got)
 	}
 
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	out, err := exec.Command(analyze, "security", "--offline=yes", unitFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
@@ -231,7 +231,7 @@ func expandSyscalls(t *testing.T, analyze string, items []string) map[string]boo
 // RestrictAddressFamilies= allows.
 func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	privtest.Require(t)
-	strace, setpriv, analyze := needTool(t, "strace"), needTool(t, "setpriv"), needTool(t, "systemd-analyze")
+	strace, setpriv, analyze := testutil.NeedTool(t, "strace"), testutil.NeedTool(t, "setpriv"), testutil.NeedTool(t, "systemd-analyze")
 	s := unitSettings(t)
 	if len(s["SystemCallFilter"]) != 1 || len(s["RestrictAddressFamilies"]) != 1 || len(s["AmbientCapabilities"]) != 1 {
 		t.Fatal("the unit must set SystemCallFilter, RestrictAddressFamilies and AmbientCapabilities once each")
@@ -261,7 +261,7 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	trace := filepath.Join(t.TempDir(), "trace")
 	// As the unit: metrics on loopback (a free port here), asked for
 	// below so that serving them is in the trace too.
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "--",
 		setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
 		"--inh-caps="+capList, "--ambient-caps="+capList, "--bounding-set="+capList, "--no-new-privs",
