@@ -46,11 +46,11 @@ func (l *lossLog) observe(now time.Time, lost, total uint64) {
 		return
 	}
 	if l.pending > 0 && now.Sub(l.lastLine) >= lossLogEvery {
-		l.log.Warn("flow records still being lost", "lost", l.pending, "over", now.Sub(l.lastLine).Round(time.Second), "lost_total", total)
+		l.log.Warn("flow records still being lost", "lost", l.pending, "over", now.Sub(l.lastLine).Round(time.Second).String(), "lost_total", total)
 		l.pending, l.lastLine = 0, now
 	}
 	if now.Sub(l.lastLoss) >= lossLogEvery {
-		l.log.Info("flow record loss stopped", "lost", l.episode, "lost_total", total, "quiet_for", now.Sub(l.lastLoss).Round(time.Second))
+		l.log.Info("flow record loss stopped", "lost", l.episode, "lost_total", total, "quiet_for", now.Sub(l.lastLoss).Round(time.Second).String())
 		*l = lossLog{log: l.log}
 	}
 }

@@ -33,7 +33,8 @@ func logStats(ctx context.Context, mon *Monitor, every time.Duration, log hclog.
 // sink.PIPELINE.NAME.COUNTER), reloads. A counter that did not move is
 // left out, so a quiet interval logs the interval alone.
 func statsLine(prev, cur Snapshot, elapsed time.Duration) []any {
-	kv := []any{"interval", elapsed.Round(time.Second)}
+	// Durations as text, in the JSON log format too.
+	kv := []any{"interval", elapsed.Round(time.Second).String()}
 	add := func(key string, before, now uint64) {
 		if now > before {
 			kv = append(kv, key, now-before)
