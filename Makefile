@@ -34,7 +34,7 @@ all: build
 
 ## build: every binary into bin/ (flowtap and one flowtap-sink-<name> per built-in sink)
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 ## run: build, then run flowtap on its embedded default (needs root)
 run: build

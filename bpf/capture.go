@@ -106,6 +106,10 @@ type Capture struct {
 
 	running atomic.Bool
 	records atomic.Uint64
+	// caughtUp is when (Now's clock) Run last found the ring empty and
+	// had handed on everything read before: every record written before
+	// it has been delivered (CaughtUp).
+	caughtUp atomic.Int64
 
 	// mu guards the lost-record accounting and the closed flag, so the
 	// maps and programs are never used after Close released them.
@@ -265,6 +269,7 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 	c.dec = newDecoder(bootToWall)
 	c.reportedAt = c.Now()
+	c.caughtUp.Store(c.reportedAt)
 	logger.Debug("flow capture attached", "cgroup", cgroupPath, "ring_buffer_bytes", size)
 	return c, nil
 }
@@ -413,6 +418,15 @@ func (c *Capture) Now() int64 {
 	return ts.Nano() + c.dec.bootToWall
 }
 
+// CaughtUp returns the time (Now's clock) up to which every record the
+// programs wrote has been read and handed on by Run: when it last found
+// the ring empty. A consumer that falls behind (a sink with the block
+// policy holding the pipeline up) holds it back, and with it anything
+// that must not decide on records not read yet, such as the flow
+// tracker's SYN timeouts. Before Run's first drain it is when Open
+// finished.
+func (c *Capture) CaughtUp() int64 { return c.caughtUp.Load() }
+
 // run reads the ring buffer and hands every record, decoded into a
 // net_packet_flow_base, net_tcp_socket_base or net_packet_dns_base event,
 // to emit (called from run's goroutine, one event at a time), and calls
@@ -535,8 +549,15 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The ring is drained.
+			// The ring is drained: what was lost so far is reported
+			// with what was read (a marker never trails the records
+			// around the loss by more than this), then all of it is
+			// handed on, and everything written before now has been.
+			empty := c.Now()
+			c.reportLost(emit)
+			next = time.Now().Add(lostPollInterval)
 			drained()
+			c.caughtUp.Store(empty)
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -1501,13 +1501,42 @@ static __always_inline void payload_only(struct tcp_sock *tp, __u32 cb_flags, __
 		(*recv)--;
 }
 
-// socket_closed writes the closed record of a socket followed with flows
-// from sock_ops, from its counters alone (payload_only).
-static __always_inline void socket_closed(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u32 oldstate)
+// submit_followed writes a closed or snapshot record of a socket followed
+// with flows from sock_ops, from its counters k alone (payload_only),
+// with cb_flags its sock_ops callback flags and state the state it is in
+// or left.
+static __always_inline void submit_followed(struct tcp_sock *tp, __u16 family, __u64 cookie, const struct tcp_counters *k,
+					    __u32 cb_flags, __u8 type, __u8 state)
 {
 	struct flow_record *rec;
+	__u64 sent = k->bytes_acked, recv = k->bytes_received;
+
+	payload_only(tp, cb_flags, state, k->snd_una, &sent, &recv);
+	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
+	if (!rec) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->ts_ns = bpf_ktime_get_boot_ns();
+	rec->cookie = cookie;
+	rec->bytes_sent = sent;
+	rec->bytes_received = recv;
+	rec->packets_sent = k->segs_out;
+	rec->packets_received = k->segs_in;
+	rec->cgroup_id = sock_cgroup(tp);
+	fill_socket(rec, tp, family);
+	rec->type = type;
+	rec->state = state;
+	submit_record(rec);
+}
+
+// socket_closed writes the closed record of a socket followed with flows
+// from sock_ops.
+static __always_inline void socket_closed(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u32 oldstate)
+{
+	struct tcp_counters k;
 	struct tcp_sock *tp;
-	__u64 sent, recv;
 	__u16 family;
 
 	tp = bpf_skc_to_tcp_sock(sk);
@@ -1518,26 +1547,12 @@ static __always_inline void socket_closed(struct bpf_sock_ops *skops, struct bpf
 		submit_moment(skops, NULL, 0, FLOW_DIR_INGRESS, TCP_FLAG_RST | TCP_FLAG_ACK);
 	// The state callback runs in tcp_set_state, before the socket is torn
 	// down: the ACK that moved it here has been processed.
-	sent = skops->bytes_acked;
-	recv = skops->bytes_received;
-	payload_only(tp, skops->bpf_sock_ops_cb_flags, oldstate, skops->snd_una, &sent, &recv);
-	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
-	if (!rec) {
-		count_lost();
-		return;
-	}
-	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->ts_ns = bpf_ktime_get_boot_ns();
-	rec->cookie = bpf_get_socket_cookie(skops);
-	rec->bytes_sent = sent;
-	rec->bytes_received = recv;
-	rec->packets_sent = skops->segs_out;
-	rec->packets_received = skops->segs_in;
-	rec->cgroup_id = sock_cgroup(tp);
-	fill_socket(rec, tp, family);
-	rec->type = FLOW_REC_CLOSED;
-	rec->state = oldstate;
-	submit_record(rec);
+	k.bytes_acked = skops->bytes_acked;
+	k.bytes_received = skops->bytes_received;
+	k.segs_out = skops->segs_out;
+	k.segs_in = skops->segs_in;
+	k.snd_una = skops->snd_una;
+	submit_followed(tp, family, bpf_get_socket_cookie(skops), &k, skops->bpf_sock_ops_cb_flags, FLOW_REC_CLOSED, oldstate);
 }
 
 // flowtap_sockops follows the cgroup's TCP sockets from connect() or
@@ -1829,34 +1844,14 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 // program follows (flows from sock_ops: its state callback flag is set).
 static __always_inline void snapshot_followed(struct tcp_sock *tp)
 {
-	struct flow_record *rec;
-	__u64 sent, recv;
+	struct tcp_counters k;
 	__u16 family;
-	__u8 state;
 
 	if (!(tp->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG) || !(family = sock_family(tp)))
 		return;
-	state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
-	sent = tp->bytes_acked;
-	recv = tp->bytes_received;
-	payload_only(tp, tp->bpf_sock_ops_cb_flags, state, tp->snd_una, &sent, &recv);
-	rec = bpf_ringbuf_reserve(&flow_records, sizeof(*rec), 0);
-	if (!rec) {
-		count_lost();
-		return;
-	}
-	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->ts_ns = bpf_ktime_get_boot_ns();
-	rec->cookie = bpf_get_socket_cookie(tp);
-	rec->bytes_sent = sent;
-	rec->bytes_received = recv;
-	rec->packets_sent = tp->segs_out;
-	rec->packets_received = tp->segs_in;
-	rec->cgroup_id = sock_cgroup(tp);
-	fill_socket(rec, tp, family);
-	rec->type = FLOW_REC_SNAPSHOT;
-	rec->state = state;
-	submit_record(rec);
+	core_counters(tp, &k);
+	submit_followed(tp, family, bpf_get_socket_cookie(tp), &k, tp->bpf_sock_ops_cb_flags, FLOW_REC_SNAPSHOT,
+			tp->inet_conn.icsk_inet.sk.__sk_common.skc_state);
 }
 
 // flowtap_snapshot reports every counted TCP socket with its current

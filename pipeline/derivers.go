@@ -83,8 +83,10 @@ var derivers = []deriverSpec{
 		new:  newDNSDeriver,
 	},
 	{
-		name:   events.DeriverFlowTracker,
-		inputs: []events.ID{events.IDNetPacketFlowBase, events.IDNetTCPSocketBase},
+		name: events.DeriverFlowTracker,
+		// Lost-record markers too: while records are lost, the tracker
+		// must not take a missing record for a timeout.
+		inputs: []events.ID{events.IDNetPacketFlowBase, events.IDNetTCPSocketBase, events.IDRecordsLost},
 		runs:   func(p *events.Plan) bool { return p.Needs(events.DeriverFlowTracker) },
 		new:    newTrackerDeriver,
 	},
@@ -131,7 +133,9 @@ func (d *trackerDeriver) close(end int64) {
 	d.t.Close(end)
 	ts := d.t.Stats()
 	d.log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
-		"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
+		"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "evicted_reused", ts.EvictedReused,
+		"ended_without_close_report", ts.CloseMissing, "loss_markers", ts.LossMarkers,
+		"unresolved_attempts", ts.Unresolved, "incomplete", ts.Incomplete)
 }
 
 // dnsDeriver is the DNS stage (dns.go) as a deriver.

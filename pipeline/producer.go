@@ -143,8 +143,12 @@ func (k *kernel) recycle(batch []events.Event) { k.c.Recycle(batch) }
 
 // now is the capture's clock (bpf.Capture.Now), which a wall clock step
 // does not move: a step cannot time out every pending SYN or idle flow
-// at once.
-func (k *kernel) now() int64       { return k.c.Now() }
+// at once. It goes no further than what the capture has delivered
+// (bpf.Capture.CaughtUp): while the reader lags behind the programs (a
+// sink with the block policy holds the pipeline up), a SYN-ACK still in
+// the ring must not be taken for a timeout, nor an idle flow's report
+// for its absence.
+func (k *kernel) now() int64       { return min(k.c.Now(), k.c.CaughtUp()) }
 func (k *kernel) eventClock() bool { return false }
 func (k *kernel) end() int64       { return k.c.Now() }
 

@@ -28,6 +28,9 @@ type Options struct {
 	// Stdout and Stderr receive the sink plugins' standard streams; nil
 	// means the process's own.
 	Stdout, Stderr io.Writer
+	// SocketDir is the private directory of the plugins' sockets
+	// (host.NewSocketDir); "" means the system's temporary directory.
+	SocketDir string
 	// BatchSize is the most events handed to a sink in one Write;
 	// FlushInterval bounds how long an event waits in a partial batch.
 	// Zero means supervise's defaults (DefaultBatchSize,
@@ -42,6 +45,11 @@ type Options struct {
 	// (Config.Check), or its problems. See reload.go.
 	Reload <-chan struct{}
 	Load   func() (*configs.Config, error)
+	// Started, when set, is called once everything has started (the
+	// kernel programs loaded and attached, the sinks running), before the
+	// first event: flowtap drops the privileges it no longer needs there.
+	// An error stops the run.
+	Started func() error
 	// Replay, when set, takes the base events from a capture file instead
 	// of the kernel: no BPF program loads and no privilege is needed, the
 	// flow tracker's clock follows the capture's timestamps, and Run
@@ -148,6 +156,11 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		return nil, fmt.Errorf("config %s: %w", opts.Config.Source, err)
 	}
 	tracker := trackerConfig(capture)
+	if opts.Replay == nil && opts.producer == nil {
+		// The kernel capture reports lost records about once a second:
+		// an attempt waits that long more before it is reported failed.
+		tracker.LossGrace = derive.DefaultLossGrace
+	}
 	selected := names(opts.Catalogue, plan.Shared.Emit)
 	switch {
 	case opts.producer != nil:
@@ -205,6 +218,13 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 	watchSinks(r.watchCtx, r.sinks, r.cancel, r.log)
 	r.rl = newReloader(opts, plan, r.sinks, plan.Shared.NeedsKernel() && opts.Replay == nil, r.log)
 	r.rl.dns, r.rl.mon = dnsOn, r.mon
+	if opts.Started != nil {
+		if err := opts.Started(); err != nil {
+			r.stopWatching()
+			r.prod.close(&r.stats)
+			return nil, err
+		}
+	}
 	r.mon.attach(r)
 	return r, nil
 }

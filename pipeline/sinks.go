@@ -109,22 +109,30 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
+			id, err := runAs(sc)
+			if err != nil {
+				closeSinks(sinks, nil, log)
+				return nil, fmt.Errorf("start %s: %w", label, err)
+			}
 			sup, err := start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
-					Name:   label,
-					Plugin: sc.Plugin,
-					Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
-					Stdout: opts.Stdout,
-					Output: outputFile(opts.Stdout),
-					Stderr: opts.Stderr,
-					Names:  opts.Catalogue.Name,
-					SHA256: sc.SHA256,
+					RunAs:     id,
+					SocketDir: opts.SocketDir,
+					Name:      label,
+					Plugin:    sc.Plugin,
+					Logger:    log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
+					Stdout:    opts.Stdout,
+					Output:    outputFile(opts.Stdout),
+					Stderr:    opts.Stderr,
+					Names:     opts.Catalogue.Name,
+					SHA256:    sc.SHA256,
 				},
 				SinkConfig:     sc.Config,
 				QueueSize:      sc.Queue.Size,
 				Policy:         sc.Queue.Policy,
-				BatchSize:      opts.BatchSize,
+				DrainTimeout:   sc.Queue.DrainTimeout,
+				BatchSize:      cmp.Or(sc.Queue.BatchSize, opts.BatchSize),
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,
 				InitialBackoff: sc.Restart.InitialBackoff,
@@ -242,7 +250,7 @@ func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats,
 		stats[i] = st
 		c := st.Counters
 		log.Info("sink counters", "sink", s.label, "queued", c.Queued, "sent", c.Sent, "acked", c.Acked,
-			"retried", c.Retried, "dropped", c.Dropped, "duplicates_resent", c.DuplicatesResent,
+			"retried", c.Retried, "dropped", c.Dropped, "lost", c.Lost, "duplicates_resent", c.DuplicatesResent,
 			"restarts", c.Restarts, "failed", st.Failed != "")
 	}
 	return stats, errors.Join(failed...)

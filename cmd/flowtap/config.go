@@ -20,6 +20,7 @@ import (
 	"github.com/flowtap/flowtap/derive/dnscache"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/host"
 )
 
 // overrides are the command-line flags that change a config. Precedence,
@@ -79,6 +80,17 @@ func (o *overrides) registerDerivation(f *pflag.FlagSet) {
 // applied, applies the flags that were given, and checks the result
 // against the catalogue. It does not start plugins.
 func (o *overrides) load(cmd *cobra.Command, cat *events.Catalogue) (*configs.Config, error) {
+	cfg, err := o.loadPartial(cmd, cat)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// loadPartial is load, except that a config with problems comes back too,
+// as far as it decoded, with the problems (configs.Problems), so that the
+// sink checks can add theirs.
+func (o *overrides) loadPartial(cmd *cobra.Command, cat *events.Catalogue) (*configs.Config, error) {
 	var cfg *configs.Config
 	var err error
 	if o.configPath != "" {
@@ -86,7 +98,9 @@ func (o *overrides) load(cmd *cobra.Command, cat *events.Catalogue) (*configs.Co
 	} else {
 		cfg, err = configs.Default()
 	}
-	if err != nil {
+	// A config with problems still comes back as far as it decoded:
+	// Check below reports its problems with those of the later rounds.
+	if cfg == nil {
 		return nil, err
 	}
 	f := cmd.Flags()
@@ -132,7 +146,7 @@ func (o *overrides) load(cmd *cobra.Command, cat *events.Catalogue) (*configs.Co
 	if err := cfg.Check(cat); err != nil {
 		var ps configs.Problems
 		if errors.As(err, &ps) {
-			return nil, blameFlags(ps, set, len(o.events) > 0, len(o.filters) > 0, ownFilter)
+			return cfg, blameFlags(ps, set, len(o.events) > 0, len(o.filters) > 0, ownFilter)
 		}
 		return nil, err
 	}
@@ -176,6 +190,29 @@ func blameFlags(ps configs.Problems, set map[string]string, events, filters bool
 	return out
 }
 
+// check loads the config as loadPartial does and checks its sinks too
+// (pipeline.CheckSinks), returning every problem of every round together.
+// Plugins start (opts.StartPlugins) only for a config without other
+// problems: flowtap runs no plugin for a config it already knows is
+// wrong.
+func (o *overrides) check(ctx context.Context, cmd *cobra.Command, cat *events.Catalogue, opts pipeline.CheckOptions) (*configs.Config, error) {
+	cfg, err := o.loadPartial(cmd, cat)
+	if cfg == nil {
+		return nil, err
+	}
+	var ps configs.Problems
+	if err != nil && !errors.As(err, &ps) {
+		return nil, err
+	}
+	opts.Catalogue = cat
+	opts.StartPlugins = opts.StartPlugins && len(ps) == 0
+	ps = append(ps, pipeline.CheckSinks(ctx, cfg, opts)...)
+	if len(ps) > 0 {
+		return nil, ps
+	}
+	return cfg, nil
+}
+
 // loadBuiltin is load with the built-in catalogue, which it returns too.
 func (o *overrides) loadBuiltin(cmd *cobra.Command) (*events.Catalogue, *configs.Config, error) {
 	cat, err := events.Builtin()
@@ -186,27 +223,39 @@ func (o *overrides) loadBuiltin(cmd *cobra.Command) (*events.Catalogue, *configs
 	return cat, cfg, err
 }
 
-// preflight runs what 'run' checks before it starts anything: the
-// privileges the capture needs, if kernel (first, so no plugin starts
-// when they are missing), then every sink's config as its plugin judges it, all problems
-// together, so nothing starts half-configured.
-func preflight(ctx context.Context, cat *events.Catalogue, cfg *configs.Config, kernel bool, log hclog.Logger) error {
-	plan, err := pipeline.Resolve(cat, cfg)
+// preflight loads and checks the config as 'run' and 'replay' do before
+// they start anything: every problem of the file, the flags and the
+// sinks at once; then, if kernel, the privileges the capture needs
+// (before any plugin starts for real).
+func preflight(ctx context.Context, cmd *cobra.Command, o *overrides, kernel bool, socketDir string, log hclog.Logger) (*events.Catalogue, *configs.Config, error) {
+	cat, err := events.Builtin()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if kernel && plan.Shared.NeedsKernel() {
-		if err := bpf.CheckPrivileges(); err != nil {
-			return err
+	if kernel {
+		// No plugin starts, not even to check its config, when the
+		// capture cannot run.
+		cfg, err := o.load(cmd, cat)
+		if err == nil {
+			plan, err := pipeline.Resolve(cat, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			if plan.Shared.NeedsKernel() {
+				if err := bpf.CheckPrivileges(); err != nil {
+					return nil, nil, err
+				}
+			}
 		}
 	}
 	// The plugins' own log lines would repeat when they start for real;
 	// what they reject comes back in the problems.
-	if ps := pipeline.CheckSinks(ctx, cfg, hclog.NewNullLogger()); len(ps) > 0 {
-		return ps
+	cfg, err := o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: socketDir})
+	if err != nil {
+		return nil, nil, err
 	}
 	log.Debug("config valid, sink configs accepted by their plugins", "pipelines", len(cfg.Pipelines))
-	return nil
+	return cat, cfg, nil
 }
 
 // newLogger builds flowtap's log from the config's log settings.
@@ -229,30 +278,40 @@ func newConfigCmd() *cobra.Command {
 
 func newConfigValidate() *cobra.Command {
 	var o overrides
-	var noPlugins bool
+	var checkPlugins, noPlugins bool
 	cmd := &cobra.Command{
 		Use:   "validate FILE",
 		Short: "Check a config file completely, as 'run' does before it starts anything",
 		Long: "Check a config file completely, as 'run' does before it starts anything: unknown keys,\n" +
 			"values of the wrong type or out of range, unknown events and sets, filters on fields the\n" +
-			"selected events lack, and every sink's config as its own plugin judges it (each plugin is\n" +
-			"started, configured and closed). Every problem is printed, each naming the file, the\n" +
-			"pipeline, the key and what would be valid. FLOWTAP_* environment variables apply as in\n" +
-			"'run'. Exit status 0 means the config is valid.",
+			"selected events lack, and the built-in sinks' configs (checked inside flowtap, the stdout\n" +
+			"sink's template executed on every event its pipeline selects). No plugin starts: with\n" +
+			"--check-plugins every sink's plugin is also started, as unprivileged as in a run, to judge\n" +
+			"its own config (third-party plugins are checked only this way). Every problem is printed,\n" +
+			"each naming the file, the pipeline, the key and what would be valid. FLOWTAP_* environment\n" +
+			"variables apply as in 'run'. Exit status 0 means the config is valid.",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeConfigFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.configPath = args[0]
-			_, cfg, err := o.loadBuiltin(cmd)
+			cat, err := events.Builtin()
 			if err != nil {
 				return err
 			}
-			if !noPlugins {
-				ctx, stop := context.WithCancel(cmd.Context())
-				defer stop()
-				if ps := pipeline.CheckSinks(ctx, cfg, hclog.NewNullLogger()); len(ps) > 0 {
-					return ps
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			opts := pipeline.CheckOptions{StartPlugins: checkPlugins && !noPlugins}
+			if opts.StartPlugins {
+				sd, err := host.NewSocketDir()
+				if err != nil {
+					return err
 				}
+				defer sd.Remove()
+				opts.SocketDir = sd.Path
+			}
+			cfg, err := o.check(ctx, cmd, cat, opts)
+			if err != nil {
+				return err
 			}
 			noun := "pipelines"
 			if len(cfg.Pipelines) == 1 {
@@ -265,7 +324,9 @@ func newConfigValidate() *cobra.Command {
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.events, "events", "e", nil, "validate with this selection replacing every pipeline's, as 'run --events' would")
 	f.StringArrayVarP(&o.filters, "filter", "f", nil, "validate with this filter added to every pipeline, as 'run --filter' would")
-	f.BoolVar(&noPlugins, "no-plugins", false, "skip starting the sink plugins to check their configs")
+	f.BoolVar(&checkPlugins, "check-plugins", false, "also start every sink's plugin (unprivileged, as in a run) to have it judge its config")
+	f.BoolVar(&noPlugins, "no-plugins", false, "start no plugin (the default now; kept for scripts)")
+	_ = f.MarkHidden("no-plugins")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
 	"github.com/flowtap/flowtap/sinks"
 )
@@ -78,11 +79,18 @@ func newRun() *cobra.Command {
 			"When standard output is closed (flowtap run | head), flowtap stops the same way, quietly.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cat, cfg, err := o.loadBuiltin(cmd)
+			cat, err := events.Builtin()
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log, os.Stderr)
+			logCfg, metricsAddr := configs.Log{}, ""
+			if cfg, err := o.loadPartial(cmd, cat); cfg != nil {
+				logCfg = cfg.Log
+				if err == nil {
+					metricsAddr = cfg.Metrics.Listen
+				}
+			}
+			log := newLogger(logCfg, os.Stderr)
 			gc := gctune.Apply()
 			log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
 				"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
@@ -96,16 +104,29 @@ func newRun() *cobra.Command {
 				log.Info("stopping: draining the sinks (signal again to exit at once)")
 			})()
 			// The endpoints come first: /healthz answers and /readyz says
-			// "starting" while the sinks start and the capture attaches.
+			// "starting" while the sinks are checked and the capture
+			// attaches. A config with problems serves none: preflight
+			// reports them.
 			mon := pipeline.NewMonitor()
-			if addr := cfg.Metrics.Listen; addr != "" {
+			if addr := metricsAddr; addr != "" {
 				stopMetrics, err := serveMetrics(addr, mon, log)
 				if err != nil {
 					return err
 				}
 				defer stopMetrics()
 			}
-			if err := preflight(ctx, cat, cfg, true, log); err != nil {
+			sockets, err := host.NewSocketDir()
+			if err != nil {
+				return err
+			}
+			defer sockets.Remove()
+			// The thread plugins start from drops its bounding set now,
+			// while flowtap may (CAP_SETPCAP).
+			if err := host.PrepareLauncher(); err != nil {
+				return err
+			}
+			cat, cfg, err := preflight(ctx, cmd, &o, true, sockets.Path, log)
+			if err != nil {
 				return err
 			}
 			if cpuProfile != "" {
@@ -120,9 +141,12 @@ func newRun() *cobra.Command {
 				defer pprof.StopCPUProfile()
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
-				Config: cfg, Catalogue: cat, Logger: log, Monitor: mon,
+				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path, Monitor: mon,
 				Reload: reloadSignals(ctx),
-				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
+				Load: func() (*configs.Config, error) {
+					return o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: sockets.Path})
+				},
+				Started: func() error { return dropPrivileges(log) },
 			})
 			return err
 		},

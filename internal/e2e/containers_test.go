@@ -322,7 +322,7 @@ func TestContainerIdentity(t *testing.T) {
 
 	ln := countingListener(t)
 	port := ln.Addr().(*net.TCPAddr).Port
-	podFile := filepath.Join(dir, "pod.jsonl")
+	podFile := filepath.Join(sharedDir(t), "pod.jsonl") // the file sink runs unprivileged
 	cfg := filepath.Join(dir, "flowtap.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`capture:
   workload:

@@ -135,6 +135,7 @@ func TestImageUnderPodman(t *testing.T) {
 	if err != nil || pid <= 0 {
 		t.Fatalf("container pid: %v", err)
 	}
+	agent.waitLog(t, "privileges dropped", 30*time.Second)
 	checkCaps(t, pid)
 
 	// The host's loopback connection, with the test's PID: host network
@@ -243,9 +244,13 @@ func hexCaps(t *testing.T, s string) uint64 {
 	return v
 }
 
-// checkCaps: the container's flowtap runs as 65532 with exactly
-// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (from the file capabilities, not
-// ambient ones), and its children (the sink plugins) with none.
+// checkCaps: the container's flowtap runs as 65532; it gained CAP_BPF,
+// CAP_NET_ADMIN and CAP_PERFMON from the file capabilities (not ambient
+// ones) and, its programs attached, dropped them all (not root: its
+// plugins run as itself, so it needs none to restart or kill them), with
+// NoNewPrivs; the bounding set, which it may not change without
+// CAP_SETPCAP, stays the three. Its children (the sink plugins) hold
+// none and have NoNewPrivs.
 func checkCaps(t *testing.T, pid int) {
 	t.Helper()
 	st := procStatus(t, pid)
@@ -255,10 +260,16 @@ func checkCaps(t *testing.T, pid int) {
 	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] != "65532" || uids[1] != "65532" {
 		t.Errorf("flowtap runs as uid %q, want 65532", st["Uid"])
 	}
-	for _, k := range []string{"CapEff", "CapPrm", "CapBnd"} {
-		if got := hexCaps(t, st[k]); got != wantCaps {
-			t.Errorf("flowtap %s = %#x, want %#x (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)", k, got, uint64(wantCaps))
+	for _, k := range []string{"CapEff", "CapPrm", "CapInh"} {
+		if got := hexCaps(t, st[k]); got != 0 {
+			t.Errorf("flowtap %s = %#x after attaching, want 0", k, got)
 		}
+	}
+	if got := hexCaps(t, st["CapBnd"]); got != wantCaps {
+		t.Errorf("flowtap CapBnd = %#x, want %#x (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)", got, uint64(wantCaps))
+	}
+	if st["NoNewPrivs"] != "1" {
+		t.Errorf("flowtap NoNewPrivs = %q, want 1", st["NoNewPrivs"])
 	}
 	if got := hexCaps(t, st["CapAmb"]); got != 0 {
 		t.Errorf("flowtap CapAmb = %#x, want 0: ambient capabilities would pass to the plugins", got)
@@ -272,8 +283,8 @@ func checkCaps(t *testing.T, pid int) {
 		}
 		children++
 		cs := procStatus(t, child)
-		if got := hexCaps(t, cs["CapEff"]) | hexCaps(t, cs["CapPrm"]); got != 0 {
-			t.Errorf("child %d (%s) of flowtap holds capabilities %#x, want none", child, cs["Name"], got)
+		if got := hexCaps(t, cs["CapEff"]) | hexCaps(t, cs["CapPrm"]) | hexCaps(t, cs["CapAmb"]) | hexCaps(t, cs["CapInh"]); got != 0 || cs["NoNewPrivs"] != "1" {
+			t.Errorf("child %d (%s) of flowtap holds capabilities %#x (NoNewPrivs %s), want none and NoNewPrivs", child, cs["Name"], got, cs["NoNewPrivs"])
 		}
 	}
 	if children == 0 {

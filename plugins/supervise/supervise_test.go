@@ -173,10 +173,19 @@ func TestDropPolicies(t *testing.T) {
 	for _, policy := range []Policy{DropNewest, DropOldest} {
 		t.Run(string(policy), func(t *testing.T) {
 			countFile := filepath.Join(t.TempDir(), "count")
-			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy}, bin,
+			var log testutil.SyncBuffer
+			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy, Logger: hclog.New(&hclog.LoggerOptions{Output: &log})}, bin,
 				map[string]any{"sleep_ms": 20, "count_file": countFile})
 			deliver(t, s, offered)
 			c := s.Counters()
+			// The drops are logged as they happen (the first at once),
+			// and counted as the policy's, not as lost.
+			if !strings.Contains(log.String(), "sink queue full: dropping events (queue.policy)") || !strings.Contains(log.String(), "policy="+string(policy)) {
+				t.Errorf("the drops were not logged:\n%s", log.String())
+			}
+			if c.Lost != 0 {
+				t.Errorf("lost %d: the policy's drops are not losses", c.Lost)
+			}
 			got, ranges := counted(t, countFile)
 			t.Logf("counters %+v; the sink got %d events", c, got)
 			if c.Dropped == 0 {
@@ -255,6 +264,8 @@ func TestRestartAfterHang(t *testing.T) {
 
 func testRecovers(t *testing.T, how string, cfg Config) {
 	bin := plugin(t, flakyPkg)
+	var log testutil.SyncBuffer
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &log})
 	dir := t.TempDir()
 	countFile := filepath.Join(dir, "count")
 	cfg.BatchSize, cfg.QueueSize = 10, 1000
@@ -292,6 +303,9 @@ func testRecovers(t *testing.T, how string, cfg Config) {
 	}
 	if alive(first) {
 		t.Errorf("the first plugin process %d still runs", first)
+	}
+	if how == "hang_after" && !strings.Contains(log.String(), "not acknowledged within 0.5 s: plugin considered hung") {
+		t.Errorf("the hang is not said in those words:\n%q", log.String())
 	}
 }
 
@@ -515,8 +529,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 		return ts
 	}
 	for _, policy := range []Policy{DropNewest, DropOldest} {
-		var q1, d1, q2, d2 atomic.Uint64
-		one, all := newQueue(8, 4, policy, &q1, &d1), newQueue(8, 4, policy, &q2, &d2)
+		var q1, d1, l1, q2, d2, l2 atomic.Uint64
+		one, all := newQueue(8, 4, policy, &q1, &d1, &l1), newQueue(8, 4, policy, &q2, &d2, &l2)
 		for _, ev := range evs {
 			one.push(ev)
 		}
@@ -526,8 +540,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 				policy, a, q1.Load(), d1.Load(), b, q2.Load(), d2.Load())
 		}
 	}
-	var queued, dropped atomic.Uint64
-	q := newQueue(4, 4, Block, &queued, &dropped)
+	var queued, dropped, lost atomic.Uint64
+	q := newQueue(4, 4, Block, &queued, &dropped, &lost)
 	got := make(chan []int64)
 	go func() {
 		var ts []int64
