@@ -33,7 +33,8 @@ type collector struct {
 	flowEntries, flowCapacity, flowEvicted *prometheus.Desc
 	cacheEntries, cacheHits, cacheMisses   *prometheus.Desc
 	cacheEvictions, cacheExpiries          *prometheus.Desc
-	sinkEvents, sinkDups, sinkQueue        *prometheus.Desc
+	sinkEvents, sinkDups, sinkLost         *prometheus.Desc
+	sinkQueue                              *prometheus.Desc
 	sinkQueueCap, sinkRestarts, sinkUp     *prometheus.Desc
 	sinkState, reloads, ready, buildInfo   *prometheus.Desc
 	build                                  buildinfo.Info
@@ -76,6 +77,8 @@ func newCollector(mon *pipeline.Monitor, build buildinfo.Info) *collector {
 		sinkEvents: d("sink_events_total", "Events of a sink by what happened to them: queued (taken into its queue), sent (to the plugin, resends included), "+
 			"acked (acknowledged by the sink, each once), dropped (never delivered: the queue policy, a failed sink, a shutdown out of time), "+
 			"resent (sent again after a failure).", "pipeline", "sink", "state"),
+		sinkLost: d("sink_lost_total", "The part of the dropped events no queue policy chose: discarded because the sink failed, its drain ran out of time, "+
+			"or an event was too large for the protocol.", sink...),
 		sinkDups:     d("sink_duplicates_resent_total", "Resent events whose earlier send may have reached the sink (it died or hung before acknowledging): the most copies it may hold beyond one.", sink...),
 		sinkQueue:    d("sink_queue_depth", "Events waiting in the sink's queue.", sink...),
 		sinkQueueCap: d("sink_queue_capacity", "Most events the sink's queue holds (queue.size).", sink...),
@@ -94,7 +97,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.attached, c.ringBytes, c.records, c.lost, c.feature, c.statsEnabled,
 		c.progRuns, c.progSeconds, c.progRecursion, c.flowEntries, c.flowCapacity, c.flowEvicted,
 		c.cacheEntries, c.cacheHits, c.cacheMisses, c.cacheEvictions, c.cacheExpiries,
-		c.sinkEvents, c.sinkDups, c.sinkQueue, c.sinkQueueCap, c.sinkRestarts, c.sinkUp, c.sinkState,
+		c.sinkEvents, c.sinkDups, c.sinkLost, c.sinkQueue, c.sinkQueueCap, c.sinkRestarts, c.sinkUp, c.sinkState,
 		c.reloads, c.ready, c.buildInfo} {
 		ch <- d
 	}
@@ -164,6 +167,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.sinkEvents, float64(k.Dropped), p, n, "dropped")
 		counter(c.sinkEvents, float64(k.Retried), p, n, "resent")
 		counter(c.sinkDups, float64(k.DuplicatesResent), p, n)
+		counter(c.sinkLost, float64(k.Lost), p, n)
 		gauge(c.sinkQueue, float64(k.QueueDepth), p, n)
 		gauge(c.sinkQueueCap, float64(k.QueueCapacity), p, n)
 		counter(c.sinkRestarts, float64(k.Restarts), p, n)

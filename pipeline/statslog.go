@@ -83,6 +83,7 @@ func statsLine(prev, cur Snapshot, elapsed time.Duration) []any {
 		add(key+"acked", p.Acked, k.Acked)
 		add(key+"retried", p.Retried, k.Retried)
 		add(key+"dropped", p.Dropped, k.Dropped)
+		add(key+"lost", p.Lost, k.Lost)
 		add(key+"duplicates_resent", p.DuplicatesResent, k.DuplicatesResent)
 		add(key+"restarts", p.Restarts, k.Restarts)
 	}

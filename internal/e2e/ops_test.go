@@ -177,6 +177,14 @@ func TestPrometheusScrapesFlowtap(t *testing.T) {
 		t.Errorf("Prometheus: flowtap_sink_up of the stdout sink = %q", sink)
 	}
 
+	// The kernel's counters, read after flowtap dropped its privileges.
+	for _, want := range []string{"flowtap_capture_attached 1", `flowtap_bpf_program_recursion_misses_total{program="flowtap_sockops"} `,
+		`flowtap_capture_feature_available{feature="core"} 1`, "flowtap_records_lost_total 0", "flowtap_ring_buffer_bytes "} {
+		if !bytes.Contains(exposition, []byte(want)) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	// promtool lints the exposition: names, types, help, units.
 	check := exec.Command(promtool, "check", "metrics")
 	check.Stdin = bytes.NewReader(exposition)
