@@ -138,6 +138,10 @@ deps:
 	printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' >"$$d/sources.list" && \
 	o="-o Dir::Etc::sourcelist=$$d/sources.list -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists=$$d/lists" && \
 	apt-get $$o update -qq && DEBIAN_FRONTEND=noninteractive apt-get $$o install -y -qq -t bookworm-backports suricata >/dev/null
+	@# metrics tests: Debian's prometheus and promtool, unpacked rather than installed (the package
+	@# starts a Prometheus service on :9090, which no test wants); the tests start their own
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && cd "$$tmp" && apt-get download -qq prometheus && \
+		dpkg-deb -x prometheus_*.deb root && install -m 0755 root/usr/bin/prometheus root/usr/bin/promtool /usr/local/bin/
 
 clean:
 	rm -rf bin/ $(DIST)/

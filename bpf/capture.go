@@ -92,6 +92,7 @@ type Stats struct {
 type Capture struct {
 	log        hclog.Logger
 	cgroupPath string
+	ringSize   int
 	// loaded are the maps, the programs and each feature's status.
 	*loaded
 	// links are the cgroup attachments; stateLinks the tp_btf ones
@@ -115,6 +116,7 @@ type Capture struct {
 	mu      sync.Mutex
 	lost    uint64 // kernel lost counter, as last read
 	lostBuf []uint64
+	lossLog lossLog // says when loss begins and ends
 	// dnsTrunc is the kernel's DNS truncation counter, as last read.
 	dnsTrunc uint64
 	// reported is the lost total Run has reported in markers, as of
@@ -184,7 +186,8 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	c := &Capture{log: logger, cgroupPath: cgroupPath, spare: make(chan []events.Event, spareBatches), loaded: l}
+	c := &Capture{log: logger, cgroupPath: cgroupPath, ringSize: size, spare: make(chan []events.Event, spareBatches), loaded: l,
+		lossLog: lossLog{log: logger}}
 	defer func() {
 		if err != nil {
 			c.release()
@@ -612,8 +615,9 @@ func (c *Capture) reportLost(emit func(events.Event)) {
 	}
 }
 
-// pollLost reads the per-CPU lost-record counter, and logs a warning when
-// it grew since the last poll. It is a no-op after Close.
+// pollLost reads the per-CPU lost-record counter, and logs when loss
+// begins, goes on (at most once a minute) and ends (lossLog). It is a
+// no-op after Close.
 func (c *Capture) pollLost() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -632,11 +636,8 @@ func (c *Capture) pollLostLocked() {
 	for _, v := range c.lostBuf {
 		total += v
 	}
-	if total > c.lost {
-		c.log.Warn("flow records lost: the ring buffer was full (consumer too slow or ring buffer too small)",
-			"lost", total-c.lost, "lost_total", total)
-		c.lost = total
-	}
+	c.lossLog.observe(time.Now(), total-min(total, c.lost), total)
+	c.lost = max(c.lost, total)
 }
 
 // Stats returns the number of records read so far and the total number of

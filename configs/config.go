@@ -7,9 +7,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +39,9 @@ type Config struct {
 	// every pipeline.
 	Capture Capture `mapstructure:"capture"`
 	// Log configures flowtap's own log.
-	Log       Log        `mapstructure:"log"`
+	Log Log `mapstructure:"log"`
+	// Metrics configures the Prometheus metrics and health endpoints.
+	Metrics   Metrics    `mapstructure:"metrics"`
 	Pipelines []Pipeline `mapstructure:"pipelines"`
 
 	// loadProblems are what loading found before Validate: keys of the
@@ -109,6 +114,32 @@ type Log struct {
 	Level string `mapstructure:"level"`
 	// Format is text or json; "" means text.
 	Format string `mapstructure:"format"`
+	// StatsInterval is how often one INFO line logs the counters that
+	// moved since the last one. Nil (unset) means DefaultStatsInterval;
+	// 0 turns the line off.
+	StatsInterval *time.Duration `mapstructure:"stats_interval"`
+}
+
+// DefaultStatsInterval is how often the counters are logged when
+// log.stats_interval is not set.
+const DefaultStatsInterval = 60 * time.Second
+
+// StatsEvery is how often the counters are logged: log.stats_interval,
+// DefaultStatsInterval when it is unset; 0 means never.
+func (l Log) StatsEvery() time.Duration {
+	if l.StatsInterval == nil {
+		return DefaultStatsInterval
+	}
+	return *l.StatsInterval
+}
+
+// Metrics configures the HTTP endpoints for Prometheus and health checks
+// (package metrics): /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is the address to serve them on, HOST:PORT (e.g.
+	// 127.0.0.1:9464, or :9464 for every address); "" (the default)
+	// serves nothing.
+	Listen string `mapstructure:"listen"`
 }
 
 // Pipeline selects events and delivers them to one or more sinks.
@@ -201,9 +232,19 @@ func Load(path string) (*Config, error) {
 	if err := checkConfigFile(path); err != nil {
 		return nil, err
 	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, readError(path, err)
+	}
 	v := viper.New()
-	v.SetConfigFile(path)
-	if err := v.ReadInConfig(); err != nil {
+	v.SetConfigType(ext)
+	if err := v.ReadConfig(bytes.NewReader(src)); err != nil {
+		var parseErr viper.ConfigParseError
+		if errors.As(err, &parseErr) && (ext == "yaml" || ext == "yml") {
+			if p, ok := yamlProblem(path, src); ok {
+				return nil, Problems{p}
+			}
+		}
 		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
 	cfg, err := decode(v, path)
@@ -211,6 +252,16 @@ func Load(path string) (*Config, error) {
 		cfg.resolvePlugins(path)
 	}
 	return cfg, err
+}
+
+// readError is the error of a config file that cannot be read: the path
+// once (an *fs.PathError's own text would name it a second time).
+func readError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("read config %s: %w", path, err)
 }
 
 // checkConfigFile refuses, when flowtap runs as root, a config file that
@@ -222,7 +273,7 @@ func checkConfigFile(path string) error {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("read config %s: %w", path, err)
+		return readError(path, err)
 	}
 	if fi.Mode().Perm()&0o002 != 0 {
 		return Problems{{File: path, Message: fmt.Sprintf("writable by others (mode %04o) and flowtap runs as root: refusing to use it, since anyone could choose the plugins flowtap runs (fix: chmod o-w %s)", fi.Mode().Perm(), path)}}
@@ -352,6 +403,14 @@ func (c *Config) Validate() error {
 	}
 	oneOf("", "log.level", c.Log.Level, logLevels)
 	oneOf("", "log.format", c.Log.Format, logFormats)
+	if d := c.Log.StatsInterval; d != nil && *d < 0 {
+		ps.add(f, "", "log.stats_interval", "%v is negative: give a duration such as 1m, or 0 to log no counters", *d)
+	}
+	if c.Metrics.Listen != "" {
+		if err := CheckListenAddr(c.Metrics.Listen); err != nil {
+			ps.add(f, "", "metrics.listen", "%v", err)
+		}
+	}
 
 	if len(c.Pipelines) == 0 {
 		ps.add(f, "", "pipelines", "no pipelines: add at least one, e.g. {name: default, events: [flows], sinks: [{plugin: stdout}]}")
@@ -411,6 +470,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return ps.Err()
+}
+
+// CheckListenAddr checks a HOST:PORT address to listen on, such as
+// metrics.listen and --metrics-addr take: a port is required (0 picks a
+// free one), a host is optional (":9464" listens on every address).
+func CheckListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT: write e.g. 127.0.0.1:9464, or :9464 for every address", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: the port %q is not a number from 0 to 65535 (0: any free port, logged)", addr, port)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
+	}
+	return nil
 }
 
 // names are the values of a string type, as strings.

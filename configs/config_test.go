@@ -101,7 +101,8 @@ func TestValidateGolden(t *testing.T) {
 func TestLoadErrorsNameTheFile(t *testing.T) {
 	for _, tt := range []struct{ file, body, want string }{
 		{"x.ini", "", `unsupported extension ".ini"`},
-		{"x.yaml", "pipelines: [\n", "read config"},
+		{"x.yaml", "pipelines: [\n", "x.yaml:1:12: YAML syntax error: sequence end token ']' not found"},
+		{"x.toml", "pipelines = [\n", "read config"},
 	} {
 		path := write(t, tt.file, tt.body)
 		_, err := Load(path)
@@ -110,7 +111,9 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 		}
 
 	}
-	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+	// The path once: the *fs.PathError's own text is not repeated.
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	if _, err := Load(missing); err == nil || err.Error() != "read config "+missing+": no such file or directory" {
 		t.Errorf("missing file error = %v", err)
 	}
 }

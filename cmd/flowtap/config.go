@@ -38,6 +38,8 @@ type overrides struct {
 	synTimeout  time.Duration
 	dns         bool
 	dnsCache    int
+	metricsAddr string
+	statsEvery  time.Duration
 }
 
 // registerSelection adds the flags that pick a config and change its
@@ -46,6 +48,13 @@ func (o *overrides) registerSelection(f *pflag.FlagSet) {
 	f.StringVarP(&o.configPath, "config", "c", "", "pipeline config file (YAML, TOML or JSON); default: the embedded default")
 	f.StringArrayVarP(&o.events, "events", "e", nil, "events to select, replacing every pipeline's: names, sets, -name, globs (e.g. flows,-net_flow_tcp_end)")
 	f.StringArrayVarP(&o.filters, "filter", "f", nil, "filter every pipeline also applies, e.g. 'dst_port=1-1023 and not src=127.0.0.0/8' (repeat to AND several; see filter/README.md)")
+}
+
+// registerOperation adds the flags of a running agent's operation: the
+// metrics endpoint and the stats line (run).
+func (o *overrides) registerOperation(f *pflag.FlagSet) {
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on /metrics, and /healthz and /readyz, at HOST:PORT, e.g. 127.0.0.1:9464 (config: metrics.listen; default: off)")
+	f.DurationVar(&o.statsEvery, "stats-interval", configs.DefaultStatsInterval, "log one line with the counters that moved this often; 0 logs none (config: log.stats_interval)")
 }
 
 // registerCapture adds the flags that override capture settings (run).
@@ -98,6 +107,11 @@ func (o *overrides) loadPartial(cmd *cobra.Command, cat *events.Catalogue) (*con
 	if len(o.events) > 0 {
 		cfg.OverrideEvents(o.events)
 	}
+	// A pipeline without a filter of its own has only the command line's.
+	ownFilter := map[int]bool{}
+	for i, p := range cfg.Pipelines {
+		ownFilter[i] = p.Filter != ""
+	}
 	for _, expr := range o.filters {
 		cfg.AddFilter(expr)
 	}
@@ -127,19 +141,53 @@ func (o *overrides) loadPartial(cmd *cobra.Command, cat *events.Catalogue) (*con
 	override("dns", "capture.dns.enabled", func() { c.DNS.Enabled = &o.dns })
 	override("dns-cache-size", "capture.dns.cache_size", func() { c.DNS.CacheSize = o.dnsCache })
 	override("log-level", "log.level", func() { cfg.Log.Level = f.Lookup("log-level").Value.String() })
+	override("metrics-addr", "metrics.listen", func() { cfg.Metrics.Listen = o.metricsAddr })
+	override("stats-interval", "log.stats_interval", func() { d := o.statsEvery; cfg.Log.StatsInterval = &d })
 	if err := cfg.Check(cat); err != nil {
 		var ps configs.Problems
 		if errors.As(err, &ps) {
-			for i := range ps {
-				if flag := set[ps[i].Key]; flag != "" && ps[i].Pipeline == "" {
-					ps[i].File, ps[i].Key = "command line", flag
-				}
-			}
-			return cfg, ps
+			return cfg, blameFlags(ps, set, len(o.events) > 0, len(o.filters) > 0, ownFilter)
 		}
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// commandLine is the Problem.File of a problem a flag caused.
+const commandLine = "command line"
+
+// blameFlags puts the problems a command-line flag caused on the command
+// line, naming the flag, instead of on the file (or the embedded
+// default) whose value the flag replaced: set maps config keys to the
+// flags that set them; events, filters say whether --events and --filter
+// were given, and ownFilter which pipelines had a filter of their own (a
+// problem with the others' filter is --filter's). --events replaces every
+// pipeline's selection, so its problem, the same for each, is reported
+// once.
+func blameFlags(ps configs.Problems, set map[string]string, events, filters bool, ownFilter map[int]bool) configs.Problems {
+	var out configs.Problems
+	seen := map[string]bool{}
+	for _, p := range ps {
+		var i int
+		var field string
+		indexed, _ := fmt.Sscanf(p.Key, "pipelines[%d].%s", &i, &field)
+		switch {
+		case set[p.Key] != "" && p.Pipeline == "":
+			p.File, p.Key = commandLine, set[p.Key]
+		case events && indexed == 2 && field == "events":
+			p.File, p.Pipeline, p.Key = commandLine, "", "--events"
+		case filters && indexed == 2 && field == "filter" && !ownFilter[i]:
+			p.File, p.Pipeline, p.Key = commandLine, "", "--filter"
+		}
+		if p.File == commandLine {
+			if seen[p.Key+p.Message] {
+				continue
+			}
+			seen[p.Key+p.Message] = true
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // check loads the config as loadPartial does and checks its sinks too
@@ -242,7 +290,8 @@ func newConfigValidate() *cobra.Command {
 			"its own config (third-party plugins are checked only this way). Every problem is printed,\n" +
 			"each naming the file, the pipeline, the key and what would be valid. FLOWTAP_* environment\n" +
 			"variables apply as in 'run'. Exit status 0 means the config is valid.",
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeConfigFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.configPath = args[0]
 			cat, err := events.Builtin()

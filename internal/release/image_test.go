@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,21 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// needTool finds a program the test needs: 'make deps' installs it, so in
-// CI its absence fails the test; elsewhere the test is skipped.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (make deps installs it)", name)
-	}
-	t.Skipf("%s is not installed (make deps installs it)", name)
-	return ""
-}
-
 // The capabilities the image's flowtap must end up with, and no more:
 // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
 const wantCaps = 1<<12 | 1<<38 | 1<<39
@@ -50,8 +36,8 @@ type podman struct {
 }
 
 func newPodman(t *testing.T, dir string) *podman {
-	p := &podman{bin: needTool(t, "podman")}
-	needTool(t, "runc")
+	p := &podman{bin: testutil.NeedTool(t, "podman")}
+	testutil.NeedTool(t, "runc")
 	p.base = []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"), "--tmpdir", filepath.Join(dir, "tmp"),
 		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"}
 	return p
@@ -97,7 +83,9 @@ func unmountBelow(dir string) {
 // and network namespaces, the host's cgroup tree and BTF mounted. A
 // loopback connection the test makes on the host must come out as flow
 // events carrying the test's own PID; flowtap must hold exactly the three
-// capabilities and its sink plugin none; SIGINT must drain and exit 0.
+// capabilities and its sink plugin none; /healthz, /readyz and /metrics
+// must answer on --metrics-addr (the manifests' probes and scrape); SIGINT
+// must drain and exit 0.
 func TestImageUnderPodman(t *testing.T) {
 	privtest.Require(t)
 	tmp := t.TempDir()
@@ -125,6 +113,9 @@ func TestImageUnderPodman(t *testing.T) {
 	}
 
 	name := fmt.Sprintf("flowtap-test-%d", os.Getpid())
+	// The endpoints the DaemonSet's probes and scrape annotations use, on
+	// the host's loopback (host network).
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-t", "0", name).Run() })
 	cmd := pm.cmd("run", "--rm", "--name", name,
 		"--pid=host", "--network=host",
@@ -136,7 +127,7 @@ func TestImageUnderPodman(t *testing.T) {
 		// raise these limits to podman's defaults.
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 		"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
-		image, "run", "--output", "json")
+		image, "run", "--output", "json", "--metrics-addr", metricsAddr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	agent := startAgent(t, cmd)
 
@@ -151,8 +142,36 @@ func TestImageUnderPodman(t *testing.T) {
 	// and PID namespaces.
 	begin := agent.waitFlow(t, loopbackConnection(t))
 	t.Logf("begin from the host's loopback connection: %v", begin)
+	checkEndpoints(t, "http://"+metricsAddr)
 	// SIGINT reaches flowtap through podman's signal proxy.
 	agent.stop(t, cmd.Process.Pid)
+}
+
+// checkEndpoints: the image's flowtap answers the probes of the
+// Kubernetes manifests (/healthz, /readyz: 200 once the capture is
+// attached and its sink up) and serves its metrics on /metrics.
+func checkEndpoints(t *testing.T, base string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"status": "ready"`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "flowtap_build_info{") ||
+		!strings.Contains(body, `flowtap_sink_up{pipeline="default",sink="stdout"} 1`) || !strings.Contains(body, "flowtap_capture_attached 1") {
+		t.Errorf("/metrics: %d, lacks flowtap_build_info, the stdout sink up or the capture attached:\n%s", code, body)
+	}
 }
 
 // loopbackConnection makes one TCP connection on the host's loopback,

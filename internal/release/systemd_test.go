@@ -4,6 +4,7 @@ package release
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,7 +90,7 @@ func verify(t *testing.T, analyze, flowtap string, unit []byte) []string {
 // flowtap installed where it says, and has something to say about a
 // misspelt key, so the check can fail.
 func TestSystemdUnitVerifies(t *testing.T) {
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	unit, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
@@ -162,8 +163,8 @@ func TestSystemdUnitContract(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
 	}
-	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") {
-		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/", got)
+	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") || !strings.Contains(got, "--metrics-addr 127.0.0.1:9464") {
+		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/ or serve metrics on 127.0.0.1:9464", got)
 	}
 	if got := strings.Fields(one("SystemCallFilter")); !slices.Contains(got, "bpf") || !slices.Contains(got, "@system-service") {
 		t.Errorf("SystemCallFilter %v: want @system-service and bpf", got)
@@ -172,7 +173,7 @@ func TestSystemdUnitContract(t *testing.T) {
 		t.Errorf("RestrictAddressFamilies %v", got)
 	}
 
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	out, err := exec.Command(analyze, "security", "--offline=yes", unitFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
@@ -232,7 +233,7 @@ func expandSyscalls(t *testing.T, analyze string, items []string) map[string]boo
 // RestrictAddressFamilies= allows.
 func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	privtest.Require(t)
-	strace, setpriv, analyze := needTool(t, "strace"), needTool(t, "setpriv"), needTool(t, "systemd-analyze")
+	strace, setpriv, analyze := testutil.NeedTool(t, "strace"), testutil.NeedTool(t, "setpriv"), testutil.NeedTool(t, "systemd-analyze")
 	s := unitSettings(t)
 	if len(s["SystemCallFilter"]) != 1 || len(s["RestrictAddressFamilies"]) != 1 || len(s["AmbientCapabilities"]) != 1 {
 		t.Fatal("the unit must set SystemCallFilter, RestrictAddressFamilies and AmbientCapabilities once each")
@@ -261,10 +262,13 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
+	// As the unit: metrics on loopback (a free port here), asked for
+	// below so that serving them is in the trace too.
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "--",
 		setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
 		"--inh-caps="+capList, "--ambient-caps="+capList, "--bounding-set="+capList, "--no-new-privs",
-		filepath.Join(dir, "flowtap"), "run", "--output", "json")
+		filepath.Join(dir, "flowtap"), "run", "--output", "json", "--metrics-addr", metricsAddr)
 	// The unit's PrivateTmp=: a /tmp of its own for the plugins' sockets.
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o1777); err != nil {
@@ -306,6 +310,7 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 
 	port := loopbackConnection(t)
 	agent.waitFlow(t, port)
+	checkEndpoints(t, "http://"+metricsAddr)
 	agent.stop(t, flowtap)
 
 	data, err := os.ReadFile(trace)

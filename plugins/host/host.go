@@ -208,6 +208,9 @@ type Plugin struct {
 
 	stdout, stderr *stdioWriter // nil when the plugin runs in-process
 	drainToken     []byte
+	// output is Config.Output: a rejection while it has no reader is
+	// ErrOutputClosed.
+	output *os.File
 
 	maxBytes    int // the most a message's events may encode to
 	maxInFlight int
@@ -337,6 +340,7 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 		stdout:       newStdioWriter(stdout, token),
 		stderr:       newStdioWriter(stderr, token),
 		drainToken:   token,
+		output:       cfg.Output,
 		sem:          make(chan struct{}, 1),
 	}
 	s.maxBytes, s.maxInFlight = cfg.limits()
@@ -801,8 +805,13 @@ func (s *Plugin) ack(ctx context.Context, a *proto.Ack) {
 	}
 }
 
-// rejection is the error of a batch whose part the sink rejected.
+// rejection is the error of a batch whose part the sink rejected:
+// ErrOutputClosed when the plugin's output has lost its reader (the sink
+// could not write it, and never will), else ErrRejected.
 func (s *Plugin) rejection(b *batchState, part int, msg string) error {
+	if s.output != nil && OutputClosed(s.output) {
+		return fmt.Errorf("write batch %d to sink %q: %w (the sink said: %s)", b.num, s.label, ErrOutputClosed, msg)
+	}
 	if b.first == nil {
 		return fmt.Errorf("write batch %d to sink %q: %w: %s", b.num, s.label, ErrRejected, msg)
 	}

@@ -68,6 +68,11 @@ func Resolve(plugin string) (string, error) {
 func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
+		// The caller names the path; the *fs.PathError would again.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
 		return err
 	}
 	if !fi.Mode().IsRegular() {

@@ -46,14 +46,14 @@ func Serve(s Sink) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	logger := hclog.New(&hclog.LoggerOptions{
+	var logger hclog.Logger = durationText{hclog.New(&hclog.LoggerOptions{
 		Level: level,
 		// os.Stderr is read now, before go-plugin replaces it with the
 		// pipe it forwards as the host's SyncStderr: log lines must reach
 		// the host's logger, not its stderr.
 		Output:     os.Stderr,
 		JSONFormat: true,
-	})
+	})}
 	pluginLogger.Store(&logger)
 	tuneGC()
 	plugin.Serve(&plugin.ServeConfig{

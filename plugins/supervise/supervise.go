@@ -203,9 +203,50 @@ type Counters struct {
 	Restarts uint64
 }
 
+// State is where a sink's delivery stands (Delivery.State): what the
+// metrics (flowtap_sink_up, flowtap_sink_state) and readiness report.
+type State int32
+
+// States of a Delivery.
+const (
+	// Up: the plugin runs and the last batch it settled, or the last
+	// health check, succeeded (also the state from Start until the first
+	// batch).
+	Up State = iota
+	// Retrying: the plugin failed (it crashed, hung, broke its stream or
+	// rejected a batch) and the supervisor is restarting it or resending,
+	// within restart.max_attempts. It is Up again once a batch is
+	// acknowledged, a health check passes, or a restarted plugin has
+	// nothing to resend.
+	Retrying
+	// Failed: the supervisor gave up (Failed is closed, Err says why);
+	// everything offered from now on is dropped.
+	Failed
+	// Closed: Close delivered what it could and ended the plugin.
+	Closed
+)
+
+// States lists every State, in order.
+func States() []State { return []State{Up, Retrying, Failed, Closed} }
+
+// String is the state's name: up, retrying, failed or closed.
+func (st State) String() string {
+	switch st {
+	case Up:
+		return "up"
+	case Retrying:
+		return "retrying"
+	case Failed:
+		return "failed"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("state(%d)", int32(st))
+}
+
 // Delivery is a supervised sink plugin: the delivery of one configured
 // sink's events. EnqueueBatch may be called from one goroutine at a time
-// (the router); Counters, Failed, Err and PID from any.
+// (the router); Counters, State, QueueDepth, Failed, Err and PID from any.
 type Delivery struct {
 	cfg Config
 	log hclog.Logger
@@ -214,6 +255,7 @@ type Delivery struct {
 	queued, sent, acked, retried, dropped, lost, dups, restarts atomic.Uint64
 	// drops logs the queue's drops while they happen, rate-limited.
 	drops dropLog
+	state atomic.Int32
 
 	// ctx is the worker's; Close cancels it when its own deadline passes.
 	ctx    context.Context
@@ -294,6 +336,29 @@ func (s *Delivery) Counters() Counters {
 		Lost:             s.lost.Load(),
 		DuplicatesResent: s.dups.Load(),
 		Restarts:         s.restarts.Load(),
+	}
+}
+
+// State returns where the delivery stands now.
+func (s *Delivery) State() State { return State(s.state.Load()) }
+
+// QueueDepth returns how many events wait in the sink's queue.
+func (s *Delivery) QueueDepth() int { return s.q.len() }
+
+// QueueCapacity returns the most events the sink's queue holds.
+func (s *Delivery) QueueCapacity() int { return s.cfg.QueueSize }
+
+// setState moves to st unless the delivery has failed or closed: those
+// are final.
+func (s *Delivery) setState(st State) {
+	for {
+		cur := s.state.Load()
+		if State(cur) == Failed || State(cur) == Closed || State(cur) == st {
+			return
+		}
+		if s.state.CompareAndSwap(cur, int32(st)) {
+			return
+		}
 	}
 }
 
@@ -380,6 +445,8 @@ func (s *Delivery) run() {
 				cancel()
 				if err != nil {
 					s.fail(err)
+				} else if s.failure == nil && len(s.retry) == 0 {
+					s.setState(Up)
 				}
 				if !s.recover() {
 					return
@@ -442,6 +509,7 @@ func (s *Delivery) settled(b *batchBuf, err error) {
 		s.acked.Add(uint64(len(b.evs)))
 		s.attempts = 0
 		s.putBuf(b)
+		s.setState(Up)
 		return
 	}
 	b.resend = true
@@ -514,10 +582,15 @@ func (s *Delivery) recover() bool {
 			s.abandon(err)
 			return false
 		}
+		if errors.Is(err, host.ErrOutputClosed) {
+			s.outputClosed(err)
+			return false
+		}
 		if s.attempts > s.cfg.MaxAttempts {
 			s.giveUp(err)
 			return false
 		}
+		s.setState(Retrying)
 		broken := s.p == nil || !errors.Is(err, host.ErrRejected)
 		if !broken {
 			// The plugin is healthy and refused a batch: settle the
@@ -557,6 +630,9 @@ func (s *Delivery) recover() bool {
 			s.pid.Store(int64(p.PID()))
 			s.restarts.Add(1)
 			s.log.Info("sink plugin restarted", "sink", s.cfg.Name, "pid", p.PID(), "resending_batches", len(s.retry))
+			if len(s.retry) == 0 {
+				s.setState(Up) // nothing waits for an acknowledgement
+			}
 		}
 		retry := s.retry
 		s.retry = nil
@@ -627,6 +703,7 @@ func (s *Delivery) finish() {
 		s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
 	}
 	s.pid.Store(0)
+	s.setState(Closed)
 }
 
 // giveUp fails the sink: its plugin is killed, and everything it had not
@@ -636,6 +713,35 @@ func (s *Delivery) giveUp(err error) {
 		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
 	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
 	s.drop()
+	s.state.Store(int32(Failed))
+	close(s.failed)
+}
+
+// outputClosed ends the sink whose output (flowtap's standard output)
+// lost its reader: no retry can write there. It ends like a sink that
+// gave up (Failed, Err wrapping host.ErrOutputClosed, what it holds
+// dropped), but it is no error of the plugin's, so it is logged at INFO:
+// the pipeline stops flowtap quietly, as a Unix tool whose output was
+// closed.
+func (s *Delivery) outputClosed(err error) {
+	s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
+	s.log.Info("sink output closed: dropping what the sink holds", "sink", s.cfg.Name)
+	if p := s.p; p != nil {
+		// The plugin is healthy: close it rather than kill it (a killed
+		// plugin is an error in the host's log).
+		s.p = nil
+		s.pid.Store(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.Close(ctx) // settles the batches in flight (settled)
+		cancel()
+		s.failure = nil
+		for b := range s.inflight {
+			delete(s.inflight, b)
+			s.retry = append(s.retry, b)
+		}
+	}
+	s.drop()
+	s.state.Store(int32(Failed))
 	close(s.failed)
 }
 
@@ -646,6 +752,7 @@ func (s *Delivery) abandon(err error) {
 	s.log.Error("events lost: the sink did not deliver them before the drain timeout (queue.drain_timeout)", "sink", s.cfg.Name,
 		"lost", n, "drain_timeout", s.cfg.DrainTimeout, "error", err)
 	s.setErr(fmt.Errorf("sink %s: %w: %d events not delivered within the drain timeout (%s): %w", s.cfg.Name, ErrLost, n, s.cfg.DrainTimeout, err))
+	s.setState(Closed)
 }
 
 // drop kills the plugin (if any) and counts everything not acknowledged

@@ -573,3 +573,83 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 		t.Errorf("block: queued %d, dropped %d", queued.Load(), dropped.Load())
 	}
 }
+
+// TestStateRetryingThenUp: a sink whose plugin rejects batches is
+// Retrying (not Failed: within max_attempts), and Up again once a batch
+// is acknowledged; Closed after Close.
+func TestStateRetryingThenUp(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	flag := filepath.Join(t.TempDir(), "reject")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, Config{BatchSize: 1, MaxAttempts: 1000, MaxBackoff: 50 * time.Millisecond}, bin, map[string]any{"reject_while": flag})
+	if st := s.State(); st != Up {
+		t.Fatalf("state after Start = %v, want up", st)
+	}
+	s.Enqueue(event(1))
+	waitState(t, s, Retrying)
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, Up)
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	if st, c := s.State(), s.Counters(); st != Closed || c.Acked != 1 || c.Retried == 0 || c.Restarts != 0 {
+		t.Errorf("after Close: state %v, counters %+v; want closed, the event acked after retries, no restart", st, c)
+	}
+}
+
+// TestOutputClosedEndsQuietly: a sink printing to a pipe whose reader is
+// gone fails at once with host.ErrOutputClosed: no retry, no restart, and
+// no ERROR line; what it holds counts as dropped.
+func TestOutputClosedEndsQuietly(t *testing.T) {
+	bin := plugin(t, "github.com/flowtap/flowtap/cmd/flowtap-sink-stdout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r.Close()
+	logs := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: t.Name(), BatchSize: 1,
+		Host:       host.Config{Plugin: bin, Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}), Names: names, Output: w},
+		SinkConfig: map[string]any{"format": "json"},
+		Logger:     hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		s.Enqueue(event(i))
+	}
+	select {
+	case <-s.Failed():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the sink did not end")
+	}
+	err = closeSink(t, s)
+	if !errors.Is(err, host.ErrOutputClosed) || !errors.Is(s.Err(), host.ErrOutputClosed) {
+		t.Fatalf("Close = %v, Err = %v; want host.ErrOutputClosed", err, s.Err())
+	}
+	c := s.Counters()
+	if c.Retried != 0 || c.Restarts != 0 || c.Acked+c.Dropped != 3 || s.State() != Failed {
+		t.Errorf("counters %+v, state %v; want no retry or restart, every event acked or dropped, failed", c, s.State())
+	}
+	if out := logs.String(); strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") || !strings.Contains(out, "sink output closed") {
+		t.Errorf("log:\n%s\nwant one INFO line and no warning or error", out)
+	}
+}
+
+// waitState waits up to 20 s for s to reach want.
+func waitState(t *testing.T, s *Delivery, want State) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); s.State() != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v after 20 s, want %v", s.State(), want)
+		}
+	}
+}
