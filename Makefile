@@ -34,7 +34,7 @@ all: build
 
 ## build: every binary into bin/ (flowtap and one flowtap-sink-<name> per built-in sink)
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 ## run: build, then run flowtap on its embedded default (needs root)
 run: build
@@ -143,6 +143,10 @@ deps:
 	printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' >"$$d/sources.list" && \
 	o="-o Dir::Etc::sourcelist=$$d/sources.list -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists=$$d/lists" && \
 	apt-get $$o update -qq && DEBIAN_FRONTEND=noninteractive apt-get $$o install -y -qq -t bookworm-backports suricata >/dev/null
+	@# metrics tests: Debian's prometheus and promtool, unpacked rather than installed (the package
+	@# starts a Prometheus service on :9090, which no test wants); the tests start their own
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && cd "$$tmp" && apt-get download -qq prometheus && \
+		dpkg-deb -x prometheus_*.deb root && install -m 0755 root/usr/bin/prometheus root/usr/bin/promtool /usr/local/bin/
 	@# the kernel matrix (make test-kernels): qemu without the firmware and tools it recommends
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
 

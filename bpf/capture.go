@@ -92,6 +92,7 @@ type Stats struct {
 type Capture struct {
 	log        hclog.Logger
 	cgroupPath string
+	ringSize   int
 	// loaded are the maps, the programs and each feature's status.
 	*loaded
 	// links are the cgroup attachments; stateLinks the tp_btf ones
@@ -105,12 +106,17 @@ type Capture struct {
 
 	running atomic.Bool
 	records atomic.Uint64
+	// caughtUp is when (Now's clock) Run last found the ring empty and
+	// had handed on everything read before: every record written before
+	// it has been delivered (CaughtUp).
+	caughtUp atomic.Int64
 
 	// mu guards the lost-record accounting and the closed flag, so the
 	// maps and programs are never used after Close released them.
 	mu      sync.Mutex
 	lost    uint64 // kernel lost counter, as last read
 	lostBuf []uint64
+	lossLog lossLog // says when loss begins and ends
 	// dnsTrunc is the kernel's DNS truncation counter, as last read.
 	dnsTrunc uint64
 	// reported is the lost total Run has reported in markers, as of
@@ -180,7 +186,8 @@ func Open(opts Options) (_ *Capture, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
-	c := &Capture{log: logger, cgroupPath: cgroupPath, spare: make(chan []events.Event, spareBatches), loaded: l}
+	c := &Capture{log: logger, cgroupPath: cgroupPath, ringSize: size, spare: make(chan []events.Event, spareBatches), loaded: l,
+		lossLog: lossLog{log: logger}}
 	defer func() {
 		if err != nil {
 			c.release()
@@ -262,6 +269,7 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 	c.dec = newDecoder(bootToWall)
 	c.reportedAt = c.Now()
+	c.caughtUp.Store(c.reportedAt)
 	logger.Debug("flow capture attached", "cgroup", cgroupPath, "ring_buffer_bytes", size)
 	return c, nil
 }
@@ -410,6 +418,15 @@ func (c *Capture) Now() int64 {
 	return ts.Nano() + c.dec.bootToWall
 }
 
+// CaughtUp returns the time (Now's clock) up to which every record the
+// programs wrote has been read and handed on by Run: when it last found
+// the ring empty. A consumer that falls behind (a sink with the block
+// policy holding the pipeline up) holds it back, and with it anything
+// that must not decide on records not read yet, such as the flow
+// tracker's SYN timeouts. Before Run's first drain it is when Open
+// finished.
+func (c *Capture) CaughtUp() int64 { return c.caughtUp.Load() }
+
 // run reads the ring buffer and hands every record, decoded into a
 // net_packet_flow_base, net_tcp_socket_base or net_packet_dns_base event,
 // to emit (called from run's goroutine, one event at a time), and calls
@@ -532,8 +549,15 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The ring is drained.
+			// The ring is drained: what was lost so far is reported
+			// with what was read (a marker never trails the records
+			// around the loss by more than this), then all of it is
+			// handed on, and everything written before now has been.
+			empty := c.Now()
+			c.reportLost(emit)
+			next = time.Now().Add(lostPollInterval)
 			drained()
+			c.caughtUp.Store(empty)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -591,8 +615,9 @@ func (c *Capture) reportLost(emit func(events.Event)) {
 	}
 }
 
-// pollLost reads the per-CPU lost-record counter, and logs a warning when
-// it grew since the last poll. It is a no-op after Close.
+// pollLost reads the per-CPU lost-record counter, and logs when loss
+// begins, goes on (at most once a minute) and ends (lossLog). It is a
+// no-op after Close.
 func (c *Capture) pollLost() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -611,11 +636,8 @@ func (c *Capture) pollLostLocked() {
 	for _, v := range c.lostBuf {
 		total += v
 	}
-	if total > c.lost {
-		c.log.Warn("flow records lost: the ring buffer was full (consumer too slow or ring buffer too small)",
-			"lost", total-c.lost, "lost_total", total)
-		c.lost = total
-	}
+	c.lossLog.observe(time.Now(), total-min(total, c.lost), total)
+	c.lost = max(c.lost, total)
 }
 
 // Stats returns the number of records read so far and the total number of

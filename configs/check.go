@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -17,10 +16,7 @@ import (
 // plugin accepts its config is checked by pipeline.Validate, which starts
 // the plugins.
 func (c *Config) Check(cat *events.Catalogue) error {
-	var ps Problems
-	if err := c.Validate(); err != nil {
-		errors.As(err, &ps)
-	}
+	ps := c.validateAll()
 	for i, p := range c.Pipelines {
 		name := p.Name
 		if name == "" {
@@ -53,7 +49,36 @@ func (c *Config) Check(cat *events.Catalogue) error {
 			}
 		}
 	}
-	return ps.Err()
+	return withoutEchoes(ps, len(c.loadProblems)).Err()
+}
+
+// withoutEchoes drops the problems after the first n (those loading
+// found) that only repeat one of them: a key whose value had the wrong
+// shape was left out of the config, so a later round may find it
+// missing, or find what was under it wrong.
+func withoutEchoes(ps Problems, n int) Problems {
+	out := ps[:n:n]
+	for _, p := range ps[n:] {
+		echo := false
+		for _, q := range ps[:n] {
+			if q.Key != "" && q.File == p.File && related(q.Key, p.Key) {
+				echo = true
+				break
+			}
+		}
+		if !echo {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// related reports whether key a is b, or one is inside the other.
+func related(a, b string) bool {
+	inside := func(k, parent string) bool {
+		return strings.HasPrefix(k, parent) && len(k) > len(parent) && (k[len(parent)] == '.' || k[len(parent)] == '[')
+	}
+	return a == b || inside(a, b) || inside(b, a)
 }
 
 // unjoin splits an errors.Join result into its errors.

@@ -7,9 +7,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/naming"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/supervise"
 	"github.com/flowtap/flowtap/sinks"
 )
@@ -35,8 +39,18 @@ type Config struct {
 	// every pipeline.
 	Capture Capture `mapstructure:"capture"`
 	// Log configures flowtap's own log.
-	Log       Log        `mapstructure:"log"`
+	Log Log `mapstructure:"log"`
+	// Metrics configures the Prometheus metrics and health endpoints.
+	Metrics   Metrics    `mapstructure:"metrics"`
 	Pipelines []Pipeline `mapstructure:"pipelines"`
+
+	// loadProblems are what loading found before Validate: keys of the
+	// wrong shape (left out of the config) and bad environment
+	// variables. Check reports them with its own.
+	loadProblems Problems
+	// envKeys maps config keys an environment variable set to the
+	// variable, so that a bad value is reported as the variable's.
+	envKeys map[string]string
 }
 
 // Capture configures the one kernel capture and derivation that all
@@ -100,6 +114,32 @@ type Log struct {
 	Level string `mapstructure:"level"`
 	// Format is text or json; "" means text.
 	Format string `mapstructure:"format"`
+	// StatsInterval is how often one INFO line logs the counters that
+	// moved since the last one. Nil (unset) means DefaultStatsInterval;
+	// 0 turns the line off.
+	StatsInterval *time.Duration `mapstructure:"stats_interval"`
+}
+
+// DefaultStatsInterval is how often the counters are logged when
+// log.stats_interval is not set.
+const DefaultStatsInterval = 60 * time.Second
+
+// StatsEvery is how often the counters are logged: log.stats_interval,
+// DefaultStatsInterval when it is unset; 0 means never.
+func (l Log) StatsEvery() time.Duration {
+	if l.StatsInterval == nil {
+		return DefaultStatsInterval
+	}
+	return *l.StatsInterval
+}
+
+// Metrics configures the HTTP endpoints for Prometheus and health checks
+// (package metrics): /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is the address to serve them on, HOST:PORT (e.g.
+	// 127.0.0.1:9464, or :9464 for every address); "" (the default)
+	// serves nothing.
+	Listen string `mapstructure:"listen"`
 }
 
 // Pipeline selects events and delivers them to one or more sinks.
@@ -122,6 +162,11 @@ type SinkConfig struct {
 	// SHA256, when set, pins the plugin binary: its SHA-256 (hex) must
 	// match before it is launched.
 	SHA256 string `mapstructure:"sha256"`
+	// RunAs is the user the plugin runs as: "user", "user:group",
+	// "uid:gid". Empty: when flowtap runs as root, the first of
+	// host.DefaultUsers that exists ("flowtap", else "nobody"); otherwise
+	// flowtap's own user. The plugin holds no capability either way.
+	RunAs string `mapstructure:"run_as"`
 	// Queue bounds the events waiting for this sink.
 	Queue Queue `mapstructure:"queue"`
 	// Restart governs how a crashed or hung plugin is restarted.
@@ -139,6 +184,15 @@ type Queue struct {
 	// Policy is what a full queue does: "block" (the default),
 	// "drop_newest" or "drop_oldest" (supervise.Policies).
 	Policy supervise.Policy `mapstructure:"policy"`
+	// BatchSize is the most events handed to the sink in one Write; 0
+	// means the default (supervise.DefaultBatchSize, 2048). A sink whose
+	// destination takes little at a time (a small disk) wants less.
+	BatchSize int `mapstructure:"batch_size"`
+	// DrainTimeout bounds how long flowtap waits at shutdown for the sink
+	// to deliver what it holds; what is left then is lost, logged as
+	// such, and makes flowtap's exit status non-zero. 0 means the default
+	// (supervise.DefaultDrainTimeout).
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
 
 // Restart is a sink plugin's restart policy.
@@ -175,48 +229,125 @@ func Load(path string) (*Config, error) {
 	default:
 		return nil, Problems{{File: path, Message: fmt.Sprintf("unsupported extension %q: use .yaml, .yml, .toml or .json", filepath.Ext(path))}}
 	}
+	if err := checkConfigFile(path); err != nil {
+		return nil, err
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, readError(path, err)
+	}
 	v := viper.New()
-	v.SetConfigFile(path)
-	if err := v.ReadInConfig(); err != nil {
+	v.SetConfigType(ext)
+	if err := v.ReadConfig(bytes.NewReader(src)); err != nil {
+		var parseErr viper.ConfigParseError
+		if errors.As(err, &parseErr) && (ext == "yaml" || ext == "yml") {
+			if p, ok := yamlProblem(path, src); ok {
+				return nil, Problems{p}
+			}
+		}
 		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
-	return decode(v, path)
+	cfg, err := decode(v, path)
+	if cfg != nil {
+		cfg.resolvePlugins(path)
+	}
+	return cfg, err
 }
 
-// decode checks the raw settings' shape, unmarshals them, applies the
-// environment and validates the values.
-func decode(v *viper.Viper, source string) (*Config, error) {
-	if ps := checkShape(source, v.AllSettings()); len(ps) > 0 {
-		return nil, ps
+// readError is the error of a config file that cannot be read: the path
+// once (an *fs.PathError's own text would name it a second time).
+func readError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
 	}
+	return fmt.Errorf("read config %s: %w", path, err)
+}
+
+// checkConfigFile refuses, when flowtap runs as root, a config file that
+// others may write: whoever can change it chooses the plugins flowtap
+// runs and where its events go.
+func checkConfigFile(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return readError(path, err)
+	}
+	if fi.Mode().Perm()&0o002 != 0 {
+		return Problems{{File: path, Message: fmt.Sprintf("writable by others (mode %04o) and flowtap runs as root: refusing to use it, since anyone could choose the plugins flowtap runs (fix: chmod o-w %s)", fi.Mode().Perm(), path)}}
+	}
+	return nil
+}
+
+// resolvePlugins makes every relative plugin path (one with a "/", such
+// as ./sinks/x) relative to the directory of the config file at path,
+// never to flowtap's working directory.
+func (c *Config) resolvePlugins(path string) {
+	dir := filepath.Dir(path)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	for i := range c.Pipelines {
+		for j := range c.Pipelines[i].Sinks {
+			s := &c.Pipelines[i].Sinks[j]
+			if strings.Contains(s.Plugin, "/") && !filepath.IsAbs(s.Plugin) {
+				s.Plugin = filepath.Join(dir, s.Plugin)
+			}
+		}
+	}
+}
+
+// decode checks the raw settings' shape, unmarshals what fits, applies
+// the environment and validates the values. On problems it returns them
+// (Problems) with the config as far as it decoded: Check reports them
+// again, with those of the catalogue's checks.
+func decode(v *viper.Viper, source string) (*Config, error) {
+	raw := v.AllSettings()
+	shape := checkShape(source, raw)
 	cfg := &Config{Source: source}
-	if err := v.UnmarshalExact(cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.WeaklyTypedInput = false // "events: 3" is a mistake, not ["3"]
-	}); err != nil {
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")),
+		ErrorUnused:      true,
+		WeaklyTypedInput: false, // "events: 3" is a mistake, not ["3"]
+		Result:           cfg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", source, err)
+	}
+	if err := dec.Decode(raw); err != nil {
+		if len(shape) > 0 {
+			return nil, shape
+		}
 		// checkShape should have caught whatever fails here.
 		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
-	ps := cfg.ApplyEnv(os.Environ())
-	if err := cfg.Validate(); err != nil {
-		var more Problems
-		if errors.As(err, &more) {
-			// A bad value an environment variable set is its problem,
-			// not the file's.
-			set := map[string]string{}
-			for name, key := range EnvKeys() {
-				if _, ok := os.LookupEnv(name); ok {
-					set[key] = name
-				}
-			}
-			for i := range more {
-				if name := set[more[i].Key]; name != "" && more[i].Pipeline == "" {
-					more[i].File, more[i].Key = EnvSource, name
-				}
-			}
-			ps = append(ps, more...)
+	cfg.loadProblems = append(shape, cfg.ApplyEnv(os.Environ())...)
+	cfg.envKeys = map[string]string{}
+	for name, key := range EnvKeys() {
+		if _, ok := os.LookupEnv(name); ok {
+			cfg.envKeys[key] = name
 		}
 	}
-	return cfg, ps.Err()
+	return cfg, withoutEchoes(cfg.validateAll(), len(cfg.loadProblems)).Err()
+}
+
+// validateAll returns the problems loading found and those of Validate,
+// a bad value an environment variable set reported as the variable's.
+func (c *Config) validateAll() Problems {
+	ps := append(Problems(nil), c.loadProblems...)
+	var more Problems
+	if err := c.Validate(); errors.As(err, &more) {
+		for i := range more {
+			if name := c.envKeys[more[i].Key]; name != "" && more[i].Pipeline == "" {
+				more[i].File, more[i].Key = EnvSource, name
+			}
+		}
+		ps = append(ps, more...)
+	}
+	return ps
 }
 
 // Valid values of the enumerated keys.
@@ -272,6 +403,14 @@ func (c *Config) Validate() error {
 	}
 	oneOf("", "log.level", c.Log.Level, logLevels)
 	oneOf("", "log.format", c.Log.Format, logFormats)
+	if d := c.Log.StatsInterval; d != nil && *d < 0 {
+		ps.add(f, "", "log.stats_interval", "%v is negative: give a duration such as 1m, or 0 to log no counters", *d)
+	}
+	if c.Metrics.Listen != "" {
+		if err := CheckListenAddr(c.Metrics.Listen); err != nil {
+			ps.add(f, "", "metrics.listen", "%v", err)
+		}
+	}
 
 	if len(c.Pipelines) == 0 {
 		ps.add(f, "", "pipelines", "no pipelines: add at least one, e.g. {name: default, events: [flows], sinks: [{plugin: stdout}]}")
@@ -308,6 +447,17 @@ func (c *Config) Validate() error {
 				ps.add(f, name, sk("queue.size"), "%d is negative: give the most events waiting, or 0 for the default", s.Queue.Size)
 			}
 			oneOf(name, sk("queue.policy"), string(s.Queue.Policy), names(supervise.Policies()))
+			if s.Queue.BatchSize < 0 {
+				ps.add(f, name, sk("queue.batch_size"), "%d is negative: give the most events per write, or 0 for the default", s.Queue.BatchSize)
+			}
+			if s.Queue.DrainTimeout < 0 {
+				ps.add(f, name, sk("queue.drain_timeout"), "%v is negative: give how long shutdown waits for the sink, e.g. 60s, or 0 for the default", s.Queue.DrainTimeout)
+			}
+			if s.RunAs != "" {
+				if _, err := host.LookupIdentity(s.RunAs); err != nil {
+					ps.add(f, name, sk("run_as"), "%v", err)
+				}
+			}
 			if s.Restart.MaxAttempts < 0 {
 				ps.add(f, name, sk("restart.max_attempts"), "%d is negative: give how many restarts to try, or 0 for the default", s.Restart.MaxAttempts)
 			}
@@ -320,6 +470,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return ps.Err()
+}
+
+// CheckListenAddr checks a HOST:PORT address to listen on, such as
+// metrics.listen and --metrics-addr take: a port is required (0 picks a
+// free one), a host is optional (":9464" listens on every address).
+func CheckListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT: write e.g. 127.0.0.1:9464, or :9464 for every address", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: the port %q is not a number from 0 to 65535 (0: any free port, logged)", addr, port)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q: %q is not a host name or IP address", addr, host)
+	}
+	return nil
 }
 
 // names are the values of a string type, as strings.

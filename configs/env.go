@@ -20,8 +20,8 @@ const EnvPrefix = "FLOWTAP_"
 const EnvSource = "environment"
 
 // EnvKeys returns every environment variable that overrides a config key,
-// with the key: the leaves of capture and log. Pipelines are lists and
-// have no environment variables.
+// with the key: the leaves of capture, log and metrics. Pipelines are
+// lists and have no environment variables.
 func EnvKeys() map[string]string {
 	out := map[string]string{}
 	var walk func(path string, t reflect.Type)
@@ -38,20 +38,23 @@ func EnvKeys() map[string]string {
 	}
 	walk("capture", reflect.TypeFor[Capture]())
 	walk("log", reflect.TypeFor[Log]())
+	walk("metrics", reflect.TypeFor[Metrics]())
 	return out
 }
 
-// ApplyEnv overrides capture and log settings from environment variables
-// (environ as os.Environ returns it): they take precedence over the file.
-// A value that does not parse, or a FLOWTAP_CAPTURE_* or FLOWTAP_LOG_*
-// variable that names no key, is a problem.
+// ApplyEnv overrides capture, log and metrics settings from environment
+// variables (environ as os.Environ returns it): they take precedence over
+// the file. A value that does not parse, or a FLOWTAP_CAPTURE_*,
+// FLOWTAP_LOG_* or FLOWTAP_METRICS_* variable that names no key, is a
+// problem.
 func (c *Config) ApplyEnv(environ []string) Problems {
 	var ps Problems
 	keys := EnvKeys()
 	names := sortKeys(keys)
 	for _, kv := range environ {
 		name, val, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, EnvPrefix+"CAPTURE_") && !strings.HasPrefix(name, EnvPrefix+"LOG_") {
+		if !strings.HasPrefix(name, EnvPrefix+"CAPTURE_") && !strings.HasPrefix(name, EnvPrefix+"LOG_") &&
+			!strings.HasPrefix(name, EnvPrefix+"METRICS_") {
 			continue
 		}
 		key, ok := keys[name]
@@ -87,12 +90,16 @@ func (c *Config) setKey(key, text string) error {
 		}
 	}
 	switch {
-	case v.Type() == durationType:
+	case v.Type() == durationType, v.Kind() == reflect.Pointer && v.Type().Elem() == durationType:
 		d, err := time.ParseDuration(text)
 		if err != nil {
 			return fmt.Errorf("%q is not a duration: write a number and a unit, e.g. 5s", text)
 		}
-		v.SetInt(int64(d))
+		if v.Kind() == reflect.Pointer {
+			v.Set(reflect.ValueOf(&d))
+		} else {
+			v.SetInt(int64(d))
+		}
 	case v.Kind() == reflect.String:
 		v.SetString(text)
 	case v.Kind() == reflect.Int:

@@ -54,8 +54,8 @@ func TestEnvKeys(t *testing.T) {
 			t.Errorf("EnvKeys()[%s] = %q, want %q", env, keys[env], key)
 		}
 	}
-	if len(keys) != 16 {
-		t.Errorf("EnvKeys has %d keys, want 16: %v", len(keys), keys)
+	if len(keys) != 18 {
+		t.Errorf("EnvKeys has %d keys, want 18: %v", len(keys), keys)
 	}
 }
 

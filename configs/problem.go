@@ -18,14 +18,21 @@ type Problem struct {
 	// Key is the key's path, e.g. "pipelines[1].sinks[0].queue.policy", or
 	// the environment variable's name.
 	Key string
+	// Line and Column locate a syntax error in File (from 1); 0 when the
+	// problem is a key's.
+	Line, Column int
 	// Message says what is wrong and what would be valid.
 	Message string
 }
 
-// Error renders the problem as 'FILE: pipeline "NAME": KEY: MESSAGE'.
+// Error renders the problem as 'FILE: pipeline "NAME": KEY: MESSAGE', or
+// 'FILE:LINE:COLUMN: MESSAGE' for a syntax error.
 func (p Problem) Error() string {
 	var b strings.Builder
 	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", p.Line, p.Column)
+	}
 	b.WriteString(": ")
 	if p.Pipeline != "" {
 		fmt.Fprintf(&b, "pipeline %q: ", p.Pipeline)

@@ -12,8 +12,10 @@ import (
 
 // checkShape walks the raw settings a file decoded to and reports, all at
 // once, every key the Config type has no place for and every value of the
-// wrong type, naming the key's full path and what would be valid. Only
-// when it finds nothing is the map decoded into a Config.
+// wrong type, naming the key's full path and what would be valid. It
+// removes what it reports from raw (a key, a list item), so that the rest
+// decodes into a Config and the later rounds of validation still judge
+// it: one run reports every problem.
 func checkShape(file string, raw map[string]any) Problems {
 	var ps Problems
 	s := shapeChecker{file: file, ps: &ps}
@@ -29,40 +31,46 @@ type shapeChecker struct {
 var durationType = reflect.TypeFor[time.Duration]()
 
 // value checks v against type t at path; pipeline names the pipeline the
-// path is inside.
-func (s shapeChecker) value(pipeline, path string, v any, t reflect.Type) {
+// path is inside. It reports whether v fits (a struct or list whose parts
+// do not all fit loses those parts, and fits).
+func (s shapeChecker) value(pipeline, path string, v any, t reflect.Type) bool {
 	if v == nil {
-		return // an empty key ("queue:") means the defaults
+		return true // an empty key ("queue:") means the defaults
 	}
 	if t == durationType {
 		str, ok := v.(string)
 		if !ok {
 			s.ps.add(s.file, pipeline, path, "must be a duration such as \"500ms\", \"5s\" or \"10m\", not %s", describe(v))
-			return
+			return false
 		}
 		if _, err := time.ParseDuration(str); err != nil {
 			s.ps.add(s.file, pipeline, path, "%q is not a duration: write a number and a unit (ns, us, ms, s, m, h), e.g. \"5s\"", str)
+			return false
 		}
-		return
+		return true
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
-		s.value(pipeline, path, v, t.Elem())
+		return s.value(pipeline, path, v, t.Elem())
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			s.ps.add(s.file, pipeline, path, "must be a string, not %s", describe(v))
+			return false
 		}
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
 			s.ps.add(s.file, pipeline, path, "must be true or false, not %s", describe(v))
+			return false
 		}
 	case reflect.Int:
 		if _, ok := integer(v); !ok {
 			s.ps.add(s.file, pipeline, path, "must be a whole number, not %s", describe(v))
+			return false
 		}
 	case reflect.Map:
 		if _, ok := v.(map[string]any); !ok {
 			s.ps.add(s.file, pipeline, path, "must be a map of keys to values, not %s", describe(v))
+			return false
 		}
 	case reflect.Slice:
 		list, ok := v.([]any)
@@ -72,20 +80,22 @@ func (s shapeChecker) value(pipeline, path string, v any, t reflect.Type) {
 				hint = fmt.Sprintf(": write [%s]", str)
 			}
 			s.ps.add(s.file, pipeline, path, "must be a list, not %s%s", describe(v), hint)
-			return
+			return false
 		}
 		for i, item := range list {
 			p := pipeline
 			if path == "pipelines" {
 				p = pipelineName(item, i)
 			}
-			s.value(p, fmt.Sprintf("%s[%d]", path, i), item, t.Elem())
+			if !s.value(p, fmt.Sprintf("%s[%d]", path, i), item, t.Elem()) {
+				list[i] = nil // decodes as the element's zero value
+			}
 		}
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
 			s.ps.add(s.file, pipeline, path, "must be a map with keys %s, not %s", strings.Join(structKeys(t), ", "), describe(v))
-			return
+			return false
 		}
 		fields := map[string]reflect.Type{}
 		for i := 0; i < t.NumField(); i++ {
@@ -103,11 +113,15 @@ func (s shapeChecker) value(pipeline, path string, v any, t reflect.Type) {
 					hint = fmt.Sprintf(": did you mean %q?", c)
 				}
 				s.ps.add(s.file, pipeline, join(path, k), "unknown key%s (valid keys here: %s)", hint, strings.Join(valid, ", "))
+				delete(m, k)
 				continue
 			}
-			s.value(pipeline, join(path, k), m[k], ft)
+			if !s.value(pipeline, join(path, k), m[k], ft) {
+				delete(m, k)
+			}
 		}
 	}
+	return true
 }
 
 // pipelineName is the name of raw pipeline item i, for messages: its

@@ -46,6 +46,13 @@ type Config struct {
 	// which carries the final counters, before it ends without it.
 	// Default 2s.
 	CloseGrace time.Duration
+	// LossGrace is how long after its SYN timeout an attempt still waits
+	// before it is reported as failed, for a lost-record marker
+	// (events.RecordsLost) to say its SYN-ACK may have been lost: the
+	// kernel capture counts lost records about once a second. 0 (the
+	// default): no wait, for producers that lose nothing (a capture
+	// file); the pipeline sets DefaultLossGrace for the kernel's.
+	LossGrace time.Duration
 	// Names fills src_dns and dst_dns; nil leaves them empty. It is
 	// called on the tracker's goroutine only.
 	Names Resolver
@@ -72,6 +79,9 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	DefaultSYNTimeout  = 10 * time.Second
 	DefaultCloseGrace  = 2 * time.Second
+	// DefaultLossGrace is the LossGrace for the kernel capture: twice
+	// the interval at which it counts lost records.
+	DefaultLossGrace = 2 * time.Second
 )
 
 // SnapshotInterval is how often a producer should report its live
@@ -116,13 +126,26 @@ func (c Config) withDefaults() Config {
 
 // Stats are the tracker's counters.
 type Stats struct {
-	Flows        int    // connections tracked now
-	Begun        uint64 // begin events emitted
-	Ended        uint64 // end events emitted
-	Failed       uint64 // failed events emitted
-	EvictedIdle  uint64 // connections evicted by the idle timeout
-	EvictedFull  uint64 // connections evicted because the table was full
-	CloseMissing uint64 // endpoints that ended without their socket's close report
+	Flows       int    // connections tracked now
+	Begun       uint64 // begin events emitted
+	Ended       uint64 // end events emitted
+	Failed      uint64 // failed events emitted
+	EvictedIdle uint64 // connections evicted by the idle timeout
+	EvictedFull uint64 // connections evicted because the table was full
+	// EvictedReused: connections ended because a new connection began
+	// on the same addresses and ports while they were open (their close
+	// was never seen).
+	EvictedReused uint64
+	CloseMissing  uint64 // endpoints that ended without their socket's close report
+	// LossMarkers: lost-record markers (events.RecordsLost) seen.
+	LossMarkers uint64
+	// Unresolved: attempts that got no SYN-ACK in time while records
+	// were being lost: not reported as failed, since the answer may be
+	// what was lost. The socket's close report decides, if one comes.
+	Unresolved uint64
+	// Incomplete: ends marked incomplete (records of the flow may have
+	// been lost).
+	Incomplete uint64
 }
 
 // connKey identifies a TCP connection independently of packet direction:
@@ -202,9 +225,17 @@ type conn struct {
 	// that the initiator's retransmitted SYNs and its socket's close
 	// report are known to belong to it, until that report or
 	// failedLinger.
-	failed    bool
-	closingTS int64 // when FIN both ways or RST was seen; 0 while open
-	lastSeen  int64
+	failed bool
+	// lossy: records were lost while the connection was tracked, so any
+	// of its records may be missing: its ends are marked incomplete, and
+	// a missing SYN-ACK is not taken for a timeout.
+	lossy bool
+	// unresolved: the attempt timed out while lossy, and was not
+	// reported; like failed, it stays until its close report (which
+	// decides) or failedLinger.
+	unresolved bool
+	closingTS  int64 // when FIN both ways or RST was seen; 0 while open
+	lastSeen   int64
 
 	// Intrusive list ordered by lastSeen, oldest first.
 	prev, next *conn
@@ -255,11 +286,14 @@ type deadline struct {
 type Tracker struct {
 	cfg   Config
 	conns map[connKey]*conn
-	emit  func(events.Event)
-	stats Stats
-	gen   uint64
-	ids   flowIDs
-	cid   communityid.Hasher
+	// lossUntil is the end of the latest window records were lost in
+	// (events.RecordsLost.To); 0 before any loss.
+	lossUntil int64
+	emit      func(events.Event)
+	stats     Stats
+	gen       uint64
+	ids       flowIDs
+	cid       communityid.Hasher
 
 	// lru holds every connection, least recently seen first.
 	head, tail *conn
@@ -316,6 +350,23 @@ func (t *Tracker) Handle(ev events.Event) {
 		t.packet(ev, p)
 	case *events.TCPSocketBase:
 		t.socket(ev, p)
+	case *events.RecordsLost:
+		t.recordsLost(p)
+	}
+}
+
+// recordsLost marks every connection tracked now: records were lost while
+// it was open, so any of its records may be missing. The marker may come
+// before records written earlier than the lost ones (the capture counts
+// losses while it drains the ring), so a connection first seen later
+// with a record stamped within the loss window (up to the marker's To) is
+// marked too (seen). A connection whose every record was lost is never
+// tracked, and nothing is derived from it.
+func (t *Tracker) recordsLost(p *events.RecordsLost) {
+	t.stats.LossMarkers++
+	t.lossUntil = max(t.lossUntil, p.To)
+	for c := t.head; c != nil; c = c.next {
+		c.lossy = true
 	}
 }
 
@@ -364,7 +415,10 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 	case syn && !p.Flags.Has(events.FlagACK):
 		if c != nil && (c.initiator != src || c.begun() && !c.synRetransmit()) {
 			// The 4-tuple is reused: the old connection closed without
-			// us seeing it end (e.g. its records were lost).
+			// us seeing it end (e.g. its records were lost). Its end is
+			// an eviction, counted, and incomplete: its close is missing.
+			t.stats.EvictedReused++
+			c.lossy = true
 			t.finishAll(c, ev.Timestamp, events.CloseEvicted)
 			c = nil
 		}
@@ -465,6 +519,28 @@ func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 		t.remove(c)
 		return
 	}
+	if c.unresolved && !ep.begun && !ep.ended {
+		// An attempt that timed out while records were lost: its
+		// socket's last state says what happened.
+		if dir == events.Outgoing && s.State == tcpSynSent {
+			t.emitFailed(ev.Timestamp, c.initiator, c.responder, events.Outgoing, ep.ctx, events.FailTimeout, c, ep)
+			ep.ended = true
+		} else if s.State != tcpSynSent && s.State != tcpSynRecv && s.State != tcpListen {
+			// It was established: its begin was among the records
+			// lost. Report the flow, incomplete.
+			ep.begun, ep.beginTS = true, ep.synTS
+			t.emitBegin(c, dir, ep.synTS)
+			reason := events.CloseFIN
+			if c.rst || abortive(s.State) {
+				reason = events.CloseRST
+			}
+			t.finish(c, dir, ev.Timestamp, reason)
+		}
+		if !c.open() && (c.out.ended || !c.out.local) && (c.in.ended || !c.in.local) {
+			t.remove(c)
+		}
+		return
+	}
 	switch {
 	case ep.begun && !ep.ended:
 		reason := events.CloseFIN
@@ -556,6 +632,15 @@ func (t *Tracker) Tick(now int64) {
 		if c.gen != d.gen || t.conns[c.key] != c || c.begun() {
 			continue
 		}
+		if c.lossy {
+			// No SYN-ACK was seen, but records were lost meanwhile: the
+			// SYN-ACK may be among them. Not a failure until its
+			// socket's close report says so.
+			t.stats.Unresolved++
+			c.unresolved = true
+			t.failures = append(t.failures, deadline{c, c.gen, now + int64(failedLinger)})
+			continue
+		}
 		// No SYN-ACK in time: each local side of the attempt failed.
 		if c.out.local && !c.out.ended {
 			c.out.ended = true
@@ -574,7 +659,7 @@ func (t *Tracker) Tick(now int64) {
 	for len(t.failures) > 0 && t.failures[0].at <= now {
 		d := t.failures[0]
 		t.failures = t.failures[1:]
-		if c := d.c; c.gen == d.gen && t.conns[c.key] == c && c.failed {
+		if c := d.c; c.gen == d.gen && t.conns[c.key] == c && (c.failed || c.unresolved && !c.open()) {
 			t.remove(c)
 		}
 	}
@@ -655,7 +740,7 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 	} else {
 		c = new(conn)
 	}
-	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts,
+	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts, lossy: t.lossUntil != 0 && ts <= t.lossUntil,
 		initText: t.addrText(initiator.Addr()), respText: t.addrText(responder.Addr())}
 	t.conns[key] = c
 	t.pushBack(c)
@@ -695,10 +780,14 @@ func (t *Tracker) addrText(a netip.Addr) string {
 	return e.text
 }
 
-// seen moves c to the back of the LRU list.
+// seen moves c to the back of the LRU list, and marks it lossy if ts is
+// within a window records were lost in.
 func (t *Tracker) seen(c *conn, ts int64) {
 	if ts > c.lastSeen {
 		c.lastSeen = ts
+	}
+	if t.lossUntil != 0 && ts <= t.lossUntil {
+		c.lossy = true
 	}
 	if t.tail == c {
 		return
@@ -811,9 +900,12 @@ func (t *Tracker) finish(c *conn, dir events.ConnDirection, ts int64, reason eve
 		dur = uint64(ts - ep.beginTS)
 	}
 	t.stats.Ended++
+	if c.lossy {
+		t.stats.Incomplete++
+	}
 	t.emit(events.Event{
 		ID: events.IDNetFlowTCPEnd, Timestamp: ts, Context: ep.ctx,
-		Payload: &events.FlowEnd{Flow: t.flow(c, dir), DurationNs: dur, Counters: ep.counters, Reason: reason},
+		Payload: &events.FlowEnd{Flow: t.flow(c, dir), DurationNs: dur, Counters: ep.counters, Reason: reason, Incomplete: c.lossy},
 	})
 }
 

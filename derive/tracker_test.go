@@ -93,19 +93,32 @@ func parseOptions(opts []string, ctx *events.Context, c *events.Counters, ts *in
 // A line without t= happens at its line number in milliseconds.
 func parseLine(line string, n int) (events.Event, error) {
 	f := strings.Fields(line)
-	if len(f) < 5 {
+	if len(f) < 5 && (len(f) == 0 || f[0] != "lost") {
 		return events.Event{}, fmt.Errorf("too few words in %q", line)
 	}
 	ev := events.Event{Timestamp: int64(n) * ms}
-	a, err := netip.ParseAddrPort(f[1])
-	if err != nil {
-		return ev, err
-	}
-	b, err := netip.ParseAddrPort(f[3])
-	if err != nil {
-		return ev, err
+	var a, b netip.AddrPort
+	if f[0] != "lost" {
+		var err error
+		if a, err = netip.ParseAddrPort(f[1]); err != nil {
+			return ev, err
+		}
+		if b, err = netip.ParseAddrPort(f[3]); err != nil {
+			return ev, err
+		}
 	}
 	switch f[0] {
+	case "lost":
+		// lost N [t=MS]: a lost-record marker.
+		n, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return ev, err
+		}
+		p := &events.RecordsLost{Lost: n, Total: n}
+		ev.ID, ev.Payload = events.IDRecordsLost, p
+		err = parseOptions(f[2:], &ev.Context, &events.Counters{}, &ev.Timestamp)
+		p.From, p.To = ev.Timestamp, ev.Timestamp
+		return ev, err
 	case "egress", "ingress":
 		if f[2] != ">" {
 			return ev, fmt.Errorf("packet %q: want SRC > DST", line)
@@ -506,6 +519,27 @@ func TestNextDeadline(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestLossCounters: the golden loss cases also count what they did: every
+// eviction in a counter (a reused 4-tuple included), unresolved attempts,
+// incomplete ends, loss markers; and no failure invented.
+func TestLossCounters(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want Stats
+	}{
+		{"loss_syn_ack_lost", Stats{Begun: 3, Ended: 3, LossMarkers: 1, Unresolved: 1, Incomplete: 2}},
+		{"loss_attempt_failed", Stats{Failed: 1, LossMarkers: 1, Unresolved: 1}},
+		{"loss_reused_tuple", Stats{Begun: 2, Ended: 2, EvictedReused: 1, Incomplete: 1}},
+	} {
+		_, tr := runGolden(t, filepath.Join("testdata", tc.name, "input.txt"))
+		got := tr.Stats()
+		got.Flows = 0
+		if got != tc.want {
+			t.Errorf("%s: stats %+v, want %+v", tc.name, got, tc.want)
+		}
 	}
 }
 

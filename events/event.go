@@ -460,7 +460,8 @@ const (
 	CloseFIN CloseReason = iota + 1
 	// CloseRST: a reset ended the connection.
 	CloseRST
-	// CloseEvicted: flowtap dropped the flow (idle timeout, table full).
+	// CloseEvicted: flowtap dropped the flow (idle timeout, table full,
+	// or a new connection on the same 4-tuple while it was open).
 	CloseEvicted
 	// CloseShutdown: flowtap stopped while the flow was open.
 	CloseShutdown
@@ -489,6 +490,9 @@ type FlowEnd struct {
 	// Counters are the local endpoint's totals: Sent is what it sent.
 	Counters Counters
 	Reason   CloseReason
+	// Incomplete: records of the flow may have been lost (the ring
+	// buffer was full), so what the end says may be short or late.
+	Incomplete bool
 }
 
 // EventID implements Payload.
@@ -499,7 +503,7 @@ func (e *FlowEnd) AppendFields(dst []Field) []Field {
 	dst = e.appendFlowFields(dst)
 	dst = append(dst, Field{"duration_ns", Uint(e.DurationNs)})
 	dst = e.Counters.appendCounterFields(dst)
-	return append(dst, Field{"close_reason", String(e.Reason.String())})
+	return append(dst, Field{"close_reason", String(e.Reason.String())}, Field{"incomplete", Bool(e.Incomplete)})
 }
 
 // FailReason says why a connection attempt never established.

@@ -18,11 +18,11 @@ import (
 func (c *Catalogue) WriteMan(w io.Writer, name string) error {
 	d, ok := c.byName[name]
 	if !ok {
-		return fmt.Errorf("no event %q%s", name, c.suggest(name))
+		return c.noManPage(name)
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "---\ntitle: FLOWTAP-%s\nsection: 1\nheader: flowtap Event Manual\n---\n\n", strings.ToUpper(strings.ReplaceAll(d.Name, "_", "-")))
-	fmt.Fprintf(&b, "## NAME\n\n**%s** - %s\n\n", d.Name, summary(d))
+	fmt.Fprintf(&b, "## NAME\n\n**%s** - %s\n\n", d.Name, d.Summary())
 	fmt.Fprintf(&b, "## DESCRIPTION\n\n%s\n\n", d.Description)
 	switch {
 	case d.Internal:
@@ -63,7 +63,7 @@ func (c *Catalogue) WriteMan(w io.Writer, name string) error {
 		b.WriteString("**Event Dependencies:**\n\n")
 		for _, id := range d.Dependencies {
 			dep := c.byID[id]
-			fmt.Fprintf(&b, "- %s: %s\n", dep.Name, summary(dep))
+			fmt.Fprintf(&b, "- %s: %s\n", dep.Name, dep.Summary())
 		}
 		fmt.Fprintf(&b, "\n**Derivation:** %s\n\n", d.Deriver)
 	}
@@ -81,13 +81,42 @@ func (c *Catalogue) WriteMan(w io.Writer, name string) error {
 		b.WriteString("None.\n")
 	}
 	for _, r := range related {
-		fmt.Fprintf(&b, "- **%s**: %s\n", r.Name, summary(r))
+		fmt.Fprintf(&b, "- **%s**: %s\n", r.Name, r.Summary())
 	}
 	_, err := w.Write(b.Bytes())
 	if err != nil {
 		return fmt.Errorf("write manual page of %s: %w", name, err)
 	}
 	return nil
+}
+
+// noManPage is WriteMan's error for a name that is no event: a set's
+// name gets its events, anything else the closest event name (never a
+// set's, which has no page).
+func (c *Catalogue) noManPage(name string) error {
+	if _, ok := c.sets[name]; ok {
+		return fmt.Errorf("%q is a set of events, not an event: its events are %s (see 'flowtap man EVENT' for each)", name, strings.Join(c.setEventNames(name), ", "))
+	}
+	var all []string
+	for _, d := range c.defs {
+		all = append(all, d.Name)
+	}
+	if best := Closest(name, all); best != "" {
+		return fmt.Errorf("no event %q: did you mean %q? (see 'flowtap list')", name, best)
+	}
+	if set := Closest(name, c.Sets()); set != "" {
+		return fmt.Errorf("no event %q: the set %q is close; its events are %s (see 'flowtap list')", name, set, strings.Join(c.setEventNames(set), ", "))
+	}
+	return fmt.Errorf("no event %q (see 'flowtap list' for the events)", name)
+}
+
+// setEventNames names the events of set.
+func (c *Catalogue) setEventNames(set string) []string {
+	var names []string
+	for _, id := range c.sets[set] {
+		names = append(names, c.Name(id))
+	}
+	return names
 }
 
 // related returns the events that d derives from, that derive from d, or
@@ -117,9 +146,10 @@ func (c *Catalogue) related(d *Definition) []*Definition {
 	return out
 }
 
-// summary is the first sentence of a description, without its period: the
-// one-line description of the NAME section and of lists.
-func summary(d *Definition) string {
+// Summary is the first sentence of the event's description, without its
+// period and details: the one-line description of the manual page's NAME
+// section, of its lists, and of shell completion.
+func (d *Definition) Summary() string {
 	s := d.Description
 	if i := strings.Index(s, ". "); i >= 0 {
 		s = s[:i]

@@ -26,7 +26,7 @@ import (
 // Each Definition also has its own Version, for changes to that one event.
 // TestSchemaVersion holds the schema against testdata/schema.golden and
 // refuses a changed schema under an unchanged SchemaVersion.
-const SchemaVersion = "1.1.0"
+const SchemaVersion = "1.2.0"
 
 // WriteSchema writes the parts of the catalogue that SchemaVersion versions,
 // one line each, in a stable order: the context fields, then every event

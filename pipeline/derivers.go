@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,6 +58,11 @@ type deriveEnv struct {
 	// selected says whether a pipeline selects an event now (it changes
 	// on reload).
 	selected func(events.ID) bool
+	// report registers what a deriver adds to a Snapshot, and addCache a
+	// cache's counters (stage.addCache); the stage calls them under its
+	// lock.
+	report   func(func(*Snapshot))
+	addCache func(name string, stats func() CacheStats)
 	log      hclog.Logger
 }
 
@@ -77,8 +83,10 @@ var derivers = []deriverSpec{
 		new:  newDNSDeriver,
 	},
 	{
-		name:   events.DeriverFlowTracker,
-		inputs: []events.ID{events.IDNetPacketFlowBase, events.IDNetTCPSocketBase},
+		name: events.DeriverFlowTracker,
+		// Lost-record markers too: while records are lost, the tracker
+		// must not take a missing record for a timeout.
+		inputs: []events.ID{events.IDNetPacketFlowBase, events.IDNetTCPSocketBase, events.IDRecordsLost},
 		runs:   func(p *events.Plan) bool { return p.Needs(events.DeriverFlowTracker) },
 		new:    newTrackerDeriver,
 	},
@@ -108,7 +116,13 @@ type trackerDeriver struct {
 func newTrackerDeriver(env *deriveEnv) (deriver, error) {
 	cfg := env.tracker
 	cfg.Names = env.names
-	return &trackerDeriver{t: derive.NewTracker(cfg, env.emit), log: env.log}, nil
+	d := &trackerDeriver{t: derive.NewTracker(cfg, env.emit), log: env.log}
+	capacity := cmp.Or(cfg.MaxFlows, derive.DefaultMaxFlows)
+	env.report(func(s *Snapshot) {
+		ts := d.t.Stats()
+		s.Flows = FlowTableStatus{Running: true, Entries: ts.Flows, Capacity: capacity, EvictedIdle: ts.EvictedIdle, EvictedFull: ts.EvictedFull}
+	})
+	return d, nil
 }
 
 func (d *trackerDeriver) handle(ev events.Event)      { d.t.Handle(ev) }
@@ -119,7 +133,9 @@ func (d *trackerDeriver) close(end int64) {
 	d.t.Close(end)
 	ts := d.t.Stats()
 	d.log.Info("flow tracker", "begun", ts.Begun, "ended", ts.Ended, "failed", ts.Failed,
-		"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "ended_without_close_report", ts.CloseMissing)
+		"evicted_idle", ts.EvictedIdle, "evicted_full", ts.EvictedFull, "evicted_reused", ts.EvictedReused,
+		"ended_without_close_report", ts.CloseMissing, "loss_markers", ts.LossMarkers,
+		"unresolved_attempts", ts.Unresolved, "incomplete", ts.Incomplete)
 }
 
 // dnsDeriver is the DNS stage (dns.go) as a deriver.
@@ -135,6 +151,10 @@ func newDNSDeriver(env *deriveEnv) (deriver, error) {
 	}
 	d := newDNSStage(env.dnsCacheSize, func() bool { return env.selected(events.IDNetPacketDNS) }, env.emit)
 	env.names = d.cache
+	env.addCache("dns", func() CacheStats {
+		cs := d.cache.Stats()
+		return CacheStats{Entries: cs.Entries, Hits: cs.Hits, Misses: cs.Misses, Evictions: cs.Evictions, Expiries: cs.Expiries}
+	})
 	return &dnsDeriver{d: d, stats: env.dnsStats, log: env.log}, nil
 }
 

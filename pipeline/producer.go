@@ -38,6 +38,9 @@ type producer interface {
 	// close releases the producer, adds its counters to stats and logs
 	// them.
 	close(stats *Stats) error
+	// status fills what a Snapshot says about the producer; it is called
+	// from any goroutine, also after close.
+	status(cs *CaptureStatus)
 }
 
 // baseBatch is the most base events a producer hands over at a time.
@@ -140,10 +143,27 @@ func (k *kernel) recycle(batch []events.Event) { k.c.Recycle(batch) }
 
 // now is the capture's clock (bpf.Capture.Now), which a wall clock step
 // does not move: a step cannot time out every pending SYN or idle flow
-// at once.
-func (k *kernel) now() int64       { return k.c.Now() }
+// at once. It goes no further than what the capture has delivered
+// (bpf.Capture.CaughtUp): while the reader lags behind the programs (a
+// sink with the block policy holds the pipeline up), a SYN-ACK still in
+// the ring must not be taken for a timeout, nor an idle flow's report
+// for its absence.
+func (k *kernel) now() int64       { return min(k.c.Now(), k.c.CaughtUp()) }
 func (k *kernel) eventClock() bool { return false }
 func (k *kernel) end() int64       { return k.c.Now() }
+
+func (k *kernel) status(cs *CaptureStatus) {
+	st := k.c.Stats()
+	*cs = CaptureStatus{Source: "kernel", Attached: k.c.Attached(), RingBufferBytes: k.c.RingBufferSize(),
+		Records: st.Records, LostRecords: st.Lost, Features: k.c.Features()}
+	var err error
+	if cs.ProgramStatsEnabled, err = bpf.StatsEnabled(); err != nil {
+		k.log.Debug("BPF program statistics unknown", "error", err)
+	}
+	if cs.Programs, err = k.c.ProgramStats(); err != nil {
+		k.log.Debug("BPF program statistics unknown", "error", err)
+	}
+}
 
 func (k *kernel) close(stats *Stats) error {
 	stats.LostRecords = k.c.Stats().Lost
@@ -186,6 +206,8 @@ func (f *file) eventClock() bool             { return true }
 // end is the capture's end: the agent's stop.
 func (f *file) end() int64 { return f.p.End() }
 
+func (f *file) status(cs *CaptureStatus) { cs.Source = "file" }
+
 func (f *file) close(stats *Stats) error {
 	s := f.p.Stats()
 	stats.Replay = s
@@ -206,3 +228,4 @@ func (idle) now() int64                                      { return time.Now()
 func (idle) eventClock() bool                                { return false }
 func (idle) end() int64                                      { return time.Now().UnixNano() }
 func (idle) close(*Stats) error                              { return nil }
+func (idle) status(cs *CaptureStatus)                        { cs.Source = "none" }

@@ -37,8 +37,9 @@ type swap struct {
 type reloader struct {
 	opts    Options
 	log     hclog.Logger
-	kernel  bool // the kernel capture runs
-	dns     bool // DNS capture runs
+	mon     *Monitor // counts the reloads
+	kernel  bool     // the kernel capture runs
+	dns     bool     // DNS capture runs
 	current *configs.Config
 	// running maps pipeline names to their sinks.
 	running map[string][]*target
@@ -93,6 +94,7 @@ func (rl *reloader) reload(ctx context.Context) {
 		} else {
 			rl.log.Error("config reload rejected: the running config stays", "error", err)
 		}
+		rl.mon.noteReload(false)
 		return
 	}
 	select {
@@ -118,6 +120,7 @@ func (rl *reloader) reload(ctx context.Context) {
 	for i, rt := range sw.routes {
 		rl.running[cfg.Pipelines[i].Name] = rt.sinks
 	}
+	rl.mon.noteReload(true)
 	rl.log.Info("config reloaded", "pipelines", len(cfg.Pipelines), "started_sinks", len(sw.added), "closed_sinks", len(sw.removed))
 }
 
@@ -130,6 +133,12 @@ func (rl *reloader) checkLive(cfg *configs.Config) error {
 	}
 	if cfg.Log.Format != rl.current.Log.Format {
 		rl.log.Warn("config reload: log.format changes after a restart")
+	}
+	if cfg.Log.StatsEvery() != rl.current.Log.StatsEvery() {
+		rl.log.Warn("config reload: log.stats_interval changes after a restart")
+	}
+	if cfg.Metrics != rl.current.Metrics {
+		rl.log.Warn("config reload: metrics.listen changes after a restart")
 	}
 	return nil
 }

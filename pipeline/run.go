@@ -14,6 +14,7 @@ import (
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/replay"
 )
 
@@ -27,6 +28,9 @@ type Options struct {
 	// Stdout and Stderr receive the sink plugins' standard streams; nil
 	// means the process's own.
 	Stdout, Stderr io.Writer
+	// SocketDir is the private directory of the plugins' sockets
+	// (host.NewSocketDir); "" means the system's temporary directory.
+	SocketDir string
 	// BatchSize is the most events handed to a sink in one Write;
 	// FlushInterval bounds how long an event waits in a partial batch.
 	// Zero means supervise's defaults (DefaultBatchSize,
@@ -41,11 +45,21 @@ type Options struct {
 	// (Config.Check), or its problems. See reload.go.
 	Reload <-chan struct{}
 	Load   func() (*configs.Config, error)
+	// Started, when set, is called once everything has started (the
+	// kernel programs loaded and attached, the sinks running), before the
+	// first event: flowtap drops the privileges it no longer needs there.
+	// An error stops the run.
+	Started func() error
 	// Replay, when set, takes the base events from a capture file instead
 	// of the kernel: no BPF program loads and no privilege is needed, the
 	// flow tracker's clock follows the capture's timestamps, and Run
 	// returns once the file is delivered and the sinks have drained.
 	Replay *Replay
+	// Monitor, when set, lets other goroutines watch the run: its phase,
+	// counters and readiness (the metrics endpoint, 'flowtap status').
+	// Every Config.Log.StatsEvery() the counters that moved are logged
+	// in one line whether it is set or not.
+	Monitor *Monitor
 
 	// producer and startDelivery replace the kernel capture (or file) and
 	// the supervised plugins, for the package's tests.
@@ -91,6 +105,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 // run is one Run's parts, assembled.
 type run struct {
 	opts  Options
+	mon   *Monitor
 	log   hclog.Logger
 	prod  producer
 	stage *stage
@@ -114,9 +129,12 @@ type run struct {
 // opens the kernel capture and builds the stage. On error everything
 // started is stopped again.
 func assemble(ctx context.Context, opts Options) (_ *run, err error) {
-	r := &run{opts: opts, log: opts.Logger, produced: make(chan error, 1)}
+	r := &run{opts: opts, mon: opts.Monitor, log: opts.Logger, produced: make(chan error, 1)}
 	if r.log == nil {
 		r.log = hclog.NewNullLogger()
+	}
+	if r.mon == nil {
+		r.mon = NewMonitor()
 	}
 	plan, err := Resolve(opts.Catalogue, opts.Config)
 	if err != nil {
@@ -138,6 +156,11 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		return nil, fmt.Errorf("config %s: %w", opts.Config.Source, err)
 	}
 	tracker := trackerConfig(capture)
+	if opts.Replay == nil && opts.producer == nil {
+		// The kernel capture reports lost records about once a second:
+		// an attempt waits that long more before it is reported failed.
+		tracker.LossGrace = derive.DefaultLossGrace
+	}
 	selected := names(opts.Catalogue, plan.Shared.Emit)
 	switch {
 	case opts.producer != nil:
@@ -186,7 +209,7 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		rt.enrich = r.identity
 	}
 	env := &deriveEnv{tracker: tracker, dns: dnsOn, dnsCacheSize: capture.DNS.CacheSize, dnsStats: opts.DNSStats, log: r.log}
-	if r.stage, err = newStage(plan.Shared, rt, env, r.prod.eventClock(), &r.stats); err != nil {
+	if r.stage, err = newStage(plan.Shared, rt, env, r.prod.eventClock(), &r.stats, idBound(opts.Catalogue)); err != nil {
 		r.prod.close(&r.stats)
 		r.identity.stop()
 		return nil, err
@@ -194,13 +217,38 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 	r.watchCtx, r.stopWatching = context.WithCancel(r.ctx)
 	watchSinks(r.watchCtx, r.sinks, r.cancel, r.log)
 	r.rl = newReloader(opts, plan, r.sinks, plan.Shared.NeedsKernel() && opts.Replay == nil, r.log)
-	r.rl.dns = dnsOn
+	r.rl.dns, r.rl.mon = dnsOn, r.mon
+	if opts.Started != nil {
+		if err := opts.Started(); err != nil {
+			r.stopWatching()
+			r.prod.close(&r.stats)
+			return nil, err
+		}
+	}
+	r.mon.attach(r)
 	return r, nil
+}
+
+// idBound is one more than the largest event ID of cat: the stage counts
+// events by ID below it.
+func idBound(cat *events.Catalogue) int {
+	n := int(events.IDRecordsLost) + 1
+	for _, d := range cat.Definitions() {
+		n = max(n, int(d.ID)+1)
+	}
+	return n
 }
 
 // loop runs the producer and, on Run's goroutine, ticks the stage and
 // applies reloads, until the producer has delivered its last batch.
 func (r *run) loop() {
+	r.mon.setPhase(PhaseRunning)
+	if every := r.opts.Config.Log.StatsEvery(); every > 0 {
+		go logStats(r.ctx, r.mon, every, r.log)
+	}
+	if out := outputFile(r.opts.Stdout); out != nil && printsToStdout(r.opts.Config) {
+		go r.watchStdout(out)
+	}
 	go func() {
 		r.produced <- r.prod.run(r.ctx, func(evs []events.Event) {
 			r.stage.deriveBatch(evs)
@@ -241,6 +289,8 @@ func (r *run) loop() {
 // producer, delivers and closes the sinks, and totals the run.
 func (r *run) shutdown() (Stats, error) {
 	defer r.cancel(nil)
+	defer r.mon.setPhase(PhaseStopped)
+	r.mon.setPhase(PhaseStopping)
 	r.stage.close(r.prod.end())
 	r.identity.stop()
 	r.stopReload()
@@ -251,8 +301,8 @@ func (r *run) shutdown() (Stats, error) {
 		r.errs = append(r.errs, err)
 	}
 	cause := context.Cause(r.ctx)
-	if errors.Is(cause, context.Canceled) {
-		cause = nil
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, errOutputClosed) {
+		cause = nil // a stop, not a failure
 	}
 	sinkStats, err := closeSinks(r.sinks, cause, r.log)
 	if err != nil {
@@ -268,6 +318,31 @@ func (r *run) shutdown() (Stats, error) {
 	r.log.Info("stopped", "base_events", r.stats.BaseEvents, "derived_events", r.stats.DerivedEvents,
 		"delivered", r.stats.Delivered, "lost_records", r.stats.LostRecords)
 	return r.stats, errors.Join(r.errs...)
+}
+
+// watchStdout stops the run, quietly, when out (flowtap's standard output,
+// where the stdout sink prints) loses its reader, as with 'flowtap run |
+// head -1': a Unix tool ends when its output is closed. It notices within
+// a fraction of a second even when no event comes to fail a write; a
+// write that fails first stops the run through its sink (watchSinks).
+func (r *run) watchStdout(out *os.File) {
+	if host.WaitOutputClosed(r.ctx, out) {
+		r.log.Info("standard output closed: stopping flowtap")
+		r.cancel(errOutputClosed)
+	}
+}
+
+// printsToStdout reports whether a sink of cfg is the built-in stdout
+// sink, which prints to flowtap's standard output.
+func printsToStdout(cfg *configs.Config) bool {
+	for _, p := range cfg.Pipelines {
+		for _, s := range p.Sinks {
+			if s.Plugin == "stdout" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // trackerConfig is the flow tracker's part of the capture settings.

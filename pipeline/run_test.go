@@ -52,10 +52,11 @@ func (f *fakeProducer) run(ctx context.Context, emit func([]events.Event)) error
 	}
 }
 
-func (f *fakeProducer) recycle([]events.Event) {}
-func (f *fakeProducer) now() int64             { return f.clock.Load() }
-func (f *fakeProducer) eventClock() bool       { return f.file }
-func (f *fakeProducer) end() int64             { return f.endAt }
+func (f *fakeProducer) recycle([]events.Event)   {}
+func (f *fakeProducer) now() int64               { return f.clock.Load() }
+func (f *fakeProducer) eventClock() bool         { return f.file }
+func (f *fakeProducer) end() int64               { return f.endAt }
+func (f *fakeProducer) status(cs *CaptureStatus) { cs.Source = "fake" }
 func (f *fakeProducer) close(*Stats) error {
 	f.closed.Store(true)
 	return nil
@@ -69,6 +70,7 @@ type fakeDelivery struct {
 	closed bool
 	failed chan struct{}
 	err    error
+	state  atomic.Int32 // a supervise.State
 }
 
 func (d *fakeDelivery) EnqueueBatch(evs []events.Event) {
@@ -79,6 +81,19 @@ func (d *fakeDelivery) EnqueueBatch(evs []events.Event) {
 
 func (d *fakeDelivery) Failed() <-chan struct{} { return d.failed }
 func (d *fakeDelivery) Err() error              { return d.err }
+func (d *fakeDelivery) QueueDepth() int         { return 0 }
+func (d *fakeDelivery) QueueCapacity() int      { return supervise.DefaultQueueSize }
+
+// State is Failed once the delivery failed, else what setState set (Up
+// at first).
+func (d *fakeDelivery) State() supervise.State {
+	select {
+	case <-d.failed:
+		return supervise.Failed
+	default:
+	}
+	return supervise.State(d.state.Load())
+}
 
 func (d *fakeDelivery) Counters() supervise.Counters {
 	d.mu.Lock()

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/supervise"
@@ -35,7 +38,9 @@ const sinkCloseTimeout = 60 * time.Second
 
 // target is one configured sink of a pipeline, as the router sees it: a supervised plugin.
 type target struct {
-	label     string
+	label string
+	// name tells the pipeline's sinks apart (SinkStatus.Name).
+	name      string
 	pipeline  int
 	stats     SinkStats
 	onFailure supervise.OnFailure
@@ -58,6 +63,11 @@ type delivery interface {
 	Failed() <-chan struct{}
 	Err() error
 	Counters() supervise.Counters
+	// State, QueueDepth and QueueCapacity say how the sink is doing
+	// (Snapshot).
+	State() supervise.State
+	QueueDepth() int
+	QueueCapacity() int
 	// Close delivers what is queued and ends the plugin.
 	Close(ctx context.Context) error
 }
@@ -99,22 +109,30 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	for i, pp := range plan.Pipelines {
 		for j, sc := range pp.Config.Sinks {
 			label := fmt.Sprintf("pipeline %q sink %d (%s)", pp.Config.Name, j, sc.Plugin)
+			id, err := runAs(sc)
+			if err != nil {
+				closeSinks(sinks, nil, log)
+				return nil, fmt.Errorf("start %s: %w", label, err)
+			}
 			sup, err := start(ctx, supervise.Config{
 				Name: label,
 				Host: host.Config{
-					Name:   label,
-					Plugin: sc.Plugin,
-					Logger: log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
-					Stdout: opts.Stdout,
-					Output: outputFile(opts.Stdout),
-					Stderr: opts.Stderr,
-					Names:  opts.Catalogue.Name,
-					SHA256: sc.SHA256,
+					RunAs:     id,
+					SocketDir: opts.SocketDir,
+					Name:      label,
+					Plugin:    sc.Plugin,
+					Logger:    log.Named("sink").With("pipeline", pp.Config.Name, "plugin", sc.Plugin),
+					Stdout:    opts.Stdout,
+					Output:    outputFile(opts.Stdout),
+					Stderr:    opts.Stderr,
+					Names:     opts.Catalogue.Name,
+					SHA256:    sc.SHA256,
 				},
 				SinkConfig:     sc.Config,
 				QueueSize:      sc.Queue.Size,
 				Policy:         sc.Queue.Policy,
-				BatchSize:      opts.BatchSize,
+				DrainTimeout:   sc.Queue.DrainTimeout,
+				BatchSize:      cmp.Or(sc.Queue.BatchSize, opts.BatchSize),
 				FlushInterval:  opts.FlushInterval,
 				MaxAttempts:    sc.Restart.MaxAttempts,
 				InitialBackoff: sc.Restart.InitialBackoff,
@@ -128,6 +146,7 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 			onFailure := cmp.Or(sc.OnFailure, supervise.Stop)
 			sinks = append(sinks, &target{
 				label:     label,
+				name:      sinkName(pp.Config.Sinks, j),
 				pipeline:  i,
 				stats:     SinkStats{Pipeline: pp.Config.Name, Index: j, Plugin: sc.Plugin},
 				onFailure: onFailure,
@@ -139,15 +158,45 @@ func startSinks(ctx context.Context, plan *Plan, opts Options, log hclog.Logger)
 	return sinks, nil
 }
 
+// sinkName is what tells sink j of a pipeline's list apart from the
+// others (SinkStatus.Name, the metrics' sink label): its plugin's name (a
+// built-in sink's name, or the binary's file name without the
+// flowtap-sink- prefix), with "-<j>" added when another sink of the list
+// has that name too.
+func sinkName(list []configs.SinkConfig, j int) string {
+	short := func(plugin string) string {
+		return strings.TrimPrefix(filepath.Base(plugin), host.BinaryPrefix)
+	}
+	name := short(list[j].Plugin)
+	for i, other := range list {
+		if i != j && short(other.Plugin) == name {
+			return fmt.Sprintf("%s-%d", name, j)
+		}
+	}
+	return name
+}
+
+// errOutputClosed is why a run stopped when flowtap's standard output
+// lost its reader: a clean stop (see host.ErrOutputClosed).
+var errOutputClosed = errors.New("standard output closed")
+
 // watchSinks applies each sink's on_failure policy when it gives up:
 // "stop" ends the run with the sink's error, "disable" drops the sink and
-// lets the others go on. It returns when ctx ends.
+// lets the others go on. A sink whose output (flowtap's standard output)
+// lost its reader stops the run quietly, whatever its policy: flowtap
+// behaves as a Unix tool whose output was closed. It returns when ctx
+// ends.
 func watchSinks(ctx context.Context, sinks []*target, stop context.CancelCauseFunc, log hclog.Logger) {
 	for _, s := range sinks {
 		go func() {
 			select {
 			case <-ctx.Done():
 			case <-s.sup.Failed():
+				if errors.Is(s.sup.Err(), host.ErrOutputClosed) {
+					log.Info("standard output closed: stopping flowtap", "sink", s.label)
+					stop(errOutputClosed)
+					return
+				}
 				if s.retired.Load() {
 					log.Error("retired sink failed while draining", "sink", s.label, "error", s.sup.Err())
 					return
@@ -192,6 +241,7 @@ func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats,
 			st.Failed = err.Error()
 			switch {
 			case reported != nil && errors.Is(reported, err):
+			case errors.Is(err, host.ErrOutputClosed):
 			case s.sup.Err() != nil && s.onFailure == supervise.Disable:
 			default:
 				failed = append(failed, fmt.Errorf("close %s: %w", s.label, err))
@@ -200,7 +250,7 @@ func closeSinks(sinks []*target, reported error, log hclog.Logger) ([]SinkStats,
 		stats[i] = st
 		c := st.Counters
 		log.Info("sink counters", "sink", s.label, "queued", c.Queued, "sent", c.Sent, "acked", c.Acked,
-			"retried", c.Retried, "dropped", c.Dropped, "duplicates_resent", c.DuplicatesResent,
+			"retried", c.Retried, "dropped", c.Dropped, "lost", c.Lost, "duplicates_resent", c.DuplicatesResent,
 			"restarts", c.Restarts, "failed", st.Failed != "")
 	}
 	return stats, errors.Join(failed...)

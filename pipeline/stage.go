@@ -24,6 +24,13 @@ type stage struct {
 	// pass; nil when Run's ticker does.
 	clock *replay.Clock
 	stats *Stats
+	// counts counts the events the stage produced (base and derived) by
+	// ID; wanted are those a plan needs, reported while still 0.
+	counts []uint64
+	wanted events.IDSet
+	// reporters add what parts of the run hold to a Snapshot, under the
+	// lock (derivers, addCache).
+	reporters []func(*Snapshot)
 }
 
 // step is one deriver of the run.
@@ -36,13 +43,18 @@ type step struct {
 
 // newStage builds the derivers the run can feed (their inputs produced),
 // turning on those plan needs. eventClock makes the stage follow the
-// events' timestamps instead of ticks.
-func newStage(plan *events.Plan, r *router, env *deriveEnv, eventClock bool, stats *Stats) (*stage, error) {
-	s := &stage{router: r, byInput: map[events.ID][]int{}, stats: stats}
+// events' timestamps instead of ticks. ids bounds the event IDs it counts
+// (the catalogue's largest, plus one).
+func newStage(plan *events.Plan, r *router, env *deriveEnv, eventClock bool, stats *Stats, ids int) (*stage, error) {
+	s := &stage{router: r, byInput: map[events.ID][]int{}, stats: stats, counts: make([]uint64, ids)}
+	s.want(plan)
 	env.emit = func(ev events.Event) {
 		stats.DerivedEvents++
+		s.count(ev.ID)
 		r.route(ev)
 	}
+	env.report = func(f func(*Snapshot)) { s.reporters = append(s.reporters, f) }
+	env.addCache = s.addCache
 	env.selected = r.emits
 	for i := range derivers {
 		spec := &derivers[i]
@@ -74,6 +86,7 @@ func (s *stage) deriveBatch(evs []events.Event) {
 			s.clock.Advance(ev.Timestamp) // what fell due before this event comes first
 		}
 		s.stats.BaseEvents++
+		s.count(ev.ID)
 		s.router.route(ev)
 		for _, i := range s.byInput[ev.ID] {
 			if st := &s.steps[i]; st.on {
@@ -82,6 +95,24 @@ func (s *stage) deriveBatch(evs []events.Event) {
 		}
 	}
 	s.router.flush()
+}
+
+// count counts one event of id. The caller holds the lock.
+func (s *stage) count(id events.ID) {
+	if int(id) < len(s.counts) {
+		s.counts[id]++
+	}
+}
+
+// want marks the events plan needs (and the lost-record markers, when it
+// needs the kernel) as reported even while none occurred.
+func (s *stage) want(plan *events.Plan) {
+	for _, id := range plan.Needed {
+		s.wanted.Add(id)
+	}
+	if plan.NeedsKernel() {
+		s.wanted.Add(events.IDRecordsLost)
+	}
 }
 
 // tick advances the derivers' clocks to now: one step.
@@ -98,6 +129,7 @@ func (s *stage) swap(sw *swap) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.router.routes = sw.routes
+	s.want(sw.plan)
 	for i := range s.steps {
 		s.steps[i].on = s.steps[i].on || s.steps[i].spec.runs(sw.plan)
 	}

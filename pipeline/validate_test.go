@@ -53,7 +53,16 @@ func TestExamplesPluginsAccept(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples: %v", err)
 	}
-	tmp := t.TempDir()
+	// The plugins run as an unprivileged user when the test runs as
+	// root: the file sinks' directory must be theirs to write.
+	tmp, err := os.MkdirTemp("", "flowtap-examples-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	for _, path := range files {
 		cfg, err := configs.Load(path)
 		if err != nil {
@@ -69,7 +78,7 @@ func TestExamplesPluginsAccept(t *testing.T) {
 						s.Config["path"] = filepath.Join(tmp, p.Name+".out")
 					}
 					one := &configs.Config{Source: path, Pipelines: []configs.Pipeline{{Name: p.Name, Events: p.Events, Filter: p.Filter, Sinks: []configs.SinkConfig{s}}}}
-					if ps := CheckSinks(context.Background(), one, nil); len(ps) > 0 {
+					if ps := CheckSinks(context.Background(), one, CheckOptions{StartPlugins: true}); len(ps) > 0 {
 						t.Errorf("pipelines[%d].sinks[%d]: %v", i, j, ps)
 					}
 				})
@@ -91,7 +100,7 @@ func TestCheckSinksReportsEveryKey(t *testing.T) {
 		{Plugin: "no-such-sink"},
 		{Plugin: "stdout", Config: map[string]any{"format": "json"}},
 	}}}}
-	ps := CheckSinks(context.Background(), cfg, nil)
+	ps := CheckSinks(context.Background(), cfg, CheckOptions{StartPlugins: true})
 	var got []string
 	for _, p := range ps {
 		got = append(got, p.Key)
@@ -102,5 +111,43 @@ func TestCheckSinksReportsEveryKey(t *testing.T) {
 	}
 	if !strings.Contains(ps[1].Message, `unknown format "xml" (valid: json, table, template)`) || ps[1].File != "test.yaml" || ps[1].Pipeline != "p" {
 		t.Errorf("problem = %+v", ps[1])
+	}
+}
+
+// TestCheckSinksStartsNoPlugin: without StartPlugins no plugin starts (a
+// plugin that would leave a mark leaves none), while a built-in sink's
+// config is still checked, in this process, and the stdout sink's
+// template is executed on every event its pipeline selects: a field the
+// events lack is a problem now, not when the first event arrives.
+func TestCheckSinksStartsNoPlugin(t *testing.T) {
+	dir := t.TempDir()
+	mark := filepath.Join(dir, "ran")
+	plugin := filepath.Join(dir, "flowtap-sink-marker")
+	if err := os.WriteFile(plugin, []byte("#!/bin/sh\ntouch "+mark+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &configs.Config{Source: "test.yaml", Pipelines: []configs.Pipeline{{Name: "p", Events: []string{"flows"}, Sinks: []configs.SinkConfig{
+		{Plugin: plugin},
+		{Plugin: "stdout", Config: map[string]any{"format": "template", "template": "{{.Name}} {{.Fields.dst_port}} {{.Fields.close_reason}}"}},
+		{Plugin: "stdout", Config: map[string]any{"format": "template", "template": "{{.Name}} {{.Field \"close_reason\"}} {{.Bogus}}"}},
+		{Plugin: "stdout", Config: map[string]any{"format": "template", "template": "{{.Name}} {{.Field \"close_reason\"}} {{.Fields.dst_port}}"}},
+		{Plugin: "webhook", Config: map[string]any{"url": "ftp://x"}},
+	}}}}
+	ps := CheckSinks(context.Background(), cfg, CheckOptions{})
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("a plugin ran")
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.Key)
+	}
+	want := "pipelines[0].sinks[1].config.template pipelines[0].sinks[2].config.template pipelines[0].sinks[4].config.url"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("problem keys = %v, want %s\n%v", got, want, ps)
+	}
+	for i, w := range []string{`map has no entry for key "close_reason"`, "can't evaluate field Bogus", "not an http or https URL"} {
+		if !strings.Contains(ps[i].Message, w) {
+			t.Errorf("problem %d = %q, want it to say %q", i, ps[i].Message, w)
+		}
 	}
 }

@@ -7,7 +7,9 @@ package sinks
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
 	"github.com/flowtap/flowtap/sinks/file"
@@ -31,6 +33,13 @@ type Builtin struct {
 	Config func() any
 	// Sample returns the sink's sample pipeline file (sample.yaml).
 	Sample func() []byte
+	// Check reports every problem of a config (JSON) without side
+	// effects (no file created, no connection), in flowtap's own process:
+	// flowtap config validate checks built-in sinks this way without
+	// starting their plugins. samples are the events the sink's pipeline
+	// selects, one of each with zero values (the stdout sink executes its
+	// template on them).
+	Check func(config []byte, samples []sdk.Event) error
 }
 
 // Keys lists the sink's configuration keys, from its config struct.
@@ -42,18 +51,22 @@ func Builtins() []Builtin {
 		{
 			Name: "stdout", Description: "a table, JSON lines or a Go template on flowtap's standard output",
 			New: func() sdk.Sink { return stdout.New() }, Config: func() any { return new(stdout.Config) }, Sample: stdout.Sample,
+			Check: stdout.CheckConfig,
 		},
 		{
 			Name: "file", Description: "JSON lines appended to a file, rotated by size and age",
 			New: func() sdk.Sink { return file.New() }, Config: func() any { return new(file.Config) }, Sample: file.Sample,
+			Check: func(c []byte, _ []sdk.Event) error { return file.CheckConfig(c) },
 		},
 		{
 			Name: "webhook", Description: "batches of events POSTed as JSON to an HTTP(S) endpoint",
 			New: func() sdk.Sink { return webhook.New() }, Config: func() any { return new(webhook.Config) }, Sample: webhook.Sample,
+			Check: func(c []byte, _ []sdk.Event) error { return webhook.CheckConfig(c) },
 		},
 		{
 			Name: "nats", Description: "one JSON message per event to NATS JetStream or core NATS",
 			New: func() sdk.Sink { return nats.New() }, Config: func() any { return new(nats.Config) }, Sample: nats.Sample,
+			Check: func(c []byte, _ []sdk.Event) error { return nats.CheckConfig(c) },
 		},
 	}
 }
@@ -88,4 +101,85 @@ func Serve(name string) {
 		os.Exit(2)
 	}
 	sdk.Serve(b.New())
+}
+
+// Redacted is config with every value that may be a secret replaced by
+// "<redacted>", for showing it (flowtap explain, logs, errors). For a
+// built-in sink, its config struct says which keys are secret (the
+// sinkconf:"secret" tag); for any other plugin, keys whose name suggests
+// a credential (password, token, secret, key, auth, creds, nkey,
+// cookie). Everywhere, the password of a URL with user information
+// ("https://user:pass@host") is redacted too. config itself is not
+// changed.
+func Redacted(plugin string, config map[string]any) map[string]any {
+	secret := map[string]bool{}
+	if b, ok := Lookup(plugin); ok {
+		for _, k := range sinkconf.Secrets(b.Config()) {
+			secret[k] = true
+		}
+	}
+	return redactMap("", config, secret, !isBuiltin(plugin))
+}
+
+// RedactedValue is the text shown in place of a secret.
+const RedactedValue = "<redacted>"
+
+func isBuiltin(plugin string) bool {
+	_, ok := Lookup(plugin)
+	return ok
+}
+
+func redactMap(prefix string, m map[string]any, secret map[string]bool, guess bool) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		key := prefix + k
+		if secret[key] || guess && secretName(k) {
+			out[k] = RedactedValue
+			continue
+		}
+		out[k] = redactValue(key, v, secret, guess)
+	}
+	return out
+}
+
+func redactValue(key string, v any, secret map[string]bool, guess bool) any {
+	switch x := v.(type) {
+	case map[string]any:
+		return redactMap(key+".", x, secret, guess)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = redactValue(key, e, secret, guess)
+		}
+		return out
+	case string:
+		return redactURL(x)
+	}
+	return v
+}
+
+// redactURL hides the password of a URL with user information.
+func redactURL(s string) string {
+	if !strings.Contains(s, "@") || !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// secretName reports whether a key's name suggests it holds a credential.
+func secretName(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range []string{"pass", "token", "secret", "auth", "cred", "nkey", "cookie", "private", "key"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
 }

@@ -62,7 +62,7 @@ func TestSamples(t *testing.T) {
 // TestBuiltins: every entry's constructor makes the sink it names, its
 // config has keys, and the secret keys are those declared.
 func TestBuiltins(t *testing.T) {
-	secrets := map[string][]string{"webhook": {"headers"}, "nats": {"password", "token"}}
+	secrets := map[string][]string{"webhook": {"headers"}, "nats": {"password", "token", "creds_file", "nkey_seed_file", "headers"}}
 	for _, b := range sinks.Builtins() {
 		if got := b.New().Info().Name; got != b.Name {
 			t.Errorf("%s: New makes a sink called %q", b.Name, got)

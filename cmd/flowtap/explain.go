@@ -17,6 +17,7 @@ import (
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/identity"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/sinks"
 )
 
 func newExplain() *cobra.Command {
@@ -117,7 +118,7 @@ func writeExplain(w io.Writer, cat *events.Catalogue, cfg *configs.Config, plan 
 			fmt.Fprintln(tw, "    filter:\tnone (every selected event)")
 		}
 		for j, s := range pp.Config.Sinks {
-			fmt.Fprintf(tw, "    sink %d:\t%s %s\n", j, s.Plugin, sinkConfigText(s.Config))
+			fmt.Fprintf(tw, "    sink %d:\t%s %s\n", j, s.Plugin, sinkConfigText(sinks.Redacted(s.Plugin, s.Config)))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -179,7 +180,8 @@ func emitted(p *events.Plan, d *events.Definition) string {
 	return "read for the derivations only"
 }
 
-// sinkConfigText renders a sink config compactly, keys sorted.
+// sinkConfigText renders a sink config compactly, keys sorted. Pass it
+// the config redacted (sinks.Redacted): it prints every value it gets.
 func sinkConfigText(m map[string]any) string {
 	if len(m) == 0 {
 		return "{}"

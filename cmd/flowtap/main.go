@@ -7,11 +7,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -22,12 +25,17 @@ import (
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
 	"github.com/flowtap/flowtap/sinks"
 )
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
+		var exit exitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code) // what to say was printed
+		}
 		fmt.Fprintln(os.Stderr, "flowtap:", err)
 		os.Exit(1)
 	}
@@ -46,7 +54,8 @@ func newRoot() *cobra.Command {
 	// Read through the flag set (Lookup), where a given flag overrides
 	// the config's log.level.
 	root.PersistentFlags().String("log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor())
+	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor(), newStatus())
+	completeFlags(root)
 	return root
 }
 
@@ -64,14 +73,24 @@ func newRun() *cobra.Command {
 			"flags, FLOWTAP_* environment variables (e.g. FLOWTAP_CAPTURE_RING_BUFFER_SIZE), the config\n" +
 			"file, the defaults. SIGHUP re-reads the config: pipelines that keep their name and sinks\n" +
 			"keep running and lose nothing; an invalid config is rejected and the old one stays.\n" +
-			"Stop with Ctrl-C or SIGTERM: open flows get their end, sinks flush, and flowtap exits 0.",
+			"With --metrics-addr, Prometheus metrics, /healthz and /readyz are served there ('flowtap\n" +
+			"status' reads them). Every --stats-interval one log line has the counters that moved.\n" +
+			"Stop with Ctrl-C or SIGTERM: open flows get their end, sinks flush, and flowtap exits 0.\n" +
+			"When standard output is closed (flowtap run | head), flowtap stops the same way, quietly.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cat, cfg, err := o.loadBuiltin(cmd)
+			cat, err := events.Builtin()
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log, os.Stderr)
+			logCfg, metricsAddr := configs.Log{}, ""
+			if cfg, err := o.loadPartial(cmd, cat); cfg != nil {
+				logCfg = cfg.Log
+				if err == nil {
+					metricsAddr = cfg.Metrics.Listen
+				}
+			}
+			log := newLogger(logCfg, os.Stderr)
 			gc := gctune.Apply()
 			log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
 				"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
@@ -84,7 +103,30 @@ func newRun() *cobra.Command {
 				stop()
 				log.Info("stopping: draining the sinks (signal again to exit at once)")
 			})()
-			if err := preflight(ctx, cat, cfg, true, log); err != nil {
+			// The endpoints come first: /healthz answers and /readyz says
+			// "starting" while the sinks are checked and the capture
+			// attaches. A config with problems serves none: preflight
+			// reports them.
+			mon := pipeline.NewMonitor()
+			if addr := metricsAddr; addr != "" {
+				stopMetrics, err := serveMetrics(addr, mon, log)
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+			}
+			sockets, err := host.NewSocketDir()
+			if err != nil {
+				return err
+			}
+			defer sockets.Remove()
+			// The thread plugins start from drops its bounding set now,
+			// while flowtap may (CAP_SETPCAP).
+			if err := host.PrepareLauncher(); err != nil {
+				return err
+			}
+			cat, cfg, err := preflight(ctx, cmd, &o, true, sockets.Path, log)
+			if err != nil {
 				return err
 			}
 			if cpuProfile != "" {
@@ -99,9 +141,12 @@ func newRun() *cobra.Command {
 				defer pprof.StopCPUProfile()
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
-				Config: cfg, Catalogue: cat, Logger: log,
+				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path, Monitor: mon,
 				Reload: reloadSignals(ctx),
-				Load:   func() (*configs.Config, error) { return o.load(cmd, cat) },
+				Load: func() (*configs.Config, error) {
+					return o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: sockets.Path})
+				},
+				Started: func() error { return dropPrivileges(log) },
 			})
 			return err
 		},
@@ -109,6 +154,7 @@ func newRun() *cobra.Command {
 	f := cmd.Flags()
 	o.registerSelection(f)
 	o.registerCapture(f)
+	o.registerOperation(f)
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
 	return cmd
 }
@@ -116,12 +162,18 @@ func newRun() *cobra.Command {
 func newList() *cobra.Command {
 	var asJSON, builtinSinks bool
 	cmd := &cobra.Command{
-		Use:   "list",
+		Use:   "list [--sinks [SINK...]]",
 		Short: "List the events flowtap can produce, with their sets and fields (--sinks: the built-in sinks and their keys)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: func(cmd *cobra.Command, args []string) error {
 			if builtinSinks {
-				return listSinks(cmd.OutOrStdout(), asJSON)
+				return nil
+			}
+			return cobra.NoArgs(cmd, args)
+		},
+		ValidArgsFunction: completeSinks,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if builtinSinks {
+				return listSinks(cmd.OutOrStdout(), asJSON, args)
 			}
 			cat, err := events.Builtin()
 			if err != nil {
@@ -138,9 +190,10 @@ func newList() *cobra.Command {
 	return cmd
 }
 
-// listSinks prints every built-in sink with its config keys (from the
-// sink's config struct), their types and which are secret.
-func listSinks(w io.Writer, asJSON bool) error {
+// listSinks prints the built-in sinks named (all without names) with
+// their config keys (from the sink's config struct), their types and
+// which are secret.
+func listSinks(w io.Writer, asJSON bool, only []string) error {
 	type key struct {
 		Name   string `json:"name"`
 		Type   string `json:"type"`
@@ -152,7 +205,19 @@ func listSinks(w io.Writer, asJSON bool) error {
 		Keys        []key  `json:"keys"`
 	}
 	var out []sink
+	for _, name := range only {
+		if !slices.Contains(sinks.Names(), name) {
+			hint := ""
+			if c := events.Closest(name, sinks.Names()); c != "" {
+				hint = fmt.Sprintf(": did you mean %q?", c)
+			}
+			return fmt.Errorf("no built-in sink %q%s (built-in: %s)", name, hint, strings.Join(sinks.Names(), ", "))
+		}
+	}
 	for _, b := range sinks.Builtins() {
+		if len(only) > 0 && !slices.Contains(only, b.Name) {
+			continue
+		}
 		s := sink{Name: b.Name, Description: b.Description}
 		for _, k := range b.Keys() {
 			s.Keys = append(s.Keys, key{Name: k.Name, Type: k.Type, Secret: k.Secret})
@@ -186,10 +251,10 @@ func newVersion() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print flowtap's version, commit, plugin protocol and event schema versions",
-		Long: "Print flowtap's version (a semantic version from the git tag it was built from), the commit\n" +
-			"and its date, whether the tree was modified, the Go toolchain, the sink plugin protocol\n" +
-			"version (plugins/sdk.ProtocolVersion) and the event schema version (events.SchemaVersion).\n" +
-			"'flowtap --version' prints the same.",
+		Long: fmt.Sprintf("Print flowtap's version (a semantic version from the git tag it was built from), the commit\n"+
+			"and its date, whether the tree was modified, the Go toolchain, the sink plugin protocol\n"+
+			"version (%d: a plugin built for another is refused) and the event schema version (%s).\n"+
+			"'flowtap --version' prints the same.", sdk.ProtocolVersion, events.SchemaVersion),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if asJSON {

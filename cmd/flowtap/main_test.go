@@ -107,8 +107,8 @@ func TestConfigValidate(t *testing.T) {
 	if err != nil || !strings.Contains(out, "security.yaml: valid (1 pipeline)") {
 		t.Errorf("valid example: %q, %v", out, err)
 	}
-	_, err = run(t, "config", "validate", "--no-plugins", "../../configs/testdata/validate/unknown_keys.yaml")
-	if err == nil || !strings.Contains(err.Error(), "invalid config: 7 problems") {
+	_, err = run(t, "config", "validate", "../../configs/testdata/validate/unknown_keys.yaml")
+	if err == nil || !strings.Contains(err.Error(), "invalid config: 8 problems") {
 		t.Errorf("invalid config: error %v", err)
 	}
 	_, err = run(t, "config", "validate", "--no-plugins", "--filter", "dst_prt=1", "../../configs/examples/security.yaml")
@@ -211,5 +211,79 @@ func TestListSinks(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "stdout,file,webhook,nats" || len(list[3].Keys) == 0 {
 		t.Errorf("sinks %v", list)
+	}
+}
+
+// TestValidateRunsNoPlugin: 'config validate' starts no plugin unless
+// --check-plugins asks; a relative plugin path is relative to the config
+// file, so ./evil in the working directory never runs, even then.
+func TestValidateRunsNoPlugin(t *testing.T) {
+	work, confDir := t.TempDir(), t.TempDir()
+	marker := filepath.Join(t.TempDir(), "ran")
+	if err := os.Chmod(filepath.Dir(marker), 0o777); err != nil { // plugins may run as nobody
+		t.Fatal(err)
+	}
+	evil := "#!/bin/sh\necho evil > " + marker + "\n"
+	if err := os.WriteFile(filepath.Join(work, "evil"), []byte(evil), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(confDir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte("pipelines: [{name: p, events: [flows], sinks: [{plugin: ./evil}]}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(work)
+	if out, err := run(t, "config", "validate", cfg); err != nil || !strings.Contains(out, "valid (1 pipeline)") {
+		t.Errorf("validate without --check-plugins: %q, %v", out, err)
+	}
+	_, err := run(t, "config", "validate", "--check-plugins", cfg)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(confDir, "evil")) {
+		t.Errorf("validate --check-plugins = %v, want a problem naming %s", err, filepath.Join(confDir, "evil"))
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("./evil in the working directory ran")
+	}
+	// The same file next to the config is what runs: it is no plugin.
+	if err := os.WriteFile(filepath.Join(confDir, "evil"), []byte(evil), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "config", "validate", cfg); err != nil {
+		t.Errorf("validate without --check-plugins: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("validate without --check-plugins ran the plugin")
+	}
+}
+
+// TestExplainHidesSecrets: explain shows a sink's config without the
+// values of its secret keys (webhook headers, NATS password, token,
+// credentials) nor a URL's password; a third-party plugin's keys named
+// like credentials are hidden too.
+func TestExplainHidesSecrets(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "s.yaml")
+	body := `pipelines:
+  - name: p
+    events: [flows]
+    sinks:
+      - plugin: webhook
+        config: {url: "https://user:hunter2@example.com/in", headers: {Authorization: "Bearer s3cr3t-token"}}
+      - plugin: nats
+        config: {servers: ["nats://127.0.0.1:4222"], subject: x, user: u, password: pa55w0rd, token: t0ken-value, creds_file: /etc/creds-secret}
+      - plugin: /opt/third-party
+        config: {api_key: k3y-value, endpoint: "http://a:b4sic@h/"}
+`
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "explain", "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hunter2", "s3cr3t-token", "pa55w0rd", "t0ken-value", "creds-secret", "k3y-value", "b4sic"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("explain shows the secret %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "<redacted>") || !strings.Contains(out, "example.com") {
+		t.Errorf("explain output lacks the redacted config:\n%s", out)
 	}
 }

@@ -20,6 +20,7 @@ func newMan() *cobra.Command {
 			}
 			return cobra.ExactArgs(1)(cmd, args)
 		},
+		ValidArgsFunction: completeEvents,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cat, err := events.Builtin()
 			if err != nil {

@@ -10,7 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flowtap/flowtap/configs"
+	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/pipeline"
+	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/replay"
 )
 
@@ -37,11 +40,15 @@ func newReplay() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--local: %w", err)
 			}
-			cat, cfg, err := o.loadBuiltin(cmd)
+			cat, err := events.Builtin()
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log, os.Stderr)
+			logCfg := configs.Log{}
+			if cfg, _ := o.loadPartial(cmd, cat); cfg != nil {
+				logCfg = cfg.Log
+			}
+			log := newLogger(logCfg, os.Stderr)
 			name := args[0]
 			var in io.Reader = os.Stdin
 			if name != "-" {
@@ -54,11 +61,17 @@ func newReplay() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := preflight(ctx, cat, cfg, false, log); err != nil {
+			sockets, err := host.NewSocketDir()
+			if err != nil {
+				return err
+			}
+			defer sockets.Remove()
+			cat, cfg, err := preflight(ctx, cmd, &o, false, sockets.Path, log)
+			if err != nil {
 				return err
 			}
 			_, err = pipeline.Run(ctx, pipeline.Options{
-				Config: cfg, Catalogue: cat, Logger: log,
+				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path,
 				Replay: &pipeline.Replay{Name: name, Input: in, Local: prefixes},
 			})
 			return err

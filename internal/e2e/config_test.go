@@ -104,7 +104,7 @@ func TestTwoPipelinesTwoSinks(t *testing.T) {
 	plugin := jsonLinesSink(t)
 	lnA, portA := listen(t)
 	lnB, portB := listen(t)
-	dir := t.TempDir()
+	dir := sharedDir(t)
 	outA, outB := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl")
 	cfg := filepath.Join(dir, "two.yaml")
 	body := fmt.Sprintf(`pipelines:
@@ -182,7 +182,7 @@ func TestReloadUnderTrafficLosesNothing(t *testing.T) {
 	bin := harness.Binaries(t)
 	plugin := jsonLinesSink(t)
 	ln, port := listen(t)
-	dir := t.TempDir()
+	dir := sharedDir(t)
 	out := func(name string) string { return filepath.Join(dir, name+".jsonl") }
 	cfg := filepath.Join(dir, "flowtap.yaml")
 	write := func(body string) {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privtest"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // The container runtimes of the workload identity tests come from
@@ -37,12 +38,7 @@ import (
 func needTools(t *testing.T, names ...string) {
 	t.Helper()
 	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed: make deps installs it (%v)", n, err)
-			}
-			t.Skipf("%s is not installed (make deps installs it): %v", n, err)
-		}
+		testutil.NeedTool(t, n)
 	}
 }
 
@@ -326,7 +322,7 @@ func TestContainerIdentity(t *testing.T) {
 
 	ln := countingListener(t)
 	port := ln.Addr().(*net.TCPAddr).Port
-	podFile := filepath.Join(dir, "pod.jsonl")
+	podFile := filepath.Join(sharedDir(t), "pod.jsonl") // the file sink runs unprivileged
 	cfg := filepath.Join(dir, "flowtap.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`capture:
   workload:

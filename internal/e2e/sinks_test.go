@@ -83,7 +83,7 @@ func fileEnds(t *testing.T, path string, port int) map[int]int {
 func TestSinksGracefulShutdown(t *testing.T) {
 	privtest.Require(t)
 	bin := harness.Binaries(t)
-	out := filepath.Join(t.TempDir(), "flows.jsonl")
+	out := filepath.Join(sharedDir(t), "flows.jsonl")
 	cfg := writeConfig(t, fmt.Sprintf(`
 pipelines:
   - name: archive
@@ -164,7 +164,7 @@ pipelines:
       - plugin: file
         config: {path: %q}
       - plugin: stdout
-`, filepath.Join(t.TempDir(), "flows.jsonl")))
+`, filepath.Join(sharedDir(t), "flows.jsonl")))
 	a := harness.StartWith(t, bin, harness.Options{Args: []string{"--config", cfg}, DiscardStdout: true})
 	plugins := children(a.PID())
 	if len(plugins) != 2 {
@@ -195,7 +195,7 @@ func TestSinkOnFailure(t *testing.T) {
 	flaky := flakyPlugin(t)
 	for _, policy := range []string{"stop", "disable"} {
 		t.Run(policy, func(t *testing.T) {
-			out := filepath.Join(t.TempDir(), "flows.jsonl")
+			out := filepath.Join(sharedDir(t), "flows.jsonl")
 			cfg := writeConfig(t, fmt.Sprintf(`
 pipelines:
   - name: p

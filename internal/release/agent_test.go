@@ -84,6 +84,22 @@ func startAgent(t *testing.T, cmd *exec.Cmd) *agent {
 	return a
 }
 
+// waitLog waits up to limit for a log line containing s.
+func (a *agent) waitLog(t *testing.T, s string, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(20 * time.Millisecond) {
+		a.mu.Lock()
+		found := strings.Contains(a.logs.String(), s)
+		a.mu.Unlock()
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log within %v\n%s", s, limit, a.dump())
+		}
+	}
+}
+
 func (a *agent) dump() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()

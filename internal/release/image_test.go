@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,21 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// needTool finds a program the test needs: 'make deps' installs it, so in
-// CI its absence fails the test; elsewhere the test is skipped.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (make deps installs it)", name)
-	}
-	t.Skipf("%s is not installed (make deps installs it)", name)
-	return ""
-}
-
 // The capabilities the image's flowtap must end up with, and no more:
 // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
 const wantCaps = 1<<12 | 1<<38 | 1<<39
@@ -50,8 +36,8 @@ type podman struct {
 }
 
 func newPodman(t *testing.T, dir string) *podman {
-	p := &podman{bin: needTool(t, "podman")}
-	needTool(t, "runc")
+	p := &podman{bin: testutil.NeedTool(t, "podman")}
+	testutil.NeedTool(t, "runc")
 	p.base = []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"), "--tmpdir", filepath.Join(dir, "tmp"),
 		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"}
 	return p
@@ -97,7 +83,9 @@ func unmountBelow(dir string) {
 // and network namespaces, the host's cgroup tree and BTF mounted. A
 // loopback connection the test makes on the host must come out as flow
 // events carrying the test's own PID; flowtap must hold exactly the three
-// capabilities and its sink plugin none; SIGINT must drain and exit 0.
+// capabilities and its sink plugin none; /healthz, /readyz and /metrics
+// must answer on --metrics-addr (the manifests' probes and scrape); SIGINT
+// must drain and exit 0.
 func TestImageUnderPodman(t *testing.T) {
 	privtest.Require(t)
 	tmp := t.TempDir()
@@ -125,6 +113,9 @@ func TestImageUnderPodman(t *testing.T) {
 	}
 
 	name := fmt.Sprintf("flowtap-test-%d", os.Getpid())
+	// The endpoints the DaemonSet's probes and scrape annotations use, on
+	// the host's loopback (host network).
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-t", "0", name).Run() })
 	cmd := pm.cmd("run", "--rm", "--name", name,
 		"--pid=host", "--network=host",
@@ -136,7 +127,7 @@ func TestImageUnderPodman(t *testing.T) {
 		// raise these limits to podman's defaults.
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 		"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
-		image, "run", "--output", "json")
+		image, "run", "--output", "json", "--metrics-addr", metricsAddr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	agent := startAgent(t, cmd)
 
@@ -144,14 +135,43 @@ func TestImageUnderPodman(t *testing.T) {
 	if err != nil || pid <= 0 {
 		t.Fatalf("container pid: %v", err)
 	}
+	agent.waitLog(t, "privileges dropped", 30*time.Second)
 	checkCaps(t, pid)
 
 	// The host's loopback connection, with the test's PID: host network
 	// and PID namespaces.
 	begin := agent.waitFlow(t, loopbackConnection(t))
 	t.Logf("begin from the host's loopback connection: %v", begin)
+	checkEndpoints(t, "http://"+metricsAddr)
 	// SIGINT reaches flowtap through podman's signal proxy.
 	agent.stop(t, cmd.Process.Pid)
+}
+
+// checkEndpoints: the image's flowtap answers the probes of the
+// Kubernetes manifests (/healthz, /readyz: 200 once the capture is
+// attached and its sink up) and serves its metrics on /metrics.
+func checkEndpoints(t *testing.T, base string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"status": "ready"`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "flowtap_build_info{") ||
+		!strings.Contains(body, `flowtap_sink_up{pipeline="default",sink="stdout"} 1`) || !strings.Contains(body, "flowtap_capture_attached 1") {
+		t.Errorf("/metrics: %d, lacks flowtap_build_info, the stdout sink up or the capture attached:\n%s", code, body)
+	}
 }
 
 // loopbackConnection makes one TCP connection on the host's loopback,
@@ -224,9 +244,13 @@ func hexCaps(t *testing.T, s string) uint64 {
 	return v
 }
 
-// checkCaps: the container's flowtap runs as 65532 with exactly
-// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (from the file capabilities, not
-// ambient ones), and its children (the sink plugins) with none.
+// checkCaps: the container's flowtap runs as 65532; it gained CAP_BPF,
+// CAP_NET_ADMIN and CAP_PERFMON from the file capabilities (not ambient
+// ones) and, its programs attached, dropped them all (not root: its
+// plugins run as itself, so it needs none to restart or kill them), with
+// NoNewPrivs; the bounding set, which it may not change without
+// CAP_SETPCAP, stays the three. Its children (the sink plugins) hold
+// none and have NoNewPrivs.
 func checkCaps(t *testing.T, pid int) {
 	t.Helper()
 	st := procStatus(t, pid)
@@ -236,10 +260,16 @@ func checkCaps(t *testing.T, pid int) {
 	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] != "65532" || uids[1] != "65532" {
 		t.Errorf("flowtap runs as uid %q, want 65532", st["Uid"])
 	}
-	for _, k := range []string{"CapEff", "CapPrm", "CapBnd"} {
-		if got := hexCaps(t, st[k]); got != wantCaps {
-			t.Errorf("flowtap %s = %#x, want %#x (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)", k, got, uint64(wantCaps))
+	for _, k := range []string{"CapEff", "CapPrm", "CapInh"} {
+		if got := hexCaps(t, st[k]); got != 0 {
+			t.Errorf("flowtap %s = %#x after attaching, want 0", k, got)
 		}
+	}
+	if got := hexCaps(t, st["CapBnd"]); got != wantCaps {
+		t.Errorf("flowtap CapBnd = %#x, want %#x (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)", got, uint64(wantCaps))
+	}
+	if st["NoNewPrivs"] != "1" {
+		t.Errorf("flowtap NoNewPrivs = %q, want 1", st["NoNewPrivs"])
 	}
 	if got := hexCaps(t, st["CapAmb"]); got != 0 {
 		t.Errorf("flowtap CapAmb = %#x, want 0: ambient capabilities would pass to the plugins", got)
@@ -253,8 +283,8 @@ func checkCaps(t *testing.T, pid int) {
 		}
 		children++
 		cs := procStatus(t, child)
-		if got := hexCaps(t, cs["CapEff"]) | hexCaps(t, cs["CapPrm"]); got != 0 {
-			t.Errorf("child %d (%s) of flowtap holds capabilities %#x, want none", child, cs["Name"], got)
+		if got := hexCaps(t, cs["CapEff"]) | hexCaps(t, cs["CapPrm"]) | hexCaps(t, cs["CapAmb"]) | hexCaps(t, cs["CapInh"]); got != 0 || cs["NoNewPrivs"] != "1" {
+			t.Errorf("child %d (%s) of flowtap holds capabilities %#x (NoNewPrivs %s), want none and NoNewPrivs", child, cs["Name"], got, cs["NoNewPrivs"])
 		}
 	}
 	if children == 0 {

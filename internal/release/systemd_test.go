@@ -4,6 +4,7 @@ package release
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,7 +90,7 @@ func verify(t *testing.T, analyze, flowtap string, unit []byte) []string {
 // flowtap installed where it says, and has something to say about a
 // misspelt key, so the check can fail.
 func TestSystemdUnitVerifies(t *testing.T) {
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	unit, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +145,9 @@ func TestSystemdUnitContract(t *testing.T) {
 		}
 		return s[k][0]
 	}
-	caps := []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"}
+	// CAP_SETPCAP: flowtap empties its plugins' bounding sets and its own
+	// (deploy/README.md).
+	caps := []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SETPCAP"}
 	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
 		got := strings.Fields(one(k))
 		slices.Sort(got)
@@ -160,8 +163,8 @@ func TestSystemdUnitContract(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
 	}
-	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") {
-		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/", got)
+	if got := one("ExecStart"); !strings.Contains(got, "--config /etc/flowtap/") || !strings.Contains(got, "--metrics-addr 127.0.0.1:9464") {
+		t.Errorf("ExecStart %q does not read its config from /etc/flowtap/ or serve metrics on 127.0.0.1:9464", got)
 	}
 	if got := strings.Fields(one("SystemCallFilter")); !slices.Contains(got, "bpf") || !slices.Contains(got, "@system-service") {
 		t.Errorf("SystemCallFilter %v: want @system-service and bpf", got)
@@ -170,7 +173,7 @@ func TestSystemdUnitContract(t *testing.T) {
 		t.Errorf("RestrictAddressFamilies %v", got)
 	}
 
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testutil.NeedTool(t, "systemd-analyze")
 	out, err := exec.Command(analyze, "security", "--offline=yes", unitFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
@@ -230,7 +233,7 @@ func expandSyscalls(t *testing.T, analyze string, items []string) map[string]boo
 // RestrictAddressFamilies= allows.
 func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	privtest.Require(t)
-	strace, setpriv, analyze := needTool(t, "strace"), needTool(t, "setpriv"), needTool(t, "systemd-analyze")
+	strace, setpriv, analyze := testutil.NeedTool(t, "strace"), testutil.NeedTool(t, "setpriv"), testutil.NeedTool(t, "systemd-analyze")
 	s := unitSettings(t)
 	if len(s["SystemCallFilter"]) != 1 || len(s["RestrictAddressFamilies"]) != 1 || len(s["AmbientCapabilities"]) != 1 {
 		t.Fatal("the unit must set SystemCallFilter, RestrictAddressFamilies and AmbientCapabilities once each")
@@ -253,15 +256,19 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 		t.Fatal(err)
 	}
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/flowtap", "./cmd/flowtap-sink-stdout")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: flowtap drops its capabilities
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
+	// As the unit: metrics on loopback (a free port here), asked for
+	// below so that serving them is in the trace too.
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "--",
 		setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
 		"--inh-caps="+capList, "--ambient-caps="+capList, "--bounding-set="+capList, "--no-new-privs",
-		filepath.Join(dir, "flowtap"), "run", "--output", "json")
+		filepath.Join(dir, "flowtap"), "run", "--output", "json", "--metrics-addr", metricsAddr)
 	// The unit's PrivateTmp=: a /tmp of its own for the plugins' sockets.
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o1777); err != nil {
@@ -284,13 +291,26 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	if flowtap == 0 {
 		t.Fatal("no flowtap process under strace")
 	}
+	// Once attached, flowtap holds nothing: it runs as the unit's user,
+	// and so do its plugins, which it needs no capability to restart or
+	// kill. With the unit's CAP_SETPCAP it empties the bounding sets too.
+	agent.waitLog(t, "privileges dropped", 30*time.Second)
 	st := procStatus(t, flowtap)
-	if uid := strings.Fields(st["Uid"]); uid[0] != "65532" || hexCaps(t, st["CapEff"]) != wantCaps || hexCaps(t, st["CapAmb"]) != wantCaps || st["NoNewPrivs"] != "1" {
-		t.Errorf("flowtap runs as uid %s, CapEff %s, CapAmb %s, NoNewPrivs %s; want the unit's user, capabilities and no_new_privs", st["Uid"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"])
+	if uid := strings.Fields(st["Uid"]); uid[0] != "65532" || st["NoNewPrivs"] != "1" {
+		t.Errorf("flowtap runs as uid %s, NoNewPrivs %s; want the unit's user and no_new_privs", st["Uid"], st["NoNewPrivs"])
+	}
+	for _, pid := range append([]int{flowtap}, childrenOf(flowtap)...) {
+		ps := procStatus(t, pid)
+		for _, k := range []string{"CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"} {
+			if hexCaps(t, ps[k]) != 0 {
+				t.Errorf("process %d (%s) after attaching: %s = %s, want 0", pid, ps["Name"], k, ps[k])
+			}
+		}
 	}
 
 	port := loopbackConnection(t)
 	agent.waitFlow(t, port)
+	checkEndpoints(t, "http://"+metricsAddr)
 	agent.stop(t, flowtap)
 
 	data, err := os.ReadFile(trace)
@@ -319,6 +339,18 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 		}
 	}
 	t.Logf("%d distinct system calls, all allowed by SystemCallFilter=%s; bpf(2) called %d times, perf_event_open(2) %d", len(used), s["SystemCallFilter"][0], used["bpf"], used["perf_event_open"])
+}
+
+// childrenOf returns the child processes of pid.
+func childrenOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if child, err := strconv.Atoi(e.Name()); err == nil && testutil.ParentPID(child) == pid {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // childOf returns a child process of pid, or 0.

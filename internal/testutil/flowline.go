@@ -26,7 +26,11 @@ func FlowLine(ev events.Event, at string, withContext bool) (line string, ok boo
 		return fmt.Sprintf("%s handshake=%gms t=%s", flow("begin", &p.Flow), float64(p.HandshakeNs)/ms, at), true
 	case *events.FlowEnd:
 		c := p.Counters
-		return fmt.Sprintf("%s reason=%s sent=%d/%d recv=%d/%d duration=%gms t=%s", flow("end", &p.Flow), p.Reason,
+		incomplete := ""
+		if p.Incomplete {
+			incomplete = " incomplete"
+		}
+		return fmt.Sprintf("%s reason=%s%s sent=%d/%d recv=%d/%d duration=%gms t=%s", flow("end", &p.Flow), p.Reason, incomplete,
 			c.BytesSent, c.PacketsSent, c.BytesReceived, c.PacketsReceived, float64(p.DurationNs)/ms, at), true
 	case *events.FlowFailed:
 		return fmt.Sprintf("%s reason=%s t=%s", flow("failed", &p.Flow), p.Reason, at), true

@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -65,6 +66,36 @@ var (
 	// was sent. Retrying cannot succeed.
 	ErrTooLarge = errors.New("event too large for the sink protocol")
 )
+
+// PartialError is the rejection of a batch some of whose events may
+// already have reached the sink's destination: parts of it the sink
+// accepted, or what the sink said may have arrived
+// (sdk.PartialWriteError). Sending the batch again may duplicate them.
+type PartialError struct {
+	// Err is the rejection; it wraps ErrRejected.
+	Err error
+	// MaybeDelivered is how many events of the batch may have arrived.
+	MaybeDelivered int
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%v (%d events of the batch may have reached the destination)", e.Err, e.MaybeDelivered)
+}
+
+// Unwrap returns Err.
+func (e *PartialError) Unwrap() error { return e.Err }
+
+// MaybeDelivered returns how many events of a failed batch may have
+// reached the sink's destination, as far as the sink said (PartialError);
+// 0 when it said nothing. A batch that failed because the plugin died or
+// hung may have arrived whole, whatever this says.
+func MaybeDelivered(err error) int {
+	var pe *PartialError
+	if errors.As(err, &pe) {
+		return pe.MaybeDelivered
+	}
+	return 0
+}
 
 // DefaultMaxBatchBytes is the default Config.MaxBatchBytes: gRPC's own
 // default message cap, about 30,000 flow events.
@@ -123,6 +154,24 @@ type Config struct {
 	// learns so through sdk.ValidateOnly and configures without side
 	// effects.
 	ValidateOnly bool
+	// RunAs is the user and group the plugin runs as; nil keeps flowtap's
+	// own (see DefaultIdentity for what flowtap's config uses when a sink
+	// sets none). Either way the plugin holds no capability.
+	RunAs *Identity
+	// SocketDir is the private directory in which each plugin gets a
+	// directory of its own for its go-plugin socket (see
+	// NewSocketDir); "" means the system's temporary directory. The
+	// plugin's directory is removed when the plugin is killed.
+	SocketDir string
+	// AckTimeout, when set, tells the plugin how long the host waits for
+	// a batch's acknowledgement (sdk.AckTimeout), so that a sink can keep
+	// its own retries within it.
+	AckTimeout time.Duration
+	// OnDuplicates, when set, is called with the events of a batch the
+	// sink says it may have delivered more than once while handling it
+	// (sdk.NoteDuplicates). It is called like WriteAsync's done: inside a
+	// call on the Plugin, with the Plugin locked.
+	OnDuplicates func(n int)
 }
 
 // limits returns the message size and in-flight limits of cfg, defaults
@@ -143,10 +192,12 @@ func (cfg *Config) limits() (maxBytes, maxInFlight int) {
 // Plugin is a running sink plugin. Its methods may be called from several
 // goroutines; calls are serialised.
 type Plugin struct {
-	label  string // Config.Name, for errors and logs
-	path   string // the plugin binary
-	logger hclog.Logger
-	names  func(events.ID) string
+	label string // Config.Name, for errors and logs
+	path  string // the plugin binary
+	// onDuplicates is Config.OnDuplicates.
+	onDuplicates func(n int)
+	logger       hclog.Logger
+	names        func(events.ID) string
 
 	client     *plugin.Client // nil when the plugin runs in-process (tests)
 	procCancel context.CancelFunc
@@ -157,6 +208,9 @@ type Plugin struct {
 
 	stdout, stderr *stdioWriter // nil when the plugin runs in-process
 	drainToken     []byte
+	// output is Config.Output: a rejection while it has no reader is
+	// ErrOutputClosed.
+	output *os.File
 
 	maxBytes    int // the most a message's events may encode to
 	maxInFlight int
@@ -204,6 +258,10 @@ type batchState struct {
 	left     int   // parts not yet acknowledged
 	rejected int   // parts the sink rejected
 	err      error // the first rejection
+	// maybe counts the events that may have reached the sink's
+	// destination: those of parts it accepted, and those it said may
+	// have arrived of parts it rejected.
+	maybe    int
 	done     func(error)
 	async    bool // written by WriteAsync: a failure goes to asyncErr
 	finished bool
@@ -224,6 +282,10 @@ type writeStream struct {
 // bounds only the start: if it ends first the process is killed. The
 // plugin process is killed if the host dies (Pdeathsig); the caller must
 // Close the Plugin to end it otherwise.
+//
+// The plugin holds no privilege (see launch.go): no capabilities,
+// NoNewPrivs, and the user Config.RunAs. Its binary must pass the checks
+// of openTrusted, and the descriptor that was checked is what executes.
 func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	label := cfg.Name
 	if label == "" {
@@ -233,9 +295,28 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start sink %q: %w", label, err)
 	}
-	if err := verifyBinary(path, cfg.SHA256, os.Geteuid()); err != nil {
+	launch, err := getLauncher()
+	if err != nil {
 		return nil, fmt.Errorf("start sink %q: %w", label, err)
 	}
+	cred, err := credential(cfg.RunAs)
+	if err != nil {
+		return nil, fmt.Errorf("start sink %q: %w", label, err)
+	}
+	socketGroup := ""
+	if cred != nil && cfg.RunAs.UID != uint32(os.Geteuid()) {
+		// The plugin makes its socket usable by its group only; flowtap
+		// joins that group to reach it.
+		if err := joinGroup(cfg.RunAs.GID); err != nil {
+			return nil, fmt.Errorf("start sink %q: %w", label, err)
+		}
+		socketGroup = strconv.FormatUint(uint64(cfg.RunAs.GID), 10)
+	}
+	bin, err := openTrusted(path, cfg.SHA256, os.Geteuid())
+	if err != nil {
+		return nil, fmt.Errorf("start sink %q: %w", label, err)
+	}
+	defer bin.Close()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = hclog.Default()
@@ -251,14 +332,16 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 
 	token := newDrainToken()
 	s := &Plugin{
-		label:      label,
-		path:       path,
-		logger:     logger,
-		names:      cfg.Names,
-		stdout:     newStdioWriter(stdout, token),
-		stderr:     newStdioWriter(stderr, token),
-		drainToken: token,
-		sem:        make(chan struct{}, 1),
+		label:        label,
+		path:         path,
+		logger:       logger,
+		names:        cfg.Names,
+		onDuplicates: cfg.OnDuplicates,
+		stdout:       newStdioWriter(stdout, token),
+		stderr:       newStdioWriter(stderr, token),
+		drainToken:   token,
+		output:       cfg.Output,
+		sem:          make(chan struct{}, 1),
 	}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 
@@ -267,14 +350,19 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	procCtx, procCancel := context.WithCancel(context.Background())
 	s.procCancel = procCancel
 	cmd := exec.CommandContext(procCtx, path)
-	// The plugin dies with the host, even when the host is SIGKILLed.
-	// (Pdeathsig fires when the thread that started the child exits; Go
-	// keeps its threads for the life of the process unless a goroutine
-	// locked to one ends.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The plugin dies with the host, even when the host is SIGKILLed:
+	// Pdeathsig fires when the thread that started the child exits, and
+	// the launcher thread lives as long as the process. Its own process
+	// group keeps the signals meant for flowtap's group (a terminal's,
+	// timeout(1)'s SIGTERM) from killing it before flowtap has drained
+	// it: flowtap stops its plugins itself.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred, Setpgid: true}
 	cmd.Env = []string{wire.LogLevelEnv + "=" + logLevel(logger)}
 	if cfg.ValidateOnly {
 		cmd.Env = append(cmd.Env, wire.ValidateOnlyEnv+"=1")
+	}
+	if cfg.AckTimeout > 0 {
+		cmd.Env = append(cmd.Env, wire.AckTimeoutEnv+"="+cfg.AckTimeout.String())
 	}
 	if cfg.Output != nil {
 		cmd.ExtraFiles = []*os.File{cfg.Output} // fd 3 in the plugin
@@ -298,7 +386,18 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 	s.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: versions,
-		Cmd:              cmd,
+		// go-plugin makes a directory of its own for the plugin's
+		// socket, in SocketDir (private to flowtap), and removes it
+		// when the plugin is killed, whatever killed it.
+		// go-plugin hands the runner a command of its own, with the
+		// environment it sets (handshake, certificate, socket
+		// directory); the plugin gets that and ours, ours last.
+		RunnerFunc: func(_ hclog.Logger, c *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd.Env = append(c.Env, cmd.Env...)
+			cmd.Stdin = c.Stdin
+			return newProcRunner(cmd, path, bin, launch)
+		},
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: cfg.SocketDir, Group: socketGroup},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Managed:          false,
 		AutoMTLS:         true,
@@ -365,7 +464,7 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 // its own (go-plugin's TestPluginGRPCConn), for tests.
 func newInProcess(ctx context.Context, cfg Config, rpc proto.SinkClient) (*Plugin, error) {
 	label := cfg.Name
-	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, sem: make(chan struct{}, 1)}
+	s := &Plugin{label: label, logger: hclog.NewNullLogger(), names: cfg.Names, onDuplicates: cfg.OnDuplicates, sem: make(chan struct{}, 1)}
 	s.maxBytes, s.maxInFlight = cfg.limits()
 	if err := s.init(ctx, rpc); err != nil {
 		return nil, fmt.Errorf("start sink %q: info: %w", label, err)
@@ -694,14 +793,25 @@ func (s *Plugin) ack(ctx context.Context, a *proto.Ack) {
 		if b.err == nil {
 			b.err = s.rejection(b, p.part, msg)
 		}
+		b.maybe += min(int(a.GetMaybeDelivered()), b.partEvents(p.part))
+	} else {
+		b.maybe += b.partEvents(p.part)
+	}
+	if d := a.GetDuplicates(); d > 0 && s.onDuplicates != nil {
+		s.onDuplicates(min(int(d), b.partEvents(p.part)))
 	}
 	if b.left == 0 && !b.finished {
 		s.finish(b, b.err)
 	}
 }
 
-// rejection is the error of a batch whose part the sink rejected.
+// rejection is the error of a batch whose part the sink rejected:
+// ErrOutputClosed when the plugin's output has lost its reader (the sink
+// could not write it, and never will), else ErrRejected.
 func (s *Plugin) rejection(b *batchState, part int, msg string) error {
+	if s.output != nil && OutputClosed(s.output) {
+		return fmt.Errorf("write batch %d to sink %q: %w (the sink said: %s)", b.num, s.label, ErrOutputClosed, msg)
+	}
 	if b.first == nil {
 		return fmt.Errorf("write batch %d to sink %q: %w: %s", b.num, s.label, ErrRejected, msg)
 	}
@@ -729,9 +839,24 @@ func (e *partError) Error() string {
 
 func (e *partError) Unwrap() error { return e.err }
 
+// partEvents is how many events part k of b holds.
+func (b *batchState) partEvents(k int) int {
+	if b.first == nil {
+		return b.events
+	}
+	end := b.events
+	if k+1 < len(b.first) {
+		end = b.first[k+1]
+	}
+	return end - b.first[k]
+}
+
 // finish settles batch b with err.
 func (s *Plugin) finish(b *batchState, err error) {
 	b.finished = true
+	if err != nil && b.maybe > 0 && errors.Is(err, ErrRejected) {
+		err = &PartialError{Err: err, MaybeDelivered: min(b.maybe, b.events)}
+	}
 	if b.async && err != nil && s.asyncErr == nil {
 		s.asyncErr = err
 	}

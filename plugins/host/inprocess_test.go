@@ -438,3 +438,38 @@ func TestInProcessConcurrentWrites(t *testing.T) {
 		t.Errorf("sink saw %d concurrent Writes", m)
 	}
 }
+
+// partialSink fails every batch after saying 2 of its events may have
+// arrived, and notes 1 duplicate in every Write: what the webhook sink does
+// after a partial or unclear failure.
+type partialSink struct{ fakeSink }
+
+func (p *partialSink) Write(ctx context.Context, batch []sdk.Event) error {
+	sdk.NoteDuplicates(ctx, 1)
+	if len(batch) > 1 {
+		return &sdk.PartialWriteError{MaybeDelivered: 2, Err: errors.New("second request failed")}
+	}
+	return nil
+}
+
+// TestInProcessPartialWrite: what a sink says may have arrived of a failed
+// batch reaches the host's error (PartialError, MaybeDelivered, still an
+// ErrRejected), and the duplicates it notes reach Config.OnDuplicates,
+// for a batch accepted or not.
+func TestInProcessPartialWrite(t *testing.T) {
+	var dups int
+	s := startInProcessConfig(t, &partialSink{}, Config{OnDuplicates: func(n int) { dups += n }})
+	if err := s.Configure(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Write(t.Context(), []events.Event{flowBegin(), flowBegin(), flowBegin()})
+	if !errors.Is(err, ErrRejected) || MaybeDelivered(err) != 2 || !strings.Contains(err.Error(), "2 events of the batch may have reached the destination") {
+		t.Fatalf("Write = %v (maybe delivered %d), want a rejection with 2 maybe delivered", err, MaybeDelivered(err))
+	}
+	if err := s.Write(t.Context(), []events.Event{flowBegin()}); err != nil || MaybeDelivered(err) != 0 {
+		t.Fatalf("Write = %v", err)
+	}
+	if dups != 2 {
+		t.Errorf("OnDuplicates got %d, want 2 (one per Write)", dups)
+	}
+}

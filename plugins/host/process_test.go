@@ -141,6 +141,8 @@ func TestStdoutPlugin(t *testing.T) {
 				v = f.Value.Str
 			case events.KindUint:
 				v = float64(f.Value.Uint)
+			case events.KindBool:
+				v = f.Value.Bool
 			case events.KindStrings:
 				l := []any{}
 				for _, s := range f.Value.Strings {

@@ -18,8 +18,9 @@ const BinaryPrefix = "flowtap-sink-"
 
 // Resolve finds the executable for a sink plugin.
 //
-// A plugin containing a "/" is a path (absolute, or relative to the working
-// directory) to a plugin binary. Anything else is a sink name: Resolve
+// A plugin containing a "/" is an absolute path to a plugin binary (the
+// config loader resolves a relative one against the config file's
+// directory; flowtap never looks for a plugin in its working directory). Anything else is a sink name: Resolve
 // looks for "flowtap-sink-<name>" first in the directory of the running
 // flowtap executable (where `make build` puts the built-in sinks), then in
 // $PATH. The error names every place it looked and how to fix it.
@@ -28,10 +29,10 @@ func Resolve(plugin string) (string, error) {
 		return "", errors.New("resolve sink plugin: no plugin given: set it to a sink name such as \"stdout\" or to a path to a plugin binary")
 	}
 	if strings.Contains(plugin, "/") {
-		path, err := filepath.Abs(plugin)
-		if err != nil {
-			return "", fmt.Errorf("resolve sink plugin %q: %w", plugin, err)
+		if !filepath.IsAbs(plugin) {
+			return "", fmt.Errorf("resolve sink plugin %q: a relative path: flowtap does not look for plugins in its working directory; give an absolute path (in a config file, a relative path is relative to the file's directory)", plugin)
 		}
+		path := filepath.Clean(plugin)
 		if err := checkExecutable(path); err != nil {
 			return "", fmt.Errorf("resolve sink plugin %q: %w", plugin, err)
 		}
@@ -67,6 +68,11 @@ func Resolve(plugin string) (string, error) {
 func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
+		// The caller names the path; the *fs.PathError would again.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
 		return err
 	}
 	if !fi.Mode().IsRegular() {

@@ -42,16 +42,18 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// TestResolveRelativePath: a relative path is made absolute, so logs and
-// errors show where the binary is.
+// TestResolveRelativePath: a relative path is refused, even when the
+// working directory holds the binary: flowtap never runs a plugin from its
+// working directory (the config loader resolves relative paths against
+// the config file's directory, configs.TestRelativePluginPath).
 func TestResolveRelativePath(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "p"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Chdir(dir)
-	if got, err := Resolve("./p"); err != nil || got != filepath.Join(dir, "p") {
-		t.Errorf("Resolve(./p) = %q, %v", got, err)
+	if got, err := Resolve("./p"); err == nil || !strings.Contains(err.Error(), "relative path") {
+		t.Errorf("Resolve(./p) = %q, %v; want a refusal", got, err)
 	}
 }
 

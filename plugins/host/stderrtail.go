@@ -1,6 +1,8 @@
 package host
 
 import (
+	"math"
+	"slices"
 	"strings"
 	"sync"
 
@@ -60,7 +62,54 @@ func (l tailLogger) Debug(msg string, args ...any) {
 	if l.keep && len(args) == 0 {
 		l.tail.add(msg)
 	}
-	l.Logger.Debug(msg, args...)
+	l.Logger.Debug(msg, l.args(args)...)
+}
+
+func (l tailLogger) Trace(msg string, args ...any) { l.Logger.Trace(msg, l.args(args)...) }
+func (l tailLogger) Info(msg string, args ...any)  { l.Logger.Info(msg, l.args(args)...) }
+func (l tailLogger) Warn(msg string, args ...any)  { l.Logger.Warn(msg, l.args(args)...) }
+func (l tailLogger) Error(msg string, args ...any) { l.Logger.Error(msg, l.args(args)...) }
+
+// args tidies the key/value pairs of a plugin's log line (the logger
+// named after its binary), as go-plugin hands them over from the
+// plugin's JSON: every number arrives as a float64, which the text log
+// would print as 5e+09, so whole numbers become integers again; and the
+// pairs, which arrive in a map's random order, are sorted by key, with
+// go-plugin's "timestamp" last.
+func (l tailLogger) args(args []any) []any {
+	if !l.keep || len(args) < 2 {
+		return args
+	}
+	type kv struct {
+		k string
+		v any
+	}
+	pairs := make([]kv, 0, len(args)/2)
+	for i := 0; i+1 < len(args); i += 2 {
+		k, _ := args[i].(string)
+		v := args[i+1]
+		if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+			v = int64(f)
+		}
+		pairs = append(pairs, kv{k, v})
+	}
+	slices.SortStableFunc(pairs, func(a, b kv) int {
+		if (a.k == "timestamp") != (b.k == "timestamp") {
+			if a.k == "timestamp" {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.k, b.k)
+	})
+	out := make([]any, 0, len(args))
+	for _, p := range pairs {
+		out = append(out, p.k, p.v)
+	}
+	if len(args)%2 == 1 {
+		out = append(out, args[len(args)-1])
+	}
+	return out
 }
 
 func (l tailLogger) Named(name string) hclog.Logger {

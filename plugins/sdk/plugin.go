@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -45,14 +46,14 @@ func Serve(s Sink) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	logger := hclog.New(&hclog.LoggerOptions{
+	var logger hclog.Logger = durationText{hclog.New(&hclog.LoggerOptions{
 		Level: level,
 		// os.Stderr is read now, before go-plugin replaces it with the
 		// pipe it forwards as the host's SyncStderr: log lines must reach
 		// the host's logger, not its stderr.
 		Output:     os.Stderr,
 		JSONFormat: true,
-	})
+	})}
 	pluginLogger.Store(&logger)
 	tuneGC()
 	plugin.Serve(&plugin.ServeConfig{
@@ -87,6 +88,17 @@ func tuneGC() {
 // fail; no Write follows, only Close.
 func ValidateOnly() bool {
 	return os.Getenv(wire.ValidateOnlyEnv) == "1"
+}
+
+// AckTimeout returns how long the host waits for the acknowledgement of a
+// batch (the return of Write) before it counts the plugin as hung, kills
+// it and sends the batch again: 30 s unless the host says otherwise. A
+// sink that retries within Write should give up well before it.
+func AckTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(wire.AckTimeoutEnv)); err == nil && d > 0 {
+		return d
+	}
+	return wire.DefaultAckTimeout
 }
 
 // Output returns where a sink that prints for people (like the stdout

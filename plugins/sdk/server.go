@@ -119,13 +119,17 @@ func (s *server) Write(stream proto.Sink_WriteServer) error {
 			return err
 		}
 		ack := &proto.Ack{Seq: batch.GetSeq()}
-		if err := s.write(ctx, batch.GetEvents()); err != nil {
+		wctx, dups := withDuplicates(ctx)
+		n, err := s.write(wctx, batch.GetEvents())
+		if err != nil {
 			var bad badBatchError
 			if errors.As(err, &bad) {
 				return status.Errorf(codes.InvalidArgument, "batch %d: %v", batch.GetSeq(), bad.err)
 			}
 			ack.Error = errMessage(err)
+			ack.MaybeDelivered = uint32(maybeDelivered(err, n))
 		}
+		ack.Duplicates = uint32(max(0, min(dups.Load(), int64(n))))
 		if err := stream.Send(ack); err != nil {
 			return err
 		}
@@ -138,26 +142,27 @@ type badBatchError struct{ err error }
 func (e badBatchError) Error() string { return e.err.Error() }
 
 // write decodes one batch and hands it to the sink, if the lifecycle
-// allows it. data is the batch's own memory: the decoded strings point
-// into it, so nothing may modify it afterwards.
-func (s *server) write(ctx context.Context, data []byte) error {
+// allows it, and returns the batch's size with the sink's answer. data is
+// the batch's own memory: the decoded strings point into it, so nothing
+// may modify it afterwards.
+func (s *server) write(ctx context.Context, data []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
 	case stateConfigured:
 	case stateClosed:
-		return errors.New("sink is closed")
+		return 0, errors.New("sink is closed")
 	default:
-		return errors.New("sink is not configured: Configure must succeed before Write")
+		return 0, errors.New("sink is not configured: Configure must succeed before Write")
 	}
 	batch, err := s.dec.decode(data)
 	if err != nil {
-		return badBatchError{err}
+		return 0, badBatchError{err}
 	}
 	if len(batch) == 0 {
-		return nil
+		return 0, nil
 	}
-	return s.impl.Write(ctx, batch)
+	return len(batch), s.impl.Write(ctx, batch)
 }
 
 // emptyStrings is the shared empty list: it has no capacity, so nothing

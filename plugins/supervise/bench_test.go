@@ -123,8 +123,8 @@ func BenchmarkQueue(b *testing.B) {
 	}
 	for _, mode := range []string{"one", "batch"} {
 		b.Run(mode, func(b *testing.B) {
-			var queued, dropped atomic.Uint64
-			q := newQueue(DefaultQueueSize, DefaultBatchSize, Block, &queued, &dropped)
+			var queued, dropped, lost atomic.Uint64
+			q := newQueue(DefaultQueueSize, DefaultBatchSize, Block, &queued, &dropped, &lost)
 			out := make([]events.Event, 0, len(evs))
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {

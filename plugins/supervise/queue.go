@@ -3,6 +3,9 @@ package supervise
 import (
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/flowtap/flowtap/events"
 )
@@ -58,10 +61,13 @@ type queue struct {
 	// (a full batch, or the whole queue when it is smaller).
 	wakeAt int
 
-	queued, dropped *atomic.Uint64
+	queued, dropped, lost *atomic.Uint64
+	// onDrop, when set, is told of the events the policy dropped in a
+	// push (outside the lock).
+	onDrop func(n uint64)
 }
 
-func newQueue(size, batch int, policy Policy, queued, dropped *atomic.Uint64) *queue {
+func newQueue(size, batch int, policy Policy, queued, dropped, lost *atomic.Uint64) *queue {
 	q := &queue{
 		buf:     make([]events.Event, size),
 		policy:  policy,
@@ -69,6 +75,7 @@ func newQueue(size, batch int, policy Policy, queued, dropped *atomic.Uint64) *q
 		wakeAt:  max(1, min(batch, size)),
 		queued:  queued,
 		dropped: dropped,
+		lost:    lost,
 	}
 	q.notFull.L = &q.mu
 	return q
@@ -80,7 +87,7 @@ func (q *queue) push(ev events.Event) { q.pushAll([]events.Event{ev}) }
 // pushAll adds evs in order, each as push would, under one lock of the
 // queue (Block waits for room as often as it needs to).
 func (q *queue) pushAll(evs []events.Event) {
-	var queued, dropped uint64
+	var queued, dropped, lost uint64
 	q.mu.Lock()
 	for i := range evs {
 		for q.n == len(q.buf) && q.policy == Block && !q.closed && !q.disabled {
@@ -91,6 +98,7 @@ func (q *queue) pushAll(evs []events.Event) {
 		switch {
 		case q.closed || q.disabled:
 			dropped++
+			lost++
 			continue
 		case q.n == len(q.buf) && q.policy == DropNewest:
 			dropped++
@@ -109,6 +117,10 @@ func (q *queue) pushAll(evs []events.Event) {
 	q.mu.Unlock()
 	if dropped > 0 {
 		q.dropped.Add(dropped)
+		q.lost.Add(lost)
+		if q.onDrop != nil && dropped > lost {
+			q.onDrop(dropped - lost)
+		}
 	}
 	if queued > 0 {
 		q.queued.Add(queued)
@@ -162,8 +174,8 @@ func (q *queue) close() {
 	q.signal()
 }
 
-// disable drops everything queued and everything pushed from now on, and
-// returns how many events it dropped.
+// disable drops everything queued and everything pushed from now on
+// (counted in dropped and lost), and returns how many events were queued.
 func (q *queue) disable() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -172,6 +184,58 @@ func (q *queue) disable() int {
 	clear(q.buf)
 	q.head, q.n = 0, 0
 	q.dropped.Add(uint64(n))
+	q.lost.Add(uint64(n))
 	q.notFull.Broadcast()
 	return n
+}
+
+// dropLog logs the events a sink's queue policy drops while it drops
+// them: the first drop at once, then at most one line per interval with
+// the drops since the last line, and a last line at Close for the rest.
+type dropLog struct {
+	log    hclog.Logger
+	sink   string
+	policy Policy
+	every  time.Duration
+
+	mu      sync.Mutex
+	pending uint64    // dropped since the last line
+	total   uint64    // dropped in all
+	last    time.Time // when the last line was logged
+}
+
+// note counts n more drops and logs them if a line is due.
+func (d *dropLog) note(n uint64) {
+	if d.log == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pending += n
+	d.total += n
+	if now := time.Now(); d.last.IsZero() || now.Sub(d.last) >= d.every {
+		d.emit(now)
+	}
+}
+
+// flush logs the drops not logged yet.
+func (d *dropLog) flush() {
+	if d.log == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pending > 0 {
+		d.emit(time.Now())
+	}
+}
+
+func (d *dropLog) emit(now time.Time) {
+	since := "start"
+	if !d.last.IsZero() {
+		since = now.Sub(d.last).Round(time.Millisecond).String() + " ago"
+	}
+	d.log.Warn("sink queue full: dropping events (queue.policy)", "sink", d.sink, "policy", string(d.policy),
+		"dropped", d.pending, "since", since, "dropped_total", d.total)
+	d.pending, d.last = 0, now
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,21 @@ const (
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultAckTimeout     = 30 * time.Second
 	DefaultHealthInterval = 5 * time.Second
+	// DefaultDrainTimeout bounds the delivery of what a sink holds when
+	// flowtap stops.
+	DefaultDrainTimeout = 60 * time.Second
+	// DropLogInterval is the least time between two log lines about a
+	// sink's queue dropping events.
+	DropLogInterval = 10 * time.Second
 )
+
+// ErrHung is the failure of a plugin that did not acknowledge a batch
+// within the acknowledgement timeout.
+var ErrHung = errors.New("plugin considered hung")
+
+// ErrLost marks the error Close returns when events were lost: the sink
+// failed, or shutdown ran out of time, before they were delivered.
+var ErrLost = errors.New("events lost")
 
 // Plugin is a running sink plugin as the supervisor drives it;
 // *host.Plugin implements it.
@@ -97,6 +112,9 @@ type Config struct {
 	// HealthInterval is how often an idle plugin is health-checked
 	// (host.Plugin.Ping, bounded by AckTimeout).
 	HealthInterval time.Duration
+	// DrainTimeout bounds Close: what is not delivered by then is lost
+	// (counted in Counters.Lost, logged) and Close fails with ErrLost.
+	DrainTimeout time.Duration
 
 	// Logger receives the supervisor's own log lines. Nil: hclog.Default().
 	Logger hclog.Logger
@@ -122,6 +140,7 @@ func (cfg Config) withDefaults() Config {
 	defD(&cfg.MaxBackoff, DefaultMaxBackoff)
 	defD(&cfg.AckTimeout, DefaultAckTimeout)
 	defD(&cfg.HealthInterval, DefaultHealthInterval)
+	defD(&cfg.DrainTimeout, DefaultDrainTimeout)
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.InitialBackoff)
 	if cfg.Policy == "" {
 		cfg.Policy = Block
@@ -133,6 +152,9 @@ func (cfg Config) withDefaults() Config {
 		cfg.Host.Name = cfg.Name
 	}
 	if cfg.Launch == nil {
+		if cfg.Host.AckTimeout == 0 {
+			cfg.Host.AckTimeout = cfg.AckTimeout
+		}
 		hc, sc := cfg.Host, cfg.SinkConfig
 		cfg.Launch = func(ctx context.Context) (Plugin, error) {
 			s, err := host.Start(ctx, hc)
@@ -166,23 +188,74 @@ type Counters struct {
 	// policy, or discarded because the sink failed (or its shutdown ran
 	// out of time).
 	Dropped uint64
-	// DuplicatesResent: the retried events whose earlier send may have
-	// reached the sink (the plugin died or hung before acknowledging
-	// them). The sink may hold them twice.
+	// Lost: the part of Dropped the queue policy did not choose: events
+	// discarded because the sink failed, because shutdown ran out of
+	// time (DrainTimeout), or because one is too large for the protocol.
+	Lost uint64
+	// DuplicatesResent: the events the sink's destination may hold more
+	// than once: retried events whose earlier send may have reached it
+	// (the plugin died or hung before acknowledging them, or the sink
+	// said part of a failed batch may have arrived,
+	// sdk.PartialWriteError), and those the sink said it may have
+	// delivered twice itself (sdk.NoteDuplicates).
 	DuplicatesResent uint64
 	// Restarts: how many times the plugin was restarted.
 	Restarts uint64
 }
 
+// State is where a sink's delivery stands (Delivery.State): what the
+// metrics (flowtap_sink_up, flowtap_sink_state) and readiness report.
+type State int32
+
+// States of a Delivery.
+const (
+	// Up: the plugin runs and the last batch it settled, or the last
+	// health check, succeeded (also the state from Start until the first
+	// batch).
+	Up State = iota
+	// Retrying: the plugin failed (it crashed, hung, broke its stream or
+	// rejected a batch) and the supervisor is restarting it or resending,
+	// within restart.max_attempts. It is Up again once a batch is
+	// acknowledged, a health check passes, or a restarted plugin has
+	// nothing to resend.
+	Retrying
+	// Failed: the supervisor gave up (Failed is closed, Err says why);
+	// everything offered from now on is dropped.
+	Failed
+	// Closed: Close delivered what it could and ended the plugin.
+	Closed
+)
+
+// States lists every State, in order.
+func States() []State { return []State{Up, Retrying, Failed, Closed} }
+
+// String is the state's name: up, retrying, failed or closed.
+func (st State) String() string {
+	switch st {
+	case Up:
+		return "up"
+	case Retrying:
+		return "retrying"
+	case Failed:
+		return "failed"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("state(%d)", int32(st))
+}
+
 // Delivery is a supervised sink plugin: the delivery of one configured
 // sink's events. EnqueueBatch may be called from one goroutine at a time
-// (the router); Counters, Failed, Err and PID from any.
+// (the router); Counters, State, QueueDepth, Failed, Err and PID from any.
 type Delivery struct {
 	cfg Config
 	log hclog.Logger
 	q   *queue
 
-	queued, sent, acked, retried, dropped, dups, restarts atomic.Uint64
+	queued, sent, acked, retried, dropped, lost, dups, restarts atomic.Uint64
+	// drops logs the queue's drops while they happen, rate-limited.
+	drops dropLog
+	state atomic.Int32
 
 	// ctx is the worker's; Close cancels it when its own deadline passes.
 	ctx    context.Context
@@ -206,9 +279,11 @@ type Delivery struct {
 // batchBuf is one batch the sink has not acknowledged.
 type batchBuf struct {
 	evs []events.Event
-	// uncertain: it was sent and its fate is unknown (the plugin died or
-	// hung), so resending it may duplicate it.
-	uncertain bool
+	// maybe: how many of its events may have reached the sink's
+	// destination in the last send that failed (all of them when the
+	// plugin died or hung; what the sink said when it rejected it), so
+	// resending it may duplicate them.
+	maybe int
 	// resend: it failed once, so sending it again is a retry.
 	resend bool
 }
@@ -217,6 +292,14 @@ type batchBuf struct {
 // A plugin that cannot start now (a missing binary, a rejected config)
 // fails Start: restarts are for plugins that worked.
 func Start(ctx context.Context, cfg Config) (*Delivery, error) {
+	s := &Delivery{
+		done:     make(chan struct{}),
+		failed:   make(chan struct{}),
+		inflight: map[*batchBuf]struct{}{},
+	}
+	if cfg.Host.OnDuplicates == nil {
+		cfg.Host.OnDuplicates = func(n int) { s.dups.Add(uint64(n)) }
+	}
 	cfg = cfg.withDefaults()
 	if !slices.Contains(Policies(), cfg.Policy) {
 		return nil, fmt.Errorf("sink %s: unknown queue policy %q (valid: %v)", cfg.Name, cfg.Policy, Policies())
@@ -225,16 +308,11 @@ func Start(ctx context.Context, cfg Config) (*Delivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Delivery{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		p:        p,
-		done:     make(chan struct{}),
-		failed:   make(chan struct{}),
-		inflight: map[*batchBuf]struct{}{},
-	}
+	s.cfg, s.log, s.p = cfg, cfg.Logger, p
 	s.pid.Store(int64(p.PID()))
-	s.q = newQueue(cfg.QueueSize, cfg.BatchSize, cfg.Policy, &s.queued, &s.dropped)
+	s.drops = dropLog{log: cfg.Logger, sink: cfg.Name, policy: cfg.Policy, every: DropLogInterval}
+	s.q = newQueue(cfg.QueueSize, cfg.BatchSize, cfg.Policy, &s.queued, &s.dropped, &s.lost)
+	s.q.onDrop = s.drops.note
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.run()
 	return s, nil
@@ -255,8 +333,32 @@ func (s *Delivery) Counters() Counters {
 		Acked:            s.acked.Load(),
 		Retried:          s.retried.Load(),
 		Dropped:          s.dropped.Load(),
+		Lost:             s.lost.Load(),
 		DuplicatesResent: s.dups.Load(),
 		Restarts:         s.restarts.Load(),
+	}
+}
+
+// State returns where the delivery stands now.
+func (s *Delivery) State() State { return State(s.state.Load()) }
+
+// QueueDepth returns how many events wait in the sink's queue.
+func (s *Delivery) QueueDepth() int { return s.q.len() }
+
+// QueueCapacity returns the most events the sink's queue holds.
+func (s *Delivery) QueueCapacity() int { return s.cfg.QueueSize }
+
+// setState moves to st unless the delivery has failed or closed: those
+// are final.
+func (s *Delivery) setState(st State) {
+	for {
+		cur := s.state.Load()
+		if State(cur) == Failed || State(cur) == Closed || State(cur) == st {
+			return
+		}
+		if s.state.CompareAndSwap(cur, int32(st)) {
+			return
+		}
 	}
 }
 
@@ -276,10 +378,13 @@ func (s *Delivery) PID() int { return int(s.pid.Load()) }
 
 // Close ends the sink: no more events are taken, the queue is delivered
 // (restarting the plugin if needed), every batch acknowledged, and the
-// plugin closed. If ctx ends first, what is not delivered is dropped and
-// the plugin is killed. It returns the sink's failure, if it failed, or
-// the plugin's Close error.
+// plugin closed. If ctx ends first, or DrainTimeout passes, what is not
+// delivered is dropped (counted as Lost, logged) and the plugin is
+// killed. It returns the sink's failure, if it failed; an error wrapping
+// ErrLost if events were lost; or the plugin's Close error.
 func (s *Delivery) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	defer cancel()
 	s.q.close()
 	select {
 	case <-s.done:
@@ -288,6 +393,7 @@ func (s *Delivery) Close(ctx context.Context) error {
 		<-s.done
 	}
 	s.cancel()
+	s.drops.flush()
 	return s.Err()
 }
 
@@ -334,11 +440,13 @@ func (s *Delivery) run() {
 				}
 			} else if time.Since(lastHealth) >= s.cfg.HealthInterval {
 				lastHealth = time.Now()
-				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-				err := s.p.Ping(ctx)
+				ctx, cancel := s.ackContext()
+				err := s.hung(s.p.Ping(ctx))
 				cancel()
 				if err != nil {
 					s.fail(err)
+				} else if s.failure == nil && len(s.retry) == 0 {
+					s.setState(Up)
 				}
 				if !s.recover() {
 					return
@@ -364,14 +472,14 @@ func (s *Delivery) write(b *batchBuf) {
 	n := uint64(len(b.evs))
 	if b.resend {
 		s.retried.Add(n)
-		if b.uncertain {
-			s.dups.Add(n)
-		}
+		s.dups.Add(uint64(b.maybe))
+		b.maybe = 0
 	}
 	// In flight before the call: its outcome may arrive within it.
 	s.inflight[b] = struct{}{}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, err) })
+	ctx, cancel := s.ackContext()
+	err := s.p.WriteAsync(ctx, b.evs, func(err error) { s.settled(b, s.hung(err)) })
+	err = s.hung(err)
 	cancel()
 	if err != nil {
 		delete(s.inflight, b) // nothing of it was sent; done is not called
@@ -381,8 +489,9 @@ func (s *Delivery) write(b *batchBuf) {
 		s.sent.Add(n)
 	case errors.Is(err, host.ErrTooLarge):
 		// Retrying cannot help; the rest of the run can go on.
-		s.log.Error("dropping a batch the sink protocol cannot carry", "sink", s.cfg.Name, "events", n, "error", err)
+		s.log.Error("events lost: dropping a batch the sink protocol cannot carry", "sink", s.cfg.Name, "events", n, "error", err)
 		s.dropped.Add(n)
+		s.lost.Add(n)
 		s.putBuf(b)
 	default:
 		// Nothing of b was sent.
@@ -400,12 +509,39 @@ func (s *Delivery) settled(b *batchBuf, err error) {
 		s.acked.Add(uint64(len(b.evs)))
 		s.attempts = 0
 		s.putBuf(b)
+		s.setState(Up)
 		return
 	}
 	b.resend = true
-	b.uncertain = b.uncertain || !errors.Is(err, host.ErrRejected)
+	if errors.Is(err, host.ErrRejected) {
+		b.maybe = min(host.MaybeDelivered(err), len(b.evs))
+	} else {
+		b.maybe = len(b.evs) // died or hung: it may have arrived whole
+	}
 	s.retry = append(s.retry, b)
 	s.fail(err)
+}
+
+// ackContext bounds a call that waits for acknowledgements by AckTimeout.
+func (s *Delivery) ackContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+}
+
+// hung turns the end of an ackContext's deadline into the error that says
+// what it means: the plugin did not acknowledge within AckTimeout. Every
+// call on the plugin that waits for it is bounded by an ackContext, whose
+// deadline a batch's failure carries even when it is settled in a later
+// call; the worker's own context ends by cancellation, not a deadline.
+func (s *Delivery) hung(err error) error {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrHung) || s.ctx.Err() != nil {
+		return err
+	}
+	return fmt.Errorf("not acknowledged within %s: %w (%w)", seconds(s.cfg.AckTimeout), ErrHung, err)
+}
+
+// seconds writes d as "30 s".
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s"
 }
 
 // noteCallError records the failure of a Flush: its batches have
@@ -420,9 +556,9 @@ func (s *Delivery) noteCallError(err error) {
 // flushInflight asks the plugin to settle the batches in flight, waiting
 // AckTimeout at most, and notes a failed call.
 func (s *Delivery) flushInflight() {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	ctx, cancel := s.ackContext()
 	defer cancel()
-	s.noteCallError(s.p.Flush(ctx))
+	s.noteCallError(s.hung(s.p.Flush(ctx)))
 }
 
 // fail records a failure; recover handles it.
@@ -446,16 +582,21 @@ func (s *Delivery) recover() bool {
 			s.abandon(err)
 			return false
 		}
+		if errors.Is(err, host.ErrOutputClosed) {
+			s.outputClosed(err)
+			return false
+		}
 		if s.attempts > s.cfg.MaxAttempts {
 			s.giveUp(err)
 			return false
 		}
+		s.setState(Retrying)
 		broken := s.p == nil || !errors.Is(err, host.ErrRejected)
 		if !broken {
 			// The plugin is healthy and refused a batch: settle the
 			// others in flight, and retry on the same plugin.
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-			ferr := s.p.Flush(ctx)
+			ctx, cancel := s.ackContext()
+			ferr := s.hung(s.p.Flush(ctx))
 			cancel()
 			if ferr != nil && !errors.Is(ferr, host.ErrRejected) {
 				broken = true
@@ -489,6 +630,9 @@ func (s *Delivery) recover() bool {
 			s.pid.Store(int64(p.PID()))
 			s.restarts.Add(1)
 			s.log.Info("sink plugin restarted", "sink", s.cfg.Name, "pid", p.PID(), "resending_batches", len(s.retry))
+			if len(s.retry) == 0 {
+				s.setState(Up) // nothing waits for an acknowledgement
+			}
 		}
 		retry := s.retry
 		s.retry = nil
@@ -527,7 +671,7 @@ func (s *Delivery) kill() {
 	s.failure = nil
 	for b := range s.inflight { // not settled by Close: count them lost in flight
 		delete(s.inflight, b)
-		b.resend, b.uncertain = true, true
+		b.resend, b.maybe = true, len(b.evs)
 		s.retry = append(s.retry, b)
 	}
 }
@@ -559,6 +703,7 @@ func (s *Delivery) finish() {
 		s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
 	}
 	s.pid.Store(0)
+	s.setState(Closed)
 }
 
 // giveUp fails the sink: its plugin is killed, and everything it had not
@@ -568,18 +713,51 @@ func (s *Delivery) giveUp(err error) {
 		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
 	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
 	s.drop()
+	s.state.Store(int32(Failed))
 	close(s.failed)
 }
 
-// abandon stops delivering because Close ran out of time.
-func (s *Delivery) abandon(err error) {
-	s.log.Error("sink shutdown timed out: dropping what was not delivered", "sink", s.cfg.Name, "error", err)
+// outputClosed ends the sink whose output (flowtap's standard output)
+// lost its reader: no retry can write there. It ends like a sink that
+// gave up (Failed, Err wrapping host.ErrOutputClosed, what it holds
+// dropped), but it is no error of the plugin's, so it is logged at INFO:
+// the pipeline stops flowtap quietly, as a Unix tool whose output was
+// closed.
+func (s *Delivery) outputClosed(err error) {
+	s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
+	s.log.Info("sink output closed: dropping what the sink holds", "sink", s.cfg.Name)
+	if p := s.p; p != nil {
+		// The plugin is healthy: close it rather than kill it (a killed
+		// plugin is an error in the host's log).
+		s.p = nil
+		s.pid.Store(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.Close(ctx) // settles the batches in flight (settled)
+		cancel()
+		s.failure = nil
+		for b := range s.inflight {
+			delete(s.inflight, b)
+			s.retry = append(s.retry, b)
+		}
+	}
 	s.drop()
+	s.state.Store(int32(Failed))
+	close(s.failed)
+}
+
+// abandon stops delivering because Close ran out of time: what is not
+// delivered is lost, and Close says so.
+func (s *Delivery) abandon(err error) {
+	n := s.drop()
+	s.log.Error("events lost: the sink did not deliver them before the drain timeout (queue.drain_timeout)", "sink", s.cfg.Name,
+		"lost", n, "drain_timeout", s.cfg.DrainTimeout, "error", err)
+	s.setErr(fmt.Errorf("sink %s: %w: %d events not delivered within the drain timeout (%s): %w", s.cfg.Name, ErrLost, n, s.cfg.DrainTimeout, err))
+	s.setState(Closed)
 }
 
 // drop kills the plugin (if any) and counts everything not acknowledged
-// as dropped.
-func (s *Delivery) drop() {
+// as dropped and lost; it returns how many events that was.
+func (s *Delivery) drop() uint64 {
 	if s.p != nil {
 		s.kill()
 	}
@@ -589,7 +767,8 @@ func (s *Delivery) drop() {
 	}
 	s.retry, s.batch = nil, s.batch[:0]
 	s.dropped.Add(uint64(n))
-	s.q.disable()
+	s.lost.Add(uint64(n))
+	return uint64(n) + uint64(s.q.disable())
 }
 
 func (s *Delivery) setErr(err error) {
@@ -613,6 +792,6 @@ func (s *Delivery) newBuf() *batchBuf {
 // putBuf recycles b.
 func (s *Delivery) putBuf(b *batchBuf) {
 	clear(b.evs)
-	b.evs, b.uncertain, b.resend = b.evs[:0], false, false
+	b.evs, b.maybe, b.resend = b.evs[:0], 0, false
 	s.free = append(s.free, b)
 }

@@ -173,10 +173,19 @@ func TestDropPolicies(t *testing.T) {
 	for _, policy := range []Policy{DropNewest, DropOldest} {
 		t.Run(string(policy), func(t *testing.T) {
 			countFile := filepath.Join(t.TempDir(), "count")
-			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy}, bin,
+			var log testutil.SyncBuffer
+			s := start(t, Config{QueueSize: 50, BatchSize: 10, Policy: policy, Logger: hclog.New(&hclog.LoggerOptions{Output: &log})}, bin,
 				map[string]any{"sleep_ms": 20, "count_file": countFile})
 			deliver(t, s, offered)
 			c := s.Counters()
+			// The drops are logged as they happen (the first at once),
+			// and counted as the policy's, not as lost.
+			if !strings.Contains(log.String(), "sink queue full: dropping events (queue.policy)") || !strings.Contains(log.String(), "policy="+string(policy)) {
+				t.Errorf("the drops were not logged:\n%s", log.String())
+			}
+			if c.Lost != 0 {
+				t.Errorf("lost %d: the policy's drops are not losses", c.Lost)
+			}
 			got, ranges := counted(t, countFile)
 			t.Logf("counters %+v; the sink got %d events", c, got)
 			if c.Dropped == 0 {
@@ -255,6 +264,8 @@ func TestRestartAfterHang(t *testing.T) {
 
 func testRecovers(t *testing.T, how string, cfg Config) {
 	bin := plugin(t, flakyPkg)
+	var log testutil.SyncBuffer
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &log})
 	dir := t.TempDir()
 	countFile := filepath.Join(dir, "count")
 	cfg.BatchSize, cfg.QueueSize = 10, 1000
@@ -292,6 +303,9 @@ func testRecovers(t *testing.T, how string, cfg Config) {
 	}
 	if alive(first) {
 		t.Errorf("the first plugin process %d still runs", first)
+	}
+	if how == "hang_after" && !strings.Contains(log.String(), "not acknowledged within 0.5 s: plugin considered hung") {
+		t.Errorf("the hang is not said in those words:\n%q", log.String())
 	}
 }
 
@@ -515,8 +529,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 		return ts
 	}
 	for _, policy := range []Policy{DropNewest, DropOldest} {
-		var q1, d1, q2, d2 atomic.Uint64
-		one, all := newQueue(8, 4, policy, &q1, &d1), newQueue(8, 4, policy, &q2, &d2)
+		var q1, d1, l1, q2, d2, l2 atomic.Uint64
+		one, all := newQueue(8, 4, policy, &q1, &d1, &l1), newQueue(8, 4, policy, &q2, &d2, &l2)
 		for _, ev := range evs {
 			one.push(ev)
 		}
@@ -526,8 +540,8 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 				policy, a, q1.Load(), d1.Load(), b, q2.Load(), d2.Load())
 		}
 	}
-	var queued, dropped atomic.Uint64
-	q := newQueue(4, 4, Block, &queued, &dropped)
+	var queued, dropped, lost atomic.Uint64
+	q := newQueue(4, 4, Block, &queued, &dropped, &lost)
 	got := make(chan []int64)
 	go func() {
 		var ts []int64
@@ -557,5 +571,85 @@ func TestEnqueueBatchAsOneByOne(t *testing.T) {
 	}
 	if dropped.Load() != 0 || queued.Load() != uint64(3*len(evs)) {
 		t.Errorf("block: queued %d, dropped %d", queued.Load(), dropped.Load())
+	}
+}
+
+// TestStateRetryingThenUp: a sink whose plugin rejects batches is
+// Retrying (not Failed: within max_attempts), and Up again once a batch
+// is acknowledged; Closed after Close.
+func TestStateRetryingThenUp(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	flag := filepath.Join(t.TempDir(), "reject")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, Config{BatchSize: 1, MaxAttempts: 1000, MaxBackoff: 50 * time.Millisecond}, bin, map[string]any{"reject_while": flag})
+	if st := s.State(); st != Up {
+		t.Fatalf("state after Start = %v, want up", st)
+	}
+	s.Enqueue(event(1))
+	waitState(t, s, Retrying)
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, Up)
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	if st, c := s.State(), s.Counters(); st != Closed || c.Acked != 1 || c.Retried == 0 || c.Restarts != 0 {
+		t.Errorf("after Close: state %v, counters %+v; want closed, the event acked after retries, no restart", st, c)
+	}
+}
+
+// TestOutputClosedEndsQuietly: a sink printing to a pipe whose reader is
+// gone fails at once with host.ErrOutputClosed: no retry, no restart, and
+// no ERROR line; what it holds counts as dropped.
+func TestOutputClosedEndsQuietly(t *testing.T) {
+	bin := plugin(t, "github.com/flowtap/flowtap/cmd/flowtap-sink-stdout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r.Close()
+	logs := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: t.Name(), BatchSize: 1,
+		Host:       host.Config{Plugin: bin, Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}), Names: names, Output: w},
+		SinkConfig: map[string]any{"format": "json"},
+		Logger:     hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		s.Enqueue(event(i))
+	}
+	select {
+	case <-s.Failed():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the sink did not end")
+	}
+	err = closeSink(t, s)
+	if !errors.Is(err, host.ErrOutputClosed) || !errors.Is(s.Err(), host.ErrOutputClosed) {
+		t.Fatalf("Close = %v, Err = %v; want host.ErrOutputClosed", err, s.Err())
+	}
+	c := s.Counters()
+	if c.Retried != 0 || c.Restarts != 0 || c.Acked+c.Dropped != 3 || s.State() != Failed {
+		t.Errorf("counters %+v, state %v; want no retry or restart, every event acked or dropped, failed", c, s.State())
+	}
+	if out := logs.String(); strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") || !strings.Contains(out, "sink output closed") {
+		t.Errorf("log:\n%s\nwant one INFO line and no warning or error", out)
+	}
+}
+
+// waitState waits up to 20 s for s to reach want.
+func waitState(t *testing.T, s *Delivery, want State) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); s.State() != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v after 20 s, want %v", s.State(), want)
+		}
 	}
 }

@@ -73,6 +73,9 @@ type Sink struct {
 	openedAt time.Time // when the current file was started (or first written)
 	buf      []byte
 	now      func() time.Time
+	// pending is the size to truncate the file back to when a failed
+	// batch could not be removed at once; nil when none is pending.
+	pending *int64
 }
 
 // Interface guard: Sink is a flowtap sink.
@@ -222,6 +225,14 @@ func repairTail(path string) (int64, error) {
 	return size - keep, nil
 }
 
+// CheckConfig reports every problem of a file sink config without
+// touching the file system: what flowtap checks in its own process
+// before any plugin starts (flowtap config validate).
+func CheckConfig(config []byte) error {
+	_, _, err := parseConfig(config)
+	return err
+}
+
 // parseConfig validates a file sink config.
 func parseConfig(config []byte) (Config, time.Duration, error) {
 	cfg := Config{MaxSizeMB: DefaultMaxSizeMB, Fsync: FsyncBatch}
@@ -275,45 +286,105 @@ func parseConfig(config []byte) (Config, time.Duration, error) {
 }
 
 // Write implements sdk.Sink: it appends the batch as JSON lines, rotating
-// first if the file is older than max_age, and (fsync "batch") syncs the
-// file before returning.
+// first if the file is older than max_age or the batch would take it past
+// max_size_mb, and (fsync "batch") syncs the file before returning. A
+// batch is written whole or not at all: on any failure (a full disk, a
+// read-only file system) the file is truncated back to where the batch
+// began before Write returns the error, so no partial line and no part of
+// the batch stays for the retry to follow. If even that truncation fails,
+// the sink refuses to write until it succeeds, and reports the batch as
+// possibly delivered (its whole lines may stay).
 func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	if s.out == nil {
 		return fmt.Errorf("file sink: Write before Configure")
 	}
-	if s.maxAge > 0 && s.now().Sub(s.openedAt) >= s.maxAge {
-		if err := s.out.Rotate(); err != nil {
-			return fmt.Errorf("rotate %s: %w", s.cfg.Path, err)
-		}
-		s.openedAt = s.now()
+	if err := s.finishRollback(); err != nil {
+		return err
 	}
 	s.buf = s.buf[:0]
 	for i := range batch {
 		s.buf = jsonl.Append(s.buf, &batch[i])
-		if len(s.buf) >= chunk {
-			if err := s.write(); err != nil {
-				return err
-			}
-		}
 	}
-	if err := s.write(); err != nil {
+	size, err := s.size()
+	if err != nil {
 		return err
 	}
-	if s.cfg.Fsync == FsyncBatch {
-		return s.sync()
+	maxBytes := int64(s.cfg.MaxSizeMB) << 20
+	if s.maxAge > 0 && s.now().Sub(s.openedAt) >= s.maxAge || size > 0 && size+int64(len(s.buf)) > maxBytes {
+		// Rotate between batches, never inside one: a batch stays in one
+		// file, where it can be rolled back.
+		if err := s.out.Rotate(); err != nil {
+			return fmt.Errorf("rotate %s: %w", s.cfg.Path, err)
+		}
+		s.openedAt = s.now()
+		size = 0
+	}
+	err = s.write()
+	if err == nil && s.cfg.Fsync == FsyncBatch {
+		err = s.sync()
+	}
+	if err == nil {
+		return nil
+	}
+	if rerr := s.rollback(size); rerr != nil {
+		sdk.Logger().Error("could not remove a failed batch from the file: writing stops until it can be removed", "path", s.cfg.Path, "error", rerr)
+		return &sdk.PartialWriteError{MaybeDelivered: len(batch), Err: fmt.Errorf("%w; removing the partial batch failed too: %w", err, rerr)}
+	}
+	return fmt.Errorf("%w (the partial batch was removed from the file)", err)
+}
+
+// size returns the current file's size (0 if it does not exist yet).
+func (s *Sink) size() (int64, error) {
+	st, err := os.Stat(s.cfg.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", s.cfg.Path, err)
+	}
+	return st.Size(), nil
+}
+
+// write writes the buffered lines, in chunks of whole lines (lumberjack
+// may rotate between two writes: a batch larger than max_size_mb spans
+// files, each of whole lines).
+func (s *Sink) write() error {
+	for b := s.buf; len(b) > 0; {
+		n := len(b)
+		if n > chunk {
+			if i := bytes.IndexByte(b[chunk:], '\n'); i >= 0 {
+				n = chunk + i + 1
+			}
+		}
+		if _, err := s.out.Write(b[:n]); err != nil {
+			return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+		}
+		b = b[n:]
 	}
 	return nil
 }
 
-// write writes the buffered lines.
-func (s *Sink) write() error {
-	if len(s.buf) == 0 {
+// rollback truncates the file back to size, where the failed batch began,
+// and closes lumberjack's descriptor, which reopens the file at its new
+// end. A rollback that fails is pending: finishRollback retries it
+// before the next write.
+func (s *Sink) rollback(size int64) error {
+	_ = s.out.Close()
+	if err := os.Truncate(s.cfg.Path, size); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.pending = &size
+		return fmt.Errorf("truncate %s to %d bytes: %w", s.cfg.Path, size, err)
+	}
+	s.pending = nil
+	return nil
+}
+
+// finishRollback completes a pending rollback, or says why it cannot.
+func (s *Sink) finishRollback() error {
+	if s.pending == nil {
 		return nil
 	}
-	_, err := s.out.Write(s.buf)
-	s.buf = s.buf[:0]
-	if err != nil {
-		return fmt.Errorf("write %s: %w", s.cfg.Path, err)
+	if err := s.rollback(*s.pending); err != nil {
+		return fmt.Errorf("the file still holds part of a failed batch: %w", err)
 	}
 	return nil
 }

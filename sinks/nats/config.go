@@ -103,13 +103,13 @@ type Config struct {
 	Token string `json:"token" sinkconf:"secret"`
 	// CredsFile authenticates with a credentials file (a user JWT and its
 	// NKey seed, as nsc writes it).
-	CredsFile string `json:"creds_file"`
+	CredsFile string `json:"creds_file" sinkconf:"secret"`
 	// NkeySeedFile authenticates with an NKey: a file holding the seed.
-	NkeySeedFile string `json:"nkey_seed_file"`
+	NkeySeedFile string `json:"nkey_seed_file" sinkconf:"secret"`
 	// TLS configures tls:// connections (and makes TLS required when set).
 	TLS TLSConfig `json:"tls"`
 	// Headers are added to every message.
-	Headers map[string]string `json:"headers"`
+	Headers map[string]string `json:"headers" sinkconf:"secret"`
 }
 
 // TLSConfig configures the client side of TLS.
@@ -144,6 +144,14 @@ type settings struct {
 	authName        string        // which method, for the log
 	tls             *tls.Config   // nil: TLS only where a URL says tls://
 	headers         natsgo.Header
+}
+
+// CheckConfig reports every problem of a NATS sink config without
+// connecting: what flowtap checks in its own process before any plugin
+// starts (flowtap config validate).
+func CheckConfig(config []byte) error {
+	_, err := parseConfig(config)
+	return err
 }
 
 // parseConfig validates config, reporting every problem by key. It reads

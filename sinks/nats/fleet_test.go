@@ -382,7 +382,7 @@ func TestJetStreamClusterNodeFailure(t *testing.T) {
 	}
 
 	// Each event is stored exactly once.
-	if info := streamInfo(t, str); info.State.Msgs != total {
+	if info := streamInfoWithin(t, str, time.Minute); info.State.Msgs != total {
 		t.Errorf("the stream holds %d messages, want %d", info.State.Msgs, total)
 	}
 	seen := readStream(t, js, "FLOWTAP")

@@ -107,13 +107,28 @@ func (ts *testServer) addStream(name string, subjects ...string) jetstream.Strea
 // streamInfo returns the stream's current state.
 func streamInfo(tb testing.TB, str jetstream.Stream) *jetstream.StreamInfo {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	info, err := str.Info(ctx)
-	if err != nil {
-		tb.Fatal(err)
+	return streamInfoWithin(tb, str, 10*time.Second)
+}
+
+// streamInfoWithin is streamInfo, asking again until limit: in a cluster
+// that just lost a node, the client reconnects to another seed and the
+// stream may elect a leader first, which on a loaded machine takes longer
+// than one request's timeout.
+func streamInfoWithin(tb testing.TB, str jetstream.Stream, limit time.Duration) *jetstream.StreamInfo {
+	tb.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		info, err := str.Info(ctx)
+		cancel()
+		if err == nil {
+			return info
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("stream info within %v: %v", limit, err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	return info
 }
 
 // streamMsgs returns every message of the stream, in order.

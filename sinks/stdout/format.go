@@ -1,11 +1,13 @@
 package stdout
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/flowtap/flowtap/internal/human"
 	"github.com/flowtap/flowtap/plugins/sdk"
 	"github.com/flowtap/flowtap/sinks/internal/jsonl"
 )
@@ -120,15 +122,37 @@ func (t tableFormatter) appendEvent(b []byte, ev *sdk.Event) []byte {
 		if len(b) > details {
 			b = append(b, ' ')
 		}
-		b = appendText(b, f.Name)
-		b = append(b, '=')
-		b = appendTableValue(b, f.Value)
+		b = appendField(b, f)
 	}
 	// Without details the line would end in padding.
 	for len(b) > 0 && b[len(b)-1] == ' ' {
 		b = b[:len(b)-1]
 	}
 	return append(b, '\n')
+}
+
+// appendField appends name=value, in human units where the name says
+// what the number counts: a field counted in nanoseconds (name ending in
+// "_ns") as a duration to three significant digits under its name
+// without "_ns" (duration=1.5ms), a byte count (name starting with
+// "bytes_" or ending in "_bytes") in binary units (bytes_sent=1.2 MiB).
+// The json format keeps the raw numbers.
+func appendField(b []byte, f *sdk.Field) []byte {
+	if f.Value.Kind == sdk.KindUint {
+		if name, ok := strings.CutSuffix(f.Name, "_ns"); ok && name != "" {
+			b = appendText(b, name)
+			b = append(b, '=')
+			return append(b, human.Duration(time.Duration(min(f.Value.Uint, math.MaxInt64)))...)
+		}
+		if strings.HasPrefix(f.Name, "bytes_") || strings.HasSuffix(f.Name, "_bytes") {
+			b = appendText(b, f.Name)
+			b = append(b, '=')
+			return append(b, human.Bytes(f.Value.Uint)...)
+		}
+	}
+	b = appendText(b, f.Name)
+	b = append(b, '=')
+	return appendTableValue(b, f.Value)
 }
 
 // appendEndpoint appends addr:port, with an IPv6 address in brackets.

@@ -64,6 +64,27 @@ func TestTableAlignment(t *testing.T) {
 	}
 }
 
+// TestTableHumanUnits: in the table, nanosecond fields read as durations
+// and byte counts in binary units; other numbers stay as they are.
+func TestTableHumanUnits(t *testing.T) {
+	tf := tableFormatter{loc: time.UTC}
+	ev := sdk.Event{Name: events.NameNetFlowTCPEnd, Fields: []sdk.Field{
+		{Name: "duration_ns", Value: sdk.Uint(1_500_000)},
+		{Name: "handshake_ns", Value: sdk.Uint(123_456)},
+		{Name: "bytes_sent", Value: sdk.Uint(934)},
+		{Name: "bytes_received", Value: sdk.Uint(1_258_291)},
+		{Name: "packets_sent", Value: sdk.Uint(12345)},
+		{Name: "ns", Value: sdk.Uint(5)},
+		{Name: "reason_ns", Value: sdk.String("not a number")},
+	}}
+	got := string(tf.appendEvent(nil, &ev))
+	want := "00:00:00.000000  net_flow_tcp_end      -                      -  -                 " +
+		"duration=1.5ms handshake=123µs bytes_sent=934 B bytes_received=1.2 MiB packets_sent=12345 ns=5 reason_ns=\"not a number\"\n"
+	if got != want {
+		t.Errorf("table line:\n%q\nwant:\n%q", got, want)
+	}
+}
+
 func TestTableQuotesAmbiguousText(t *testing.T) {
 	tf := tableFormatter{loc: time.UTC}
 	ev := sdk.Event{Name: "x", Context: sdk.Context{Comm: "evil\nname", PID: 1}, Fields: []sdk.Field{

@@ -87,6 +87,26 @@ type Config struct {
 	Template string `json:"template"`
 }
 
+// CheckConfig reports every problem of a stdout sink config: what flowtap
+// checks in its own process before any plugin starts (flowtap config
+// validate). With format "template", samples are the events the
+// pipeline selects, one of each, with zero values: the template is
+// executed on each, so that one naming what an event lacks fails now, not
+// at its first event.
+func CheckConfig(config []byte, samples []sdk.Event) error {
+	_, tmpl, err := parseConfig(config)
+	if err != nil || tmpl == nil {
+		return err
+	}
+	var out []byte
+	for i := range samples {
+		if out, err = executeTemplate(tmpl, out[:0], &samples[i]); err != nil {
+			return sdk.ConfigErrors{{Key: "template", Message: fmt.Sprintf("%v (use {{.Field \"name\"}} for a field some events lack: it gives \"\" for them)", err)}}
+		}
+	}
+	return nil
+}
+
 // parseConfig validates a stdout sink config and returns the format and,
 // for format "template", the parsed template. It reports every problem,
 // one sdk.ConfigError per key.

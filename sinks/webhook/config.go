@@ -5,15 +5,21 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+
+	"github.com/flowtap/flowtap/plugins/sdk"
 
 	"github.com/flowtap/flowtap/sinks/internal/sinkconf"
 )
 
 // Defaults of the optional keys.
 const (
-	DefaultBatchSize      = 500
-	DefaultTimeout        = 10 * time.Second
+	DefaultBatchSize = 500
+	// DefaultTimeout: with the default attempts and backoffs a request
+	// gives up after 16.5 s at worst (3 × 5 s + 0.5 s + 1 s), well within
+	// flowtap's 30 s acknowledgement timeout.
+	DefaultTimeout        = 5 * time.Second
 	DefaultMaxAttempts    = 3
 	DefaultInitialBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff     = 10 * time.Second
@@ -72,6 +78,40 @@ type settings struct {
 	initialBackoff time.Duration
 	maxBackoff     time.Duration
 	tls            *tls.Config
+	insecure       bool // tls.insecure_skip_verify
+}
+
+// worstCase is the longest one request may take with its retries: every
+// attempt timing out, and every backoff between them.
+func (st *settings) worstCase() time.Duration {
+	d := time.Duration(st.maxAttempts) * st.timeout
+	wait := st.initialBackoff
+	for range st.maxAttempts - 1 {
+		d += wait
+		wait = min(wait*2, st.maxBackoff)
+	}
+	return d
+}
+
+// redactURL hides the password of a URL with user information, for
+// logs and errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if i := strings.LastIndexByte(s, '@'); i >= 0 {
+			return "…" + s[i:]
+		}
+		return s
+	}
+	return u.Redacted()
+}
+
+// CheckConfig reports every problem of a webhook sink config without
+// contacting the endpoint: what flowtap checks in its own process before
+// any plugin starts (flowtap config validate).
+func CheckConfig(config []byte) error {
+	_, err := parseConfig(config)
+	return err
 }
 
 // parseConfig validates config, reporting every problem by key.
@@ -90,7 +130,7 @@ func parseConfig(config []byte) (*settings, error) {
 	if cfg.URL == "" {
 		p.Add("url", "missing: set the URL to POST events to")
 	} else if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.Add("url", "%q is not an http or https URL", cfg.URL)
+		p.Add("url", "%q is not an http or https URL", redactURL(cfg.URL))
 	} else {
 		st.url = cfg.URL
 	}
@@ -107,10 +147,17 @@ func parseConfig(config []byte) (*settings, error) {
 	p.Duration("retry.initial_backoff", cfg.Retry.InitialBackoff, &st.initialBackoff)
 	p.Duration("retry.max_backoff", cfg.Retry.MaxBackoff, &st.maxBackoff)
 	st.maxBackoff = max(st.maxBackoff, st.initialBackoff)
+	if !p.Has("timeout") && !p.Has("retry.max_attempts") && !p.Has("retry.initial_backoff") && !p.Has("retry.max_backoff") {
+		if worst, ack := st.worstCase(), sdk.AckTimeout(); worst >= ack {
+			p.Add("timeout", "a request may take %s with its retries (timeout %s × retry.max_attempts %d, plus backoffs), not below flowtap's acknowledgement timeout of %s, after which flowtap counts the plugin as hung and restarts it: lower timeout, retry.max_attempts or retry.max_backoff",
+				worst, st.timeout, st.maxAttempts, ack)
+		}
+	}
 
 	t := cfg.TLS
 	st.tls = p.TLS("tls", sinkconf.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName})
 	st.tls.InsecureSkipVerify = t.InsecureSkipVerify
+	st.insecure = t.InsecureSkipVerify
 	if err := p.Err(); err != nil {
 		return nil, err
 	}

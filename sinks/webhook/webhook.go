@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,9 +28,10 @@ const Version = "0.1.0"
 
 // Sink is the webhook sink. Create it with New.
 type Sink struct {
-	st     *settings
-	client *http.Client
-	body   []byte
+	st       *settings
+	client   *http.Client
+	shownURL string // st.url with its password redacted, for logs and errors
+	body     []byte
 	// sleep waits between attempts; tests shorten it.
 	sleep func(ctx context.Context, d time.Duration) error
 }
@@ -55,7 +57,13 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 	transport.TLSClientConfig = st.tls
 	s.st = st
 	s.client = &http.Client{Transport: transport, Timeout: st.timeout}
-	sdk.Logger().Info("configured webhook sink", "url", st.url, "batch_size", st.batchSize,
+	s.shownURL = redactURL(st.url)
+	if st.insecure {
+		// Said at every start, so that it is never forgotten.
+		sdk.Logger().Warn("tls.insecure_skip_verify is set: the server's certificate is not checked, so anyone on the path can read and change the events (for tests only)",
+			"url", s.shownURL)
+	}
+	sdk.Logger().Info("configured webhook sink", "url", s.shownURL, "batch_size", st.batchSize,
 		"timeout", st.timeout, "max_attempts", st.maxAttempts)
 	return nil
 }
@@ -63,12 +71,17 @@ func (s *Sink) Configure(_ context.Context, config []byte) error {
 // Write implements sdk.Sink: it posts the batch in requests of at most
 // batch_size events, each retried until it succeeds or its attempts run
 // out. An error means some part of the batch was not accepted by the
-// endpoint (earlier parts may have been: flowtap's resend can then
-// deliver them twice).
+// endpoint. flowtap then sends the whole batch again, so when earlier
+// parts were accepted, or a request failed without saying whether the
+// endpoint took it, the error is an sdk.PartialWriteError counting those
+// events: flowtap reports them as possible duplicates. A request retried
+// after such an unclear failure, and then accepted, may also have
+// reached the endpoint twice: sdk.NoteDuplicates counts it.
 func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 	if s.st == nil {
 		return errors.New("webhook sink: Write before Configure")
 	}
+	delivered := 0 // events of requests accepted
 	for start := 0; start < len(batch); start += s.st.batchSize {
 		part := batch[start:min(start+s.st.batchSize, len(batch))]
 		s.body = append(s.body[:0], '[')
@@ -80,41 +93,58 @@ func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 			s.body = line[:len(line)-1] // without the newline
 		}
 		s.body = append(s.body, ']')
-		if err := s.post(ctx, len(part)); err != nil {
+		unclear, err := s.post(ctx, len(part))
+		if err != nil {
+			// Each unclear attempt may have left a copy of the part; the
+			// resend adds one more.
+			sdk.NoteDuplicates(ctx, max(unclear-1, 0)*len(part))
+			if maybe := delivered + min(unclear, 1)*len(part); maybe > 0 {
+				return &sdk.PartialWriteError{MaybeDelivered: maybe, Err: err}
+			}
 			return err
 		}
+		// Each unclear attempt before the one accepted may have been
+		// taken too.
+		sdk.NoteDuplicates(ctx, unclear*len(part))
+		delivered += len(part)
 	}
 	return nil
 }
 
-// post sends s.body, with retries.
-func (s *Sink) post(ctx context.Context, n int) error {
+// post sends s.body, with retries. It returns how many attempts failed
+// without saying whether the endpoint took the request (a timeout, a
+// connection lost after sending).
+func (s *Sink) post(ctx context.Context, n int) (unclear int, err error) {
 	wait := s.st.initialBackoff
-	var err error
 	for attempt := 1; attempt <= s.st.maxAttempts; attempt++ {
-		var retry bool
-		retry, err = s.postOnce(ctx)
+		var retry, maybe bool
+		retry, maybe, err = s.postOnce(ctx)
 		if err == nil {
-			return nil
+			return unclear, nil
+		}
+		if maybe {
+			unclear++
 		}
 		if !retry || attempt == s.st.maxAttempts {
 			break
 		}
-		sdk.Logger().Warn("webhook POST failed; retrying", "url", s.st.url, "attempt", attempt, "in", wait, "error", err)
+		sdk.Logger().Warn("webhook POST failed; retrying", "url", s.shownURL, "attempt", attempt, "in", wait, "error", err)
 		if serr := s.sleep(ctx, wait); serr != nil {
-			return fmt.Errorf("post %d events to %s: %w (gave up waiting to retry: %w)", n, s.st.url, err, serr)
+			return unclear, fmt.Errorf("post %d events to %s: %w (gave up waiting to retry: %w)", n, s.shownURL, err, serr)
 		}
 		wait = min(wait*2, s.st.maxBackoff)
 	}
-	return fmt.Errorf("post %d events to %s: %w", n, s.st.url, err)
+	return unclear, fmt.Errorf("post %d events to %s: %w", n, s.shownURL, err)
 }
 
 // postOnce makes one request; retry says whether another attempt may
-// succeed (network errors, 408, 429 and 5xx answers).
-func (s *Sink) postOnce(ctx context.Context) (retry bool, err error) {
+// succeed (network errors, 408, 429 and 5xx answers), maybe whether the
+// endpoint may have taken the request although it failed (no answer came
+// after it was sent).
+func (s *Sink) postOnce(ctx context.Context) (retry, maybe bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.st.url, bytes.NewReader(s.body))
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	for k, v := range s.st.headers {
 		req.Header[k] = v
@@ -123,7 +153,11 @@ func (s *Sink) postOnce(ctx context.Context) (retry bool, err error) {
 	req.Header.Set("User-Agent", "flowtap-sink-webhook/"+Version)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return ctx.Err() == nil, err
+		// A connection that could not be made carried nothing; any
+		// other failure may have come after the request arrived.
+		var op *net.OpError
+		sent := !(errors.As(err, &op) && op.Op == "dial")
+		return ctx.Err() == nil, sent, err
 	}
 	defer resp.Body.Close()
 	// Read a little of the answer, for the error, and let the connection
@@ -131,14 +165,14 @@ func (s *Sink) postOnce(ctx context.Context) (retry bool, err error) {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return false, nil
+		return false, false, nil
 	}
 	err = fmt.Errorf("server answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 	switch c := resp.StatusCode; {
 	case c == http.StatusRequestTimeout, c == http.StatusTooManyRequests, c >= 500:
-		return true, err
+		return true, false, err
 	}
-	return false, fmt.Errorf("%w (status %s is not retried)", err, strconv.Itoa(resp.StatusCode))
+	return false, false, fmt.Errorf("%w (status %s is not retried)", err, strconv.Itoa(resp.StatusCode))
 }
 
 // Close implements sdk.Sink. Every batch was posted within its Write, so

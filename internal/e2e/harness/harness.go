@@ -55,6 +55,9 @@ func Binaries(tb testing.TB) string {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		// As 'make build': without cgo, flowtap can drop its
+		// capabilities on every thread (internal/privdrop).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build ./cmd/...: %w\n%s", err, out)
@@ -158,6 +161,8 @@ type Options struct {
 	DiscardStdout bool
 	// ReadyTimeout bounds the wait for "capture started". Default 60s.
 	ReadyTimeout time.Duration
+	// Env is added to flowtap's environment.
+	Env []string
 }
 
 // Agent is a running 'flowtap run'.
@@ -188,6 +193,9 @@ func StartWith(tb testing.TB, bin string, opts Options) *Agent {
 	a := &Agent{ready: make(chan struct{}), done: make(chan struct{}), exited: make(chan error, 1)}
 	a.cmd = exec.Command(filepath.Join(bin, "flowtap"), append([]string{"run"}, opts.Args...)...)
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if len(opts.Env) > 0 {
+		a.cmd.Env = append(os.Environ(), opts.Env...)
+	}
 	var stdout io.ReadCloser
 	if !opts.DiscardStdout {
 		var err error
@@ -320,6 +328,19 @@ func (a *Agent) Bad() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.bad...)
+}
+
+// WaitLog waits up to limit for a log line containing s, and reports
+// whether one came.
+func (a *Agent) WaitLog(s string, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(a.Log(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Stop sends SIGINT and waits (at most 30s) for flowtap to exit; anything

@@ -12,6 +12,7 @@ package wire
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -49,7 +50,15 @@ const (
 	// OutputFDEnv names the file descriptor of the host's standard
 	// output, handed to the plugin (sdk.Output).
 	OutputFDEnv = "FLOWTAP_OUTPUT_FD"
+	// AckTimeoutEnv is how long the host waits for a batch's
+	// acknowledgement before it counts the plugin as hung, as a Go
+	// duration (sdk.AckTimeout); unset means DefaultAckTimeout.
+	AckTimeoutEnv = "FLOWTAP_ACK_TIMEOUT"
 )
+
+// DefaultAckTimeout is how long the host waits for a batch's
+// acknowledgement unless told otherwise.
+const DefaultAckTimeout = 30 * time.Second
 
 // Handshake is the go-plugin handshake between the flowtap host and a sink
 // plugin. The magic cookie is not a security measure: it lets a plugin

@@ -34,7 +34,7 @@ const flowFields = 9
 // typedFields is how many fields each typed payload has.
 var typedFields = [...]int{
 	typedFlowBegin:  flowFields + 1,
-	typedFlowEnd:    flowFields + 6,
+	typedFlowEnd:    flowFields + 7,
 	typedFlowFailed: flowFields + 1,
 }
 
@@ -97,6 +97,11 @@ func (e *Encoder) appendTyped(sc *schema, timestamp int64, c *events.Context, p 
 		b = appendUvarint(b, p.Counters.PacketsSent)
 		b = appendUvarint(b, p.Counters.PacketsReceived)
 		b = appendRepeated(b, p.Reason.String(), &prev[flowFields+5], hasPrev)
+		if p.Incomplete {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
 	case *events.FlowFailed:
 		b = appendFlow(b, &p.Flow, prev, prevList, hasPrev)
 		b = appendRepeated(b, p.Reason.String(), &prev[flowFields], hasPrev)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/flowtap/flowtap/plugins/sdk"
 )
@@ -54,7 +55,9 @@ func (d *discard) Configure(_ context.Context, config []byte) error {
 		}
 		d.profile = f
 	}
-	sdk.Logger().Info("configured discard sink", "reject", d.reject)
+	// A duration and a large count, which the host's log must print as
+	// such (TestPluginLogNumbers).
+	sdk.Logger().Info("configured discard sink", "reject", d.reject, "flush_every", 5*time.Second, "limit", uint64(5_000_000_000))
 	return nil
 }
 

@@ -331,7 +331,18 @@ type Ack struct {
 	// seq is the seq of the batch this Ack answers.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// error is empty when the sink accepted the batch.
-	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// maybe_delivered, when error is set, is how many events of the batch
+	// may have reached the sink's destination although the batch failed
+	// (earlier requests of it succeeded, or one failed without saying
+	// whether it was taken). The host counts them as possible duplicates
+	// when it sends the batch again.
+	MaybeDelivered uint32 `protobuf:"varint,3,opt,name=maybe_delivered,json=maybeDelivered,proto3" json:"maybe_delivered,omitempty"`
+	// duplicates is how many events of the batch the sink may have
+	// delivered more than once while handling it (it retried a request
+	// whose outcome was unknown). The host adds them to its count of
+	// possible duplicates.
+	Duplicates    uint32 `protobuf:"varint,4,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +389,20 @@ func (x *Ack) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Ack) GetMaybeDelivered() uint32 {
+	if x != nil {
+		return x.MaybeDelivered
+	}
+	return 0
+}
+
+func (x *Ack) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
 }
 
 type CloseRequest struct {
@@ -502,10 +527,14 @@ const file_plugins_internal_wire_proto_sink_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"1\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
-	"\x06events\x18\x02 \x01(\fR\x06events\"-\n" +
+	"\x06events\x18\x02 \x01(\fR\x06events\"v\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"/\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12'\n" +
+	"\x0fmaybe_delivered\x18\x03 \x01(\rR\x0emaybeDelivered\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x04 \x01(\rR\n" +
+	"duplicates\"/\n" +
 	"\fCloseRequest\x12\x1f\n" +
 	"\vdrain_token\x18\x01 \x01(\fR\n" +
 	"drainToken\"?\n" +

@@ -8,6 +8,7 @@
 //   - "hang_after": never returns from its this-many-th batch (a hang);
 //   - "once_file": with exit_after or hang_after, only fails if this file
 //     does not exist yet, and creates it: the restarted plugin works;
+//   - "reject_while": rejects every batch while this file exists;
 //   - "count_file": appends, per accepted batch, a line with its event
 //     count and the timestamps of its first and last event.
 package main
@@ -24,14 +25,15 @@ import (
 )
 
 type flaky struct {
-	SleepMS   int    `json:"sleep_ms"`
-	Reject    int    `json:"reject"`
-	ExitAfter int    `json:"exit_after"`
-	HangAfter int    `json:"hang_after"`
-	OnceFile  string `json:"once_file"`
-	CountFile string `json:"count_file"`
-	batches   int
-	count     *os.File
+	SleepMS     int    `json:"sleep_ms"`
+	Reject      int    `json:"reject"`
+	ExitAfter   int    `json:"exit_after"`
+	HangAfter   int    `json:"hang_after"`
+	OnceFile    string `json:"once_file"`
+	CountFile   string `json:"count_file"`
+	RejectWhile string `json:"reject_while"`
+	batches     int
+	count       *os.File
 }
 
 func (f *flaky) Info() sdk.Info { return sdk.Info{Name: "flaky", Version: "test"} }
@@ -75,6 +77,11 @@ func (f *flaky) Write(ctx context.Context, batch []sdk.Event) error {
 	}
 	if f.batches <= f.Reject {
 		return errors.New("rejected on purpose")
+	}
+	if f.RejectWhile != "" {
+		if _, err := os.Stat(f.RejectWhile); err == nil {
+			return errors.New("rejected while " + f.RejectWhile + " exists")
+		}
 	}
 	if f.count != nil {
 		_, err := fmt.Fprintf(f.count, "%d %d %d\n", len(batch), batch[0].Timestamp, batch[len(batch)-1].Timestamp)

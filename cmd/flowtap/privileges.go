@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/flowtap/flowtap/internal/privdrop"
+)
+
+// keptCapabilities are the capabilities flowtap keeps once its programs
+// are attached, and why:
+//
+//   - CAP_SETUID and CAP_SETGID: a plugin that dies or hangs is started
+//     again, and a reload (SIGHUP) starts new ones, each as its sink's
+//     run_as user (by default "flowtap" or "nobody"); flowtap also joins
+//     the plugin's group to reach its socket.
+//   - CAP_KILL: a plugin running as another user is killed (SIGKILL) when
+//     it hangs, is replaced, or outlives its Close.
+//   - CAP_SYS_PTRACE: the workload identity (package identity) reads
+//     /proc/<pid>/exe, the exe of every event's context, and the kernel
+//     lets only a process holding every capability of the one it looks at,
+//     or CAP_SYS_PTRACE, read it: without it, processes with capabilities
+//     (a container's root, most daemons) would lose their exe. flowtap
+//     never ptraces; an exe taken from the kernel programs, as comm is,
+//     would let it go.
+//
+// Nothing else: reading the ring buffer, the lost-record counter, asking
+// the kernel for socket snapshots (the iterator's link is created at
+// start) and detaching at the end need no capability
+// (TestDroppedPrivileges in internal/e2e runs a capture through all of
+// them). A flowtap that is not root keeps none of these: its plugins run
+// as its own user.
+var keptCapabilities = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL, unix.CAP_SYS_PTRACE}
+
+// dropPrivileges drops every capability flowtap no longer needs (see
+// keptCapabilities) and logs what it keeps.
+func dropPrivileges(log hclog.Logger) error {
+	keep := keptCapabilities
+	if os.Geteuid() != 0 {
+		keep = nil
+	}
+	kept, err := privdrop.Drop(keep)
+	if errors.Is(err, privdrop.ErrCgo) {
+		log.Warn("capabilities not dropped after start: this flowtap was built with cgo (build it with CGO_ENABLED=0, as make build does)")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("drop privileges after start: %w", err)
+	}
+	names := make([]string, len(kept))
+	for i, c := range kept {
+		names[i] = privdrop.Name(c)
+	}
+	log.Info("privileges dropped: programs attached", "kept", strings.Join(names, ","), "no_new_privs", true)
+	return nil
+}
