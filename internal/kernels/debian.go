@@ -318,16 +318,30 @@ func field(control, name string) string {
 // lockDir takes an exclusive lock on dir (created if missing), so that
 // two runs do not update one apt state at once.
 func lockDir(dir string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
+	return lockFile(filepath.Join(dir, "lock"), nil)
+}
+
+// lockFile takes an exclusive lock on the file path (created, with its
+// directory, if missing); onWait, if set, is called when another process
+// holds it, before waiting for it.
+func lockFile(path string, onWait func()) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
+		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		if onWait != nil {
+			onWait()
+		}
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+	}
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("lock kernel cache: %w", err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }

@@ -626,3 +626,43 @@ func testNames(t *testing.T, dir string) (tests, literals map[string]bool) {
 	}
 	return tests, literals
 }
+
+// TestLockFile: a second holder waits, and is told so, until the first
+// lets go.
+func TestLockFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "run.lock")
+	unlock, err := lockFile(path, func() { t.Error("waited for a free lock") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		// flock locks belong to the open file: a second open in this
+		// process contends like another process would.
+		u, err := lockFile(path, func() { close(waited) })
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second holder was not told to wait")
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("the second holder got the lock while the first held it (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second holder never got the lock")
+	}
+}

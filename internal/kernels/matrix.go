@@ -202,12 +202,28 @@ func runGuest(ctx context.Context, cfg Config, deb *Debian, built *Built, work s
 	defer os.Remove(initrd)
 	r.Console = filepath.Join(cfg.Logs, k.Release+".console.log")
 	results := filepath.Join(cfg.Logs, k.Release+".results")
+	unlock, err := oneAtATime(cfg)
+	if err != nil {
+		r.Reason = err.Error()
+		return r
+	}
+	defer unlock()
 	fmt.Fprintf(cfg.Log, "kernels: booting %s under qemu (%s); console in %s\n", k.Release, accelName(cfg.QEMU.Accel), r.Console)
 	start := time.Now()
 	bootErr := cfg.QEMU.Boot(ctx, k.Vmlinuz, initrd, r.Console, results)
 	r.Elapsed = time.Since(start)
 	conclude(&r, cfg.Suites, results, bootErr)
 	return r
+}
+
+// oneAtATime holds the machine-wide lock of the matrix's kernels while a
+// guest boots or the native run runs: two at once on a 2-core machine
+// would slow each other past their timeouts. Matrix runs from other
+// checkouts share it through the cache directory.
+func oneAtATime(cfg Config) (func(), error) {
+	return lockFile(filepath.Join(cfg.Cache, "run.lock"), func() {
+		fmt.Fprintf(cfg.Log, "kernels: waiting for another matrix run's kernel to finish (%s)\n", filepath.Join(cfg.Cache, "run.lock"))
+	})
 }
 
 func accelName(a string) string {
@@ -242,6 +258,12 @@ func runNative(ctx context.Context, cfg Config, built *Built, work string, e Ent
 		return r
 	}
 	defer console.Close()
+	unlock, err := oneAtATime(cfg)
+	if err != nil {
+		r.Reason = err.Error()
+		return r
+	}
+	defer unlock()
 	fmt.Fprintf(cfg.Log, "kernels: running natively on %s; output in %s\n", r.Release, r.Console)
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
