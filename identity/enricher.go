@@ -67,6 +67,7 @@ type Enricher struct {
 	answers  chan answer
 	done     chan struct{}
 	stats    stats
+	counts   cacheCounts
 }
 
 // cgroupEntry is a cgroup's workload, and when to ask for it again.
@@ -124,6 +125,21 @@ type stats struct {
 	asked, dropped, walks, runtimeErrors atomic.Uint64
 }
 
+// CacheStats are the caches' counters as the enriching goroutine keeps
+// them: lookups of a cgroup's workload or a process that found what they
+// looked for (Hits) or did not yet (Misses), and entries dropped to make
+// room (Evictions).
+type CacheStats struct {
+	Entries                 int
+	Hits, Misses, Evictions uint64
+}
+
+// cacheCounts are the enriching goroutine's counters (no atomics: one
+// goroutine writes them, and CacheStats is read on it or under its lock).
+type cacheCounts struct {
+	hits, misses, evictions uint64
+}
+
 // hostWorkload is the Workload of every cgroup that is no container's.
 var hostWorkload = &events.Workload{}
 
@@ -162,16 +178,23 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 	}
 	if c.CgroupID != 0 && c.CgroupID == e.lastCG {
 		c.Workload = e.lastW
+		e.counts.hits++
 	} else if c.CgroupID != 0 && e.opts.CgroupRoot != "" {
 		g, ok := e.cgroups[c.CgroupID]
 		if ok && g.w != nil && g.askAt == 0 {
 			e.lastCG, e.lastW = c.CgroupID, g.w
 		}
 		c.Workload = g.w
+		if g.w != nil {
+			e.counts.hits++
+		} else {
+			e.counts.misses++
+		}
 		if !ok || g.askAt != 0 && now >= g.askAt {
 			if e.ask(request{cgroup: c.CgroupID, pid: c.PID}) {
 				if !ok && len(e.cgroups) >= e.opts.CacheSize {
 					evictOne(e.cgroups)
+					e.counts.evictions++
 				}
 				g.askAt = now + retryAfter
 				e.cgroups[c.CgroupID] = g
@@ -182,6 +205,7 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 		return
 	}
 	if p := &e.lastProc; c.PID == e.lastPID && p.key == c.ProcessStart && p.expires == 0 {
+		e.counts.hits++
 		c.Exe = p.exe
 		if c.PPID == 0 {
 			c.PPID = p.ppid
@@ -193,6 +217,7 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 	}
 	p, ok := e.procs[c.PID]
 	if ok && p.key == c.ProcessStart && p.known && (p.expires == 0 || now < p.expires) {
+		e.counts.hits++
 		if p.expires == 0 {
 			e.lastPID, e.lastProc = c.PID, p
 		}
@@ -205,12 +230,14 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 		}
 		return
 	}
+	e.counts.misses++
 	if ok && p.key == c.ProcessStart && !p.known && now < p.askAt {
 		return // asked, not answered yet
 	}
 	if e.ask(request{proc: true, pid: c.PID, start: c.ProcessStart}) {
 		if !ok && len(e.procs) >= e.opts.CacheSize {
 			evictOne(e.procs)
+			e.counts.evictions++
 		}
 		e.procs[c.PID] = procEntry{key: c.ProcessStart, askAt: now + retryAfter}
 	}
@@ -267,6 +294,12 @@ func evictOne[K comparable, V any](m map[K]V) {
 		delete(m, k)
 		return
 	}
+}
+
+// CacheStats returns the caches' counters: call it on the goroutine that
+// calls Enrich, or under the lock that goroutine holds.
+func (e *Enricher) CacheStats() CacheStats {
+	return CacheStats{Entries: len(e.cgroups) + len(e.procs), Hits: e.counts.hits, Misses: e.counts.misses, Evictions: e.counts.evictions}
 }
 
 // Stats returns the counters; safe from any goroutine.

@@ -100,6 +100,12 @@ func TestEnrichWorkloadFromCgroupTree(t *testing.T) {
 	if s := e.Stats(); s.Walks > 3 {
 		t.Errorf("%d walks of the cgroup tree for one unknown id", s.Walks)
 	}
+	// The caches count what they found and what not (the metrics' and
+	// the stats line's flowtap_cache_*{cache="workload"}).
+	cs := e.CacheStats()
+	if cs.Entries < 3 || cs.Hits < 2 || cs.Misses < 51 {
+		t.Errorf("cache stats %+v: want 3 entries, a hit for each cgroup found, a miss for each of the 51 unknown sights at least", cs)
+	}
 }
 
 func TestEnrichProcess(t *testing.T) {

@@ -214,6 +214,13 @@ func assemble(ctx context.Context, opts Options) (_ *run, err error) {
 		r.identity.stop()
 		return nil, err
 	}
+	if r.identity != nil {
+		e := r.identity.Enricher
+		r.stage.addCache("workload", func() CacheStats {
+			c := e.CacheStats()
+			return CacheStats{Entries: c.Entries, Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions}
+		})
+	}
 	r.watchCtx, r.stopWatching = context.WithCancel(r.ctx)
 	watchSinks(r.watchCtx, r.sinks, r.cancel, r.log)
 	r.rl = newReloader(opts, plan, r.sinks, plan.Shared.NeedsKernel() && opts.Replay == nil, r.log)
