@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: Apache-2.0
+
 # flowtap — build, generate, test, bench.
 GO      ?= go
 # Build information (internal/buildinfo), set at link time: the semantic

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package bpf is flowtap's kernel flow capture and the base producer of
 // net_packet_flow_base and net_tcp_socket_base events.
 //

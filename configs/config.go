@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package configs loads and validates flowtap's pipeline configuration and
 // holds the embedded default pipeline.
 package configs

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package derive turns base events into derived ones. Its flow tracker
 // follows TCP handshakes, teardowns and socket closes seen by the kernel
 // programs and emits net_flow_tcp_begin, net_flow_tcp_end and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package events holds flowtap's event model, the catalogue of event
 // definitions, the selection grammar users pick events with, and the
 // dependency resolution that turns a selection into a plan.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package events
 
 // Closest returns the candidate nearest to name by edit distance, if it is

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package filter compiles filter expressions such as
 //
 //	conn_direction=incoming and dst_port=1-1023 and not src=127.0.0.0/8

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package metrics serves a running flowtap's Prometheus metrics and health
 // checks over HTTP (--metrics-addr, config metrics.listen): /metrics in
 // the Prometheus text format, /healthz (the process is alive) and /readyz

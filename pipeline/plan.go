@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package pipeline wires flowtap together: it resolves every configured
 // pipeline's selection into one shared plan, runs the kernel capture and the
 // derivation stage once, and routes each event to the sinks of every

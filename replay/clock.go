@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package replay
 
 // Ticker is a flow tracker's clock as a Clock drives it; *derive.Tracker

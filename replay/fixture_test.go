@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package replay
 
 // The capture fixtures in testdata/ are written by this file, so they can be

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package replay is flowtap's second base producer: it reads a capture
 // file (classic pcap or pcapng) and builds from it the base events the
 // kernel programs produce (net_packet_flow_base for SYN, SYN-ACK, FIN and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sinks is the table of flowtap's built-in sinks: each one's name,
 // constructor, config struct and sample. The table drives the plugin
 // binaries (cmd/flowtap-sink-<name> is Serve("<name>")), the names the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package limits holds the bounds of flowtap's kernel side that user space
 // checks against or mirrors: the ring buffer's sizes and the DNS payload
 // bound. It is a leaf package (the standard library only), so that the

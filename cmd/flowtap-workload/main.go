@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command flowtap-workload performs a known TCP workload and reports
 // exactly what it did, as the ground truth for flowtap's flow events. This
 // file only parses flags; the work is in internal/workload (see its

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command flowtap watches TCP connections from inside the Linux kernel and
 // delivers them as events to sink plugins. This file only parses flags and
 // wires packages together; the work happens in pipeline/, bpf/, derive/ and

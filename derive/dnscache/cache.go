@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package dnscache turns the DNS answers seen on the wire into names for
 // IP addresses: the cache behind src_dns and dst_dns of flow events.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command flowtap-sink-count is an example of a third-party flowtap sink,
 // built as a module of its own against plugins/sdk alone: it counts events
 // by name and by destination port, logs the totals every "every" events

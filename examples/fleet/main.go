@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command flowtap-fleet-count reads the flow events a fleet of flowtap
 // agents publishes into a NATS JetStream stream, on subjects
 // flowtap.<host>.<event>, and prints how many connections each host

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package bpftest attaches programs that do nothing at the hooks where
 // flowtap's kernel programs attach, for tests and benchmarks that measure
 // or check the hooks themselves (the bpf package's tests, the

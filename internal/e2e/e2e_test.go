@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package e2e runs the real flowtap binary with its real sink plugin
 // against real kernel programs and checks what it prints.
 package e2e

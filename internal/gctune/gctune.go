@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package gctune sets the Go garbage collector for flowtap's agent
 // process, unless the user set it through the environment.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package human renders numbers for people: durations to three
 // significant digits (1.5ms, 2m3s), byte counts in binary units (934 B,
 // 1.2 MiB), counts with thousands separators (12,345) and rates. The

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package layers holds tests of the repository's shape: which package may
 // depend on which, and that the sink SDK is a module a third party can
 // use alone. They run the go command on the source tree.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package naming holds the one rule for the names a user gives or picks in
 // flowtap: pipeline names, and sink names (a built-in sink's, or the
 // <name> of a flowtap-sink-<name> plugin binary).

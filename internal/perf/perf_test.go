@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package perf holds the benchmarks that measure what flowtap costs the
 // machine it watches: each runs a workload with and without a real
 // 'flowtap run' and reports the ratio, so the figure compares like with

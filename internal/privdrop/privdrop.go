@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package privdrop lowers flowtap's own privileges once its kernel
 // programs are loaded and attached: every capability it no longer needs
 // leaves its effective, permitted, inheritable, ambient and bounding sets,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package privtest decides whether a test that needs kernel privileges
 // (loading and attaching BPF programs) runs, skips or fails.
 package privtest

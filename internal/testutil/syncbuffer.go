@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testutil holds small helpers shared by tests across packages.
 package testutil
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package workload performs a known TCP workload and reports exactly what
 // it did, so a test can hold flowtap's events against the truth.
 //

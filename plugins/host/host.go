@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package host runs flowtap sink plugins: it finds a plugin binary, starts
 // it with hashicorp/go-plugin, and drives the sink protocol
 // (plugins/internal/wire): Info, Configure, Write with acknowledgements, Close.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sdk is everything a flowtap sink plugin is written against.
 //
 // A sink is a separate program that receives batches of flowtap events from

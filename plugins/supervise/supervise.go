@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package supervise delivers a pipeline's events to one sink plugin and
 // keeps that plugin running: a bounded queue with an overflow policy in
 // front of it, batches with acknowledgements, restarts with exponential

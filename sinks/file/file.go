@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package file is the file sink: it appends events to a file as JSON
 // lines (one object per event, the stdout sink's json format), rotates the
 // file by size and by age through lumberjack, and syncs it to disk after

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package nats
 
 // For the package's external tests (package nats_test), which may import

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nats is the NATS sink: it publishes each event as one message,
 // the stdout sink's JSON object, on a subject that may name the event and
 // its host ("flowtap.{host}.{event}"). Through JetStream (the default),

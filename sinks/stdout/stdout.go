@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package stdout is the stdout sink: it prints events on the plugin's
 // standard output, which the flowtap host forwards to its own, as an
 // aligned table for people, as one JSON object per line for programs, or

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package webhook is the webhook sink: it POSTs events as JSON to an HTTP
 // endpoint, in batches, retrying failed requests with exponential
 // backoff, with custom headers and TLS settings. The plugin binary is

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package harness runs the real flowtap binaries for end-to-end tests and
 // benchmarks: it builds them once, starts 'flowtap run', waits for the
 // capture to start, collects what the stdout sink prints and the log, and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command benchtable turns 'go test -bench' output into the one table
 // 'make bench' prints: the figures the performance issues name, each with
 // its target and whether this run met it.

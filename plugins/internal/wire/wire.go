@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package wire is what the flowtap host (plugins/host) and the sink SDK
 // (plugins/sdk) share to talk to each other: the protocol version, the
 // go-plugin handshake and plugin binding, the environment variables the

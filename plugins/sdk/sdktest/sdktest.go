@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sdktest runs a flowtap sink in one process, behind the real
 // sink protocol, for its author's tests: the sink is served by the SDK's
 // gRPC server (as sdk.Serve does), and the Harness plays the flowtap host,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package jsonl formats sdk events as JSON lines, the one line format of
 // the built-in sinks: the stdout sink's json output, the file sink's
 // lines, the webhook sink's POST bodies and the NATS sink's messages.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sinkconf holds what the built-in sinks' configuration parsers
 // share: strict decoding of the JSON config into one tagged struct per
 // sink, the keys (and which of them are secret) derived from its tags, a

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command jsonlines is a sink plugin for the end-to-end tests: it appends
 // every event as one JSON line (the stdout sink's json shape) to the file
 // named by its config's "path", so that tests running several sinks can

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package encode is the host's encoder of the event encoding
 // (plugins/internal/wire/README.md): flowtap's events.Event, straight
 // from their payloads where it can, into the bytes of a Batch.

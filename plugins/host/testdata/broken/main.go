@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command broken is a sink plugin that gets the start-up wrong, in the
 // way its build chooses (go build -ldflags "-X main.mode=<mode>"):
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command discard is a sink plugin for the host's tests and benchmarks: it
 // accepts every batch and drops it. Config {"reject": "message"} makes it
 // reject every batch with that message instead; {"cpuprofile": "path"}

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command otherprotocol stands for a sink plugin built against another
 // SDK than the host's: it offers only the sink protocol version set at
 // build time (-ldflags "-X main.version=N"; 1, an older one, by default)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package grpcopt holds the gRPC options both ends of the sink protocol
 // use: the host's client (plugins/host) and the plugin's server
 // (plugins/sdk).

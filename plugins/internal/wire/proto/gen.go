@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package proto holds the gRPC protocol between the flowtap host and its
 // sink plugins: sink.proto and the Go code generated from it. Plugin authors
 // implement sdk.Sink instead of using this package; it is internal to

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package encode writes sdk events in the event encoding
 // (plugins/internal/wire/README.md), for the SDK's test harness (sdktest)
 // and its own tests. It is plain rather than fast: the host has its own,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command flaky is a sink plugin for the supervisor's tests. It accepts
 // batches and, as its JSON config says:
 //
