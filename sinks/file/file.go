@@ -74,6 +74,7 @@ type Sink struct {
 	out      *lumberjack.Logger
 	openedAt time.Time // when the current file was started (or first written)
 	buf      []byte
+	json     jsonl.Encoder // formats the lines, with its caches
 	now      func() time.Time
 	// pending is the size to truncate the file back to when a failed
 	// batch could not be removed at once; nil when none is pending.
@@ -305,7 +306,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	}
 	s.buf = s.buf[:0]
 	for i := range batch {
-		s.buf = jsonl.Append(s.buf, &batch[i])
+		s.buf = s.json.Append(s.buf, &batch[i])
 	}
 	size, err := s.size()
 	if err != nil {

@@ -45,8 +45,8 @@ type Sink struct {
 	// batch, or once it holds flushBytes. It is reused from batch to
 	// batch; line is one event's template output.
 	buf, line []byte
-	keys      jsonl.Keys // the json format's rendered field names
-	header    bool       // the table header has been written
+	json      jsonl.Encoder // the json format's encoder and its caches
+	header    bool          // the table header has been written
 }
 
 // flushBytes is how much formatted output the sink collects before it
@@ -174,7 +174,7 @@ func (s *Sink) Write(_ context.Context, batch []sdk.Event) error {
 	for i := range batch {
 		switch s.format {
 		case FormatJSON:
-			b = s.keys.Append(b, &batch[i])
+			b = s.json.Append(b, &batch[i])
 		case FormatTemplate:
 			var err error
 			if s.line, err = executeTemplate(s.tmpl, s.line[:0], &batch[i]); err != nil {

@@ -34,6 +34,7 @@ type Sink struct {
 	client   *http.Client
 	shownURL string // st.url with its password redacted, for logs and errors
 	body     []byte
+	json     jsonl.Encoder // formats the events, with its caches
 	// sleep waits between attempts; tests shorten it.
 	sleep func(ctx context.Context, d time.Duration) error
 }
@@ -91,7 +92,7 @@ func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 			if i > 0 {
 				s.body = append(s.body, ',')
 			}
-			line := jsonl.Append(s.body, &part[i])
+			line := s.json.Append(s.body, &part[i])
 			s.body = line[:len(line)-1] // without the newline
 		}
 		s.body = append(s.body, ']')

@@ -26,14 +26,25 @@ func Append(b []byte, ev *sdk.Event) []byte {
 	return appendEvent(b, ev, nil)
 }
 
-// Append is the package's Append, taking the fields' rendered names from
-// k's cache: a sink that formats many events keeps one Keys and saves
-// rendering every field name of every event.
-func (k *Keys) Append(b []byte, ev *sdk.Event) []byte { return appendEvent(b, ev, k) }
+// Encoder formats events exactly as Append does, faster for a stream of
+// them: it keeps the fields' names of recent event shapes rendered as
+// keys, and the rendering of the last event's context past its socket
+// cookie, which a stream's events often share (the begin and end of one
+// connection, the connections of one busy process). A sink that formats
+// many events keeps one Encoder. The zero Encoder is ready; it is not safe
+// for concurrent use. It keeps the strings of the last context it
+// rendered, and so the memory behind them (for a plugin, one batch's).
+type Encoder struct {
+	keys fieldKeys
+	ctx  contextCache
+}
 
-// appendEvent is Append, taking the fields' rendered names from keys when
-// it has them (keys may be nil).
-func appendEvent(b []byte, ev *sdk.Event, keys *Keys) []byte {
+// Append appends ev as one line of JSON, as the package's Append does.
+func (e *Encoder) Append(b []byte, ev *sdk.Event) []byte { return appendEvent(b, ev, e) }
+
+// appendEvent is Append, taking the fields' rendered names and the
+// context's rendering from e's caches when it has them (e may be nil).
+func appendEvent(b []byte, ev *sdk.Event, e *Encoder) []byte {
 	b = append(b, `{"timestamp":`...)
 	b = strconv.AppendInt(b, ev.Timestamp, 10)
 	b = append(b, `,"event":`...)
@@ -41,18 +52,16 @@ func appendEvent(b []byte, ev *sdk.Event, keys *Keys) []byte {
 	c := &ev.Context
 	b = append(b, `,"context":{"socket_cookie":`...)
 	b = strconv.AppendUint(b, c.SocketCookie, 10)
-	b = append(b, `,"cgroup_id":`...)
-	b = strconv.AppendUint(b, c.CgroupID, 10)
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(c.PID), 10)
-	b = append(b, `,"uid":`...)
-	b = strconv.AppendUint(b, uint64(c.UID), 10)
-	b = append(b, `,"comm":`...)
-	b = AppendString(b, c.Comm)
-	b = append(b, `,"host_name":`...)
-	b = AppendString(b, c.HostName)
-	b = appendProcess(b, c)
+	if e == nil {
+		b = appendContextRest(b, c)
+	} else {
+		b = e.ctx.append(b, c)
+	}
 	b = append(b, `},"fields":{`...)
+	var keys *fieldKeys
+	if e != nil {
+		keys = &e.keys
+	}
 	if k := keys.lookup(ev); k != nil {
 		for i := range ev.Fields {
 			b = append(b, k[i]...)
@@ -65,6 +74,67 @@ func appendEvent(b []byte, ev *sdk.Event, keys *Keys) []byte {
 		b = appendValue(b, ev.Fields[i].Value)
 	}
 	return append(b, "}}\n"...)
+}
+
+// appendContextRest appends the members of the context after its socket
+// cookie, without the closing brace.
+func appendContextRest(b []byte, c *sdk.Context) []byte {
+	b = append(b, `,"cgroup_id":`...)
+	b = strconv.AppendUint(b, c.CgroupID, 10)
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendUint(b, uint64(c.PID), 10)
+	b = append(b, `,"uid":`...)
+	b = strconv.AppendUint(b, uint64(c.UID), 10)
+	b = append(b, `,"comm":`...)
+	b = AppendString(b, c.Comm)
+	b = append(b, `,"host_name":`...)
+	b = AppendString(b, c.HostName)
+	return appendProcess(b, c)
+}
+
+// contextCache is the rendering (appendContextRest) of the last context
+// an Encoder formatted.
+type contextCache struct {
+	valid bool
+	last  sdk.Context // SocketCookie unused
+	json  []byte
+}
+
+// append appends c's members after its socket cookie, from the cache when
+// c renders as the last context did.
+func (cc *contextCache) append(b []byte, c *sdk.Context) []byte {
+	if cc.valid && sameRendering(&cc.last, c) {
+		return append(b, cc.json...)
+	}
+	start := len(b)
+	b = appendContextRest(b, c)
+	cc.json = append(cc.json[:0], b[start:]...)
+	cc.last, cc.valid = *c, true
+	return b
+}
+
+// sameRendering reports whether a and b render alike past the socket
+// cookie: every member appendContextRest writes is equal. Strings the SDK
+// repeats are the same in memory, so most comparisons end at a pointer.
+func sameRendering(a, b *sdk.Context) bool {
+	if a.CgroupID != b.CgroupID || a.PID != b.PID || a.UID != b.UID || a.PPID != b.PPID || a.ProcessStart != b.ProcessStart {
+		return false
+	}
+	if !sameString(a.Comm, b.Comm) || !sameString(a.HostName, b.HostName) || !sameString(a.Exe, b.Exe) ||
+		!sameString(a.ContainerID, b.ContainerID) || !sameString(a.ContainerRuntime, b.ContainerRuntime) ||
+		!sameString(a.ContainerName, b.ContainerName) || !sameString(a.ContainerImage, b.ContainerImage) ||
+		!sameString(a.PodName, b.PodName) || !sameString(a.PodNamespace, b.PodNamespace) || !sameString(a.PodUID, b.PodUID) {
+		return false
+	}
+	if len(a.PodLabels) != len(b.PodLabels) {
+		return false
+	}
+	for i := range a.PodLabels {
+		if !sameString(a.PodLabels[i], b.PodLabels[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // appendProcess appends the owner's lineage and the workload: ppid,
@@ -112,11 +182,11 @@ func appendKey(b []byte, i int, name string) []byte {
 	return append(b, ':')
 }
 
-// Keys caches the field names of recent event shapes rendered as JSON
-// keys (appendKey), by event ID, direct-mapped: events of one ID
+// fieldKeys caches the field names of recent event shapes rendered as JSON
+// keys (appendKey), for an Encoder, by event ID, direct-mapped: events of one ID
 // mostly have the same fields, so most events reuse their keys. The SDK
 // interns names, so checking that a cached shape fits compares pointers.
-type Keys struct {
+type fieldKeys struct {
 	shapes [16]jsonShape
 }
 
@@ -129,7 +199,7 @@ type jsonShape struct {
 
 // lookup returns the keys of ev's fields, caching them if needed; nil
 // when k is nil or ev has no fields.
-func (k *Keys) lookup(ev *sdk.Event) []string {
+func (k *fieldKeys) lookup(ev *sdk.Event) []string {
 	if k == nil || len(ev.Fields) == 0 {
 		return nil
 	}

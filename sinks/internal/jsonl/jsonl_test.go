@@ -5,6 +5,8 @@ package jsonl
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -209,12 +211,86 @@ func FuzzJSONString(f *testing.F) {
 	})
 }
 
+// BenchmarkJSONFormat formats flow events: with Append, and with an
+// Encoder when one process's connections alternate begin and end (its
+// caches hit: "encoder") and when every event has another owner
+// ("encoder-new-owner", the cost of a miss).
 func BenchmarkJSONFormat(b *testing.B) {
-	ev := testutil.SDKFlowBegin()
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = Append(buf[:0], &ev)
+	begin := testutil.SDKFlowBegin()
+	end := begin
+	end.Name, end.ID = events.NameNetFlowTCPEnd, sdk.ID(events.IDNetFlowTCPEnd)
+	end.Fields = append(slices.Clone(begin.Fields), sdk.Field{Name: "bytes_sent", Value: sdk.Uint(1234)})
+	stream := []sdk.Event{begin, end}
+	for _, variant := range []string{"append", "encoder", "encoder-new-owner"} {
+		b.Run(variant, func(b *testing.B) {
+			var e Encoder
+			var buf []byte
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				ev := &stream[n&1]
+				n++
+				switch variant {
+				case "append":
+					buf = Append(buf[:0], ev)
+				case "encoder-new-owner":
+					ev.Context.PID = uint32(n)
+					fallthrough
+				default:
+					buf = e.Append(buf[:0], ev)
+				}
+			}
+			b.SetBytes(int64(len(buf)))
+		})
 	}
-	b.SetBytes(int64(len(buf)))
+}
+
+// TestEncoderMatchesAppend: an Encoder writes what Append writes, event
+// after event, whichever member of the context changes from one event to
+// the next (each member of sdk.Context in turn, found by reflection so a
+// member added later is covered too) and back, and whatever the fields.
+func TestEncoderMatchesAppend(t *testing.T) {
+	base := testutil.SDKFlowBegin()
+	base.Context.PodLabels = []string{"app=web"}
+	var stream []sdk.Event
+	ct := reflect.TypeOf(sdk.Context{})
+	for i := range ct.NumField() {
+		ev := base
+		ev.Context.PodLabels = slices.Clone(base.Context.PodLabels)
+		f := reflect.ValueOf(&ev.Context).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "-changed")
+		case reflect.Uint32, reflect.Uint64:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{"app=web", "tier=db"}))
+		default:
+			t.Fatalf("context member %s of kind %s: teach this test to change it", ct.Field(i).Name, f.Kind())
+		}
+		end := ev
+		end.Name, end.ID = events.NameNetFlowTCPEnd, sdk.ID(events.IDNetFlowTCPEnd)
+		end.Fields = append(slices.Clone(ev.Fields), sdk.Field{Name: "bytes_sent", Value: sdk.Uint(uint64(i))})
+		// The change, the same context again (a cache hit), and back.
+		stream = append(stream, ev, end, base)
+	}
+	// Same strings in other memory: equal contents still match.
+	copied := base
+	copied.Context.Comm = strings.Clone(base.Context.Comm)
+	copied.Context.PodLabels = []string{strings.Clone(base.Context.PodLabels[0])}
+	stream = append(stream, copied, base)
+
+	var e Encoder
+	var got, want []byte
+	for i := range stream {
+		got = e.Append(got[:0], &stream[i])
+		want = Append(want[:0], &stream[i])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("event %d: Encoder wrote\n%s\nAppend wrote\n%s", i, got, want)
+		}
+	}
 }
