@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
@@ -131,17 +132,11 @@ func newRun() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return fmt.Errorf("--cpu-profile: %w", err)
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return fmt.Errorf("--cpu-profile: %w", err)
-				}
-				defer pprof.StopCPUProfile()
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stopProfile()
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path, Monitor: mon,
 				Reload: reloadSignals(ctx),
@@ -157,7 +152,7 @@ func newRun() *cobra.Command {
 	o.registerSelection(f)
 	o.registerCapture(f)
 	o.registerOperation(f)
-	f.StringVar(&cpuProfile, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
+	registerCPUProfile(f, &cpuProfile)
 	return cmd
 }
 
@@ -294,4 +289,30 @@ func (v versionInfo) text() string {
 		"plugin protocol: %d\n"+
 		"event schema:    %s\n",
 		v.Version, v.Commit, v.Date, v.Dirty, v.GoVersion, v.Platform, v.PluginProtocol, v.EventSchema)
+}
+
+// registerCPUProfile adds --cpu-profile to a command's flags.
+func registerCPUProfile(f *pflag.FlagSet, path *string) {
+	f.StringVar(path, "cpu-profile", "", "write a Go CPU profile of flowtap (not its plugins) to this file, for performance work")
+}
+
+// startCPUProfile starts a Go CPU profile into path (--cpu-profile), and
+// returns what stops it and closes the file; with path empty it does
+// nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -21,8 +21,9 @@ import (
 
 func newReplay() *cobra.Command {
 	var (
-		o     overrides
-		local []string
+		o          overrides
+		local      []string
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "replay FILE",
@@ -72,6 +73,11 @@ func newReplay() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			_, err = pipeline.Run(ctx, pipeline.Options{
 				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path,
 				Replay: &pipeline.Replay{Name: name, Input: in, Local: prefixes},
@@ -82,6 +88,7 @@ func newReplay() *cobra.Command {
 	f := cmd.Flags()
 	o.registerSelection(f)
 	o.registerDerivation(f)
+	registerCPUProfile(f, &cpuProfile)
 	f.StringSliceVar(&local, "local", nil, "this host's addresses: CIDR prefixes or addresses, comma-separated or repeated (e.g. 10.0.0.0/8,fd00::/8); default: every address")
 	return cmd
 }
