@@ -476,3 +476,37 @@ func alive(pid int) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
+
+// TestStartWhateverTheDescriptors starts the stdout plugin with flowtap's
+// own standard output as its output (fd 1: the child's set-up moves it to
+// fd 3) while 0 to 40 more descriptors are open, so that the pipes of the
+// plugin's standard streams and the binary's descriptor land at every
+// position relative to each other. The child's set-up moves descriptors to
+// above the highest it is given; it once moved the output onto the
+// binary's descriptor, and the exec failed with "permission denied".
+func TestStartWhateverTheDescriptors(t *testing.T) {
+	bin := buildPlugin(t, stdoutPkg)
+	var held []*os.File
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}()
+	for extra := 0; extra <= 40; extra++ {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		s, err := Start(ctx, Config{Name: "test / stdout", Plugin: bin, Logger: hclog.NewNullLogger(), Output: os.Stdout, Names: names})
+		if err != nil {
+			cancel()
+			t.Fatalf("with %d more descriptors open: %v", extra, err)
+		}
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("with %d more descriptors open: close: %v", extra, err)
+		}
+		cancel()
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, f)
+	}
+}

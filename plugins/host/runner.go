@@ -36,12 +36,19 @@ var _ runner.Runner = (*procRunner)(nil)
 func newProcRunner(cmd *exec.Cmd, path string, bin *os.File, l *launcher) (*procRunner, error) {
 	// The child executes /proc/self/fd/N: the very file that was checked
 	// and hashed, whatever happened to the path since. The descriptor is
-	// moved above those the child's set-up may overwrite (its standard
-	// streams and ExtraFiles, and as many again for their shuffling). It
-	// is close-on-exec, so the plugin does not inherit it, unless the
-	// binary is a script: its interpreter opens /proc/self/fd/N after the
-	// exec.
-	minFD := 2*(3+len(cmd.ExtraFiles)) + 8
+	// moved above those the child's set-up may overwrite: its standard
+	// streams and ExtraFiles, and the descriptors it moves them through,
+	// which Go's fork picks from one above the highest it is given (the
+	// pipes of the standard streams, opened after this, at the lowest
+	// free numbers) upwards. So N is well above every descriptor open now
+	// (descriptorGap). It is close-on-exec, so the plugin does not inherit
+	// it, unless the binary is a script: its interpreter opens
+	// /proc/self/fd/N after the exec.
+	highest, err := highestFD()
+	if err != nil {
+		return nil, err
+	}
+	minFD := max(highest, 2+len(cmd.ExtraFiles)) + descriptorGap
 	dup := unix.F_DUPFD_CLOEXEC
 	var magic [2]byte
 	if _, err := bin.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "#!" {
@@ -49,7 +56,7 @@ func newProcRunner(cmd *exec.Cmd, path string, bin *os.File, l *launcher) (*proc
 	}
 	fd, err := unix.FcntlInt(bin.Fd(), dup, minFD)
 	if err != nil {
-		return nil, fmt.Errorf("duplicate the plugin binary's descriptor: %w", err)
+		return nil, fmt.Errorf("duplicate the plugin binary's descriptor to %d or above: %w (is the limit of open files, ulimit -n, that low?)", minFD, err)
 	}
 	high := os.NewFile(uintptr(fd), path)
 	cmd.Path = "/proc/self/fd/" + strconv.Itoa(fd)
@@ -123,4 +130,26 @@ func (r *procRunner) PluginToHost(network, addr string) (string, string, error) 
 // HostToPlugin: the plugin shares flowtap's file system and network.
 func (r *procRunner) HostToPlugin(network, addr string) (string, string, error) {
 	return network, addr, nil
+}
+
+// descriptorGap is how far above the highest open descriptor a plugin
+// binary's descriptor goes: room for the descriptors opened between then
+// and the fork (the standard streams' pipes, /dev/null, and whatever other
+// goroutines open meanwhile) and for the child's moves of its standard
+// streams and ExtraFiles (one each at most).
+const descriptorGap = 64
+
+// highestFD returns the highest descriptor open in this process.
+func highestFD() (int, error) {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, fmt.Errorf("list this process's open descriptors: %w", err)
+	}
+	highest := 2
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+			highest = n
+		}
+	}
+	return highest, nil
 }
