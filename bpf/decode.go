@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/slab"
 )
 
 // Values of flow_record fields, as flowtap.bpf.c writes them.
@@ -38,38 +39,31 @@ type decoder struct {
 	bootToWall int64
 	comms      map[[16]byte]string
 	// Payloads are carved from slabs (when slab is set): one allocation
-	// per slabSize records instead of one per record. A payload kept
+	// per slab.Size records instead of one per record. A payload kept
 	// alive keeps its slab alive, a few KiB.
 	slab    bool
 	packets []events.PacketFlowBase
 	sockets []events.TCPSocketBase
 }
 
-// slabSize is how many payloads of one kind a slab holds.
-const slabSize = 64
-
 func newDecoder(bootToWall int64) decoder {
 	return decoder{bootToWall: bootToWall, comms: make(map[[16]byte]string), slab: true}
 }
 
 // newPacket returns a zeroed payload for a packet record.
-func (d *decoder) newPacket() *events.PacketFlowBase { return carve(&d.packets, d.slab) }
+func (d *decoder) newPacket() *events.PacketFlowBase {
+	if !d.slab {
+		return new(events.PacketFlowBase)
+	}
+	return slab.Carve(&d.packets)
+}
 
 // newSocket returns a zeroed payload for a socket record.
-func (d *decoder) newSocket() *events.TCPSocketBase { return carve(&d.sockets, d.slab) }
-
-// carve returns the next zeroed element of *slab, starting a new slab when
-// it is used up; without slabs (on false) it allocates one T.
-func carve[T any](slab *[]T, on bool) *T {
-	if !on {
-		return new(T)
+func (d *decoder) newSocket() *events.TCPSocketBase {
+	if !d.slab {
+		return new(events.TCPSocketBase)
 	}
-	if len(*slab) == 0 {
-		*slab = make([]T, slabSize)
-	}
-	p := &(*slab)[0]
-	*slab = (*slab)[1:]
-	return p
+	return slab.Carve(&d.sockets)
 }
 
 // decode turns one ring buffer record into an event: a packet record into

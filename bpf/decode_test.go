@@ -17,6 +17,7 @@ import (
 
 	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/slab"
 )
 
 // encodeRecord is the inverse of Decode's byte copy: the bytes the kernel
@@ -416,14 +417,14 @@ func TestDecodeAllocations(t *testing.T) {
 		sink, _ = d.decode(raw)
 	})
 	_ = sink
-	// Payloads come from slabs of slabSize: one allocation per slab.
-	if allocs > 2.0/slabSize {
-		t.Fatalf("the reader's decoder allocates %.3f times per record, want at most %.3f (a payload slab per %d records)", allocs, 2.0/slabSize, slabSize)
+	// Payloads come from slabs of slab.Size: one allocation per slab.
+	if allocs > 2.0/slab.Size {
+		t.Fatalf("the reader's decoder allocates %.3f times per record, want at most %.3f (a payload slab per %d records)", allocs, 2.0/slab.Size, slab.Size)
 	}
 	r.Type = recordTypeClosed
 	raw = encodeRecord(&r)
-	if allocs := testing.AllocsPerRun(1000, func() { sink, _ = d.decode(raw) }); allocs > 2.0/slabSize {
-		t.Fatalf("decoding a socket record allocates %.3f times, want at most %.3f", allocs, 2.0/slabSize)
+	if allocs := testing.AllocsPerRun(1000, func() { sink, _ = d.decode(raw) }); allocs > 2.0/slab.Size {
+		t.Fatalf("decoding a socket record allocates %.3f times, want at most %.3f", allocs, 2.0/slab.Size)
 	}
 	// Each record gets a payload of its own.
 	a, _ := d.decode(raw)

@@ -22,6 +22,7 @@ import (
 	"github.com/flowtap/flowtap/bpf/limits"
 	"github.com/flowtap/flowtap/derive"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/slab"
 )
 
 // CloseGrace is the flow tracker's close grace for a replay: the tracker
@@ -108,6 +109,8 @@ type Producer struct {
 	conns *connTable
 	stats Stats
 	pkt   packet
+	// packets is the slab the packet records' payloads are carved from.
+	packets []events.PacketFlowBase
 
 	// Base events are built into batch and handed to emit when it is full.
 	batch []events.Event
@@ -317,7 +320,8 @@ func (p *Producer) hook(dir events.PacketDirection, c *connState, end int, ts in
 	if d.proto != protoTCP || d.flags&(events.FlagSYN|events.FlagFIN|events.FlagRST) == 0 {
 		return // data packets only count
 	}
-	ev := &events.PacketFlowBase{Direction: dir, Src: d.src, Dst: d.dst, SrcPort: d.sport, DstPort: d.dport, Flags: d.flags, Length: d.ipLen}
+	ev := slab.Carve(&p.packets)
+	*ev = events.PacketFlowBase{Direction: dir, Src: d.src, Dst: d.dst, SrcPort: d.sport, DstPort: d.dport, Flags: d.flags, Length: d.ipLen}
 	if c != nil {
 		ev.Counters = c.counters(end)
 	}
