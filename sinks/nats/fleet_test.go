@@ -212,18 +212,30 @@ func readStream(t *testing.T, js jetstream.JetStream, stream string) map[string]
 	defer cancel()
 	str, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("stream %s: %v", stream, err)
 	}
 	total := str.CachedInfo().State.Msgs
-	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
+	// Creating a consumer right after a node was killed sometimes gets no
+	// answer (seen on a loaded 2-core machine, on the stream whose nodes
+	// were killed and restarted): ask again, each attempt bounded.
+	var cons jetstream.Consumer
+	for {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err = str.OrderedConsumer(actx, jetstream.OrderedConsumerConfig{})
+		acancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("ordered consumer on %s: %v", stream, err)
+		}
+		t.Logf("ordered consumer on %s: %v; asking again", stream, err)
 	}
 	seen := map[string]map[int64]int{}
 	for n := uint64(0); n < total; {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("fetch after %d of %d messages: %v", n, total, err)
 		}
 		got := 0
 		for m := range batch.Messages() {
