@@ -8,12 +8,16 @@
 // It reads with a durable pull consumer: a second run continues where the
 // first acknowledged, so it counts only what arrived since. It needs
 // nothing of flowtap: the subject names the host and the event, so it
-// counts without decoding a message body.
+// counts without decoding a message body. A message holds one event, or,
+// from agents with events_per_message above 1, several of that subject:
+// its Flowtap-Events header says how many (its body has as many JSON
+// lines).
 //
 //	flowtap-fleet-count -servers nats://n1:4222,nats://n2:4222 -idle 5s
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -48,18 +53,40 @@ type Counts struct {
 	Other int `json:"other"`
 }
 
-// add counts one event called event.
-func (c *Counts) add(event string) {
+// add counts n events called event.
+func (c *Counts) add(event string, n int) {
 	switch event {
 	case "net_flow_tcp_begin":
-		c.Connections++
+		c.Connections += n
 	case "net_flow_tcp_end":
-		c.Ended++
+		c.Ended += n
 	case "net_flow_tcp_failed":
-		c.Failed++
+		c.Failed += n
 	default:
-		c.Other++
+		c.Other += n
 	}
+}
+
+// eventsHeader is the header of a packed message: how many events, one
+// JSON line each, its body holds. A message without it holds one event,
+// its body a JSON object.
+const eventsHeader = "Flowtap-Events"
+
+// eventCount is how many events a message holds: its Flowtap-Events
+// header's count, which must match the lines of its body, or 1.
+func eventCount(header nats.Header, body []byte) (int, error) {
+	v := header.Get(eventsHeader)
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s: %q is not a count of events", eventsHeader, v)
+	}
+	if lines := bytes.Count(body, []byte("\n")); lines != n || body[len(body)-1] != '\n' {
+		return 0, fmt.Errorf("%s: %d, but the body holds %d newline-terminated lines", eventsHeader, n, lines)
+	}
+	return n, nil
 }
 
 // options are the command line.
@@ -154,10 +181,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			if !ok {
 				continue
 			}
+			n, err := eventCount(m.Headers(), m.Data())
+			if err != nil {
+				return fmt.Errorf("message %d on %s: %w", md.Sequence.Stream, m.Subject(), err)
+			}
 			if counts[h] == nil {
 				counts[h] = &Counts{}
 			}
-			counts[h].add(event)
+			counts[h].add(event, n)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch: %w", err)

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
 func TestHostEvent(t *testing.T) {
@@ -27,6 +29,28 @@ func TestHostEvent(t *testing.T) {
 	}
 }
 
+func TestEventCount(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header nats.Header
+		body   string
+		want   int
+		err    string
+	}{
+		{"one event", nil, `{"event":"net_flow_tcp_begin"}`, 1, ""},
+		{"packed", nats.Header{"Flowtap-Events": {"3"}, "Content-Type": {"application/x-ndjson"}}, "{}\n{}\n{}\n", 3, ""},
+		{"packed, one event", nats.Header{"Flowtap-Events": {"1"}}, "{}\n", 1, ""},
+		{"count off", nats.Header{"Flowtap-Events": {"2"}}, "{}\n{}\n{}\n", 0, "Flowtap-Events: 2, but the body holds 3"},
+		{"no final newline", nats.Header{"Flowtap-Events": {"2"}}, "{}\n{}", 0, "but the body holds 1"},
+		{"not a count", nats.Header{"Flowtap-Events": {"many"}}, "{}\n", 0, `"many" is not a count`},
+	} {
+		n, err := eventCount(tc.header, []byte(tc.body))
+		if n != tc.want || (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: eventCount = %d, %v; want %d, %q", tc.name, n, err, tc.want, tc.err)
+		}
+	}
+}
+
 func TestPrintTable(t *testing.T) {
 	counts := map[string]*Counts{}
 	for _, ev := range []struct{ host, event string }{
@@ -36,7 +60,7 @@ func TestPrintTable(t *testing.T) {
 		if counts[ev.host] == nil {
 			counts[ev.host] = &Counts{}
 		}
-		counts[ev.host].add(ev.event)
+		counts[ev.host].add(ev.event, 1)
 	}
 	var out bytes.Buffer
 	printTable(&out, counts)

@@ -25,6 +25,22 @@ const (
 	DefaultMaxInFlight     = 1024
 	DefaultMaxAge          = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultEventsPerMessage is one event per message: no packing.
+	DefaultEventsPerMessage = 1
+	// DefaultMaxMessageBytes bounds a packed message's body: half of
+	// nats-server's default max_payload (1 MiB), leaving room for the
+	// headers and for servers whose limit is a little lower.
+	DefaultMaxMessageBytes = 512 << 10
+)
+
+// MaxEventsPerMessage is the most events a packed message may hold.
+const MaxEventsPerMessage = 4096
+
+// Bounds of "max_message_bytes": a packed message's body at least 1 KiB
+// and at most 64 MiB, nats-server's own ceiling for max_payload.
+const (
+	MinMaxMessageBytes = 1 << 10
+	MaxMaxMessageBytes = 64 << 20
 )
 
 // MaxTimeout bounds "timeout": flowtap counts a plugin that has not
@@ -98,6 +114,17 @@ type Config struct {
 	// MaxInFlight bounds the messages published and not yet acknowledged
 	// (JetStream only; default 1024).
 	MaxInFlight int `json:"max_in_flight"`
+	// EventsPerMessage packs up to this many events of one subject into
+	// one message, as JSON lines (default 1: a message per event, each
+	// body one JSON object). Packing spares the servers their cost per
+	// message; see the README's "Packed messages".
+	EventsPerMessage int `json:"events_per_message"`
+	// MaxMessageBytes bounds the body of a packed message (default 512
+	// KiB); an event larger than it travels alone. With
+	// events_per_message above 1 only. At start it must fit, with the
+	// headers, within the server's max_payload and the stream's
+	// max_msg_size.
+	MaxMessageBytes int `json:"max_message_bytes"`
 	// User and Password authenticate with a user name and password.
 	User     string `json:"user"`
 	Password string `json:"password" sinkconf:"secret"`
@@ -142,6 +169,8 @@ type settings struct {
 	timeout         time.Duration
 	connectTimeout  time.Duration
 	maxInFlight     int
+	perMessage      int           // events per message; 1: no packing
+	maxMessageBytes int           // with perMessage > 1: bound of a packed body
 	auth            natsgo.Option // nil: no authentication
 	authName        string        // which method, for the log
 	tls             *tls.Config   // nil: TLS only where a URL says tls://
@@ -169,7 +198,9 @@ func parseConfig(config []byte) (*settings, error) {
 		stream:    cfg.Stream, createStream: cfg.CreateStream, maxBytes: cfg.MaxBytes,
 		replicas: cmp.Or(cfg.Replicas, 1), maxAge: DefaultMaxAge, duplicateWindow: DefaultDuplicateWindow,
 		timeout: DefaultTimeout, connectTimeout: DefaultConnectTimeout,
-		maxInFlight: cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight),
+		maxInFlight:     cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight),
+		perMessage:      cmp.Or(cfg.EventsPerMessage, DefaultEventsPerMessage),
+		maxMessageBytes: cmp.Or(cfg.MaxMessageBytes, DefaultMaxMessageBytes),
 	}
 	st.servers = parseServers(&p, cfg.Servers)
 	if err := checkSubject(cfg.Subject); err != nil {
@@ -186,12 +217,13 @@ func parseConfig(config []byte) (*settings, error) {
 	if cfg.MaxInFlight < 0 {
 		p.Add("max_in_flight", "must be 1 or more, not %d", cfg.MaxInFlight)
 	}
+	parsePacking(&p, &cfg)
 	parseAuth(&p, &cfg, st)
 	t := cfg.TLS
 	if t != (TLSConfig{}) {
 		st.tls = p.TLS("tls", sinkconf.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName})
 	}
-	st.headers = parseHeaders(&p, cfg.Headers)
+	st.headers = parseHeaders(&p, cfg.Headers, st.perMessage > 1)
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
@@ -300,6 +332,22 @@ func parseStream(p *sinkconf.Problems, cfg *Config, st *settings) {
 	}
 }
 
+// parsePacking checks events_per_message and max_message_bytes.
+func parsePacking(p *sinkconf.Problems, cfg *Config) {
+	if n := cfg.EventsPerMessage; n < 0 || n > MaxEventsPerMessage {
+		p.Add("events_per_message", "must be 1 (a message per event) to %d (events of one subject packed into a message), not %d", MaxEventsPerMessage, n)
+	}
+	if cfg.MaxMessageBytes == 0 {
+		return
+	}
+	if cfg.EventsPerMessage <= 1 {
+		p.Add("max_message_bytes", "applies to packed messages: set events_per_message above 1 (a message of one event is as large as the event)")
+	}
+	if b := cfg.MaxMessageBytes; b < MinMaxMessageBytes || b > MaxMaxMessageBytes {
+		p.Add("max_message_bytes", "must be %d to %d (and within the server's max_payload), not %d", MinMaxMessageBytes, MaxMaxMessageBytes, b)
+	}
+}
+
 // parseAuth checks that at most one authentication method is set and
 // prepares it, reading the files it names.
 func parseAuth(p *sinkconf.Problems, cfg *Config, st *settings) {
@@ -361,8 +409,9 @@ func checkCredsFile(path string) error {
 	return nil
 }
 
-// parseHeaders checks the static headers. Nats-Msg-Id is the sink's own.
-func parseHeaders(p *sinkconf.Problems, headers map[string]string) natsgo.Header {
+// parseHeaders checks the static headers. Nats-Msg-Id is the sink's own,
+// and so, when packed, are Flowtap-Events and Content-Type.
+func parseHeaders(p *sinkconf.Problems, headers map[string]string, packed bool) natsgo.Header {
 	h := natsgo.Header{}
 	for k, v := range headers {
 		key := "headers." + k
@@ -371,6 +420,8 @@ func parseHeaders(p *sinkconf.Problems, headers map[string]string) natsgo.Header
 			p.Add(key, "%q is not a header name: no colon, white space or control characters", k)
 		case strings.EqualFold(k, jetstream.MsgIDHeader):
 			p.Add(key, "the sink sets %s itself, from each event's content", jetstream.MsgIDHeader)
+		case packed && (strings.EqualFold(k, EventsHeader) || strings.EqualFold(k, contentTypeHeader)):
+			p.Add(key, "the sink sets %s itself on packed messages (events_per_message above 1)", k)
 		case strings.ContainsAny(v, "\r\n"):
 			p.Add(key, "a header value has no line break")
 		default:

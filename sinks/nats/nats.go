@@ -53,8 +53,14 @@ type Sink struct {
 	header   natsgo.Header // the static headers, and Nats-Msg-Id
 	// data and msgs are the formatted batch, reused from batch to batch:
 	// nats.go copies a message before PublishMsg returns.
-	data   []byte
-	msgs   []message
+	data []byte
+	msgs []message
+	// keys formats the events' JSON, exactly as jsonl.Append, reusing
+	// what it rendered for earlier events.
+	keys jsonl.Encoder
+	// pack groups the events into packed messages (events_per_message
+	// above 1).
+	pack   packer
 	totals totals
 	// failing is set while batches fail, so that the cause is logged
 	// once when it begins and once when it ends.
@@ -64,14 +70,18 @@ type Sink struct {
 // subjectKey is what a subject depends on: the event's host and name.
 type subjectKey struct{ host, event string }
 
-// totals count the sink's messages over its life (one plugin process),
-// logged at Close.
+// totals count the sink's events, and the messages that carried them,
+// over its life (one plugin process), logged at Close. Without packing a
+// message is an event.
 type totals struct {
-	batches    uint64 // batches written successfully
-	failed     uint64 // batches that failed
-	stored     uint64 // messages the stream stored
-	duplicates uint64 // messages the stream already held (resent copies)
-	refused    uint64 // messages the stream refused or did not acknowledge in time
+	batches       uint64 // batches written successfully
+	failed        uint64 // batches that failed
+	stored        uint64 // events the stream stored
+	duplicates    uint64 // events the stream already held (resent copies)
+	refused       uint64 // events the stream refused or did not acknowledge in time
+	storedMsgs    uint64 // messages the stream stored
+	duplicateMsgs uint64 // messages the stream already held
+	refusedMsgs   uint64 // messages refused or not acknowledged in time
 }
 
 // Interface guard: Sink is a flowtap sink.
@@ -96,10 +106,18 @@ func (s *Sink) Configure(ctx context.Context, config []byte) error {
 	s.st = st
 	s.subjects = map[subjectKey]string{}
 	s.header = maps.Clone(st.headers)
+	s.pack = packer{perMessage: st.perMessage, maxBytes: st.maxMessageBytes}
+	if st.perMessage > 1 {
+		s.header.Set(contentTypeHeader, PackedContentType)
+	}
 	if sdk.ValidateOnly() {
 		return nil
 	}
 	if err := s.connect(); err != nil {
+		return err
+	}
+	if err := s.checkMaxPayload(); err != nil {
+		s.nc.Close()
 		return err
 	}
 	if st.jetstream {
@@ -110,8 +128,46 @@ func (s *Sink) Configure(ctx context.Context, config []byte) error {
 	}
 	sdk.Logger().Info("configured NATS sink", "server", s.nc.ConnectedUrlRedacted(), "subject", st.subject,
 		"jetstream", st.jetstream, "stream", st.stream, "timeout", st.timeout, "max_in_flight", st.maxInFlight,
-		"auth", cmp.Or(st.authName, "none"))
+		"events_per_message", st.perMessage, "auth", cmp.Or(st.authName, "none"))
 	return nil
+}
+
+// packedSize is the most bytes a packed message may take, headers
+// included; 0 without packing (a message is as large as its event).
+func (s *Sink) packedSize() int {
+	if s.st.perMessage <= 1 {
+		return 0
+	}
+	return s.st.maxMessageBytes + headerSize(s.header, s.st.perMessage)
+}
+
+// checkMaxPayload checks that a packed message fits within the largest
+// message the server takes (its max_payload, which it announces when a
+// client connects): the sink refuses to start rather than fail every
+// batch later. The limit is not clamped to the server's, so that the
+// messages a batch packs into never depend on the server connected to.
+func (s *Sink) checkMaxPayload() error {
+	size, most := s.packedSize(), s.nc.MaxPayload()
+	if size == 0 || most <= 0 || int64(size) <= most {
+		return nil
+	}
+	hdr := size - s.st.maxMessageBytes
+	return sdk.ConfigError{Key: "max_message_bytes", Message: fmt.Sprintf(
+		"%d, plus up to %d bytes of headers, is more than the %d bytes the server %s takes in a message (its max_payload): set max_message_bytes to at most %d, or raise max_payload on every server",
+		s.st.maxMessageBytes, hdr, most, s.nc.ConnectedUrlRedacted(), most-int64(hdr))}
+}
+
+// checkMaxMsgSize checks that a packed message fits within the stream's
+// max_msg_size, if it has one.
+func (s *Sink) checkMaxMsgSize(name string, cfg *jetstream.StreamConfig) error {
+	size := s.packedSize()
+	if size == 0 || cfg.MaxMsgSize <= 0 || size <= int(cfg.MaxMsgSize) {
+		return nil
+	}
+	hdr := size - s.st.maxMessageBytes
+	return sdk.ConfigError{Key: "max_message_bytes", Message: fmt.Sprintf(
+		"%d, plus up to %d bytes of headers, is more than stream %q takes in a message (its max_msg_size, %d): set max_message_bytes to at most %d, or raise the stream's limit (nats stream edit %s --max-msg-size %d)",
+		s.st.maxMessageBytes, hdr, name, cfg.MaxMsgSize, int(cfg.MaxMsgSize)-hdr, name, size)}
 }
 
 // connect connects to one of the servers, failing when none answers
@@ -227,6 +283,15 @@ func (s *Sink) checkStream(ctx context.Context) error {
 		if err != nil {
 			return jetStreamError(err)
 		}
+		if s.st.perMessage > 1 {
+			str, err := s.js.Stream(ctx, name)
+			if err != nil {
+				return jetStreamError(err)
+			}
+			if err := s.checkMaxMsgSize(name, &str.CachedInfo().Config); err != nil {
+				return err
+			}
+		}
 		log.Info("a JetStream stream captures the subject", "stream", name, "subject", pattern)
 		return nil
 	}
@@ -251,6 +316,9 @@ func (s *Sink) checkStream(ctx context.Context) error {
 		return sdk.ConfigError{Key: "stream", Message: fmt.Sprintf(
 			"stream %q captures %s, not every subject of %s: add it to the stream's subjects (nats stream edit %s --subjects ...), or change subject",
 			st.stream, strings.Join(subjects, ", "), pattern, st.stream)}
+	}
+	if err := s.checkMaxMsgSize(st.stream, &cfg); err != nil {
+		return err
 	}
 	log.Info("JetStream stream captures the subject", "stream", st.stream, "subject", pattern, "duplicate_window", cfg.Duplicates)
 	return nil
@@ -345,11 +413,11 @@ func (s *Sink) Write(ctx context.Context, batch []sdk.Event) error {
 		return fmt.Errorf("publish %d events to NATS: %w", len(batch), err)
 	}
 	if !s.st.jetstream {
-		return s.publishCore(deadline)
+		return s.publishCore(len(batch), deadline)
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return s.publishJetStream(ctx)
+	return s.publishJetStream(ctx, len(batch))
 }
 
 // waitConnected waits until the connection is up, at most until deadline:
@@ -379,25 +447,16 @@ func (s *Sink) waitConnected(ctx context.Context, deadline time.Time) error {
 }
 
 // format formats batch into s.msgs: each event's JSON, on its subject,
-// with its Nats-Msg-Id. The bodies share one buffer, and the ids one
+// with its Nats-Msg-Id; or, packed, the events' JSON lines grouped into
+// messages by subject. The bodies share one buffer, and the ids one
 // string.
 func (s *Sink) format(batch []sdk.Event) error {
-	data := s.data[:0]
-	s.msgs = s.msgs[:0]
-	for i := range batch {
-		ev := &batch[i]
-		subject, err := s.subject(ev)
-		if err != nil {
+	if s.st.perMessage > 1 {
+		if err := s.formatPacked(batch); err != nil {
 			return err
 		}
-		start := len(data)
-		data = jsonl.Append(data, ev)
-		data = data[:len(data)-1] // without the newline
-		s.msgs = append(s.msgs, message{subject: subject, body: data[start:len(data):len(data)]})
-	}
-	if cap(data) > cap(s.data) {
-		// The buffer grew: the bodies point into the new one.
-		s.data = data
+	} else if err := s.formatSingle(batch); err != nil {
+		return err
 	}
 	ids := make([]byte, 0, len(s.msgs)*msgIDLen)
 	for i := range s.msgs {
@@ -407,6 +466,51 @@ func (s *Sink) format(batch []sdk.Event) error {
 	for i := range s.msgs {
 		s.msgs[i].id = all[i*msgIDLen : (i+1)*msgIDLen]
 	}
+	return nil
+}
+
+// formatSingle formats each event of batch as a message of its own, its
+// body the event's JSON object.
+func (s *Sink) formatSingle(batch []sdk.Event) error {
+	data := s.data[:0]
+	s.msgs = s.msgs[:0]
+	for i := range batch {
+		ev := &batch[i]
+		subject, err := s.subject(ev)
+		if err != nil {
+			return err
+		}
+		start := len(data)
+		data = s.keys.Append(data, ev)
+		data = data[:len(data)-1] // without the newline
+		s.msgs = append(s.msgs, message{subject: subject, body: data[start:len(data):len(data)], events: 1})
+	}
+	if cap(data) > cap(s.data) {
+		// The buffer grew: the bodies point into the new one.
+		s.data = data
+	}
+	return nil
+}
+
+// formatPacked formats batch into packed messages: the events of one
+// subject, in their order, up to events_per_message a message and
+// max_message_bytes of JSON lines (see packer).
+func (s *Sink) formatPacked(batch []sdk.Event) error {
+	p := &s.pack
+	p.lines, p.ends, p.subjs = p.lines[:0], p.ends[:0], p.subjs[:0]
+	for i := range batch {
+		ev := &batch[i]
+		subject, err := s.subject(ev)
+		if err != nil {
+			return err
+		}
+		p.lines = s.keys.Append(p.lines, ev)
+		p.ends = append(p.ends, len(p.lines))
+		p.subjs = append(p.subjs, subject)
+	}
+	s.msgs = p.group(s.msgs)
+	s.data = p.bodies(s.msgs, s.data)
+	clear(p.subjs) // the subjects stay in the messages while they live
 	return nil
 }
 
@@ -482,26 +586,29 @@ func badTokenRune(r rune) bool {
 	return r <= ' ' || r == 0x7f || r == '.' || r == '*' || r == '>'
 }
 
-// publishCore publishes the formatted batch on core NATS and flushes the
-// connection.
-func (s *Sink) publishCore(deadline time.Time) error {
+// publishCore publishes the formatted batch of n events on core NATS
+// and flushes the connection.
+func (s *Sink) publishCore(n int, deadline time.Time) error {
 	msgs := s.msgs
-	id := []string{""}
-	s.header[jetstream.MsgIDHeader] = id
+	hv := setHeaders(s.header, msgs)
 	var m natsgo.Msg
 	for i := range msgs {
-		id[0] = msgs[i].id
+		hv.set(&msgs[i])
 		m = natsgo.Msg{Subject: msgs[i].subject, Header: s.header, Data: msgs[i].body}
 		if err := s.nc.PublishMsg(&m); err != nil {
-			return s.failed(fmt.Errorf("publish %d events to NATS: %d of %d not published: %w", len(msgs), len(msgs)-i, len(msgs), err))
+			left := 0
+			for j := i; j < len(msgs); j++ {
+				left += msgs[j].weight()
+			}
+			return s.failed(fmt.Errorf("publish %d events to NATS: %d of %d not published%s: %w", n, left, n, s.inMessages(len(msgs)-i, len(msgs)), err))
 		}
 	}
 	wait := time.Until(deadline)
 	if wait <= 0 {
-		return s.failed(fmt.Errorf("publish %d events to NATS: no time left to flush within %s", len(msgs), s.st.timeout))
+		return s.failed(fmt.Errorf("publish %d events to NATS: no time left to flush within %s", n, s.st.timeout))
 	}
 	if err := s.nc.FlushTimeout(wait); err != nil {
-		return s.failed(fmt.Errorf("publish %d events to NATS: flush: %w", len(msgs), err))
+		return s.failed(fmt.Errorf("publish %d events to NATS: flush: %w", n, err))
 	}
 	s.succeeded()
 	return nil
@@ -510,23 +617,35 @@ func (s *Sink) publishCore(deadline time.Time) error {
 // publishJetStream publishes the formatted batch through JetStream, at
 // most max_in_flight messages unacknowledged at a time, and waits for
 // every acknowledgement, until ctx ends.
-func (s *Sink) publishJetStream(ctx context.Context) error {
-	n := len(s.msgs)
+func (s *Sink) publishJetStream(ctx context.Context, n int) error {
 	// After a failed batch, and until one succeeds, a batch nobody
 	// receives fails at once: the first rode out a short outage (a leader
 	// election) for up to timeout, and flowtap's backoff paces the rest.
 	t := s.pub.send(ctx, s.msgs, s.header, !s.failing)
 	s.totals.stored += uint64(t.stored)
 	s.totals.duplicates += uint64(t.duplicates)
+	s.totals.storedMsgs += uint64(t.storedMsgs)
+	s.totals.duplicateMsgs += uint64(t.duplicateMsgs)
 	if t.duplicates > 0 {
 		sdk.Logger().Debug("the stream already held some events of the batch (a batch sent again)", "duplicates", t.duplicates, "events", n)
 	}
 	if t.fails.n > 0 {
 		s.totals.refused += uint64(t.fails.n)
-		return s.failed(fmt.Errorf("publish %d events to NATS JetStream: %d of %d not stored: %s", n, t.fails.n, n, t.fails.describe(s.hint)))
+		s.totals.refusedMsgs += uint64(t.fails.msgs)
+		return s.failed(fmt.Errorf("publish %d events to NATS JetStream: %d of %d not stored%s: %s",
+			n, t.fails.n, n, s.inMessages(t.fails.msgs, len(s.msgs)), t.fails.describe(s.hint)))
 	}
 	s.succeeded()
 	return nil
+}
+
+// inMessages says, for packed messages, in how many of how many messages
+// the events were: " (in 2 of 40 messages)"; "" without packing.
+func (s *Sink) inMessages(k, of int) string {
+	if s.st.perMessage <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (in %d of %d packed messages)", k, of)
 }
 
 // failed counts a failed batch and logs the failure when it begins a
@@ -568,6 +687,8 @@ func (s *Sink) hint(err error) string {
 		return fmt.Sprintf("the stream is full and, with discard new, refuses new messages: raise its max_bytes or max_msgs, shorten its max_age, or let it drop the oldest with nats stream edit %s --discard old", cmp.Or(s.st.stream, "STREAM"))
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources:
 		return "the server's JetStream storage is full: raise max_file_store on the servers, or free disk space"
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum && s.st.perMessage > 1:
+		return "a packed message is larger than the stream's max_msg_size: lower max_message_bytes, or raise the stream's max_msg_size"
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
 		return "an event is larger than the stream's max_msg_size: raise it"
 	case errors.Is(err, natsgo.ErrNoResponders):
@@ -578,16 +699,18 @@ func (s *Sink) hint(err error) string {
 	return ""
 }
 
-// failures counts failed messages by cause.
+// failures counts failed events (and the messages that held them) by
+// cause.
 type failures struct {
-	n      int
+	n      int // events
+	msgs   int // messages
 	causes []string
-	counts map[string]int
+	counts map[string]int   // events by cause
 	errs   map[string]error // the first error of each cause
 }
 
-// add counts n messages failed with err.
-func (f *failures) add(n int, err error) {
+// add counts msgs messages of n events in all failed with err.
+func (f *failures) add(msgs, n int, err error) {
 	if f.counts == nil {
 		f.counts, f.errs = map[string]int{}, map[string]error{}
 	}
@@ -598,6 +721,7 @@ func (f *failures) add(n int, err error) {
 	}
 	f.counts[msg] += n
 	f.n += n
+	f.msgs += msgs
 }
 
 // String lists the causes with their counts, the first few only.
@@ -637,8 +761,11 @@ func (s *Sink) Close(ctx context.Context) error {
 	s.nc = nil
 	t := s.totals
 	if s.pub != nil {
+		// stored, duplicates and not_stored count events; the *_messages
+		// the messages that held them (the same without packing).
 		sdk.Logger().Info("NATS sink totals", "batches", t.batches, "failed_batches", t.failed, "stored", t.stored,
-			"duplicates", t.duplicates, "not_stored", t.refused, "late_acks", s.pub.lateAcks())
+			"duplicates", t.duplicates, "not_stored", t.refused, "stored_messages", t.storedMsgs,
+			"duplicate_messages", t.duplicateMsgs, "not_stored_messages", t.refusedMsgs, "late_acks", s.pub.lateAcks())
 		s.pub.close()
 	} else {
 		sdk.Logger().Info("NATS sink totals", "batches", t.batches, "failed_batches", t.failed)

@@ -4,6 +4,7 @@ package nats
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,10 +24,19 @@ import (
 // TestNATSPlugin runs the real plugin binary (cmd/flowtap-sink-nats)
 // under flowtap's supervisor and host, into an embedded server: every
 // event is acknowledged and stored once, also when the plugin is killed
-// in the middle and its unacknowledged batches are sent again.
+// in the middle and its unacknowledged batches are sent again; one event
+// a message, and packed (the supervisor resends a batch as it was, so it
+// packs into the same messages, which the stream drops).
 func TestNATSPlugin(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "flowtap-sink-nats")
 	testutil.BuildBinary(t, "github.com/flowtap/flowtap/cmd/flowtap-sink-nats", bin)
+	for _, per := range []int{1, 64} {
+		t.Run(fmt.Sprintf("events_per_message=%d", per), func(t *testing.T) { testNATSPlugin(t, bin, per) })
+	}
+}
+
+// testNATSPlugin is TestNATSPlugin with per events a message.
+func testNATSPlugin(t *testing.T, bin string, per int) {
 	ts := startServer(t, nil)
 	str := ts.addStream("FLOWTAP", "flowtap.>")
 	cat, err := events.Builtin()
@@ -38,7 +48,7 @@ func TestNATSPlugin(t *testing.T) {
 	s, err := supervise.Start(ctx, supervise.Config{
 		Name:           "nats",
 		Host:           host.Config{Plugin: bin, Logger: hclog.NewNullLogger(), Names: cat.Name},
-		SinkConfig:     map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "stream": "FLOWTAP"},
+		SinkConfig:     map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "stream": "FLOWTAP", "events_per_message": per},
 		BatchSize:      500,
 		InitialBackoff: 20 * time.Millisecond,
 		Logger:         hclog.NewNullLogger(),
@@ -88,14 +98,33 @@ func TestNATSPlugin(t *testing.T) {
 	if c.Acked != offered || c.Dropped != 0 || c.Restarts < 1 {
 		t.Errorf("counters %+v: want all %d acknowledged, none dropped, a restart", c, offered)
 	}
-	if n := storedCount(t, str); n != offered {
-		t.Errorf("stream holds %d messages, want %d (each event once; %d were resent)", n, offered, c.Retried)
+	if per == 1 {
+		if n := storedCount(t, str); n != offered {
+			t.Errorf("stream holds %d messages, want %d (each event once; %d were resent)", n, offered, c.Retried)
+		}
+	} else {
+		seen := streamEventCounts(t, str)
+		missing, doubled := 0, 0
+		for i := 1; i <= offered; i++ {
+			switch seen[int64(i)] {
+			case 0:
+				missing++
+			case 1:
+			default:
+				doubled++
+			}
+		}
+		if missing > 0 || doubled > 0 || len(seen) != offered {
+			t.Errorf("of %d events, %d missing, %d stored more than once, %d in all (%d were resent)", offered, missing, doubled, len(seen), c.Retried)
+		}
+		t.Logf("%d events in %d messages", offered, storedCount(t, str))
 	}
 	last, err := str.GetLastMsgForSubject(t.Context(), "flowtap.net_flow_tcp_begin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last.Subject != "flowtap.net_flow_tcp_begin" || !strings.Contains(string(last.Data), `"event":"net_flow_tcp_begin"`) {
+	if last.Subject != "flowtap.net_flow_tcp_begin" || !strings.Contains(string(last.Data), `"event":"net_flow_tcp_begin"`) ||
+		(per > 1) != (last.Header.Get(EventsHeader) != "") {
 		t.Errorf("last message: %s %s", last.Subject, last.Data)
 	}
 }

@@ -41,21 +41,25 @@ type publisher struct {
 	wake chan struct{}
 
 	mu       sync.Mutex
-	first    uint64 // sequence number of the batch's first message
-	next     uint64 // sequence number of the next batch's first message
-	done     []bool // by message of the batch: settled
-	retry    []int  // messages of the batch nobody received, to publish again
-	open     int    // messages of the batch published and not settled
-	wantOpen int    // signal wake when open drops to this
-	tally    tally  // the batch's outcomes so far
-	late     uint64 // acknowledgements of batches that had ended, in all
+	first    uint64    // sequence number of the batch's first message
+	next     uint64    // sequence number of the next batch's first message
+	msgs     []message // the batch's messages, for their event counts
+	done     []bool    // by message of the batch: settled
+	retry    []int     // messages of the batch nobody received, to publish again
+	open     int       // messages of the batch published and not settled
+	wantOpen int       // signal wake when open drops to this
+	tally    tally     // the batch's outcomes so far
+	late     uint64    // acknowledgements of batches that had ended, in all
 }
 
-// tally counts the outcomes of one batch.
+// tally counts the outcomes of one batch, in events (a packed message
+// counts as many as it holds) and in messages.
 type tally struct {
-	stored     int // acknowledged by the stream, as new messages
-	duplicates int // acknowledged as copies of messages the stream held
-	fails      failures
+	stored        int // events acknowledged by the stream, as new messages
+	duplicates    int // events acknowledged as copies of messages the stream held
+	storedMsgs    int
+	duplicateMsgs int
+	fails         failures
 }
 
 // newPublisher subscribes to the acknowledgements on nc.
@@ -77,28 +81,34 @@ func newPublisher(nc *natsgo.Conn, window int) (*publisher, error) {
 }
 
 // message is one message to publish: the event's JSON on its subject,
-// with its Nats-Msg-Id.
+// with its Nats-Msg-Id; or, packed, the JSON lines of events of one
+// subject, with their count.
 type message struct {
 	subject string
 	id      string
 	body    []byte
+	// events is how many events the message holds; count is that
+	// number as the Flowtap-Events header's value, "" for a message of
+	// one event not packed.
+	events int
+	count  string
 }
 
-// send publishes msgs, each with header (the static headers) and its
-// Nats-Msg-Id, at most window unacknowledged at a time, and waits until
+// send publishes msgs, each with header (the static headers), its
+// Nats-Msg-Id and, packed, its Flowtap-Events count, at most window
+// unacknowledged at a time, and waits until
 // every one is settled or ctx ends. If patient, messages nobody received
 // (no responders: the stream has no leader right now, as while a cluster
 // elects one) are published again every noRespondersWait while ctx
 // lasts. It returns their tally: every message not acknowledged in time
 // counts as failed.
 func (p *publisher) send(ctx context.Context, msgs []message, header natsgo.Header, patient bool) tally {
-	replies := p.begin(len(msgs))
-	id := []string{""}
-	header[jetstream.MsgIDHeader] = id
+	replies := p.begin(msgs)
+	hv := setHeaders(header, msgs)
 	var todo []int // nil: every message
 	var err error
 	for {
-		if err = p.publishAll(ctx, msgs, todo, replies, header, id); err != nil {
+		if err = p.publishAll(ctx, msgs, todo, replies, header, hv); err != nil {
 			break
 		}
 		p.mu.Lock()
@@ -129,7 +139,7 @@ const noRespondersWait = 250 * time.Millisecond
 
 // publishAll publishes the messages of msgs that todo lists (nil: all),
 // each once fewer than window are in flight. An error means ctx ended.
-func (p *publisher) publishAll(ctx context.Context, msgs []message, todo []int, replies []string, header natsgo.Header, id []string) error {
+func (p *publisher) publishAll(ctx context.Context, msgs []message, todo []int, replies []string, header natsgo.Header, hv headerValues) error {
 	defer func() { p.msg = natsgo.Msg{} }()
 	p.mu.Lock()
 	p.wantOpen = p.window / 2
@@ -147,7 +157,7 @@ func (p *publisher) publishAll(ctx context.Context, msgs []message, todo []int, 
 			return err
 		}
 		m := &msgs[i]
-		id[0] = m.id
+		hv.set(m)
 		p.msg.Subject, p.msg.Reply, p.msg.Header, p.msg.Data = m.subject, replies[i], header, m.body
 		if err := p.nc.PublishMsg(&p.msg); err != nil {
 			p.settle(i, err)
@@ -181,10 +191,12 @@ func (p *publisher) takeRetries() []int {
 	return todo
 }
 
-// begin starts a batch of n messages and returns the reply subject of
+// begin starts a batch of messages and returns the reply subject of
 // each, all in one allocation.
-func (p *publisher) begin(n int) []string {
+func (p *publisher) begin(msgs []message) []string {
+	n := len(msgs)
 	p.mu.Lock()
+	p.msgs = msgs
 	p.first = p.next
 	p.next += uint64(n)
 	p.done = slices.Grow(p.done[:0], n)[:n]
@@ -216,23 +228,28 @@ func (p *publisher) begin(n int) []string {
 func (p *publisher) end(err error) tally {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, d := range p.done {
+	msgs, evs := 0, 0
+	for i, d := range p.done {
 		if !d {
-			n++
+			msgs++
+			evs += p.msgs[i].weight()
 		}
 	}
-	if n > 0 {
+	if msgs > 0 {
 		if err == nil {
 			err = errNoAck
 		}
-		p.tally.fails.add(n, err)
+		p.tally.fails.add(msgs, evs, err)
 	}
 	if len(p.retry) > 0 {
-		p.tally.fails.add(len(p.retry), natsgo.ErrNoResponders)
+		evs = 0
+		for _, i := range p.retry {
+			evs += p.msgs[i].weight()
+		}
+		p.tally.fails.add(len(p.retry), evs, natsgo.ErrNoResponders)
 	}
 	t := p.tally
-	p.first, p.done, p.open, p.retry = p.next, p.done[:0], 0, nil
+	p.first, p.done, p.open, p.retry, p.msgs = p.next, p.done[:0], 0, nil, nil
 	return t
 }
 
@@ -294,15 +311,51 @@ func (p *publisher) settle(i int, err error) {
 func (p *publisher) settleLocked(i int, dup bool, err error) {
 	p.done[i] = true
 	p.open--
+	w := p.msgs[i].weight()
 	switch {
 	case errors.Is(err, natsgo.ErrNoResponders):
 		p.retry = append(p.retry, i)
 	case err != nil:
-		p.tally.fails.add(1, err)
+		p.tally.fails.add(1, w, err)
 	case dup:
-		p.tally.duplicates++
+		p.tally.duplicates += w
+		p.tally.duplicateMsgs++
 	default:
-		p.tally.stored++
+		p.tally.stored += w
+		p.tally.storedMsgs++
+	}
+}
+
+// weight is how many events m holds: 1 for an event's own message.
+func (m *message) weight() int { return max(m.events, 1) }
+
+// headerValues are the values of the headers that differ from message to
+// message, in the header map every message of a batch shares: nats.go
+// encodes the map into its buffer before PublishMsg returns.
+type headerValues struct {
+	id    []string // Nats-Msg-Id
+	count []string // Flowtap-Events; nil when the batch is not packed
+}
+
+// setHeaders puts the per-message headers of msgs into header, and
+// returns their values to set for each message.
+func setHeaders(header natsgo.Header, msgs []message) headerValues {
+	hv := headerValues{id: []string{""}}
+	header[jetstream.MsgIDHeader] = hv.id
+	if len(msgs) > 0 && msgs[0].count != "" {
+		hv.count = []string{""}
+		header[EventsHeader] = hv.count
+	} else {
+		delete(header, EventsHeader)
+	}
+	return hv
+}
+
+// set sets the headers of message m.
+func (hv headerValues) set(m *message) {
+	hv.id[0] = m.id
+	if hv.count != nil {
+		hv.count[0] = m.count
 	}
 }
 
