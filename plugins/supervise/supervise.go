@@ -20,6 +20,7 @@
 package supervise
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -273,6 +274,7 @@ type Delivery struct {
 	batch    []events.Event // being filled
 	inflight map[*batchBuf]struct{}
 	retry    []*batchBuf // failed batches, in the order they failed
+	batches  uint64      // batches made so far: the next one's order
 	failure  error       // the first failure since the last recovery
 	attempts int         // failures in a row
 	free     []*batchBuf
@@ -288,6 +290,10 @@ type batchBuf struct {
 	maybe int
 	// resend: it failed once, so sending it again is a retry.
 	resend bool
+	// order is the batch's place in the sink's stream (Delivery.batches
+	// when it was made): batches failed together are retried in this
+	// order, so the sink receives the events in the order they came.
+	order uint64
 }
 
 // Start launches and configures the plugin and starts delivering to it.
@@ -462,6 +468,8 @@ func (s *Delivery) run() {
 // returns false when the sink has given up.
 func (s *Delivery) send() bool {
 	b := s.newBuf()
+	b.order = s.batches
+	s.batches++
 	b.evs = append(b.evs, s.batch...)
 	clear(s.batch)
 	s.batch = s.batch[:0]
@@ -671,11 +679,20 @@ func (s *Delivery) kill() {
 	// A failure Close reported for those batches is the one being
 	// handled.
 	s.failure = nil
-	for b := range s.inflight { // not settled by Close: count them lost in flight
+	s.retryInflight(func(b *batchBuf) { b.resend, b.maybe = true, len(b.evs) }) // count them lost in flight
+}
+
+// retryInflight moves the batches still in flight (not settled) to the
+// retry list, after mark(b) for each, and puts the list in the batches'
+// order: those settled as failed meanwhile and these, which were in flight
+// together, go out again as they came.
+func (s *Delivery) retryInflight(mark func(*batchBuf)) {
+	for b := range s.inflight {
 		delete(s.inflight, b)
-		b.resend, b.maybe = true, len(b.evs)
+		mark(b)
 		s.retry = append(s.retry, b)
 	}
+	slices.SortStableFunc(s.retry, func(a, b *batchBuf) int { return cmp.Compare(a.order, b.order) })
 }
 
 // finish delivers the last partial batch, settles everything, and closes
@@ -737,10 +754,7 @@ func (s *Delivery) outputClosed(err error) {
 		_ = p.Close(ctx) // settles the batches in flight (settled)
 		cancel()
 		s.failure = nil
-		for b := range s.inflight {
-			delete(s.inflight, b)
-			s.retry = append(s.retry, b)
-		}
+		s.retryInflight(func(*batchBuf) {})
 	}
 	s.drop()
 	s.state.Store(int32(Failed))

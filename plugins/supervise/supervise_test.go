@@ -297,6 +297,21 @@ func testRecovers(t *testing.T, how string, cfg Config) {
 			t.Fatalf("event %d never reached the sink", ts)
 		}
 	}
+	// In order: each batch that reaches the sink for the first time
+	// comes after the ones that did before (copies of earlier batches may
+	// come again after the failure).
+	arrived := map[[2]int64]bool{}
+	var last int64
+	for _, r := range ranges {
+		if arrived[r] {
+			continue
+		}
+		arrived[r] = true
+		if r[0] < last {
+			t.Fatalf("events %d to %d reached the sink after events from %d: batches in flight at the failure were resent out of order (ranges %v)", r[0], r[1], last, ranges)
+		}
+		last = r[0]
+	}
 	if extra := uint64(got - offered); extra > c.DuplicatesResent {
 		t.Errorf("the sink got %d copies beyond one, but only %d duplicates were reported", extra, c.DuplicatesResent)
 	}
