@@ -68,11 +68,14 @@ func newTestCgroup(t testing.TB) testCgroup {
 }
 
 // attachFlowPacketCounter attaches, independently of flowtap's programs, a
-// small cgroup_skb program to both hooks of cgroup that counts IPv4 TCP
-// packets with SYN or RST set, and those with FIN alone that have no full
-// socket: exactly the packets flowtap writes a record for (the tests'
-// traffic is IPv4 without options or fragments, on sockets sock_ops
-// follows).
+// small cgroup_skb program to both hooks of cgroup that counts the IPv4
+// TCP packets that go with a record of flowtap's in its default mode
+// (flows from sock_ops, Options.PacketFlows off): each packet with SYN set
+// (the connect, the listener's request, and the SYN-ACK at either end:
+// one moment each), and each RST that refuses a connect. A reset of an
+// established socket makes no record of its own (its closed record says
+// it), nor does a FIN. The tests' traffic is IPv4 without options or
+// fragments, on sockets sock_ops follows.
 // The returned function reads the count.
 func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 	t.Helper()
@@ -113,23 +116,27 @@ func attachFlowPacketCounter(t *testing.T, cgroup string) func() uint64 {
 	insns = append(insns, loadByte()...)
 	insns = append(insns,
 		asm.JNE.Imm(asm.R2, 6, "out"),
-		// TCP flags byte: any of FIN, SYN, RST.
+		// The TCP flags byte.
 		asm.Mov.Reg(asm.R2, asm.R7),
 		asm.Add.Imm(asm.R2, 13),
 	)
 	insns = append(insns, loadByte()...)
 	insns = append(insns,
-		asm.And.Imm(asm.R2, 0x07),
-		asm.JEq.Imm(asm.R2, 0, "out"),
-		// SYN or RST: always a record.
-		asm.JSet.Imm(asm.R2, 0x06, "count"),
-		// FIN alone: a record only without a full socket (sock_ops
-		// follows every full socket of this test's connections, and
-		// their FINs make none). __sk_buff.sk is at offset 168.
-		asm.LoadMem(asm.R1, asm.R6, 168, asm.DWord),
-		asm.JEq.Imm(asm.R1, 0, "count"),
+		// SYN, with or without ACK: a moment of a handshake.
+		asm.JSet.Imm(asm.R2, 0x02, "count"),
+		// RST: a record only when it refuses a connect, at a full
+		// socket in SYN_SENT (bpf_sock.state, offset 72). Any other
+		// reset ends its socket, whose closed record is counted apart.
+		// FIN: no record (the closed record again).
+		asm.JSet.Imm(asm.R2, 0x04, "rst"),
+		asm.Ja.Label("out"),
+		// __sk_buff.sk is at offset 168.
+		asm.LoadMem(asm.R1, asm.R6, 168, asm.DWord).WithSymbol("rst"),
+		asm.JEq.Imm(asm.R1, 0, "out"),
 		asm.FnSkFullsock.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R0, 72, asm.Word),
+		asm.JNE.Imm(asm.R1, 2, "out"), // TCP_SYN_SENT
 		asm.StoreImm(asm.RFP, -4, 0, asm.Word).WithSymbol("count"),
 		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
