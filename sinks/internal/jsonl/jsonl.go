@@ -28,12 +28,12 @@ func Append(b []byte, ev *sdk.Event) []byte {
 
 // Encoder formats events exactly as Append does, faster for a stream of
 // them: it keeps the fields' names of recent event shapes rendered as
-// keys, and the rendering of the last event's context past its socket
+// keys, and the rendering of the last few contexts past their socket
 // cookie, which a stream's events often share (the begin and end of one
-// connection, the connections of one busy process). A sink that formats
+// connection, the connections of a few busy processes). A sink that formats
 // many events keeps one Encoder. The zero Encoder is ready; it is not safe
-// for concurrent use. It keeps the strings of the last context it
-// rendered, and so the memory behind them (for a plugin, one batch's).
+// for concurrent use. It keeps the strings of the contexts it cached, and
+// so the memory behind them (for a plugin, a few batches').
 type Encoder struct {
 	keys fieldKeys
 	ctx  contextCache
@@ -92,24 +92,38 @@ func appendContextRest(b []byte, c *sdk.Context) []byte {
 	return appendProcess(b, c)
 }
 
-// contextCache is the rendering (appendContextRest) of the last context
-// an Encoder formatted.
+// contextCache holds the renderings (appendContextRest) of the last
+// contexts an Encoder formatted, a few: a host's streams interleave the
+// events of a few busy processes (a client and the server it talks to).
 type contextCache struct {
+	entries [contextWays]contextEntry
+	next    int // the entry a miss replaces: round robin
+}
+
+// contextWays is how many contexts a contextCache holds.
+const contextWays = 4
+
+// contextEntry is one context and its rendering.
+type contextEntry struct {
 	valid bool
-	last  sdk.Context // SocketCookie unused
+	ctx   sdk.Context // SocketCookie unused
 	json  []byte
 }
 
 // append appends c's members after its socket cookie, from the cache when
-// c renders as the last context did.
+// c renders as a cached context did.
 func (cc *contextCache) append(b []byte, c *sdk.Context) []byte {
-	if cc.valid && sameRendering(&cc.last, c) {
-		return append(b, cc.json...)
+	for i := range cc.entries {
+		if e := &cc.entries[i]; e.valid && sameRendering(&e.ctx, c) {
+			return append(b, e.json...)
+		}
 	}
 	start := len(b)
 	b = appendContextRest(b, c)
-	cc.json = append(cc.json[:0], b[start:]...)
-	cc.last, cc.valid = *c, true
+	e := &cc.entries[cc.next]
+	cc.next = (cc.next + 1) % contextWays
+	e.json = append(e.json[:0], b[start:]...)
+	e.ctx, e.valid = *c, true
 	return b
 }
 

@@ -213,7 +213,8 @@ func FuzzJSONString(f *testing.F) {
 
 // BenchmarkJSONFormat formats flow events: with Append, and with an
 // Encoder when one process's connections alternate begin and end (its
-// caches hit: "encoder") and when every event has another owner
+// caches hit: "encoder"), when two processes' connections alternate
+// ("encoder-two-owners"), and when every event has another owner
 // ("encoder-new-owner", the cost of a miss).
 func BenchmarkJSONFormat(b *testing.B) {
 	begin := testutil.SDKFlowBegin()
@@ -221,7 +222,7 @@ func BenchmarkJSONFormat(b *testing.B) {
 	end.Name, end.ID = events.NameNetFlowTCPEnd, sdk.ID(events.IDNetFlowTCPEnd)
 	end.Fields = append(slices.Clone(begin.Fields), sdk.Field{Name: "bytes_sent", Value: sdk.Uint(1234)})
 	stream := []sdk.Event{begin, end}
-	for _, variant := range []string{"append", "encoder", "encoder-new-owner"} {
+	for _, variant := range []string{"append", "encoder", "encoder-two-owners", "encoder-new-owner"} {
 		b.Run(variant, func(b *testing.B) {
 			var e Encoder
 			var buf []byte
@@ -233,6 +234,9 @@ func BenchmarkJSONFormat(b *testing.B) {
 				switch variant {
 				case "append":
 					buf = Append(buf[:0], ev)
+				case "encoder-two-owners":
+					ev.Context.PID = uint32(n>>1) & 1
+					buf = e.Append(buf[:0], ev)
 				case "encoder-new-owner":
 					ev.Context.PID = uint32(n)
 					fallthrough
@@ -283,6 +287,14 @@ func TestEncoderMatchesAppend(t *testing.T) {
 	copied.Context.Comm = strings.Clone(base.Context.Comm)
 	copied.Context.PodLabels = []string{strings.Clone(base.Context.PodLabels[0])}
 	stream = append(stream, copied, base)
+	// More owners in turn than the cache holds, then fewer.
+	for round := range 3 {
+		for pid := range contextWays + 2 - 2*round {
+			ev := base
+			ev.Context.PID = uint32(100 + pid)
+			stream = append(stream, ev)
+		}
+	}
 
 	var e Encoder
 	var got, want []byte
