@@ -692,7 +692,14 @@ static __always_inline struct sock_owner *packet_owner(struct bpf_sock *sk, stru
 	o = start_owner(sk, (__u64)sk, st);
 	if (o)
 		return o;
-	if (!mptcp_enabled || sk->protocol != IPPROTO_TCP)
+	// Only a TCP stream socket can be an MPTCP subflow. The kernel's
+	// own per-CPU control socket, which sends the resets and ACKs no
+	// socket of their own sends (a SOCK_RAW socket of protocol TCP),
+	// must not get here: Linux 6.1's bpf_skc_to_mptcp_sock checks the
+	// protocol alone, reads tcp_sock.is_mptcp past the end of that
+	// smaller socket, and may follow garbage (a kernel oops, seen on
+	// 6.1.176 under the kernel matrix).
+	if (!mptcp_enabled || sk->protocol != IPPROTO_TCP || sk->type != FLOW_SOCK_STREAM)
 		return st ? &st->owner : NULL;
 	msk = bpf_skc_to_mptcp_sock(sk);
 	if (!msk)
