@@ -670,3 +670,32 @@ func waitState(t *testing.T, s *Delivery, want State) {
 		}
 	}
 }
+
+// TestRetryInflightInOrder: batches still in flight when a plugin is
+// killed join those already failed in the retry list in the order they
+// were made, whatever the order of the map that holds them.
+func TestRetryInflightInOrder(t *testing.T) {
+	for round := range 20 {
+		s := &Delivery{inflight: map[*batchBuf]struct{}{}}
+		// Batches 0, 3 and 6 failed (settled) already, the rest are in
+		// flight.
+		for i := range 16 {
+			b := &batchBuf{order: uint64(i)}
+			if i%3 == 0 && i < 7 {
+				s.retry = append(s.retry, b)
+			} else {
+				s.inflight[b] = struct{}{}
+			}
+		}
+		marked := 0
+		s.retryInflight(func(b *batchBuf) { marked++; b.resend = true })
+		if len(s.inflight) != 0 || len(s.retry) != 16 || marked != 13 {
+			t.Fatalf("round %d: %d left in flight, %d to retry, %d marked; want 0, 16, 13", round, len(s.inflight), len(s.retry), marked)
+		}
+		for i, b := range s.retry {
+			if b.order != uint64(i) {
+				t.Fatalf("round %d: retry list out of order at %d: batch %d", round, i, b.order)
+			}
+		}
+	}
+}
