@@ -123,7 +123,11 @@ func (cc *contextCache) append(b []byte, c *sdk.Context) []byte {
 	e := &cc.entries[cc.next]
 	cc.next = (cc.next + 1) % contextWays
 	e.json = append(e.json[:0], b[start:]...)
+	// The labels are copied: the cache must not see a later change of
+	// the caller's list (strings are immutable; a slice is not).
+	labels := append(e.ctx.PodLabels[:0], c.PodLabels...)
 	e.ctx, e.valid = *c, true
+	e.ctx.PodLabels = labels
 	return b
 }
 

@@ -306,3 +306,18 @@ func TestEncoderMatchesAppend(t *testing.T) {
 		}
 	}
 }
+
+// TestEncoderOwnsItsLabels: a caller that reuses its label list for the
+// next event gets that event's labels, not the cached rendering of the
+// list's earlier contents.
+func TestEncoderOwnsItsLabels(t *testing.T) {
+	ev := testutil.SDKFlowBegin()
+	labels := []string{"app=web"}
+	ev.Context.PodLabels = labels
+	var e Encoder
+	e.Append(nil, &ev)
+	labels[0] = "app=db" // the same list, changed in place
+	if got, want := e.Append(nil, &ev), Append(nil, &ev); !bytes.Equal(got, want) {
+		t.Fatalf("Encoder wrote\n%s\nAppend wrote\n%s", got, want)
+	}
+}
