@@ -196,9 +196,25 @@ func openFile(r *Replay, opts replay.Options, selected []string, log hclog.Logge
 	return &file{p: p, name: r.Name, log: log}, nil
 }
 
-// run's error names the file.
+// fileHandoff is how many batches the file's reader may be ahead of
+// derivation.
+const fileHandoff = 8
+
+// run reads and decodes the file on a goroutine of its own, beside
+// derivation on run's goroutine: a capture is read as fast as the two
+// stages go together, each on a core, instead of one after the other.
+// Batches reach emit in the file's order. run's error names the file.
 func (f *file) run(ctx context.Context, emit func([]events.Event)) error {
-	return f.p.RunBatches(ctx, baseBatch, emit)
+	batches := make(chan []events.Event, fileHandoff)
+	done := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		done <- f.p.RunBatches(ctx, baseBatch, func(b []events.Event) { batches <- b })
+	}()
+	for b := range batches {
+		emit(b)
+	}
+	return <-done
 }
 
 func (f *file) recycle(batch []events.Event) { f.p.Recycle(batch) }

@@ -143,7 +143,7 @@ func New(in io.Reader, opts Options) *Producer {
 		log = hclog.NewNullLogger()
 	}
 	return &Producer{in: in, opts: opts, log: log, conns: newConnTable(opts.MaxConns),
-		spare: make(chan []events.Event, 4), links: map[uint32]bool{}}
+		spare: make(chan []events.Event, 16), links: map[uint32]bool{}}
 }
 
 // ParseLocal parses --local values: CIDR prefixes or single addresses,
@@ -377,8 +377,7 @@ func (p *Producer) advance(ts int64) {
 // counters, as the kernel's socket snapshots do, and returns how many.
 func (p *Producer) snapshot(ts int64) uint64 {
 	var n uint64
-	for e := p.conns.lru.Front(); e != nil; e = e.Next() {
-		c := e.Value.(*connState)
+	for c := p.conns.lru.front(); c != nil; c = p.conns.lru.next(c) {
 		if !c.open() {
 			continue
 		}
