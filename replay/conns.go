@@ -4,7 +4,6 @@ package replay
 
 import (
 	"bytes"
-	"container/list"
 	"encoding/binary"
 	"net/netip"
 
@@ -61,11 +60,73 @@ type connState struct {
 	sent        [2]stream
 	established bool // a SYN-ACK was seen
 	closed      bool // FIN both ways, or RST
-	elem        *list.Element
-	// forgetAt is when a closed connection is forgotten (capture time);
-	// closedElem is its place in the table's FIFO of closed connections.
-	forgetAt   int64
-	closedElem *list.Element
+	// forgetAt is when a closed connection is forgotten (capture time).
+	forgetAt int64
+	// link holds the connection's places in the table's two lists (the
+	// lists are intrusive: a connection costs one allocation).
+	link [2]connLink
+}
+
+// The table's lists, as indexes into connState.link.
+const (
+	lruList    = 0 // every connection, least recently seen first
+	closedList = 1 // connections closed on the wire, by time of close
+)
+
+// connLink is a connection's place in one list.
+type connLink struct {
+	prev, next *connState
+	in         bool // the connection is in the list
+}
+
+// connList is an intrusive doubly linked list of connections, through
+// their link[which].
+type connList struct {
+	head, tail *connState
+	which      int
+}
+
+// front is the first connection, nil when the list is empty.
+func (l *connList) front() *connState { return l.head }
+
+// next is the connection after c.
+func (l *connList) next(c *connState) *connState { return c.link[l.which].next }
+
+func (l *connList) pushBack(c *connState) {
+	k := &c.link[l.which]
+	k.prev, k.next, k.in = l.tail, nil, true
+	if l.tail != nil {
+		l.tail.link[l.which].next = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+}
+
+// remove takes c out of the list; a connection not in it is left alone.
+func (l *connList) remove(c *connState) {
+	k := &c.link[l.which]
+	if !k.in {
+		return
+	}
+	if k.prev != nil {
+		k.prev.link[l.which].next = k.next
+	} else {
+		l.head = k.next
+	}
+	if k.next != nil {
+		k.next.link[l.which].prev = k.prev
+	} else {
+		l.tail = k.prev
+	}
+	*k = connLink{}
+}
+
+func (l *connList) moveToBack(c *connState) {
+	if l.tail != c {
+		l.remove(c)
+		l.pushBack(c)
+	}
 }
 
 // open reports whether the connection was established and has not closed.
@@ -94,10 +155,10 @@ func (c *connState) state(i int) uint8 {
 type connTable struct {
 	max int
 	m   map[connKey]*connState
-	lru list.List
+	lru connList
 	// closed holds the closed connections still lingering, by time of
 	// close; remove takes a connection out of it too.
-	closed list.List
+	closed connList
 	open   int // connections that are open()
 	// evicted counts connections dropped because the table was full;
 	// outOfWindow segments whose payload was not counted.
@@ -105,10 +166,7 @@ type connTable struct {
 }
 
 func newConnTable(max int) *connTable {
-	t := &connTable{max: max, m: make(map[connKey]*connState)}
-	t.lru.Init()
-	t.closed.Init()
-	return t
+	return &connTable{max: max, m: make(map[connKey]*connState), lru: connList{which: lruList}, closed: connList{which: closedList}}
 }
 
 // update counts one TCP segment and returns its connection and which end
@@ -136,7 +194,7 @@ func (t *connTable) update(p *packet, ts int64) (*connState, int) {
 	if c == nil {
 		return nil, 0
 	}
-	t.lru.MoveToBack(c.elem)
+	t.lru.moveToBack(c)
 	wasOpen := c.open()
 	t.segment(c, from, p, ts)
 	t.countOpen(c, wasOpen)
@@ -194,24 +252,21 @@ func (t *connTable) countOpen(c *connState, wasOpen bool) {
 
 func (t *connTable) insert(key connKey, from int, p *packet) *connState {
 	if len(t.m) >= t.max {
-		if front := t.lru.Front(); front != nil {
+		if front := t.lru.front(); front != nil {
 			t.evicted++
-			t.remove(front.Value.(*connState))
+			t.remove(front)
 		}
 	}
 	c := &connState{key: key}
 	c.ends[from] = netip.AddrPortFrom(p.src, p.sport)
 	c.ends[1-from] = netip.AddrPortFrom(p.dst, p.dport)
-	c.elem = t.lru.PushBack(c)
+	t.lru.pushBack(c)
 	t.m[key] = c
 	return c
 }
 
 func (t *connTable) remove(c *connState) {
-	if c.closedElem != nil {
-		t.closed.Remove(c.closedElem)
-		c.closedElem = nil
-	}
+	t.closed.remove(c)
 	if t.m[c.key] != c {
 		return
 	}
@@ -219,7 +274,7 @@ func (t *connTable) remove(c *connState) {
 		t.open--
 	}
 	delete(t.m, c.key)
-	t.lru.Remove(c.elem)
+	t.lru.remove(c)
 }
 
 // close marks c closed on the wire; it is forgotten closedLinger later.
@@ -227,7 +282,7 @@ func (t *connTable) close(c *connState, ts int64) {
 	if !c.closed {
 		c.closed = true
 		c.forgetAt = ts + closedLinger
-		c.closedElem = t.closed.PushBack(c)
+		t.closed.pushBack(c)
 	}
 }
 
@@ -235,7 +290,7 @@ func (t *connTable) close(c *connState, ts int64) {
 // in the order of the capture, whose time hardly ever runs back: the front
 // is all that is due.
 func (t *connTable) forget(ts int64) {
-	for e := t.closed.Front(); e != nil && e.Value.(*connState).forgetAt <= ts; e = t.closed.Front() {
-		t.remove(e.Value.(*connState))
+	for c := t.closed.front(); c != nil && c.forgetAt <= ts; c = t.closed.front() {
+		t.remove(c)
 	}
 }

@@ -111,6 +111,10 @@ func unitFromResol(b byte) (tsUnit, error) {
 	return u, nil
 }
 
+// readBuffer is the Reader's buffer: every packet of a capture whose
+// snapshot length is at most this is read without a copy.
+const readBuffer = 256 << 10
+
 // Reader reads packets from a classic pcap or a pcapng capture file. It
 // reads the stream once, in order, so it works on pipes. A Reader is not
 // safe for concurrent use.
@@ -138,7 +142,7 @@ type Reader struct {
 // and returns a Reader positioned at the first packet. A file that is
 // neither format fails with the magic number it starts with.
 func NewReader(r io.Reader) (*Reader, error) {
-	rd := &Reader{r: bufio.NewReaderSize(r, 64<<10)}
+	rd := &Reader{r: bufio.NewReaderSize(r, readBuffer)}
 	head, err := rd.r.Peek(4)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -222,6 +226,20 @@ func (rd *Reader) read(n int, start, want int64) ([]byte, error) {
 	return nil, err
 }
 
+// view is read without the copy: the n bytes stay in the buffered
+// reader's buffer, valid until the next read, when the buffer holds them
+// (any packet of a capture with a common snapshot length).
+func (rd *Reader) view(n int, start, want int64) ([]byte, error) {
+	if b, err := rd.r.Peek(n); err == nil {
+		if _, err := rd.r.Discard(n); err != nil {
+			return nil, err
+		}
+		rd.off += int64(n)
+		return b, nil
+	}
+	return rd.read(n, start, want)
+}
+
 // readPcapHeader reads the 24-byte classic pcap file header.
 func (rd *Reader) readPcapHeader(magic uint32) error {
 	rd.order = binary.BigEndian
@@ -275,7 +293,7 @@ func (rd *Reader) nextPcap(p *Packet) error {
 	if capLen > maxRecord {
 		return fmt.Errorf("packet %d at offset %d: captured length %d is more than %d bytes: the file is corrupt", rd.number, start, capLen, maxRecord)
 	}
-	data, err := rd.read(int(capLen), start, 16+int64(capLen))
+	data, err := rd.view(int(capLen), start, 16+int64(capLen))
 	if err != nil {
 		return fmt.Errorf("packet %d at offset %d: %w", rd.number, start, err)
 	}
@@ -332,7 +350,7 @@ func checkBlockLen(length, least uint32, start int64) error {
 // blockBody reads the rest of a block whose 8-byte header was read and
 // returns its body, checking the trailing copy of its length.
 func (rd *Reader) blockBody(length uint32, start int64) ([]byte, error) {
-	rest, err := rd.read(int(length)-8, start, int64(length))
+	rest, err := rd.view(int(length)-8, start, int64(length))
 	if err != nil {
 		return nil, fmt.Errorf("pcapng block at offset %d: %w", start, err)
 	}
