@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -94,9 +95,7 @@ func newRun() *cobra.Command {
 				}
 			}
 			log := newLogger(logCfg, os.Stderr)
-			gc := gctune.Apply()
-			log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
-				"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
+			tuneGC(log)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// The first signal drains (sinks deliver what they hold, exit
@@ -289,6 +288,14 @@ func (v versionInfo) text() string {
 		"plugin protocol: %d\n"+
 		"event schema:    %s\n",
 		v.Version, v.Commit, v.Date, v.Dirty, v.GoVersion, v.Platform, v.PluginProtocol, v.EventSchema)
+}
+
+// tuneGC sets the garbage collector's target and soft memory limit (package
+// gctune) for a command that derives events, and logs them at debug level.
+func tuneGC(log hclog.Logger) {
+	gc := gctune.Apply()
+	log.Debug("garbage collector", "gogc", gc.GCPercent, "gogc_from_env", gc.FromEnv,
+		"memory_limit", gc.MemoryLimit, "memory_limit_from_env", gc.LimitFromEnv)
 }
 
 // registerCPUProfile adds --cpu-profile to a command's flags.

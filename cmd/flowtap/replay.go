@@ -52,6 +52,7 @@ func newReplay() *cobra.Command {
 				logCfg = cfg.Log
 			}
 			log := newLogger(logCfg, os.Stderr)
+			tuneGC(log)
 			name := args[0]
 			var in io.Reader = os.Stdin
 			if name != "-" {
