@@ -3,6 +3,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/flowtap/flowtap/events"
@@ -20,7 +21,7 @@ type stage struct {
 	// steps are the derivers built for this run, in table order; step
 	// i's deriver takes the events of byInput[id] that include i.
 	steps   []step
-	byInput map[events.ID][]int
+	byInput [][]int
 	// clock, for a producer whose events carry the only clock (a capture
 	// file), ticks the derivers at each deadline the events' timestamps
 	// pass; nil when Run's ticker does.
@@ -48,7 +49,7 @@ type step struct {
 // events' timestamps instead of ticks. ids bounds the event IDs it counts
 // (the catalogue's largest, plus one).
 func newStage(plan *events.Plan, r *router, env *deriveEnv, eventClock bool, stats *Stats, ids int) (*stage, error) {
-	s := &stage{router: r, byInput: map[events.ID][]int{}, stats: stats, counts: make([]uint64, ids)}
+	s := &stage{router: r, byInput: make([][]int, ids), stats: stats, counts: make([]uint64, ids)}
 	s.want(plan)
 	env.emit = func(ev events.Event) {
 		stats.DerivedEvents++
@@ -68,6 +69,9 @@ func newStage(plan *events.Plan, r *router, env *deriveEnv, eventClock bool, sta
 			continue
 		}
 		for _, id := range spec.inputs {
+			if int(id) >= len(s.byInput) {
+				return nil, fmt.Errorf("deriver %s: input event ID %d is outside the catalogue (%d IDs)", spec.name, id, len(s.byInput))
+			}
 			s.byInput[id] = append(s.byInput[id], len(s.steps))
 		}
 		s.steps = append(s.steps, step{spec: spec, d: d, on: spec.runs(plan)})
@@ -90,6 +94,9 @@ func (s *stage) deriveBatch(evs []events.Event) {
 		s.stats.BaseEvents++
 		s.count(ev.ID)
 		s.router.route(ev)
+		if int(ev.ID) >= len(s.byInput) {
+			continue // no deriver takes it (counted, routed)
+		}
 		for _, i := range s.byInput[ev.ID] {
 			if st := &s.steps[i]; st.on {
 				st.d.handle(ev)
