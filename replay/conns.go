@@ -31,12 +31,11 @@ const closedLinger = 60e9
 // IPv4-mapped) and port, big-endian, so that bytes order them.
 type endKey [18]byte
 
-func makeEnd(a netip.Addr, port uint16) endKey {
-	var e endKey
-	b := a.As16()
-	copy(e[:], b[:])
+// putEnd writes the end of a and port to e, in place: building the keys
+// by value cost a fifth of the replay's producer.
+func putEnd(e *endKey, a netip.Addr, port uint16) {
+	*(*[16]byte)(e[:16]) = a.As16()
 	binary.BigEndian.PutUint16(e[16:], port)
-	return e
 }
 
 // connKey is a connection's two ends, the lower first.
@@ -174,10 +173,13 @@ func newConnTable(max int) *connTable {
 // flow tracker ignores those too).
 func (t *connTable) update(p *packet, ts int64) (*connState, int) {
 	t.forget(ts)
-	src, dst := makeEnd(p.src, p.sport), makeEnd(p.dst, p.dport)
-	key, from := connKey{src, dst}, 0
-	if bytes.Compare(src[:], dst[:]) > 0 {
-		key, from = connKey{dst, src}, 1
+	var key connKey
+	putEnd(&key[0], p.src, p.sport)
+	putEnd(&key[1], p.dst, p.dport)
+	from := 0
+	if bytes.Compare(key[0][:], key[1][:]) > 0 {
+		key[0], key[1] = key[1], key[0]
+		from = 1
 	}
 	c := t.m[key]
 	if p.flags&(events.FlagSYN|events.FlagACK) == events.FlagSYN {
