@@ -54,6 +54,11 @@ var flowtapArgs = []string{"--events", "flows", "--output", "json"}
 // which load no per-packet program.
 var flowsOnlyArgs = append(slices.Clone(flowtapArgs), "--dns=false")
 
+// packetArgs adds packet events to flowtapArgs: net_packet_flow_base by
+// name, which attaches the per-packet programs for every flow packet and
+// delivers each SYN, FIN and RST packet as an event of its own.
+var packetArgs = []string{"--events", "flows,net_packet_flow_base", "--output", "json"}
+
 // startFlowtap starts flowtap with flowtapArgs and its output to /dev/null.
 func startFlowtap(b *testing.B, bin string) *harness.Agent {
 	b.Helper()
@@ -307,11 +312,13 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 //   - flows: flowtap with flow events alone (--dns=false), which loads no
 //     per-packet program; its ratio is figure 2 (target ≥ 0.95);
 //   - dns: flowtap's default selection, DNS capture on (target ≥ 0.92);
+//   - packets: flowtap with packet events too (packetArgs), the cost of
+//     the per-packet hook, reported;
 //   - peer: a bpftrace tcplife-style script on sock:inet_sock_set_state
 //     (startPeer); flowtap's ratio must be at least the peer's minus 0.03.
 //
 // It reports each side's ratio of mean rates (ratio, ratio-dns,
-// ratio-peer), the rates, and the CPU each used. Then, in one more phase
+// ratio-packets, ratio-peer), the rates, and the CPU each used. Then, in one more phase
 // with flows and the kernel's BPF run-time statistics on, where flowtap's
 // cost goes: its BPF programs per connection (in all and each program) and
 // its processes (flowtap and sink) per connection and per flow event (a
@@ -324,6 +331,7 @@ func BenchmarkShortConnections(b *testing.B) {
 	without, with := interleaveSides(b, 8, phase, []side{
 		flowtapSide(b, "flows", bin, flowsOnlyArgs),
 		flowtapSide(b, "dns", bin, flowtapArgs),
+		flowtapSide(b, "packets", bin, packetArgs),
 		peerSide(b),
 	})
 	wo := mean(without)

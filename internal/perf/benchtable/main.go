@@ -253,6 +253,13 @@ func format(r io.Reader, w io.Writer) (bool, error) {
 			fmt.Sprintf("flowtap and sink %.2f µs/event; BPF %s", m["user-us/event"], programCosts(m)),
 			"user ≤ 1.5 µs/event", verdict(m["user-us/event"] <= 1.5)})
 	}
+	fig = "2f. short connections/s, packet events too (net_packet_flow_base)"
+	if b, done := status(fig, "BenchmarkShortConnections", "none", "ratio-packets"); !done {
+		m := b.metrics
+		rows = append(rows, row{fig,
+			fmt.Sprintf("%.3f  (%.0f vs %.0f conn/s; flowtap %.2f cores)", m["ratio-packets"], m["conns/s-packets"], m["conns/s-without"], m["cores-packets"]),
+			"none", "reported"})
+	}
 	fig = "2b. floor under 2: no-op programs at flowtap's hooks"
 	if b, done := status(fig, "BenchmarkShortConnectionsHookFloor", "none", "ratio", "hook-us/conn"); !done {
 		m := b.metrics
