@@ -445,3 +445,93 @@ func TestPackedMessageSizeChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestPackedCoreNATS packs on core NATS (jetstream: false): a subscriber
+// gets each subject's events as JSON lines, at most events_per_message a
+// message, with the packing headers and a Nats-Msg-Id of the body, every
+// event once and each subject's in order; with the server gone, a Write
+// fails.
+func TestPackedCoreNATS(t *testing.T) {
+	ts := startServer(t, func(o *server.Options) { o.JetStream = false })
+	nc, err := natsgo.Connect(ts.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	got := make(chan *natsgo.Msg, 100)
+	sub, err := nc.ChanSubscribe("flowtap.>", got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{host}.{event}", "jetstream": false,
+		"events_per_message": 8, "timeout": "500ms"})
+	evs := mixedEvents(60)
+	if err := h.Write(evs...); err != nil {
+		t.Fatal(err)
+	}
+	byTimestamp := map[int64]*sdk.Event{}
+	for i := range evs {
+		byTimestamp[evs[i].Timestamp] = &evs[i]
+	}
+	want := packedCount([][]int{make([]int, 20), make([]int, 10), make([]int, 10), make([]int, 20)}, 8)
+	seen := map[int64]int{}
+	last := map[string]int64{}
+	timeout := time.After(5 * time.Second)
+	for i := range want {
+		var m *natsgo.Msg
+		select {
+		case m = <-got:
+		case <-timeout:
+			t.Fatalf("received %d of %d messages", i, want)
+		}
+		if m.Header.Get(EventsHeader) == "" || m.Header.Get(jetstream.MsgIDHeader) != MsgID(m.Data) {
+			t.Errorf("message %d on %s: headers %v", i, m.Subject, m.Header)
+		}
+		lines, err := unpack(m.Header, m.Data)
+		if err != nil {
+			t.Fatalf("message %d on %s: %v", i, m.Subject, err)
+		}
+		if len(lines) > 8 {
+			t.Errorf("message %d holds %d events, more than events_per_message", i, len(lines))
+		}
+		for _, l := range lines {
+			var ev storedEvent
+			if err := json.Unmarshal(l, &ev); err != nil {
+				t.Fatalf("line %q: %v", l, err)
+			}
+			orig := byTimestamp[ev.Timestamp]
+			if orig == nil {
+				t.Fatalf("unknown event %s", l)
+			}
+			if want := "flowtap." + orig.Context.HostName + "." + orig.Name; m.Subject != want {
+				t.Errorf("event %d on %s, want %s", ev.Timestamp, m.Subject, want)
+			}
+			if ev.Timestamp <= last[m.Subject] {
+				t.Errorf("on %s, event %d after %d", m.Subject, ev.Timestamp, last[m.Subject])
+			}
+			last[m.Subject] = ev.Timestamp
+			seen[ev.Timestamp]++
+		}
+	}
+	select {
+	case m := <-got:
+		t.Errorf("a message more than the %d expected, on %s", want, m.Subject)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if len(seen) != len(evs) {
+		t.Errorf("%d of %d events received", len(seen), len(evs))
+	}
+	for ts, n := range seen {
+		if n != 1 {
+			t.Errorf("event %d received %d times", ts, n)
+		}
+	}
+	ts.stop()
+	if err := h.Write(mixedEvents(3)...); err == nil {
+		t.Error("a packed Write with the server down succeeded on core NATS")
+	}
+}
