@@ -666,3 +666,30 @@ func TestLockFile(t *testing.T) {
 		t.Fatal("the second holder never got the lock")
 	}
 }
+
+// TestDiedBeforeInit: a guest is booted again only when its kernel
+// panicked before the init's hello, the first thing the init reports and
+// before anything of flowtap runs.
+func TestDiedBeforeInit(t *testing.T) {
+	dir := t.TempDir()
+	console, results := filepath.Join(dir, "console.log"), filepath.Join(dir, "results")
+	oops := "[    2.09] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n[    2.09] Kernel panic - not syncing: Fatal exception in interrupt\r\n"
+	os.WriteFile(console, []byte(oops), 0o644)
+	if got, want := diedBeforeInit(console, results), "Kernel panic - not syncing: Fatal exception in interrupt"; got != want {
+		t.Errorf("no results file, a panic: %q, want %q", got, want)
+	}
+	f, err := os.Create(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest.NewWriter(f).Hello(guest.Hello{Release: "6.12.117+deb13-cloud-amd64"})
+	f.Close()
+	if got := diedBeforeInit(console, results); got != "" {
+		t.Errorf("the init said hello, then the kernel panicked (a test may have caused it): %q, want no second boot", got)
+	}
+	os.Remove(results)
+	os.WriteFile(console, []byte("kernel-init: open results port: no such device\r\n"), 0o644)
+	if got := diedBeforeInit(console, results); got != "" {
+		t.Errorf("no hello and no panic: %q, want no second boot", got)
+	}
+}

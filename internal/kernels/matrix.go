@@ -209,11 +209,44 @@ func runGuest(ctx context.Context, cfg Config, deb *Debian, built *Built, work s
 	}
 	defer unlock()
 	fmt.Fprintf(cfg.Log, "kernels: booting %s under qemu (%s); console in %s\n", k.Release, accelName(cfg.QEMU.Accel), r.Console)
-	start := time.Now()
-	bootErr := cfg.QEMU.Boot(ctx, k.Vmlinuz, initrd, r.Console, results)
-	r.Elapsed = time.Since(start)
-	conclude(&r, cfg.Suites, results, bootErr)
-	return r
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		bootErr := cfg.QEMU.Boot(ctx, k.Vmlinuz, initrd, r.Console, results)
+		r.Elapsed += time.Since(start)
+		if why := diedBeforeInit(r.Console, results); why != "" && attempt < bootAttempts && ctx.Err() == nil {
+			// Nothing of flowtap ran: a boot-time crash of the kernel
+			// under emulation. Keep its console, and boot again.
+			kept := fmt.Sprintf("%s.attempt%d", r.Console, attempt)
+			os.Rename(r.Console, kept)
+			r.Notes = append(r.Notes, fmt.Sprintf("boot %d died before the init started (%s; console in %s): booted again", attempt, why, kept))
+			fmt.Fprintf(cfg.Log, "kernels: %s died before its init started (%s): booting again\n", k.Release, why)
+			continue
+		}
+		conclude(&r, cfg.Suites, results, bootErr)
+		return r
+	}
+}
+
+// bootAttempts is how often a guest is booted whose kernel dies before
+// the init starts. Under TCG a kernel now and then oopses while it
+// patches its own code at boot (an int3 in sched_clock_cpu on Debian's
+// 6.12 was seen), seconds before anything of flowtap runs.
+const bootAttempts = 3
+
+// diedBeforeInit says why a guest's kernel died before its init reported
+// (the init's hello is its first marker, written before any test or
+// program runs): the console's panic line, or "" when the init reported
+// or the console has no kernel panic.
+func diedBeforeInit(consolePath, resultsPath string) string {
+	if f, err := os.Open(resultsPath); err == nil {
+		rep, _ := guest.Parse(f)
+		f.Close()
+		if rep != nil && rep.Hello != nil {
+			return ""
+		}
+	}
+	console, _ := os.ReadFile(consolePath)
+	return panicLine(console)
 }
 
 // oneAtATime holds the machine-wide lock of the matrix's kernels while a
