@@ -200,3 +200,30 @@ func TestReaderSimplePacketBlock(t *testing.T) {
 		t.Fatalf("packets %+v", pkts)
 	}
 }
+
+// TestReaderRecordsBeyondItsBuffer reads packets larger than the Reader's
+// buffer (which hands smaller ones out of the buffer, uncopied; larger
+// ones are copied) between small ones and one just under the buffer's
+// size, in both formats: each comes back whole.
+func TestReaderRecordsBeyondItsBuffer(t *testing.T) {
+	small := loopbackFrames()[:2]
+	big := make([]byte, readBuffer+4096)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	fs := []frame{small[0], {ts: small[0].ts + 1, data: big}, small[1], {ts: small[1].ts + 1, data: big[:readBuffer-16]}, small[0]}
+	for name, data := range map[string][]byte{
+		"pcap":   pcapFile(le(), false, linkEthernet, 1<<20, fs),
+		"pcapng": ngSection(nil, le(), []ngIface{{link: linkEthernet}}, fs),
+	} {
+		pkts, skipped, err := readAll(t, data)
+		if err != nil || len(skipped) > 0 || len(pkts) != len(fs) {
+			t.Fatalf("%s: %d packets (want %d), %v %v", name, len(pkts), len(fs), err, skipped)
+		}
+		for i, p := range pkts {
+			if !bytes.Equal(p.Data, fs[i].data) {
+				t.Errorf("%s: packet %d: %d bytes differ from the %d written", name, i, len(p.Data), len(fs[i].data))
+			}
+		}
+	}
+}
