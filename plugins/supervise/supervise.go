@@ -725,12 +725,20 @@ func (s *Delivery) finish() {
 	s.setState(Closed)
 }
 
-// giveUp fails the sink: its plugin is killed, and everything it had not
+// giveUp fails the sink: its plugin is stopped, and everything it had not
 // acknowledged, and everything queued or offered from now on, is dropped.
+// A plugin that still answers (it refused the batches: a full disk, say)
+// is closed, not killed: killed, it could die between a partial write of
+// a batch in flight and the removal of that part (the file sink's
+// rollback), and no later start would repair the file. A plugin that
+// hangs or broke is killed.
 func (s *Delivery) giveUp(err error) {
 	s.setErr(fmt.Errorf("sink %s: plugin failed %d times in a row (max_attempts %d), giving up: %w",
 		s.cfg.Name, s.attempts, s.cfg.MaxAttempts, err))
 	s.log.Error("sink plugin keeps failing: giving up", "sink", s.cfg.Name, "attempts", s.attempts, "error", err)
+	if s.p != nil && errors.Is(err, host.ErrRejected) {
+		s.closePlugin(func(b *batchBuf) { b.resend, b.maybe = true, len(b.evs) })
+	}
 	s.drop()
 	s.state.Store(int32(Failed))
 	close(s.failed)
@@ -745,21 +753,34 @@ func (s *Delivery) giveUp(err error) {
 func (s *Delivery) outputClosed(err error) {
 	s.setErr(fmt.Errorf("sink %s: %w", s.cfg.Name, err))
 	s.log.Info("sink output closed: dropping what the sink holds", "sink", s.cfg.Name)
-	if p := s.p; p != nil {
+	if s.p != nil {
 		// The plugin is healthy: close it rather than kill it (a killed
 		// plugin is an error in the host's log).
-		s.p = nil
-		s.pid.Store(0)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = p.Close(ctx) // settles the batches in flight (settled)
-		cancel()
-		s.failure = nil
-		s.retryInflight(func(*batchBuf) {})
+		s.closePlugin(func(*batchBuf) {})
 	}
 	s.drop()
 	s.state.Store(int32(Failed))
 	close(s.failed)
 }
+
+// closePlugin ends the current plugin in order: its Close, bounded by
+// closeGrace, lets the sink finish the batch it is writing and settles
+// the batches in flight; those it did not settle go to the retry list,
+// after mark. A plugin that does not close in time is killed.
+func (s *Delivery) closePlugin(mark func(*batchBuf)) {
+	p := s.p
+	s.p = nil
+	s.pid.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+	_ = p.Close(ctx) // settles the batches in flight (settled), then ends the process
+	cancel()
+	s.failure = nil // what Close reported for those batches is the failure being handled
+	s.retryInflight(mark)
+}
+
+// closeGrace bounds how long a plugin that is given up on, or whose
+// output closed, has to finish its write and close.
+const closeGrace = 5 * time.Second
 
 // abandon stops delivering because Close ran out of time: what is not
 // delivered is lost, and Close says so.

@@ -371,6 +371,39 @@ func TestGivesUp(t *testing.T) {
 	}
 }
 
+// TestGivesUpClosesARejectingPlugin: a plugin that answers but rejects
+// every batch (a full disk) is closed when the sink gives up, not killed,
+// so that it ends the write it is in (the file sink then removes the
+// failed batch's partial lines, which no later start would repair); its
+// batches in flight are settled before it closes.
+func TestGivesUpClosesARejectingPlugin(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	closed := filepath.Join(t.TempDir(), "closed")
+	s := start(t, Config{BatchSize: 5, MaxAttempts: 2}, bin, map[string]any{"reject": 1 << 30, "sleep_ms": 20, "closed_file": closed})
+	const offered = 50
+	for i := 1; i <= offered; i++ {
+		s.Enqueue(event(i))
+	}
+	select {
+	case <-s.Failed():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sink did not fail")
+	}
+	if _, err := os.Stat(closed); err != nil {
+		t.Errorf("the rejecting plugin was not closed when the sink gave up (killed instead?): %v", err)
+	}
+	if pid := s.PID(); pid != 0 {
+		t.Errorf("a plugin (%d) still runs after giving up", pid)
+	}
+	err := closeSink(t, s)
+	if err == nil || !strings.Contains(err.Error(), "giving up") {
+		t.Errorf("Close = %v, want the give-up error", err)
+	}
+	if c := s.Counters(); c.Acked != 0 || c.Dropped != offered || c.Restarts != 0 {
+		t.Errorf("counters %+v: want nothing acknowledged, all %d dropped, no restart", c, offered)
+	}
+}
+
 // TestFileSinkSurvivesKills streams 100,000 events to the real file sink
 // while killing its plugin with SIGKILL five times: afterwards the file
 // holds every event at least once, and the copies beyond one are no more

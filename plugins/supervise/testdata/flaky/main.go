@@ -13,6 +13,8 @@
 //   - "reject_while": rejects every batch while this file exists;
 //   - "count_file": appends, per accepted batch, a line with its event
 //     count and the timestamps of its first and last event.
+//   - "closed_file": Close creates this file (the plugin was closed, not
+//     killed).
 package main
 
 import (
@@ -34,6 +36,7 @@ type flaky struct {
 	OnceFile    string `json:"once_file"`
 	CountFile   string `json:"count_file"`
 	RejectWhile string `json:"reject_while"`
+	ClosedFile  string `json:"closed_file"`
 	batches     int
 	count       *os.File
 }
@@ -93,6 +96,9 @@ func (f *flaky) Write(ctx context.Context, batch []sdk.Event) error {
 }
 
 func (f *flaky) Close(context.Context) error {
+	if f.ClosedFile != "" {
+		_ = os.WriteFile(f.ClosedFile, nil, 0o644)
+	}
 	if f.count != nil {
 		return f.count.Close()
 	}
