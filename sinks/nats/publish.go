@@ -45,6 +45,7 @@ type publisher struct {
 	next     uint64    // sequence number of the next batch's first message
 	msgs     []message // the batch's messages, for their event counts
 	done     []bool    // by message of the batch: settled
+	nobody   []bool    // by message of the batch: nobody received it once (no responders)
 	retry    []int     // messages of the batch nobody received, to publish again
 	open     int       // messages of the batch published and not settled
 	wantOpen int       // signal wake when open drops to this
@@ -201,6 +202,8 @@ func (p *publisher) begin(msgs []message) []string {
 	p.next += uint64(n)
 	p.done = slices.Grow(p.done[:0], n)[:n]
 	clear(p.done)
+	p.nobody = slices.Grow(p.nobody[:0], n)[:n]
+	clear(p.nobody)
 	p.open, p.tally, p.retry = 0, tally{}, nil
 	first := p.first
 	p.mu.Unlock()
@@ -228,9 +231,17 @@ func (p *publisher) begin(msgs []message) []string {
 func (p *publisher) end(err error) tally {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	msgs, evs := 0, 0
+	// A message published again after nobody received it, and still
+	// unanswered, fails as nobody received it: that says why, where the
+	// deadline that cut its last attempt short would not.
+	msgs, evs, nobodyMsgs, nobodyEvs := 0, 0, 0, 0
 	for i, d := range p.done {
-		if !d {
+		switch {
+		case d:
+		case p.nobody[i]:
+			nobodyMsgs++
+			nobodyEvs += p.msgs[i].weight()
+		default:
 			msgs++
 			evs += p.msgs[i].weight()
 		}
@@ -241,12 +252,12 @@ func (p *publisher) end(err error) tally {
 		}
 		p.tally.fails.add(msgs, evs, err)
 	}
-	if len(p.retry) > 0 {
-		evs = 0
-		for _, i := range p.retry {
-			evs += p.msgs[i].weight()
-		}
-		p.tally.fails.add(len(p.retry), evs, natsgo.ErrNoResponders)
+	for _, i := range p.retry {
+		nobodyMsgs++
+		nobodyEvs += p.msgs[i].weight()
+	}
+	if nobodyMsgs > 0 {
+		p.tally.fails.add(nobodyMsgs, nobodyEvs, natsgo.ErrNoResponders)
 	}
 	t := p.tally
 	p.first, p.done, p.open, p.retry, p.msgs = p.next, p.done[:0], 0, nil, nil
@@ -314,6 +325,7 @@ func (p *publisher) settleLocked(i int, dup bool, err error) {
 	w := p.msgs[i].weight()
 	switch {
 	case errors.Is(err, natsgo.ErrNoResponders):
+		p.nobody[i] = true
 		p.retry = append(p.retry, i)
 	case err != nil:
 		p.tally.fails.add(1, w, err)

@@ -3,8 +3,10 @@
 package nats
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -91,5 +93,36 @@ func TestHostSubjectToken(t *testing.T) {
 		if err := checkToken(HostSubjectToken(host)); err != nil {
 			t.Errorf("HostSubjectToken(%q) is no token: %v", host, err)
 		}
+	}
+}
+
+// TestUnansweredRetryFailsAsNobodyReceivedIt: a batch whose messages
+// nobody received, published again and still unanswered when the batch's
+// time ends, fails as nobody received them (the cause), not as "no
+// acknowledgement in time" (the deadline that cut the last attempt short);
+// a message that was never answered at all keeps the deadline.
+func TestUnansweredRetryFailsAsNobodyReceivedIt(t *testing.T) {
+	p := &publisher{window: 8, wake: make(chan struct{}, 1)}
+	msgs := []message{{events: 4}, {}, {events: 2}}
+	p.begin(msgs)
+	p.mu.Lock()
+	p.open = 3
+	p.settleLocked(0, false, natsgo.ErrNoResponders)
+	p.settleLocked(2, false, natsgo.ErrNoResponders)
+	p.mu.Unlock()
+	if todo := p.takeRetries(); len(todo) != 2 {
+		t.Fatalf("retries %v, want messages 0 and 2", todo)
+	}
+	// Published again; the batch's time ends before any answer, to them
+	// or to message 1.
+	tl := p.end(fmt.Errorf("%w: %w", errNoAck, context.DeadlineExceeded))
+	if tl.fails.msgs != 3 || tl.fails.n != 7 {
+		t.Fatalf("fails %d messages, %d events; want 3 and 7", tl.fails.msgs, tl.fails.n)
+	}
+	if got, want := tl.fails.counts[natsgo.ErrNoResponders.Error()], 6; got != want {
+		t.Errorf("%d events failed as nobody received them, want %d: %s", got, want, tl.fails)
+	}
+	if got := tl.fails.n - tl.fails.counts[natsgo.ErrNoResponders.Error()]; got != 1 || !strings.Contains(tl.fails.String(), "no acknowledgement in time") {
+		t.Errorf("the message never answered: %d events, %s", got, tl.fails)
 	}
 }
