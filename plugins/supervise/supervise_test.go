@@ -341,14 +341,11 @@ func TestRejectedBatchRetried(t *testing.T) {
 	}
 }
 
-// TestGivesUp: a plugin that crashes every time fails the sink after
-// MaxAttempts, with an error that says so; nothing hangs, and every event
-// is accounted for.
-func TestGivesUp(t *testing.T) {
-	bin := plugin(t, flakyPkg)
-	s := start(t, Config{BatchSize: 5, MaxAttempts: 2}, bin, map[string]any{"exit_after": 1})
-	const offered = 50
-	for i := 1; i <= offered; i++ {
+// enqueueUntilFailed offers events 1 to n to s and waits until the sink
+// has failed.
+func enqueueUntilFailed(t *testing.T, s *Delivery, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
 		s.Enqueue(event(i))
 	}
 	select {
@@ -356,6 +353,16 @@ func TestGivesUp(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the sink did not fail")
 	}
+}
+
+// TestGivesUp: a plugin that crashes every time fails the sink after
+// MaxAttempts, with an error that says so; nothing hangs, and every event
+// is accounted for.
+func TestGivesUp(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	s := start(t, Config{BatchSize: 5, MaxAttempts: 2}, bin, map[string]any{"exit_after": 1})
+	const offered = 50
+	enqueueUntilFailed(t, s, offered)
 	err := closeSink(t, s)
 	if err == nil || !strings.Contains(err.Error(), "giving up") || !strings.Contains(err.Error(), "max_attempts 2") {
 		t.Errorf("Close = %v, want the give-up error", err)
@@ -381,14 +388,7 @@ func TestGivesUpClosesARejectingPlugin(t *testing.T) {
 	closed := filepath.Join(t.TempDir(), "closed")
 	s := start(t, Config{BatchSize: 5, MaxAttempts: 2}, bin, map[string]any{"reject": 1 << 30, "sleep_ms": 20, "closed_file": closed})
 	const offered = 50
-	for i := 1; i <= offered; i++ {
-		s.Enqueue(event(i))
-	}
-	select {
-	case <-s.Failed():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the sink did not fail")
-	}
+	enqueueUntilFailed(t, s, offered)
 	if _, err := os.Stat(closed); err != nil {
 		t.Errorf("the rejecting plugin was not closed when the sink gave up (killed instead?): %v", err)
 	}

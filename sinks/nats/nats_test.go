@@ -175,22 +175,28 @@ func TestStoreFailureReported(t *testing.T) {
 	}
 }
 
-func TestCoreNATS(t *testing.T) {
-	ts := startServer(t, func(o *server.Options) { o.JetStream = false })
-	nc, err := natsgo.Connect(ts.url())
+// coreSubscriber subscribes to flowtap.> on the server at url, on core
+// NATS, until the test ends, and returns the messages' channel.
+func coreSubscriber(t *testing.T, url string) <-chan *natsgo.Msg {
+	t.Helper()
+	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	got := make(chan *natsgo.Msg, 100)
-	sub, err := nc.ChanSubscribe("flowtap.>", got)
-	if err != nil {
+	if _, err := nc.ChanSubscribe("flowtap.>", got); err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return got
+}
+
+func TestCoreNATS(t *testing.T) {
+	ts := startServer(t, func(o *server.Options) { o.JetStream = false })
+	got := coreSubscriber(t, ts.url())
 	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{event}", "jetstream": false, "timeout": "500ms"})
 	if err := h.Write(flowEvents(1, 6)...); err != nil {
 		t.Fatal(err)

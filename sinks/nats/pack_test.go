@@ -242,47 +242,75 @@ func TestPackedMessagesInTheStream(t *testing.T) {
 	if err := h.Write(evs...); err != nil {
 		t.Fatal(err)
 	}
-	byTimestamp := map[int64]*sdk.Event{}
-	for i := range evs {
-		byTimestamp[evs[i].Timestamp] = &evs[i]
-	}
-	seen := map[int64]int{}
-	last := map[string]int64{} // per subject: the last timestamp
+	pc := newPackedCheck(evs)
 	msgs := streamMsgs(t, str)
 	for _, m := range msgs {
-		if m.Header.Get(jetstream.MsgIDHeader) != MsgID(m.Data) || m.Header.Get("X-Env") != "test" {
+		if m.Header.Get("X-Env") != "test" {
 			t.Errorf("message on %s: headers %v", m.Subject, m.Header)
 		}
-		lines, err := unpack(m.Header, m.Data)
-		if err != nil {
-			t.Fatalf("message on %s: %v", m.Subject, err)
-		}
-		for _, l := range lines {
-			var ev storedEvent
-			if err := json.Unmarshal(l, &ev); err != nil {
-				t.Fatalf("line %q: %v", l, err)
-			}
-			orig := byTimestamp[ev.Timestamp]
-			if orig == nil {
-				t.Fatalf("unknown event %s", l)
-			}
-			if want := jsonl.Append(nil, orig); string(l)+"\n" != string(want) {
-				t.Errorf("line:\n got %s\nwant %s", l, want)
-			}
-			if want := "flowtap." + orig.Context.HostName + "." + orig.Name; m.Subject != want {
-				t.Errorf("event %d on %s, want %s", ev.Timestamp, m.Subject, want)
-			}
-			if ev.Timestamp <= last[m.Subject] {
-				t.Errorf("on %s, event %d after %d", m.Subject, ev.Timestamp, last[m.Subject])
-			}
-			last[m.Subject] = ev.Timestamp
-			seen[ev.Timestamp]++
-		}
+		pc.check(t, m.Subject, m.Header, m.Data)
 	}
-	if len(seen) != len(evs) || len(msgs) != packedCount([][]int{make([]int, 20), make([]int, 10), make([]int, 10), make([]int, 20)}, 8) {
-		t.Errorf("%d events in %d messages, want %d events", len(seen), len(msgs), len(evs))
+	if len(pc.seen) != len(evs) || len(msgs) != packedCount([][]int{make([]int, 20), make([]int, 10), make([]int, 10), make([]int, 20)}, 8) {
+		t.Errorf("%d events in %d messages, want %d events", len(pc.seen), len(msgs), len(evs))
 	}
-	for ts, n := range seen {
+	pc.once(t)
+}
+
+// packedCheck checks the messages a sink packed from a batch of events:
+// headers, subjects, each line as the jsonl package writes the event, the
+// events of a subject in their order, every event once.
+type packedCheck struct {
+	byTimestamp map[int64]*sdk.Event
+	seen        map[int64]int    // events by timestamp: how many times
+	last        map[string]int64 // per subject: the last timestamp
+}
+
+func newPackedCheck(evs []sdk.Event) *packedCheck {
+	pc := &packedCheck{byTimestamp: map[int64]*sdk.Event{}, seen: map[int64]int{}, last: map[string]int64{}}
+	for i := range evs {
+		pc.byTimestamp[evs[i].Timestamp] = &evs[i]
+	}
+	return pc
+}
+
+// check checks one message and returns how many events it holds.
+func (pc *packedCheck) check(t *testing.T, subject string, header natsgo.Header, data []byte) int {
+	t.Helper()
+	if header.Get(jetstream.MsgIDHeader) != MsgID(data) {
+		t.Errorf("message on %s: headers %v", subject, header)
+	}
+	lines, err := unpack(header, data)
+	if err != nil {
+		t.Fatalf("message on %s: %v", subject, err)
+	}
+	for _, l := range lines {
+		var ev storedEvent
+		if err := json.Unmarshal(l, &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		orig := pc.byTimestamp[ev.Timestamp]
+		if orig == nil {
+			t.Fatalf("unknown event %s", l)
+		}
+		if want := jsonl.Append(nil, orig); string(l)+"\n" != string(want) {
+			t.Errorf("line:\n got %s\nwant %s", l, want)
+		}
+		if want := "flowtap." + orig.Context.HostName + "." + orig.Name; subject != want {
+			t.Errorf("event %d on %s, want %s", ev.Timestamp, subject, want)
+		}
+		if ev.Timestamp <= pc.last[subject] {
+			t.Errorf("on %s, event %d after %d", subject, ev.Timestamp, pc.last[subject])
+		}
+		pc.last[subject] = ev.Timestamp
+		pc.seen[ev.Timestamp]++
+	}
+	return len(lines)
+}
+
+// once checks that no event came more than once.
+func (pc *packedCheck) once(t *testing.T) {
+	t.Helper()
+	for ts, n := range pc.seen {
 		if n != 1 {
 			t.Errorf("event %d stored %d times", ts, n)
 		}
@@ -453,33 +481,15 @@ func TestPackedMessageSizeChecks(t *testing.T) {
 // fails.
 func TestPackedCoreNATS(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.JetStream = false })
-	nc, err := natsgo.Connect(ts.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	got := make(chan *natsgo.Msg, 100)
-	sub, err := nc.ChanSubscribe("flowtap.>", got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	got := coreSubscriber(t, ts.url())
 	h := configured(t, map[string]any{"servers": []string{ts.url()}, "subject": "flowtap.{host}.{event}", "jetstream": false,
 		"events_per_message": 8, "timeout": "500ms"})
 	evs := mixedEvents(60)
 	if err := h.Write(evs...); err != nil {
 		t.Fatal(err)
 	}
-	byTimestamp := map[int64]*sdk.Event{}
-	for i := range evs {
-		byTimestamp[evs[i].Timestamp] = &evs[i]
-	}
+	pc := newPackedCheck(evs)
 	want := packedCount([][]int{make([]int, 20), make([]int, 10), make([]int, 10), make([]int, 20)}, 8)
-	seen := map[int64]int{}
-	last := map[string]int64{}
 	timeout := time.After(5 * time.Second)
 	for i := range want {
 		var m *natsgo.Msg
@@ -488,33 +498,11 @@ func TestPackedCoreNATS(t *testing.T) {
 		case <-timeout:
 			t.Fatalf("received %d of %d messages", i, want)
 		}
-		if m.Header.Get(EventsHeader) == "" || m.Header.Get(jetstream.MsgIDHeader) != MsgID(m.Data) {
-			t.Errorf("message %d on %s: headers %v", i, m.Subject, m.Header)
+		if m.Header.Get(EventsHeader) == "" {
+			t.Errorf("message %d on %s is not packed: headers %v", i, m.Subject, m.Header)
 		}
-		lines, err := unpack(m.Header, m.Data)
-		if err != nil {
-			t.Fatalf("message %d on %s: %v", i, m.Subject, err)
-		}
-		if len(lines) > 8 {
-			t.Errorf("message %d holds %d events, more than events_per_message", i, len(lines))
-		}
-		for _, l := range lines {
-			var ev storedEvent
-			if err := json.Unmarshal(l, &ev); err != nil {
-				t.Fatalf("line %q: %v", l, err)
-			}
-			orig := byTimestamp[ev.Timestamp]
-			if orig == nil {
-				t.Fatalf("unknown event %s", l)
-			}
-			if want := "flowtap." + orig.Context.HostName + "." + orig.Name; m.Subject != want {
-				t.Errorf("event %d on %s, want %s", ev.Timestamp, m.Subject, want)
-			}
-			if ev.Timestamp <= last[m.Subject] {
-				t.Errorf("on %s, event %d after %d", m.Subject, ev.Timestamp, last[m.Subject])
-			}
-			last[m.Subject] = ev.Timestamp
-			seen[ev.Timestamp]++
+		if n := pc.check(t, m.Subject, m.Header, m.Data); n > 8 {
+			t.Errorf("message %d holds %d events, more than events_per_message", i, n)
 		}
 	}
 	select {
@@ -522,14 +510,10 @@ func TestPackedCoreNATS(t *testing.T) {
 		t.Errorf("a message more than the %d expected, on %s", want, m.Subject)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if len(seen) != len(evs) {
-		t.Errorf("%d of %d events received", len(seen), len(evs))
+	if len(pc.seen) != len(evs) {
+		t.Errorf("%d of %d events received", len(pc.seen), len(evs))
 	}
-	for ts, n := range seen {
-		if n != 1 {
-			t.Errorf("event %d received %d times", ts, n)
-		}
-	}
+	pc.once(t)
 	ts.stop()
 	if err := h.Write(mixedEvents(3)...); err == nil {
 		t.Error("a packed Write with the server down succeeded on core NATS")
