@@ -44,6 +44,11 @@ const (
 	gapEventsPerPacket = 1024
 )
 
+// spareBatches is how many recycled batches a Producer keeps for reuse:
+// enough for a consumer that holds several (the pipeline's hand-off
+// between reading and derivation holds up to 8).
+const spareBatches = 16
+
 // Options configure a Producer.
 type Options struct {
 	// Name names the input in errors and logs: the file name, or "-".
@@ -143,7 +148,7 @@ func New(in io.Reader, opts Options) *Producer {
 		log = hclog.NewNullLogger()
 	}
 	return &Producer{in: in, opts: opts, log: log, conns: newConnTable(opts.MaxConns),
-		spare: make(chan []events.Event, 16), links: map[uint32]bool{}}
+		spare: make(chan []events.Event, spareBatches), links: map[uint32]bool{}}
 }
 
 // ParseLocal parses --local values: CIDR prefixes or single addresses,
@@ -464,7 +469,9 @@ func (p *Producer) nextBatch() []events.Event {
 }
 
 // Recycle hands back a batch RunBatches emitted, once its consumer is done
-// with it, for a later batch to reuse. Recycling is optional.
+// with it, for a later batch to reuse. Recycling is optional, and safe
+// from another goroutine than RunBatches' (a consumer that derives
+// beside the reading, as the pipeline does).
 func (p *Producer) Recycle(batch []events.Event) {
 	clear(batch)
 	select {
