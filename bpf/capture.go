@@ -33,9 +33,9 @@ const lostPollInterval = time.Second
 
 // ringPollInterval is how often Run looks into the ring buffer while
 // records keep coming. The programs wake the reader when the ring holds
-// 64 KiB (or 1/8 of a smaller ring), and otherwise at most once per this
-// interval (WAKEUP_QUIET_NS in flowtap.bpf.c): records written after a
-// wake-up, within the interval, wait for this poll. A poll that finds
+// wakeupBytes (or 1/8 of a smaller ring), and otherwise at most once per
+// this interval (wakeup_quiet_ns in flowtap.bpf.c): records written after
+// a wake-up, within the interval, wait for this poll. A poll that finds
 // nothing lets Run sleep idlePollInterval, until the next wake-up.
 const ringPollInterval = 25 * time.Millisecond
 
@@ -44,6 +44,19 @@ const ringPollInterval = 25 * time.Millisecond
 // the records it does not wake for wait. Tests lengthen it to watch the
 // fill threshold alone.
 var quietWakeup = ringPollInterval
+
+// wakeupBytes is how much the ring holds when the programs wake the
+// reader at once (the programs' wakeup_bytes, which Open sets to it; 1/8
+// of a smaller ring), and what Run waits for after a drain that read
+// records, for ringPollInterval at most. A busy ring is so read in chunks
+// of up to 25 ms or 1 MiB (about 7,000 records), not every time a record
+// is there: when the wait returned as soon as the ring held anything, a
+// busy reader drained it every few dozen records, and paid a drain's fixed
+// costs (the lost-record counter's system call, the clock, handing a
+// batch on through the pipeline and waking its goroutines) each time.
+// With a 32 MiB ring, 1 MiB leaves 31 MiB for the reader to wake and
+// catch up.
+var wakeupBytes uint64 = 1 << 20
 
 // idlePollInterval is how long Run waits for the ring buffer once it is
 // idle: the first record that comes wakes it anyway; the lost-record check
@@ -182,6 +195,9 @@ func Open(opts Options) (_ *Capture, err error) {
 	rb.Value = nil
 
 	if err := setConst(spec, flowtapVarWakeupQuietNs, uint64(quietWakeup.Nanoseconds())); err != nil {
+		return nil, fmt.Errorf("open flow capture: %w", err)
+	}
+	if err := setConst(spec, flowtapVarWakeupBytes, wakeupBytes); err != nil {
 		return nil, fmt.Errorf("open flow capture: %w", err)
 	}
 	l, err := loadFeatures(spec, loadOptions{dns: opts.DNS, packetFlows: opts.PacketFlows, broken: brokenPrograms()})
@@ -521,18 +537,20 @@ const clockCheckEvery = 64
 // ring holds, and when the ring is empty read waits in the runtime poller
 // (ringWaiter) until the kernel wakes the ring's waiters (the programs do
 // when the ring fills up, or for the first record after a quiet
-// ringPollInterval: see flowtap.bpf.c), for ringPollInterval at most if
-// the last drain read records, else for idlePollInterval: a record waits
-// at most about ringPollInterval, and an idle capture wakes about once a
-// second. The wait's end is also where it checks the lost-record counter
-// when the ring is idle.
+// ringPollInterval: see flowtap.bpf.c). After a drain that read records it
+// waits for the ring to hold fillThreshold, ringPollInterval at most; after
+// one that read nothing, for any record, idlePollInterval at most. So a
+// record waits at most about ringPollInterval, the first after a quiet
+// spell not at all, and an idle capture wakes about once a second. The
+// wait's end is also where it checks the lost-record counter when the ring
+// is idle.
 func (c *Capture) read(ctx context.Context, emit func(events.Event), drained func()) error {
 	var rec ringbuf.Record
 	now := time.Now()
 	next := now.Add(lostPollInterval)
 	c.reader.SetDeadline(time.Unix(1, 0))
-	// The wait ends when the ring holds records after a wake-up of its
-	// waiters, or at once when ctx is done. The reader itself is only
+	// The wait ends when the ring holds what it waits for after a
+	// wake-up of its waiters, or at once when ctx is done. The reader itself is only
 	// touched on this goroutine: Close may release it at any time.
 	stop := func() bool { return ctx.Err() != nil }
 	n, sinceWait := 0, 0
@@ -563,12 +581,12 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 			if ctx.Err() != nil {
 				return nil
 			}
-			poll := idlePollInterval
+			poll, fill := idlePollInterval, uint64(1)
 			if sinceWait > 0 {
-				poll = ringPollInterval
+				poll, fill = ringPollInterval, c.fillThreshold()
 			}
 			sinceWait = 0
-			werr := c.wait.wait(time.Now().Add(poll), stop)
+			werr := c.wait.wait(time.Now().Add(poll), stop, fill)
 			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
 				if c.isClosed() {
 					return nil
@@ -585,6 +603,13 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 			next = now.Add(lostPollInterval)
 		}
 	}
+}
+
+// fillThreshold is how much the ring holds when the programs wake the
+// reader at once: wakeupBytes, or 1/8 of a smaller ring (wakeup_flags in
+// flowtap.bpf.c).
+func (c *Capture) fillThreshold() uint64 {
+	return min(uint64(c.ringSize)>>3, wakeupBytes)
 }
 
 // isClosed reports whether Close was called.

@@ -1185,6 +1185,51 @@ func TestRingWakeupReachesWaiter(t *testing.T) {
 	wantWoken(t, done, "40 connections (~240 records, 30 KiB)")
 }
 
+// TestBusyReaderWaitsForFill: after a drain that read records, Run waits
+// for the ring to fill to the programs' wake-up threshold (or for
+// ringPollInterval), not for the next record: a few records neither end
+// that wait, nor does the wake-up after a quiet spell, while a wait for
+// any record returns at once on the same ring; and the forced wake-up at
+// the threshold ends it long before its deadline.
+func TestBusyReaderWaitsForFill(t *testing.T) {
+	privtest.Require(t)
+	// 64 KiB: the threshold is 8 KiB, and the programs force a wake-up
+	// once that much waits.
+	c, err := bpf.Open(scoped(bpf.Options{RingBufferSize: 64 << 10}))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	if got := bpf.FillThreshold(c); got != 8<<10 {
+		t.Fatalf("fill threshold of a 64 KiB ring: %d bytes, want 8192 (1/8 of it)", got)
+	}
+	loopbackConn(t, "tcp4", "127.0.0.1:0", nil) // about 6 records, under 1 KiB
+	const short = 300 * time.Millisecond
+	start := time.Now()
+	if err := bpf.WaitRingFill(c, start.Add(short)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("wait for the fill threshold on a ring holding one connection's records: %v after %v, want the deadline (%v)",
+			err, time.Since(start), short)
+	}
+	if err := bpf.WaitRingWakeup(c, time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("wait for any record on the same ring: %v, want an immediate return", err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- bpf.WaitRingFill(c, time.Now().Add(time.Minute)) }()
+	for range 40 {
+		loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("wait for the fill threshold: %v, want a wake-up", err)
+			}
+			return
+		default:
+		}
+	}
+	wantWoken(t, done, "40 connections (~240 records, 30 KiB, past the 8 KiB threshold)")
+}
+
 // startWaiting starts a WaitRingWakeup on c's empty ring (a minute's
 // deadline) and makes sure it is waiting before records come: a wait that
 // begins on a ring that holds records returns at once, woken or not.

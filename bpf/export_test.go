@@ -190,8 +190,19 @@ func (c *Capture) NoSocketResets() (uint64, error) {
 // deadline (os.ErrDeadlineExceeded). On a ring that holds records already
 // it returns at once.
 func WaitRingWakeup(c *Capture, deadline time.Time) error {
-	return c.wait.wait(deadline, func() bool { return false })
+	return c.wait.wait(deadline, func() bool { return false }, 1)
 }
+
+// WaitRingFill waits as Run does after a drain that read records, on a
+// ring nobody reads: until it holds the fill threshold after a wake-up of
+// its waiters, or deadline (os.ErrDeadlineExceeded).
+func WaitRingFill(c *Capture, deadline time.Time) error {
+	return c.wait.wait(deadline, func() bool { return false }, c.fillThreshold())
+}
+
+// FillThreshold is how much the ring holds when the programs wake the
+// reader at once.
+func FillThreshold(c *Capture) uint64 { return c.fillThreshold() }
 
 // NoQuietWakeups makes the Captures a test opens wake their reader only
 // when the ring fills (not after a quiet spell), until the test ends.

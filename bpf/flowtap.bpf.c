@@ -404,14 +404,15 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-// Wake the reader when the ring holds this much (or 1/8 of a smaller
+// Wake the reader when the ring holds wakeup_bytes (or 1/8 of a smaller
 // ring), and at most once per wakeup_quiet_ns otherwise; the reader finds
 // the records in between on its next timed poll. Waking for every record
 // cost the reader an epoll round trip per record. The rate-limited wake-up
 // lets an idle reader sleep long (Run polls every ringPollInterval only
 // while records keep coming, see capture.go): the first record after a
-// quiet spell wakes it at once.
-#define WAKEUP_BYTES (64 << 10)
+// quiet spell wakes it at once. The loader sets it to capture.go's
+// wakeupBytes, which the reader waits for between drains of a busy ring.
+volatile const __u64 wakeup_bytes = 1 << 20;
 
 // The quiet spell after which a record wakes the reader (ns); the loader
 // sets it to capture.go's ringPollInterval.
@@ -426,8 +427,8 @@ static __always_inline __u64 wakeup_flags(__u64 now)
 	__u64 avail = bpf_ringbuf_query(&flow_records, BPF_RB_AVAIL_DATA);
 	__u64 thresh = bpf_ringbuf_query(&flow_records, BPF_RB_RING_SIZE) >> 3;
 
-	if (thresh > WAKEUP_BYTES)
-		thresh = WAKEUP_BYTES;
+	if (thresh > wakeup_bytes)
+		thresh = wakeup_bytes;
 	if (avail >= thresh)
 		return BPF_RB_FORCE_WAKEUP;
 	if (now - last_wakeup_ns >= wakeup_quiet_ns) {

@@ -139,6 +139,7 @@ const (
 	flowtapVarNetnsCookieSkb     = "netns_cookie_skb"
 	flowtapVarSocketFlows        = "socket_flows"
 	flowtapVarSockopsOwner       = "sockops_owner"
+	flowtapVarWakeupBytes        = "wakeup_bytes"
 	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
 )
 
@@ -221,6 +222,7 @@ type flowtapVariableSpecs struct {
 	NetnsCookieSkb *ebpf.VariableSpec `ebpf:"netns_cookie_skb"`
 	SocketFlows    *ebpf.VariableSpec `ebpf:"socket_flows"`
 	SockopsOwner   *ebpf.VariableSpec `ebpf:"sockops_owner"`
+	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupQuietNs  *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
 
@@ -275,6 +277,7 @@ type flowtapVariables struct {
 	NetnsCookieSkb *ebpf.Variable `ebpf:"netns_cookie_skb"`
 	SocketFlows    *ebpf.Variable `ebpf:"socket_flows"`
 	SockopsOwner   *ebpf.Variable `ebpf:"sockops_owner"`
+	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupQuietNs  *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
 

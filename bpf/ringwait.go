@@ -82,20 +82,27 @@ func newRingWaiter(ring *ebpf.Map) (*ringWaiter, error) {
 // pending reports whether the ring holds records the reader has not
 // consumed yet (written, or reserved and about to be).
 func (w *ringWaiter) pending() bool {
-	c := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.cons[0])))
-	p := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.prod[0])))
-	return p != c
+	return w.holds(1)
 }
 
-// wait returns when the ring holds records or stop reports true, which it
-// asks first and again after each wake-up of the ring's waiters; or at
-// deadline (os.ErrDeadlineExceeded); or when interrupt or Close is called
-// (an error).
-func (w *ringWaiter) wait(deadline time.Time, stop func() bool) error {
+// holds reports whether the ring holds at least n bytes the reader has
+// not consumed yet (records with their headers, written or reserved).
+func (w *ringWaiter) holds(n uint64) bool {
+	c := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.cons[0])))
+	p := atomic.LoadUint64((*uint64)(unsafe.Pointer(&w.prod[0])))
+	return p-c >= n
+}
+
+// wait returns when the ring holds at least fill bytes (1: any record)
+// or stop reports true, which it asks first and again after each wake-up
+// of the ring's waiters; or at deadline (os.ErrDeadlineExceeded); or when
+// interrupt or Close is called (an error). A fill above what the programs
+// wake the reader for (Capture.fillThreshold) waits for the deadline.
+func (w *ringWaiter) wait(deadline time.Time, stop func() bool, fill uint64) error {
 	if err := w.f.SetReadDeadline(deadline); err != nil {
 		return err
 	}
-	return w.raw.Read(func(uintptr) bool { return stop() || w.pending() })
+	return w.raw.Read(func(uintptr) bool { return stop() || w.holds(fill) })
 }
 
 // interrupt makes a wait in progress return at once.
