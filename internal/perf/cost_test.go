@@ -75,14 +75,21 @@ type phaseCost struct {
 	programs []progCost    // flowtap's BPF programs, costliest first
 	kernel   time.Duration // their run time, summed
 	user     time.Duration // CPU of flowtap and its sink plugins
+	// warmUser is the CPU of flowtap and its sinks during the warm-up
+	// phase, when there was one: the first work after start, which also
+	// grows the heap and fills the caches.
+	warmUser time.Duration
 }
 
 // measureCost starts flowtap with the kernel's BPF run-time statistics
-// on, runs phase once and returns what flowtap's programs and processes
-// used during it. The statistics cost every BPF program on the host some
+// on, runs warmup (when not nil) and then phase, and returns what
+// flowtap's programs and processes used during phase (and its processes
+// during warmup). A warm-up measures flowtap as it runs for days: the
+// first work after start also grows its heap (page faults) and fills its
+// caches. The statistics cost every BPF program on the host some
 // time of their own, so this runs apart from the phases the ratio comes
 // from.
-func measureCost(b *testing.B, bin string, args []string, phase func()) phaseCost {
+func measureCost(b *testing.B, bin string, args []string, warmup, phase func()) phaseCost {
 	b.Helper()
 	before, err := programIDs()
 	if err != nil {
@@ -95,6 +102,12 @@ func measureCost(b *testing.B, bin string, args []string, phase func()) phaseCos
 	defer closeQuietly(stats)
 	a := startFlowtapWith(b, bin, args)
 	defer a.Stop(b)
+	var warmUser time.Duration
+	if warmup != nil {
+		w0 := treeCPU(a.PID())
+		warmup()
+		warmUser = treeCPU(a.PID()) - w0
+	}
 	p0, err := programStats(before)
 	if err != nil {
 		b.Fatal(err)
@@ -118,6 +131,7 @@ func measureCost(b *testing.B, bin string, args []string, phase func()) phaseCos
 	}
 	slices.SortFunc(c.programs, func(x, y progCost) int { return int(y.runtime - x.runtime) })
 	c.user = cpu1 - cpu0
+	c.warmUser = warmUser
 	return c
 }
 
