@@ -79,12 +79,6 @@ func newRingWaiter(ring *ebpf.Map) (*ringWaiter, error) {
 	return w, nil
 }
 
-// pending reports whether the ring holds records the reader has not
-// consumed yet (written, or reserved and about to be).
-func (w *ringWaiter) pending() bool {
-	return w.holds(1)
-}
-
 // holds reports whether the ring holds at least n bytes the reader has
 // not consumed yet (records with their headers, written or reserved).
 func (w *ringWaiter) holds(n uint64) bool {
