@@ -1169,20 +1169,7 @@ func TestRingWakeupReachesWaiter(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer c.Close()
-	done := startWaiting(t, c)
-	// Each connection makes about 6 records; nobody reads them.
-	for range 40 {
-		loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("wait for the ring: %v, want a wake-up", err)
-			}
-			return
-		default:
-		}
-	}
-	wantWoken(t, done, "40 connections (~240 records, 30 KiB)")
+	fillUntilWoken(t, startWaiting(t, c))
 }
 
 // TestBusyReaderWaitsForFill: after a drain that read records, Run waits
@@ -1216,18 +1203,26 @@ func TestBusyReaderWaitsForFill(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- bpf.WaitRingFill(c, time.Now().Add(time.Minute)) }()
+	fillUntilWoken(t, done)
+}
+
+// fillUntilWoken makes loopback connections, about 6 records each that
+// nobody reads, until the wait started on done reports a wake-up: 40 at
+// most (~240 records, 30 KiB), past the 8 KiB threshold of a 64 KiB ring.
+func fillUntilWoken(t *testing.T, done <-chan error) {
+	t.Helper()
 	for range 40 {
 		loopbackConn(t, "tcp4", "127.0.0.1:0", nil)
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatalf("wait for the fill threshold: %v, want a wake-up", err)
+				t.Fatalf("wait for the ring: %v, want a wake-up", err)
 			}
 			return
 		default:
 		}
 	}
-	wantWoken(t, done, "40 connections (~240 records, 30 KiB, past the 8 KiB threshold)")
+	wantWoken(t, done, "40 connections (~240 records, 30 KiB)")
 }
 
 // startWaiting starts a WaitRingWakeup on c's empty ring (a minute's
