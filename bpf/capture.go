@@ -550,8 +550,9 @@ func (c *Capture) read(ctx context.Context, emit func(events.Event), drained fun
 	next := now.Add(lostPollInterval)
 	c.reader.SetDeadline(time.Unix(1, 0))
 	// The wait ends when the ring holds what it waits for after a
-	// wake-up of its waiters, or at once when ctx is done. The reader itself is only
-	// touched on this goroutine: Close may release it at any time.
+	// wake-up of its waiters, or at once when ctx is done. The reader
+	// itself is only touched on this goroutine: Close may release it at
+	// any time.
 	stop := func() bool { return ctx.Err() != nil }
 	n, sinceWait := 0, 0
 	for {
