@@ -470,9 +470,9 @@ func (s *Delivery) send() bool {
 	b := s.newBuf()
 	b.order = s.batches
 	s.batches++
-	b.evs = append(b.evs, s.batch...)
-	clear(s.batch)
-	s.batch = s.batch[:0]
+	// The batch being filled becomes b's, and b's empty array the next
+	// one to fill: no copy of (up to) BatchSize events, no clearing.
+	b.evs, s.batch = s.batch, b.evs[:0]
 	s.write(b)
 	return s.recover()
 }
