@@ -85,6 +85,7 @@ func serve(ctx context.Context, args []string) error {
 	if len(cfg.Listen)+len(cfg.Closed) == 0 {
 		return errors.New("serve: give at least one --listen or --closed")
 	}
+	// Before stdin is read: SetComm may execute this program again.
 	if err := workload.SetComm(*comm); err != nil {
 		return err
 	}
@@ -123,6 +124,11 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&p.Parallel, "parallel", p.Parallel, "connections in flight per namespace")
 	fs.Var(&p.MaxDuration, "max-duration", "bound on the whole run")
 	fs.Parse(args)
+	// First of all: SetComm may execute this program again, which must
+	// find stdin (a plan given as -) unread.
+	if err := workload.SetComm(*comm); err != nil {
+		return err
+	}
 	if *planFile != "" {
 		// The plan file overrides the defaults; parsing the flags again
 		// lets those given on the command line override the file.
@@ -137,9 +143,6 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		p.Servers = &info
-	}
-	if err := workload.SetComm(*comm); err != nil {
-		return err
 	}
 	exe, err := os.Executable()
 	if err != nil {

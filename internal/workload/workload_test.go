@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,6 +189,68 @@ func TestServeChildProcess(t *testing.T) {
 	c := rep.Connections[0]
 	if c.ClientPID == c.ServerPID || c.ClientComm != "ftw-client" || c.ServerComm != "ftw-serve" {
 		t.Errorf("client %d %q, server %d %q: want two processes named ftw-client and ftw-serve", c.ClientPID, c.ClientComm, c.ServerPID, c.ServerComm)
+	}
+}
+
+// TestCommFromExec: a serve process takes its --comm by executing itself
+// again through a link of that name, so every one of its threads carries
+// the name from its start (renaming threads one by one raced with the Go
+// runtime starting new ones), and the link's directory is gone once it
+// runs.
+func TestCommFromExec(t *testing.T) {
+	exe := buildExe(t)
+	const name = "ftw-comm-test"
+	cmd := exec.Command(exe, "serve", "--listen", "127.0.0.1:0", "--comm", name)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close() // serve exits when its stdin closes
+		cmd.Wait()
+	}()
+	var info ServeInfo
+	if err := json.NewDecoder(stdout).Decode(&info); err != nil {
+		t.Fatalf("serve's first line: %v", err)
+	}
+	if info.PID != cmd.Process.Pid || info.Comm != name {
+		t.Fatalf("serve reports pid %d comm %q, want %d %q (the same process, renamed)", info.PID, info.Comm, cmd.Process.Pid, name)
+	}
+	comms, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/comm", info.PID))
+	if err != nil || len(comms) < 2 {
+		t.Fatalf("threads of %d: %v %v, want a Go process's several", info.PID, comms, err)
+	}
+	for _, p := range comms {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread exited
+		}
+		if got := strings.TrimSpace(string(b)); got != name {
+			t.Errorf("%s: %q, want %q", p, got, name)
+		}
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, commLinkEnv+"="); ok {
+			dir = v
+		}
+	}
+	if dir == "" {
+		t.Fatalf("%s is not in the environment serve was executed with: it did not execute itself through a link", commLinkEnv)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the link's directory %s: %v, want it removed", dir, err)
 	}
 }
 
