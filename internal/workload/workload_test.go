@@ -200,28 +200,15 @@ func TestServeChildProcess(t *testing.T) {
 func TestCommFromExec(t *testing.T) {
 	exe := buildExe(t)
 	const name = "ftw-comm-test"
-	cmd := exec.Command(exe, "serve", "--listen", "127.0.0.1:0", "--comm", name)
-	stdin, err := cmd.StdinPipe()
+	listen := Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
+	p, err := StartServe(context.Background(), exe, ServeConfig{Listen: []Endpoint{listen}}, "--comm", name)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("StartServe: %v", err)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stdin.Close() // serve exits when its stdin closes
-		cmd.Wait()
-	}()
-	var info ServeInfo
-	if err := json.NewDecoder(stdout).Decode(&info); err != nil {
-		t.Fatalf("serve's first line: %v", err)
-	}
-	if info.PID != cmd.Process.Pid || info.Comm != name {
-		t.Fatalf("serve reports pid %d comm %q, want %d %q (the same process, renamed)", info.PID, info.Comm, cmd.Process.Pid, name)
+	defer p.Stop()
+	info := p.Info()
+	if info.PID != p.cmd.Process.Pid || info.Comm != name {
+		t.Fatalf("serve reports pid %d comm %q, want %d %q (the same process, renamed)", info.PID, info.Comm, p.cmd.Process.Pid, name)
 	}
 	comms, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/comm", info.PID))
 	if err != nil || len(comms) < 2 {
