@@ -37,6 +37,13 @@ type CheckOptions struct {
 	// is checked in flowtap's own process (sinks.Builtin.Check), any other
 	// plugin's is not checked.
 	StartPlugins bool
+	// BeforeRun says that a run follows the check at once and starts the
+	// plugins itself, before any kernel program loads: a built-in sink
+	// whose in-process check is complete (sinks.Builtin.CheckComplete)
+	// is then not started twice. A binary that cannot start still fails
+	// the run before anything is attached; 'flowtap config validate'
+	// leaves BeforeRun false and starts every plugin.
+	BeforeRun bool
 	// SocketDir is host.Config.SocketDir for the plugins started.
 	SocketDir string
 	// Logger receives the started plugins' log lines. Nil: none.
@@ -76,7 +83,15 @@ func CheckSinks(ctx context.Context, cfg *configs.Config, opts CheckOptions) con
 				err = checkBuiltin(b, s.Config, samples(cat, p.Events))
 			}
 			runsAs := ""
-			if err == nil && opts.StartPlugins {
+			switch {
+			case err != nil || !opts.StartPlugins:
+			case opts.BeforeRun && builtin && b.CheckComplete:
+				// The run starts it in a moment: what would keep it from
+				// starting is checked now.
+				if _, err = runAs(s); err == nil {
+					_, err = host.Verify(s.Plugin, s.SHA256)
+				}
+			default:
 				err = checkSink(ctx, s, fmt.Sprintf("pipeline %q sink %d (%s)", p.Name, j, s.Plugin), opts.SocketDir, log)
 				if id, _ := runAs(s); id != nil && id.UID != uint32(os.Geteuid()) {
 					// A path it cannot write is often why: say whose.

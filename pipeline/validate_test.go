@@ -153,3 +153,70 @@ func TestCheckSinksStartsNoPlugin(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSinksBeforeRunStartsNoCompleteBuiltin: before a run, a
+// built-in sink whose in-process check is complete (stdout) is not started
+// to judge its config, while what would keep the run from starting it is
+// still a problem now: a binary whose SHA-256 is not the pinned one, a
+// run_as that names no user. Without BeforeRun ('flowtap config
+// validate') the same plugin is started, which shows that the fake
+// plugin here leaves its mark when it runs.
+func TestCheckSinksBeforeRunStartsNoCompleteBuiltin(t *testing.T) {
+	// As root the plugin runs as another user and its binary must be in
+	// directories only root may write: both directories are made here
+	// rather than under t.TempDir (0700).
+	binDir, err := os.MkdirTemp("", "flowtap-fake-sink-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(binDir) })
+	markDir, err := os.MkdirTemp("", "flowtap-fake-sink-mark-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(markDir) })
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(markDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(markDir, "ran")
+	fake := filepath.Join(binDir, host.BinaryPrefix+"stdout")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\ntouch "+mark+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	config := func(sink configs.SinkConfig) *configs.Config {
+		return &configs.Config{Source: "test.yaml", Pipelines: []configs.Pipeline{{Name: "p", Events: []string{"flows"}, Sinks: []configs.SinkConfig{sink}}}}
+	}
+	json := configs.SinkConfig{Plugin: "stdout", Config: map[string]any{"format": "json"}}
+	before := CheckOptions{StartPlugins: true, BeforeRun: true}
+
+	if ps := CheckSinks(context.Background(), config(json), before); len(ps) != 0 {
+		t.Fatalf("problems before a run: %v", ps)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the stdout plugin was started to check a config its in-process check judges whole")
+	}
+
+	pinned := json
+	pinned.SHA256 = strings.Repeat("0", 64)
+	ps := CheckSinks(context.Background(), config(pinned), before)
+	if len(ps) != 1 || ps[0].Key != "pipelines[0].sinks[0].plugin" || !strings.Contains(ps[0].Message, "but the config pins") {
+		t.Errorf("a wrong sha256 pin before a run: problems %v, want one of the plugin key saying the pin does not match", ps)
+	}
+	nobody := json
+	nobody.RunAs = "flowtap-no-such-user"
+	if ps := CheckSinks(context.Background(), config(nobody), before); len(ps) != 1 || !strings.Contains(ps[0].Message, "run_as") {
+		t.Errorf("a run_as of no user before a run: problems %v, want one about run_as", ps)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("a plugin was started by a check before a run")
+	}
+
+	CheckSinks(context.Background(), config(json), CheckOptions{StartPlugins: true})
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("without BeforeRun the stdout plugin was not started: %v", err)
+	}
+}

@@ -42,6 +42,12 @@ type Builtin struct {
 	// selects, one of each with zero values (the stdout sink executes its
 	// template on them).
 	Check func(config []byte, samples []sdk.Event) error
+	// CheckComplete says that Check judges everything the plugin's
+	// Configure does: the plugin reads no file and opens nothing its
+	// identity (run_as) could be refused. Before a run, flowtap then
+	// does not start the plugin only to have it judge the config: the run
+	// starts it moments later (pipeline.CheckOptions.BeforeRun).
+	CheckComplete bool
 }
 
 // Keys lists the sink's configuration keys, from its config struct.
@@ -53,7 +59,7 @@ func Builtins() []Builtin {
 		{
 			Name: "stdout", Description: "a table, JSON lines or a Go template on flowtap's standard output",
 			New: func() sdk.Sink { return stdout.New() }, Config: func() any { return new(stdout.Config) }, Sample: stdout.Sample,
-			Check: stdout.CheckConfig,
+			Check: stdout.CheckConfig, CheckComplete: true,
 		},
 		{
 			Name: "file", Description: "JSON lines appended to a file, rotated by size and age",

@@ -252,7 +252,7 @@ func preflight(ctx context.Context, cmd *cobra.Command, o *overrides, kernel boo
 	}
 	// The plugins' own log lines would repeat when they start for real;
 	// what they reject comes back in the problems.
-	cfg, err := o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: socketDir})
+	cfg, err := o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, BeforeRun: true, SocketDir: socketDir})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -140,7 +140,7 @@ func newRun() *cobra.Command {
 				Config: cfg, Catalogue: cat, Logger: log, SocketDir: sockets.Path, Monitor: mon,
 				Reload: reloadSignals(ctx),
 				Load: func() (*configs.Config, error) {
-					return o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, SocketDir: sockets.Path})
+					return o.check(ctx, cmd, cat, pipeline.CheckOptions{StartPlugins: true, BeforeRun: true, SocketDir: sockets.Path})
 				},
 				Started: func() error { return dropPrivileges(log) },
 			})

@@ -279,6 +279,24 @@ type writeStream struct {
 	err    error         // why it ended; read after done
 }
 
+// Verify makes the checks Start makes of a plugin's binary before it
+// runs it, and runs nothing: plugin resolves (Resolve), the binary passes
+// the trust checks of openTrusted and, when pin is set, has that SHA-256.
+// It returns the binary's path. A check before a run uses it for a plugin
+// it need not start (pipeline.CheckOptions.BeforeRun); Start checks again,
+// on the descriptor it executes.
+func Verify(plugin, pin string) (string, error) {
+	path, err := Resolve(plugin)
+	if err != nil {
+		return "", err
+	}
+	bin, err := openTrusted(path, pin, os.Geteuid())
+	if err != nil {
+		return "", err
+	}
+	return path, bin.Close()
+}
+
 // Start resolves and launches the plugin, completes the go-plugin
 // handshake, and checks that the plugin speaks wire.ProtocolVersion. ctx
 // bounds only the start: if it ends first the process is killed. The
