@@ -16,7 +16,7 @@ func ContextFields() []FieldSpec {
 		{"host_name", "string", "name of the host flowtap runs on"},
 		{"ppid", "uint32", "parent process id of the owner, when it got the socket"},
 		{"process_start", "int64", "when the owner process started, ns since the Unix epoch: pid and process_start name one process even after its pid is reused"},
-		{"exe", "string", "path of the owner's executable (read from /proc only while the process with that pid has that start time)"},
+		{"exe", "string", "path of the owner's executable, read from /proc when flowtap first sees the process, and only while the process with that pid has that start time (empty when the process had exited by then, or without CAP_SYS_PTRACE for another user's process)"},
 		{"container_id", "string", "full 64-hex-digit id of the socket's container, from its cgroup path; empty for the host (and for the first events of a new cgroup, while it is looked up)"},
 		{"container_runtime", "string", "docker, containerd, cri-o or podman"},
 		{"container_name", "string", "the container's name, as its runtime names it (for a Kubernetes container: its name in the pod spec)"},

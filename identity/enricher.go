@@ -39,11 +39,14 @@ const DefaultCacheSize = 16384
 
 // Enricher fills the workload and process fields of events' contexts
 // (Context.Workload, Exe, and PPID and ProcessStart where the kernel left
-// them out) from caches, and resolves what the caches lack on a goroutine
-// of its own: the hot path never waits for a file, a directory walk or a
-// runtime's API. A context the caches cannot fill yet stays as it is (its
-// Workload nil) and a later event of the same cgroup or process gets the
-// answer, usually within milliseconds.
+// them out) from caches. A process seen for the first time is read from
+// /proc at once (its stat and exe link, a few µs once per process): a
+// short-lived process would be gone before a queued lookup ran, and its
+// events would never name their executable. A cgroup's workload is
+// resolved on a goroutine of its own: the hot path never waits for a
+// directory walk or a runtime's API. A context whose cgroup is not known
+// yet stays without a workload (Workload nil), and a later event of the
+// same cgroup gets the answer, usually within milliseconds.
 //
 // Enrich is for one goroutine (the derivation's); Start and Close for
 // another. The caches are the hot path's own: answers come back over a
@@ -79,26 +82,23 @@ type cgroupEntry struct {
 }
 
 // procEntry is what Enrich fills a context with for a process. The map is
-// keyed by pid; key is the start time the entry was asked for (0 when the
+// keyed by pid; key is the start time the entry was read for (0 when the
 // kernel did not give one), so a reused pid misses.
 type procEntry struct {
 	key   int64
 	ppid  uint32
 	start int64 // ns since the Unix epoch, from /proc
 	exe   string
-	// known: the resolver answered; askAt: when to ask again while not.
-	known bool
-	askAt int64
 	// expires is when an entry keyed without a start time must be read
 	// again (0: never): its pid may be reused.
 	expires int64
 }
 
+// request asks the resolver for a cgroup's workload; pid is a process in
+// it (its /proc/PID/cgroup names the cgroup's path).
 type request struct {
-	cgroup uint64 // or 0
+	cgroup uint64
 	pid    uint32
-	start  int64
-	proc   bool
 }
 
 type answer struct {
@@ -107,8 +107,6 @@ type answer struct {
 	// partial: a container no runtime described (yet): used, and asked
 	// for again after retryAfter.
 	partial bool
-	pid     uint32
-	entry   procEntry
 }
 
 // Stats are an Enricher's counters.
@@ -216,30 +214,28 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 		return
 	}
 	p, ok := e.procs[c.PID]
-	if ok && p.key == c.ProcessStart && p.known && (p.expires == 0 || now < p.expires) {
+	if ok && p.key == c.ProcessStart && (p.expires == 0 || now < p.expires) {
 		e.counts.hits++
-		if p.expires == 0 {
-			e.lastPID, e.lastProc = c.PID, p
-		}
-		c.Exe = p.exe
-		if c.PPID == 0 {
-			c.PPID = p.ppid
-		}
-		if c.ProcessStart == 0 {
-			c.ProcessStart = p.start
-		}
-		return
-	}
-	e.counts.misses++
-	if ok && p.key == c.ProcessStart && !p.known && now < p.askAt {
-		return // asked, not answered yet
-	}
-	if e.ask(request{proc: true, pid: c.PID, start: c.ProcessStart}) {
+	} else {
+		// First sight of the process (or of its pid reused, or an entry
+		// without a start time expired): /proc, now.
+		e.counts.misses++
 		if !ok && len(e.procs) >= e.opts.CacheSize {
 			evictOne(e.procs)
 			e.counts.evictions++
 		}
-		e.procs[c.PID] = procEntry{key: c.ProcessStart, askAt: now + retryAfter}
+		p = readProcEntry(e.opts.ProcRoot, c.PID, c.ProcessStart)
+		e.procs[c.PID] = p
+	}
+	if p.expires == 0 {
+		e.lastPID, e.lastProc = c.PID, p
+	}
+	c.Exe = p.exe
+	if c.PPID == 0 {
+		c.PPID = p.ppid
+	}
+	if c.ProcessStart == 0 {
+		c.ProcessStart = p.start
 	}
 }
 
@@ -269,23 +265,16 @@ func (e *Enricher) drain() {
 }
 
 func (e *Enricher) apply(a answer) {
-	e.lastCG, e.lastPID = 0, 0 // an answer may change what they hold
-	if a.cgroup != 0 {
-		g, ok := e.cgroups[a.cgroup]
-		if !ok || a.workload == nil {
-			return // evicted meanwhile, or still unknown: asked again at askAt
-		}
-		g.w = a.workload
-		if !a.partial {
-			g.askAt = 0
-		}
-		e.cgroups[a.cgroup] = g
-		return
+	e.lastCG = 0 // an answer may change what it holds
+	g, ok := e.cgroups[a.cgroup]
+	if !ok || a.workload == nil {
+		return // evicted meanwhile, or still unknown: asked again at askAt
 	}
-	if p, ok := e.procs[a.pid]; ok && p.key == a.entry.key {
-		a.entry.known = true
-		e.procs[a.pid] = a.entry
+	g.w = a.workload
+	if !a.partial {
+		g.askAt = 0
 	}
+	e.cgroups[a.cgroup] = g
 }
 
 // evictOne removes an entry of m, one the map's iteration order picks.
@@ -381,12 +370,7 @@ func (r *resolver) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case q := <-r.e.requests:
-			var a answer
-			if q.proc {
-				a = r.process(q)
-			} else {
-				a = r.cgroup(ctx, q)
-			}
+			a := r.cgroup(ctx, q)
 			select {
 			case r.e.answers <- a:
 			case <-ctx.Done():
@@ -396,22 +380,24 @@ func (r *resolver) run(ctx context.Context) {
 	}
 }
 
-// process reads a process's parent, start time and executable. A process
-// whose start time differs from the one the kernel gave is another
-// process that reused the pid: nothing of it is reported.
-func (r *resolver) process(q request) answer {
-	entry := procEntry{key: q.start}
-	info, err := readProc(r.e.opts.ProcRoot, q.pid)
+// readProcEntry reads process pid's parent, start time and executable
+// from /proc. start is the start time the kernel gave (0: none); a process
+// whose start time differs from it is another process that reused the
+// pid: nothing of it is reported. A process gone already gets an empty
+// entry.
+func readProcEntry(procRoot string, pid uint32, start int64) procEntry {
+	entry := procEntry{key: start}
+	info, err := readProc(procRoot, pid)
 	if err == nil {
-		start := bootToWall() + int64(info.startTicks)*clockTick
-		if q.start == 0 || absDiff(start, q.start) <= 2*clockTick {
-			entry.ppid, entry.exe, entry.start = info.ppid, info.exe, start
+		began := bootToWall() + int64(info.startTicks)*clockTick
+		if start == 0 || absDiff(began, start) <= 2*clockTick {
+			entry.ppid, entry.exe, entry.start = info.ppid, info.exe, began
 		}
 	}
-	if q.start == 0 {
+	if start == 0 {
 		entry.expires = time.Now().UnixNano() + procTTL
 	}
-	return answer{pid: q.pid, entry: entry}
+	return entry
 }
 
 func absDiff(a, b int64) int64 {

@@ -5,6 +5,7 @@ package identity
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -108,6 +109,11 @@ func TestEnrichWorkloadFromCgroupTree(t *testing.T) {
 	}
 }
 
+// TestEnrichProcess: a process's first event already names its
+// executable and parent (read from /proc at first sight, not queued: a
+// short-lived process would be gone before an answer came), a later one
+// comes from the cache, and a start time that is not the process's (its
+// pid reused) gets nothing of the process holding the pid now.
 func TestEnrichProcess(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -119,32 +125,50 @@ func TestEnrichProcess(t *testing.T) {
 	}
 	start := bootToWall() + int64(info.startTicks)*clockTick
 	e := startEnricher(t, Options{})
+	enrich := func(c events.Context) events.Context {
+		e.Enrich(&c, time.Now().UnixNano())
+		return c
+	}
 
 	// The kernel gave the start time: /proc's must agree.
-	got := enrichUntil(t, e, events.Context{PID: uint32(os.Getpid()), ProcessStart: start},
-		func(c *events.Context) bool { return c.Exe != "" })
-	if got.Exe != exe || got.PPID != uint32(os.Getppid()) {
-		t.Errorf("exe %q ppid %d, want %q %d", got.Exe, got.PPID, exe, os.Getppid())
+	for i, what := range []string{"first event", "second event (cached)"} {
+		got := enrich(events.Context{PID: uint32(os.Getpid()), ProcessStart: start})
+		if got.Exe != exe || got.PPID != uint32(os.Getppid()) {
+			t.Errorf("%s: exe %q ppid %d, want %q %d", what, got.Exe, got.PPID, exe, os.Getppid())
+		}
+		if cs := e.CacheStats(); cs.Misses != 1 || cs.Hits != uint64(i) {
+			t.Errorf("%s: cache stats %+v, want 1 miss and %d hits", what, cs, i)
+		}
 	}
 	// No start time from the kernel: /proc gives it.
-	got = enrichUntil(t, e, events.Context{PID: uint32(os.Getpid())}, func(c *events.Context) bool { return c.Exe != "" })
-	if got.ProcessStart != start && absDiff(got.ProcessStart, start) > clockTick {
-		t.Errorf("start %d, want %d", got.ProcessStart, start)
+	if got := enrich(events.Context{PID: uint32(os.Getpid())}); got.Exe != exe || absDiff(got.ProcessStart, start) > clockTick {
+		t.Errorf("no kernel start time: exe %q start %d, want %q %d", got.Exe, got.ProcessStart, exe, start)
 	}
 	// A start time that is not this process's: the pid was reused, and
 	// nothing of the process now holding it is reported.
 	stale := events.Context{PID: uint32(os.Getpid()), ProcessStart: start - int64(time.Hour)}
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		g := stale
-		e.Enrich(&g, time.Now().UnixNano())
-		if g.Exe != "" || g.PPID != 0 {
+	for range 2 {
+		if g := enrich(stale); g.Exe != "" || g.PPID != 0 {
 			t.Fatalf("a reused pid got the new process's details: %+v", g)
 		}
-		if p := e.procs[stale.PID]; p.known && p.key == stale.ProcessStart {
-			return
-		}
-		time.Sleep(time.Millisecond)
+	}
+	if s := e.Stats(); s.Asked != 0 {
+		t.Errorf("%d lookups queued for processes, want none", s.Asked)
+	}
+}
+
+// TestEnrichProcessGone: a process that has exited and been reaped gets an
+// empty entry at once (nothing to read), and no error.
+func TestEnrichProcessGone(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	e := startEnricher(t, Options{})
+	c := events.Context{PID: uint32(cmd.ProcessState.Pid()), ProcessStart: time.Now().UnixNano()}
+	e.Enrich(&c, time.Now().UnixNano())
+	if c.Exe != "" || c.PPID != 0 {
+		t.Errorf("a reaped process got details: %+v", c)
 	}
 }
 
@@ -182,7 +206,7 @@ func benchEnrichSpread(on bool) func(*testing.B) {
 		for i := range ctxs {
 			id, pid, start := uint64(1000+i), uint32(4000+i), int64(1_700_000_000_000_000_000+i)
 			e.cgroups[id] = cgroupEntry{w: &events.Workload{ContainerID: testID, ContainerRuntime: RuntimeContainerd}}
-			e.procs[pid] = procEntry{key: start, known: true, ppid: 1, start: start, exe: "/usr/bin/app"}
+			e.procs[pid] = procEntry{key: start, ppid: 1, start: start, exe: "/usr/bin/app"}
 			ctxs[i] = events.Context{CgroupID: id, PID: pid, ProcessStart: start, PPID: 1}
 		}
 		now := time.Now().UnixNano()
@@ -211,7 +235,7 @@ func benchmarkEnrich(b *testing.B, on bool) {
 	root, cid, _ := fakeCgroupTree(b)
 	e := New(Options{CgroupRoot: root})
 	e.cgroups[cid] = cgroupEntry{w: &events.Workload{ContainerID: testID, ContainerRuntime: RuntimeContainerd}}
-	e.procs[4242] = procEntry{key: 1_700_000_000_000_000_000, known: true, ppid: 1, start: 1_700_000_000_000_000_000, exe: "/usr/bin/app"}
+	e.procs[4242] = procEntry{key: 1_700_000_000_000_000_000, ppid: 1, start: 1_700_000_000_000_000_000, exe: "/usr/bin/app"}
 	c := events.Context{CgroupID: cid, PID: 4242, ProcessStart: 1_700_000_000_000_000_000, PPID: 1}
 	now := time.Now().UnixNano()
 	b.ReportAllocs()
@@ -225,5 +249,18 @@ func benchmarkEnrich(b *testing.B, on bool) {
 	}
 	if on && sink.Exe != "/usr/bin/app" {
 		b.Fatalf("not enriched: %+v", sink)
+	}
+}
+
+// BenchmarkReadProcEntry measures what the first event of a new process
+// adds on the hot path: reading its stat and exe link from /proc.
+func BenchmarkReadProcEntry(b *testing.B) {
+	pid := uint32(os.Getpid())
+	var p procEntry
+	for b.Loop() {
+		p = readProcEntry("/proc", pid, 0)
+	}
+	if p.exe == "" {
+		b.Fatal("no exe read")
 	}
 }
