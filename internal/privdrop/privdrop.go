@@ -128,6 +128,9 @@ type Status struct {
 	Inh, Prm, Eff, Bnd, Amb uint64
 	// NoNewPrivs is the NoNewPrivs flag.
 	NoNewPrivs bool
+	// Seccomp is the seccomp mode (0 none, 1 strict, 2 filter) and
+	// SeccompFilters how many filters are stacked.
+	Seccomp, SeccompFilters int
 }
 
 // ReadStatus reads the privileges of process pid from /proc/<pid>/status
@@ -166,6 +169,10 @@ func ReadStatus(pid string) (Status, error) {
 			mask(&st.Amb)
 		case "NoNewPrivs":
 			st.NoNewPrivs = v == "1"
+		case "Seccomp":
+			st.Seccomp, _ = strconv.Atoi(v)
+		case "Seccomp_filters":
+			st.SeccompFilters, _ = strconv.Atoi(v)
 		}
 	}
 	return st, sc.Err()

@@ -297,6 +297,9 @@ func Verify(plugin, pin string) (string, error) {
 	return path, bin.Close()
 }
 
+// noFilterOnce says once that plugins run without a seccomp filter.
+var noFilterOnce sync.Once
+
 // Start resolves and launches the plugin, completes the go-plugin
 // handshake, and checks that the plugin speaks wire.ProtocolVersion. ctx
 // bounds only the start: if it ends first the process is killed. The
@@ -342,6 +345,9 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 		logger = hclog.Default()
 	}
 	logger = logger.With("sink", label)
+	if !launch.seccomp {
+		noFilterOnce.Do(func() { logger.Warn("plugins run without their seccomp filter", "reason", errSeccompUnsupported) })
+	}
 	stdout, stderr := cfg.Stdout, cfg.Stderr
 	if stdout == nil {
 		stdout = os.Stdout

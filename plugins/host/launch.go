@@ -32,7 +32,8 @@ import (
 // root gets none from an exec without file capabilities, and root gets
 // only its bounding set's, which is empty. When Config.RunAs names another
 // user, the child switches to it (setgroups, setgid, setuid) before the
-// exec.
+// exec. The launcher also installs a seccomp filter on itself, which the
+// plugins inherit (seccomp.go).
 //
 // Why a thread and not a re-exec: Go's SysProcAttr cannot set NoNewPrivs
 // or the bounding set in the child, and all three are per thread in
@@ -153,7 +154,15 @@ type launcher struct {
 	// CAP_SETPCAP); NoNewPrivs still keeps the plugins from gaining
 	// anything by exec.
 	boundingKept bool
+	// seccomp: the plugin filter is installed (false: the kernel or
+	// architecture has none; see errSeccompUnsupported).
+	seccomp bool
 }
+
+// errSeccompUnsupported: the kernel has no seccomp filters
+// (CONFIG_SECCOMP_FILTER), or flowtap does not know the architecture's
+// system call table; plugins then run without a filter.
+var errSeccompUnsupported = errors.New("no seccomp filter for the plugins: the kernel has none (CONFIG_SECCOMP_FILTER) or flowtap does not know this architecture's system calls")
 
 type launchReq struct {
 	cmd  *exec.Cmd
@@ -185,6 +194,14 @@ func getLauncher() (*launcher, error) {
 			runtime.LockOSThread()
 			kept, err := isolateThread()
 			l.boundingKept = kept
+			if err == nil {
+				switch err = installPluginFilter(); {
+				case err == nil:
+					l.seccomp = true
+				case errors.Is(err, errSeccompUnsupported):
+					err = nil
+				}
+			}
 			ready <- err
 			if err != nil {
 				return // the thread ends with the goroutine: it is tainted

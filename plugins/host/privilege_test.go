@@ -23,7 +23,7 @@ import (
 
 // TestPluginHoldsNoPrivilege starts a real plugin as root and reads its
 // /proc/<pid>/status: no capability in any set (bounding and ambient
-// included), NoNewPrivs, and, run as the default user, a uid and gid
+// included), NoNewPrivs, the seccomp filter, and, run as the default user, a uid and gid
 // other than 0 and no supplementary group. Run as root (RunAs nil), it
 // still holds no capability. Either way it serves batches (flowtap
 // reaches its socket).
@@ -58,6 +58,9 @@ func TestPluginHoldsNoPrivilege(t *testing.T) {
 			}
 			if !st.NoNewPrivs {
 				t.Error("NoNewPrivs is not set")
+			}
+			if st.Seccomp != 2 {
+				t.Errorf("Seccomp mode %d, want 2: the plugin filter (seccomp.go)", st.Seccomp)
 			}
 			if tc.runAs != nil {
 				want := fmt.Sprint(tc.runAs.UID)
