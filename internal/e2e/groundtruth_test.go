@@ -41,7 +41,9 @@ const synTimeout = 2 * time.Second
 //     and incoming (the server's). src/dst run initiator → responder;
 //     IPv4-mapped addresses are reported as IPv4.
 //   - begin: handshake_ns > 0; context pid/comm of the endpoint's process
-//     (client for outgoing, server for incoming).
+//     (client for outgoing, server for incoming), and exe, the workload's
+//     binary, on every event whose pid is checked: a process's first
+//     event names it too.
 //   - end: bytes_sent/bytes_received exactly the payload bytes of that
 //     endpoint (outgoing: sent = client→server; incoming: sent =
 //     server→client), packets both ways > 0, 0 < duration_ns within the
@@ -191,6 +193,19 @@ func groundTruth(t *testing.T, prefix string, second byte, plan workload.Plan, a
 	}
 
 	want := expectations(rep)
+	// Every process of the workload executes its binary: every event
+	// whose pid is checked names it as exe, the first of a process too
+	// (flowtap reads /proc when it first sees a process).
+	real, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, w := range want {
+		if w.pid != 0 {
+			w.exe = real
+			want[k] = w
+		}
+	}
 	if missing := unavailableFeatures(t, bin); missing[bpf.FeatureNoSocketResets] != "" {
 		// Attempts this host refused show from their initiator; from
 		// the responder only where the packet programs see the reset
@@ -287,7 +302,8 @@ type expected struct {
 	kind       string // the workload's connection kind, to group the diff
 	pid        int    // 0: not checked
 	comm       string
-	notPID     int // the pid it must not carry (incoming refused)
+	exe        string // "": not checked
+	notPID     int    // the pid it must not carry (incoming refused)
 	sent, recv uint64
 	reason     string // failed: refused/timeout
 	start, end int64  // bounds of the connection's life, ns
@@ -535,6 +551,9 @@ func checkEvent(d *diff, cat string, k flowKey, w expected, ev harness.Event, re
 	if w.pid != 0 {
 		field("context.pid", c.PID, w.pid)
 		field("context.comm", c.Comm, w.comm)
+	}
+	if w.exe != "" {
+		field("context.exe", c.Exe, w.exe)
 	}
 	if w.notPID != 0 && c.PID == w.notPID {
 		d.add(cat+": context.pid is the client's", fmt.Sprintf("%s pid %d", k, c.PID))
