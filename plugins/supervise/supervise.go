@@ -411,8 +411,14 @@ func (s *Delivery) run() {
 	defer close(s.done)
 	size := s.cfg.BatchSize
 	s.batch = make([]events.Event, 0, size)
-	ticker := time.NewTicker(s.cfg.FlushInterval)
-	defer ticker.Stop()
+	// The timer is due at flushAt while a batch is partial or batches
+	// are in flight (FlushInterval after the first of them, not pushed
+	// back by later wake-ups), and at the next health check otherwise:
+	// an idle sink does not wake the process every FlushInterval (a
+	// ticker did: about half of an idle flowtap's wake-ups).
+	timer := time.NewTimer(s.cfg.FlushInterval)
+	defer timer.Stop()
+	var flushAt time.Time
 	lastHealth := time.Now()
 	for {
 		var drained bool
@@ -427,12 +433,26 @@ func (s *Delivery) run() {
 			s.finish()
 			return
 		}
+		now := time.Now()
+		var due time.Time
+		switch {
+		case len(s.batch) > 0 || len(s.inflight) > 0:
+			if flushAt.IsZero() {
+				flushAt = now.Add(s.cfg.FlushInterval)
+			}
+			due = flushAt
+		default:
+			flushAt = time.Time{}
+			due = lastHealth.Add(s.cfg.HealthInterval)
+		}
+		timer.Reset(due.Sub(now))
 		select {
 		case <-s.q.wake:
 		case <-s.ctx.Done():
 			s.abandon(s.ctx.Err())
 			return
-		case <-ticker.C:
+		case <-timer.C:
+			flushAt = time.Time{}
 			if len(s.batch) > 0 && !s.send() {
 				return
 			}

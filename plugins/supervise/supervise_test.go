@@ -732,3 +732,33 @@ func TestRetryInflightInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTrickleFlushedEveryInterval: events that arrive one at a time, far
+// fewer than a batch, reach the plugin about every FlushInterval: the
+// worker's timer is due FlushInterval after a partial batch's first event
+// (and only at the next health check while nothing waits, which spares
+// an idle flowtap ten wake-ups a second: figure 5 of internal/perf).
+func TestTrickleFlushedEveryInterval(t *testing.T) {
+	bin := plugin(t, flakyPkg)
+	countFile := filepath.Join(t.TempDir(), "count")
+	const interval = 50 * time.Millisecond
+	s := start(t, Config{BatchSize: 1000, FlushInterval: interval}, bin, map[string]any{"count_file": countFile})
+	const n = 60
+	for i := 1; i <= n; i++ {
+		s.Enqueue(event(i))
+		time.Sleep(interval / 5)
+	}
+	// About 12 intervals passed: the plugin has had batches all along,
+	// not one at the end.
+	got, batches := counted(t, countFile)
+	if len(batches) < 4 {
+		t.Errorf("the plugin got %d events in %d batches while %d trickled in over %v, want a batch about every %v",
+			got, len(batches), n, time.Duration(n)*interval/5, interval)
+	}
+	if err := closeSink(t, s); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := counted(t, countFile); got != n {
+		t.Errorf("the plugin got %d events, want %d", got, n)
+	}
+}
