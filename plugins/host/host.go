@@ -345,8 +345,8 @@ func Start(ctx context.Context, cfg Config) (*Plugin, error) {
 		logger = hclog.Default()
 	}
 	logger = logger.With("sink", label)
-	if !launch.seccomp {
-		noFilterOnce.Do(func() { logger.Warn("plugins run without their seccomp filter", "reason", errSeccompUnsupported) })
+	if launch.noFilter != nil {
+		noFilterOnce.Do(func() { logger.Warn("plugins run without their seccomp filter", "reason", launch.noFilter) })
 	}
 	stdout, stderr := cfg.Stdout, cfg.Stderr
 	if stdout == nil {

@@ -154,15 +154,17 @@ type launcher struct {
 	// CAP_SETPCAP); NoNewPrivs still keeps the plugins from gaining
 	// anything by exec.
 	boundingKept bool
-	// seccomp: the plugin filter is installed (false: the kernel or
-	// architecture has none; see errSeccompUnsupported).
-	seccomp bool
+	// noFilter says why the plugin filter is not installed (nil: it
+	// is); an errNoFilter.
+	noFilter error
 }
 
-// errSeccompUnsupported: the kernel has no seccomp filters
-// (CONFIG_SECCOMP_FILTER), or flowtap does not know the architecture's
-// system call table; plugins then run without a filter.
-var errSeccompUnsupported = errors.New("no seccomp filter for the plugins: the kernel has none (CONFIG_SECCOMP_FILTER) or flowtap does not know this architecture's system calls")
+// errNoFilter marks why plugins run without their seccomp filter: the
+// kernel has none (CONFIG_SECCOMP_FILTER), flowtap does not know the
+// architecture's system calls, or a filter flowtap itself runs under
+// refuses seccomp(2). flowtap then logs a WARN and starts plugins all the
+// same.
+var errNoFilter = errors.New("plugins run without their seccomp filter")
 
 type launchReq struct {
 	cmd  *exec.Cmd
@@ -195,11 +197,8 @@ func getLauncher() (*launcher, error) {
 			kept, err := isolateThread()
 			l.boundingKept = kept
 			if err == nil {
-				switch err = installPluginFilter(); {
-				case err == nil:
-					l.seccomp = true
-				case errors.Is(err, errSeccompUnsupported):
-					err = nil
+				if err = installPluginFilter(); errors.Is(err, errNoFilter) {
+					l.noFilter, err = err, nil
 				}
 			}
 			ready <- err

@@ -132,7 +132,8 @@ func pluginFilter() []unix.SockFilter {
 
 // installPluginFilter installs the plugin filter on the calling thread,
 // which must have set NoNewPrivs. A kernel built without seccomp filters
-// (EINVAL) is reported as errSeccompUnsupported.
+// (EINVAL), or a filter around flowtap that refuses seccomp(2) (EPERM,
+// EACCES), is an errNoFilter.
 func installPluginFilter() error {
 	filter := pluginFilter()
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
@@ -142,7 +143,9 @@ func installPluginFilter() error {
 	case errno == 0:
 		return nil
 	case errno == unix.EINVAL:
-		return errSeccompUnsupported
+		return fmt.Errorf("%w: the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)", errNoFilter)
+	case errno == unix.EPERM || errno == unix.EACCES:
+		return fmt.Errorf("%w: the seccomp policy flowtap runs under refuses seccomp(2) (%w); under systemd, add seccomp to SystemCallFilter=", errNoFilter, errno)
 	default:
 		return fmt.Errorf("install the plugins' seccomp filter: %w", errno)
 	}

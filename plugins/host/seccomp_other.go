@@ -4,6 +4,10 @@
 
 package host
 
+import "fmt"
+
 // installPluginFilter: flowtap knows the system call tables of amd64 and
 // arm64 only; elsewhere plugins run without a seccomp filter.
-func installPluginFilter() error { return errSeccompUnsupported }
+func installPluginFilter() error {
+	return fmt.Errorf("%w: flowtap knows the system calls of amd64 and arm64 only", errNoFilter)
+}
