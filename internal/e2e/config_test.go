@@ -3,7 +3,7 @@
 package e2e
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,24 +29,30 @@ func jsonLinesSink(t *testing.T) string {
 	return bin
 }
 
-// readLines parses the events a jsonlines sink wrote to path.
+// readLines parses the events a jsonlines sink wrote to path. A last
+// line without its newline is one the sink is still writing (its buffered
+// writer flushes at its buffer's size, mid-line): it is left for a later
+// read. After the sink is closed there is none, and a line cut short
+// would show as an event missing.
 func readLines(t *testing.T, path string) []harness.Event {
 	t.Helper()
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[:i]
+	} else {
+		return nil
+	}
 	var out []harness.Event
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
+	for line := range bytes.SplitSeq(data, []byte{'\n'}) {
 		var ev harness.Event
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("%s: bad line %q: %v", path, sc.Text(), err)
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("%s: bad line %q: %v", path, line, err)
 		}
 		out = append(out, ev)
 	}
@@ -272,26 +278,35 @@ func TestReloadUnderTrafficLosesNothing(t *testing.T) {
 	a.Stop(t)
 
 	// Every connection has two begins with dst_port = port (the client's
-	// outgoing one and the server's incoming one), all in "keep".
-	want := map[string]bool{}
+	// outgoing one and the server's incoming one), all in "keep". A
+	// client port can serve several of the connections (loopback reuses
+	// ports in TIME_WAIT after a second): each port has as many begins of
+	// each direction as connections used it.
+	want := map[string]int{}
 	for _, c := range conns {
-		want[fmt.Sprintf("outgoing %d", c.client.Port)] = true
-		want[fmt.Sprintf("incoming %d", c.client.Port)] = true
+		want[fmt.Sprintf("outgoing %d", c.client.Port)]++
+		want[fmt.Sprintf("incoming %d", c.client.Port)]++
 	}
 	got := readLines(t, out("keep"))
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for _, ev := range got {
 		k := fmt.Sprintf("%s %d", ev.Fields.ConnDirection, ev.Fields.SrcPort)
-		if !want[k] || ev.Fields.DstPort != port {
+		if want[k] == 0 || ev.Fields.DstPort != port {
 			t.Errorf("kept pipeline got an event it does not select: %+v", ev)
 		}
-		if seen[k] {
-			t.Errorf("kept pipeline got the begin %s twice", k)
-		}
-		seen[k] = true
+		seen[k]++
 	}
-	if len(seen) != len(want) {
-		t.Errorf("kept pipeline has %d of the %d begins: the reload lost %d", len(seen), len(want), len(want)-len(seen))
+	lost := 0
+	for k, n := range want {
+		switch {
+		case seen[k] > n:
+			t.Errorf("kept pipeline got the begin %s %d times, for %d connections", k, seen[k], n)
+		case seen[k] < n:
+			lost += n - seen[k]
+		}
+	}
+	if lost > 0 {
+		t.Errorf("kept pipeline has %d of the %d begins: the reload lost %d", len(got), 2*total, lost)
 	}
 	gone, added := readLines(t, out("gone")), readLines(t, out("added"))
 	if len(gone) == 0 || len(added) == 0 {
