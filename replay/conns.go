@@ -162,6 +162,11 @@ type connTable struct {
 	// evicted counts connections dropped because the table was full;
 	// outOfWindow segments whose payload was not counted.
 	evicted, outOfWindow uint64
+	// last is the connection the previous segment belonged to (nil:
+	// none, or removed since): a capture's segments come in runs of one
+	// connection (a handshake, a request and its answer, a bulk
+	// transfer), and comparing the key is cheaper than hashing it.
+	last *connState
 }
 
 func newConnTable(max int) *connTable {
@@ -181,7 +186,10 @@ func (t *connTable) update(p *packet, ts int64) (*connState, int) {
 		key[0], key[1] = key[1], key[0]
 		from = 1
 	}
-	c := t.m[key]
+	c := t.last
+	if c == nil || c.key != key {
+		c = t.m[key]
+	}
 	if p.flags&(events.FlagSYN|events.FlagACK) == events.FlagSYN {
 		// A SYN after a close, or with another initial sequence number,
 		// opens a new connection on the same 4-tuple.
@@ -196,6 +204,7 @@ func (t *connTable) update(p *packet, ts int64) (*connState, int) {
 	if c == nil {
 		return nil, 0
 	}
+	t.last = c
 	t.lru.moveToBack(c)
 	wasOpen := c.open()
 	t.segment(c, from, p, ts)
@@ -268,6 +277,9 @@ func (t *connTable) insert(key connKey, from int, p *packet) *connState {
 }
 
 func (t *connTable) remove(c *connState) {
+	if t.last == c {
+		t.last = nil
+	}
 	t.closed.remove(c)
 	if t.m[c.key] != c {
 		return

@@ -347,3 +347,37 @@ func TestGaps(t *testing.T) {
 		t.Errorf("%d snapshots (at most %d), log:\n%s", snapshots, budget, out.log)
 	}
 }
+
+// TestForgottenConnectionNotReused: the table remembers the connection of
+// the previous segment, to skip the map for runs of one connection's
+// segments. A connection forgotten since (its linger after a close ended)
+// must not be found that way: a stray segment of its 4-tuple after the
+// linger belongs to no connection, and a new SYN gets a new one.
+func TestForgottenConnectionNotReused(t *testing.T) {
+	tbl := newConnTable(10)
+	lingerMs := float64(closedLinger) / float64(msec)
+	c := newConv("10.0.0.1:1000", "10.0.0.2:80", 100, 200).handshake(0).send(1, 1, rstAck, "")
+	c.send(lingerMs+10, 0, ack, "")   // after the linger: nobody's
+	c.send(lingerMs+20, 0, syn, "")   // a new connection on the 4-tuple
+	c.send(lingerMs+20.1, 0, ack, "") // ... whose segment is counted on it
+	var got []*connState
+	for _, s := range c.out {
+		var p packet
+		data := s.s.ip()
+		if err := decodePacket(linkRaw, data, uint32(len(data)), &p); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := tbl.update(&p, s.ts)
+		got = append(got, st)
+	}
+	first := got[0]
+	if first == nil || got[3] != first || !first.closed {
+		t.Fatalf("the reset connection: %v", got[:4])
+	}
+	if got[4] != nil {
+		t.Errorf("a segment after the closed connection's linger was counted on it: %+v", got[4])
+	}
+	if got[5] == nil || got[5] == first || got[6] != got[5] || got[5].counters(0).PacketsSent != 2 {
+		t.Errorf("the new connection on the 4-tuple: %+v %+v", got[5], got[6])
+	}
+}
