@@ -297,6 +297,11 @@ type deadline struct {
 type Tracker struct {
 	cfg   Config
 	conns map[connKey]*conn
+	// last is the connection the previous lookup found or insert made
+	// (nil once removed): a connection's records come in runs (a
+	// handshake, a close, both ends of a loopback connection), and
+	// comparing its key is cheaper than hashing it.
+	last *conn
 	// lossUntil is the end of the latest window records were lost in
 	// (events.RecordsLost.To); 0 before any loss.
 	lossUntil int64
@@ -386,7 +391,7 @@ func (t *Tracker) packet(ev events.Event, p *events.PacketFlowBase) {
 	dst := netip.AddrPortFrom(p.Dst.Unmap(), p.DstPort)
 	var key connKey
 	key.set(src, dst)
-	c := t.conns[key]
+	c := t.lookup(key)
 	syn := p.Flags.Has(events.FlagSYN)
 
 	if p.NoSocket {
@@ -510,7 +515,7 @@ func (t *Tracker) refused(c *conn, ev events.Event, src netip.AddrPort) {
 func (t *Tracker) socket(ev events.Event, s *events.TCPSocketBase) {
 	local := netip.AddrPortFrom(s.Local.Unmap(), s.LocalPort)
 	remote := netip.AddrPortFrom(s.Remote.Unmap(), s.RemotePort)
-	c := t.conns[makeKey(local, remote)]
+	c := t.lookup(makeKey(local, remote))
 	if c == nil {
 		return
 	}
@@ -755,6 +760,7 @@ func (t *Tracker) insert(key connKey, initiator, responder netip.AddrPort, ts in
 	*c = conn{key: key, initiator: initiator, responder: responder, gen: t.gen, lastSeen: ts, lossy: t.lossUntil != 0 && ts <= t.lossUntil,
 		initText: t.addrText(initiator.Addr()), respText: t.addrText(responder.Addr())}
 	t.conns[key] = c
+	t.last = c
 	t.pushBack(c)
 	t.handshakes = t.enqueue(t.handshakes, deadline{c, c.gen, ts + int64(t.cfg.SYNTimeout)})
 	return c
@@ -832,9 +838,24 @@ func (t *Tracker) unlink(c *conn) {
 	c.prev, c.next = nil, nil
 }
 
+// lookup returns the connection of key, nil when there is none.
+func (t *Tracker) lookup(key connKey) *conn {
+	if c := t.last; c != nil && c.key == key {
+		return c
+	}
+	c := t.conns[key]
+	if c != nil {
+		t.last = c
+	}
+	return c
+}
+
 // remove forgets c, and keeps it for reuse. The caller must not use c
 // afterwards.
 func (t *Tracker) remove(c *conn) {
+	if t.last == c {
+		t.last = nil
+	}
 	if t.conns[c.key] == c {
 		delete(t.conns, c.key)
 		t.unlink(c)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -637,5 +638,37 @@ func TestMix64IsABijection(t *testing.T) {
 		if got := inv(mix64(x)); got != x {
 			t.Fatalf("inverse(mix64(%#x)) = %#x", x, got)
 		}
+	}
+}
+
+// TestTrackerRemovedConnectionNotFoundAgain: the tracker remembers the
+// connection of its last lookup, to skip the map for a run of one
+// connection's records. Once that connection is finished and removed, a
+// later record of its 4-tuple must not find it there: a stray ACK changes
+// nothing, and a new SYN on the 4-tuple begins a new connection without
+// ending the old one a second time.
+func TestTrackerRemovedConnectionNotFoundAgain(t *testing.T) {
+	var got []events.ID
+	tr := NewTracker(Config{}, func(ev events.Event) { got = append(got, ev.ID) })
+	feed(t, tr,
+		"egress 127.0.0.1:3 > 127.0.0.1:4 SYN cookie=1",
+		"ingress 127.0.0.1:4 > 127.0.0.1:3 SYN|ACK cookie=1",
+		"egress 127.0.0.1:3 > 127.0.0.1:4 FIN|ACK cookie=1",
+		"ingress 127.0.0.1:4 > 127.0.0.1:3 FIN|ACK cookie=1",
+		"close 127.0.0.1:3 ~ 127.0.0.1:4 FIN_WAIT2 cookie=1",
+	)
+	if tr.Len() != 0 || len(got) != 2 {
+		t.Fatalf("after the first connection: %d tracked, events %v", tr.Len(), got)
+	}
+	feed(t, tr,
+		"egress 127.0.0.1:3 > 127.0.0.1:4 ACK cookie=1",
+		"egress 127.0.0.1:3 > 127.0.0.1:4 SYN cookie=2",
+		"ingress 127.0.0.1:4 > 127.0.0.1:3 SYN|ACK cookie=2",
+	)
+	if want := []events.ID{events.IDNetFlowTCPBegin, events.IDNetFlowTCPEnd, events.IDNetFlowTCPBegin}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+	if s := tr.Stats(); s.EvictedReused != 0 || tr.Len() != 1 {
+		t.Errorf("stats %+v, %d tracked: want the new connection alone, nothing evicted", s, tr.Len())
 	}
 }
