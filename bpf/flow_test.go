@@ -24,6 +24,7 @@ import (
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/privtest"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // TCP states (include/net/tcp_states.h) the tests expect.
@@ -63,14 +64,7 @@ func helperBinary(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "flowtap-helper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testutil.TempDirMode(t, "flowtap-helper", 0o755)
 	bin := filepath.Join(dir, name)
 	if err := os.Link(exe, bin); err == nil {
 		if st, err := os.Stat(bin); err == nil && st.Mode().Perm()&0o005 == 0o005 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flowtap/flowtap/configs"
 	"github.com/flowtap/flowtap/events"
+	"github.com/flowtap/flowtap/internal/testutil"
 	"github.com/flowtap/flowtap/plugins/host"
 )
 
@@ -57,14 +58,7 @@ func TestExamplesPluginsAccept(t *testing.T) {
 	}
 	// The plugins run as an unprivileged user when the test runs as
 	// root: the file sinks' directory must be theirs to write.
-	tmp, err := os.MkdirTemp("", "flowtap-examples-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	if err := os.Chmod(tmp, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	tmp := testutil.TempDirMode(t, "flowtap-examples-", 0o777)
 	for _, path := range files {
 		cfg, err := configs.Load(path)
 		if err != nil {
@@ -165,22 +159,8 @@ func TestCheckSinksBeforeRunStartsNoCompleteBuiltin(t *testing.T) {
 	// As root the plugin runs as another user and its binary must be in
 	// directories only root may write: both directories are made here
 	// rather than under t.TempDir (0700).
-	binDir, err := os.MkdirTemp("", "flowtap-fake-sink-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(binDir) })
-	markDir, err := os.MkdirTemp("", "flowtap-fake-sink-mark-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(markDir) })
-	if err := os.Chmod(binDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(markDir, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	binDir := testutil.TempDirMode(t, "flowtap-fake-sink-", 0o755)
+	markDir := testutil.TempDirMode(t, "flowtap-fake-sink-mark-", 0o1777)
 	mark := filepath.Join(markDir, "ran")
 	fake := filepath.Join(binDir, host.BinaryPrefix+"stdout")
 	if err := os.WriteFile(fake, []byte("#!/bin/sh\ntouch "+mark+"\n"), 0o755); err != nil {

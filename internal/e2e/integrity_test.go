@@ -31,15 +31,7 @@ import (
 // t.TempDir, whose parent only root may enter. It is removed at the end.
 func sharedDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "flowtap-e2e-sink-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testutil.TempDirMode(t, "flowtap-e2e-sink-", 0o777)
 }
 
 // mountTmpfs mounts a tmpfs of size (e.g. "600k"), writable by everyone

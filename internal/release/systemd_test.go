@@ -247,14 +247,7 @@ func TestSystemdSandboxFitsFlowtap(t *testing.T) {
 	capList := "-all," + strings.Join(caps, ",")
 
 	// Binaries and config where the unprivileged user can read them.
-	dir, err := os.MkdirTemp("", "flowtap-unit-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testutil.TempDirMode(t, "flowtap-unit-", 0o755)
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/flowtap", "./cmd/flowtap-sink-stdout")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: flowtap drops its capabilities
 	build.Dir = repoRoot
