@@ -62,6 +62,10 @@ type queue struct {
 	// wakeAt is how many queued events are worth waking the worker for
 	// (a full batch, or the whole queue when it is smaller).
 	wakeAt int
+	// idle: the worker found the queue empty with nothing to flush, and
+	// sleeps until the next health check; the next push wakes it, so
+	// that its flush timer runs for the new events.
+	idle bool
 
 	queued, dropped, lost *atomic.Uint64
 	// onDrop, when set, is told of the events the policy dropped in a
@@ -116,6 +120,10 @@ func (q *queue) pushAll(evs []events.Event) {
 		queued++
 	}
 	n := q.n
+	wakeIdle := q.idle && n > 0
+	if wakeIdle {
+		q.idle = false
+	}
 	q.mu.Unlock()
 	if dropped > 0 {
 		q.dropped.Add(dropped)
@@ -127,12 +135,26 @@ func (q *queue) pushAll(evs []events.Event) {
 	if queued > 0 {
 		q.queued.Add(queued)
 	}
-	// The worker sends partial batches on its flush tick only, so waking
-	// it for fewer events than a batch would cost a goroutine wake-up per
-	// push and send nothing.
-	if n >= q.wakeAt {
+	// The worker sends partial batches when its flush timer fires, so
+	// waking it for fewer events than a batch would cost a goroutine
+	// wake-up per push and send nothing; but an idle worker has no flush
+	// timer running, and must learn of the first event.
+	if n >= q.wakeAt || wakeIdle {
 		q.signal()
 	}
+}
+
+// sleep marks the worker idle, unless events wait (it then returns
+// false, and the worker pops them). Checked and set under one lock, so
+// that no push falls between the check and the mark unnoticed.
+func (q *queue) sleep() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n > 0 {
+		return false
+	}
+	q.idle = true
+	return true
 }
 
 func (q *queue) signal() {
@@ -147,6 +169,7 @@ func (q *queue) signal() {
 func (q *queue) pop(dst []events.Event, max int) ([]events.Event, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.idle = false // the worker is awake
 	wasFull := q.n == len(q.buf)
 	for k := 0; k < max && q.n > 0; k++ {
 		dst = append(dst, q.buf[q.head])

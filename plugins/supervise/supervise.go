@@ -415,7 +415,9 @@ func (s *Delivery) run() {
 	// are in flight (FlushInterval after the first of them, not pushed
 	// back by later wake-ups), and at the next health check otherwise:
 	// an idle sink does not wake the process every FlushInterval (a
-	// ticker did: about half of an idle flowtap's wake-ups).
+	// ticker did: about half of an idle flowtap's wake-ups). An idle
+	// worker is woken by the next push (queue.sleep), which starts the
+	// flush timer for it.
 	timer := time.NewTimer(s.cfg.FlushInterval)
 	defer timer.Stop()
 	var flushAt time.Time
@@ -442,6 +444,9 @@ func (s *Delivery) run() {
 			}
 			due = flushAt
 		default:
+			if !s.q.sleep() {
+				continue // an event came since the pop
+			}
 			flushAt = time.Time{}
 			due = lastHealth.Add(s.cfg.HealthInterval)
 		}

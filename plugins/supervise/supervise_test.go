@@ -743,6 +743,9 @@ func TestTrickleFlushedEveryInterval(t *testing.T) {
 	countFile := filepath.Join(t.TempDir(), "count")
 	const interval = 50 * time.Millisecond
 	s := start(t, Config{BatchSize: 1000, FlushInterval: interval}, bin, map[string]any{"count_file": countFile})
+	// Let the worker find the queue empty and go idle (its timer due at
+	// the health check, 5 s away): the first event must wake it.
+	time.Sleep(4 * interval)
 	const n = 60
 	for i := 1; i <= n; i++ {
 		s.Enqueue(event(i))
@@ -760,5 +763,54 @@ func TestTrickleFlushedEveryInterval(t *testing.T) {
 	}
 	if got, _ := counted(t, countFile); got != n {
 		t.Errorf("the plugin got %d events, want %d", got, n)
+	}
+}
+
+// TestQueueWakesIdleWorker: a push of fewer events than wakeAt does not
+// wake a worker that has a flush timer running, but does wake one that
+// went to sleep idle (and only once: the worker is then awake); sleep
+// refuses while events wait, so none can slip in unnoticed.
+func TestQueueWakesIdleWorker(t *testing.T) {
+	var queued, dropped, lost atomic.Uint64
+	q := newQueue(64, 8, DropNewest, &queued, &dropped, &lost)
+	woken := func() bool {
+		select {
+		case <-q.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	q.push(event(1))
+	if woken() {
+		t.Fatal("a busy worker was woken for 1 event of a batch of 8")
+	}
+	if q.sleep() {
+		t.Fatal("sleep succeeded with an event waiting")
+	}
+	if got, _ := q.pop(nil, 8); len(got) != 1 {
+		t.Fatalf("popped %d events, want 1", len(got))
+	}
+	if !q.sleep() {
+		t.Fatal("sleep refused on an empty queue")
+	}
+	q.push(event(2))
+	if !woken() {
+		t.Fatal("the idle worker was not woken by the first event")
+	}
+	q.push(event(3))
+	if woken() {
+		t.Fatal("the worker was woken again before it slept again")
+	}
+	if got, _ := q.pop(nil, 8); len(got) != 2 {
+		t.Fatalf("popped %d events, want 2", len(got))
+	}
+	if !q.sleep() {
+		t.Fatal("sleep refused on an empty queue")
+	}
+	q.pop(nil, 8) // the worker woke (its health check), found nothing
+	q.push(event(4))
+	if woken() {
+		t.Fatal("a worker awake again was woken for 1 event of a batch of 8")
 	}
 }
