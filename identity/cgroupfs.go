@@ -36,10 +36,17 @@ func newCgroupIndex(root, procRoot string, maxDirs int) *cgroupIndex {
 // fromProcess returns the cgroup v2 path of process pid if its directory
 // has the given id.
 func (x *cgroupIndex) fromProcess(pid uint32, id uint64) (string, bool) {
+	return processCgroup(x.procRoot, x.root, pid, id)
+}
+
+// processCgroup returns the cgroup v2 path of process pid (under the
+// cgroup2 mount root) if its directory has the given id: one small read
+// of /proc/PID/cgroup and one stat.
+func processCgroup(procRoot, root string, pid uint32, id uint64) (string, bool) {
 	if pid == 0 {
 		return "", false
 	}
-	raw, err := os.ReadFile(filepath.Join(x.procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"))
+	raw, err := os.ReadFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"))
 	if err != nil {
 		return "", false
 	}
@@ -48,7 +55,7 @@ func (x *cgroupIndex) fromProcess(pid uint32, id uint64) (string, bool) {
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			if ino, err := inode(filepath.Join(x.root, p)); err == nil && ino == id {
+			if ino, err := inode(filepath.Join(root, p)); err == nil && ino == id {
 				return p, true
 			}
 			return "", false

@@ -179,15 +179,18 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 		e.counts.hits++
 	} else if c.CgroupID != 0 && e.opts.CgroupRoot != "" {
 		g, ok := e.cgroups[c.CgroupID]
-		if ok && g.w != nil && g.askAt == 0 {
-			e.lastCG, e.lastW = c.CgroupID, g.w
-		}
-		c.Workload = g.w
-		if g.w != nil {
+		if ok && g.w != nil {
 			e.counts.hits++
 		} else {
 			e.counts.misses++
 		}
+		if !ok {
+			g, ok = e.firstSight(c.CgroupID, c.PID, now)
+		}
+		if ok && g.w != nil && g.askAt == 0 {
+			e.lastCG, e.lastW = c.CgroupID, g.w
+		}
+		c.Workload = g.w
 		if !ok || g.askAt != 0 && now >= g.askAt {
 			if e.ask(request{cgroup: c.CgroupID, pid: c.PID}) {
 				if !ok && len(e.cgroups) >= e.opts.CacheSize {
@@ -237,6 +240,35 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 	if c.ProcessStart == 0 {
 		c.ProcessStart = p.start
 	}
+}
+
+// firstSight gives a cgroup seen for the first time what its path says,
+// at once, when the event's process is still in it: a host cgroup its
+// final workload, a container's its id, runtime and pod uid (the resolver
+// adds names and images from the runtime). A short-lived process's first
+// events would otherwise go out before the resolver answered. It costs
+// one read of /proc/PID/cgroup and one stat, once per cgroup. ok is false
+// when the path is not known this way (no process, or it moved or
+// exited): the resolver finds it.
+func (e *Enricher) firstSight(id uint64, pid uint32, now int64) (cgroupEntry, bool) {
+	path, found := processCgroup(e.opts.ProcRoot, e.opts.CgroupRoot, pid, id)
+	if !found {
+		return cgroupEntry{}, false
+	}
+	var g cgroupEntry
+	info := ParseCgroupPath(path)
+	if info.ContainerID == "" {
+		g.w = hostWorkload
+	} else {
+		g.w = &events.Workload{ContainerID: info.ContainerID, ContainerRuntime: info.Runtime, PodUID: info.PodUID}
+		g.askAt = now // ask the resolver for the rest
+	}
+	if len(e.cgroups) >= e.opts.CacheSize {
+		evictOne(e.cgroups)
+		e.counts.evictions++
+	}
+	e.cgroups[id] = g
+	return g, true
 }
 
 // ask hands r to the resolver without waiting; false when its queue is

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +108,73 @@ func TestEnrichWorkloadFromCgroupTree(t *testing.T) {
 	cs := e.CacheStats()
 	if cs.Entries < 3 || cs.Hits < 2 || cs.Misses < 51 {
 		t.Errorf("cache stats %+v: want 3 entries, a hit for each cgroup found, a miss for each of the 51 unknown sights at least", cs)
+	}
+}
+
+// TestEnrichWorkloadAtFirstSight: the first event of a cgroup whose
+// process is still in it gets what the cgroup's path says at once (a
+// short-lived process is gone before the resolver would answer): a host
+// cgroup its final workload, not asked of the resolver; a container's
+// its id, runtime and pod, asked of the resolver for names and images.
+// A process that is no longer in the event's cgroup tells nothing: the
+// resolver finds the cgroup by walking.
+func TestEnrichWorkloadAtFirstSight(t *testing.T) {
+	root, cid, hid := fakeCgroupTree(t)
+	procRoot := t.TempDir()
+	for pid, path := range map[int]string{
+		100: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6f1d2c3b_4a59_4e8f_9b7a_0c1d2e3f4a5b.slice/cri-containerd-" + testID + ".scope",
+		200: "/system.slice/sshd.service",
+		300: "/system.slice/other.service", // moved since: not the event's cgroup
+	} {
+		dir := filepath.Join(procRoot, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// A hybrid layout: v1 lines first, the v2 line "0::" last.
+		content := "12:memory:/v1path\n1:name=systemd:/v1path\n0::" + path + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := startEnricher(t, Options{CgroupRoot: root, ProcRoot: procRoot})
+	first := func(c events.Context) events.Context {
+		e.Enrich(&c, time.Now().UnixNano())
+		return c
+	}
+
+	h := first(events.Context{CgroupID: hid, PID: 200})
+	if h.Workload == nil || !h.Workload.Host() {
+		t.Fatalf("host cgroup's first event: workload %+v, want the host", h.Workload)
+	}
+	if s := e.Stats(); s.Asked != 0 {
+		t.Errorf("a host cgroup known from its path was asked of the resolver (%d lookups)", s.Asked)
+	}
+	c := first(events.Context{CgroupID: cid, PID: 100})
+	if w := c.Workload; w == nil || w.ContainerID != testID || w.ContainerRuntime != RuntimeContainerd || w.PodUID != "6f1d2c3b-4a59-4e8f-9b7a-0c1d2e3f4a5b" {
+		t.Fatalf("container cgroup's first event: workload %+v, want its id, runtime and pod uid", w)
+	}
+	if s := e.Stats(); s.Asked != 1 {
+		t.Errorf("container cgroup: %d lookups queued, want 1 (its names and image)", s.Asked)
+	}
+	if cs := e.CacheStats(); cs.Misses != 4 || cs.Hits != 0 {
+		t.Errorf("cache stats %+v: want a miss for each first sight (two cgroups, two processes)", cs)
+	}
+	if again := first(events.Context{CgroupID: hid, PID: 200}); again.Workload != h.Workload {
+		t.Errorf("second event of the host cgroup: %+v", again.Workload)
+	}
+
+	// Process 300 says it is in another cgroup than the event's: nothing
+	// at first sight, the walk finds it.
+	root2, _, hid2 := fakeCgroupTree(t)
+	e2 := startEnricher(t, Options{CgroupRoot: root2, ProcRoot: procRoot})
+	moved := events.Context{CgroupID: hid2, PID: 300}
+	m := moved
+	e2.Enrich(&m, time.Now().UnixNano())
+	if m.Workload != nil {
+		t.Fatalf("a process in another cgroup named the event's: %+v", m.Workload)
+	}
+	if got := enrichUntil(t, e2, moved, func(c *events.Context) bool { return c.Workload != nil }); !got.Workload.Host() {
+		t.Errorf("walked: %+v, want the host", got.Workload)
 	}
 }
 
@@ -262,5 +331,43 @@ func BenchmarkReadProcEntry(b *testing.B) {
 	}
 	if p.exe == "" {
 		b.Fatal("no exe read")
+	}
+}
+
+// BenchmarkProcessCgroup measures what the first event of a new cgroup
+// adds on the hot path: its process's /proc/PID/cgroup and one stat.
+func BenchmarkProcessCgroup(b *testing.B) {
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var root string
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
+			root = f[1]
+		}
+	}
+	if root == "" {
+		b.Skip("no cgroup2 mount")
+	}
+	pid := uint32(os.Getpid())
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rel string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			rel = p
+		}
+	}
+	id, err := inode(filepath.Join(root, rel))
+	if err != nil {
+		b.Skipf("own cgroup: %v", err)
+	}
+	for b.Loop() {
+		if _, ok := processCgroup("/proc", root, pid, id); !ok {
+			b.Fatal("own cgroup not found")
+		}
 	}
 }

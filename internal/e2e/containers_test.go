@@ -428,9 +428,10 @@ pipelines:
 
 // checkContainer checks the events of a container's side, found by the
 // cgroup id of those that name the container: all of them are outgoing,
-// one begin per connection; those from a second after the first on carry
-// everything the runtime says (the first ones may not: a cgroup is
-// unknown at first sight).
+// one begin per connection; every one carries the container's id and
+// runtime (from the cgroup's path, read at flowtap's first sight of it),
+// and those from a second after the first on everything the runtime says
+// (the first ones may not: the runtime is asked in the background).
 func checkContainer(t *testing.T, evs []harness.Event, id string, want harness.Context, conns int) {
 	t.Helper()
 	var cgroup uint64
@@ -464,6 +465,11 @@ func checkContainer(t *testing.T, evs []harness.Event, id string, want harness.C
 		}
 		got := harness.Context{ContainerID: c.ContainerID, ContainerRuntime: c.ContainerRuntime, ContainerName: c.ContainerName,
 			ContainerImage: c.ContainerImage, PodName: c.PodName, PodNamespace: c.PodNamespace, PodUID: c.PodUID, PodLabels: c.PodLabels}
+		if c.ContainerID != want.ContainerID || c.ContainerRuntime != want.ContainerRuntime {
+			// From the cgroup's path, at flowtap's first sight of it.
+			t.Errorf("%s of container %s %v after its first event: container id %q runtime %q, want them from the first event on",
+				ev.Event, id[:12], time.Duration(ev.Timestamp-first), c.ContainerID, c.ContainerRuntime)
+		}
 		if reflect.DeepEqual(got, want) {
 			full++
 		} else if !early {
