@@ -85,6 +85,19 @@ func startCapture(t *testing.T, opts bpf.Options) *running {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	if opts.PacketFlows && !c.Has(bpf.FeaturePacketFlows) {
+		// Only a probe may say so (the packet programs themselves
+		// loaded wherever the core did, so far): a refusal fails.
+		for _, f := range c.Features() {
+			if f.Name == bpf.FeaturePacketFlows {
+				c.Close()
+				if f.Err != nil {
+					t.Fatalf("packet flows refused: %+v", f.Err)
+				}
+				t.Skipf("kernel feature missing: packet-flows: %s", f.Reason)
+			}
+		}
+	}
 	r := &running{c: c, col: &collector{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -16,15 +16,31 @@ import (
 // Test-only access to internals for the privileged tests, which live in
 // package bpf_test because internal/privtest imports this package.
 
-// TestObjects are the loaded but unattached programs and maps.
+// TestObjects are the loaded but unattached packet programs and the maps
+// they use.
 type TestObjects struct {
 	Ingress, Egress *ebpf.Program
 	Records, Lost   *ebpf.Map
-	objs            flowtapObjects
+	objs            testObjects
+}
+
+// testObjects are the objects of LoadTestObjects: the packet programs
+// alone, which load wherever the core does (the others may not: the
+// tracing and iterator programs need more of the kernel).
+type testObjects struct {
+	Ingress *ebpf.Program `ebpf:"flowtap_ingress"`
+	Egress  *ebpf.Program `ebpf:"flowtap_egress"`
+	Records *ebpf.Map     `ebpf:"flow_records"`
+	Lost    *ebpf.Map     `ebpf:"lost_records"`
 }
 
 // Close releases the objects.
-func (o *TestObjects) Close() error { return closeObjects(&o.objs) }
+func (o *TestObjects) Close() error {
+	for _, c := range []interface{ Close() error }{o.objs.Ingress, o.objs.Egress, o.objs.Records, o.objs.Lost} {
+		c.Close()
+	}
+	return nil
+}
 
 // LoadTestObjects loads the embedded object with the given ring size
 // without attaching anything.
@@ -39,8 +55,8 @@ func LoadTestObjects(ringSize int) (*TestObjects, error) {
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, err
 	}
-	o.Ingress, o.Egress = o.objs.FlowtapIngress, o.objs.FlowtapEgress
-	o.Records, o.Lost = o.objs.FlowRecords, o.objs.LostRecords
+	o.Ingress, o.Egress = o.objs.Ingress, o.objs.Egress
+	o.Records, o.Lost = o.objs.Records, o.objs.Lost
 	return o, nil
 }
 

@@ -58,9 +58,11 @@ const (
 
 // MinimumKernel is the oldest Linux release flowtap's core is known to
 // load and run on: the oldest kernel of the kernel matrix (make
-// test-kernels) on which the core passed. Debian 11's 5.10 fails with
-// KernelTooOldError (see coreRequirements); 5.15 to 6.0 are untested.
-const MinimumKernel = "6.1"
+// test-kernels), Debian 11's 5.10, where flows, DNS, owners and snapshots
+// work and the packet flows are unavailable (see tracingStorageProbe).
+// An older kernel fails with KernelTooOldError (see coreRequirements);
+// 5.11 to 6.0 are untested.
+const MinimumKernel = "5.10"
 
 // ErrFeatureUnavailable is wrapped by the errors of calls that need a
 // feature this capture does not have (see Capture.Features).
@@ -330,6 +332,12 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 	if err := setConst(spec, flowtapVarSockopsOwner, boolByte(opts.sockopsOwner)); err != nil {
 		return nil, err
 	}
+	// Tracing and raw tracepoint programs got it together (5.11);
+	// cilium/ebpf probes only the latter.
+	taskBTF := haveHelper(ebpf.RawTracepoint, asm.FnGetCurrentTaskBtf) == nil
+	if err := setConst(spec, flowtapVarTaskBtf, boolByte(taskBTF)); err != nil {
+		return nil, err
+	}
 	netnsCookie := haveHelper(ebpf.CGroupSKB, asm.FnGetNetnsCookie) == nil
 	if err := setConst(spec, flowtapVarNetnsCookieSkb, boolByte(netnsCookie)); err != nil {
 		return nil, err
@@ -354,6 +362,10 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 		return nil, fmt.Errorf("create BPF maps: %w", err)
 	}
 	l.data = coll // what Assign left: the data sections
+	storage := tracingStorageProbe(l.objs.SockStates)
+	if err := setConst(spec, flowtapVarTracingStorage, boolByte(storage == nil)); err != nil {
+		return nil, err
+	}
 
 	for _, f := range featureTable {
 		st := FeatureStatus{Feature: f}
@@ -364,6 +376,8 @@ func loadFeatures(spec *ebpf.CollectionSpec, opts loadOptions) (_ *loaded, err e
 		case st.Skipped:
 		case f.Name == FeatureMPTCP && mptcp != nil:
 			st.Reason = mptcp.Error()
+		case f.Name == FeaturePacketFlows && storage != nil:
+			st.Reason = storage.Error()
 		case f.Name == FeatureNoSocketResets && noSocketResetsTraced() != nil:
 			st.Reason = noSocketResetsTraced().Error()
 		default:
@@ -450,6 +464,40 @@ func mptcpHelperProbe() error {
 	default:
 		return fmt.Errorf("probe bpf_skc_to_mptcp_sock: %w", err)
 	}
+}
+
+// tracingStorageProbe says why tracing programs may not use socket-local
+// storage (Linux 5.11), which the packet flows need (the state program
+// gives sockets their owners and reports their closes there): nil where
+// they may. It loads a tp_btf program that looks a socket up in states,
+// flowtap's own socket storage map; cilium/ebpf has no probe for tracing
+// programs' helpers.
+func tracingStorageProbe(states *ebpf.Map) error {
+	for _, n := range strings.Split(os.Getenv(HideHelpersEnv), ",") {
+		if strings.TrimSpace(n) == "tracing_storage" {
+			return errors.New("socket-local storage in tracing programs hidden by " + HideHelpersEnv)
+		}
+	}
+	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceRawTp,
+		AttachTo:   "inet_sock_set_state",
+		License:    "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), // ctx[0]: the socket
+			asm.LoadMapPtr(asm.R1, states.FD()),
+			asm.Mov.Imm(asm.R3, 0),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnSkStorageGet.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	}, ebpf.ProgramOptions{LogDisabled: true})
+	if err != nil {
+		return fmt.Errorf("the kernel lacks socket-local storage in tracing programs (Linux 5.11), which the packet flows need for sockets' owners and closes: %w", err)
+	}
+	prog.Close()
+	return nil
 }
 
 // noSocketResetsTraced reports why tcp_send_reset does not fire for the
@@ -550,9 +598,6 @@ type kernelRequirement struct {
 
 // coreRequirements are what the core programs use, newest first.
 var coreRequirements = []kernelRequirement{
-	{"a cgroup pointer in struct sock_cgroup_data (Linux 5.15), which the sock_ops program reads a socket's cgroup from", func() error {
-		return kernelStructHas("sock_cgroup_data", "cgroup")
-	}},
 	{"bpf_skc_to_tcp_sock in sock_ops programs (Linux 5.9)", func() error {
 		return features.HaveProgramHelper(ebpf.SockOps, asm.FnSkcToTcpSock)
 	}},
@@ -563,26 +608,6 @@ var coreRequirements = []kernelRequirement{
 	{"socket-local storage in cgroup_skb programs (Linux 5.2)", func() error {
 		return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkStorageGet)
 	}},
-}
-
-// kernelStructHas reports, from the kernel's BTF, whether struct name
-// has a member called member: nil if it has, an error wrapping
-// ebpf.ErrNotSupported if it has not.
-func kernelStructHas(name, member string) error {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return fmt.Errorf("read the kernel's BTF: %w", err)
-	}
-	var st *btf.Struct
-	if err := spec.TypeByName(name, &st); err != nil {
-		return fmt.Errorf("struct %s: %w", name, err)
-	}
-	for _, m := range st.Members {
-		if m.Name == member {
-			return nil
-		}
-	}
-	return fmt.Errorf("struct %s has no %s: %w", name, member, ebpf.ErrNotSupported)
 }
 
 // missingKernelFeatures probes the core's requirements and lists those

@@ -60,6 +60,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define FLOW_SOCK_STREAM 1
 #define FLOW_PF_KTHREAD 0x00200000
+#define FLOW_S_IFMT 00170000
+#define FLOW_S_IFSOCK 0140000
 #define FLOW_IPPROTO_MPTCP 262
 
 // TCP states (include/net/tcp_states.h).
@@ -144,8 +146,20 @@ struct inet_sock {
 	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
+struct file;
+
 struct socket {
 	struct sock *sk;
+	struct file *file;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned short i_mode;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+	void *private_data;
 } __attribute__((preserve_access_index));
 
 struct cred {
@@ -193,7 +207,6 @@ struct sk_buff {
 	__u16 network_header;
 } __attribute__((preserve_access_index));
 
-struct file;
 struct mptcp_sock;
 
 struct bpf_iter_meta;
@@ -1103,6 +1116,35 @@ static __always_inline void current_owner(struct sock_owner *o)
 	o->ppid = task->real_parent->tgid;
 }
 
+// task_btf is set by the loader when tracing programs may call
+// bpf_get_current_task_btf (Linux 5.11). Before, the state program reads
+// the current task through bpf_get_current_task and BPF_CORE_READ.
+volatile const __u8 task_btf = 0;
+
+// tracing_storage is set by the loader when tracing programs may use
+// socket-local storage (Linux 5.11). Before, the state program records
+// listeners' owners only (listen_owners, flows from sock_ops), and the
+// packet flows, which need it, are not loaded.
+volatile const __u8 tracing_storage = 0;
+
+// current_task returns the current task: a BTF pointer, which may be read
+// directly, where task_btf is set; otherwise a plain one, which only
+// BPF_CORE_READ may read.
+static __always_inline struct task_struct *current_task(void)
+{
+	if (task_btf)
+		return bpf_get_current_task_btf();
+	return (struct task_struct *)bpf_get_current_task();
+}
+
+// current_kthread returns 1 if the current task is a kernel thread, else 0.
+static __always_inline int current_kthread(void)
+{
+	if (task_btf)
+		return (bpf_get_current_task_btf()->flags & FLOW_PF_KTHREAD) != 0;
+	return (BPF_CORE_READ(current_task(), flags) & FLOW_PF_KTHREAD) != 0;
+}
+
 // set_lineage records the owner's process start and parent from task, the
 // owner: the thread group leader's start (what /proc/PID/stat reports for
 // the process) and the real parent's tgid.
@@ -1145,7 +1187,6 @@ static __always_inline int handle_state(__u64 *ctx)
 	struct sock *sk = (struct sock *)ctx[0];
 	int oldstate = (int)ctx[1];
 	int newstate = (int)ctx[2];
-	struct task_struct *task;
 	struct sock_state *st;
 	struct tcp_counters k;
 	struct tcp_sock *tp;
@@ -1168,18 +1209,27 @@ static __always_inline int handle_state(__u64 *ctx)
 			struct listen_key lk = {};
 			struct sock_owner o = {};
 
-			task = bpf_get_current_task_btf();
-			if (task->flags & FLOW_PF_KTHREAD)
+			if (current_kthread())
 				return 0;
 			if (newstate != FLOW_TCP_LISTEN) {
 				// connect4/6 recorded the connector, without
-				// its process start and parent.
+				// its process start and parent (which user
+				// space reads from /proc where this cannot).
+				if (!tracing_storage)
+					return 0;
 				st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-				if (st && st->owner.pid == task->tgid && !st->owner.start_ns)
-					set_lineage(&st->owner, task);
+				if (st && st->owner.pid == bpf_get_current_pid_tgid() >> 32 && !st->owner.start_ns)
+					set_lineage(&st->owner, current_task());
 				return 0;
 			}
-			current_owner(&o);
+			if (task_btf) {
+				current_owner(&o);
+			} else {
+				o.pid = bpf_get_current_pid_tgid() >> 32;
+				o.uid = (__u32)bpf_get_current_uid_gid();
+				bpf_get_current_comm(o.comm, sizeof(o.comm));
+				set_lineage(&o, current_task());
+			}
 			lk.net = (__u64)sk->__sk_common.skc_net.net;
 			lk.port = sk->__sk_common.skc_num;
 			bpf_map_update_elem(&listen_owners, &lk, &o, BPF_ANY);
@@ -1190,8 +1240,7 @@ static __always_inline int handle_state(__u64 *ctx)
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 		if (st && (newstate == FLOW_TCP_LISTEN || proto == IPPROTO_TCP))
 			__builtin_memset(&st->mark, 0, sizeof(st->mark));
-		task = bpf_get_current_task_btf();
-		if (task->flags & FLOW_PF_KTHREAD)
+		if (current_kthread())
 			return 0;
 		// Inside the cgroup connect4/6 or sock_ops set this owner
 		// already, maybe without its start and parent.
@@ -1202,7 +1251,7 @@ static __always_inline int handle_state(__u64 *ctx)
 				return 0;
 		}
 		if (!st->owner.start_ns)
-			set_lineage(&st->owner, task);
+			set_lineage(&st->owner, current_task());
 		return 0;
 	}
 	if (socket_flows || (proto != IPPROTO_TCP && proto != FLOW_IPPROTO_MPTCP))
@@ -1328,9 +1377,14 @@ static __always_inline unsigned long sock_flags(struct sock *sk)
 	return sk->sk_flags;
 }
 
-// sock_cgroup returns the cgroup v2 id of a full socket.
+// sock_cgroup returns the cgroup v2 id of a full socket, or 0 before
+// Linux 5.15, where struct sock_cgroup_data holds the pointer in an
+// integer that a BTF pointer walk cannot follow (user space then takes the
+// cgroup of the socket's owner).
 static __always_inline __u64 sock_cgroup(struct tcp_sock *tp)
 {
+	if (!bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return 0;
 	return tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
 }
 
@@ -1753,8 +1807,13 @@ int flowtap_files(struct bpf_iter__task_file *ctx)
 
 	if (!task || !file)
 		return 0;
-	sock = bpf_sock_from_file(file);
-	if (!sock)
+	// A socket's file: a socket inode whose private data is a socket
+	// that points back to the file. (bpf_sock_from_file tests the file's
+	// operations instead, but only from Linux 5.11 on.)
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & FLOW_S_IFMT) != FLOW_S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
 		return 0;
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
@@ -1848,6 +1907,15 @@ int flowtap_subflows(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
+// stored_cookie returns tp's socket cookie as the kernel stored it when a
+// program first asked for it. The iterators read it so, because
+// bpf_get_socket_cookie is theirs only from Linux 5.12; every socket they
+// report has had its cookie asked for by the sock_ops or packet programs.
+static __always_inline __u64 stored_cookie(struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+}
+
 // snapshot_followed writes a snapshot record of a socket the sock_ops
 // program follows (flows from sock_ops: its state callback flag is set).
 static __always_inline void snapshot_followed(struct tcp_sock *tp)
@@ -1858,7 +1926,7 @@ static __always_inline void snapshot_followed(struct tcp_sock *tp)
 	if (!(tp->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG) || !(family = sock_family(tp)))
 		return;
 	core_counters(tp, &k);
-	submit_followed(tp, family, bpf_get_socket_cookie(tp), &k, tp->bpf_sock_ops_cb_flags, FLOW_REC_SNAPSHOT,
+	submit_followed(tp, family, stored_cookie(tp), &k, tp->bpf_sock_ops_cb_flags, FLOW_REC_SNAPSHOT,
 			tp->inet_conn.icsk_inet.sk.__sk_common.skc_state);
 }
 
@@ -1885,6 +1953,6 @@ int flowtap_snapshot(struct bpf_iter__tcp *ctx)
 	if (!st || !st->mark.counted)
 		return 0;
 	core_counters(tp, &k);
-	submit_socket(tp, bpf_get_socket_cookie(tp), st, &k, FLOW_REC_SNAPSHOT, skc->skc_state);
+	submit_socket(tp, stored_cookie(tp), st, &k, FLOW_REC_SNAPSHOT, skc->skc_state);
 	return 0;
 }

@@ -139,6 +139,8 @@ const (
 	flowtapVarNetnsCookieSkb     = "netns_cookie_skb"
 	flowtapVarSocketFlows        = "socket_flows"
 	flowtapVarSockopsOwner       = "sockops_owner"
+	flowtapVarTaskBtf            = "task_btf"
+	flowtapVarTracingStorage     = "tracing_storage"
 	flowtapVarWakeupBytes        = "wakeup_bytes"
 	flowtapVarWakeupQuietNs      = "wakeup_quiet_ns"
 )
@@ -222,6 +224,8 @@ type flowtapVariableSpecs struct {
 	NetnsCookieSkb *ebpf.VariableSpec `ebpf:"netns_cookie_skb"`
 	SocketFlows    *ebpf.VariableSpec `ebpf:"socket_flows"`
 	SockopsOwner   *ebpf.VariableSpec `ebpf:"sockops_owner"`
+	TaskBtf        *ebpf.VariableSpec `ebpf:"task_btf"`
+	TracingStorage *ebpf.VariableSpec `ebpf:"tracing_storage"`
 	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupQuietNs  *ebpf.VariableSpec `ebpf:"wakeup_quiet_ns"`
 }
@@ -277,6 +281,8 @@ type flowtapVariables struct {
 	NetnsCookieSkb *ebpf.Variable `ebpf:"netns_cookie_skb"`
 	SocketFlows    *ebpf.Variable `ebpf:"socket_flows"`
 	SockopsOwner   *ebpf.Variable `ebpf:"sockops_owner"`
+	TaskBtf        *ebpf.Variable `ebpf:"task_btf"`
+	TracingStorage *ebpf.Variable `ebpf:"tracing_storage"`
 	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupQuietNs  *ebpf.Variable `ebpf:"wakeup_quiet_ns"`
 }
