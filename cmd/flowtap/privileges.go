@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/internal/privdrop"
 )
 
@@ -35,8 +37,11 @@ import (
 // the kernel for socket snapshots (the iterator's link is created at
 // start) and detaching at the end need no capability
 // (TestDroppedPrivileges in internal/e2e runs a capture through all of
-// them). A flowtap that is not root keeps none of these: its plugins run
-// as its own user.
+// them), except before Linux 5.19, where kernel.unprivileged_bpf_disabled
+// refuses even reads of a map flowtap holds without CAP_BPF: there
+// flowtap keeps CAP_BPF (bpf.MapReadsNeedCapability decides, by trying).
+// A flowtap that is not root keeps none of these: its plugins run as its
+// own user.
 var keptCapabilities = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL, unix.CAP_SYS_PTRACE}
 
 // dropPrivileges drops every capability flowtap no longer needs (see
@@ -45,6 +50,19 @@ func dropPrivileges(log hclog.Logger) error {
 	keep := keptCapabilities
 	if os.Geteuid() != 0 {
 		keep = nil
+	}
+	need, err := bpf.MapReadsNeedCapability()
+	if err != nil {
+		return fmt.Errorf("drop privileges after start: %w", err)
+	}
+	if need {
+		// CAP_SYS_ADMIN stands in for CAP_BPF where the process has
+		// only it; Drop keeps only what the process holds.
+		keep = append(slices.Clone(keep), unix.CAP_BPF)
+		if !privdrop.Holds(unix.CAP_BPF) {
+			keep = append(keep, unix.CAP_SYS_ADMIN)
+		}
+		log.Info("keeping CAP_BPF: this kernel refuses reads of flowtap's BPF maps without it (kernel.unprivileged_bpf_disabled, before Linux 5.19)")
 	}
 	kept, err := privdrop.Drop(keep)
 	if errors.Is(err, privdrop.ErrCgo) {

@@ -107,6 +107,28 @@ func Drop(keep []int) ([]int, error) {
 	return kept, nil
 }
 
+// Holds reports whether the calling thread has capability c in its
+// permitted set (false if the set cannot be read).
+func Holds(c int) bool {
+	data, ok := threadCaps()
+	return ok && data[c/32].Permitted&(1<<(uint(c)%32)) != 0
+}
+
+// Effective reports whether the calling thread has capability c in its
+// effective set (false if the set cannot be read).
+func Effective(c int) bool {
+	data, ok := threadCaps()
+	return ok && data[c/32].Effective&(1<<(uint(c)%32)) != 0
+}
+
+// threadCaps reads the calling thread's capability sets.
+func threadCaps() ([2]unix.CapUserData, bool) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	err := unix.Capget(&hdr, &data[0])
+	return data, err == nil
+}
+
 // LastCap is the highest capability number the kernel knows
 // (/proc/sys/kernel/cap_last_cap; 63 if it cannot be read).
 func LastCap() int {

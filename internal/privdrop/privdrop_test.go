@@ -32,3 +32,21 @@ func TestCaps(t *testing.T) {
 		t.Errorf("Caps = %v", got)
 	}
 }
+
+// TestHoldsAndEffective agree with /proc/self/status for every
+// capability (the main thread's sets, which this test thread shares: no
+// thread changed its own).
+func TestHoldsAndEffective(t *testing.T) {
+	st, err := ReadStatus("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := 0; c <= LastCap(); c++ {
+		if got, want := Holds(c), st.Prm&(1<<uint(c)) != 0; got != want {
+			t.Errorf("Holds(%s) = %v, /proc says %v", Name(c), got, want)
+		}
+		if got, want := Effective(c), st.Eff&(1<<uint(c)) != 0; got != want {
+			t.Errorf("Effective(%s) = %v, /proc says %v", Name(c), got, want)
+		}
+	}
+}

@@ -273,7 +273,7 @@ func credential(id *Identity) (*syscall.Credential, error) {
 	if id.UID == euid && id.GID == egid && euid != 0 {
 		return nil, nil // already that user, and no root to shed
 	}
-	if euid != 0 && !hasCap(unix.CAP_SETUID) {
+	if euid != 0 && !privdrop.Effective(unix.CAP_SETUID) {
 		return nil, fmt.Errorf("run the plugin as %s: flowtap runs as uid %d without CAP_SETUID and cannot switch users: leave run_as out (the plugin then runs as flowtap's user) or give flowtap CAP_SETUID and CAP_SETGID",
 			id, euid)
 	}
@@ -304,13 +304,3 @@ func joinGroup(gid uint32) error {
 }
 
 var groupsMu sync.Mutex
-
-// hasCap reports whether the calling thread's effective set holds c.
-func hasCap(c int) bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
-}
