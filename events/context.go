@@ -9,7 +9,7 @@ package events
 func ContextFields() []FieldSpec {
 	return []FieldSpec{
 		{"socket_cookie", "uint64", "the socket's cookie (SO_COOKIE), unique per boot"},
-		{"cgroup_id", "uint64", "cgroup v2 id of the socket"},
+		{"cgroup_id", "uint64", "cgroup v2 id of the socket (before Linux 5.15, whose kernel programs cannot read it, its owner process's cgroup, read from /proc unless capture.workload.enabled is false)"},
 		{"pid", "uint32", "process id of the socket's owner: the process that connected or listened (0 when not known)"},
 		{"uid", "uint32", "user id of the owner"},
 		{"comm", "string", "task name of the owner"},

@@ -43,25 +43,36 @@ func (x *cgroupIndex) fromProcess(pid uint32, id uint64) (string, bool) {
 // cgroup2 mount root) if its directory has the given id: one small read
 // of /proc/PID/cgroup and one stat.
 func processCgroup(procRoot, root string, pid uint32, id uint64) (string, bool) {
-	if pid == 0 {
+	p, ino, ok := ownCgroup(procRoot, root, pid)
+	if !ok || ino != id {
 		return "", false
+	}
+	return p, true
+}
+
+// ownCgroup returns the cgroup v2 path of process pid (under the cgroup2
+// mount root) and its id, the inode number of its directory.
+func ownCgroup(procRoot, root string, pid uint32) (string, uint64, bool) {
+	if pid == 0 {
+		return "", 0, false
 	}
 	raw, err := os.ReadFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"))
 	if err != nil {
-		return "", false
+		return "", 0, false
 	}
 	// The cgroup v2 line is "0::/path" (the only line on a pure v2 host,
 	// one of several in a hybrid layout).
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			if ino, err := inode(filepath.Join(root, p)); err == nil && ino == id {
-				return p, true
+			ino, err := inode(filepath.Join(root, p))
+			if err != nil {
+				return "", 0, false
 			}
-			return "", false
+			return p, ino, true
 		}
 	}
-	return "", false
+	return "", 0, false
 }
 
 // walk reads the whole cgroup2 tree into byID.

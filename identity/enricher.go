@@ -59,8 +59,11 @@ type Enricher struct {
 	// none when the event's cgroup or process is the previous event's
 	// (lastCG, lastProc: the last entries found complete; apply clears
 	// them, since an answer can change an entry).
-	cgroups  map[uint64]cgroupEntry
-	procs    map[uint32]procEntry
+	cgroups map[uint64]cgroupEntry
+	procs   map[uint32]procEntry
+	// owners are the cgroups of processes whose events came without one
+	// (the kernel gives none before Linux 5.15), by pid.
+	owners   map[uint32]ownerCgroup
 	lastCG   uint64
 	lastW    *events.Workload
 	lastPID  uint32
@@ -79,6 +82,13 @@ type cgroupEntry struct {
 	// askAt is when to ask the resolver again (0: never): for a cgroup
 	// not known yet, or a container no runtime described yet.
 	askAt int64
+}
+
+// ownerCgroup is a process's cgroup id as /proc said at read, for start
+// time key; read again after expires.
+type ownerCgroup struct {
+	key, expires int64
+	id           uint64
 }
 
 // procEntry is what Enrich fills a context with for a process. The map is
@@ -162,7 +172,7 @@ func New(opts Options) *Enricher {
 	}
 	return &Enricher{
 		opts: opts, log: log,
-		cgroups: map[uint64]cgroupEntry{}, procs: map[uint32]procEntry{},
+		cgroups: map[uint64]cgroupEntry{}, procs: map[uint32]procEntry{}, owners: map[uint32]ownerCgroup{},
 		requests: make(chan request, 1024), answers: make(chan answer, 1024),
 		done: make(chan struct{}),
 	}
@@ -173,6 +183,9 @@ func New(opts Options) *Enricher {
 func (e *Enricher) Enrich(c *events.Context, now int64) {
 	if len(e.answers) > 0 {
 		e.drain()
+	}
+	if c.CgroupID == 0 && c.PID != 0 && e.opts.CgroupRoot != "" {
+		c.CgroupID = e.ownerCgroup(c.PID, c.ProcessStart, now)
 	}
 	if c.CgroupID != 0 && c.CgroupID == e.lastCG {
 		c.Workload = e.lastW
@@ -240,6 +253,25 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 	if c.ProcessStart == 0 {
 		c.ProcessStart = p.start
 	}
+}
+
+// ownerCgroup returns the cgroup id of process pid (start: its start
+// time, 0 if not known), for an event whose socket's cgroup the kernel
+// did not give: before Linux 5.15 the sock_ops program cannot read it.
+// The owner's cgroup is the socket's unless the owner moved after it
+// made the socket. /proc is read once per process, and again after
+// procTTL (a process may be moved); 0 when the process is gone.
+func (e *Enricher) ownerCgroup(pid uint32, start, now int64) uint64 {
+	if o, ok := e.owners[pid]; ok && o.key == start && now < o.expires {
+		return o.id
+	}
+	_, id, _ := ownCgroup(e.opts.ProcRoot, e.opts.CgroupRoot, pid)
+	if _, ok := e.owners[pid]; !ok && len(e.owners) >= e.opts.CacheSize {
+		evictOne(e.owners)
+		e.counts.evictions++
+	}
+	e.owners[pid] = ownerCgroup{key: start, expires: now + procTTL, id: id}
+	return id
 }
 
 // firstSight gives a cgroup seen for the first time what its path says,
@@ -320,7 +352,7 @@ func evictOne[K comparable, V any](m map[K]V) {
 // CacheStats returns the caches' counters: call it on the goroutine that
 // calls Enrich, or under the lock that goroutine holds.
 func (e *Enricher) CacheStats() CacheStats {
-	return CacheStats{Entries: len(e.cgroups) + len(e.procs), Hits: e.counts.hits, Misses: e.counts.misses, Evictions: e.counts.evictions}
+	return CacheStats{Entries: len(e.cgroups) + len(e.procs) + len(e.owners), Hits: e.counts.hits, Misses: e.counts.misses, Evictions: e.counts.evictions}
 }
 
 // Stats returns the counters; safe from any goroutine.

@@ -178,6 +178,36 @@ func TestEnrichWorkloadAtFirstSight(t *testing.T) {
 	}
 }
 
+// TestEnrichCgroupFromOwner: an event the kernel gave no cgroup (before
+// Linux 5.15) gets its owner's, and the workload that goes with it; an
+// event without an owner, or of an owner gone, stays without.
+func TestEnrichCgroupFromOwner(t *testing.T) {
+	root, cid, _ := fakeCgroupTree(t)
+	procRoot := t.TempDir()
+	dir := filepath.Join(procRoot, "100")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6f1d2c3b_4a59_4e8f_9b7a_0c1d2e3f4a5b.slice/cri-containerd-" + testID + ".scope"
+	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::"+path+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := startEnricher(t, Options{CgroupRoot: root, ProcRoot: procRoot})
+	for i := range 2 { // read, then cached
+		c := events.Context{PID: 100, ProcessStart: 42}
+		e.Enrich(&c, time.Now().UnixNano())
+		if c.CgroupID != cid || c.Workload == nil || c.Workload.ContainerID != testID {
+			t.Fatalf("event %d without a cgroup: cgroup %d workload %+v, want the owner's cgroup %d and its container", i, c.CgroupID, c.Workload, cid)
+		}
+	}
+	for _, c := range []events.Context{{PID: 0}, {PID: 101}} {
+		e.Enrich(&c, time.Now().UnixNano())
+		if c.CgroupID != 0 || c.Workload != nil {
+			t.Errorf("pid %d: cgroup %d workload %+v, want none", c.PID, c.CgroupID, c.Workload)
+		}
+	}
+}
+
 // TestEnrichProcess: a process's first event already names its
 // executable and parent (read from /proc at first sight, not queued: a
 // short-lived process would be gone before an answer came), a later one
