@@ -55,11 +55,12 @@ var bpfTests = []string{
 	"TestProgramParsing",           // packet parsing through BPF_PROG_TEST_RUN
 	"TestCaptureLoopback",          // core and packet-flows: handshake records, IPv4, IPv6, extension headers
 	"TestCloseRecords",             // core: one closed record per socket (sock_ops, tp_btf)
-	"TestOwnership/packets",        // existing-owners, and existing-closes and mptcp, which load with packet flows only
+	"TestOwnership",                // existing-owners, and existing-closes and mptcp, which load with packet flows only; the fallbacks of kernels without bpf_get_current_task_btf
 	"TestSnapshot",                 // snapshots
 	"TestNoSocketReset",            // nosock-resets, also between network namespaces over veth
 	"TestDNSCapture",               // dns
 	"TestLostRecordMarkers",        // the ring buffer's loss accounting
+	"TestMapReadsNeedCapability",   // whether flowtap must keep CAP_BPF after start (before Linux 5.19)
 	"TestNothingAttachedAfterKill", // links die with the process
 }
 
