@@ -229,19 +229,12 @@ func (e *Enricher) Enrich(c *events.Context, now int64) {
 		}
 		return
 	}
+	// The cached case inline (the hot path), the rest in proc.
 	p, ok := e.procs[c.PID]
 	if ok && p.key == c.ProcessStart && (p.expires == 0 || now < p.expires) {
 		e.counts.hits++
 	} else {
-		// First sight of the process (or of its pid reused, or an entry
-		// without a start time expired): /proc, now.
-		e.counts.misses++
-		if !ok && len(e.procs) >= e.opts.CacheSize {
-			evictOne(e.procs)
-			e.counts.evictions++
-		}
-		p = readProcEntry(e.opts.ProcRoot, c.PID, c.ProcessStart)
-		e.procs[c.PID] = p
+		p = e.proc(c.PID, c.ProcessStart, now)
 	}
 	if p.expires == 0 {
 		e.lastPID, e.lastProc = c.PID, p
@@ -265,13 +258,37 @@ func (e *Enricher) ownerCgroup(pid uint32, start, now int64) uint64 {
 	if o, ok := e.owners[pid]; ok && o.key == start && now < o.expires {
 		return o.id
 	}
-	_, id, _ := ownCgroup(e.opts.ProcRoot, e.opts.CgroupRoot, pid)
+	var id uint64
+	// Only if /proc's process is the event's (its start time agrees):
+	// a pid of another pid namespace, or reused, names another cgroup.
+	if start == 0 || e.proc(pid, start, now).start != 0 {
+		_, id, _ = ownCgroup(e.opts.ProcRoot, e.opts.CgroupRoot, pid)
+	}
 	if _, ok := e.owners[pid]; !ok && len(e.owners) >= e.opts.CacheSize {
 		evictOne(e.owners)
 		e.counts.evictions++
 	}
 	e.owners[pid] = ownerCgroup{key: start, expires: now + procTTL, id: id}
 	return id
+}
+
+// proc returns process pid's entry (start: the start time the kernel
+// gave, 0 if none) from the cache, or from /proc at first sight (or when
+// its pid was reused, or an entry without a start time expired).
+func (e *Enricher) proc(pid uint32, start, now int64) procEntry {
+	p, ok := e.procs[pid]
+	if ok && p.key == start && (p.expires == 0 || now < p.expires) {
+		e.counts.hits++
+		return p
+	}
+	e.counts.misses++
+	if !ok && len(e.procs) >= e.opts.CacheSize {
+		evictOne(e.procs)
+		e.counts.evictions++
+	}
+	p = readProcEntry(e.opts.ProcRoot, pid, start)
+	e.procs[pid] = p
+	return p
 }
 
 // firstSight gives a cgroup seen for the first time what its path says,

@@ -194,18 +194,60 @@ func TestEnrichCgroupFromOwner(t *testing.T) {
 	}
 	e := startEnricher(t, Options{CgroupRoot: root, ProcRoot: procRoot})
 	for i := range 2 { // read, then cached
-		c := events.Context{PID: 100, ProcessStart: 42}
+		c := events.Context{PID: 100} // no start time from the kernel
 		e.Enrich(&c, time.Now().UnixNano())
 		if c.CgroupID != cid || c.Workload == nil || c.Workload.ContainerID != testID {
 			t.Fatalf("event %d without a cgroup: cgroup %d workload %+v, want the owner's cgroup %d and its container", i, c.CgroupID, c.Workload, cid)
 		}
 	}
-	for _, c := range []events.Context{{PID: 0}, {PID: 101}} {
+	// No owner, an owner gone, and an owner whose start time /proc does
+	// not confirm (another process holds the pid, or the pid is of
+	// another pid namespace): no cgroup.
+	for _, c := range []events.Context{{PID: 0}, {PID: 101}, {PID: 100, ProcessStart: 42}} {
 		e.Enrich(&c, time.Now().UnixNano())
 		if c.CgroupID != 0 || c.Workload != nil {
-			t.Errorf("pid %d: cgroup %d workload %+v, want none", c.PID, c.CgroupID, c.Workload)
+			t.Errorf("pid %d start %d: cgroup %d workload %+v, want none", c.PID, c.ProcessStart, c.CgroupID, c.Workload)
 		}
 	}
+
+	// This process, on the real /proc and cgroup2 mount, with its real
+	// start time: its own cgroup.
+	mount, own := ownCgroupMount(t)
+	info, err := readProc("/proc", uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bootToWall() + int64(info.startTicks)*clockTick
+	live := startEnricher(t, Options{CgroupRoot: mount})
+	c := events.Context{PID: uint32(os.Getpid()), ProcessStart: start}
+	live.Enrich(&c, time.Now().UnixNano())
+	if c.CgroupID != own {
+		t.Errorf("this process: cgroup %d, want its own %d", c.CgroupID, own)
+	}
+}
+
+// ownCgroupMount returns the cgroup2 mount and this process's cgroup id,
+// or skips.
+func ownCgroupMount(tb testing.TB) (string, uint64) {
+	tb.Helper()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var root string
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
+			root = f[1]
+		}
+	}
+	if root == "" {
+		tb.Skip("no cgroup2 mount")
+	}
+	_, id, ok := ownCgroup("/proc", root, uint32(os.Getpid()))
+	if !ok {
+		tb.Skip("this process's cgroup is not under the cgroup2 mount")
+	}
+	return root, id
 }
 
 // TestEnrichProcess: a process's first event already names its
@@ -367,34 +409,8 @@ func BenchmarkReadProcEntry(b *testing.B) {
 // BenchmarkProcessCgroup measures what the first event of a new cgroup
 // adds on the hot path: its process's /proc/PID/cgroup and one stat.
 func BenchmarkProcessCgroup(b *testing.B) {
-	mounts, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var root string
-	for _, line := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" {
-			root = f[1]
-		}
-	}
-	if root == "" {
-		b.Skip("no cgroup2 mount")
-	}
+	root, id := ownCgroupMount(b)
 	pid := uint32(os.Getpid())
-	raw, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var rel string
-	for _, line := range strings.Split(string(raw), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			rel = p
-		}
-	}
-	id, err := inode(filepath.Join(root, rel))
-	if err != nil {
-		b.Skipf("own cgroup: %v", err)
-	}
 	for b.Loop() {
 		if _, ok := processCgroup("/proc", root, pid, id); !ok {
 			b.Fatal("own cgroup not found")
