@@ -268,8 +268,13 @@ func Open(opts Options) (_ *Capture, err error) {
 	}
 	for _, f := range l.features {
 		if !f.Available && !f.Skipped {
-			logger.Warn("feature unavailable: flowtap runs without it", "feature", f.Name, "program", f.Program,
-				"reason", f.Reason, "without_it", f.Without)
+			// The program only when one was refused (a probe may say
+			// the kernel lacks what the feature needs before any loads).
+			args := []any{"feature", f.Name}
+			if f.Program != "" {
+				args = append(args, "program", f.Program)
+			}
+			logger.Warn("feature unavailable: flowtap runs without it", append(args, "reason", f.Reason, "without_it", f.Without)...)
 			logVerifier(logger, f)
 		}
 	}
