@@ -50,7 +50,7 @@ func TestHelpGolden(t *testing.T) {
 			walk(sub, append(path, sub.Name()))
 		}
 	}
-	walk(newRoot(), nil)
+	walk(newRoot(nil), nil)
 	// The versions change with their own releases: the golden file holds
 	// where they are printed, as numbers, not which.
 	got := strings.ReplaceAll(all.String(), fmt.Sprintf("version (%d: ", sdk.ProtocolVersion), "version (PROTOCOL: ")

@@ -28,6 +28,7 @@ import (
 	"github.com/flowtap/flowtap/events"
 	"github.com/flowtap/flowtap/internal/buildinfo"
 	"github.com/flowtap/flowtap/internal/gctune"
+	"github.com/flowtap/flowtap/internal/sysfilter"
 	"github.com/flowtap/flowtap/pipeline"
 	"github.com/flowtap/flowtap/plugins/host"
 	"github.com/flowtap/flowtap/plugins/sdk"
@@ -35,7 +36,15 @@ import (
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	// flowtap's own seccomp filter, on every thread, before anything else
+	// runs (a thread under a filter of its own, as the plugin launcher
+	// is, would make it fail): see filterSystemCalls.
+	filterErr := filterSystemCalls()
+	if filterErr != nil && !errors.Is(filterErr, sysfilter.ErrUnavailable) {
+		fmt.Fprintln(os.Stderr, "flowtap:", filterErr)
+		os.Exit(1)
+	}
+	if err := newRoot(filterErr).Execute(); err != nil {
 		var exit exitError
 		if errors.As(err, &exit) {
 			os.Exit(exit.code) // what to say was printed
@@ -45,7 +54,10 @@ func main() {
 	}
 }
 
-func newRoot() *cobra.Command {
+// newRoot returns flowtap's command. filterErr is why flowtap runs
+// without its seccomp filter (nil: it runs under it, or, in tests, the
+// caller did not try); flowtap run logs it.
+func newRoot(filterErr error) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "flowtap",
 		Short:         "Watch TCP connections from inside the kernel and deliver them as events",
@@ -58,12 +70,12 @@ func newRoot() *cobra.Command {
 	// Read through the flag set (Lookup), where a given flag overrides
 	// the config's log.level.
 	root.PersistentFlags().String("log-level", "info", "log level: trace, debug, info, warn, error (config: log.level)")
-	root.AddCommand(newRun(), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor(), newStatus())
+	root.AddCommand(newRun(filterErr), newReplay(), newList(), newVersion(), newConfigCmd(), newExplain(), newMan(), newDoctor(), newStatus())
 	completeFlags(root)
 	return root
 }
 
-func newRun() *cobra.Command {
+func newRun(filterErr error) *cobra.Command {
 	var (
 		o          overrides
 		cpuProfile string
@@ -122,6 +134,9 @@ func newRun() *cobra.Command {
 				return err
 			}
 			defer sockets.Remove()
+			if filterErr != nil {
+				log.Warn("flowtap runs without its seccomp filter", "reason", filterErr)
+			}
 			// The thread plugins start from drops its bounding set now,
 			// while flowtap may (CAP_SETPCAP).
 			if err := host.PrepareLauncher(); err != nil {

@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // and its error.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := newRoot()
+	root := newRoot(nil)
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/internal/privdrop"
+	"github.com/flowtap/flowtap/internal/sysfilter"
 )
 
 // keptCapabilities are the capabilities flowtap keeps once its programs
@@ -77,5 +78,20 @@ func dropPrivileges(log hclog.Logger) error {
 		names[i] = privdrop.Name(c)
 	}
 	log.Info("privileges dropped: programs attached", "kept", strings.Join(names, ","), "no_new_privs", true)
+	return nil
+}
+
+// filterSystemCalls puts every thread of flowtap under its seccomp filter
+// (sysfilter.Agent), for good: EPERM for ptrace and the other ways into
+// other processes (flowtap keeps CAP_SYS_PTRACE, for /proc/PID/exe, and
+// never needs them), namespaces, mounts, modules, kexec and the kernel
+// interfaces it does not use. It also sets NoNewPrivs. Where seccomp is
+// unavailable (no CONFIG_SECCOMP_FILTER, an unknown architecture, a
+// policy around flowtap that refuses seccomp(2)) the error wraps
+// sysfilter.ErrUnavailable: flowtap run logs a WARN and runs without it.
+func filterSystemCalls() error {
+	if err := sysfilter.InstallProcess(sysfilter.Agent); err != nil {
+		return fmt.Errorf("install flowtap's seccomp filter: %w", err)
+	}
 	return nil
 }

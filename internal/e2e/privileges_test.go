@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
 	"github.com/flowtap/flowtap/internal/privdrop"
 	"github.com/flowtap/flowtap/internal/privtest"
@@ -27,10 +28,11 @@ const keptCaps = 1<<5 | 1<<6 | 1<<7 | 1<<19
 
 // TestDroppedPrivileges: once its programs are attached, a root flowtap's
 // /proc/<pid>/status shows only CAP_KILL, CAP_SETGID, CAP_SETUID and
-// CAP_SYS_PTRACE, in
-// every set, no ambient or inheritable capability, and NoNewPrivs; its
-// sink plugins run as an unprivileged user with no capability at all and
-// NoNewPrivs. What flowtap dropped it did not need: a connection held
+// CAP_SYS_PTRACE (and CAP_BPF where the kernel needs it, before Linux
+// 5.19), in every set, no ambient or inheritable capability, NoNewPrivs,
+// and its seccomp filter on every thread; its sink plugins run as an
+// unprivileged user with no capability at all, NoNewPrivs, and flowtap's
+// filter and their own. What flowtap dropped it did not need: a connection held
 // idle across two idle timeouts (3 s) is kept alive by the socket
 // snapshots, which flowtap asks the kernel for after the drop, and ends
 // with its FIN, not evicted.
@@ -49,10 +51,40 @@ func TestDroppedPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("flowtap %d: Uid %v CapEff %s CapBnd %s NoNewPrivs %v", a.PID(), st.UID, privdrop.Caps(st.Eff), privdrop.Caps(st.Bnd), st.NoNewPrivs)
+	t.Logf("flowtap %d: Uid %v CapEff %s CapBnd %s NoNewPrivs %v Seccomp %d (%d filters)", a.PID(), st.UID, privdrop.Caps(st.Eff), privdrop.Caps(st.Bnd), st.NoNewPrivs, st.Seccomp, st.SeccompFilters)
+	keptCaps := uint64(keptCaps)
+	if need, err := bpf.MapReadsNeedCapability(); err != nil {
+		t.Fatal(err)
+	} else if need {
+		keptCaps |= 1 << 39 // CAP_BPF, before Linux 5.19
+	}
 	if st.Eff != keptCaps || st.Prm != keptCaps || st.Bnd != keptCaps || st.Inh != 0 || st.Amb != 0 || !st.NoNewPrivs {
 		t.Errorf("flowtap keeps Eff %v Prm %v Bnd %v Inh %v Amb %v NoNewPrivs %v; want only CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SYS_PTRACE and NoNewPrivs",
 			privdrop.Caps(st.Eff), privdrop.Caps(st.Prm), privdrop.Caps(st.Bnd), privdrop.Caps(st.Inh), privdrop.Caps(st.Amb), st.NoNewPrivs)
+	}
+	// Every thread of flowtap runs under its seccomp filter (also those
+	// from before it was installed); the plugin launcher thread under
+	// the plugins' too; each plugin under both.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", a.PID()))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("flowtap's threads: %v %v", tasks, err)
+	}
+	if st.Seccomp != 2 || st.SeccompFilters < 1 {
+		t.Errorf("flowtap: Seccomp %d with %d filters, want mode 2 and its filter", st.Seccomp, st.SeccompFilters)
+	}
+	launchers := 0
+	for _, task := range tasks {
+		ts, err := privdrop.ReadStatus(fmt.Sprintf("%d/task/%s", a.PID(), filepath.Base(task)))
+		if err != nil {
+			continue // a thread that ended
+		}
+		switch {
+		case ts.Seccomp == 2 && ts.SeccompFilters == st.SeccompFilters:
+		case ts.Seccomp == 2 && ts.SeccompFilters == st.SeccompFilters+1 && launchers == 0:
+			launchers++
+		default:
+			t.Errorf("flowtap thread %s: Seccomp %d with %d filters, want mode 2 with the process's %d (one more on the plugin launcher)", filepath.Base(task), ts.Seccomp, ts.SeccompFilters, st.SeccompFilters)
+		}
 	}
 	plugins := children(a.PID())
 	if len(plugins) == 0 {
@@ -63,7 +95,10 @@ func TestDroppedPrivileges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("plugin %d: Uid %v CapEff %#x CapBnd %#x NoNewPrivs %v", pid, ps.UID, ps.Eff, ps.Bnd, ps.NoNewPrivs)
+		t.Logf("plugin %d: Uid %v CapEff %#x CapBnd %#x NoNewPrivs %v Seccomp %d (%d filters)", pid, ps.UID, ps.Eff, ps.Bnd, ps.NoNewPrivs, ps.Seccomp, ps.SeccompFilters)
+		if ps.Seccomp != 2 || ps.SeccompFilters != st.SeccompFilters+1 {
+			t.Errorf("plugin %d: Seccomp %d with %d filters, want flowtap's %d and its own", pid, ps.Seccomp, ps.SeccompFilters, st.SeccompFilters)
+		}
 		if len(ps.UID) == 0 || ps.UID[0] == "0" || ps.Eff|ps.Prm|ps.Bnd|ps.Inh|ps.Amb != 0 || !ps.NoNewPrivs {
 			t.Errorf("plugin %d: uid %v, capabilities eff %#x prm %#x bnd %#x inh %#x amb %#x, NoNewPrivs %v; want an unprivileged user, none, and NoNewPrivs",
 				pid, ps.UID, ps.Eff, ps.Prm, ps.Bnd, ps.Inh, ps.Amb, ps.NoNewPrivs)

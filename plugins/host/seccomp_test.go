@@ -9,13 +9,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/flowtap/flowtap/internal/privdrop"
+	"github.com/flowtap/flowtap/internal/testutil"
 )
 
 // probeEnv makes the test binary, started again, run TestSeccompProbe.
@@ -38,12 +38,7 @@ func TestSeccompProbe(t *testing.T) {
 	if os.Getenv(probeEnv) != "1" {
 		t.Skip("a helper of TestPluginFilter")
 	}
-	raw := func(nr uintptr, a ...uintptr) int {
-		var args [6]uintptr
-		copy(args[:], a)
-		_, _, e := unix.Syscall6(nr, args[0], args[1], args[2], args[3], args[4], args[5])
-		return int(e)
-	}
+	raw := testutil.RawErrno
 	pid := uintptr(os.Getpid())
 	bad := ^uintptr(0) // -1: no such descriptor
 	res := probeResult{Errno: map[string]int{
@@ -96,10 +91,7 @@ func TestSeccompProbe(t *testing.T) {
 // plugin launcher thread (launched) or from an ordinary one.
 func runProbe(t *testing.T, launched bool) probeResult {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSeccompProbe$", "-test.count=1")
-	cmd.Env = append(os.Environ(), probeEnv+"=1")
-	var out, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &stderr
+	p := testutil.NewProbe("TestSeccompProbe", probeEnv+"=1")
 	if launched {
 		l, err := getLauncher()
 		if err != nil {
@@ -108,20 +100,14 @@ func runProbe(t *testing.T, launched bool) probeResult {
 		if l.noFilter != nil {
 			t.Fatalf("the launcher installed no filter: %v", l.noFilter)
 		}
-		if err := l.start(cmd); err != nil {
+		if err := l.start(p.Cmd); err != nil {
 			t.Fatal(err)
 		}
-	} else if err := cmd.Start(); err != nil {
+	} else if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("probe: %v\n%s%s", err, out.String(), stderr.String())
-	}
-	line, _, _ := strings.Cut(out.String(), "\n")
 	var res probeResult
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		t.Fatalf("probe output %q: %v", out.String(), err)
-	}
+	p.Wait(t, &res)
 	return res
 }
 
@@ -159,29 +145,5 @@ func TestPluginFilter(t *testing.T) {
 		if got := syscall.Errno(plain.Errno[name]); got != want {
 			t.Errorf("%s without the filter: %v, want %v", name, got, want)
 		}
-	}
-}
-
-// TestPluginFilterJumps checks the filter program's shape: every jump
-// lands inside the program, on a return or the clone flags check, and the
-// program ends in returns.
-func TestPluginFilterJumps(t *testing.T) {
-	prog := pluginFilter()
-	if len(prog) > 4096 { // BPF_MAXINSNS
-		t.Fatalf("%d instructions", len(prog))
-	}
-	for i, ins := range prog {
-		if ins.Code&0x07 != unix.BPF_JMP {
-			continue
-		}
-		for _, off := range []uint8{ins.Jt, ins.Jf} {
-			to := i + 1 + int(off)
-			if to >= len(prog) {
-				t.Fatalf("instruction %d jumps to %d, past the end (%d)", i, to, len(prog))
-			}
-		}
-	}
-	if last := prog[len(prog)-1]; last.Code != unix.BPF_RET|unix.BPF_K {
-		t.Errorf("the program ends in %#x, not a return", last.Code)
 	}
 }
