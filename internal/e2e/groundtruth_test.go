@@ -19,6 +19,7 @@ import (
 	"github.com/flowtap/flowtap/bpf"
 	"github.com/flowtap/flowtap/derive/communityid"
 	"github.com/flowtap/flowtap/internal/e2e/harness"
+	"github.com/flowtap/flowtap/internal/privdrop"
 	"github.com/flowtap/flowtap/internal/privtest"
 	"github.com/flowtap/flowtap/internal/workload"
 )
@@ -225,6 +226,13 @@ func groundTruth(t *testing.T, prefix string, second byte, plan workload.Plan, a
 	}
 	ours := relevance(rep, info, topo)
 	waitForEvents(a, want, ours, 30*time.Second, 5*time.Second)
+	// flowtap runs under its seccomp filter on this kernel too (a WARN
+	// would say it could not).
+	if st, err := privdrop.ReadStatus(fmt.Sprint(a.PID())); err != nil {
+		t.Error(err)
+	} else if st.Seccomp != 2 || !st.NoNewPrivs {
+		t.Errorf("flowtap runs with Seccomp %d, NoNewPrivs %v; want its filter (mode 2) and NoNewPrivs", st.Seccomp, st.NoNewPrivs)
+	}
 	a.Stop(t)
 
 	sum, err := srv.Stop()
